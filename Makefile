@@ -1,0 +1,31 @@
+# chaos-inject: the README's commands run these targets (as root on Debian 12).
+SHELL := /bin/bash
+VENV  ?= $(CURDIR)/.venv
+PY    := $(VENV)/bin/python
+
+.PHONY: setup demo test test-unit test-host bench clean sweep
+
+setup:            ## apt packages, kernel headers for bcc, venv with pinned pip packages (idempotent)
+	VENV=$(VENV) bash scripts/setup-host.sh
+
+demo: setup       ## two throwaway namespaces, a real per-flow loss fault with traffic, summary, clean up
+	$(VENV)/bin/chaos-inject demo
+
+test: setup       ## every tier this machine can run; each tier reports its counts or why it was skipped
+	bash scripts/run-tests.sh
+
+test-unit: setup
+	$(PY) -m pytest tests/unit -q
+
+test-host: setup
+	$(PY) -m pytest tests/host -q
+
+bench: setup      ## prints figures; see bench/README.md
+	$(PY) bench/classifier_cost.py
+	$(PY) bench/apply_time.py
+
+sweep: setup      ## remove what dead runs left behind
+	$(VENV)/bin/chaos-inject sweep
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
