@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Fetch a stock Debian kernel for the test VM into .cache/vm/<version>/ (never the host's /boot).
+#   usage: fetch-kernel.sh 6.1|6.12     prints the kernel version (e.g. 6.1.0-56-amd64) on stdout
+# 6.1 comes from the host's own apt lists (bookworm); 6.12 from bookworm-backports through a private
+# sources list and lists directory under .cache/vm/apt, so the host's apt configuration is untouched.
+# Cached: once .cache/vm/<version>/ is complete, nothing is downloaded.
+# Exit 77 when the kernel cannot be obtained (no network / no such package).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/../.." && pwd)
+cache=${VM_CACHE:-$here/.cache/vm}
+series=${1:-6.1}
+log() { printf '[vm-fetch] %s\n' "$*" >&2; }
+skip() { printf 'kernel tier skipped: %s\n' "$*" >&2; exit 77; }
+
+apt_opts=()
+case "$series" in
+  6.1) ;;
+  6.12)
+    # private apt state: only bookworm-backports, its own lists and caches, under .cache/vm/apt
+    a=$cache/apt
+    mkdir -p "$a/lists/partial" "$a/cache/archives/partial" "$a/sources.list.d"
+    echo "deb http://deb.debian.org/debian bookworm-backports main" > "$a/sources.list"
+    apt_opts=(-o "Dir::Etc::sourcelist=$a/sources.list" -o "Dir::Etc::sourceparts=$a/sources.list.d"
+              -o "Dir::State::Lists=$a/lists" -o "Dir::Cache=$a/cache"
+              -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=" -o "APT::Default-Release=bookworm-backports")
+    ;;
+  *) echo "usage: $0 6.1|6.12" >&2; exit 2 ;;
+esac
+
+# The versioned image package the linux-image-amd64 meta package points at (e.g. linux-image-6.1.0-56-amd64).
+image_pkg() { apt-cache "${apt_opts[@]}" depends linux-image-amd64 2>/dev/null \
+                | awk '/Depends: linux-image-[0-9]/{print $2}' | sort -V | tail -1; }
+
+stampfile=$cache/latest-$series      # remembers which version this series resolved to last time
+pkg=""
+if [ -s "$stampfile" ] && [ -e "$cache/$(cat "$stampfile")/.complete" ]; then
+  ver=$(cat "$stampfile")
+  echo "$ver"; exit 0
+fi
+
+pkg=$(image_pkg || true)
+if [ -z "$pkg" ]; then
+  log "apt-get update (${series})"
+  apt-get "${apt_opts[@]}" update -qq >/dev/null 2>&1 || skip "apt-get update failed for the $series kernel (no network?)"
+  pkg=$(image_pkg || true)
+fi
+[ -n "$pkg" ] || skip "no linux-image-amd64 dependency found in apt for $series"
+ver=${pkg#linux-image-}
+ver=${ver%-unsigned}
+dir=$cache/$ver
+
+if [ ! -e "$dir/.complete" ]; then
+  log "downloading $pkg into $dir"
+  rm -rf "$dir"; mkdir -p "$dir"
+  (cd "$dir" && apt-get "${apt_opts[@]}" download -qq "$pkg" >/dev/null 2>&1) \
+    || { rm -rf "$dir"; skip "apt-get download $pkg failed (no network?)"; }
+  dpkg -x "$dir"/*.deb "$dir/root"
+  rm -f "$dir"/*.deb
+  [ -e "$dir/root/boot/vmlinuz-$ver" ] || { rm -rf "$dir"; skip "$pkg has no /boot/vmlinuz-$ver"; }
+  depmod -b "$dir/root" "$ver"
+  touch "$dir/.complete"
+fi
+echo "$ver" > "$stampfile"
+echo "$ver"
