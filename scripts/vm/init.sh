@@ -30,7 +30,7 @@ mount -t tmpfs -o mode=0755 rw /rw
 mkdir -p /rw/upper /rw/work
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot || die "mount overlay"
 n=/newroot
-mount -t 9p -o "$p9" checkout "$n$checkout" || die "mount checkout $checkout"
+mount -t 9p -o "$p9,cache=loose" checkout "$n$checkout" || die "mount checkout $checkout"
 mount -t proc proc $n/proc
 mount -t sysfs sys $n/sys
 mount -t devtmpfs dev $n/dev

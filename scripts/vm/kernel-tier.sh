@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The kernel test tier: boot a stock Debian kernel (6.1 by default, 6.12 from backports) under QEMU and run
+#   python -m pytest -m kernel tests/kernel [extra pytest args]
+# inside it. Prints pytest's summary line and exits with pytest's exit code, except:
+#   77  the tier cannot run on this machine (reason printed on one line)
+#   1   pytest collected no tests (its exit 5), or every test was skipped inside the VM
+#   124 / 125  the VM timed out / died without a result (see scripts/vm/run.sh)
+#   usage: kernel-tier.sh [6.1|6.12] [-- pytest args...]
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/../.." && pwd)
+series=6.1
+if [ $# -gt 0 ] && [ "$1" != "--" ]; then series=$1; shift; fi
+[ "${1:-}" = "--" ] && shift
+
+py=$here/.venv/bin/python
+[ -x "$py" ] || { echo "kernel tier skipped: no $py (run make setup)"; exit 77; }
+[ "$(id -u)" -eq 0 ] || { echo "kernel tier skipped: needs root (9p export of / and namespaces in the guest)"; exit 77; }
+
+mkdir -p "$here/.cache/vm"
+logf=$here/.cache/vm/kernel-tier-$series.log
+start=$(date +%s)
+set +e
+bash "$here/scripts/vm/run.sh" "$series" -- "$py" -m pytest -m kernel tests/kernel -p no:cacheprovider "$@" 2>&1 \
+  | tee "$logf"
+rc=${PIPESTATUS[0]}
+set -e
+wall=$(( $(date +%s) - start ))
+
+# pytest's own summary line, e.g. "==== 4 passed in 12.3s ====" (the serial console adds \r)
+summary=$(tr -d '\r' < "$logf" | grep -E '^=+ .*(passed|failed|error|skipped|no tests ran|deselected).* in [0-9.]+s' | tail -1 \
+          | sed -E 's/^=+ //; s/ =+$//')
+tag="kernel tier ($series)"
+case "$rc" in
+  77) exit 77 ;;                                   # run.sh / fetch-kernel.sh printed the reason
+  124|125) echo "$tag: FAILED: VM did not return a result (exit $rc), ${wall}s"; exit "$rc" ;;
+  5) echo "$tag: FAILED: no tests collected ($summary), ${wall}s"; exit 1 ;;
+esac
+if [ "$rc" -eq 0 ] && ! grep -q ' passed' <<<"$summary"; then
+  echo "$tag: FAILED: nothing passed inside the VM ($summary), ${wall}s"; exit 1
+fi
+echo "$tag: $summary (tier wall ${wall}s, exit $rc)"
+exit "$rc"

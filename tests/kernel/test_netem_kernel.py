@@ -1,0 +1,105 @@
+"""Real sch_netem / sch_fq / cls_bpf in a stock Debian kernel (VM tier). See conftest.py for the rules."""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+
+import pytest
+
+from nslab import ADDRS, udp_delay, veth_pair
+
+pytestmark = pytest.mark.kernel
+
+DELAY_MS = 50
+# Tolerance for the added delay under QEMU TCG (software CPU): netem never releases early, so the lower bound is
+# tight; the upper bound covers TCG timer and Python overhead. Measured: see the figures printed by the test.
+EARLY_SLACK_MS = 0.5
+MEDIAN_TOL_MS = 5.0
+
+
+def qdisc_kinds(ipr, index):
+    return [q.get_attr("TCA_KIND") for q in ipr.get_qdiscs(index=index)]
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+def test_netem_delay_50ms_on_veth(make_netns, family):
+    pair = veth_pair(make_netns("a"), make_netns("b"))
+    base = udp_delay(pair, family, count=10)
+
+    with pair.ipr("a") as ipr:
+        idx = pair.index(ipr, "a")
+        ipr.tc("add", "netem", index=idx, handle="1:", delay=DELAY_MS * 1000)  # pyroute2 netem delay is in µs
+        assert "netem" in qdisc_kinds(ipr, idx)
+
+    d = udp_delay(pair, family, count=30)
+    print(f"\n[{ADDRS[family][0]}] baseline: {base.summary()}\n[{ADDRS[family][0]}] netem {DELAY_MS}ms: {d.summary()}")
+
+    # A's egress carries the delay, B's does not.
+    assert min(d.a_to_b_ms) >= DELAY_MS - EARLY_SLACK_MS, d.summary()
+    assert abs(statistics.median(d.a_to_b_ms) - DELAY_MS) <= MEDIAN_TOL_MS, d.summary()
+    assert statistics.median(d.b_to_a_ms) < MEDIAN_TOL_MS, d.summary()
+    assert abs(statistics.median(d.rtt_ms) - DELAY_MS) <= MEDIAN_TOL_MS + statistics.median(base.rtt_ms), d.summary()
+
+    with pair.ipr("a") as ipr:
+        idx = pair.index(ipr, "a")
+        ipr.tc("del", index=idx, handle="1:", root=True)
+        assert "netem" not in qdisc_kinds(ipr, idx)
+    after = udp_delay(pair, family, count=10)
+    assert statistics.median(after.a_to_b_ms) < MEDIAN_TOL_MS, after.summary()
+
+
+def test_fq_qdisc_can_be_created(make_netns):
+    pair = veth_pair(make_netns("fq"), make_netns("fqb"))
+    with pair.ipr("a") as ipr:
+        idx = pair.index(ipr, "a")
+        ipr.tc("add", "fq", index=idx, handle="1:")
+        assert "fq" in qdisc_kinds(ipr, idx)
+        ipr.tc("del", index=idx, handle="1:", root=True)
+        assert "fq" not in qdisc_kinds(ipr, idx)
+
+
+COUNT_PROG = rb"""
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+BPF_ARRAY(counts, u64, 1);
+int count_egress(struct __sk_buff *skb) {
+    int k = 0;
+    u64 *v = counts.lookup(&k);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+    return TC_ACT_OK;
+}
+"""
+
+
+@pytest.mark.bcc
+def test_bcc_sched_cls_attaches_on_clsact(make_netns):
+    src = os.environ.get("BCC_KERNEL_SOURCE", "")
+    if not os.path.isdir(os.path.join(src, "include")):
+        pytest.skip(f"no kernel headers for {os.uname().release} (BCC_KERNEL_SOURCE={src!r}); run `make setup`")
+    from bcc import BPF
+
+    pair = veth_pair(make_netns("bpf"), make_netns("bpfb"))
+    b = BPF(text=COUNT_PROG)
+    try:
+        fn = b.load_func(b"count_egress", BPF.SCHED_CLS)
+        with pair.ipr("a") as ipr:
+            idx = pair.index(ipr, "a")
+            ipr.tc("add", "clsact", index=idx)
+            ipr.tc("add-filter", "bpf", index=idx, handle=":1", fd=fn.fd, name=fn.name,
+                   parent="ffff:fff3", classid=1, direct_action=True)
+            filters = [f for f in ipr.get_filters(index=idx, parent=0xFFFFFFF3) if f.get_attr("TCA_KIND") == "bpf"]
+            assert filters, "bpf filter not listed on clsact egress"
+
+        udp_delay(pair, socket.AF_INET, count=10, gap_s=0)
+        n = b[b"counts"][0].value
+        assert n >= 10, f"classifier counted {n} packets, expected >= 10"
+
+        with pair.ipr("a") as ipr:
+            idx = pair.index(ipr, "a")
+            ipr.tc("del", "clsact", index=idx)
+            assert "clsact" not in qdisc_kinds(ipr, idx)
+    finally:
+        b.cleanup()
