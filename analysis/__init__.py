@@ -1,16 +1,77 @@
 """chaos-inject analysis: steady-state statistics (numpy/scipy only; importable without root, bcc or pyroute2).
 
-Plots live in :mod:`analysis.plots` (the only matplotlib user) and are not imported here.
+Plots live in :mod:`analysis.plots` (the only matplotlib user); it is not imported here.
 """
 from __future__ import annotations
 
 from ._types import AnalysisError, ConfidenceInterval, InvalidInput, Outcome
-from .proportions import proportion_ci
+from .compare import (
+    LatencyComparison,
+    QuantileDifference,
+    QuantileShiftTest,
+    compare_latency,
+    hodges_lehmann,
+    quantile_difference_ci,
+    quantile_shift_test,
+)
+from .proportions import ProportionComparison, compare_proportions, proportion_ci, required_trials_two_proportions
+from .quantiles import (
+    DEFAULT_QUANTILES,
+    QuantileEstimate,
+    min_samples_for_quantile,
+    order_statistic_ranks,
+    quantile_ci,
+    quantile_cis,
+    quantile_table,
+)
+from .sequential import (
+    DEFAULT_RATIOS,
+    ErrorRateMonitor,
+    QuantileExceedanceMonitor,
+    SequentialProportionTest,
+    mixture_log_evidence,
+)
+from .verdict import PHASES, Check, PhaseData, SteadyStateSpec, Verdict, evaluate, phases_from_run
 
 __all__ = [
+    # types and errors
     "AnalysisError",
     "ConfidenceInterval",
     "InvalidInput",
     "Outcome",
+    # proportions
+    "ProportionComparison",
+    "compare_proportions",
     "proportion_ci",
+    "required_trials_two_proportions",
+    # quantiles
+    "DEFAULT_QUANTILES",
+    "QuantileEstimate",
+    "min_samples_for_quantile",
+    "order_statistic_ranks",
+    "quantile_ci",
+    "quantile_cis",
+    "quantile_table",
+    # comparisons
+    "LatencyComparison",
+    "QuantileDifference",
+    "QuantileShiftTest",
+    "compare_latency",
+    "hodges_lehmann",
+    "quantile_difference_ci",
+    "quantile_shift_test",
+    # sequential
+    "DEFAULT_RATIOS",
+    "ErrorRateMonitor",
+    "QuantileExceedanceMonitor",
+    "SequentialProportionTest",
+    "mixture_log_evidence",
+    # verdicts
+    "PHASES",
+    "Check",
+    "PhaseData",
+    "SteadyStateSpec",
+    "Verdict",
+    "evaluate",
+    "phases_from_run",
 ]

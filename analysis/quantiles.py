@@ -35,6 +35,7 @@ __all__ = [
     "order_statistic_ranks",
     "quantile_ci",
     "quantile_cis",
+    "quantile_table",
 ]
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
@@ -165,3 +166,42 @@ def quantile_ci(x: object, q: float, confidence: float = 0.95) -> QuantileEstima
 def _qname(q: float) -> str:
     s = f"{q * 100:.4f}".rstrip("0").rstrip(".")
     return s
+
+
+def quantile_table(x: object, requests: Sequence[tuple[float, float]], *, _validated: bool = False
+                   ) -> dict[tuple[float, float], QuantileEstimate]:
+    """Estimates for several (quantile, confidence) pairs from ONE partition of the data.
+
+    Used by verdicts, which need e.g. p50/p90/p99/p99.9 at 95 % and p99 at sqrt(95 %) together.
+    """
+    a = x if _validated else check_samples(x, "samples")
+    n = int(a.size)
+    plans = {}
+    kth: set[int] = set()
+    for q, conf in requests:
+        q, conf = check_quantile(q), check_confidence(conf)
+        if n == 0:
+            plans[(q, conf)] = (0, None)
+            continue
+        r = _point_rank(n, q)
+        ranks = order_statistic_ranks(n, q, conf)
+        plans[(q, conf)] = (r, ranks)
+        kth.add(r - 1)
+        if ranks is not None:
+            kth.update((ranks[0] - 1, ranks[1] - 1))
+    part = np.partition(a, sorted(kth)) if kth else a
+    out = {}
+    for (q, conf), (r, ranks) in plans.items():
+        if n == 0:
+            out[(q, conf)] = QuantileEstimate(q, 0, math.nan, None, conf, None, None, "no samples")
+        elif ranks is None:
+            need = min_samples_for_quantile(q, conf)
+            out[(q, conf)] = QuantileEstimate(
+                q, n, float(part[r - 1]), None, conf, None, None,
+                f"too few samples: a two-sided {conf:.1%} interval for p{_qname(q)} needs n >= {need}, got {n}")
+        else:
+            lo, hi, cov = ranks
+            out[(q, conf)] = QuantileEstimate(q, n, float(part[r - 1]),
+                                              ConfidenceInterval(float(part[lo - 1]), float(part[hi - 1])),
+                                              conf, (lo, hi), cov)
+    return out
