@@ -1,0 +1,240 @@
+/* chaos-inject per-flow classifier: cls_bpf direct-action on clsact egress/ingress.
+ *
+ * Load-time configuration (bcc cflags, never text substitution):
+ *   CI_MAX_RULES   capacity of the rules hash and of the per-rule arrays
+ *   CI_MAX_SHAPES  bound of the shape loop
+ *   CI_L2_LEN      bytes before the IP header (14 for Ethernet and loopback, 0 for L3 devices)
+ *   CI_DUP_MARK    skb->mark bit that tags our own duplicates so they pass once, untouched
+ *   CI_SEED        when defined, decisions use a counter-based PRNG seeded with it (reproducible)
+ *
+ * Packets that match no live rule leave with TC_ACT_UNSPEC, so filters after ours still run.
+ */
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/tcp.h>
+
+#include "chaos_abi.h"
+
+#ifndef CI_MAX_RULES
+#define CI_MAX_RULES 1024
+#endif
+#ifndef CI_MAX_SHAPES
+#define CI_MAX_SHAPES 16
+#endif
+#ifndef CI_L2_LEN
+#define CI_L2_LEN 14
+#endif
+#ifndef CI_DUP_MARK
+#define CI_DUP_MARK 0x40000000u
+#endif
+
+BPF_HASH(rules, struct ci_rule_key, struct ci_rule, CI_MAX_RULES);
+BPF_ARRAY(shapes, struct ci_shape, CI_MAX_SHAPES);
+BPF_ARRAY(shape_count, __u32, 1);
+BPF_PERCPU_ARRAY(counters, struct ci_counters, CI_MAX_RULES);
+BPF_ARRAY(rule_state, struct ci_rule_state, CI_MAX_RULES);
+
+struct packet {
+    __u32 saddr[4];
+    __u32 daddr[4];
+    __u16 sport;
+    __u16 dport;
+    __u8 family;
+    __u8 proto;
+    __u16 l4_off;
+};
+
+static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
+{
+    if (skb->protocol == htons(ETH_P_IP)) {
+        struct iphdr ip;
+        if (bpf_skb_load_bytes(skb, CI_L2_LEN, &ip, sizeof(ip)) < 0)
+            return -1;
+        pkt->family = 4;
+        pkt->proto = ip.protocol;
+        pkt->saddr[0] = ip.saddr;
+        pkt->daddr[0] = ip.daddr;
+        pkt->l4_off = CI_L2_LEN + ip.ihl * 4;
+        if (ip.frag_off & htons(0x1fff))  /* later fragments carry no ports */
+            return 0;
+    } else if (skb->protocol == htons(ETH_P_IPV6)) {
+        struct ipv6hdr ip6;
+        if (bpf_skb_load_bytes(skb, CI_L2_LEN, &ip6, sizeof(ip6)) < 0)
+            return -1;
+        pkt->family = 6;
+        pkt->proto = ip6.nexthdr;  /* extension headers are not walked: such packets match without ports */
+        __builtin_memcpy(pkt->saddr, &ip6.saddr, 16);
+        __builtin_memcpy(pkt->daddr, &ip6.daddr, 16);
+        pkt->l4_off = CI_L2_LEN + sizeof(ip6);
+    } else {
+        return -1;
+    }
+    if (pkt->proto == IPPROTO_TCP || pkt->proto == IPPROTO_UDP) {
+        __u16 ports[2];
+        if (bpf_skb_load_bytes(skb, pkt->l4_off, ports, sizeof(ports)) == 0) {
+            pkt->sport = ports[0];
+            pkt->dport = ports[1];
+        }
+    }
+    return 0;
+}
+
+static __always_inline struct ci_rule *find_rule(struct packet *pkt, __u8 hook)
+{
+    __u32 zero = 0;
+    __u32 *count = shape_count.lookup(&zero);
+    if (!count)
+        return 0;
+    __u32 n = *count;
+    for (__u32 i = 0; i < CI_MAX_SHAPES; i++) {
+        if (i >= n)
+            break;
+        struct ci_shape *shape = shapes.lookup(&i);
+        if (!shape || shape->family != pkt->family || shape->hook != hook)
+            continue;
+        struct ci_rule_key key = {};
+        key.family = pkt->family;
+        key.hook = hook;
+        key.shape = i;
+        key.proto = shape->match_proto ? pkt->proto : 0;
+        key.sport = shape->match_sport ? pkt->sport : 0;
+        key.dport = shape->match_dport ? pkt->dport : 0;
+#pragma unroll
+        for (int w = 0; w < 4; w++) {
+            key.saddr[w] = pkt->saddr[w] & shape->smask[w];
+            key.daddr[w] = pkt->daddr[w] & shape->dmask[w];
+        }
+        struct ci_rule *rule = rules.lookup(&key);
+        if (rule)
+            return rule;  /* shapes are sorted most specific first */
+    }
+    return 0;
+}
+
+static __always_inline __u64 splitmix64(__u64 x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* Random 32-bit draw number `which` for the current packet. Seeded: a pure function of
+ * (seed, rule, packet index, which), so a run replays exactly; else the kernel's PRNG. */
+static __always_inline __u32 draw(__u64 base, __u32 which)
+{
+#ifdef CI_SEED
+    return (__u32)splitmix64(base + which * 0xd1b54a32d192ed03ull);
+#else
+    return bpf_get_prandom_u32();
+#endif
+}
+
+static __always_inline int chance(__u64 threshold, __u64 base, __u32 which)
+{
+    return (__u64)draw(base, which) < threshold;
+}
+
+static __always_inline void corrupt_payload(struct __sk_buff *skb, struct packet *pkt, struct ci_counters *ctr,
+                                            __u64 base)
+{
+    __u32 start = pkt->l4_off;
+    if (pkt->proto == IPPROTO_UDP) {
+        start += 8;
+    } else if (pkt->proto == IPPROTO_TCP) {
+        __u8 doff_byte;
+        if (bpf_skb_load_bytes(skb, pkt->l4_off + 12, &doff_byte, 1) < 0)
+            return;
+        start += (doff_byte >> 4) * 4;
+    }
+    if (start >= skb->len)
+        return;  /* no payload (pure ACK): nothing to corrupt */
+    __u32 span = skb->len - start;
+    __u32 r = draw(base, 4);
+    __u32 offset = start + (r % span);
+    __u8 byte;
+    if (bpf_skb_load_bytes(skb, offset, &byte, 1) < 0)
+        return;
+    byte ^= (__u8)(1u << ((r >> 24) & 7));
+    if (bpf_skb_store_bytes(skb, offset, &byte, 1, 0) == 0)
+        ctr->corrupted_packets++;
+}
+
+static __always_inline int classify(struct __sk_buff *skb, __u8 hook)
+{
+    if (skb->mark & CI_DUP_MARK) {  /* our own duplicate coming round again: release it once */
+        skb->mark &= ~CI_DUP_MARK;
+        return TC_ACT_UNSPEC;
+    }
+    struct packet pkt = {};
+    if (parse(skb, &pkt) < 0)
+        return TC_ACT_UNSPEC;
+    struct ci_rule *rule = find_rule(&pkt, hook);
+    if (!rule)
+        return TC_ACT_UNSPEC;
+
+    __u32 id = rule->id;
+    struct ci_counters *ctr = counters.lookup(&id);
+    struct ci_rule_state *state = rule_state.lookup(&id);
+    if (!ctr || !state)
+        return TC_ACT_UNSPEC;
+    if (bpf_ktime_get_ns() > rule->expires_ns) {
+        ctr->expired_packets++;
+        return TC_ACT_UNSPEC;
+    }
+    ctr->matched_packets++;
+    ctr->matched_bytes += skb->len;
+
+    __u64 base = 0;
+#ifdef CI_SEED
+    __u64 index = __sync_fetch_and_add(&state->draws, 1);
+    base = splitmix64((__u64)(CI_SEED) ^ ((__u64)id << 40)) + index * 0x9e3779b97f4a7c15ull;
+#endif
+    __u32 flags = rule->flags;
+    int drop = 0;
+    if (flags & CI_F_PARTITION) {
+        drop = 1;
+    } else if (flags & CI_F_LOSS) {
+        drop = chance(rule->loss_threshold, base, 0);
+    } else if (flags & CI_F_GEMODEL) {
+        /* netem's order: the packet's fate follows the current state, then the state moves on */
+        if (state->ge_bad) {
+            drop = chance(rule->ge_bad_loss_threshold, base, 0);
+            if (chance(rule->ge_r_threshold, base, 1))
+                state->ge_bad = 0;
+        } else {
+            drop = chance(rule->ge_good_loss_threshold, base, 0);
+            if (chance(rule->ge_p_threshold, base, 1))
+                state->ge_bad = 1;
+        }
+    }
+    if (drop) {
+        ctr->dropped_packets++;
+        ctr->dropped_bytes += skb->len;
+        return TC_ACT_STOLEN;  /* consumed without a drop report: TCP sees loss on the wire */
+    }
+    if ((flags & CI_F_DUPLICATE) && chance(rule->duplicate_threshold, base, 2)) {
+        __u32 mark = skb->mark;
+        skb->mark = mark | CI_DUP_MARK;
+        if (bpf_clone_redirect(skb, skb->ifindex, hook == CI_HOOK_INGRESS ? BPF_F_INGRESS : 0) == 0)
+            ctr->duplicated_packets++;
+        skb->mark = mark;
+    }
+    if ((flags & CI_F_CORRUPT) && chance(rule->corrupt_threshold, base, 3))
+        corrupt_payload(skb, &pkt, ctr, base);
+    return TC_ACT_UNSPEC;
+}
+
+int ci_egress(struct __sk_buff *skb)
+{
+    return classify(skb, CI_HOOK_EGRESS);
+}
+
+int ci_ingress(struct __sk_buff *skb)
+{
+    return classify(skb, CI_HOOK_INGRESS);
+}

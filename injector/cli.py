@@ -1,0 +1,260 @@
+"""Command line: argument parsing and presentation only; the work is done by plan/runner/kernel."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from . import __version__
+from .errors import ChaosInjectError, CleanupFailed, InvalidSpec, NotPermitted, Unsupported
+from .plan import DEFAULT_LEASE_NS, DIRECTIONS, build_plan
+from .spec import FaultSpec, Inventory, parse_duration_ns, parse_flow, parse_loss_burst, parse_percent_ratio
+from .spec.units import format_duration_ns
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNSUPPORTED, EXIT_NO_EFFECT = 0, 1, 2, 3, 4
+SUBCOMMANDS = ("inject", "sweep", "status", "demo")
+
+EPILOG = """\
+examples:
+  sudo chaos-inject --flow api->db --loss 10% --duration 60s
+  sudo chaos-inject --flow '10.0.0.1->10.0.0.2:5432/tcp' --loss-burst 1%,25% --duration 2m
+  sudo chaos-inject --flow 'api->[fd00::2]:53/udp' --partition --duration 30s --direction both
+  sudo chaos-inject --flow api->db --loss 5% --duration 60s --dry-run
+  sudo chaos-inject status --json      sudo chaos-inject sweep      sudo chaos-inject demo
+
+direction is seen from the flow's source: egress faults SRC->DST packets as they leave the source's
+interface, ingress faults the DST->SRC replies as they arrive there, both does both.
+Faults end by themselves: each rule carries a lease (--lease) renewed while chaos-inject runs; if it is
+killed, packets stop being affected within one lease, and `chaos-inject sweep` removes what is left.
+exit codes: 0 done, 1 failed, 2 bad input, 3 not supported here / not root, 4 the fault matched no packet,
+130/143 interrupted (everything was still removed).
+"""
+
+
+def _add_inject_arguments(p: argparse.ArgumentParser) -> None:
+    target = p.add_argument_group("target")
+    target.add_argument("--flow", action="append", required=True, metavar="SRC->DST[/tcp|/udp]",
+                        help="flow to fault; sides are inventory names, IP, CIDR, IP:PORT, [IPv6]:PORT or '*'. "
+                             "Repeatable.")
+    target.add_argument("--inventory", metavar="FILE", help="TOML inventory of names (default: "
+                        "$CHAOS_INJECT_INVENTORY, else /etc/chaos-inject/inventory.toml)")
+    target.add_argument("--interface", metavar="IFNAME", help="attach here instead of the route lookup")
+    target.add_argument("--netns", metavar="NAME", help="network namespace of the flow's source")
+    target.add_argument("--direction", choices=DIRECTIONS, default="egress")
+    fault = p.add_argument_group("fault (combinable, except --partition)")
+    fault.add_argument("--loss", metavar="P%", help="random loss, e.g. 10%%")
+    fault.add_argument("--loss-burst", metavar="P[,R[,1-H[,1-K]]]",
+                       help="Gilbert-Elliott burst loss in percent, netem gemodel order, e.g. 1%%,25%%")
+    fault.add_argument("--partition", action="store_true", help="drop every packet of the flow")
+    fault.add_argument("--corrupt", metavar="P%", help="flip one random payload bit in P%% of packets")
+    fault.add_argument("--duplicate", metavar="P%", help="send P%% of packets twice")
+    run = p.add_argument_group("run")
+    run.add_argument("--duration", required=True, metavar="DURATION", help="hard limit, e.g. 60s, 5m")
+    run.add_argument("--lease", default=format_duration_ns(DEFAULT_LEASE_NS), metavar="DURATION",
+                     help="rules switch themselves off this long after the injector stops renewing them "
+                          "(default %(default)s)")
+    run.add_argument("--seed", type=int, help="seed the in-kernel PRNG: the same packets meet the same fate")
+    run.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    run.add_argument("-q", "--quiet", action="store_true", help="no live progress")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chaos-inject", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Per-flow network faults (loss, burst loss, partition, corruption, duplication) with a BPF "
+                    "classifier on clsact, with leases, ledgers and measured results.")
+    parser.add_argument("--version", action="version", version=f"chaos-inject {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    inject = sub.add_parser("inject", help="apply a fault (the default command)", epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_inject_arguments(inject)
+    sweep = sub.add_parser("sweep", help="remove what dead runs left behind (live runs are left alone)")
+    sweep.add_argument("--json", action="store_true")
+    status = sub.add_parser("status", help="list active faults and their counters")
+    status.add_argument("--json", action="store_true")
+    demo = sub.add_parser("demo", help="two throwaway namespaces, a real loss fault on one flow, a summary")
+    demo.add_argument("--loss", default="10%")
+    demo.add_argument("--duration", default="6s")
+    demo.add_argument("--rate", type=float, default=2000.0, help="packets per second per flow")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version"):
+        argv.insert(0, "inject")
+    logging.basicConfig(level=logging.WARNING, format="chaos-inject: %(levelname)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "inject":
+            return cmd_inject(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
+        if args.command == "status":
+            return cmd_status(args)
+        if args.command == "demo":
+            from .lab.demo import run_demo
+
+            return run_demo(loss=args.loss, duration=args.duration, rate_pps=args.rate)
+        build_parser().print_help()
+        return EXIT_USAGE
+    except InvalidSpec as exc:
+        print(f"chaos-inject: invalid input: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (Unsupported, NotPermitted) as exc:
+        print(f"chaos-inject: cannot run here: {exc}", file=sys.stderr)
+        return EXIT_UNSUPPORTED
+    except CleanupFailed as exc:
+        print(f"chaos-inject: CLEANUP FAILED: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except ChaosInjectError as exc:
+        print(f"chaos-inject: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def parse_fault(args: argparse.Namespace) -> FaultSpec:
+    return FaultSpec(
+        loss_ratio=parse_percent_ratio(args.loss, field="loss") if args.loss else 0.0,
+        loss_burst=parse_loss_burst(args.loss_burst) if args.loss_burst else None,
+        partition=bool(args.partition),
+        corrupt_ratio=parse_percent_ratio(args.corrupt, field="corrupt") if args.corrupt else 0.0,
+        duplicate_ratio=parse_percent_ratio(args.duplicate, field="duplicate") if args.duplicate else 0.0,
+    )
+
+
+def cmd_inject(args: argparse.Namespace) -> int:
+    from .targets import resolve_interface
+
+    inventory = Inventory.discover(args.inventory)
+    flows = [parse_flow(text, inventory) for text in args.flow]
+    fault = parse_fault(args)
+    duration_ns = parse_duration_ns(args.duration, field="duration")
+    lease_ns = parse_duration_ns(args.lease, field="lease")
+    targets = [(flow, resolve_interface(flow, args.interface, args.netns)) for flow in flows]
+    plan = build_plan(targets, fault, direction=args.direction, duration_ns=duration_ns, lease_ns=lease_ns,
+                      seed=args.seed)
+    if args.dry_run:
+        print(plan.describe())
+        print("dry run: nothing was changed")
+        return EXIT_OK
+
+    from .engines.ebpf import EbpfEngine
+    from .runner import run_plan
+    from .summary import format_summary, summarize
+
+    show_progress = not args.quiet and not args.json
+    if show_progress:
+        print(plan.describe(), file=sys.stderr)
+    reporter = _ProgressPrinter(plan) if show_progress else None
+    result = run_plan(plan, EbpfEngine(), on_progress=reporter)
+    if reporter:
+        reporter.finish()
+    summaries = summarize(plan, result.counters)
+    if args.json:
+        print(json.dumps(_summary_json(plan, result, summaries), indent=1))
+    else:
+        how = "completed" if not result.interrupted else f"stopped by {result.stop_reason}"
+        print(f"run {plan.run_id} {how} after {result.elapsed_ns / 1e9:.1f}s; every object it created "
+              "has been removed")
+        print(format_summary(summaries))
+    if result.interrupted:
+        return 128 + {"SIGINT": 2, "SIGTERM": 15, "SIGHUP": 1}.get(result.stop_reason, 0)
+    if not any(s.counters.get("matched_packets") for s in summaries):
+        print("chaos-inject: no packet matched the flow: the fault had no effect", file=sys.stderr)
+        return EXIT_NO_EFFECT
+    return EXIT_OK
+
+
+def _summary_json(plan, result, summaries) -> dict:
+    return {
+        "run_id": plan.run_id, "plan": plan.to_dict(), "stop_reason": result.stop_reason,
+        "elapsed_s": result.elapsed_ns / 1e9,
+        "flows": [{"flow": s.flow, "counters": s.counters,
+                   "achieved": [{"fault": a.what, "requested_ratio": a.requested_ratio, "events": a.events,
+                                 "trials": a.trials, "ratio": a.ratio if a.trials else None,
+                                 "ci95": [a.interval.low, a.interval.high], "consistent": a.consistent}
+                                for a in s.achieved]} for s in summaries],
+    }
+
+
+class _ProgressPrinter:
+    """One live line on a terminal; a line every few seconds otherwise."""
+
+    def __init__(self, plan):
+        self.plan = plan
+        self.tty = sys.stderr.isatty()
+        self.last_line = 0.0
+
+    def __call__(self, progress) -> None:
+        from .summary import totals_by_flow
+
+        totals = totals_by_flow(self.plan, progress.counters)
+        matched = sum(t.get("matched_packets", 0) for t in totals.values())
+        dropped = sum(t.get("dropped_packets", 0) for t in totals.values())
+        ratio = f" ({dropped / matched:.2%} achieved, {self.plan.fault.expected_loss_ratio:.2%} requested)" \
+            if matched and (self.plan.fault.expected_loss_ratio or dropped) else ""
+        line = (f"[{progress.elapsed_ns / 1e9:6.1f}s / {self.plan.duration_ns / 1e9:.0f}s] matched {matched} "
+                f"dropped {dropped}{ratio}")
+        if self.tty:
+            print("\r" + line.ljust(100), end="", file=sys.stderr, flush=True)
+        elif time.monotonic() - self.last_line >= 5:
+            print(line, file=sys.stderr, flush=True)
+            self.last_line = time.monotonic()
+
+    def finish(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .kernel.sweep import sweep
+
+    report = sweep()
+    if args.json:
+        print(json.dumps({"swept_runs": report.swept_runs, "removed": report.removed,
+                          "live_runs": report.live_runs, "failures": report.failures}, indent=1))
+    else:
+        for entry in report.removed:
+            print(f"removed {entry['kind']} on {entry.get('ifname')}"
+                  + (f" (netns {entry['netns']})" if entry.get("netns") else ""))
+        print(f"swept {len(report.swept_runs)} dead run(s); {len(report.live_runs)} live run(s) left alone")
+        for run_id, entry, error in report.failures:
+            print(f"FAILED to remove {entry['kind']} of run {run_id}: {error}", file=sys.stderr)
+    return EXIT_ERROR if report.failures else EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .kernel.ledger import Ledger
+
+    runs = []
+    for ledger in Ledger.all():
+        status = ledger.read_status() or {}
+        runs.append({"run_id": ledger.run_id, "pid": ledger.pid, "alive": ledger.owner_alive,
+                     "flows": ledger.meta.get("flows"), "engine": ledger.meta.get("engine"),
+                     "objects": len(ledger.entries), "status": status})
+    if args.json:
+        print(json.dumps(runs, indent=1))
+        return EXIT_OK
+    if not runs:
+        print("no active faults")
+    for run in runs:
+        st = run["status"]
+        state = "active" if run["alive"] else "DEAD (its rules have expired; run `chaos-inject sweep`)"
+        print(f"{run['run_id']}  pid {run['pid']}  {state}  flows {', '.join(run['flows'] or [])}  "
+              f"{st.get('fault', '')}")
+        if st:
+            print(f"  elapsed {st.get('elapsed_s', 0):.1f}s, remaining {st.get('remaining_s', 0):.1f}s")
+            for rule in st.get("rules", []):
+                c = st.get("counters", {}).get(str(rule["id"]), {})
+                print(f"  #{rule['id']} {rule['match']} on {rule['interface']}: matched "
+                      f"{c.get('matched_packets', 0)} dropped {c.get('dropped_packets', 0)} corrupted "
+                      f"{c.get('corrupted_packets', 0)} duplicated {c.get('duplicated_packets', 0)}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Fake engine: records the steps it is asked to take and simulates counters. For tests without root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..kernel.owner import KernelOwner
+from ..plan import Plan
+
+
+@dataclass
+class FakeEngine:
+    name: str = "fake"
+    packets_per_renew: int = 1000
+    fail_on_apply: BaseException | None = None
+    steps: list[tuple] = field(default_factory=list)
+    _counters: dict[int, dict[str, int]] = field(default_factory=dict)
+    _plan: Plan | None = None
+
+    def check(self, plan: Plan) -> None:
+        self.steps.append(("check", plan.run_id))
+
+    def apply(self, plan: Plan, owner: KernelOwner, expires_ns: int) -> None:
+        self._plan = plan
+        self.steps.append(("apply", len(plan.rules), expires_ns))
+        owner.callback(lambda: self.steps.append(("undo",)))
+        if self.fail_on_apply is not None:
+            raise self.fail_on_apply
+        self._counters = {r.rule_id: {"matched_packets": 0, "matched_bytes": 0, "dropped_packets": 0,
+                                      "dropped_bytes": 0, "corrupted_packets": 0, "duplicated_packets": 0,
+                                      "expired_packets": 0} for r in plan.rules}
+
+    def renew(self, expires_ns: int) -> None:
+        self.steps.append(("renew", expires_ns))
+        assert self._plan is not None
+        ratio = self._plan.fault.expected_loss_ratio
+        for ctr in self._counters.values():
+            ctr["matched_packets"] += self.packets_per_renew
+            ctr["matched_bytes"] += 100 * self.packets_per_renew
+            ctr["dropped_packets"] += round(ratio * self.packets_per_renew)
+
+    def counters(self) -> dict[int, dict[str, int]]:
+        return {k: dict(v) for k, v in self._counters.items()}

@@ -1,0 +1,118 @@
+"""Run ledgers under /run/chaos-inject/runs: what a run created, written before each creation.
+
+A ledger is JSON: run metadata, the owning process (pid + start time, so a reused pid is not mistaken for
+the owner) and ``entries``, the kernel objects in creation order. It is rewritten atomically on each change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+def run_root() -> Path:
+    return Path(os.environ.get("CHAOS_INJECT_RUN_DIR", "/run/chaos-inject"))
+
+
+def ledger_dir() -> Path:
+    return run_root() / "runs"
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: identifies a process across pid reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def process_alive(pid: int, start_ticks: int | None) -> bool:
+    ticks = process_start_ticks(pid)
+    if ticks is None:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z" and (start_ticks is None or ticks == start_ticks)
+
+
+def _write_atomic(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class Ledger:
+    run_id: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    pid: int = field(default_factory=os.getpid)
+    pid_start_ticks: int | None = None
+    created: float = field(default_factory=time.time)
+
+    @property
+    def path(self) -> Path:
+        return ledger_dir() / f"{self.run_id}.json"
+
+    @property
+    def status_path(self) -> Path:
+        return ledger_dir() / f"{self.run_id}.status.json"
+
+    def save(self) -> None:
+        if self.pid_start_ticks is None:
+            self.pid_start_ticks = process_start_ticks(self.pid)
+        _write_atomic(self.path, {"run_id": self.run_id, "pid": self.pid, "pid_start_ticks": self.pid_start_ticks,
+                                  "created": self.created, "meta": self.meta, "entries": self.entries})
+
+    def append(self, entry: dict[str, Any]) -> None:
+        self.entries.append(entry)
+        self.save()
+
+    def remove_entry(self, entry: dict[str, Any]) -> None:
+        self.entries.remove(entry)
+        self.save()
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        _write_atomic(self.status_path, status)
+
+    def read_status(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.status_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def delete(self) -> None:
+        for path in (self.status_path, self.path):
+            path.unlink(missing_ok=True)
+
+    @property
+    def owner_alive(self) -> bool:
+        return process_alive(self.pid, self.pid_start_ticks)
+
+    @classmethod
+    def load(cls, path: Path) -> "Ledger":
+        data = json.loads(path.read_text())
+        return cls(run_id=data["run_id"], meta=data.get("meta", {}), entries=data.get("entries", []),
+                   pid=data["pid"], pid_start_ticks=data.get("pid_start_ticks"), created=data.get("created", 0.0))
+
+    @classmethod
+    def all(cls) -> list["Ledger"]:
+        directory = ledger_dir()
+        if not directory.is_dir():
+            return []
+        out = []
+        for path in sorted(directory.glob("*.json")):
+            if path.name.endswith(".status.json"):
+                continue
+            try:
+                out.append(cls.load(path))
+            except (json.JSONDecodeError, KeyError):
+                continue  # half-written by a crash between tmp write and rename cannot happen; foreign file
+        return out

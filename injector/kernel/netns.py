@@ -1,0 +1,120 @@
+"""Throwaway network namespaces joined by veth pairs, for the demo, the lab and the host tests.
+
+Everything made here is removed by ``Topology.close()`` (also on failure half-way through creation).
+The namespaces get addresses of their own and no route anywhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import secrets
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from pyroute2 import netns as _netns
+
+from .rtnl import NetlinkError, open_rtnl
+
+IFA_F_NODAD = 0x02  # skip IPv6 duplicate address detection: our own private link, addresses usable at once
+
+
+@dataclass(frozen=True)
+class Link:
+    """One end of a veth pair: interface ``ifname`` in namespace ``netns`` with its addresses."""
+
+    netns: str
+    ifname: str
+    ipv4: ipaddress.IPv4Interface
+    ipv6: ipaddress.IPv6Interface
+
+
+@dataclass
+class Topology:
+    """Namespaces and veth pairs created by us; ``close`` removes exactly those."""
+
+    namespaces: list[str] = field(default_factory=list)
+    links: dict[str, Link] = field(default_factory=dict)
+
+    def add_namespace(self, name: str) -> str:
+        _netns.create(name)
+        self.namespaces.append(name)
+        with open_rtnl(name) as rtnl:
+            rtnl.link("set", index=rtnl.link_lookup(ifname="lo")[0], state="up")
+        return name
+
+    def connect(self, a: str, b: str, subnet_v4: str, subnet_v6: str, *, gso_max_segs: int | None = None
+                ) -> tuple[Link, Link]:
+        """A veth pair between namespaces a and b, addresses .1 (a) and .2 (b) of each subnet."""
+        tag = secrets.token_hex(3)
+        name_a, name_b = f"ci{tag}a", f"ci{tag}b"
+        v4, v6 = ipaddress.ip_network(subnet_v4), ipaddress.ip_network(subnet_v6)
+        with open_rtnl() as rtnl:
+            rtnl.link("add", ifname=name_a, kind="veth", peer={"ifname": name_b, "net_ns_fd": b})
+            try:
+                rtnl.link("set", index=rtnl.link_lookup(ifname=name_a)[0], net_ns_fd=a)
+            except BaseException:
+                rtnl.link("del", index=rtnl.link_lookup(ifname=name_a)[0])
+                raise
+        ends = []
+        for ns, ifname, host in ((a, name_a, 1), (b, name_b, 2)):
+            link = Link(netns=ns, ifname=ifname,
+                        ipv4=ipaddress.ip_interface(f"{v4.network_address + host}/{v4.prefixlen}"),
+                        ipv6=ipaddress.ip_interface(f"{v6.network_address + host}/{v6.prefixlen}"))
+            with open_rtnl(ns) as rtnl:
+                index = rtnl.link_lookup(ifname=ifname)[0]
+                rtnl.addr("add", index=index, address=str(link.ipv4.ip), prefixlen=v4.prefixlen)
+                rtnl.addr("add", index=index, address=str(link.ipv6.ip), prefixlen=v6.prefixlen, flags=IFA_F_NODAD)
+                if gso_max_segs is not None:
+                    rtnl.link("set", index=index, gso_max_segs=gso_max_segs)
+                rtnl.link("set", index=index, state="up")
+            self.links[f"{ns}:{ifname}"] = link
+            ends.append(link)
+        return ends[0], ends[1]
+
+    def close(self) -> None:
+        """Remove our namespaces (their veths go with them)."""
+        errors = []
+        while self.namespaces:
+            name = self.namespaces.pop()
+            try:
+                _netns.remove(name)
+            except (OSError, NetlinkError) as exc:
+                if name in _netns.listnetns():
+                    errors.append((name, exc))
+        self.links.clear()
+        if errors:
+            raise RuntimeError(f"could not remove namespaces: {errors}")
+
+    def __enter__(self) -> "Topology":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(3)}"
+
+
+@contextlib.contextmanager
+def in_netns(name: str | None) -> Iterator[None]:
+    """Run the block (in this thread) inside namespace ``name``: sockets made here stay bound to it."""
+    if name is None:
+        yield
+        return
+    _netns.pushns(name)
+    try:
+        yield
+    finally:
+        _netns.popns()
+
+
+def socket_in(netns: str | None, family: int, kind: int) -> socket.socket:
+    with in_netns(netns):
+        return socket.socket(family, kind)
+
+
+def existing_namespaces() -> list[str]:
+    return list(_netns.listnetns())

@@ -1,0 +1,100 @@
+"""clsact qdiscs and cls_bpf filters over netlink (pyroute2). Reads, creates and deletes; never guesses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .rtnl import NetlinkError, is_gone, open_rtnl
+
+CLSACT_HANDLE = 0xFFFF0000
+CLSACT_PARENT = 0xFFFFFFF1
+PARENTS = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}
+ETH_P_ALL_BE = 0x0300  # htons(ETH_P_ALL), as tc stores it in the filter's info
+
+
+@dataclass(frozen=True)
+class FilterInfo:
+    hook: str
+    prio: int
+    handle: int
+    kind: str
+    name: str | None
+    prog_id: int | None
+
+
+def link_index(ifname: str, netns: str | None = None) -> int | None:
+    with open_rtnl(netns) as rtnl:
+        found = rtnl.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+def link_info(ifname: str, netns: str | None = None) -> dict | None:
+    with open_rtnl(netns) as rtnl:
+        found = rtnl.link_lookup(ifname=ifname)
+        if not found:
+            return None
+        link = rtnl.get_links(found[0])[0]
+        return {"index": link["index"], "ifname": ifname, "type": link["ifi_type"],
+                "kind": (link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or ""),
+                "up": bool(link["flags"] & 1)}
+
+
+def has_clsact(ifindex: int, netns: str | None = None) -> bool:
+    with open_rtnl(netns) as rtnl:
+        return any(q.get_attr("TCA_KIND") == "clsact" for q in rtnl.get_qdiscs(ifindex))
+
+
+def add_clsact(ifindex: int, netns: str | None = None) -> None:
+    with open_rtnl(netns) as rtnl:
+        rtnl.tc("add", "clsact", ifindex)
+
+
+def delete_clsact(ifindex: int, netns: str | None = None) -> None:
+    with open_rtnl(netns) as rtnl:
+        rtnl.tc("del", "clsact", ifindex)
+
+
+def list_filters(ifindex: int, netns: str | None = None) -> list[FilterInfo]:
+    out: list[FilterInfo] = []
+    with open_rtnl(netns) as rtnl:
+        for hook, parent in PARENTS.items():
+            try:
+                messages = rtnl.get_filters(ifindex, parent=parent)
+            except NetlinkError as exc:
+                if is_gone(exc):
+                    continue
+                raise
+            for msg in messages:
+                options = msg.get_attr("TCA_OPTIONS")
+                if options is None:  # the per-priority header entry, not a filter
+                    continue
+                out.append(FilterInfo(
+                    hook=hook, prio=msg["info"] >> 16, handle=msg["handle"], kind=msg.get_attr("TCA_KIND"),
+                    name=options.get_attr("TCA_BPF_NAME") if msg.get_attr("TCA_KIND") == "bpf" else None,
+                    prog_id=None))
+    return out
+
+
+def free_prio(ifindex: int, hook: str, netns: str | None = None, start: int = 1) -> int:
+    """Lowest filter priority unused on this hook: ours runs first and passes unmatched packets on."""
+    used = {f.prio for f in list_filters(ifindex, netns) if f.hook == hook}
+    prio = start
+    while prio in used:
+        prio += 1
+    return prio
+
+
+def add_bpf_filter(ifindex: int, hook: str, prio: int, prog_fd: int, name: str, netns: str | None = None) -> None:
+    with open_rtnl(netns) as rtnl:
+        rtnl.tc("add-filter", "bpf", ifindex, ":1", fd=prog_fd, name=name, parent=PARENTS[hook], classid=1,
+                direct_action=True, prio=prio)
+
+
+def delete_bpf_filter(ifindex: int, hook: str, prio: int, name: str, netns: str | None = None) -> bool:
+    """Delete the filter at ``prio`` only if it carries our ``name``. Returns whether one was deleted."""
+    mine = [f for f in list_filters(ifindex, netns) if f.hook == hook and f.prio == prio and f.name == name]
+    if not mine:
+        return False
+    with open_rtnl(netns) as rtnl:
+        rtnl.tc("del-filter", index=ifindex, parent=PARENTS[hook], prio=prio)
+    return True

@@ -1,0 +1,57 @@
+"""How to undo each kind of ledger entry. Used by the live owner and by `sweep` alike."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from . import tc
+from .rtnl import NetlinkError, is_gone
+
+log = logging.getLogger(__name__)
+
+
+def _undo_filter(entry: dict[str, Any]) -> None:
+    ifindex = _current_index(entry)
+    if ifindex is None:
+        return  # interface (or namespace) gone: so is the filter
+    tc.delete_bpf_filter(ifindex, entry["hook"], entry["prio"], entry["name"], entry.get("netns"))
+
+
+def _undo_clsact(entry: dict[str, Any]) -> None:
+    ifindex = _current_index(entry)
+    if ifindex is None or not tc.has_clsact(ifindex, entry.get("netns")):
+        return
+    remaining = tc.list_filters(ifindex, entry.get("netns"))
+    if remaining:
+        # Someone attached filters to the clsact we made: deleting it would delete theirs.
+        log.warning("leaving clsact on %s: %d filter(s) not ours are attached", entry["ifname"], len(remaining))
+        return
+    tc.delete_clsact(ifindex, entry.get("netns"))
+
+
+def _current_index(entry: dict[str, Any]) -> int | None:
+    """The interface's index now, if it is still the same interface we recorded."""
+    try:
+        index = tc.link_index(entry["ifname"], entry.get("netns"))
+    except FileNotFoundError:
+        return None  # the namespace is gone
+    except NetlinkError as exc:
+        if is_gone(exc):
+            return None
+        raise
+    return index if index == entry["ifindex"] else None
+
+
+UNDO: dict[str, Callable[[dict[str, Any]], None]] = {
+    "clsact": _undo_clsact,
+    "bpf-filter": _undo_filter,
+}
+
+
+def undo_entry(entry: dict[str, Any]) -> None:
+    try:
+        handler = UNDO[entry["kind"]]
+    except KeyError:
+        raise ValueError(f"ledger entry of unknown kind {entry.get('kind')!r}") from None
+    handler(entry)

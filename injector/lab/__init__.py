@@ -1,0 +1,1 @@
+"""Targets to inject into: throwaway namespaces with traffic (demo, host tests); the netns lab later."""

@@ -1,0 +1,127 @@
+"""Fault specs: what to do to a flow's packets. Pure data with validation; units are in the names."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+from ..errors import InvalidSpec
+from .units import format_ratio_percent, parse_percent_ratio
+
+
+@dataclass(frozen=True)
+class GilbertElliott:
+    """Burst loss as in netem's ``loss gemodel p [r [1-h [1-k]]]``.
+
+    Two states, good and bad. ``p``: P(good -> bad), ``r``: P(bad -> good) per packet;
+    ``bad_loss_ratio`` (netem's 1-h): loss probability in the bad state; ``good_loss_ratio`` (1-k): in the good state.
+    """
+
+    p: float
+    r: float
+    bad_loss_ratio: float = 1.0
+    good_loss_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise InvalidSpec(f"{f.name} must be a probability in [0, 1]", text=str(value), field="loss-burst")
+        if self.p == 0.0 and self.good_loss_ratio == 0.0:
+            raise InvalidSpec("p = 0 and 1-k = 0 never lose a packet", field="loss-burst")
+        if self.r == 0.0 and self.p > 0.0:
+            raise InvalidSpec("r = 0 makes the bad state absorbing (the flow ends up partitioned); "
+                              "use --partition for that", field="loss-burst")
+
+    @property
+    def bad_state_ratio(self) -> float:
+        """Stationary probability of the bad state."""
+        return self.p / (self.p + self.r) if self.p + self.r > 0 else 0.0
+
+    @property
+    def expected_loss_ratio(self) -> float:
+        bad = self.bad_state_ratio
+        return bad * self.bad_loss_ratio + (1.0 - bad) * self.good_loss_ratio
+
+    @property
+    def mean_bad_run_packets(self) -> float:
+        """Mean number of consecutive packets spent in the bad state (1/r)."""
+        return 1.0 / self.r
+
+    def __str__(self) -> str:
+        return (f"gemodel p={format_ratio_percent(self.p)} r={format_ratio_percent(self.r)} "
+                f"1-h={format_ratio_percent(self.bad_loss_ratio)} 1-k={format_ratio_percent(self.good_loss_ratio)}")
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """Faults applied to every packet of a flow. Several may combine (loss + corrupt + duplicate)."""
+
+    loss_ratio: float = 0.0
+    loss_burst: GilbertElliott | None = None
+    partition: bool = False
+    corrupt_ratio: float = 0.0
+    duplicate_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("loss_ratio", "corrupt_ratio", "duplicate_ratio"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise InvalidSpec("must be a ratio in [0, 1]", text=str(value), field=name)
+        if self.loss_ratio and self.loss_burst:
+            raise InvalidSpec("--loss and --loss-burst are two loss models; choose one", field="loss")
+        if self.partition and (self.loss_ratio or self.loss_burst or self.corrupt_ratio or self.duplicate_ratio):
+            raise InvalidSpec("--partition drops every packet; it does not combine with other faults",
+                              field="partition")
+        if self.is_empty:
+            raise InvalidSpec("no fault requested; give at least one of --loss, --loss-burst, --partition, "
+                              "--corrupt, --duplicate", field="fault")
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.loss_ratio or self.loss_burst or self.partition or self.corrupt_ratio
+                    or self.duplicate_ratio)
+
+    @property
+    def expected_loss_ratio(self) -> float:
+        if self.partition:
+            return 1.0
+        if self.loss_burst:
+            return self.loss_burst.expected_loss_ratio
+        return self.loss_ratio
+
+    def describe(self) -> str:
+        parts = []
+        if self.partition:
+            parts.append("partition (drop 100%)")
+        if self.loss_ratio:
+            parts.append(f"loss {format_ratio_percent(self.loss_ratio)}")
+        if self.loss_burst:
+            parts.append(f"loss {self.loss_burst}")
+        if self.corrupt_ratio:
+            parts.append(f"corrupt {format_ratio_percent(self.corrupt_ratio)}")
+        if self.duplicate_ratio:
+            parts.append(f"duplicate {format_ratio_percent(self.duplicate_ratio)}")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict:
+        out: dict = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, GilbertElliott):
+                value = {g.name: getattr(value, g.name) for g in fields(value)}
+            out[f.name] = value
+        return out
+
+
+def parse_loss_burst(text: str) -> GilbertElliott:
+    """``P[,R[,1-H[,1-K]]]`` in percent, netem's gemodel order and defaults (r = 1-p, 1-h = 100%, 1-k = 0%)."""
+    items = [item for item in text.replace(" ", ",").split(",") if item]
+    if not 1 <= len(items) <= 4:
+        raise InvalidSpec("expected P[,R[,1-H[,1-K]]], e.g. '1%,25%'", text=text, field="loss-burst")
+    values = [parse_percent_ratio(item, field="loss-burst") for item in items]
+    p = values[0]
+    r = values[1] if len(values) > 1 else 1.0 - p
+    bad_loss = values[2] if len(values) > 2 else 1.0
+    good_loss = values[3] if len(values) > 3 else 0.0
+    return GilbertElliott(p=p, r=r, bad_loss_ratio=bad_loss, good_loss_ratio=good_loss)

@@ -1,0 +1,71 @@
+"""Parsing of quantities with units. All results carry their unit in the name of what receives them."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from ..errors import InvalidSpec
+
+_DURATION_UNITS_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "min": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
+_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
+_DURATION_RE = re.compile(rf"^{_NUMBER}\s*(ns|us|µs|ms|s|min|m|h)$")
+_PERCENT_RE = re.compile(rf"^{_NUMBER}\s*%?$")
+
+
+def parse_duration_ns(text: str, *, field: str = "duration", allow_zero: bool = False) -> int:
+    """'200ms' -> 200_000_000. A unit is mandatory: a bare number is ambiguous."""
+    if not isinstance(text, str):
+        raise InvalidSpec("expected a duration string such as '200ms' or '60s'", text=repr(text), field=field)
+    match = _DURATION_RE.match(text.strip())
+    if not match:
+        raise InvalidSpec("not a duration; use a number with a unit: ns, us, ms, s, m, h (e.g. '200ms')",
+                          text=text, field=field)
+    value = float(match.group(1)) * _DURATION_UNITS_NS[match.group(2)]
+    if not math.isfinite(value) or value > 10 * 365 * 86400 * 1e9:
+        raise InvalidSpec("duration is too long", text=text, field=field)
+    ns = round(value)
+    if ns == 0 and not allow_zero:
+        raise InvalidSpec("duration must be greater than zero", text=text, field=field)
+    return ns
+
+
+def parse_percent_ratio(text: str, *, field: str) -> float:
+    """'10%' or '10' -> 0.10. Percent is the unit on the command line, as in tc netem."""
+    if not isinstance(text, str):
+        raise InvalidSpec("expected a percentage such as '10%'", text=repr(text), field=field)
+    match = _PERCENT_RE.match(text.strip())
+    if not match:
+        raise InvalidSpec("not a percentage; use e.g. '10%' or '0.5%'", text=text, field=field)
+    ratio = float(match.group(1)) / 100.0
+    if not 0.0 <= ratio <= 1.0:
+        raise InvalidSpec("percentage must lie between 0% and 100%", text=text, field=field)
+    return ratio
+
+
+def format_duration_ns(ns: int) -> str:
+    """Shortest exact-ish rendering: 200000000 -> '200ms'."""
+    for unit, scale in (("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000),
+                        ("ms", 1_000_000), ("us", 1_000)):
+        if ns >= scale and ns % scale == 0:
+            return f"{ns // scale}{unit}"
+    if ns >= 1_000_000_000:
+        return f"{ns / 1e9:g}s"
+    if ns >= 1_000_000:
+        return f"{ns / 1e6:g}ms"
+    if ns >= 1_000:
+        return f"{ns / 1e3:g}us"
+    return f"{ns}ns"
+
+
+def format_ratio_percent(ratio: float) -> str:
+    return f"{ratio * 100:.4g}%"

@@ -1,0 +1,97 @@
+"""Requested vs achieved, from the kernel's counters: the proof of what a run did."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from analysis import ConfidenceInterval, proportion_ci
+
+from .plan import Plan
+from .spec.units import format_ratio_percent
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Achieved:
+    """One fault's outcome over one flow: what was asked, what the kernel counted, the interval."""
+
+    what: str                      # loss | corrupt | duplicate
+    requested_ratio: float
+    events: int
+    trials: int
+    interval: ConfidenceInterval
+
+    @property
+    def ratio(self) -> float:
+        return self.events / self.trials if self.trials else float("nan")
+
+    @property
+    def consistent(self) -> bool | None:
+        """Whether the request lies inside the achieved ratio's confidence interval (None: no packets)."""
+        if not self.trials:
+            return None
+        return self.interval.low <= self.requested_ratio <= self.interval.high
+
+
+@dataclass(frozen=True)
+class FlowSummary:
+    flow: str
+    counters: dict[str, int]
+    achieved: tuple[Achieved, ...]
+
+
+def totals_by_flow(plan: Plan, counters: dict[int, dict[str, int]]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for rule in plan.rules:
+        per_rule = counters.get(rule.rule_id, {})
+        total = out.setdefault(rule.flow, {})
+        for name, value in per_rule.items():
+            total[name] = total.get(name, 0) + value
+    return out
+
+
+def summarize(plan: Plan, counters: dict[int, dict[str, int]]) -> list[FlowSummary]:
+    fault = plan.fault
+    out = []
+    for flow, total in totals_by_flow(plan, counters).items():
+        matched = total.get("matched_packets", 0)
+        achieved = []
+        if fault.partition or fault.loss_ratio or fault.loss_burst:
+            achieved.append(_achieved("loss", fault.expected_loss_ratio, total.get("dropped_packets", 0), matched))
+        survivors = matched - total.get("dropped_packets", 0)
+        if fault.duplicate_ratio:
+            achieved.append(_achieved("duplicate", fault.duplicate_ratio, total.get("duplicated_packets", 0),
+                                      survivors))
+        if fault.corrupt_ratio:
+            # packets without payload (pure ACKs) cannot be corrupted, so this ratio can sit below the request
+            achieved.append(_achieved("corrupt", fault.corrupt_ratio, total.get("corrupted_packets", 0),
+                                      survivors))
+        out.append(FlowSummary(flow=flow, counters=total, achieved=tuple(achieved)))
+    return out
+
+
+def _achieved(what: str, requested: float, events: int, trials: int) -> Achieved:
+    return Achieved(what=what, requested_ratio=requested, events=events, trials=trials,
+                    interval=proportion_ci(events, trials, CONFIDENCE, "clopper-pearson"))
+
+
+def format_summary(summaries: list[FlowSummary]) -> str:
+    lines = []
+    for summary in summaries:
+        c = summary.counters
+        lines.append(f"flow {summary.flow}: matched {c.get('matched_packets', 0)} packets "
+                     f"({c.get('matched_bytes', 0)} bytes), dropped {c.get('dropped_packets', 0)}, "
+                     f"corrupted {c.get('corrupted_packets', 0)}, duplicated {c.get('duplicated_packets', 0)}"
+                     + (f", passed after lease expiry {c['expired_packets']}" if c.get("expired_packets") else ""))
+        for a in summary.achieved:
+            if not a.trials:
+                lines.append(f"  {a.what:9s} requested {format_ratio_percent(a.requested_ratio)}, "
+                             "achieved: no packets matched — the fault had no effect")
+                continue
+            verdict = "consistent with the request" if a.consistent else "NOT consistent with the request"
+            lines.append(f"  {a.what:9s} requested {format_ratio_percent(a.requested_ratio)}, achieved "
+                         f"{format_ratio_percent(a.ratio)} ({a.events}/{a.trials}), "
+                         f"{CONFIDENCE:.0%} CI [{format_ratio_percent(a.interval.low)}, "
+                         f"{format_ratio_percent(a.interval.high)}]: {verdict}")
+    return "\n".join(lines)
