@@ -24,6 +24,7 @@ from .quantiles import (
     quantile_cis,
     quantile_table,
 )
+from .rundir import SAMPLE_COLUMNS, SCHEMA_VERSION, SOURCES, InvalidRun, Run, example_run, load_run
 from .sequential import (
     DEFAULT_RATIOS,
     ErrorRateMonitor,
@@ -66,6 +67,14 @@ __all__ = [
     "QuantileExceedanceMonitor",
     "SequentialProportionTest",
     "mixture_log_evidence",
+    # run directory
+    "InvalidRun",
+    "Run",
+    "SAMPLE_COLUMNS",
+    "SCHEMA_VERSION",
+    "SOURCES",
+    "example_run",
+    "load_run",
     # verdicts
     "PHASES",
     "Check",
