@@ -20,16 +20,23 @@ py=$here/.venv/bin/python
 mkdir -p "$here/.cache/vm"
 logf=$here/.cache/vm/kernel-tier-$series.log
 start=$(date +%s)
-set +e
-bash "$here/scripts/vm/run.sh" "$series" -- "$py" -m pytest -m kernel tests/kernel -p no:cacheprovider "$@" 2>&1 \
-  | tee "$logf"
-rc=${PIPESTATUS[0]}
-set -e
+# run.sh in the background (so a TERM/INT here reaches it at once and it kills QEMU), its output streamed from the log
+bash "$here/scripts/vm/run.sh" "$series" -- "$py" -m pytest -m kernel tests/kernel -p no:cacheprovider "$@" \
+  > "$logf" 2>&1 &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; exit 143' TERM
+trap 'kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; exit 130' INT
+tail -s 0.2 -n +1 -f --pid="$child" "$logf" & tailpid=$!
+rc=0; wait "$child" || rc=$?
+wait "$tailpid" 2>/dev/null || true
+trap - TERM INT
 wall=$(( $(date +%s) - start ))
 
 # pytest's own summary line, e.g. "==== 4 passed in 12.3s ====" (the serial console adds \r)
-summary=$(tr -d '\r' < "$logf" | grep -E '^=+ .*(passed|failed|error|skipped|no tests ran|deselected).* in [0-9.]+s' | tail -1 \
-          | sed -E 's/^=+ //; s/ =+$//')
+summary=$(tr -d '\r' < "$logf" \
+          | grep -E '^(=+ )?[0-9]+ (passed|failed|errors?|skipped|deselected).* in [0-9.]+s|no tests ran in' \
+          | tail -1 | sed -E 's/^=+ //; s/ =+$//' || true)
+[ -n "$summary" ] || summary="no pytest summary line"
 tag="kernel tier ($series)"
 case "$rc" in
   77) exit 77 ;;                                   # run.sh / fetch-kernel.sh printed the reason

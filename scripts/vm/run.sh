@@ -5,7 +5,7 @@
 # path, so it runs the host's .venv python, tc and pytest. No network device. The command's output streams to
 # this terminal (serial console); its exit code is this script's exit code.
 # Other exits: 77 the VM cannot run here (no qemu / no kernel), 124 VM timeout, 125 VM ended without a result.
-# Env: VM_TIMEOUT (s, whole VM, default 900), VM_MEM (default 2G), VM_CPUS (default 2), VM_ACCEL (kvm|tcg).
+# Env: VM_QEMU (binary), VM_TIMEOUT (s, whole VM, default 900), VM_MEM (default 2G), VM_CPUS (default 2), VM_ACCEL (kvm|tcg).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -20,7 +20,8 @@ if [ $# -gt 0 ] && [ "$1" != "--" ]; then series=$1; shift; fi
 [ "${1:-}" = "--" ] && shift
 [ $# -gt 0 ] || { echo "usage: $0 [6.1|6.12|<version>] -- command [args...]" >&2; exit 2; }
 
-command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 not installed (run scripts/vm/setup.sh)"
+qemu=${VM_QEMU:-qemu-system-x86_64}
+command -v "$qemu" >/dev/null || skip "$qemu not installed (run scripts/vm/setup.sh)"
 busybox=/bin/busybox
 [ -x "$busybox" ] && ! ldd "$busybox" >/dev/null 2>&1 || skip "static busybox not installed (run scripts/vm/setup.sh)"
 command -v cpio >/dev/null || skip "cpio not installed (run scripts/vm/setup.sh)"
@@ -91,7 +92,7 @@ headers=/var/cache/chaos-inject/headers/$ver
 log "booting $ver ($accel, ${VM_CPUS:-2} vCPU, ${VM_MEM:-2G}, timeout ${timeout_s}s)"
 start=$(date +%s.%N)
 # setpriv --pdeathsig: QEMU dies with this script even if the script itself is SIGKILLed
-setpriv --pdeathsig KILL -- qemu-system-x86_64 \
+setpriv --pdeathsig KILL -- "$qemu" \
   "${accel_args[@]}" -smp "${VM_CPUS:-2}" -m "${VM_MEM:-2G}" \
   -nodefaults -no-user-config -display none -no-reboot -nic none \
   -chardev stdio,id=con,signal=on -serial chardev:con \
