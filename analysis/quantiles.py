@@ -18,6 +18,7 @@ single ``np.partition`` with all needed ranks, never a full sort.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -79,7 +80,12 @@ def min_samples_for_quantile(q: float, confidence: float = 0.95) -> int:
 
 
 def order_statistic_ranks(n: int, q: float, confidence: float = 0.95) -> tuple[int, int, float] | None:
-    """Equal-tailed 1-based ranks (l, u) and exact coverage, or ``None`` if n is too small."""
+    """Equal-tailed 1-based ranks (l, u) and exact coverage, or ``None`` if n is too small (cached)."""
+    return _ranks_cached(int(n), float(q), float(confidence))
+
+
+@functools.lru_cache(maxsize=4096)
+def _ranks_cached(n: int, q: float, confidence: float) -> tuple[int, int, float] | None:
     if n <= 0:
         return None
     a2 = (1.0 - confidence) / 2
