@@ -167,6 +167,7 @@ class _PairCounter:
         self.w = np.diff(edges).astype(np.int64)
         self.nx = xs.size
         self.evaluations = 0
+        self.thinned: np.ndarray | None = None
 
     def count(self, d: float, upper: bool) -> int:
         """upper=True: an upper bound of #(y - x <= d); False: a lower bound. Equal when groups are single."""
@@ -217,13 +218,18 @@ class _PairCounter:
         return b
 
 
-def _initial_guess(xs: np.ndarray, ys: np.ndarray, frac: float) -> tuple[float, float]:
-    """Bracket guess for the frac-quantile of y - x from thinned order statistics."""
-    sx = max(1, xs.size // 1500)
-    sy = max(1, ys.size // 1500)
-    d = np.subtract.outer(ys[::sy], xs[::sx]).ravel()
-    a, b = np.quantile(d, [max(0.0, frac - 0.03), min(1.0, frac + 0.03)])
-    return float(a), float(b)
+def _thinned_differences(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Sorted differences of at most 256 x 256 evenly spaced order statistics (for starting brackets)."""
+    ix = np.unique(np.linspace(0, xs.size - 1, min(xs.size, 256)).astype(np.int64))
+    iy = np.unique(np.linspace(0, ys.size - 1, min(ys.size, 256)).astype(np.int64))
+    return np.sort(np.subtract.outer(ys[iy], xs[ix]).ravel())
+
+
+def _initial_guess(d: np.ndarray, frac: float) -> tuple[float, float]:
+    """Bracket guess for the frac-quantile of y - x from the thinned differences."""
+    lo = int(max(0.0, frac - 0.03) * (d.size - 1))
+    hi = int(math.ceil(min(1.0, frac + 0.03) * (d.size - 1)))
+    return float(d[lo]), float(d[hi])
 
 
 def _kth_bracket(pc: _PairCounter, k_low: int, k_high: int, tol: float) -> tuple[float, float]:
@@ -231,10 +237,10 @@ def _kth_bracket(pc: _PairCounter, k_low: int, k_high: int, tol: float) -> tuple
     xs, ys = pc.xs, pc.ys
     limits = (float(ys[0] - xs[-1]), float(ys[-1] - xs[0]))
     N = xs.size * ys.size
-    g1 = _initial_guess(xs, ys, (k_low - 0.5) / N)
-    g2 = _initial_guess(xs, ys, (k_high - 0.5) / N) if k_high != k_low else g1
-    a = pc.smallest(k_low, True, g1, limits, tol)
-    b = pc.smallest(k_high, False, g2, limits, tol)
+    if pc.thinned is None:
+        pc.thinned = _thinned_differences(xs, ys)
+    a = pc.smallest(k_low, True, _initial_guess(pc.thinned, (k_low - 0.5) / N), limits, tol)
+    b = pc.smallest(k_high, False, _initial_guess(pc.thinned, (k_high - 0.5) / N), limits, tol)
     return a, b
 
 
@@ -254,12 +260,13 @@ def hodges_lehmann(baseline: object, fault: object, *, groups: int = 65_536) -> 
     return _hl_from_sorted(xs, ys, groups)
 
 
-def _hl_from_sorted(xs: np.ndarray, ys: np.ndarray, groups: int) -> tuple[float, float]:
+def _hl_from_sorted(xs: np.ndarray, ys: np.ndarray, groups: int, pc: "_PairCounter | None" = None
+                    ) -> tuple[float, float]:
     n = xs.size * ys.size
     # median of N values: mean of ranks floor((N+1)/2) and ceil((N+1)/2); the bracket holds both
     k1, k2 = (n + 1) // 2, (n + 2) // 2
     tol = _tolerance(xs, ys)
-    a, b = _kth_bracket(_PairCounter(xs, ys, groups), k1, k2, tol)
+    a, b = _kth_bracket(pc or _PairCounter(xs, ys, groups), k1, k2, tol)
     return 0.5 * (a + b), 0.5 * (b - a) + tol
 
 
@@ -306,7 +313,8 @@ def compare_latency(
         else:
             z = (abs(u - mu) - 0.5) / sd
             p = float(min(1.0, 2 * special.ndtr(-max(z, 0.0))))
-    shift, err = _hl_from_sorted(xs, ys, groups)
+    pc = _PairCounter(xs, ys, groups)
+    shift, err = _hl_from_sorted(xs, ys, groups, pc)
     zc = float(special.ndtri(1 - (1 - conf) / 2))
     c = math.floor(N / 2.0 - zc * sd)
     med = float(xs[(nx - 1) // 2]) if nx % 2 else 0.5 * float(xs[nx // 2 - 1] + xs[nx // 2])
@@ -319,7 +327,7 @@ def compare_latency(
         if sd == 0.0 and nx > 1 and ny > 1:
             reason = "all values tied: no rank information"
     else:
-        lo_a, hi_b = _kth_bracket(_PairCounter(xs, ys, groups), c, N + 1 - c, _tolerance(xs, ys))
+        lo_a, hi_b = _kth_bracket(pc, c, N + 1 - c, _tolerance(xs, ys))
         interval = ConfidenceInterval(lo_a, hi_b)  # widened by the grouping bracket: conservative
         if interval.low > 0 and effect > allowed_increase:
             cls, reason = "higher", (
