@@ -80,7 +80,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-headers=/var/cache/chaos-inject/headers/$ver
+headers=/var/cache/chaos-inject/headers/$ver      # made by `make setup` (6.1); else fetch-kernel.sh's copy
+[ -e "$headers/include" ] || headers=$kdir/headers
 {
   echo "cd $(printf '%q' "$here") || exit 125"
   echo "export CHAOS_INJECT_VM=1 CHAOS_INJECT_VM_KERNEL=$ver PYTHONDONTWRITEBYTECODE=1"
