@@ -1,0 +1,128 @@
+"""Verdicts: held / violated / inconclusive per phase and metric; never a false held on bad data."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from analysis import InvalidInput, Outcome, PhaseData, SteadyStateSpec, evaluate
+
+MS = 1e6
+
+
+def _phases(rng, n=20_000, fault_scale=1.0, fault_err=0.0002, base_err=0.0002, rec_scale=1.0):
+    def lat(scale):
+        return rng.lognormal(np.log(20 * MS), 0.5, size=n) * scale
+    return {
+        "baseline": PhaseData(lat(1.0), int(rng.binomial(n, base_err)), n),
+        "fault": PhaseData(lat(fault_scale), int(rng.binomial(n, fault_err)), n),
+        "recovery": PhaseData(lat(rec_scale), int(rng.binomial(n, base_err)), n),
+    }
+
+
+def _get(v, phase, metric, kind):
+    (c,) = [c for c in v.checks if (c.phase, c.metric, c.kind) == (phase, metric, kind)]
+    return c
+
+
+def test_everything_held_with_enough_clean_data():
+    rng = np.random.default_rng(1)
+    v = evaluate(_phases(rng, n=100_000, fault_err=0.0, base_err=0.0))
+    assert v.outcome is Outcome.HELD, v.summary()
+    assert len(v.checks) == 2 + 4 + 4
+
+
+def test_fault_doubling_latency_and_errors_is_violated():
+    rng = np.random.default_rng(2)
+    v = evaluate(_phases(rng, fault_scale=3.0, fault_err=0.01))
+    assert v.outcome is Outcome.VIOLATED
+    assert _get(v, "fault", "latency", "relative").outcome is Outcome.VIOLATED
+    assert _get(v, "fault", "error_rate", "relative").outcome is Outcome.VIOLATED
+    assert _get(v, "fault", "error_rate", "absolute").outcome is Outcome.VIOLATED
+    assert _get(v, "fault", "latency", "absolute").outcome is Outcome.HELD  # 3 x 20 ms x 2.2 < 200 ms
+    assert _get(v, "recovery", "latency", "relative").outcome is Outcome.HELD
+    assert "beyond the allowed 2x" in _get(v, "fault", "latency", "relative").reason
+
+
+def test_absolute_latency_violation():
+    rng = np.random.default_rng(3)
+    v = evaluate(_phases(rng, fault_scale=6.0), SteadyStateSpec(latency_max_ratio=None))
+    c = _get(v, "fault", "latency", "absolute")
+    assert c.outcome is Outcome.VIOLATED and c.interval.low >= 200 * MS
+
+
+def test_few_requests_are_inconclusive_not_held():
+    rng = np.random.default_rng(4)
+    ph = _phases(rng, n=300, fault_err=0.0, base_err=0.0)
+    v = evaluate(ph)
+    assert _get(v, "fault", "latency", "absolute").outcome is Outcome.INCONCLUSIVE  # n < 368
+    assert _get(v, "fault", "error_rate", "absolute").outcome is Outcome.INCONCLUSIVE  # 0/300 cannot show < 0.1 %
+    assert _get(v, "fault", "error_rate", "relative").outcome is Outcome.INCONCLUSIVE  # no power
+    assert v.outcome is Outcome.INCONCLUSIVE
+
+
+def test_relative_checks_need_a_baseline():
+    rng = np.random.default_rng(5)
+    ph = _phases(rng)
+    del ph["baseline"]
+    v = evaluate(ph)
+    assert _get(v, "fault", "latency", "relative").outcome is Outcome.INCONCLUSIVE
+    assert "baseline" in _get(v, "fault", "latency", "relative").reason
+
+
+@pytest.mark.parametrize("bad", [np.array([1.0, np.nan] * 500), np.array([np.inf] * 1000), np.array([])])
+def test_nan_inf_or_empty_latencies_are_inconclusive(bad):
+    rng = np.random.default_rng(6)
+    ph = _phases(rng)
+    ph["fault"] = PhaseData(bad, 0, 100_000)
+    v = evaluate(ph)
+    fault = v.phase("fault")
+    assert fault and all(c.outcome is not Outcome.HELD for c in fault if c.metric == "latency")
+    assert v.outcome is not Outcome.HELD
+
+
+def test_errors_exceeding_requests_is_inconclusive_with_reason():
+    ph = {"baseline": PhaseData(np.ones(1000), 5, 3)}
+    v = evaluate(ph)
+    assert all(c.outcome is Outcome.INCONCLUSIVE for c in v.checks)
+    assert "exceed" in v.checks[0].reason
+
+
+@pytest.mark.parametrize("kw", [dict(quantile=1.0), dict(confidence=1.5), dict(latency_max_ns=-1.0),
+                                dict(max_error_rate=0.0), dict(alpha=0.0), dict(latency_max_ratio=float("nan"))])
+def test_spec_validation(kw):
+    with pytest.raises(InvalidInput):
+        SteadyStateSpec(**kw)
+
+
+def test_to_records_and_summary():
+    rng = np.random.default_rng(7)
+    v = evaluate(_phases(rng))
+    recs = v.to_records()
+    assert len(recs) == len(v.checks) and {"phase", "metric", "outcome", "reason"} <= set(recs[0])
+    assert v.summary().splitlines()[0].startswith("steady state:")
+    assert set(v.quantiles) == {"baseline", "fault", "recovery"}
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    n=st.integers(0, 600),
+    value=st.one_of(st.floats(0, 1e9, allow_nan=False), st.just(float("nan")), st.just(float("inf"))),
+    spread=st.booleans(),
+    errors=st.integers(0, 5),
+)
+def test_property_small_constant_or_bad_data_never_falsely_held(n, value, spread, errors):
+    lat = np.full(n, value)
+    if spread and n:
+        lat = lat + np.arange(n)
+    requests = max(n, errors)
+    ph = {"baseline": PhaseData(lat, errors, requests), "fault": PhaseData(lat.copy(), errors, requests)}
+    v = evaluate(ph)
+    for c in v.checks:
+        if c.outcome is Outcome.HELD:
+            # a held latency check needs n >= 368 finite samples whose p99 upper bound is under the limit
+            if c.metric == "latency" and c.kind == "absolute":
+                assert n >= 368 and np.isfinite(value) and c.interval.high < 200e6
+            if c.metric == "error_rate" and c.kind == "absolute":
+                assert requests >= 3000  # 0 errors need ~3 689 requests to bound the rate below 0.1 %
+            if c.metric == "error_rate" and c.kind == "relative":
+                assert c.interval.high <= 0.001
+    assert not (n < 368 and v.outcome is Outcome.HELD)
