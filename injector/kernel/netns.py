@@ -73,6 +73,14 @@ class Topology:
             ends.append(link)
         return ends[0], ends[1]
 
+    def add_address(self, link: Link, address: str) -> None:
+        """A further address on one of our links (e.g. an untargeted address in a test)."""
+        iface = ipaddress.ip_interface(address)
+        with open_rtnl(link.netns) as rtnl:
+            index = rtnl.link_lookup(ifname=link.ifname)[0]
+            rtnl.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen,
+                      **({"flags": IFA_F_NODAD} if iface.version == 6 else {}))
+
     def close(self) -> None:
         """Remove our namespaces (their veths go with them)."""
         errors = []

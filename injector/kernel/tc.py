@@ -9,7 +9,7 @@ from .rtnl import NetlinkError, is_gone, open_rtnl
 CLSACT_HANDLE = 0xFFFF0000
 CLSACT_PARENT = 0xFFFFFFF1
 PARENTS = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}
-ETH_P_ALL_BE = 0x0300  # htons(ETH_P_ALL), as tc stores it in the filter's info
+ETH_P_ALL = 0x0003
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def free_prio(ifindex: int, hook: str, netns: str | None = None, start: int = 1)
 def add_bpf_filter(ifindex: int, hook: str, prio: int, prog_fd: int, name: str, netns: str | None = None) -> None:
     with open_rtnl(netns) as rtnl:
         rtnl.tc("add-filter", "bpf", ifindex, ":1", fd=prog_fd, name=name, parent=PARENTS[hook], classid=1,
-                direct_action=True, prio=prio)
+                direct_action=True, prio=prio, protocol=ETH_P_ALL)
 
 
 def delete_bpf_filter(ifindex: int, hook: str, prio: int, name: str, netns: str | None = None) -> bool:
@@ -96,5 +96,9 @@ def delete_bpf_filter(ifindex: int, hook: str, prio: int, name: str, netns: str 
     if not mine:
         return False
     with open_rtnl(netns) as rtnl:
-        rtnl.tc("del-filter", index=ifindex, parent=PARENTS[hook], prio=prio)
+        for found in mine:
+            # kind, prio, protocol and handle name exactly one filter; without them the kernel
+            # deletes every filter on the hook (pyroute2 leaves info = 0 when kind is missing)
+            rtnl.tc("del-filter", "bpf", ifindex, handle=found.handle, parent=PARENTS[hook], prio=prio,
+                    protocol=ETH_P_ALL)
     return True
