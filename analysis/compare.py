@@ -356,7 +356,7 @@ def _quantile_with_ranks(a: np.ndarray, q: float, conf: float):
     return est, (float(part[ranks[0] - 1]), float(part[ranks[1] - 1]))
 
 
-def quantile_difference_from_bounds(q, conf, bx, by, reason_x="", reason_y="") -> QuantileDifference:
+def _quantile_difference_from_bounds(q, conf, bx, by, reason_x="", reason_y="") -> QuantileDifference:
     (ex, ix), (ey, iy) = bx, by
     ratio = ey / ex if ex > 0 else math.nan
     if ix is None or iy is None:
@@ -380,7 +380,7 @@ def quantile_difference_ci(baseline: object, fault: object, q: float = 0.99, con
     if x.size == 0 or y.size == 0:
         return QuantileDifference(q, math.nan, math.nan, math.nan, None, math.nan, None, conf, "no samples")
     each = math.sqrt(conf)
-    return quantile_difference_from_bounds(q, conf, _quantile_with_ranks(x, q, each), _quantile_with_ranks(y, q, each))
+    return _quantile_difference_from_bounds(q, conf, _quantile_with_ranks(x, q, each), _quantile_with_ranks(y, q, each))
 
 
 def quantile_shift_test(baseline: object, fault: object, q: float = 0.99, *, alternative: str = "greater",

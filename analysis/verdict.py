@@ -28,7 +28,7 @@ import numpy as np
 
 from ._types import ConfidenceInterval, InvalidInput, Outcome
 from ._validate import check_confidence, check_count, check_quantile, check_samples
-from .compare import QuantileDifference, quantile_difference_from_bounds
+from .compare import QuantileDifference, _quantile_difference_from_bounds
 from .proportions import ProportionComparison, compare_proportions, proportion_ci
 from .quantiles import DEFAULT_QUANTILES, QuantileEstimate, _qname, quantile_table
 
@@ -261,7 +261,7 @@ def evaluate(phases: Mapping[str, PhaseData], spec: SteadyStateSpec | None = Non
             b, c = tables["baseline"][(q, each)], t[(q, each)]
             bx = (b.estimate, None if b.interval is None else (b.interval.low, b.interval.high))
             by = (c.estimate, None if c.interval is None else (c.interval.low, c.interval.high))
-            d = quantile_difference_from_bounds(q, conf, bx, by, b.reason, c.reason)
+            d = _quantile_difference_from_bounds(q, conf, bx, by, b.reason, c.reason)
             checks.append(_rel_latency(name, d, spec.latency_max_ratio))
         if spec.error_rate_vs_baseline:
             checks.append(_rel_errors(name, phases["baseline"], pd_, spec))
