@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ._types import AnalysisError, ConfidenceInterval, InvalidInput, Outcome
 from .compare import (
+    HodgesLehmann,
     LatencyComparison,
     QuantileDifference,
     QuantileShiftTest,
@@ -54,6 +55,7 @@ __all__ = [
     "quantile_cis",
     "quantile_table",
     # comparisons
+    "HodgesLehmann",
     "LatencyComparison",
     "QuantileDifference",
     "QuantileShiftTest",

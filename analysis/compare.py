@@ -29,6 +29,7 @@ from ._validate import check_confidence, check_quantile, check_samples
 from .quantiles import order_statistic_ranks, _point_rank
 
 __all__ = [
+    "HodgesLehmann",
     "LatencyComparison",
     "QuantileDifference",
     "QuantileShiftTest",
@@ -65,6 +66,19 @@ class LatencyComparison:
     n_baseline: int
     n_fault: int
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HodgesLehmann:
+    """Hodges-Lehmann shift (fault - baseline): median of all pairwise differences.
+
+    The exact value lies in ``[shift - error, shift + error]`` (rigorous bracket, see the module docstring).
+    """
+
+    shift: float
+    error: float
+    n_baseline: int
+    n_fault: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,12 +266,15 @@ def _tolerance(xs: np.ndarray, ys: np.ndarray) -> float:
     return 1e-9 * scale
 
 
-def hodges_lehmann(baseline: object, fault: object, *, groups: int = 65_536) -> tuple[float, float]:
-    """HL estimate of the shift fault - baseline and its precision (half-width of the exact bracket)."""
+def hodges_lehmann(baseline: object, fault: object, *, groups: int = 65_536) -> HodgesLehmann:
+    """HL estimate of the shift fault - baseline with its precision (half-width of the exact bracket)."""
     x = check_samples(baseline, "baseline", allow_empty=False)
     y = check_samples(fault, "fault", allow_empty=False)
+    if groups < 1:
+        raise InvalidInput(f"groups must be >= 1, got {groups}")
     xs, ys = _sorted(x), _sorted(y)
-    return _hl_from_sorted(xs, ys, groups)
+    shift, err = _hl_from_sorted(xs, ys, groups)
+    return HodgesLehmann(shift, err, xs.size, ys.size)
 
 
 def _hl_from_sorted(xs: np.ndarray, ys: np.ndarray, groups: int, pc: "_PairCounter | None" = None

@@ -50,6 +50,21 @@ class Run:
         w = self.meta["phases"][phase]
         return int(w["start_ns"]), int(w["end_ns"])
 
+    def label_mismatches(self) -> dict[str, int]:
+        """Per phase, how many samples labelled with it have ``t_ns`` outside its window in ``meta``.
+
+        Not enforced by the loader (a recorder may stamp a sample at a boundary); a large count means the
+        phase labels and the clock disagree and the run should be looked at before trusting a verdict.
+        """
+        out: dict[str, int] = {}
+        ph = self.samples["phase"].astype(str).to_numpy()
+        t = self.samples["t_ns"].to_numpy()
+        for name in self.phases:
+            s, e = self.phase_window_ns(name)
+            m = ph == name
+            out[name] = int(np.count_nonzero((t[m] < s) | (t[m] > e)))
+        return out
+
     @property
     def phases(self) -> tuple[str, ...]:
         return tuple(p for p in PHASE_NAMES if p in self.meta.get("phases", {}))

@@ -30,8 +30,8 @@ def _exact_hl(x, y):
 def test_hodges_lehmann_and_u_exact_on_small_tied_samples(x, y, scale):
     x = np.asarray(x, float) * scale
     y = np.asarray(y, float) * scale
-    shift, err = hodges_lehmann(x, y)
-    assert abs(shift - _exact_hl(x, y)) <= err + 1e-12 * scale
+    hl = hodges_lehmann(x, y)
+    assert abs(hl.shift - _exact_hl(x, y)) <= hl.error + 1e-12 * scale
     r = compare_latency(x, y)
     ref = stats.mannwhitneyu(y, x, alternative="two-sided")
     assert r.statistic == ref.statistic
@@ -45,7 +45,8 @@ def test_grouped_bracket_contains_the_exact_estimate(groups):
     rng = np.random.default_rng(groups)
     x = rng.lognormal(size=1500)
     y = rng.lognormal(size=1200) * 1.2
-    shift, err = hodges_lehmann(x, y, groups=groups)
+    hl = hodges_lehmann(x, y, groups=groups)
+    shift, err = hl.shift, hl.error
     exact = _exact_hl(x, y)
     assert shift - err <= exact <= shift + err
 
@@ -53,7 +54,7 @@ def test_grouped_bracket_contains_the_exact_estimate(groups):
 def test_bracket_narrows_as_groups_grow():
     rng = np.random.default_rng(4)
     x, y = rng.lognormal(size=4000), rng.lognormal(size=4000) * 1.2
-    errs = [hodges_lehmann(x, y, groups=g)[1] for g in (16, 256, 4000)]
+    errs = [hodges_lehmann(x, y, groups=g).error for g in (16, 256, 4000)]
     assert errs[0] > errs[1] > errs[2]
     assert errs[2] < 1e-6  # one sample per group: exact up to the bisection tolerance
 
@@ -87,7 +88,8 @@ def test_hodges_lehmann_on_ten_million_is_fast_and_precise():
     x = rng.lognormal(np.log(20e6), 0.5, size=10_000_000)
     y = rng.lognormal(np.log(20e6), 0.5, size=10_000_000) + 1e6
     t = time.perf_counter()
-    shift, err = hodges_lehmann(x, y)
+    hl = hodges_lehmann(x, y)
+    shift, err = hl.shift, hl.error
     elapsed = time.perf_counter() - t
     assert elapsed < 15  # ~4 s on this machine; brute force would need 1e14 differences
     assert err < 1e-3 * 1e6  # bracket narrower than 0.1 % of the shift
@@ -98,7 +100,7 @@ def test_hodges_lehmann_on_ten_million_is_fast_and_precise():
 def test_mann_whitney_aa_false_positive_rate_at_most_nominal(name):
     gen = DISTRIBUTIONS[name]
     rng = np.random.default_rng(21)
-    reps, n, alpha = 200, 400, 0.02  # Kayenta's 98 %
+    reps, n, alpha = 800, 200, 0.02  # Kayenta's 98 %
     data = gen(rng, (reps, 2, n))
     rejections = sum(compare_latency(a, b).pvalue < alpha for a, b in data)
     # observed count must not be significantly above alpha * reps (one-sided, 0.1 % level)

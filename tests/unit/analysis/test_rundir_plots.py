@@ -29,6 +29,7 @@ def test_example_run_follows_the_schema(run):
         s, e = run.phase_window_ns(name)
         t = df.loc[df["phase"] == name, "t_ns"]
         assert s <= t.min() and t.max() <= e
+    assert run.label_mismatches() == {"baseline": 0, "fault": 0, "recovery": 0}
     (rule,) = run.counters.values()
     assert set(rule) == {"matched", "dropped", "corrupted", "duplicated", "bytes"}
 
