@@ -32,6 +32,7 @@ from .sequential import (
     QuantileExceedanceMonitor,
     SequentialProportionTest,
     mixture_log_evidence,
+    proportion_confidence_sequence,
 )
 from .verdict import PHASES, Check, PhaseData, SteadyStateSpec, Verdict, evaluate, phases_from_run
 
@@ -69,6 +70,7 @@ __all__ = [
     "QuantileExceedanceMonitor",
     "SequentialProportionTest",
     "mixture_log_evidence",
+    "proportion_confidence_sequence",
     # run directory
     "InvalidRun",
     "Run",

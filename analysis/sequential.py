@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-from scipy.special import logsumexp
+from scipy.optimize import brentq
+from scipy.special import betaln, logsumexp
 
-from ._types import InvalidInput
+from ._types import ConfidenceInterval, InvalidInput
 from ._validate import check_count, check_counts, check_samples
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "ErrorRateMonitor",
     "QuantileExceedanceMonitor",
     "mixture_log_evidence",
+    "proportion_confidence_sequence",
 ]
 
 DEFAULT_RATIOS: tuple[float, ...] = (1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0)
@@ -51,6 +53,44 @@ def mixture_log_evidence(events: np.ndarray, trials: np.ndarray, p0: float,
     n = np.asarray(trials, dtype=np.float64)[..., None]
     ll = x * np.log(p1 / p0) + (n - x) * np.log((1 - p1) / (1 - p0))
     return logsumexp(ll + logw, axis=-1)
+
+
+def proportion_confidence_sequence(events: int, trials: int, alpha: float = 0.01,
+                                   prior: tuple[float, float] = (0.5, 0.5)) -> ConfidenceInterval:
+    """Always-valid (time-uniform) confidence interval for a Bernoulli rate after ``events`` of ``trials``.
+
+    Robbins' beta-binomial mixture: for each p, M_n(p) = B(x+a, n-x+b) / B(a, b) / (p^x (1-p)^(n-x)) is a
+    martingale under p, so by Ville the set {p : M_n(p) < 1/alpha} contains the true rate at every n
+    simultaneously with probability >= 1 - alpha. A halt guard may recompute it after every batch.
+    """
+    x, n = check_counts(events, trials)
+    if not (0.0 < float(alpha) < 1.0):
+        raise InvalidInput(f"alpha must be in (0, 1), got {alpha!r}")
+    a, b = float(prior[0]), float(prior[1])
+    if not (a > 0 and b > 0):
+        raise InvalidInput(f"prior parameters must be positive, got {prior!r}")
+    if n == 0:
+        return ConfidenceInterval(0.0, 1.0)
+    c = -math.log(alpha)
+    mix = float(betaln(x + a, n - x + b) - betaln(a, b))
+
+    def f(p: float) -> float:  # log M_n(p) - log(1/alpha); convex in p, minimal at x/n
+        ll = (x * math.log(p) if x else 0.0) + ((n - x) * math.log1p(-p) if n - x else 0.0)
+        return mix - ll - c
+
+    phat = x / n
+    eps = 1e-15
+    if x == 0:
+        low = 0.0
+    else:
+        lo_end = eps
+        low = 0.0 if f(lo_end) < 0 else brentq(f, lo_end, phat, xtol=1e-15, rtol=1e-12)
+    if x == n:
+        high = 1.0
+    else:
+        hi_end = 1.0 - eps
+        high = 1.0 if f(hi_end) < 0 else brentq(f, phat if phat > 0 else eps, hi_end, xtol=1e-15, rtol=1e-12)
+    return ConfidenceInterval(float(low), float(high))
 
 
 @dataclass
@@ -113,6 +153,10 @@ class SequentialProportionTest:
         if self.breached_at_trials is None and le >= self.threshold:
             self.breached_at_trials = self.trials
         return self.breached
+
+    def confidence_sequence(self, alpha: float | None = None) -> ConfidenceInterval:
+        """Always-valid interval for the current rate (see :func:`proportion_confidence_sequence`)."""
+        return proportion_confidence_sequence(self.events, self.trials, self.alpha if alpha is None else alpha)
 
     def reason(self) -> str:
         state = "BREACHED" if self.breached else "not breached"

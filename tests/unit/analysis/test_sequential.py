@@ -19,7 +19,7 @@ from analysis_synth import DISTRIBUTIONS
 def test_false_alarm_under_continuous_peeking_at_most_one_percent(p0):
     # Worst case of H0 (true rate == p0), looking after every batch of 200 for 1000 batches (200 000 trials).
     rng = np.random.default_rng(int(p0 * 1e4))
-    reps, batches, b = 2000, 1000, 200
+    reps, batches, b = 1000, 1000, 200
     events = rng.binomial(b, p0, size=(reps, batches)).cumsum(axis=1)
     trials = np.arange(1, batches + 1) * b
     le = mixture_log_evidence(events, trials, p0)
@@ -101,3 +101,41 @@ def test_counts_accumulate_and_zero_event_streams_never_breach(batches, p0):
         z.update(0, b)
     assert t.trials == sum(b for _, b in batches)
     assert not z.breached
+
+
+def _log_mixture(x, n, p, a=0.5, b=0.5):
+    from scipy.special import betaln, xlog1py, xlogy
+    return betaln(x + a, n - x + b) - betaln(a, b) - xlogy(x, p) - xlog1py(n - x, -p)
+
+
+@pytest.mark.parametrize("p", [0.001, 0.02])
+def test_confidence_sequence_is_time_uniform(p):
+    # Miss = the true rate leaves the sequence at ANY of 1000 looks; must happen in <= alpha of streams.
+    rng = np.random.default_rng(int(p * 1e5))
+    reps, looks, b, alpha = 1000, 500, 200, 0.05
+    x = rng.binomial(b, p, size=(reps, looks)).cumsum(axis=1)
+    n = np.arange(1, looks + 1) * b
+    ever_out = (_log_mixture(x, n, p) >= math.log(1 / alpha)).any(axis=1).mean()
+    assert ever_out <= alpha
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(1, 10**6), frac=st.floats(0, 1), alpha=st.sampled_from([0.01, 0.05]))
+def test_confidence_sequence_is_the_level_set(n, frac, alpha):
+    from analysis import proportion_confidence_sequence, proportion_ci
+    x = int(round(frac * n))
+    cs = proportion_confidence_sequence(x, n, alpha)
+    assert 0.0 <= cs.low <= x / n <= cs.high <= 1.0
+    for p in np.linspace(0.0005, 0.9995, 41):
+        inside = _log_mixture(x, n, p) < math.log(1 / alpha)
+        if abs(p - cs.low) > 1e-6 and abs(p - cs.high) > 1e-6:
+            assert inside == (cs.low <= p <= cs.high)
+    fixed = proportion_ci(x, n, 1 - alpha)
+    assert cs.low <= fixed.low + 1e-9 or cs.high >= fixed.high - 1e-9  # paying for uniformity: not narrower
+
+
+def test_monitor_reports_its_confidence_sequence():
+    m = ErrorRateMonitor(0.001)
+    m.update(30, 10_000)
+    cs = m.confidence_sequence()
+    assert cs.low > 0.001 and m.breached  # the interval is above the limit once the test has breached
