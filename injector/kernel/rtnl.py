@@ -6,7 +6,8 @@ import contextlib
 import errno
 from collections.abc import Iterator
 
-from pyroute2 import IPRoute, NetNS
+from pyroute2 import IPRoute
+from pyroute2 import netns as _netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 __all__ = ["NetlinkError", "open_rtnl", "is_gone"]
@@ -14,7 +15,19 @@ __all__ = ["NetlinkError", "open_rtnl", "is_gone"]
 
 @contextlib.contextmanager
 def open_rtnl(netns: str | None = None) -> Iterator[IPRoute]:
-    sock = NetNS(netns) if netns else IPRoute()
+    """A netlink socket opened inside ``netns``: the socket keeps its namespace after we switch back.
+
+    (pyroute2's NetNS proxies through a helper process, where our BPF program fds do not exist.)
+    Raises FileNotFoundError if the namespace does not exist.
+    """
+    if netns:
+        _netns.pushns(netns)
+        try:
+            sock = IPRoute()
+        finally:
+            _netns.popns()
+    else:
+        sock = IPRoute()
     try:
         yield sock
     finally:
