@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  ?= $(CURDIR)/.venv
 PY    := $(VENV)/bin/python
 
-.PHONY: setup demo test test-unit test-host bench clean sweep
+.PHONY: setup demo test test-kernels test-unit test-host bench clean sweep
 
 setup:            ## apt packages, kernel headers for bcc, venv with pinned pip packages (idempotent)
 	VENV=$(VENV) bash scripts/setup-host.sh
@@ -13,6 +13,9 @@ demo: setup       ## two throwaway namespaces, a real per-flow loss fault with t
 
 test: setup       ## every tier this machine can run; each tier reports its counts or why it was skipped
 	bash scripts/run-tests.sh
+
+test-kernels: setup  ## as test, with the kernel tier on Debian 6.1 and 6.12 (backports)
+	KERNEL_SERIES="6.1 6.12" bash scripts/run-tests.sh
 
 test-unit: setup
 	$(PY) -m pytest tests/unit -q

@@ -56,6 +56,9 @@ else
   fi
 fi
 
+# the kernel test tier's host packages (QEMU, busybox, cpio, ...)
+bash "$here/scripts/vm/setup.sh"
+
 # tracefs for tracepoint programs (recording layer)
 mountpoint -q /sys/kernel/tracing 2>/dev/null || mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
 
