@@ -20,8 +20,13 @@ py=$here/.venv/bin/python
 mkdir -p "$here/.cache/vm"
 logf=$here/.cache/vm/kernel-tier-$series.log
 start=$(date +%s)
+: > "$logf"
 # run.sh in the background (so a TERM/INT here reaches it at once and it kills QEMU), its output streamed from the log
-bash "$here/scripts/vm/run.sh" "$series" -- "$py" -m pytest -m kernel tests/kernel -p no:cacheprovider "$@" \
+# No plugin autoload in the guest: importing hypothesis's plugin alone costs ~10-19 s of TCG CPU and these tests
+# do not use it (KERNEL_TIER_PLUGINS=1 restores autoload).
+autoload=()
+[ "${KERNEL_TIER_PLUGINS:-0}" = 1 ] || autoload=(env PYTEST_DISABLE_PLUGIN_AUTOLOAD=1)
+bash "$here/scripts/vm/run.sh" "$series" -- "${autoload[@]}" "$py" -m pytest -m kernel tests/kernel -p no:cacheprovider "$@" \
   > "$logf" 2>&1 &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; exit 143' TERM
