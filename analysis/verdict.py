@@ -13,7 +13,10 @@ Decision rules (each one-sided bound comes from a two-sided interval at ``spec.c
 - relative error rate ("not significantly higher than baseline"): violated if the one-sided
   two-proportion test (Fisher when counts are small) has p < alpha; held only if it is not significant AND
   the Newcombe interval of the increase is below ``error_rate_tolerance`` (so "we saw no difference with 12
-  requests" is inconclusive, not held).
+  requests" is inconclusive, not held). With 10^7 requests per phase any real difference is significant
+  (0.049 % -> 0.061 % is, at p ~ 1e-29); ``error_rate_margin`` > 0 makes the check one of practical
+  significance, Kayenta style: violated only if the increase is above the margin with one-sided
+  confidence 1 - alpha (lower end of the 1 - 2 alpha Newcombe interval > margin).
 
 NaN / inf / empty data never produce "held": the affected checks are inconclusive with the reason.
 The checks are not corrected for multiplicity; each carries its own error rate.
@@ -52,6 +55,7 @@ class SteadyStateSpec:
     latency_max_ratio: float | None = 2.0
     error_rate_vs_baseline: bool = True
     error_rate_tolerance: float | None = None
+    error_rate_margin: float = 0.0
     confidence: float = 0.95
     alpha: float = 0.05
 
@@ -64,6 +68,8 @@ class SteadyStateSpec:
             v = getattr(self, name)
             if v is not None and not (math.isfinite(v) and v > 0):
                 raise InvalidInput(f"{name} must be a positive finite number or None, got {v!r}")
+        if not (0.0 <= self.error_rate_margin < 1.0):
+            raise InvalidInput(f"error_rate_margin must be in [0, 1), got {self.error_rate_margin!r}")
         for name in ("max_error_rate", "error_rate_tolerance"):
             v = getattr(self, name)
             if v is not None and not (0.0 < v < 1.0):
@@ -200,8 +206,17 @@ def _rel_errors(phase: str, base: PhaseData, cur: PhaseData, spec: SteadyStateSp
     desc = (f"error rate {cur.errors / cur.requests:.3%} vs baseline {base.errors / base.requests:.3%} "
             f"(increase {r.effect:+.3%}, {spec.confidence:.0%} CI {r.interval.low:+.3%} to {r.interval.high:+.3%}, "
             f"{r.method} p={r.pvalue:.3g})")
-    if r.pvalue < spec.alpha:
-        out, why = Outcome.VIOLATED, f"{desc}: significantly higher than baseline"
+    margin = spec.error_rate_margin
+    if margin > 0:
+        one_sided = compare_proportions(base.errors, base.requests, cur.errors, cur.requests,
+                                        alternative="greater", confidence=1 - 2 * spec.alpha).interval
+        significant = one_sided.low > margin
+        what = f"higher than baseline by more than the {margin:.3%} margin"
+    else:
+        significant = r.pvalue < spec.alpha
+        what = "significantly higher than baseline"
+    if significant:
+        out, why = Outcome.VIOLATED, f"{desc}: {what}"
     elif r.interval.high <= tol:
         out, why = Outcome.HELD, f"{desc}: not significantly higher, and any increase is below {tol:.3%}"
     else:

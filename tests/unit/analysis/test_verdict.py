@@ -126,3 +126,16 @@ def test_property_small_constant_or_bad_data_never_falsely_held(n, value, spread
             if c.metric == "error_rate" and c.kind == "relative":
                 assert c.interval.high <= 0.001
     assert not (n < 368 and v.outcome is Outcome.HELD)
+
+
+def test_error_rate_margin_separates_significant_from_material():
+    n = 10_000_000
+    lat = np.random.default_rng(9).lognormal(np.log(20 * MS), 0.5, size=50_000)
+    ph = {"baseline": PhaseData(lat, 4900, n), "recovery": PhaseData(lat, 6100, n)}
+    strict = _get(evaluate(ph), "recovery", "error_rate", "relative")
+    assert strict.outcome is Outcome.VIOLATED  # +0.012 pp is significant at 1e7 requests
+    lenient = _get(evaluate(ph, SteadyStateSpec(error_rate_margin=0.0005)), "recovery", "error_rate", "relative")
+    assert lenient.outcome is Outcome.HELD  # but below a 0.05 pp margin, and bounded below the tolerance
+    big = {"baseline": PhaseData(lat, 4900, n), "recovery": PhaseData(lat, 30_000, n)}
+    assert _get(evaluate(big, SteadyStateSpec(error_rate_margin=0.0005)), "recovery", "error_rate",
+                "relative").outcome is Outcome.VIOLATED
