@@ -26,7 +26,7 @@ start=$(date +%s)
 # do not use it (KERNEL_TIER_PLUGINS=1 restores autoload).
 autoload=()
 [ "${KERNEL_TIER_PLUGINS:-0}" = 1 ] || autoload=(env PYTEST_DISABLE_PLUGIN_AUTOLOAD=1)
-bash "$here/scripts/vm/run.sh" "$series" -- "${autoload[@]}" "$py" -m pytest -m kernel tests/kernel -p no:cacheprovider "$@" \
+VM_TIMEOUT=${VM_TIMEOUT:-600} bash "$here/scripts/vm/run.sh" "$series" -- "${autoload[@]}" "$py" -m pytest -m kernel tests/kernel -p no:cacheprovider "$@" \
   > "$logf" 2>&1 &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; exit 143' TERM

@@ -73,8 +73,8 @@ if [ ! -e "$initrd" ] || [ "$vmdir/init.sh" -nt "$initrd" ] || [ "$0" -nt "$init
       esac
       echo "$b" >> "$t/modules/order"
     done
-  (cd "$t" && find . | cpio -o -H newc --quiet) > "$initrd.new"
-  mv "$initrd.new" "$initrd"; rm -rf "$t"
+  (cd "$t" && find . | cpio -o -H newc --quiet) > "$t.cpio"
+  mv "$t.cpio" "$initrd"; rm -rf "$t"           # atomic: a concurrent run sees the old or the new one
 fi
 
 # --- accelerator: KVM only when it is a real one (this project's /dev/kvm is PVM-only: stock kernels fail on it)
