@@ -18,9 +18,10 @@ py=$here/.venv/bin/python
 [ "$(id -u)" -eq 0 ] || { echo "kernel tier skipped: needs root (9p export of / and namespaces in the guest)"; exit 77; }
 
 mkdir -p "$here/.cache/vm"
-logf=$here/.cache/vm/kernel-tier-$series.log
+# one log per run (several tiers may run at once, e.g. 6.1 and 6.12); the last finished is kept as
+# .cache/vm/kernel-tier-<series>.log
+logf=$(mktemp "$here/.cache/vm/kernel-tier-$series.XXXXXX.log")
 start=$(date +%s)
-: > "$logf"
 # run.sh in the background (so a TERM/INT here reaches it at once and it kills QEMU), its output streamed from the log
 # No plugin autoload in the guest: importing hypothesis's plugin alone costs ~10-19 s of TCG CPU and these tests
 # do not use it (KERNEL_TIER_PLUGINS=1 restores autoload).
@@ -29,8 +30,8 @@ autoload=()
 VM_TIMEOUT=${VM_TIMEOUT:-600} bash "$here/scripts/vm/run.sh" "$series" -- "${autoload[@]}" "$py" -m pytest -m kernel tests/kernel -p no:cacheprovider "$@" \
   > "$logf" 2>&1 &
 child=$!
-trap 'kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; exit 143' TERM
-trap 'kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; exit 130' INT
+trap 'kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; rm -f "$logf"; exit 143' TERM
+trap 'kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; rm -f "$logf"; exit 130' INT
 tail -s 0.2 -n +1 -f --pid="$child" "$logf" & tailpid=$!
 rc=0; wait "$child" || rc=$?
 wait "$tailpid" 2>/dev/null || true
@@ -42,6 +43,7 @@ summary=$(tr -d '\r' < "$logf" \
           | grep -E '^(=+ )?[0-9]+ (passed|failed|errors?|skipped|deselected).* in [0-9.]+s|no tests ran in' \
           | tail -1 | sed -E 's/^=+ //; s/ =+$//' || true)
 [ -n "$summary" ] || summary="no pytest summary line"
+mv -f "$logf" "$here/.cache/vm/kernel-tier-$series.log"
 tag="kernel tier ($series)"
 case "$rc" in
   77) exit 77 ;;                                   # run.sh / fetch-kernel.sh printed the reason

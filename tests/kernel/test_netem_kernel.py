@@ -13,10 +13,13 @@ from nslab import ADDRS, udp_delay, veth_pair
 pytestmark = pytest.mark.kernel
 
 DELAY_MS = 50
-# Tolerance for the added delay under QEMU TCG (software CPU): netem never releases early, so the lower bound is
-# tight; the upper bound covers TCG timer and Python overhead. Measured: see the figures printed by the test.
+# Tolerance for the delay under QEMU TCG (software CPU). netem never releases early, so the lower bound is tight.
+# Measured one-way A->B with netem 50 ms (30 samples per run, 6.1 and 6.12 guests, 2 shared host cores):
+#   quiet host:               median 51.3-51.6 ms, min 50.8-51.1, max 51.8-52.8 (baseline without netem: 0.5-0.8 ms)
+#   loaded (2 VMs, load 4+):  median 52.4-52.9 ms, min 51.0,      max 61-66
+# so the median must lie within 50 ms +- 5 ms (about twice the worst excess seen); single samples may be late.
 EARLY_SLACK_MS = 0.5
-MEDIAN_TOL_MS = 5.0
+MEDIAN_TOL_MS = float(os.environ.get("CHAOS_INJECT_TCG_DELAY_TOL_MS", "5.0"))
 
 
 def qdisc_kinds(ipr, index):
