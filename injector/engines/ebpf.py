@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from typing import Callable
 
-from ..errors import NotPermitted, Unsupported
+from ..errors import ApplyFailed, NotPermitted, Unsupported
 from ..kernel import tc
+from ..kernel.rtnl import NetlinkError
 from ..kernel.bpf import MAX_SHAPES, ClassifierConfig, ClassifierProgram
 from ..kernel.owner import KernelOwner
 from ..plan import Interface, Plan
@@ -13,6 +15,16 @@ from .rules import compile_rules
 
 ARPHRD_ETHER, ARPHRD_LOOPBACK, ARPHRD_NONE = 1, 772, 65534
 L2_LEN_BY_TYPE = {ARPHRD_ETHER: 14, ARPHRD_LOOPBACK: 14, ARPHRD_NONE: 0}
+
+
+def _step(what: str, fn: Callable[..., None], *args: object) -> Callable[[], None]:
+    """One kernel change; a netlink refusal becomes ApplyFailed naming the change (the owner undoes the rest)."""
+    def run() -> None:
+        try:
+            fn(*args)
+        except NetlinkError as exc:
+            raise ApplyFailed(f"{what} failed: {exc}") from exc
+    return run
 
 
 class EbpfEngine:
@@ -67,12 +79,13 @@ class EbpfEngine:
             ifindex = info["index"]
             where = {"netns": iface.netns, "ifname": iface.name, "ifindex": ifindex}
             if not tc.has_clsact(ifindex, iface.netns):
-                owner.create({"kind": "clsact", **where}, lambda: tc.add_clsact(ifindex, iface.netns))
+                owner.create({"kind": "clsact", **where},
+                             _step(f"adding a clsact qdisc on {iface}", tc.add_clsact, ifindex, iface.netns))
             for hook in plan.hooks_for(iface):
                 prio = tc.free_prio(ifindex, hook, iface.netns)
-                fd = program.prog_fds[hook]
                 owner.create({"kind": "bpf-filter", **where, "hook": hook, "prio": prio, "name": filter_name},
-                             lambda: tc.add_bpf_filter(ifindex, hook, prio, fd, filter_name, iface.netns))
+                             _step(f"attaching the classifier on {iface} {hook}", tc.add_bpf_filter, ifindex,
+                                   hook, prio, program.prog_fds[hook], filter_name, iface.netns))
 
     def renew(self, expires_ns: int) -> None:
         assert self._program is not None

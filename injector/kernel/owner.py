@@ -28,7 +28,7 @@ class KernelOwner:
         self._stack: list[tuple[dict[str, Any] | None, Callable[[], None] | None]] = []
         self._handle_signals = handle_signals and threading.current_thread() is threading.main_thread()
         self._previous_handlers: dict[int, Any] = {}
-        self._closing = False
+        self._deferring = False  # inside create() or close(): a signal waits until the ledger is consistent
         self.pending_signal: int | None = None
 
     @property
@@ -52,8 +52,8 @@ class KernelOwner:
             raise Interrupted(self.pending_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if self._closing:
-            self.pending_signal = signum  # finish undoing first; report afterwards
+        if self._deferring:
+            self.pending_signal = signum  # finish the change (or the undoing) first; act afterwards
             return
         raise Interrupted(signum)
 
@@ -66,13 +66,20 @@ class KernelOwner:
     def create(self, entry: dict[str, Any], make: Callable[[], T]) -> T:
         """Record ``entry`` in the ledger, then run ``make`` (one atomic netlink change: if it fails,
         nothing was created, and undoing could hit an object someone else made meanwhile)."""
-        self.ledger.append(entry)
+        self._deferring = True
         try:
-            result = make()
-        except BaseException:
-            self.ledger.remove_entry(entry)
-            raise
-        self._stack.append((entry, None))
+            self.ledger.append(entry)
+            try:
+                result = make()
+            except BaseException:
+                self.ledger.remove_entry(entry)
+                raise
+            self._stack.append((entry, None))
+        finally:
+            self._deferring = False
+        if self.pending_signal is not None:
+            signum, self.pending_signal = self.pending_signal, None
+            raise Interrupted(signum)  # the object is owned now: unwinding will undo it
         return result
 
     def callback(self, undo: Callable[[], None]) -> None:
@@ -81,7 +88,7 @@ class KernelOwner:
 
     def close(self) -> None:
         """Undo everything, last first. Every undo is attempted even if some fail."""
-        self._closing = True
+        self._deferring = True
         failures: list[tuple[dict, BaseException]] = []
         try:
             while self._stack:
@@ -100,4 +107,4 @@ class KernelOwner:
                                     f"{self.ledger.path} keeps them for `chaos-inject sweep`", failures)
             self.ledger.delete()
         finally:
-            self._closing = False
+            self._deferring = False

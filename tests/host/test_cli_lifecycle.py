@@ -52,18 +52,29 @@ def delivered(pair, port=9000, count=1000) -> int:
 
 def test_cli_applies_reports_and_leaves_nothing(pair, run_dir):
     flow = f"{pair.client.ipv4.ip}->{pair.server.ipv4.ip}:9000/udp"
-    proc = start(run_dir, "--flow", flow, "--netns", pair.client_ns, "--loss", "10%", "--duration", "5s",
+    proc = start(run_dir, "--flow", flow, "--netns", pair.client_ns, "--loss", "10%", "--duration", "120s",
                  "--lease", "1s", "--json")
     wait_active(run_dir, proc)
-    delivered(pair, count=8000)  # 0.8 s of traffic, well inside the run
+    delivered(pair, count=8000)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: roll back and still report
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 130, err
     report = json.loads(out)
+    assert report["stop_reason"] == "SIGINT"
     (flow_report,) = report["flows"]
     (loss,) = flow_report["achieved"]
     assert flow_report["counters"]["matched_packets"] == 8000
     assert loss["consistent"] and 0.05 < loss["ratio"] < 0.15
     assert report["plan"]["rules"][0]["interface"] == pair.client.ifname  # found by route lookup in the netns
+    assert not our_filters(pair.client_iface) and "clsact" not in qdiscs(pair.client_iface)
+
+
+def test_cli_runs_to_its_duration_and_a_fault_without_effect_is_a_failure(pair, run_dir):
+    flow = f"{pair.client.ipv4.ip}->{pair.server.ipv4.ip}:9000/udp"
+    result = cli(run_dir, "--flow", flow, "--netns", pair.client_ns, "--loss", "10%", "--duration", "2s")
+    assert result.returncode == 4, result.stderr
+    assert "completed after 2.0s" in result.stdout
+    assert "no packet matched the flow: the fault had no effect" in result.stderr
     assert not our_filters(pair.client_iface) and "clsact" not in qdiscs(pair.client_iface)
 
 

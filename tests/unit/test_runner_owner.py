@@ -142,3 +142,13 @@ def test_sweep_undoes_dead_runs_only(undone):
     assert report.swept_runs == ["dead"] and report.live_runs == ["live"]
     assert undone == ["d2", "d1"]
     assert not ledger.path.exists() and live.path.exists()
+
+
+def test_a_signal_during_creation_waits_until_the_object_is_owned(undone):
+    owner = KernelOwner("r4")
+    with pytest.raises(Exception) as err:
+        with owner:
+            owner.create({"kind": "test", "name": "a"}, lambda: os.kill(os.getpid(), signal.SIGTERM))
+            raise AssertionError("not reached: the deferred signal is raised when create() returns")
+    assert type(err.value).__name__ == "Interrupted"
+    assert undone == ["a"], "the object created while the signal was pending is undone"
