@@ -12,14 +12,25 @@ from nslab import ADDRS, udp_delay, veth_pair
 
 pytestmark = pytest.mark.kernel
 
+# Tolerance for the delay under QEMU TCG (software CPU), from measurements (one-way A->B, netem 50 ms, 6.1 and 6.12
+# guests on 2 shared host cores; baseline without netem 0.5-0.8 ms):
+#   quiet host:                   median 51.3-51.6 ms, min 50.8-51.1, max 51.8-52.8
+#   loaded (2 VMs + others, load 4-6): median 52.4-55.1 ms, min 50.8-51.0, max 61-124 (the whole VM stalls at times)
+# Host contention only ever adds delay and netem never releases early, so:
+#   - no sample below 50 ms - 0.5 ms;
+#   - the lower quintile (the least disturbed samples) within 50 ms + 3 ms;
+#   - the median within 50 ms + 5 ms on a quiet host; the assertion allows + 15 ms so a loaded CI host does not flake
+#     (a missing or doubled delay is still caught: 0 ms or 100 ms).
 DELAY_MS = 50
-# Tolerance for the delay under QEMU TCG (software CPU). netem never releases early, so the lower bound is tight.
-# Measured one-way A->B with netem 50 ms (30 samples per run, 6.1 and 6.12 guests, 2 shared host cores):
-#   quiet host:               median 51.3-51.6 ms, min 50.8-51.1, max 51.8-52.8 (baseline without netem: 0.5-0.8 ms)
-#   loaded (2 VMs, load 4+):  median 52.4-52.9 ms, min 51.0,      max 61-66
-# so the median must lie within 50 ms +- 5 ms (about twice the worst excess seen); single samples may be late.
 EARLY_SLACK_MS = 0.5
-MEDIAN_TOL_MS = float(os.environ.get("CHAOS_INJECT_TCG_DELAY_TOL_MS", "5.0"))
+LOW_QUINTILE_TOL_MS = float(os.environ.get("CHAOS_INJECT_TCG_LOWQ_TOL_MS", "3.0"))
+MEDIAN_TOL_MS = float(os.environ.get("CHAOS_INJECT_TCG_MEDIAN_TOL_MS", "15.0"))
+UNDELAYED_MS = 5.0  # median one-way delay of a path without netem, with TCG overhead and load
+
+
+def quantile(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 def qdisc_kinds(ipr, index):
@@ -36,21 +47,23 @@ def test_netem_delay_50ms_on_veth(make_netns, family):
         ipr.tc("add", "netem", index=idx, handle="1:", delay=DELAY_MS * 1000)  # pyroute2 netem delay is in µs
         assert "netem" in qdisc_kinds(ipr, idx)
 
-    d = udp_delay(pair, family, count=30)
-    print(f"\n[{ADDRS[family][0]}] baseline: {base.summary()}\n[{ADDRS[family][0]}] netem {DELAY_MS}ms: {d.summary()}")
+    d = udp_delay(pair, family, count=40)
+    print(f"\n[{ADDRS[family][0]}] baseline: {base.summary()}\n[{ADDRS[family][0]}] netem {DELAY_MS}ms: {d.summary()}"
+          f" p20 {quantile(d.a_to_b_ms, 0.2):.2f}")
 
     # A's egress carries the delay, B's does not.
     assert min(d.a_to_b_ms) >= DELAY_MS - EARLY_SLACK_MS, d.summary()
-    assert abs(statistics.median(d.a_to_b_ms) - DELAY_MS) <= MEDIAN_TOL_MS, d.summary()
-    assert statistics.median(d.b_to_a_ms) < MEDIAN_TOL_MS, d.summary()
-    assert abs(statistics.median(d.rtt_ms) - DELAY_MS) <= MEDIAN_TOL_MS + statistics.median(base.rtt_ms), d.summary()
+    assert quantile(d.a_to_b_ms, 0.2) <= DELAY_MS + LOW_QUINTILE_TOL_MS, d.summary()
+    assert statistics.median(d.a_to_b_ms) <= DELAY_MS + MEDIAN_TOL_MS, d.summary()
+    assert statistics.median(d.b_to_a_ms) < UNDELAYED_MS, d.summary()
+    assert DELAY_MS - EARLY_SLACK_MS <= quantile(d.rtt_ms, 0.2) <= DELAY_MS + LOW_QUINTILE_TOL_MS + 1, d.summary()
 
     with pair.ipr("a") as ipr:
         idx = pair.index(ipr, "a")
         ipr.tc("del", index=idx, handle="1:", root=True)
         assert "netem" not in qdisc_kinds(ipr, idx)
     after = udp_delay(pair, family, count=10)
-    assert statistics.median(after.a_to_b_ms) < MEDIAN_TOL_MS, after.summary()
+    assert statistics.median(after.a_to_b_ms) < UNDELAYED_MS, after.summary()
 
 
 def test_fq_qdisc_can_be_created(make_netns):
