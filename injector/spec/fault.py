@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, fields
 
 from ..errors import InvalidSpec
-from .units import format_ratio_percent, parse_percent_ratio
+from .units import format_duration_ns, format_ratio_percent, parse_percent_ratio
 
 
 @dataclass(frozen=True)
@@ -53,34 +53,66 @@ class GilbertElliott:
                 f"1-h={format_ratio_percent(self.bad_loss_ratio)} 1-k={format_ratio_percent(self.good_loss_ratio)}")
 
 
+DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
+
+
 @dataclass(frozen=True)
 class FaultSpec:
-    """Faults applied to every packet of a flow. Several may combine (loss + corrupt + duplicate)."""
+    """Faults applied to every packet of a flow. Several may combine (loss + corrupt + duplicate + delay)."""
 
     loss_ratio: float = 0.0
     loss_burst: GilbertElliott | None = None
     partition: bool = False
     corrupt_ratio: float = 0.0
     duplicate_ratio: float = 0.0
+    delay_ns: int = 0
+    jitter_ns: int = 0
+    distribution: str | None = None       # of the jitter; netem's default is uniform
+    delay_correlation_ratio: float = 0.0  # netem's delay correlation
+    reorder_ratio: float = 0.0            # send this share of packets at once, the rest delayed (needs delay)
+    rate_bps: int = 0                     # bits per second, 0 = unlimited
 
     def __post_init__(self) -> None:
-        for name in ("loss_ratio", "corrupt_ratio", "duplicate_ratio"):
+        for name in ("delay_ns", "jitter_ns", "rate_bps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidSpec("must be a non-negative integer", text=str(value), field=name)
+        if self.jitter_ns and not self.delay_ns:
+            raise InvalidSpec("--jitter needs --delay", field="jitter")
+        if self.distribution is not None:
+            if self.distribution not in DISTRIBUTIONS:
+                raise InvalidSpec(f"distribution must be one of {', '.join(DISTRIBUTIONS)}", text=self.distribution,
+                                  field="distribution")
+            if not self.jitter_ns:
+                raise InvalidSpec("--distribution shapes the jitter: give --jitter too", field="distribution")
+        if self.delay_correlation_ratio and not self.jitter_ns:
+            raise InvalidSpec("--correlation correlates the jitter: give --jitter too", field="correlation")
+        if self.reorder_ratio and not self.delay_ns:
+            raise InvalidSpec("--reorder sends some packets ahead of delayed ones: give --delay too",
+                              field="reorder")
+        for name in ("loss_ratio", "corrupt_ratio", "duplicate_ratio", "delay_correlation_ratio", "reorder_ratio"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise InvalidSpec("must be a ratio in [0, 1]", text=str(value), field=name)
         if self.loss_ratio and self.loss_burst:
             raise InvalidSpec("--loss and --loss-burst are two loss models; choose one", field="loss")
-        if self.partition and (self.loss_ratio or self.loss_burst or self.corrupt_ratio or self.duplicate_ratio):
+        if self.partition and (self.loss_ratio or self.loss_burst or self.corrupt_ratio or self.duplicate_ratio
+                               or self.delay_ns or self.rate_bps):
             raise InvalidSpec("--partition drops every packet; it does not combine with other faults",
                               field="partition")
         if self.is_empty:
-            raise InvalidSpec("no fault requested; give at least one of --loss, --loss-burst, --partition, "
-                              "--corrupt, --duplicate", field="fault")
+            raise InvalidSpec("no fault requested; give at least one of --delay, --loss, --loss-burst, "
+                              "--partition, --corrupt, --duplicate, --rate", field="fault")
 
     @property
     def is_empty(self) -> bool:
         return not (self.loss_ratio or self.loss_burst or self.partition or self.corrupt_ratio
-                    or self.duplicate_ratio)
+                    or self.duplicate_ratio or self.delay_ns or self.rate_bps)
+
+    @property
+    def needs_queueing(self) -> bool:
+        """Faults that hold packets (delay, reorder, rate): a stateless classifier cannot do them alone."""
+        return bool(self.delay_ns or self.rate_bps)
 
     @property
     def expected_loss_ratio(self) -> float:
@@ -102,6 +134,17 @@ class FaultSpec:
             parts.append(f"corrupt {format_ratio_percent(self.corrupt_ratio)}")
         if self.duplicate_ratio:
             parts.append(f"duplicate {format_ratio_percent(self.duplicate_ratio)}")
+        if self.delay_ns:
+            text = f"delay {format_duration_ns(self.delay_ns)}"
+            if self.jitter_ns:
+                text += f" ± {format_duration_ns(self.jitter_ns)} {self.distribution or 'uniform'}"
+            if self.delay_correlation_ratio:
+                text += f" correlation {format_ratio_percent(self.delay_correlation_ratio)}"
+            parts.append(text)
+        if self.reorder_ratio:
+            parts.append(f"reorder {format_ratio_percent(self.reorder_ratio)}")
+        if self.rate_bps:
+            parts.append(f"rate {self.rate_bps} bit/s")
         return ", ".join(parts)
 
     def to_dict(self) -> dict:

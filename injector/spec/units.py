@@ -52,6 +52,25 @@ def parse_percent_ratio(text: str, *, field: str) -> float:
     return ratio
 
 
+_RATE_RE = re.compile(rf"^{_NUMBER}\s*(bit|kbit|mbit|gbit|tbit|bps|kbps|mbps|gbps|tbps)$", re.IGNORECASE)
+_RATE_BITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9, "tbit": 10**12,
+              "bps": 8, "kbps": 8 * 10**3, "mbps": 8 * 10**6, "gbps": 8 * 10**9, "tbps": 8 * 10**12}
+
+
+def parse_rate_bps(text: str, *, field: str = "rate") -> int:
+    """tc's rate units: '1mbit' -> 1_000_000 bits/s; 'bps' units are bytes per second ('1mbps' = 8 Mbit/s)."""
+    if not isinstance(text, str):
+        raise InvalidSpec("expected a rate such as '10mbit'", text=repr(text), field=field)
+    match = _RATE_RE.match(text.strip())
+    if not match:
+        raise InvalidSpec("not a rate; use a number with bit, kbit, mbit, gbit (or bps, kbps, mbps for bytes/s)",
+                          text=text, field=field)
+    bps = round(float(match.group(1)) * _RATE_BITS[match.group(2).lower()])
+    if not 8 <= bps <= 10**13:
+        raise InvalidSpec("rate must lie between 8bit and 10tbit", text=text, field=field)
+    return bps
+
+
 def format_duration_ns(ns: int) -> str:
     """Shortest exact-ish rendering: 200000000 -> '200ms'."""
     for unit, scale in (("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000),
