@@ -91,6 +91,8 @@ esac
 
 # --- per-run directory inside the checkout (the guest reads cmd.sh, writes rc); removed on every exit path
 mkdir -p "$cache/run"
+# a SIGKILLed runner cannot remove its run directory: clear those older than any VM may live
+find "$cache/run" -mindepth 1 -maxdepth 1 -mmin +$(( timeout_s / 60 + 10 )) -exec rm -rf {} + 2>/dev/null || true
 run=$(mktemp -d "$cache/run/XXXXXX")
 qpid=""
 cleanup() {
@@ -125,7 +127,7 @@ setpriv --pdeathsig KILL -- "$qemu" \
   </dev/null &
 qpid=$!
 
-sleep "$timeout_s" & wd=$!        # the hard timeout on the whole VM
+setpriv --pdeathsig KILL -- sleep "$timeout_s" & wd=$!        # the hard timeout on the whole VM
 wait -n "$qpid" "$wd" || true
 timed_out=0
 if kill -0 "$qpid" 2>/dev/null; then timed_out=1; kill -KILL "$qpid" 2>/dev/null || true; fi
