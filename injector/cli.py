@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 
@@ -12,10 +13,11 @@ from . import __version__
 from .errors import ChaosInjectError, CleanupFailed, InvalidSpec, NotPermitted, Unsupported
 from .plan import DEFAULT_LEASE_NS, DIRECTIONS, build_plan
 from .spec import FaultSpec, Inventory, parse_duration_ns, parse_flow, parse_loss_burst, parse_percent_ratio
-from .spec.units import format_duration_ns
+from .spec.fault import DISTRIBUTIONS
+from .spec.units import format_duration_ns, parse_rate_bps
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNSUPPORTED, EXIT_NO_EFFECT = 0, 1, 2, 3, 4
-SUBCOMMANDS = ("inject", "sweep", "status", "demo")
+SUBCOMMANDS = ("inject", "sweep", "status", "demo", "doctor")
 
 EPILOG = """\
 examples:
@@ -51,7 +53,15 @@ def _add_inject_arguments(p: argparse.ArgumentParser) -> None:
     fault.add_argument("--partition", action="store_true", help="drop every packet of the flow")
     fault.add_argument("--corrupt", metavar="P%", help="flip one random payload bit in P%% of packets")
     fault.add_argument("--duplicate", metavar="P%", help="send P%% of packets twice")
+    fault.add_argument("--delay", metavar="DURATION", help="added one-way delay, e.g. 200ms")
+    fault.add_argument("--jitter", metavar="DURATION", help="delay variation (needs --delay)")
+    fault.add_argument("--distribution", choices=DISTRIBUTIONS, help="of the jitter (default uniform)")
+    fault.add_argument("--correlation", metavar="P%", help="correlation of successive delays")
+    fault.add_argument("--reorder", metavar="P%", help="send P%% of packets at once, ahead of delayed ones")
+    fault.add_argument("--rate", metavar="RATE", help="limit the flow's rate, e.g. 1mbit, 100kbit")
     run = p.add_argument_group("run")
+    run.add_argument("--engine", choices=("auto", "ebpf", "netem", "userspace"), default="auto",
+                     help="auto picks the most precise engine this kernel has for the fault (see `doctor`)")
     run.add_argument("--duration", required=True, metavar="DURATION", help="hard limit, e.g. 60s, 5m")
     run.add_argument("--lease", default=format_duration_ns(DEFAULT_LEASE_NS), metavar="DURATION",
                      help="rules switch themselves off this long after the injector stops renewing them "
@@ -76,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--json", action="store_true")
     status = sub.add_parser("status", help="list active faults and their counters")
     status.add_argument("--json", action="store_true")
+    sub.add_parser("doctor", help="what this kernel supports, and which engine serves which fault")
     demo = sub.add_parser("demo", help="two throwaway namespaces, a real loss fault on one flow, a summary")
     demo.add_argument("--loss", default="10%")
     demo.add_argument("--duration", default="6s")
@@ -96,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_sweep(args)
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "doctor":
+            from .engines.select import doctor_report
+            from .kernel.probe import probe
+
+            print(doctor_report(probe()))
+            return EXIT_OK
         if args.command == "demo":
             from .lab.demo import run_demo
 
@@ -123,6 +140,13 @@ def parse_fault(args: argparse.Namespace) -> FaultSpec:
         partition=bool(args.partition),
         corrupt_ratio=parse_percent_ratio(args.corrupt, field="corrupt") if args.corrupt else 0.0,
         duplicate_ratio=parse_percent_ratio(args.duplicate, field="duplicate") if args.duplicate else 0.0,
+        delay_ns=parse_duration_ns(args.delay, field="delay") if args.delay else 0,
+        jitter_ns=parse_duration_ns(args.jitter, field="jitter") if args.jitter else 0,
+        distribution=args.distribution,
+        delay_correlation_ratio=parse_percent_ratio(args.correlation, field="correlation") if args.correlation
+        else 0.0,
+        reorder_ratio=parse_percent_ratio(args.reorder, field="reorder") if args.reorder else 0.0,
+        rate_bps=parse_rate_bps(args.rate, field="rate") if args.rate else 0,
     )
 
 
@@ -135,22 +159,31 @@ def cmd_inject(args: argparse.Namespace) -> int:
     duration_ns = parse_duration_ns(args.duration, field="duration")
     lease_ns = parse_duration_ns(args.lease, field="lease")
     targets = [(flow, resolve_interface(flow, args.interface, args.netns)) for flow in flows]
-    plan = build_plan(targets, fault, direction=args.direction, duration_ns=duration_ns, lease_ns=lease_ns,
-                      seed=args.seed)
-    if args.dry_run:
+    if args.dry_run:  # no capability probe: it would create (and remove) a namespace
+        plan = build_plan(targets, fault, direction=args.direction, duration_ns=duration_ns, lease_ns=lease_ns,
+                          seed=args.seed, engine=args.engine if args.engine != "auto" else "auto (chosen at run time)")
         print(plan.describe())
         print("dry run: nothing was changed")
         return EXIT_OK
 
-    from .engines.ebpf import EbpfEngine
+    from .engines.select import choose_engine, make_engine
+    from .kernel.probe import probe
     from .runner import run_plan
+
+    if os.geteuid() != 0:
+        raise NotPermitted("chaos-inject needs root (CAP_NET_ADMIN and CAP_BPF); run it with sudo")
+    engine_name, why = choose_engine(fault, probe(), args.engine)
+    plan = build_plan(targets, fault, direction=args.direction, duration_ns=duration_ns, lease_ns=lease_ns,
+                      seed=args.seed, engine=engine_name)
     from .summary import format_summary, summarize
 
     show_progress = not args.quiet and not args.json
     if show_progress:
         print(plan.describe(), file=sys.stderr)
     reporter = _ProgressPrinter(plan) if show_progress else None
-    result = run_plan(plan, EbpfEngine(), on_progress=reporter)
+    if show_progress:
+        print(f"engine {engine_name}: {why}", file=sys.stderr)
+    result = run_plan(plan, make_engine(engine_name), on_progress=reporter)
     if reporter:
         reporter.finish()
     summaries = summarize(plan, result.counters)

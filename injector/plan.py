@@ -129,7 +129,7 @@ def validate_timing(duration_ns: int, lease_ns: int) -> None:
 
 def build_plan(flows: list[tuple[FlowSpec, Interface]], fault: FaultSpec, *, direction: str = "egress",
                duration_ns: int, lease_ns: int = DEFAULT_LEASE_NS, seed: int | None = None,
-               run_id: str | None = None, max_rules: int = 1024) -> Plan:
+               run_id: str | None = None, max_rules: int = 1024, engine: str = "ebpf") -> Plan:
     """Expand flows into exact match rules (one per family x address pair x port x hook)."""
     if direction not in DIRECTIONS:
         raise InvalidSpec(f"direction must be one of {', '.join(DIRECTIONS)}", text=direction, field="direction")
@@ -147,7 +147,7 @@ def build_plan(flows: list[tuple[FlowSpec, Interface]], fault: FaultSpec, *, dir
     if len(rules) > max_rules:
         raise InvalidSpec(f"the flows expand to {len(rules)} rules; at most {max_rules} per run", field="flow")
     return Plan(run_id=run_id or new_run_id(), flows=tuple(f for f, _ in flows), fault=fault, direction=direction,
-                rules=tuple(rules), duration_ns=duration_ns, lease_ns=lease_ns, seed=seed)
+                rules=tuple(rules), duration_ns=duration_ns, lease_ns=lease_ns, seed=seed, engine=engine)
 
 
 def _expand(flow: FlowSpec, hooks: tuple[str, ...]) -> list[RuleMatch]:

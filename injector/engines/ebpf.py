@@ -12,6 +12,7 @@ from ..kernel.bpf import MAX_SHAPES, ClassifierConfig, ClassifierProgram
 from ..kernel.owner import KernelOwner
 from ..plan import Interface, Plan
 from .rules import compile_rules
+from .select import STATELESS
 
 ARPHRD_ETHER, ARPHRD_LOOPBACK, ARPHRD_NONE = 1, 772, 65534
 L2_LEN_BY_TYPE = {ARPHRD_ETHER: 14, ARPHRD_LOOPBACK: 14, ARPHRD_NONE: 0}
@@ -40,6 +41,9 @@ class EbpfEngine:
         if os.geteuid() != 0:
             raise NotPermitted("chaos-inject needs root (CAP_NET_ADMIN and CAP_BPF) to attach classifiers; "
                                "run it with sudo")
+        unserved = sorted(set(plan.fault.features()) - STATELESS)
+        if unserved:
+            raise Unsupported(f"the eBPF engine does not serve {', '.join(unserved)} (see `chaos-inject doctor`)")
         links: dict[Interface, dict] = {}
         for iface in plan.interfaces:
             try:

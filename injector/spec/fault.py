@@ -109,6 +109,14 @@ class FaultSpec:
         return not (self.loss_ratio or self.loss_burst or self.partition or self.corrupt_ratio
                     or self.duplicate_ratio or self.delay_ns or self.rate_bps)
 
+    def features(self) -> tuple[str, ...]:
+        """The named capabilities this fault asks of an engine (the CLI option names)."""
+        wanted = {"partition": self.partition, "loss": self.loss_ratio, "loss-burst": self.loss_burst,
+                  "corrupt": self.corrupt_ratio, "duplicate": self.duplicate_ratio, "delay": self.delay_ns,
+                  "jitter": self.jitter_ns, "distribution": self.distribution,
+                  "correlation": self.delay_correlation_ratio, "reorder": self.reorder_ratio, "rate": self.rate_bps}
+        return tuple(name for name, value in wanted.items() if value)
+
     @property
     def needs_queueing(self) -> bool:
         """Faults that hold packets (delay, reorder, rate): a stateless classifier cannot do them alone."""

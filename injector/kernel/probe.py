@@ -1,0 +1,88 @@
+"""What this kernel and host can do, found by trying it in a throwaway namespace that is removed at once.
+
+Unsupported features become answers here (and skips or clear errors elsewhere), never surprises mid-run.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import secrets
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pyroute2 import netns as _netns
+
+from .headers import find_kernel_headers
+from .rtnl import NetlinkError, open_rtnl
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    kernel: str
+    root: bool
+    bcc: bool
+    bcc_headers: str | None
+    btf: bool
+    clsact: bool
+    netem: bool
+    fq: bool
+    prio: bool
+    ifb: bool
+    nfqueue: bool
+    nft: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _try_qdisc(rtnl, index: int, kind: str, **options) -> bool:
+    try:
+        rtnl.tc("add", kind, index, handle="1:", **options)
+    except NetlinkError:
+        return False
+    rtnl.tc("del", index=index, handle="1:", root=True)
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def probe() -> Capabilities:
+    root = os.geteuid() == 0
+    try:
+        import bcc  # noqa: F401
+        has_bcc = True
+    except ImportError:
+        has_bcc = False
+    headers = find_kernel_headers()
+    results = {"clsact": False, "netem": False, "fq": False, "prio": False, "ifb": False}
+    if root:
+        name = f"ci-probe-{os.getpid()}-{secrets.token_hex(2)}"
+        _netns.create(name)
+        try:
+            with open_rtnl(name) as rtnl:
+                lo = rtnl.link_lookup(ifname="lo")[0]
+                rtnl.link("set", index=lo, state="up")
+                results["netem"] = _try_qdisc(rtnl, lo, "netem", delay=1000)
+                results["fq"] = _try_qdisc(rtnl, lo, "fq")
+                results["prio"] = _try_qdisc(rtnl, lo, "prio")
+                try:
+                    rtnl.tc("add", "clsact", lo)
+                    rtnl.tc("del", "clsact", lo)
+                    results["clsact"] = True
+                except NetlinkError:
+                    pass
+                try:
+                    rtnl.link("add", ifname="ciprobe0", kind="ifb")
+                    rtnl.link("del", index=rtnl.link_lookup(ifname="ciprobe0")[0])
+                    results["ifb"] = True
+                except NetlinkError:
+                    pass
+        finally:
+            _netns.remove(name)
+    return Capabilities(
+        kernel=platform.release(), root=root, bcc=has_bcc, bcc_headers=str(headers) if headers else None,
+        btf=Path("/sys/kernel/btf/vmlinux").exists(),
+        nfqueue=Path("/proc/net/netfilter").exists() or Path("/sys/module/nfnetlink_queue").exists(),
+        nft=shutil.which("nft") is not None, **results)

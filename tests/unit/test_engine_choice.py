@@ -1,0 +1,66 @@
+import dataclasses
+
+import pytest
+
+from injector.engines import select
+from injector.errors import InvalidSpec, Unsupported
+from injector.kernel.probe import Capabilities
+from injector.spec import FaultSpec
+from injector.spec.units import parse_rate_bps
+
+THIS_HOST = Capabilities(kernel="6.18", root=True, bcc=True, bcc_headers="/h", btf=True, clsact=True, netem=False,
+                         fq=False, prio=False, ifb=True, nfqueue=True, nft=True)
+NETEM_HOST = dataclasses.replace(THIS_HOST, netem=True, fq=True, prio=True)
+
+
+@pytest.fixture
+def all_built(monkeypatch):
+    """Pretend every engine is implemented, to test the choice alone."""
+    real = select.engine_info
+    monkeypatch.setattr(select, "engine_info", lambda name: dataclasses.replace(real(name), built=True))
+
+
+def test_stateless_faults_go_to_ebpf_even_when_netem_exists(all_built):
+    for fault in (FaultSpec(loss_ratio=0.1), FaultSpec(partition=True), FaultSpec(corrupt_ratio=0.1)):
+        assert select.choose_engine(fault, NETEM_HOST)[0] == "ebpf"
+
+
+def test_delay_prefers_netem_then_userspace(all_built):
+    delay = FaultSpec(delay_ns=10**8, jitter_ns=10**6)
+    assert select.choose_engine(delay, NETEM_HOST)[0] == "netem"
+    assert select.choose_engine(delay, THIS_HOST)[0] == "userspace"
+    with pytest.raises(Unsupported, match="netem needs sch_netem, sch_prio"):
+        select.choose_engine(FaultSpec(delay_ns=10**8, loss_ratio=0.1), THIS_HOST)
+
+
+def test_explicit_engine_is_checked_before_any_change(all_built):
+    with pytest.raises(Unsupported, match="does not serve delay"):
+        select.choose_engine(FaultSpec(delay_ns=1), NETEM_HOST, "ebpf")
+    with pytest.raises(Unsupported, match="needs sch_netem"):
+        select.choose_engine(FaultSpec(loss_ratio=0.1), THIS_HOST, "netem")
+    with pytest.raises(Unsupported, match="needs root"):
+        select.choose_engine(FaultSpec(loss_ratio=0.1), dataclasses.replace(THIS_HOST, root=False), "ebpf")
+    with pytest.raises(InvalidSpec, match="engine"):
+        select.choose_engine(FaultSpec(loss_ratio=0.1), THIS_HOST, "warp")
+
+
+def test_doctor_lists_every_engine_and_choice():
+    text = select.doctor_report(THIS_HOST)
+    assert "sch_netem NO" in text and "ebpf       available" in text
+    assert "loss          ebpf" in text
+
+
+def test_delay_specs_validate():
+    assert FaultSpec(delay_ns=5, jitter_ns=1, distribution="pareto").features() == ("delay", "jitter",
+                                                                                    "distribution")
+    for kwargs, fragment in (({"jitter_ns": 1}, "needs --delay"),
+                             ({"delay_ns": 5, "distribution": "normal"}, "give --jitter"),
+                             ({"delay_ns": 5, "jitter_ns": 1, "distribution": "cauchy"}, "distribution must"),
+                             ({"reorder_ratio": 0.1}, "give --delay"),
+                             ({"partition": True, "delay_ns": 5}, "does not combine"),
+                             ({"delay_ns": -1}, "non-negative")):
+        with pytest.raises(InvalidSpec, match=fragment):
+            FaultSpec(**kwargs)
+    assert parse_rate_bps("1mbit") == 10**6 and parse_rate_bps("1mbps") == 8 * 10**6
+    with pytest.raises(InvalidSpec, match="rate"):
+        parse_rate_bps("fast")
