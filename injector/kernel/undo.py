@@ -43,9 +43,16 @@ def _current_index(entry: dict[str, Any]) -> int | None:
     return index if index == entry["ifindex"] else None
 
 
+def _undo_nft_table(entry: dict[str, Any]) -> None:
+    from .nfqueue import delete_table  # our own whole table: deleting it removes only our rules
+
+    delete_table(entry.get("netns"), entry["name"])  # already gone (or its namespace gone): nothing to do
+
+
 UNDO: dict[str, Callable[[dict[str, Any]], None]] = {
     "clsact": _undo_clsact,
     "bpf-filter": _undo_filter,
+    "nft-table": _undo_nft_table,
 }
 
 
