@@ -73,8 +73,10 @@ class DelaySamples:
         return f"A->B [{s(self.a_to_b_ms)}]  B->A [{s(self.b_to_a_ms)}]  RTT [{s(self.rtt_ms)}]"
 
 
-def udp_delay(pair: Pair, family: int = socket.AF_INET, count: int = 30, gap_s: float = 0.01) -> DelaySamples:
-    """UDP ping-pong between A and B, one process, both sockets: one-way delays measured with one clock."""
+def udp_delay(pair: Pair, family: int = socket.AF_INET, count: int = 30, gap_s: float = 0.01,
+              b_port: int = 0) -> DelaySamples:
+    """UDP ping-pong between A and B (B listening on b_port, 0 = any), one process holding both sockets:
+    one-way delays measured with one clock."""
     a_addr, b_addr, _ = ADDRS[family]
     with in_netns(pair.ns_a):
         sa = socket.socket(family, socket.SOCK_DGRAM)
@@ -82,7 +84,7 @@ def udp_delay(pair: Pair, family: int = socket.AF_INET, count: int = 30, gap_s: 
         sb = socket.socket(family, socket.SOCK_DGRAM)
     with sa, sb:
         sa.bind((a_addr, 0))
-        sb.bind((b_addr, 0))
+        sb.bind((b_addr, b_port))
         sa.settimeout(5)
         sb.settimeout(5)
         b_port = sb.getsockname()[1]
