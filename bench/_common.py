@@ -1,0 +1,271 @@
+"""Shared pieces of the benchmarks: BPF_PROG_TEST_RUN via ctypes, test packets, rule sets, namespaces, stats.
+
+Benchmarks only: nothing here is imported by the product. Everything a benchmark creates (namespaces, veths,
+qdiscs, filters, BPF programs, processes) is removed on every exit path; SIGTERM/SIGHUP are turned into
+SystemExit so the ``finally`` blocks run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import os
+import platform
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from injector.engines.rules import compile_rules  # noqa: E402
+from injector.plan import Interface, PlannedRule, RuleMatch  # noqa: E402
+from injector.spec.fault import FaultSpec  # noqa: E402
+
+# Addresses the benchmarks give their own namespaces (nothing else is ever addressed).
+BENCH_V4 = ipaddress.ip_network("10.198.0.0/24")
+BENCH_V6 = ipaddress.ip_network("fd00:198::/48")
+# Addresses that appear only inside rules (never configured, never sent to): RFC 2544 benchmarking range.
+RULE_V4 = ipaddress.ip_network("198.18.0.0/15")
+RULE_PORT = 7000
+FAR_FUTURE_NS = 2**63  # rule expiry (CLOCK_MONOTONIC): never expires during a benchmark
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        sys.exit("benchmarks need root (BPF programs, network namespaces): run with sudo")
+
+
+def exit_on_signals() -> None:
+    """SIGTERM / SIGHUP -> SystemExit, so try/finally clean-up runs."""
+    main_pid = os.getpid()
+
+    def handler(signum, _frame):
+        if os.getpid() != main_pid:
+            # A fork of ours: pyroute2 (0.9) creates netns sockets in a forked helper and ends it with SIGTERM.
+            # Raising there would unwind the parent's copied stack and run its clean-up in the child.
+            os._exit(128 + signum)
+        raise SystemExit(128 + signum)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()} kernel {platform.release()}, {cpus} CPUs ({model})"
+
+
+def code_version() -> str:
+    """Commit of the checkout, and whether the code the benchmark imports (injector/, bpf/) has local edits."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "injector", "bpf"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}{' + uncommitted injector/bpf edits' if dirty else ''}"
+
+
+# -- BPF_PROG_TEST_RUN ----------------------------------------------------------------------------------------
+SYS_BPF = {"x86_64": 321, "aarch64": 280}[platform.machine()]
+BPF_PROG_TEST_RUN = 10
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _TestRunAttr(ctypes.Structure):
+    """union bpf_attr, the BPF_PROG_TEST_RUN member (include/uapi/linux/bpf.h)."""
+
+    _fields_ = [("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
+                ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_uint64), ("ctx_out", ctypes.c_uint64),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32),
+                ("batch_size", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
+
+
+def prog_test_run(prog_fd: int, packet: bytes, repeat: int) -> tuple[int, int]:
+    """Run the program ``repeat`` times on ``packet`` in the kernel; (mean ns per run as the kernel reports it,
+    return value as a signed int)."""
+    data_in = ctypes.create_string_buffer(packet, len(packet))
+    data_out = ctypes.create_string_buffer(len(packet) + 256)
+    attr = _TestRunAttr(prog_fd=prog_fd, data_size_in=len(packet), data_in=ctypes.addressof(data_in),
+                        data_size_out=len(data_out), data_out=ctypes.addressof(data_out), repeat=repeat)
+    if _libc.syscall(SYS_BPF, BPF_PROG_TEST_RUN, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")
+    return attr.duration, ctypes.c_int32(attr.retval).value
+
+
+def udp4_frame(src: str, dst: str, sport: int, dport: int, payload: bytes = b"chaos-inject bench") -> bytes:
+    """Ethernet + IPv4 + UDP frame (checksums are not looked at by the classifier)."""
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0x1234, 0x4000, 64, 17, 0,
+                     ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed)
+    words = struct.unpack("!10H", ip)
+    csum = sum(words)
+    csum = (csum & 0xFFFF) + (csum >> 16)
+    csum = (csum & 0xFFFF) + (csum >> 16)
+    ip = ip[:10] + struct.pack("!H", ~csum & 0xFFFF) + ip[12:]
+    eth = bytes.fromhex("020000000002") + bytes.fromhex("020000000001") + b"\x08\x00"
+    return eth + ip + udp
+
+
+# -- rule sets ----------------------------------------------------------------------------------------------
+def rule_matches(count: int, src: str, shapes: int) -> list[RuleMatch]:
+    """``count`` distinct egress rules that no benchmark packet matches, spread round-robin over ``shapes``
+    match shapes (1 <= shapes <= 4):
+      0: udp src/32 -> dst/32 :dport      (the usual per-flow rule)
+      1: udp *      -> dst/32 :dport
+      2: udp src/32 -> dst/24 :dport
+      3: udp src/32:sport -> dst/32 :dport
+    Destinations are in 198.18.0.0/15 (never configured anywhere); ports make keys unique past 2^17."""
+    src_net = ipaddress.ip_network(f"{src}/32")
+    base = int(RULE_V4.network_address)
+    out = []
+    for i in range(count):
+        kind = i % shapes
+        j = i // shapes
+        if kind == 2:
+            dst = ipaddress.ip_network(f"{ipaddress.IPv4Address(base + ((j % 512) << 8))}/24")
+            dport = RULE_PORT + j // 512
+        else:
+            dst = ipaddress.ip_network(f"{ipaddress.IPv4Address(base + (j % 131072))}/32")
+            dport = RULE_PORT + j // 131072
+        if kind == 0:
+            out.append(RuleMatch("egress", 4, 17, src_net, dst, None, dport))
+        elif kind == 1:
+            out.append(RuleMatch("egress", 4, 17, None, dst, None, dport))
+        elif kind == 2:
+            out.append(RuleMatch("egress", 4, 17, src_net, dst, None, dport))
+        else:
+            out.append(RuleMatch("egress", 4, 17, src_net, dst, 50000, dport))
+    return out
+
+
+def compiled_rules(matches: list[RuleMatch], fault: FaultSpec | None = None):
+    """Through the product's own compile_rules: (shapes, [(RuleKey, Rule)]) in the order of ``matches``."""
+    fault = fault or FaultSpec(loss_ratio=0.1)
+    iface = Interface("bench0")
+    planned = [PlannedRule(rule_id=i, flow="bench", interface=iface, match=m) for i, m in enumerate(matches)]
+    return compile_rules(planned, fault, FAR_FUTURE_NS)
+
+
+def u32_line(dev: str, prio: int, match: RuleMatch) -> str:
+    """The same rule as one u32 filter (a line for `tc -batch`). This kernel has no act_gact, so the filter
+    carries a classid instead of `action drop`; the benchmark traffic never matches, so only the walk counts."""
+    keys = []
+    if match.src is not None:
+        keys.append(f"match ip src {match.src}")
+    if match.dst is not None:
+        keys.append(f"match ip dst {match.dst}")
+    if match.protocol:
+        keys.append(f"match ip protocol {match.protocol} 0xff")
+    if match.sport is not None:
+        keys.append(f"match ip sport {match.sport} 0xffff")
+    if match.dport is not None:
+        keys.append(f"match ip dport {match.dport} 0xffff")
+    return f"filter add dev {dev} egress prio {prio} protocol ip u32 {' '.join(keys)} classid 1:1"
+
+
+# -- processes -----------------------------------------------------------------------------------------------
+TC = shutil.which("tc") or "/usr/sbin/tc"
+
+
+def tc_batch(netns: str, lines: list[str]) -> float:
+    """Run `tc -n NETNS -batch -` with the lines on stdin; seconds taken."""
+    t0 = time.perf_counter()
+    subprocess.run([TC, "-n", netns, "-force", "-batch", "-"], input="\n".join(lines) + "\n", text=True,
+                   check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+# -- stats ---------------------------------------------------------------------------------------------------
+def median(values) -> float:
+    return statistics.median(values)
+
+
+def percentile(values, p: float) -> float:
+    """Nearest-rank percentile (p in [0, 100])."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-p * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def check_leftovers(namespaces: list[str]) -> list[str]:
+    """Names among ``namespaces`` still listed by `ip netns` (should be none)."""
+    listed = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    return [n for n in namespaces if n in listed]
+
+
+# -- namespaces ----------------------------------------------------------------------------------------------
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+class BenchNet:
+    """Two throwaway namespaces and veth pairs between them, made with `ip -n` so that nothing is ever created
+    in (or moved through) the root namespace. ``close`` deletes both namespaces (veths, qdiscs, filters go with
+    them) and is safe to call twice."""
+
+    def __init__(self, tag: str):
+        suffix = os.urandom(3).hex()
+        self.a, self.b = f"ci-bench-{tag}-{suffix}-a", f"ci-bench-{tag}-{suffix}-b"
+        self.namespaces: list[str] = []
+        self.pairs: dict[str, tuple[str, str, str, str]] = {}  # name -> (dev a, dev b, addr a, addr b)
+        try:
+            for ns in (self.a, self.b):
+                ip("netns", "add", ns)
+                self.namespaces.append(ns)
+                ip("-n", ns, "link", "set", "lo", "up")
+        except BaseException:
+            self.close()
+            raise
+
+    def connect(self, name: str, index: int) -> tuple[str, str, str, str]:
+        """veth pair number ``index``: a side 10.198.0.(4i+1)/30 + fd00:198:0:i::1/64, b side .2 / ::2."""
+        dev_a, dev_b = f"cib{index}a", f"cib{index}b"
+        ip("-n", self.a, "link", "add", dev_a, "type", "veth", "peer", "name", dev_b, "netns", self.b)
+        v4 = ipaddress.ip_network(f"10.198.0.{4 * index}/30")
+        addrs = []
+        for ns, dev, host in ((self.a, dev_a, 1), (self.b, dev_b, 2)):
+            addr4 = v4.network_address + host
+            ip("-n", ns, "addr", "add", f"{addr4}/30", "dev", dev)
+            ip("-n", ns, "addr", "add", f"fd00:198:0:{index}::{host}/64", "dev", dev, "nodad")
+            ip("-n", ns, "link", "set", dev, "up")
+            addrs.append(str(addr4))
+        self.pairs[name] = (dev_a, dev_b, addrs[0], addrs[1])
+        return self.pairs[name]
+
+    def close(self) -> None:
+        errors = []
+        while self.namespaces:
+            ns = self.namespaces.pop()
+            try:
+                ip("netns", "del", ns)
+            except subprocess.CalledProcessError as exc:
+                errors.append((ns, exc))
+        if errors:
+            raise RuntimeError(f"could not delete namespaces: {errors}")
+
+    def __enter__(self) -> "BenchNet":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
