@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import logging
 import math
 import os
 import random
@@ -26,7 +27,11 @@ from ..kernel.owner import KernelOwner
 from ..plan import Interface, Plan, PlannedRule
 from ..spec.fault import FaultSpec
 
+log = logging.getLogger(__name__)
+
 SPIN_NS = 150_000            # busy-wait the last 150 µs before a release (select() wakes up ~50-100 µs late)
+SPIN_RT_NS = 50_000          # ... 50 µs when the thread is real-time (no timer slack, prompt wake-ups)
+RT_PRIORITY = 1              # SCHED_FIFO priority of the I/O thread: the lowest real-time one
 MAX_WAIT_S = 0.05            # the I/O thread looks at its stop flag at least this often
 QUEUE_BASE = 0x8000          # queue numbers 32768..65535, offset by a hash of the run id
 SAMPLE_CAP = 4096            # hold-time samples kept per rule (reservoir: uniform over the run; sorting them
@@ -93,10 +98,12 @@ class UserspaceEngine:
 
     How: an nftables table of ours (``inet chaos_inject_<run>``, in each flow's namespace) matches each rule's
     packets (egress: postrouting + ``oifname``; ingress: prerouting + ``iifname``; priority 0, so after DNAT and
-    conntrack) and hands them to NFQUEUE number ``qN`` with the bypass flag. One I/O thread receives them in
-    batches, keeps them in a heap keyed by release time (receive time + delay + jitter) and releases what is due
-    with batched ``NF_ACCEPT`` verdicts, sleeping in ``select()`` until 150 µs before the next release and
-    busy-waiting the rest (while still receiving, so arrivals are stamped on time).
+    conntrack) and hands them to NFQUEUE queue N (one queue per rule) with the bypass flag. One I/O thread,
+    SCHED_FIFO priority 1, receives them in batches, keeps them in a heap keyed by release time (receive time +
+    delay + jitter) and releases what is due with batched ``NF_ACCEPT`` verdicts: it sleeps in ``select()``
+    until 50 µs before the next release (150 µs if it cannot be real-time) and busy-waits the rest while still
+    receiving, so arrivals are stamped on time. The thread sleeps whenever nothing is due within 50 µs; its CPU
+    cost is ~20-30 µs per packet (about a third of a core at 10,000 packets/s).
 
     Order: without jitter, a rule's packets leave in arrival order (equal delays, ties by arrival). With jitter
     each packet leaves at its own time, so jitter larger than the packet spacing reorders, as netem does.
@@ -105,19 +112,27 @@ class UserspaceEngine:
     bypass flag makes our rules accept packets at once: the fault ends immediately. Packets held at that moment
     are dropped by the kernel (at most rate x delay of them). ``sweep`` deletes the leftover table. On a normal
     end, the table is deleted first, then every held packet is released at once, then the queues are unbound.
-    If the queue overflows (``maxlen``, sized from the delay) the kernel lets packets pass undelayed
-    (fail-open): ``matched_packets`` (kernel counter) minus ``queued_packets`` shows how many.
+    If a queue overflows (``maxlen``, sized for 20,000 packets/s over the longest delay) the kernel lets packets
+    pass undelayed (fail-open): ``matched_packets`` (kernel rule counter) minus ``queued_packets`` shows how many.
 
-    Measured precision on this project's 2-core microVM (6.18, Python 3.11; ``bench/delay_userspace.py``: UDP
-    one-way delay between two namespaces at 3,000 packets/s, error = achieved added delay - requested):
-    1 ms: median +0.06 ms, p99 +0.33 ms; 10 ms: median +0.06 ms, p99 +0.27 ms; 100 ms: median +0.07 ms,
-    p99 +0.30 ms. Delays are never early by more than the measurement noise (~20 µs). A busy machine adds its
-    scheduling latency; the counters report the hold time achieved per rule (``delay_p50_ns``, ``delay_p99_ns``).
+    Unlike netem (which orphans the packets it holds), a held egress packet stays charged to the sending
+    socket's send buffer: a local UDP sender with more than its SO_SNDBUF (default ~208 KiB) in flight during
+    the delay blocks, and TCP's small-queue limit (net.ipv4.tcp_limit_output_bytes) caps a local sender's
+    throughput at about that many bytes per delay. Ingress (and forwarded) traffic is not affected.
+
+    Measured precision (``bench/delay_userspace.py``: UDP one-way delay between two namespaces on this
+    project's 2-core 6.18 microVM, 3,000 packets/s, 6,000 packets per delay; error = achieved added delay -
+    requested; a quiet host): 1 ms: median +0.08 ms, p99 +0.16 ms; 10 ms: median +0.10 ms, p99 +0.22 ms;
+    100 ms: median +0.12 ms, p99 +0.28 ms. Never early by more than the noise (p1 > +0.02 ms). The ~0.1 ms
+    median excess is the NFQUEUE round trip (kernel -> this process -> verdict). On a loaded host (load 4 on 2
+    cores) p99 grew to +0.2-5 ms. The counters report what was achieved per rule: ``delay_p50_ns``,
+    ``delay_p99_ns`` (verdict time - receive time) and ``release_late_p50_ns``/``_p99_ns`` (vs the drawn delay).
     """
 
     name = "userspace"
 
-    def __init__(self) -> None:
+    def __init__(self, *, realtime: bool = True) -> None:
+        self.realtime = realtime
         self._states: dict[int, _RuleState] = {}
         self._sockets: list[nq.QueueSocket] = []
         self._by_queue: dict[tuple[int, int], _RuleState] = {}   # (socket index, queue) -> rule
@@ -268,13 +283,20 @@ class UserspaceEngine:
 
     # -- the I/O thread ----------------------------------------------------------------------------------
     def _run(self) -> None:
+        spin_ns = SPIN_NS
+        if self.realtime:
+            try:  # this thread only (pid 0 = the calling thread on Linux)
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
+                spin_ns = SPIN_RT_NS
+            except (OSError, AttributeError) as exc:
+                log.warning("NFQUEUE thread stays SCHED_OTHER (%s): releases are late on a busy host", exc)
         try:
-            self._loop()
+            self._loop(spin_ns)
         except BaseException as exc:  # noqa: BLE001 - reported through renew()/close
             self._failure = exc
             self._release_all()
 
-    def _loop(self) -> None:
+    def _loop(self, spin_ns: int) -> None:
         heap: list[tuple[int, int, int, int, int, int]] = []  # (due, seq, socket index, queue, packet id, t_rx)
         self._heap = heap
         socks = self._sockets
@@ -307,7 +329,7 @@ class UserspaceEngine:
             if heap and heap[0][0] <= now:
                 self._release_due(heap, now, due_batch)
                 continue
-            wait_ns = (heap[0][0] - now - SPIN_NS) if heap else int(MAX_WAIT_S * 1e9)
+            wait_ns = (heap[0][0] - now - spin_ns) if heap else int(MAX_WAIT_S * 1e9)
             if wait_ns > 0:
                 ready, _, _ = select.select(fds, [], [], min(wait_ns / 1e9, MAX_WAIT_S))
                 for fd in ready:

@@ -1,13 +1,16 @@
 """NFQUEUE over a raw NETLINK_NETFILTER socket, and the nftables table that steers a run's flows to it.
 
 The queue protocol (linux/netfilter/nfnetlink_queue.h) is small enough to speak with ``struct``: bind a queue
-number with a copy mode, receive one netlink message per queued packet, answer with verdicts (several
-verdict messages in one ``send``: the kernel walks every message in the datagram).
+number (copy mode PACKET with a 20-byte range: the kernel then reports each packet's full length in
+NFQA_CAP_LEN; GSO packets are queued whole), receive one netlink message per queued packet, answer with
+verdicts (several verdict messages in one ``send``: the kernel walks every message in the datagram).
 
 Packets reach a queue through an nftables table of our own (``table inet chaos_inject_<run>``), created in the
-flow's namespace by one ``nft -f -`` transaction (all rules or none) and removed as a whole: deleting our table
-removes exactly our rules, never an operator's. Every rule ends in ``queue num N bypass``: with no process bound
-to queue N (the injector died), the kernel accepts the packet instead of dropping it, so the fault ends at once.
+flow's namespace and removed as a whole: deleting our table removes exactly our rules, never an operator's.
+Each rule matches one flow (counter included) and jumps to chain ``qN``, whose one rule is xtables' NFQUEUE
+target with ``--queue-bypass`` (through nft_compat, as iptables-nft does: kernels without CONFIG_NFT_QUEUE,
+like this project's, refuse nft's own ``queue`` statement). With no process bound to queue N (the injector
+died), the kernel accepts the packet instead of dropping it, so the fault ends at once.
 """
 
 from __future__ import annotations
