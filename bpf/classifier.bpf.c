@@ -6,6 +6,8 @@
  *   CI_L2_LEN      bytes before the IP header (14 for Ethernet and loopback, 0 for L3 devices)
  *   CI_DUP_MARK    skb->mark bit that tags our own duplicates so they pass once, untouched
  *   CI_SEED        when defined, decisions use a counter-based PRNG seeded with it (reproducible)
+ *   CI_STEER       netem engine: matched packets are steered to their rule's class (skb->tc_classid) of our
+ *                  prio qdisc, whose netem leaf applies the fault; the classifier itself drops nothing
  *
  * Packets that match no live rule leave with TC_ACT_UNSPEC, so filters after ours still run.
  */
@@ -23,7 +25,7 @@
 #define CI_MAX_RULES 1024
 #endif
 #ifndef CI_MAX_SHAPES
-#define CI_MAX_SHAPES 16
+#define CI_MAX_SHAPES 16  /* at most 16: find_rule is written out for 16 */
 #endif
 #ifndef CI_L2_LEN
 #define CI_L2_LEN 14
@@ -83,6 +85,38 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
     return 0;
 }
 
+static __always_inline struct ci_rule *try_shape(struct packet *pkt, __u8 hook, __u32 index, __u32 count)
+{
+    if (index >= count)
+        return 0;
+    __u32 key_index = index;
+    struct ci_shape *shape = shapes.lookup(&key_index);
+    if (!shape || shape->family != pkt->family || shape->hook != hook)
+        return 0;
+    struct ci_rule_key key = {};
+    key.family = pkt->family;
+    key.hook = hook;
+    key.shape = index;
+    key.proto = shape->match_proto ? pkt->proto : 0;
+    key.sport = shape->match_sport ? pkt->sport : 0;
+    key.dport = shape->match_dport ? pkt->dport : 0;
+#pragma unroll
+    for (int w = 0; w < 4; w++) {
+        key.saddr[w] = pkt->saddr[w] & shape->smask[w];
+        key.daddr[w] = pkt->daddr[w] & shape->dmask[w];
+    }
+    return rules.lookup(&key);
+}
+
+/* One hash probe per shape in use, most specific first; written out rather than looped because older
+ * verifiers (6.1) reject the loop's back-edge as an "infinite loop" and clang will not unroll it. */
+#define CI_TRY_SHAPE(i)                                      \
+    if ((i) < CI_MAX_SHAPES) {                               \
+        struct ci_rule *rule = try_shape(pkt, hook, (i), n); \
+        if (rule)                                            \
+            return rule;                                     \
+    }
+
 static __always_inline struct ci_rule *find_rule(struct packet *pkt, __u8 hook)
 {
     __u32 zero = 0;
@@ -90,28 +124,10 @@ static __always_inline struct ci_rule *find_rule(struct packet *pkt, __u8 hook)
     if (!count)
         return 0;
     __u32 n = *count;
-    for (__u32 i = 0; i < CI_MAX_SHAPES; i++) {
-        if (i >= n)
-            break;
-        struct ci_shape *shape = shapes.lookup(&i);
-        if (!shape || shape->family != pkt->family || shape->hook != hook)
-            continue;
-        struct ci_rule_key key = {};
-        key.family = pkt->family;
-        key.hook = hook;
-        key.shape = i;
-        key.proto = shape->match_proto ? pkt->proto : 0;
-        key.sport = shape->match_sport ? pkt->sport : 0;
-        key.dport = shape->match_dport ? pkt->dport : 0;
-#pragma unroll
-        for (int w = 0; w < 4; w++) {
-            key.saddr[w] = pkt->saddr[w] & shape->smask[w];
-            key.daddr[w] = pkt->daddr[w] & shape->dmask[w];
-        }
-        struct ci_rule *rule = rules.lookup(&key);
-        if (rule)
-            return rule;  /* shapes are sorted most specific first */
-    }
+    CI_TRY_SHAPE(0) CI_TRY_SHAPE(1) CI_TRY_SHAPE(2) CI_TRY_SHAPE(3)
+    CI_TRY_SHAPE(4) CI_TRY_SHAPE(5) CI_TRY_SHAPE(6) CI_TRY_SHAPE(7)
+    CI_TRY_SHAPE(8) CI_TRY_SHAPE(9) CI_TRY_SHAPE(10) CI_TRY_SHAPE(11)
+    CI_TRY_SHAPE(12) CI_TRY_SHAPE(13) CI_TRY_SHAPE(14) CI_TRY_SHAPE(15)
     return 0;
 }
 
@@ -188,6 +204,10 @@ static __always_inline int classify(struct __sk_buff *skb, __u8 hook)
     }
     ctr->matched_packets++;
     ctr->matched_bytes += skb->len;
+#ifdef CI_STEER
+    skb->tc_classid = rule->classid;
+    return TC_ACT_OK;
+#endif
 
     __u64 base = 0;
 #ifdef CI_SEED

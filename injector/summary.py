@@ -42,12 +42,22 @@ class FlowSummary:
 
 
 def totals_by_flow(plan: Plan, counters: dict[int, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Counts add up over a flow's rules; statistics (delay_*) are taken from its busiest rule."""
     out: dict[str, dict[str, int]] = {}
+    busiest: dict[str, int] = {}
     for rule in plan.rules:
         per_rule = counters.get(rule.rule_id, {})
         total = out.setdefault(rule.flow, {})
+        matched = per_rule.get("matched_packets", 0)
+        take_stats = matched >= busiest.get(rule.flow, -1)
+        if take_stats:
+            busiest[rule.flow] = matched
         for name, value in per_rule.items():
-            total[name] = total.get(name, 0) + value
+            if name.startswith("delay_") and name != "delayed_packets":
+                if take_stats:
+                    total[name] = value
+            else:
+                total[name] = total.get(name, 0) + value
     return out
 
 
@@ -58,20 +68,22 @@ def summarize(plan: Plan, counters: dict[int, dict[str, int]]) -> list[FlowSumma
         matched = total.get("matched_packets", 0)
         achieved = []
         if fault.partition or fault.loss_ratio or fault.loss_burst:
-            achieved.append(_achieved("loss", fault.expected_loss_ratio, total.get("dropped_packets", 0), matched))
+            achieved.append(_achieved("loss", fault.expected_loss_ratio, total.get("dropped_packets"), matched))
         survivors = matched - total.get("dropped_packets", 0)
         if fault.duplicate_ratio:
-            achieved.append(_achieved("duplicate", fault.duplicate_ratio, total.get("duplicated_packets", 0),
+            achieved.append(_achieved("duplicate", fault.duplicate_ratio, total.get("duplicated_packets"),
                                       survivors))
         if fault.corrupt_ratio:
             # packets without payload (pure ACKs) cannot be corrupted, so this ratio can sit below the request
-            achieved.append(_achieved("corrupt", fault.corrupt_ratio, total.get("corrupted_packets", 0),
+            achieved.append(_achieved("corrupt", fault.corrupt_ratio, total.get("corrupted_packets"),
                                       survivors))
-        out.append(FlowSummary(flow=flow, counters=total, achieved=tuple(achieved)))
+        out.append(FlowSummary(flow=flow, counters=total, achieved=tuple(a for a in achieved if a)))
     return out
 
 
-def _achieved(what: str, requested: float, events: int, trials: int) -> Achieved:
+def _achieved(what: str, requested: float, events: int | None, trials: int) -> Achieved | None:
+    if events is None:
+        return None  # this engine does not count it
     return Achieved(what=what, requested_ratio=requested, events=events, trials=trials,
                     interval=proportion_ci(events, trials, CONFIDENCE, "clopper-pearson"))
 
@@ -80,10 +92,14 @@ def format_summary(summaries: list[FlowSummary]) -> str:
     lines = []
     for summary in summaries:
         c = summary.counters
+        counted = ", ".join(f"{label} {c[key]}" for key, label in (
+            ("dropped_packets", "dropped"), ("corrupted_packets", "corrupted"), ("duplicated_packets", "duplicated"),
+            ("delayed_packets", "delayed"), ("expired_packets", "passed after lease expiry")) if key in c)
         lines.append(f"flow {summary.flow}: matched {c.get('matched_packets', 0)} packets "
-                     f"({c.get('matched_bytes', 0)} bytes), dropped {c.get('dropped_packets', 0)}, "
-                     f"corrupted {c.get('corrupted_packets', 0)}, duplicated {c.get('duplicated_packets', 0)}"
-                     + (f", passed after lease expiry {c['expired_packets']}" if c.get("expired_packets") else ""))
+                     f"({c.get('matched_bytes', 0)} bytes)" + (f", {counted}" if counted else ""))
+        if "delay_p50_ns" in c:
+            lines.append(f"  delay     achieved added delay median {c['delay_p50_ns'] / 1e6:.3f} ms, "
+                         f"p99 {c.get('delay_p99_ns', 0) / 1e6:.3f} ms (held in userspace)")
         for a in summary.achieved:
             if not a.trials:
                 lines.append(f"  {a.what:9s} requested {format_ratio_percent(a.requested_ratio)}, "

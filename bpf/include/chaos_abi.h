@@ -52,6 +52,8 @@ struct ci_rule {
     __u64 ge_r_threshold;         /* bad -> good */
     __u64 ge_bad_loss_threshold;  /* netem 1-h */
     __u64 ge_good_loss_threshold; /* netem 1-k */
+    __u32 classid;             /* netem engine: the class (major:minor) whose netem leaf serves this rule */
+    __u32 _pad;
 };
 
 /* Per rule, per CPU. */

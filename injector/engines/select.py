@@ -38,8 +38,7 @@ _BPF_NEEDS = (("root", lambda c: c.root), ("bcc (python3-bpfcc)", lambda c: c.bc
 ENGINES: dict[str, EngineInfo] = {
     "ebpf": EngineInfo("ebpf", STATELESS, "exact per packet (decisions in the kernel)", _BPF_NEEDS),
     "netem": EngineInfo("netem", ALL_FEATURES, "kernel timer precision (netem)",
-                        _BPF_NEEDS + (("sch_netem", lambda c: c.netem), ("sch_prio", lambda c: c.prio)),
-                        built=False),
+                        _BPF_NEEDS + (("sch_netem", lambda c: c.netem), ("sch_prio", lambda c: c.prio))),
     "userspace": EngineInfo("userspace", frozenset({"delay", "jitter", "distribution", "correlation"}),
                             "packets held in userspace (NFQUEUE): see README for measured precision",
                             (("root", lambda c: c.root), ("NFQUEUE", lambda c: c.nfqueue),
@@ -95,6 +94,10 @@ def make_engine(name: str):
         from .ebpf import EbpfEngine
 
         return EbpfEngine()
+    if name == "netem":
+        from .netem import NetemEngine
+
+        return NetemEngine()
     if name == "userspace":
         from .userspace import UserspaceEngine
 

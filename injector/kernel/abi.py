@@ -60,6 +60,8 @@ class Rule(ctypes.Structure):
         ("ge_r_threshold", ctypes.c_uint64),
         ("ge_bad_loss_threshold", ctypes.c_uint64),
         ("ge_good_loss_threshold", ctypes.c_uint64),
+        ("classid", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
     ]
 
 

@@ -30,10 +30,13 @@ class ClassifierConfig:
     l2_len: int = 14
     seed: int | None = None
     dup_mark: int = 0x40000000
+    steer: bool = False  # netem engine: classify into our prio qdisc's classes instead of acting
 
     def cflags(self) -> list[str]:
         flags = [f"-I{abi.INCLUDE_DIR}", f"-DCI_MAX_RULES={self.max_rules}", f"-DCI_MAX_SHAPES={MAX_SHAPES}",
                  f"-DCI_L2_LEN={self.l2_len}", f"-DCI_DUP_MARK={self.dup_mark:#x}u", "-Wno-comment"]
+        if self.steer:
+            flags.append("-DCI_STEER=1")
         if self.seed is not None:
             flags.append(f"-DCI_SEED={self.seed & 0xFFFFFFFFFFFFFFFF:#x}ull")
         return flags

@@ -6,16 +6,14 @@ The namespaces get addresses of their own and no route anywhere else.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import secrets
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pyroute2 import netns as _netns
 
-from .rtnl import NetlinkError, open_rtnl
+from .rtnl import NetlinkError, entered_netns, open_rtnl
 
 IFA_F_NODAD = 0x02  # skip IPv6 duplicate address detection: our own private link, addresses usable at once
 
@@ -106,17 +104,7 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(3)}"
 
 
-@contextlib.contextmanager
-def in_netns(name: str | None) -> Iterator[None]:
-    """Run the block (in this thread) inside namespace ``name``: sockets made here stay bound to it."""
-    if name is None:
-        yield
-        return
-    _netns.pushns(name)
-    try:
-        yield
-    finally:
-        _netns.popns()
+in_netns = entered_netns
 
 
 def socket_in(netns: str | None, family: int, kind: int) -> socket.socket:

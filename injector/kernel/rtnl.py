@@ -4,13 +4,32 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 from collections.abc import Iterator
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as _netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-__all__ = ["NetlinkError", "open_rtnl", "is_gone"]
+__all__ = ["NetlinkError", "entered_netns", "open_rtnl", "is_gone"]
+
+
+@contextlib.contextmanager
+def entered_netns(name: str | None) -> Iterator[None]:
+    """This thread inside namespace ``name`` for the block; sockets made here stay bound to it.
+
+    Raises FileNotFoundError for a namespace that does not exist (pyroute2's setns would create it).
+    """
+    if not name:
+        yield
+        return
+    if not os.path.exists(os.path.join(_netns.NETNS_RUN_DIR, name)):
+        raise FileNotFoundError(f"network namespace {name!r} does not exist")
+    _netns.pushns(name)
+    try:
+        yield
+    finally:
+        _netns.popns()
 
 
 @contextlib.contextmanager
@@ -20,13 +39,7 @@ def open_rtnl(netns: str | None = None) -> Iterator[IPRoute]:
     (pyroute2's NetNS proxies through a helper process, where our BPF program fds do not exist.)
     Raises FileNotFoundError if the namespace does not exist.
     """
-    if netns:
-        _netns.pushns(netns)
-        try:
-            sock = IPRoute()
-        finally:
-            _netns.popns()
-    else:
+    with entered_netns(netns):
         sock = IPRoute()
     try:
         yield sock

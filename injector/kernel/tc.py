@@ -90,6 +90,14 @@ def add_bpf_filter(ifindex: int, hook: str, prio: int, prog_fd: int, name: str, 
                 direct_action=True, prio=prio, protocol=ETH_P_ALL)
 
 
+def add_bpf_filter_at(ifindex: int, parent: int, prio: int, prog_fd: int, name: str, netns: str | None = None
+                      ) -> None:
+    """Our classifier on a classful qdisc of ours (netem engine): its result picks the class."""
+    with open_rtnl(netns) as rtnl:
+        rtnl.tc("add-filter", "bpf", ifindex, ":1", fd=prog_fd, name=name, parent=parent, classid=1,
+                direct_action=True, prio=prio, protocol=ETH_P_ALL)
+
+
 def delete_bpf_filter(ifindex: int, hook: str, prio: int, name: str, netns: str | None = None) -> bool:
     """Delete the filter at ``prio`` only if it carries our ``name``. Returns whether one was deleted."""
     mine = [f for f in list_filters(ifindex, netns) if f.hook == hook and f.prio == prio and f.name == name]

@@ -43,6 +43,25 @@ def _current_index(entry: dict[str, Any]) -> int | None:
     return index if index == entry["ifindex"] else None
 
 
+def _undo_root_qdisc(entry: dict[str, Any]) -> None:
+    """Remove our root qdisc (its netem leaves and filter go with it), then put the previous root back."""
+    from . import rawnl
+
+    ifindex = _current_index(entry)
+    if ifindex is None:
+        return
+    with rawnl.rtnl(entry.get("netns")) as sock:
+        root = sock.root(ifindex)
+        if root is None or root.handle != entry["handle"]:
+            log.warning("root qdisc of %s is no longer ours (%s); leaving it", entry["ifname"],
+                        root.kind if root else "none")
+            return
+        sock.delete_qdisc(ifindex, rawnl.TC_H_ROOT, entry["handle"])
+        previous = entry.get("previous")
+        if previous:
+            sock.add_qdisc(ifindex, rawnl.TC_H_ROOT, previous["handle"], bytes.fromhex(previous["attrs_hex"]))
+
+
 def _undo_nft_table(entry: dict[str, Any]) -> None:
     from .nfqueue import delete_table  # our own whole table: deleting it removes only our rules
 
@@ -50,6 +69,7 @@ def _undo_nft_table(entry: dict[str, Any]) -> None:
 
 
 UNDO: dict[str, Callable[[dict[str, Any]], None]] = {
+    "root-qdisc": _undo_root_qdisc,
     "clsact": _undo_clsact,
     "bpf-filter": _undo_filter,
     "nft-table": _undo_nft_table,

@@ -39,6 +39,7 @@ class UdpReceiver:
     received: int = 0
     corrupted: int = 0
     sequences: list[int] = field(default_factory=list)
+    latencies_ns: list[int] = field(default_factory=list)  # arrival - send stamp: one-way delay (same clock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -63,9 +64,12 @@ class UdpReceiver:
                 continue
             except OSError:
                 return
+            arrived = time.monotonic_ns()
             self.received += 1
             if intact(data):
-                self.sequences.append(STAMP.unpack_from(data)[0])
+                seq, sent = STAMP.unpack_from(data)
+                self.sequences.append(seq)
+                self.latencies_ns.append(arrived - sent)
             else:
                 self.corrupted += 1
 

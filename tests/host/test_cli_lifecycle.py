@@ -139,3 +139,12 @@ def test_status_and_sweep_with_nothing_running(run_dir, args):
     result = cli(run_dir, *args)
     assert result.returncode == 0
     assert result.stdout.strip() in ("no active faults", "[]", "swept 0 dead run(s); 0 live run(s) left alone")
+
+
+def test_a_missing_namespace_is_an_error_and_is_not_created(run_dir):
+    from injector.kernel.netns import existing_namespaces
+
+    result = cli(run_dir, "--flow", "10.201.0.1->10.201.0.2", "--loss", "1%", "--duration", "2s",
+                 "--netns", "ci-h-nonexistent")
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    assert "ci-h-nonexistent" not in existing_namespaces()

@@ -96,6 +96,6 @@ def test_abi_struct_sizes_match_the_header():
     # the header is the contract; sizes are also checked against bcc's view when a program loads
     assert ctypes.sizeof(abi.RuleKey) == 40
     assert ctypes.sizeof(abi.Shape) == 40
-    assert ctypes.sizeof(abi.Rule) == 72
+    assert ctypes.sizeof(abi.Rule) == 80
     assert ctypes.sizeof(abi.Counters) == 64
     assert ctypes.sizeof(abi.RuleState) == 16

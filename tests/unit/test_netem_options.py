@@ -1,0 +1,59 @@
+import struct
+
+import pytest
+
+from injector.kernel import netem, rawnl
+from injector.spec import FaultSpec, parse_loss_burst
+
+
+def options_of(attrs: bytes) -> tuple[tuple, dict[int, bytes]]:
+    parsed = dict(rawnl.parse_attrs(attrs))
+    assert parsed[rawnl.TCA_KIND] == b"netem\0"
+    opts = parsed[rawnl.TCA_OPTIONS]
+    qopt = struct.unpack_from("=IIIIII", opts)
+    return qopt, dict(rawnl.parse_attrs(opts[24:]))
+
+
+def test_delay_jitter_distribution_encode_as_the_kernel_reads_them():
+    fault = FaultSpec(delay_ns=200_000_000, jitter_ns=10_000_000, distribution="normal",
+                      delay_correlation_ratio=0.25)
+    (latency, limit, loss, gap, dup, jitter), extra = options_of(netem.netem_attrs(fault))
+    assert latency == 200_000_000 >> 6 and jitter == 10_000_000 >> 6 and loss == 0 and gap == 0
+    assert struct.unpack("=q", extra[netem.TCA_NETEM_LATENCY64])[0] == 200_000_000
+    assert struct.unpack("=q", extra[netem.TCA_NETEM_JITTER64])[0] == 10_000_000
+    assert struct.unpack("=III", extra[netem.TCA_NETEM_CORR])[0] == round(0.25 * 0xFFFFFFFF)
+    table = extra[netem.TCA_NETEM_DELAY_DIST]
+    assert len(table) % 2 == 0 and len(table) >= 2 * 4096  # iproute2's normal.dist
+    assert limit >= 0.2 * netem.ASSUMED_MAX_PPS  # the queue can hold the whole delay at the assumed rate
+
+
+def test_gemodel_passes_h_not_one_minus_h():
+    fault = FaultSpec(loss_burst=parse_loss_burst("5%,25%,80%,1%"))
+    _, extra = options_of(netem.netem_attrs(fault))
+    nested = dict(rawnl.parse_attrs(extra[netem.TCA_NETEM_LOSS]))
+    p, r, h, k1 = struct.unpack("=IIII", nested[netem.NETEM_LOSS_GE])
+    assert p == netem.prob_u32(0.05) and r == netem.prob_u32(0.25)
+    assert h == netem.prob_u32(0.20), "the kernel wants h = P(no loss in the bad state)"
+    assert k1 == netem.prob_u32(0.01)
+
+
+def test_reorder_sets_gap_and_partition_is_total_loss():
+    (_, _, _, gap, _, _), extra = options_of(netem.netem_attrs(FaultSpec(delay_ns=10**7, reorder_ratio=0.1)))
+    assert gap == 1 and netem.TCA_NETEM_REORDER in extra
+    (_, _, loss, _, _, _), _ = options_of(netem.netem_attrs(FaultSpec(partition=True)))
+    assert loss == 0xFFFFFFFF
+
+
+def test_rate_limit_sizing():
+    fault = FaultSpec(delay_ns=100_000_000, rate_bps=1_000_000)
+    _, extra = options_of(netem.netem_attrs(fault))
+    assert struct.unpack_from("=I", extra[netem.TCA_NETEM_RATE])[0] == 125_000
+    assert netem.netem_limit(fault) == 1000  # 1 Mbit/s of 64-byte packets for 100 ms fits in the floor
+
+
+def test_unknown_distribution_file_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(netem, "DIST_DIRS", ())
+    netem.distribution_table.cache_clear()
+    with pytest.raises(FileNotFoundError, match="pareto.dist"):
+        netem.distribution_table("pareto")
+    netem.distribution_table.cache_clear()
