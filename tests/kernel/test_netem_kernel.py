@@ -76,10 +76,19 @@ def test_fq_qdisc_can_be_created(make_netns):
         assert "fq" not in qdisc_kinds(ipr, idx)
 
 
-COUNT_PROG = rb"""
+TARGETED_PORT, OTHER_PORT = 5001, 5002  # UDP ports inside the test's own namespaces
+
+# One compile for the module: clang under TCG costs ~7-15 s per BPF() object.
+TC_PROGS = rb"""
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/in.h>
+
 BPF_ARRAY(counts, u64, 1);
+
+/* counts every packet it sees, lets it pass */
 int count_egress(struct __sk_buff *skb) {
     int k = 0;
     u64 *v = counts.lookup(&k);
@@ -87,47 +96,9 @@ int count_egress(struct __sk_buff *skb) {
         __sync_fetch_and_add(v, 1);
     return TC_ACT_OK;
 }
-"""
 
-
-@pytest.mark.bcc
-def test_bcc_sched_cls_attaches_on_clsact(make_netns):
-    src = os.environ.get("BCC_KERNEL_SOURCE", "")
-    if not os.path.isdir(os.path.join(src, "include")):
-        pytest.skip(f"no kernel headers for {os.uname().release} (BCC_KERNEL_SOURCE={src!r}); run `make setup`")
-    from bcc import BPF
-
-    pair = veth_pair(make_netns("bpf"), make_netns("bpfb"))
-    b = BPF(text=COUNT_PROG)
-    try:
-        fn = b.load_func(b"count_egress", BPF.SCHED_CLS)
-        with pair.ipr("a") as ipr:
-            idx = pair.index(ipr, "a")
-            ipr.tc("add", "clsact", index=idx)
-            ipr.tc("add-filter", "bpf", index=idx, handle=":1", fd=fn.fd, name=fn.name,
-                   parent="ffff:fff3", classid=1, direct_action=True)
-            filters = [f for f in ipr.get_filters(index=idx, parent=0xFFFFFFF3) if f.get_attr("TCA_KIND") == "bpf"]
-            assert filters, "bpf filter not listed on clsact egress"
-
-        udp_delay(pair, socket.AF_INET, count=10, gap_s=0)
-        n = b[b"counts"][0].value
-        assert n >= 10, f"classifier counted {n} packets, expected >= 10"
-
-        with pair.ipr("a") as ipr:
-            idx = pair.index(ipr, "a")
-            ipr.tc("del", "clsact", index=idx)
-            assert "clsact" not in qdisc_kinds(ipr, idx)
-    finally:
-        b.cleanup()
-
-
-STEER_PROG = rb"""
-#include <uapi/linux/bpf.h>
-#include <uapi/linux/pkt_cls.h>
-#include <uapi/linux/if_ether.h>
-#include <uapi/linux/ip.h>
-#include <uapi/linux/in.h>
-/* UDP/IPv4 to TARGET_PORT goes to HTB class 1:20 (netem leaf); everything else: no verdict -> HTB default 1:10 */
+/* UDP/IPv4 to TARGET_PORT goes to minor 20 of the filter's major (HTB class 1:20, the netem leaf);
+   everything else: no verdict -> HTB default class */
 int steer(struct __sk_buff *skb) {
     __u8 proto;
     __u16 dport;
@@ -143,46 +114,77 @@ int steer(struct __sk_buff *skb) {
 """
 
 
-@pytest.mark.bcc
-def test_bpf_classid_steers_one_flow_into_netem_leaf(make_netns):
-    """The netem engine's kernel mechanism: HTB root, default class 1:10 plain, class 1:20 with a netem leaf, a
-    cls_bpf direct-action classifier setting skb->tc_classid for the targeted flow only.
-    Gotcha (measured): qdisc_skb_cb's tc_classid is 16 bits, so the program can only give the MINOR; cls_bpf ORs in
-    the major of the filter's own classid. A program writing 0x10020 with no filter classid lands in default 1:10."""
+@pytest.fixture(scope="module")
+def tc_bpf():
+    """The compiled BPF object (bcc), or a skip naming the missing headers."""
     src = os.environ.get("BCC_KERNEL_SOURCE", "")
     if not os.path.isdir(os.path.join(src, "include")):
         pytest.skip(f"no kernel headers for {os.uname().release} (BCC_KERNEL_SOURCE={src!r}); run `make setup`")
     from bcc import BPF
 
-    targeted, other = 5001, 5002  # ports inside the test's own namespaces
+    b = BPF(text=TC_PROGS, cflags=[f"-DTARGET_PORT_BE={socket.htons(TARGETED_PORT)}",
+                                   f"-DETH_P_IP_BE={socket.htons(0x0800)}"])
+    yield b
+    b.cleanup()
+
+
+@pytest.mark.bcc
+def test_bcc_sched_cls_attaches_on_clsact(make_netns, tc_bpf):
+    from bcc import BPF
+
+    pair = veth_pair(make_netns("bpf"), make_netns("bpfb"))
+    fn = tc_bpf.load_func(b"count_egress", BPF.SCHED_CLS)
+    counts = tc_bpf[b"counts"]
+    counts[0] = counts.Leaf(0)
+    with pair.ipr("a") as ipr:
+        idx = pair.index(ipr, "a")
+        ipr.tc("add", "clsact", index=idx)
+        ipr.tc("add-filter", "bpf", index=idx, handle=":1", fd=fn.fd, name=fn.name,
+               parent="ffff:fff3", classid=1, direct_action=True)
+        filters = [f for f in ipr.get_filters(index=idx, parent=0xFFFFFFF3) if f.get_attr("TCA_KIND") == "bpf"]
+        assert filters, "bpf filter not listed on clsact egress"
+
+    udp_delay(pair, socket.AF_INET, count=10, gap_s=0)
+    n = counts[0].value
+    assert n >= 10, f"classifier counted {n} packets, expected >= 10"
+
+    with pair.ipr("a") as ipr:
+        idx = pair.index(ipr, "a")
+        ipr.tc("del", "clsact", index=idx)
+        assert "clsact" not in qdisc_kinds(ipr, idx)
+
+
+@pytest.mark.bcc
+def test_bpf_classid_steers_one_flow_into_netem_leaf(make_netns, tc_bpf):
+    """The netem engine's kernel mechanism: HTB root, default class 1:10 plain, class 1:20 with a netem leaf, a
+    cls_bpf direct-action classifier setting skb->tc_classid for the targeted flow only.
+    Gotcha (measured): qdisc_skb_cb's tc_classid is 16 bits, so the program can only give the MINOR; cls_bpf ORs in
+    the major of the filter's own classid. A program writing 0x10020 with no filter classid lands in default 1:10."""
+    from bcc import BPF
+
     pair = veth_pair(make_netns("st"), make_netns("stb"))
-    b = BPF(text=STEER_PROG, cflags=[f"-DTARGET_PORT_BE={socket.htons(targeted)}",
-                                     f"-DETH_P_IP_BE={socket.htons(0x0800)}"])
-    try:
-        fn = b.load_func(b"steer", BPF.SCHED_CLS)
-        with pair.ipr("a") as ipr:
-            idx = pair.index(ipr, "a")
-            ipr.tc("add", "htb", index=idx, handle="1:", default=0x10)
-            for minor in ("10", "20"):
-                ipr.tc("add-class", "htb", index=idx, handle=f"1:{minor}", parent="1:", rate="1000mbit")
-            ipr.tc("add", "netem", index=idx, handle="20:", parent="1:20", delay=DELAY_MS * 1000)
-            ipr.tc("add-filter", "bpf", index=idx, handle=":1", fd=fn.fd, name=fn.name, parent="1:",
-                   classid=0x10000, direct_action=True)
-            assert sorted(qdisc_kinds(ipr, idx)) == ["htb", "netem"]
+    fn = tc_bpf.load_func(b"steer", BPF.SCHED_CLS)
+    with pair.ipr("a") as ipr:
+        idx = pair.index(ipr, "a")
+        ipr.tc("add", "htb", index=idx, handle="1:", default=0x10)
+        for minor in ("10", "20"):
+            ipr.tc("add-class", "htb", index=idx, handle=f"1:{minor}", parent="1:", rate="1000mbit")
+        ipr.tc("add", "netem", index=idx, handle="20:", parent="1:20", delay=DELAY_MS * 1000)
+        ipr.tc("add-filter", "bpf", index=idx, handle=":1", fd=fn.fd, name=fn.name, parent="1:",
+               classid=0x10000, direct_action=True)
+        assert sorted(qdisc_kinds(ipr, idx)) == ["htb", "netem"]
 
-        hit = udp_delay(pair, socket.AF_INET, count=30, b_port=targeted)
-        miss = udp_delay(pair, socket.AF_INET, count=30, b_port=other)
-        print(f"\ntargeted :{targeted}: {hit.summary()}\nother    :{other}: {miss.summary()}")
+    hit = udp_delay(pair, socket.AF_INET, count=30, b_port=TARGETED_PORT)
+    miss = udp_delay(pair, socket.AF_INET, count=30, b_port=OTHER_PORT)
+    print(f"\ntargeted :{TARGETED_PORT}: {hit.summary()}\nother    :{OTHER_PORT}: {miss.summary()}")
 
-        assert min(hit.a_to_b_ms) >= DELAY_MS - EARLY_SLACK_MS, hit.summary()
-        assert quantile(hit.a_to_b_ms, 0.2) <= DELAY_MS + LOW_QUINTILE_TOL_MS, hit.summary()
-        assert statistics.median(hit.a_to_b_ms) <= DELAY_MS + MEDIAN_TOL_MS, hit.summary()
-        assert statistics.median(miss.a_to_b_ms) < UNDELAYED_MS, miss.summary()
-        assert statistics.median(hit.b_to_a_ms) < UNDELAYED_MS, hit.summary()
+    assert min(hit.a_to_b_ms) >= DELAY_MS - EARLY_SLACK_MS, hit.summary()
+    assert quantile(hit.a_to_b_ms, 0.2) <= DELAY_MS + LOW_QUINTILE_TOL_MS, hit.summary()
+    assert statistics.median(hit.a_to_b_ms) <= DELAY_MS + MEDIAN_TOL_MS, hit.summary()
+    assert statistics.median(miss.a_to_b_ms) < UNDELAYED_MS, miss.summary()
+    assert statistics.median(hit.b_to_a_ms) < UNDELAYED_MS, hit.summary()
 
-        with pair.ipr("a") as ipr:
-            idx = pair.index(ipr, "a")
-            ipr.tc("del", index=idx, handle="1:", root=True)
-            assert "htb" not in qdisc_kinds(ipr, idx) and "netem" not in qdisc_kinds(ipr, idx)
-    finally:
-        b.cleanup()
+    with pair.ipr("a") as ipr:
+        idx = pair.index(ipr, "a")
+        ipr.tc("del", index=idx, handle="1:", root=True)
+        assert "htb" not in qdisc_kinds(ipr, idx) and "netem" not in qdisc_kinds(ipr, idx)
