@@ -135,6 +135,7 @@ def one_way(pair, *, count: int = 1000, rate_pps: float = 1000.0, port: int = 90
     done = threading.Event()
 
     def receive() -> None:
+        realtime()
         while True:
             try:
                 data = rx.recv(2048)
@@ -147,6 +148,7 @@ def one_way(pair, *, count: int = 1000, rate_pps: float = 1000.0, port: int = 90
     thread = threading.Thread(target=receive, daemon=True)
     thread.start()
     try:
+        realtime()
         start = time.monotonic()
         for seq in range(count):
             ahead = start + seq / rate_pps - time.monotonic()
@@ -155,11 +157,18 @@ def one_way(pair, *, count: int = 1000, rate_pps: float = 1000.0, port: int = 90
             tx.sendto(STAMP.pack(seq, time.monotonic_ns()) + bytes(36), (dst, port))
         time.sleep(0.4)
     finally:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         done.set()
         thread.join(timeout=5)
         rx.close()
         tx.close()
     return out
+
+
+def realtime() -> None:
+    """The measuring thread SCHED_FIFO, as the engine's: on a busy CI machine its own wake-up latency would
+    otherwise be what the tolerances judge."""
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
 
 
 def baseline(pair, *, reverse: bool = False) -> float:
@@ -213,9 +222,9 @@ def test_jitter_spread_matches_the_distribution(pair, engines, distribution):
     added = [x - base for x in one_way(pair, count=1500)]
     engine.stop()
     assert abs(statistics.median(added) - 30 * MS) < 1.5 * MS
-    if distribution == "uniform":  # in [25, 35] ms; its 5-95 % range is 24-36 less 10 %: 26-34 ms
-        assert 25.5 * MS < quantile(added, 0.05) < 27.5 * MS
-        assert 32.5 * MS < quantile(added, 0.95) < 35.5 * MS
+    if distribution == "uniform":  # in [25, 35] ms: p5 = 25.5 ms, p95 = 34.5 ms (+ lateness, - sampling error)
+        assert 25.2 * MS < quantile(added, 0.05) < 26.5 * MS
+        assert 34.2 * MS < quantile(added, 0.95) < 35.5 * MS
         assert quantile(added, 0.005) > 25 * MS - 0.3 * MS
     else:  # sigma 5 ms: the 16-84 % range is about 2 sigma
         spread = quantile(added, 0.84) - quantile(added, 0.16)
