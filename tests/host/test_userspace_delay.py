@@ -77,8 +77,8 @@ class Engine:
     """The engine in a child process, removed (SIGKILL) if a test fails before stopping it."""
 
     def __init__(self, run_dir: Path, pair, fault: dict, *, port: int = 9000, direction: str = "egress",
-                 seed: int | None = None):
-        flow = f"{pair.client.ipv4.ip}->{pair.server.ipv4.ip}:{port}/udp"
+                 seed: int | None = None, flow: str | None = None):
+        flow = flow or f"{pair.client.ipv4.ip}->{pair.server.ipv4.ip}:{port}/udp"
         spec = {"flow": flow, "netns": pair.client_ns, "ifname": pair.client.ifname, "fault": fault,
                 "direction": direction, "seed": seed}
         env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(run_dir), "PYTHONPATH": str(REPO)}
@@ -117,19 +117,21 @@ def engines(run_dir, pair):
         sweep()  # a failed test's killed engine: its table goes, and run_dir's check sees no ledger
 
 
-def one_way(pair, *, count: int = 1000, rate_pps: float = 1000.0, port: int = 9000, reverse: bool = False
-            ) -> list[int]:
+def one_way(pair, *, count: int = 1000, rate_pps: float = 1000.0, port: int = 9000, reverse: bool = False,
+            v6: bool = False) -> list[int]:
     """One-way latencies (ns) of UDP datagrams client -> server:port, or with ``reverse`` the replies of a flow
     to server:port: server:port -> client:port+500."""
-    src_ns, dst_ns, dst = ((pair.server_ns, pair.client_ns, str(pair.client.ipv4.ip)) if reverse
-                           else (pair.client_ns, pair.server_ns, str(pair.server.ipv4.ip)))
-    rx = socket_in(dst_ns, socket.AF_INET, socket.SOCK_DGRAM)
+    client, server = ((pair.client.ipv6.ip, pair.server.ipv6.ip) if v6 else (pair.client.ipv4.ip, pair.server.ipv4.ip))
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    src_ns, dst_ns, dst = ((pair.server_ns, pair.client_ns, str(client)) if reverse
+                           else (pair.client_ns, pair.server_ns, str(server)))
+    rx = socket_in(dst_ns, family, socket.SOCK_DGRAM)
     rx.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 8 << 20)
     rx.bind((dst, port + 500 if reverse else port))
     rx.settimeout(0.2)
-    tx = socket_in(src_ns, socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket_in(src_ns, family, socket.SOCK_DGRAM)
     if reverse:
-        tx.bind((str(pair.server.ipv4.ip), port))
+        tx.bind((str(server), port))
         port += 500
     out: list[int] = []
     done = threading.Event()
@@ -171,12 +173,13 @@ def realtime() -> None:
     os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
 
 
-def baseline(pair, *, reverse: bool = False) -> float:
+def baseline(pair, *, reverse: bool = False, v6: bool = False) -> float:
     """Median one-way latency without a fault, once the new link is up and neighbours are resolved."""
     deadline = time.monotonic() + 10
-    while len(one_way(pair, count=20, rate_pps=200, reverse=reverse)) < 20 and time.monotonic() < deadline:
+    while (len(one_way(pair, count=20, rate_pps=200, reverse=reverse, v6=v6)) < 20
+           and time.monotonic() < deadline):
         pass
-    return statistics.median(one_way(pair, count=300, reverse=reverse))
+    return statistics.median(one_way(pair, count=300, reverse=reverse, v6=v6))
 
 
 def quantile(values: list[int], q: float) -> float:
@@ -212,6 +215,51 @@ def test_ingress_delays_the_replies_as_they_arrive(pair, engines):
     engine.stop()
     assert abs(statistics.median(delayed) - base - 10 * MS) < 1.5 * MS
     assert statistics.median(forward) < 1 * MS
+
+
+def test_ipv6_flow_is_delayed(pair, engines):
+    base = baseline(pair, v6=True)
+    engine = engines({"delay_ns": 10 * MS}, flow=f"[{pair.client.ipv6.ip}]->[{pair.server.ipv6.ip}]:9000/udp")
+    delayed = one_way(pair, count=500, v6=True)
+    v4 = one_way(pair, count=200)  # the same port over IPv4 is another flow
+    engine.stop()
+    assert len(delayed) == 500 and abs(statistics.median(delayed) - base - 10 * MS) < 1.5 * MS
+    assert statistics.median(v4) < 1 * MS
+
+
+def test_tcp_connect_and_request_pay_the_delay(pair, engines):
+    server = socket_in(pair.server_ns, socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((str(pair.server.ipv4.ip), 9000))
+    server.listen(4)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while data := conn.recv(64):
+                conn.sendall(data)
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    engine = engines({"delay_ns": 20 * MS}, flow=f"{pair.client.ipv4.ip}->{pair.server.ipv4.ip}:9000/tcp")
+    try:
+        client = socket_in(pair.client_ns, socket.AF_INET, socket.SOCK_STREAM)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        t0 = time.monotonic()
+        client.connect((str(pair.server.ipv4.ip), 9000))  # the SYN is delayed
+        connect_s = time.monotonic() - t0
+        rtts = []
+        for _ in range(20):
+            t0 = time.monotonic()
+            client.sendall(b"ping")
+            assert client.recv(64) == b"ping"
+            rtts.append(time.monotonic() - t0)
+        client.close()
+    finally:
+        counters = engine.stop()["0"]
+        server.close()
+    assert 0.019 < connect_s < 0.030
+    assert 0.019 < statistics.median(rtts) < 0.025
+    assert counters["delayed_packets"] >= 21
 
 
 @pytest.mark.parametrize("distribution", ["uniform", "normal"])
