@@ -30,7 +30,6 @@ mount -t tmpfs -o mode=0755 rw /rw
 mkdir -p /rw/upper /rw/work
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot || die "mount overlay"
 n=/newroot
-mount -t 9p -o "$p9,cache=loose" checkout "$n$checkout" || die "mount checkout $checkout"
 mount -t proc proc $n/proc
 mount -t sysfs sys $n/sys
 mount -t devtmpfs dev $n/dev
@@ -42,6 +41,9 @@ mount -t tmpfs -o mode=1777 tmp $n/tmp
 mount -t bpf bpf $n/sys/fs/bpf
 mount -t tracefs tracefs $n/sys/kernel/tracing
 mount -t debugfs debugfs $n/sys/kernel/debug
+# the checkout last, so that a checkout under /tmp or /run is not hidden by the tmpfs mounted there
+mkdir -p "$n$checkout"
+mount -t 9p -o "$p9,cache=loose" checkout "$n$checkout" || die "mount checkout $checkout"
 # the guest kernel's modules (unpacked on the host under .cache/vm/<ver>/root) where modprobe looks
 mkdir -p $n/lib/modules/$ver
 mount --bind "$n$checkout/.cache/vm/$ver/root/lib/modules/$ver" $n/lib/modules/$ver || die "bind modules"
