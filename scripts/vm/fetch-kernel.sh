@@ -13,6 +13,8 @@ series=${1:-6.1}
 log() { printf '[vm-fetch] %s\n' "$*" >&2; }
 skip() { printf 'kernel tier skipped: %s\n' "$*" >&2; exit 77; }
 
+mkdir -p "$cache"
+exec 9>"$cache/.fetch.lock"; flock 9        # concurrent tiers (6.1 and 6.12, or two checkouts' runs) fetch one at a time
 apt_opts=()
 case "$series" in
   6.1) ;;

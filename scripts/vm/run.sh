@@ -46,6 +46,7 @@ extract_vmlinux() {  # bzImage out -- like the kernel's scripts/extract-vmlinux
   done
   rm -f "$out.tmp"; return 1
 }
+exec 9>"$kdir/.prepare.lock"; flock 9      # one runner at a time extracts vmlinux / packs the initramfs
 if [ "${VM_PVH:-1}" = 1 ] && grep -q '^CONFIG_PVH=y' "$kdir/root/boot/config-$ver" 2>/dev/null; then
   if [ -s "$kdir/vmlinux" ] || { log "extracting vmlinux for PVH boot"; extract_vmlinux "$kernel" "$kdir/vmlinux"; }; then
     kernel=$kdir/vmlinux
@@ -76,6 +77,8 @@ if [ ! -e "$initrd" ] || [ "$vmdir/init.sh" -nt "$initrd" ] || [ "$0" -nt "$init
   (cd "$t" && find . | cpio -o -H newc --quiet) > "$t.cpio"
   mv "$t.cpio" "$initrd"; rm -rf "$t"           # atomic: a concurrent run sees the old or the new one
 fi
+
+exec 9>&-
 
 # --- accelerator: KVM only when it is a real one (this project's /dev/kvm is PVM-only: stock kernels fail on it)
 accel=${VM_ACCEL:-}
