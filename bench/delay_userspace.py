@@ -63,7 +63,12 @@ def child(spec: dict) -> int:
                 counters = engine.counters()
     except Interrupted:
         pass
-    print(json.dumps({str(k): v for k, v in counters.items()}), flush=True)
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    counters = {str(k): v for k, v in counters.items()}
+    counters["cpu_s"] = usage.ru_utime + usage.ru_stime
+    print(json.dumps(counters), flush=True)
     return 0
 
 
@@ -100,9 +105,6 @@ def measure(client_ns: str, server_ns: str, dst: str, count: int, rate_pps: floa
     rx.bind((dst, PORT))
     rx.settimeout(0.2)
     tx = socket_in(client_ns, socket.AF_INET, socket.SOCK_DGRAM)
-    # Held egress packets stay charged to the sender's send buffer (see UserspaceEngine): a large one keeps
-    # the sender from blocking, so what is measured is the engine's timing, not the sender's back-pressure.
-    tx.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_SNDBUFFORCE", 32), 32 << 20)
     latencies: list[int] = []
     done = threading.Event()
 
@@ -202,17 +204,22 @@ def main() -> int:
         print(f"baseline one-way latency: median {base_med / 1e3:.1f} us, p99 {quantile(base, 0.99) / 1e3:.1f} us "
               f"({len(base)}/{args.count} received)")
         print(f"{'requested':>10s} {'received':>9s} {'err median':>11s} {'err p99':>9s} {'err p1':>9s} "
-              f"{'hold p50':>10s} {'hold p99':>10s}   (errors in us: achieved added delay - requested)")
+              f"{'hold p50':>10s} {'hold p99':>10s} {'cpu us/pkt':>10s}")
+        print("errors in us: achieved added delay - requested; hold: the engine's own verdict - receive time; cpu: "
+              "engine process CPU time per packet (start-up included)")
         for delay_ns in delays:
             engine = EngineProcess({"flow": flow, "netns": client_ns, "ifname": client.ifname,
                                     "delay_ns": delay_ns}, run_dir)
             lat = measure(client_ns, server_ns, dst, args.count, args.rate)
-            counters = engine.stop()["0"]
+            report = engine.stop()
+            counters = report["0"]
             engine = None
+            cpu_us = report["cpu_s"] * 1e6 / max(1, counters.get("delayed_packets", 1))
             errors = [x - base_med - delay_ns for x in lat]
             print(f"{delay_ns / 1e6:>8.0f}ms {len(lat):>9d} {statistics.median(errors) / 1e3:>+11.1f} "
                   f"{quantile(errors, 0.99) / 1e3:>+9.1f} {quantile(errors, 0.01) / 1e3:>+9.1f} "
-                  f"{counters.get('delay_p50_ns', 0) / 1e6:>8.3f}ms {counters.get('delay_p99_ns', 0) / 1e6:>8.3f}ms")
+                  f"{counters.get('delay_p50_ns', 0) / 1e6:>8.3f}ms {counters.get('delay_p99_ns', 0) / 1e6:>8.3f}ms "
+                  f"{cpu_us:>8.1f}")
         return 0
     finally:
         if engine is not None:

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 SPIN_NS = 150_000            # busy-wait the last 150 µs before a release (select() wakes up ~50-100 µs late)
 SPIN_RT_NS = 50_000          # ... 50 µs when the thread is real-time (no timer slack, prompt wake-ups)
 RT_PRIORITY = 1              # SCHED_FIFO priority of the I/O thread: the lowest real-time one
+RESEND_MARK = 0x63686169     # fwmark ("chai") of our re-sent egress copies: our rules let them pass
 MAX_WAIT_S = 0.05            # the I/O thread looks at its stop flag at least this often
 QUEUE_BASE = 0x8000          # queue numbers 32768..65535, offset by a hash of the run id
 SAMPLE_CAP = 4096            # hold-time samples kept per rule (reservoir: uniform over the run; sorting them
@@ -46,6 +47,7 @@ class _RuleState:
     rule: PlannedRule
     queue: int
     rng: random.Random
+    copy: bool = False    # egress: copy the packet, drop the original at once, send the copy at release time
     last_u: float = 0.5
     queued_packets: int = 0
     queued_bytes: int = 0
@@ -100,39 +102,46 @@ class UserspaceEngine:
     packets (egress: postrouting + ``oifname``; ingress: prerouting + ``iifname``; priority 0, so after DNAT and
     conntrack) and hands them to NFQUEUE queue N (one queue per rule) with the bypass flag. One I/O thread,
     SCHED_FIFO priority 1, receives them in batches, keeps them in a heap keyed by release time (receive time +
-    delay + jitter) and releases what is due with batched ``NF_ACCEPT`` verdicts: it sleeps in ``select()``
-    until 50 µs before the next release (150 µs if it cannot be real-time) and busy-waits the rest while still
-    receiving, so arrivals are stamped on time. The thread sleeps whenever nothing is due within 50 µs; its CPU
-    cost is ~20-30 µs per packet (about a third of a core at 10,000 packets/s).
+    delay + jitter) and releases what is due: it sleeps in ``select()`` until 50 µs before the next release
+    (150 µs if it cannot be real-time) and busy-waits the rest while still receiving, so arrivals are stamped
+    on time. CPU: the engine process used ~35-45 % of one core at 3,000 and at 10,000 packets/s (busy-waiting
+    included). While it runs, the process's GIL switch interval is 0.2 ms.
+
+    Egress packets are copied whole (the kernel segments GSO packets and fills in checksums first), the
+    original is dropped at once and the copy is sent at release time from a raw socket in the namespace, with
+    fwmark ``0x63686169`` that our rules skip; it goes through routing and the OUTPUT/POSTROUTING hooks again
+    (an operator's rules there see the packet twice). Holding the originals instead (``copy_egress=False``)
+    keeps them charged to the sending socket, as netem avoids by orphaning them: a local TCP sender's
+    small-queue limit then throttled bulk transfer to 2.3 Mbit/s at 20 ms (270 Mbit/s with copies), and UDP
+    senders blocked on their send buffer. Ingress packets are held and released with ``NF_ACCEPT`` verdicts.
 
     Order: without jitter, a rule's packets leave in arrival order (equal delays, ties by arrival). With jitter
     each packet leaves at its own time, so jitter larger than the packet spacing reorders, as netem does.
 
     If the process dies (even SIGKILL), its netlink socket closes, the kernel destroys the queues and the
     bypass flag makes our rules accept packets at once: the fault ends immediately. Packets held at that moment
-    are dropped by the kernel (at most rate x delay of them). ``sweep`` deletes the leftover table. On a normal
-    end, the table is deleted first, then every held packet is released at once, then the queues are unbound.
-    If a queue overflows (``maxlen``, sized for 20,000 packets/s over the longest delay) the kernel lets packets
-    pass undelayed (fail-open): ``matched_packets`` (kernel rule counter) minus ``queued_packets`` shows how many.
-
-    Unlike netem (which orphans the packets it holds), a held egress packet stays charged to the sending
-    socket's send buffer: a local UDP sender with more than its SO_SNDBUF (default ~208 KiB) in flight during
-    the delay blocks, and TCP's small-queue limit (net.ipv4.tcp_limit_output_bytes) caps a local sender's
-    throughput at about that many bytes per delay. Ingress (and forwarded) traffic is not affected.
+    are lost (at most rate x delay of them). ``sweep`` deletes the leftover table. On a normal end, the table is
+    deleted first, then every held packet is released at once, then the queues are unbound. If a queue
+    overflows (``maxlen``, sized for 20,000 packets/s over the longest delay) the kernel lets packets pass
+    undelayed (fail-open): ``matched_packets`` (kernel rule counter) minus ``queued_packets`` shows how many.
 
     Measured precision (``bench/delay_userspace.py``: UDP one-way delay between two namespaces on this
-    project's 2-core 6.18 microVM, 3,000 packets/s, 6,000 packets per delay; error = achieved added delay -
-    requested; a quiet host): 1 ms: median +0.08 ms, p99 +0.16 ms; 10 ms: median +0.10 ms, p99 +0.22 ms;
-    100 ms: median +0.12 ms, p99 +0.28 ms. Never early by more than the noise (p1 > +0.02 ms). The ~0.1 ms
-    median excess is the NFQUEUE round trip (kernel -> this process -> verdict). On a loaded host (load 4 on 2
-    cores) p99 grew to +0.2-5 ms. The counters report what was achieved per rule: ``delay_p50_ns``,
-    ``delay_p99_ns`` (verdict time - receive time) and ``release_late_p50_ns``/``_p99_ns`` (vs the drawn delay).
+    project's 2-core 6.18 microVM, 3,000 packets/s, 6,000 packets per delay, error = achieved added delay -
+    requested; runs while other work loaded the host, load 3-4; egress, so the copy path):
+    1 ms: median +0.08 to +0.10 ms, p99 +0.16 to +0.34 ms; 10 ms: median +0.08 to +0.11 ms, p99 +0.22 to
+    +0.73 ms; 100 ms: median +0.09 to +0.13 ms, p99 +0.28 to +0.54 ms; at 10,000 packets/s, 10 ms: median
+    +0.16 ms, p99 +0.85 ms. Never early: p1 of the error +0.03 to +0.08 ms. The ~0.1 ms median excess is the
+    NFQUEUE round trip (kernel -> this process -> verdict). Without the real-time thread, p99 on the same
+    loaded host reached +1 to +50 ms. The counters report what was achieved per rule: ``delay_p50_ns``,
+    ``delay_p99_ns`` (release time - receive time) and ``release_late_p50_ns``/``_p99_ns`` (vs the drawn delay).
     """
 
     name = "userspace"
 
-    def __init__(self, *, realtime: bool = True) -> None:
+    def __init__(self, *, realtime: bool = True, copy_egress: bool = True) -> None:
         self.realtime = realtime
+        self.copy_egress = copy_egress
+        self._resenders: list[nq.Resender | None] = []
         self._states: dict[int, _RuleState] = {}
         self._sockets: list[nq.QueueSocket] = []
         self._by_queue: dict[tuple[int, int], _RuleState] = {}   # (socket index, queue) -> rule
@@ -167,20 +176,21 @@ class UserspaceEngine:
             missing = nq.nfqueue_available(netns)
             if missing:
                 raise Unsupported(f"the userspace engine needs {missing}")
-            rules = self._steer_rules(plan, netns, _queue_base(plan.run_id))
+            rules = self._steer_rules(plan, netns, _queue_base(plan.run_id), self.copy_egress)
             try:
                 nq.check_table(netns, nq.table_script(nq.table_name(plan.run_id), rules))
             except nq.NftError as exc:
                 raise Unsupported(f"nftables refused our table{_where(netns)}: {exc}") from None
 
     @staticmethod
-    def _steer_rules(plan: Plan, netns: str | None, base: int) -> list[nq.SteerRule]:
+    def _steer_rules(plan: Plan, netns: str | None, base: int, copy_egress: bool = True) -> list[nq.SteerRule]:
         out = []
         for index, rule in enumerate(r for r in plan.rules if r.interface.netns == netns):
             m = rule.match
+            copy = copy_egress and m.hook == "egress"
             out.append(nq.SteerRule(hook=m.hook, ifname=rule.interface.name, family=m.family, protocol=m.protocol,
                                     src=m.src, dst=m.dst, sport=m.sport, dport=m.dport,
-                                    queue=_queue_number(base, index)))
+                                    queue=_queue_number(base, index), skip_mark=RESEND_MARK if copy else None))
         return out
 
     # -- apply -------------------------------------------------------------------------------------------
@@ -198,10 +208,19 @@ class UserspaceEngine:
             owner.callback(sock.close)
             index = len(self._sockets)
             self._sockets.append(sock)
+            resender = None
+            if any(r.skip_mark is not None for r in rules):
+                try:
+                    resender = nq.Resender(netns, RESEND_MARK)
+                except OSError as exc:
+                    raise ApplyFailed(f"opening raw sockets{_where(netns)} failed: {exc}") from exc
+                owner.callback(resender.close)
+            self._resenders.append(resender)
             bound[netns] = rules
             planned = [r for r in plan.rules if r.interface.netns == netns]
             for rule, steer in zip(planned, rules):
-                state = _RuleState(rule=rule, queue=steer.queue, rng=random.Random(_rule_seed(seed_root, rule)))
+                state = _RuleState(rule=rule, queue=steer.queue, rng=random.Random(_rule_seed(seed_root, rule)),
+                                   copy=steer.skip_mark is not None)
                 self._states[rule.rule_id] = state
                 self._by_queue[(index, steer.queue)] = state
         # 2. the I/O thread; stopping it releases every held packet (after the tables are gone)
@@ -228,11 +247,14 @@ class UserspaceEngine:
         on EBUSY we move to another base."""
         base = _queue_base(plan.run_id)
         for attempt in range(16):
-            rules = self._steer_rules(plan, netns, (base + attempt * 977) & 0x7FFF)
+            rules = self._steer_rules(plan, netns, (base + attempt * 977) & 0x7FFF, self.copy_egress)
             sock = nq.QueueSocket(netns)
             try:
                 for rule in rules:
-                    sock.bind(rule.queue, maxlen=maxlen)
+                    if rule.skip_mark is not None:  # whole packets, segmented and with checksums: to send again
+                        sock.bind(rule.queue, maxlen=maxlen, copy_range=0xFFFF, gso=False)
+                    else:
+                        sock.bind(rule.queue, maxlen=maxlen)
                 return sock, rules
             except OSError as exc:
                 sock.close()
@@ -273,7 +295,8 @@ class UserspaceEngine:
             samples, late = sorted(st.samples), sorted(st.lateness)
             row = {"matched_packets": packets, "matched_bytes": nbytes, "queued_packets": st.queued_packets,
                    "queued_bytes": st.queued_bytes, "delayed_packets": st.delayed_packets,
-                   "released_early_packets": st.released_early, "netlink_errors": self._errors}
+                   "released_early_packets": st.released_early, "netlink_errors": self._errors,
+                   "resend_errors": sum(r.errors for r in self._resenders if r is not None)}
             if samples:
                 row.update(delay_p50_ns=_quantile(samples, 0.5), delay_p99_ns=_quantile(samples, 0.99),
                            delay_min_ns=samples[0], delay_max_ns=st.max_hold_ns,
@@ -297,7 +320,8 @@ class UserspaceEngine:
             self._release_all()
 
     def _loop(self, spin_ns: int) -> None:
-        heap: list[tuple[int, int, int, int, int, int]] = []  # (due, seq, socket index, queue, packet id, t_rx)
+        # (due, seq, socket index, queue, packet id, t_rx, copied packet or None)
+        heap: list[tuple[int, int, int, int, int, int, bytes | None]] = []
         self._heap = heap
         socks = self._sockets
         fds = [s.fileno() for s in socks]
@@ -313,6 +337,7 @@ class UserspaceEngine:
             packets, errors = socks[i].receive()
             if errors:
                 self._errors += errors
+            drops = []
             for p in packets:
                 t_rx = now_ns()
                 st = by_queue.get((i, p.queue))
@@ -322,7 +347,13 @@ class UserspaceEngine:
                 st.queued_packets += 1
                 st.queued_bytes += p.length
                 seq += 1
-                heapq.heappush(heap, (t_rx + draw(st), seq, i, p.queue, p.packet_id, t_rx))
+                if st.copy:  # the original goes now (its sender is uncharged); the copy is what we hold
+                    drops.append((p.queue, p.packet_id, nq.NF_DROP))
+                    heapq.heappush(heap, (t_rx + draw(st), seq, i, p.queue, p.packet_id, t_rx, p.payload))
+                else:
+                    heapq.heappush(heap, (t_rx + draw(st), seq, i, p.queue, p.packet_id, t_rx, None))
+            if drops:
+                socks[i].verdicts(drops)
 
         while not self._stop.is_set():
             now = now_ns()
@@ -343,9 +374,13 @@ class UserspaceEngine:
     def _release_due(self, heap: list, now: int, batch: dict[int, list]) -> None:
         by_queue = self._by_queue
         batch.clear()
+        resenders = self._resenders
         while heap and heap[0][0] <= now:
-            due, _, i, queue, packet_id, t_rx = heapq.heappop(heap)
-            batch.setdefault(i, []).append((queue, packet_id, nq.NF_ACCEPT))
+            due, _, i, queue, packet_id, t_rx, copied = heapq.heappop(heap)
+            if copied is None:
+                batch.setdefault(i, []).append((queue, packet_id, nq.NF_ACCEPT))
+            else:
+                resenders[i].send(copied)
             self._record(by_queue[(i, queue)], now - t_rx, now - due)
         for i, items in batch.items():
             self._sockets[i].verdicts(items)
@@ -370,8 +405,11 @@ class UserspaceEngine:
         heap = getattr(self, "_heap", [])
         batch: dict[int, list] = {}
         while heap:
-            _, _, i, queue, packet_id, _ = heapq.heappop(heap)
-            batch.setdefault(i, []).append((queue, packet_id, nq.NF_ACCEPT))
+            _, _, i, queue, packet_id, _, copied = heapq.heappop(heap)
+            if copied is None:
+                batch.setdefault(i, []).append((queue, packet_id, nq.NF_ACCEPT))
+            else:
+                self._resenders[i].send(copied)
             self._by_queue[(i, queue)].released_early += 1
         for i, items in batch.items():
             try:

@@ -1,9 +1,10 @@
 """NFQUEUE over a raw NETLINK_NETFILTER socket, and the nftables table that steers a run's flows to it.
 
 The queue protocol (linux/netfilter/nfnetlink_queue.h) is small enough to speak with ``struct``: bind a queue
-number (copy mode PACKET with a 20-byte range: the kernel then reports each packet's full length in
-NFQA_CAP_LEN; GSO packets are queued whole), receive one netlink message per queued packet, answer with
-verdicts (several verdict messages in one ``send``: the kernel walks every message in the datagram).
+number (copy mode PACKET: a 20-byte range, for which the kernel reports each packet's full length in
+NFQA_CAP_LEN and queues GSO packets whole; or whole packets, segmented, to send again with ``Resender``),
+receive one netlink message per queued packet, answer with verdicts (several verdict messages in one
+``send``: the kernel walks every message in the datagram).
 
 Packets reach a queue through an nftables table of our own (``table inet chaos_inject_<run>``), created in the
 flow's namespace and removed as a whole: deleting our table removes exactly our rules, never an operator's.
@@ -91,6 +92,7 @@ class QueueSocket:
         except BaseException:
             self.sock.close()
             raise
+        self.sock.setblocking(True)  # receive() asks MSG_DONTWAIT per call
         self._buf = bytearray(65536 + 4096)
         self._view = memoryview(self._buf)
 
@@ -120,9 +122,12 @@ class QueueSocket:
             self.sock.settimeout(None)
 
     def bind(self, queue: int, *, copy_mode: int = NFQNL_COPY_PACKET, copy_range: int = 20, maxlen: int = 4096,
-             fail_open: bool = True) -> None:
-        """Bind ``queue`` to this socket. EBUSY: another process (or socket) has it."""
-        flags = NFQA_CFG_F_GSO | (NFQA_CFG_F_FAIL_OPEN if fail_open else 0)
+             fail_open: bool = True, gso: bool = True) -> None:
+        """Bind ``queue`` to this socket. EBUSY: another process (or socket) has it.
+
+        ``gso``: GSO packets are queued whole (else the kernel segments them first and fills in checksums:
+        what a copy that is to be sent again needs)."""
+        flags = (NFQA_CFG_F_GSO if gso else 0) | (NFQA_CFG_F_FAIL_OPEN if fail_open else 0)
         attrs = (_nla(NFQA_CFG_CMD, struct.pack(">BxH", NFQNL_CFG_CMD_BIND, 0))
                  + _nla(NFQA_CFG_PARAMS, struct.pack(">IB", copy_range, copy_mode))
                  + _nla(NFQA_CFG_QUEUE_MAXLEN, struct.pack(">I", maxlen))
@@ -186,8 +191,7 @@ class QueueSocket:
                 pack(buf, i * _VERDICT_LEN, _VERDICT_LEN, MSG_VERDICT, NLM_F_REQUEST, self._seq, 0,
                      socket.AF_UNSPEC, 0, socket.htons(queue), 12, NFQA_VERDICT_HDR, socket.htonl(verdict),
                      socket.htonl(packet_id))
-            self.sock.setblocking(True)  # a full send buffer waits rather than losing verdicts
-            self.sock.send(buf)
+            self.sock.send(buf)  # blocking socket: a full send buffer waits rather than losing verdicts
 
     def close(self) -> None:
         """Unbind our queues and close. Packets still queued are dropped by the kernel: release them first."""
@@ -195,6 +199,43 @@ class QueueSocket:
             with contextlib.suppress(OSError):
                 self.unbind(queue)
         self.sock.close()
+
+
+class Resender:
+    """Raw IP sockets in a namespace that send copied packets again, marked so that our rules let them pass.
+
+    Used for egress: the original is dropped as soon as it is copied, which frees it and so uncharges the
+    sending socket (a local TCP sender is not throttled by its small-queue limit for the length of the delay,
+    and a UDP sender does not block on its send buffer); the copy goes out at release time through the
+    routing and OUTPUT/POSTROUTING hooks again."""
+
+    def __init__(self, netns: str | None, mark: int):
+        self.sockets: dict[int, socket.socket] = {}
+        try:
+            for version, family in ((4, socket.AF_INET), (6, socket.AF_INET6)):
+                with _in_netns(netns):
+                    sock = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)  # header included
+                self.sockets[version] = sock
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+                sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_SNDBUFFORCE", 32), 8 << 20)
+        except BaseException:
+            self.close()
+            raise
+        self.errors = 0
+
+    def send(self, packet: bytes) -> None:
+        try:
+            if packet[0] >> 4 == 4:
+                self.sockets[4].sendto(packet, (socket.inet_ntop(socket.AF_INET, packet[16:20]), 0))
+            else:
+                self.sockets[6].sendto(packet, (socket.inet_ntop(socket.AF_INET6, packet[24:40]), 0))
+        except OSError:
+            self.errors += 1  # e.g. no route any more: the packet is lost, as it would be on the wire
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close()
+        self.sockets.clear()
 
 
 def _parse_packet(msg: memoryview) -> QueuedPacket:
@@ -285,6 +326,7 @@ class SteerRule:
     sport: int | None
     dport: int | None
     queue: int
+    skip_mark: int | None = None   # packets carrying this mark (our own re-sent copies) are not queued again
 
     @property
     def chain(self) -> str:
@@ -293,6 +335,8 @@ class SteerRule:
     def expression(self) -> str:
         _, _, ifkey = CHAIN_HOOKS[self.hook]
         parts = [f'{ifkey} "{_quote(self.ifname)}"', f"meta nfproto {'ipv4' if self.family == 4 else 'ipv6'}"]
+        if self.skip_mark is not None:
+            parts.append(f"meta mark != {self.skip_mark:#x}")
         ip = "ip" if self.family == 4 else "ip6"
         if self.protocol:
             parts.append(f"meta l4proto {PROTOCOL_NAMES.get(self.protocol, self.protocol)}")
