@@ -99,8 +99,8 @@ class UserspaceEngine:
     """Delay and jitter by holding packets in userspace (NFQUEUE), for kernels without netem and fq.
 
     How: an nftables table of ours (``inet chaos_inject_<run>``, in each flow's namespace) matches each rule's
-    packets (egress: postrouting + ``oifname``; ingress: prerouting + ``iifname``; priority 0, so after DNAT and
-    conntrack) and hands them to NFQUEUE queue N (one queue per rule) with the bypass flag. One I/O thread,
+    packets (egress: output and forward + ``oifname``; ingress: prerouting + ``iifname``; priority -150, after
+    conntrack and before NAT, so local egress packets are matched as the application sent them) and hands them to NFQUEUE queue N (one queue per rule) with the bypass flag. One I/O thread,
     SCHED_FIFO priority 1, receives them in batches, keeps them in a heap keyed by release time (receive time +
     delay + jitter) and releases what is due: it sleeps in ``select()`` until 50 µs before the next release
     (150 µs if it cannot be real-time) and busy-waits the rest while still receiving, so arrivals are stamped
@@ -347,7 +347,9 @@ class UserspaceEngine:
                 st.queued_packets += 1
                 st.queued_bytes += p.length
                 seq += 1
-                if st.copy:  # the original goes now (its sender is uncharged); the copy is what we hold
+                if st.copy and len(p.payload) == p.length:  # the original goes now (its sender is uncharged);
+                    # the copy is what we hold. (A packet longer than a queue message can carry, 65,531 bytes
+                    # on loopback, is held as it is.)
                     drops.append((p.queue, p.packet_id, nq.NF_DROP))
                     heapq.heappush(heap, (t_rx + draw(st), seq, i, p.queue, p.packet_id, t_rx, p.payload))
                 else:

@@ -218,6 +218,7 @@ class Resender:
                 self.sockets[version] = sock
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
                 sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_SNDBUFFORCE", 32), 8 << 20)
+                sock.setblocking(False)  # a full buffer loses the packet (counted), never stalls the releases
         except BaseException:
             self.close()
             raise
@@ -230,7 +231,7 @@ class Resender:
             else:
                 self.sockets[6].sendto(packet, (socket.inet_ntop(socket.AF_INET6, packet[24:40]), 0))
         except OSError:
-            self.errors += 1  # e.g. no route any more: the packet is lost, as it would be on the wire
+            self.errors += 1  # no route any more, or our send buffer full: lost, as it could be on the wire
 
     def close(self) -> None:
         for sock in self.sockets.values():
@@ -308,7 +309,12 @@ def nfqueue_available(netns: str | None = None) -> str | None:
 
 
 # -- nftables: a table of our own that steers matching packets to the queues ----------------------------------
-CHAIN_HOOKS = {"egress": ("egress", "postrouting", "oifname"), "ingress": ("ingress", "prerouting", "iifname")}
+# Base chains per direction: (chain, netfilter hook, interface key). Priority -150 (mangle): after conntrack
+# (-200), before DNAT (-100): egress matches packets as the local application sent them (and forwarded ones after
+# DNAT, before SNAT); ingress as they arrived. A re-sent egress copy passes conntrack and NAT like a new packet.
+CHAINS = {"egress": (("egress_local", "output", "oifname"), ("egress_forward", "forward", "oifname")),
+          "ingress": (("ingress", "prerouting", "iifname"),)}
+CHAIN_PRIORITY = -150
 PORT_PROTOCOLS = "{ tcp, udp, sctp, udplite }"
 PROTOCOL_NAMES = {6: "tcp", 17: "udp", 132: "sctp", 136: "udplite", 1: "icmp", 58: "ipv6-icmp"}
 
@@ -333,7 +339,7 @@ class SteerRule:
         return f"q{self.queue}"
 
     def expression(self) -> str:
-        _, _, ifkey = CHAIN_HOOKS[self.hook]
+        ifkey = CHAINS[self.hook][0][2]
         parts = [f'{ifkey} "{_quote(self.ifname)}"', f"meta nfproto {'ipv4' if self.family == 4 else 'ipv6'}"]
         if self.skip_mark is not None:
             parts.append(f"meta mark != {self.skip_mark:#x}")
@@ -369,7 +375,7 @@ def table_name(run_id: str) -> str:
     return "chaos_inject_" + re.sub(r"[^A-Za-z0-9_]", "_", run_id)
 
 
-def table_script(table: str, rules: list[SteerRule], *, priority: int = 0) -> str:
+def table_script(table: str, rules: list[SteerRule], *, priority: int = CHAIN_PRIORITY) -> str:
     """One nft transaction: ``create`` fails if a table of that name exists (never merge into another's)."""
     lines = [f"create table inet {table}"]
     for queue in sorted({r.queue for r in rules}):
@@ -378,11 +384,11 @@ def table_script(table: str, rules: list[SteerRule], *, priority: int = 0) -> st
         chosen = [r for r in rules if r.hook == hook]
         if not chosen:
             continue
-        chain, nf_hook, _ = CHAIN_HOOKS[hook]
-        lines.append(f"add chain inet {table} {chain} {{ type filter hook {nf_hook} priority {priority}; "
-                     "policy accept; }")
-        for rule in chosen:
-            lines.append(f"add rule inet {table} {chain} {rule.expression()}")
+        for chain, nf_hook, _ in CHAINS[hook]:
+            lines.append(f"add chain inet {table} {chain} {{ type filter hook {nf_hook} priority {priority}; "
+                         "policy accept; }")
+            for rule in chosen:
+                lines.append(f"add rule inet {table} {chain} {rule.expression()}")
     return "\n".join(lines) + "\n"
 
 

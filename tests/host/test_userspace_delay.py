@@ -63,7 +63,8 @@ from injector.engines.userspace import JitterModel, UserspaceEngine, _RuleState 
 from injector.errors import InvalidSpec, Unsupported  # noqa: E402
 from injector.kernel import nfqueue  # noqa: E402
 from injector.kernel.ledger import Ledger  # noqa: E402
-from injector.kernel.netns import socket_in  # noqa: E402
+from injector.kernel.netns import Topology, existing_namespaces, socket_in, unique_name  # noqa: E402
+from injector.kernel.rtnl import open_rtnl  # noqa: E402
 from injector.kernel.owner import KernelOwner  # noqa: E402
 from injector.kernel.sweep import sweep  # noqa: E402
 from injector.plan import Interface, build_plan  # noqa: E402
@@ -295,6 +296,41 @@ def test_egress_tcp_bulk_is_not_throttled_by_held_packets(pair, engines):
     assert received == [8 << 20]
     assert mbit_s > 40, f"{mbit_s:.1f} Mbit/s"
     assert counters["resend_errors"] == 0 and counters["delayed_packets"] > 100
+
+
+def test_forwarded_flow_is_delayed_on_the_routers_way_out(run_dir):
+    """client -> router -> server: the engine on the router's outgoing interface delays forwarded packets
+    (forward hook; the copies are re-sent from the router with the client's source address)."""
+    topo = Topology()
+    try:
+        client_ns = topo.add_namespace(unique_name("ci-h-client"))
+        router_ns = topo.add_namespace(unique_name("ci-h-router"))
+        server_ns = topo.add_namespace(unique_name("ci-h-server"))
+        client, router_in = topo.connect(client_ns, router_ns, "10.201.1.0/29", "fd00:201:1::/64")
+        router_out, server = topo.connect(router_ns, server_ns, "10.201.2.0/29", "fd00:201:2::/64")
+        subprocess.run(["ip", "netns", "exec", router_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
+        with open_rtnl(client_ns) as rtnl:
+            rtnl.route("add", dst="10.201.2.0/29", gateway=str(router_in.ipv4.ip))
+        with open_rtnl(server_ns) as rtnl:
+            rtnl.route("add", dst="10.201.1.0/29", gateway=str(router_out.ipv4.ip))
+        pair = type("Pair", (), {"client": client, "server": server, "client_ns": client_ns,
+                                 "server_ns": server_ns})()
+        base = baseline(pair)
+        plan = build_plan([(parse_flow(f"{client.ipv4.ip}->{server.ipv4.ip}:9000/udp"),
+                            Interface(router_out.ifname, router_ns))], FaultSpec(delay_ns=10 * MS),
+                          duration_ns=60 * 10**9)
+        engine = UserspaceEngine()
+        with KernelOwner(plan.run_id, meta=plan.to_dict(), handle_signals=False) as owner:
+            engine.apply(plan, owner, time.monotonic_ns() + plan.duration_ns)
+            delayed = one_way(pair, count=300)
+            counters = engine.counters()[0]
+        assert len(delayed) == 300 and abs(statistics.median(delayed) - base - 10 * MS) < 1.5 * MS
+        assert counters["matched_packets"] == counters["delayed_packets"] == 300
+        assert not our_tables(router_ns)
+    finally:
+        made = list(topo.namespaces)
+        topo.close()
+    assert not set(made) & set(existing_namespaces())
 
 
 @pytest.mark.parametrize("distribution", ["uniform", "normal"])
