@@ -182,6 +182,9 @@ def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
     sys.setswitchinterval(0.0002)
+    import gc
+
+    gc.freeze()  # the measuring threads must not pause for a full collection either
 
     from injector.kernel.netns import Topology, unique_name
     from injector.kernel.sweep import sweep

@@ -6,6 +6,7 @@ them, holds each until receive time + delay (+ jitter) and releases it with an `
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import heapq
 import logging
@@ -105,7 +106,8 @@ class UserspaceEngine:
     delay + jitter) and releases what is due: it sleeps in ``select()`` until 50 µs before the next release
     (150 µs if it cannot be real-time) and busy-waits the rest while still receiving, so arrivals are stamped
     on time. CPU: the engine process used ~35-45 % of one core at 3,000 and at 10,000 packets/s (busy-waiting
-    included). While it runs, the process's GIL switch interval is 0.2 ms.
+    included). While it runs, the process's GIL switch interval is 0.2 ms, and the objects alive at ``apply`` are
+    moved out of the garbage collector's reach (``gc.freeze()``: full collections paused releases for ms).
 
     Egress packets are copied whole (the kernel segments GSO packets and fills in checksums first), the
     original is dropped at once and the copy is sent at release time from a raw socket in the namespace, with
@@ -127,13 +129,14 @@ class UserspaceEngine:
 
     Measured precision (``bench/delay_userspace.py``: UDP one-way delay between two namespaces on this
     project's 2-core 6.18 microVM, 3,000 packets/s, 6,000 packets per delay, error = achieved added delay -
-    requested; runs while other work loaded the host, load 3-4; egress, so the copy path):
-    1 ms: median +0.08 to +0.10 ms, p99 +0.16 to +0.34 ms; 10 ms: median +0.08 to +0.11 ms, p99 +0.22 to
-    +0.73 ms; 100 ms: median +0.09 to +0.13 ms, p99 +0.28 to +0.54 ms; at 10,000 packets/s, 10 ms: median
-    +0.16 ms, p99 +0.85 ms. Never early: p1 of the error +0.03 to +0.08 ms. The ~0.1 ms median excess is the
-    NFQUEUE round trip (kernel -> this process -> verdict). Without the real-time thread, p99 on the same
-    loaded host reached +1 to +50 ms. The counters report what was achieved per rule: ``delay_p50_ns``,
-    ``delay_p99_ns`` (release time - receive time) and ``release_late_p50_ns``/``_p99_ns`` (vs the drawn delay).
+    requested; egress, so the copy path; three runs while other work shared the host, load 1.5-3):
+    1 ms: median +0.08 to +0.10 ms, p99 +0.15 to +0.45 ms; 10 ms: median +0.10 to +0.12 ms, p99 +0.24 to
+    +0.74 ms; 100 ms: median +0.11 to +0.12 ms, p99 +0.21 to +0.32 ms (one run: +3.0 ms); at 10,000
+    packets/s, 10 ms: median +0.10 ms, p99 +0.25 ms. Never early: p1 of the error +0.03 to +0.06 ms. The
+    ~0.1 ms median excess is the NFQUEUE round trip (kernel -> this process -> verdict or re-send). Without the
+    real-time thread, p99 on a loaded host (load 4) reached +1 to +50 ms. The counters report what was achieved
+    per rule: ``delay_p50_ns``, ``delay_p99_ns`` (release time - receive time) and ``release_late_p50_ns`` /
+    ``release_late_p99_ns`` (release time - planned release time).
     """
 
     name = "userspace"
@@ -224,6 +227,10 @@ class UserspaceEngine:
                 self._states[rule.rule_id] = state
                 self._by_queue[(index, steer.queue)] = state
         # 2. the I/O thread; stopping it releases every held packet (after the tables are gone)
+        # Everything allocated so far (modules, pyroute2, the plan) moves to the permanent generation: a full
+        # collection no longer walks it, which paused this thread for several ms (p99 spikes) before.
+        gc.collect()
+        gc.freeze()
         self._old_switch = sys.getswitchinterval()
         sys.setswitchinterval(min(self._old_switch, SWITCH_INTERVAL_S))
         self._thread = threading.Thread(target=self._run, name=f"chaos-inject-nfqueue-{plan.run_id}", daemon=True)
