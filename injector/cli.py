@@ -228,8 +228,9 @@ class _ProgressPrinter:
         totals = totals_by_flow(self.plan, progress.counters)
         matched = sum(t.get("matched_packets", 0) for t in totals.values())
         dropped = sum(t.get("dropped_packets", 0) for t in totals.values())
-        ratio = f" ({dropped / matched:.2%} achieved, {self.plan.fault.expected_loss_ratio:.2%} requested)" \
-            if matched and (self.plan.fault.expected_loss_ratio or dropped) else ""
+        requested = self.plan.faults[0].expected_loss_ratio if len(self.plan.faults) == 1 else None
+        ratio = f" ({dropped / matched:.2%} achieved, {requested:.2%} requested)" \
+            if matched and requested is not None and (requested or dropped) else ""
         line = (f"[{progress.elapsed_ns / 1e9:6.1f}s / {self.plan.duration_ns / 1e9:.0f}s] matched {matched} "
                 f"dropped {dropped}{ratio}")
         if self.tty:

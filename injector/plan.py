@@ -62,19 +62,33 @@ class PlannedRule:
     flow: str
     interface: Interface
     match: RuleMatch
+    fault_index: int = 0        # into Plan.faults
 
 
 @dataclass(frozen=True)
 class Plan:
     run_id: str
     flows: tuple[FlowSpec, ...]
-    fault: FaultSpec
+    faults: tuple[FaultSpec, ...]   # distinct faults; each rule names its own by index
     direction: str
     rules: tuple[PlannedRule, ...]
     duration_ns: int
     lease_ns: int
     seed: int | None
     engine: str = "ebpf"
+
+    @property
+    def fault(self) -> FaultSpec:
+        """The run's fault when it has one (the CLI's case); see ``faults`` and ``fault_of``."""
+        if len(self.faults) != 1:
+            raise ValueError("this plan has several faults: use plan.faults / plan.fault_of(rule)")
+        return self.faults[0]
+
+    def fault_of(self, rule: PlannedRule) -> FaultSpec:
+        return self.faults[rule.fault_index]
+
+    def features(self) -> set[str]:
+        return {feature for fault in self.faults for feature in fault.features()}
 
     @property
     def interfaces(self) -> tuple[Interface, ...]:
@@ -90,7 +104,8 @@ class Plan:
         lines = [
             f"run {self.run_id}: engine {self.engine}, duration {format_duration_ns(self.duration_ns)}, "
             f"lease {format_duration_ns(self.lease_ns)}, seed {self.seed if self.seed is not None else 'random'}",
-            f"fault: {self.fault.describe()}",
+            "fault: " + "; ".join(f"#{i} {f.describe()}" if len(self.faults) > 1 else f.describe()
+                                  for i, f in enumerate(self.faults)),
             f"flows: {', '.join(f.text or str(f) for f in self.flows)}  (direction {self.direction})",
             "objects to create (removed in reverse order at the end):",
         ]
@@ -102,16 +117,17 @@ class Plan:
         lines.append("  BPF classifier bpf/classifier.bpf.c with maps rules/shapes/counters/rule_state")
         lines.append(f"rules ({len(self.rules)}):")
         for rule in self.rules:
-            lines.append(f"  #{rule.rule_id:<3d} {rule.match}   on {rule.interface.name}")
+            fault = f"   fault #{rule.fault_index}" if len(self.faults) > 1 else ""
+            lines.append(f"  #{rule.rule_id:<3d} {rule.match}   on {rule.interface.name}{fault}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {
             "run_id": self.run_id, "engine": self.engine, "direction": self.direction,
-            "flows": [f.text or str(f) for f in self.flows], "fault": self.fault.to_dict(),
+            "flows": [f.text or str(f) for f in self.flows], "faults": [f.to_dict() for f in self.faults],
             "duration_ns": self.duration_ns, "lease_ns": self.lease_ns, "seed": self.seed,
             "rules": [{"id": r.rule_id, "flow": r.flow, "interface": r.interface.name, "netns": r.interface.netns,
-                       "match": str(r.match)} for r in self.rules],
+                       "match": str(r.match), "fault": r.fault_index} for r in self.rules],
         }
 
 
@@ -127,10 +143,14 @@ def validate_timing(duration_ns: int, lease_ns: int) -> None:
                           text=format_duration_ns(lease_ns), field="lease")
 
 
-def build_plan(flows: list[tuple[FlowSpec, Interface]], fault: FaultSpec, *, direction: str = "egress",
+def build_plan(flows: list[tuple[FlowSpec, Interface]] | list[tuple[FlowSpec, Interface, FaultSpec]],
+               fault: FaultSpec | None = None, *, direction: str = "egress",
                duration_ns: int, lease_ns: int = DEFAULT_LEASE_NS, seed: int | None = None,
                run_id: str | None = None, max_rules: int = 1024, engine: str = "ebpf") -> Plan:
-    """Expand flows into exact match rules (one per family x address pair x port x hook)."""
+    """Expand flows into exact match rules (one per family x address pair x port x hook).
+
+    Each target is (flow, interface) with the run's ``fault``, or (flow, interface, fault) with its own.
+    """
     if direction not in DIRECTIONS:
         raise InvalidSpec(f"direction must be one of {', '.join(DIRECTIONS)}", text=direction, field="direction")
     if not flows:
@@ -140,13 +160,26 @@ def build_plan(flows: list[tuple[FlowSpec, Interface]], fault: FaultSpec, *, dir
         raise InvalidSpec("seed must be an integer in [0, 2^64)", text=str(seed), field="seed")
     hooks = ("egress", "ingress") if direction == "both" else (direction,)
     rules: list[PlannedRule] = []
-    for flow, interface in flows:
+    faults: list[FaultSpec] = []
+    seen_matches: dict[RuleMatch, str] = {}
+    for target in flows:
+        flow, interface = target[0], target[1]
+        flow_fault = target[2] if len(target) > 2 else fault  # type: ignore[misc]
+        if flow_fault is None:
+            raise InvalidSpec(f"no fault given for flow {flow.text or flow}", field="fault")
+        if flow_fault not in faults:
+            faults.append(flow_fault)
         for match in _expand(flow, hooks):
+            if match in seen_matches:
+                raise InvalidSpec(f"flows {seen_matches[match]!r} and {flow.text or flow!r} both match "
+                                  f"{match}; a packet can have one fault", field="flow")
+            seen_matches[match] = flow.text or str(flow)
             rules.append(PlannedRule(rule_id=len(rules), flow=flow.text or str(flow), interface=interface,
-                                     match=match))
+                                     match=match, fault_index=faults.index(flow_fault)))
     if len(rules) > max_rules:
         raise InvalidSpec(f"the flows expand to {len(rules)} rules; at most {max_rules} per run", field="flow")
-    return Plan(run_id=run_id or new_run_id(), flows=tuple(f for f, _ in flows), fault=fault, direction=direction,
+    return Plan(run_id=run_id or new_run_id(), flows=tuple(t[0] for t in flows), faults=tuple(faults),
+                direction=direction,
                 rules=tuple(rules), duration_ns=duration_ns, lease_ns=lease_ns, seed=seed, engine=engine)
 
 

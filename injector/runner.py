@@ -86,7 +86,7 @@ def _signal_name(signum: int) -> str:
 
 def _status(plan: Plan, result: RunResult, remaining_ns: int) -> dict:
     return {"run_id": plan.run_id, "pid": os.getpid(), "engine": plan.engine,
-            "flows": [f.text or str(f) for f in plan.flows], "fault": plan.fault.describe(),
+            "flows": [f.text or str(f) for f in plan.flows], "fault": "; ".join(f.describe() for f in plan.faults),
             "direction": plan.direction, "started": result.started_wall, "updated": time.time(),
             "elapsed_s": result.elapsed_ns / 1e9, "remaining_s": max(0, remaining_ns) / 1e9,
             "counters": {str(k): v for k, v in result.counters.items()},

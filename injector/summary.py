@@ -62,9 +62,10 @@ def totals_by_flow(plan: Plan, counters: dict[int, dict[str, int]]) -> dict[str,
 
 
 def summarize(plan: Plan, counters: dict[int, dict[str, int]]) -> list[FlowSummary]:
-    fault = plan.fault
     out = []
+    fault_of_flow = {rule.flow: plan.fault_of(rule) for rule in plan.rules}
     for flow, total in totals_by_flow(plan, counters).items():
+        fault = fault_of_flow[flow]
         matched = total.get("matched_packets", 0)
         achieved = []
         if fault.partition or fault.loss_ratio or fault.loss_burst:

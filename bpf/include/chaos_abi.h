@@ -52,7 +52,8 @@ struct ci_rule {
     __u64 ge_r_threshold;         /* bad -> good */
     __u64 ge_bad_loss_threshold;  /* netem 1-h */
     __u64 ge_good_loss_threshold; /* netem 1-k */
-    __u32 classid;             /* netem engine: the class (major:minor) whose netem leaf serves this rule */
+    __u32 classid;             /* netem engine: minor of the class whose netem leaf serves this rule
+                                * (skb->tc_classid is 16 bits; the filter's classid gives the major) */
     __u32 _pad;
 };
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from typing import Callable
 
-from ..errors import ApplyFailed, NotPermitted, Unsupported
+from ..errors import ApplyFailed, Unsupported
 from ..kernel import tc
 from ..kernel.rtnl import NetlinkError
 from ..kernel.bpf import MAX_SHAPES, ClassifierConfig, ClassifierProgram
+from .common import LeasedRules, interface_links, require_root
 from ..kernel.owner import KernelOwner
 from ..plan import Interface, Plan
 from .rules import compile_rules
@@ -32,35 +32,23 @@ class EbpfEngine:
     name = "ebpf"
 
     def __init__(self) -> None:
-        self._program: ClassifierProgram | None = None
-        self._entries: list = []
-        self._fault = None
+        self._rules: LeasedRules | None = None
 
     # -- before any change -------------------------------------------------------------------------------
     def check(self, plan: Plan) -> dict[Interface, dict]:
-        if os.geteuid() != 0:
-            raise NotPermitted("chaos-inject needs root (CAP_NET_ADMIN and CAP_BPF) to attach classifiers; "
-                               "run it with sudo")
-        unserved = sorted(set(plan.fault.features()) - STATELESS)
+        require_root("(CAP_NET_ADMIN and CAP_BPF) to attach classifiers")
+        unserved = sorted(plan.features() - STATELESS)
         if unserved:
             raise Unsupported(f"the eBPF engine does not serve {', '.join(unserved)} (see `chaos-inject doctor`)")
-        links: dict[Interface, dict] = {}
-        for iface in plan.interfaces:
-            try:
-                info = tc.link_info(iface.name, iface.netns)
-            except FileNotFoundError:
-                raise Unsupported(f"network namespace {iface.netns!r} does not exist") from None
-            if info is None:
-                where = f" in netns {iface.netns}" if iface.netns else ""
-                raise Unsupported(f"interface {iface.name!r} does not exist{where}")
+        links = interface_links(plan)
+        for iface, info in links.items():
             if info["type"] not in L2_LEN_BY_TYPE:
                 raise Unsupported(f"interface {iface.name}: link type {info['type']} is not supported "
                                   "(Ethernet, loopback and raw-IP devices are)")
-            links[iface] = info
         l2 = {L2_LEN_BY_TYPE[info["type"]] for info in links.values()}
         if len(l2) > 1:
             raise Unsupported("one run cannot mix Ethernet and raw-IP interfaces; split it into two runs")
-        shapes, _ = compile_rules(plan.rules, plan.fault, 0)
+        shapes, _ = compile_rules(plan.rules, plan.faults, 0)
         if len(shapes) > MAX_SHAPES:
             raise Unsupported(f"the flows need {len(shapes)} match shapes; the classifier has {MAX_SHAPES}")
         return links
@@ -69,15 +57,8 @@ class EbpfEngine:
     def apply(self, plan: Plan, owner: KernelOwner, expires_ns: int) -> None:
         links = self.check(plan)
         l2_len = L2_LEN_BY_TYPE[next(iter(links.values()))["type"]]
-        program = ClassifierProgram(ClassifierConfig(max_rules=max(64, len(plan.rules)), l2_len=l2_len,
-                                                     seed=plan.seed))
-        owner.callback(program.close)
-        self._program = program
-        self._fault = plan.fault
-        shapes, entries = compile_rules(plan.rules, plan.fault, expires_ns)
-        program.set_shapes(shapes)
-        program.put_rules(entries)  # rules live before the filter attaches: no packet sees a half state
-        self._entries = entries
+        self._rules = rules = LeasedRules(plan, owner, ClassifierConfig(
+            max_rules=max(64, len(plan.rules)), l2_len=l2_len, seed=plan.seed), expires_ns)
         filter_name = f"chaos-inject:{plan.run_id}"
         for iface, info in links.items():
             ifindex = info["index"]
@@ -89,18 +70,16 @@ class EbpfEngine:
                 prio = tc.free_prio(ifindex, hook, iface.netns)
                 owner.create({"kind": "bpf-filter", **where, "hook": hook, "prio": prio, "name": filter_name},
                              _step(f"attaching the classifier on {iface} {hook}", tc.add_bpf_filter, ifindex,
-                                   hook, prio, program.prog_fds[hook], filter_name, iface.netns))
+                                   hook, prio, rules.program.prog_fds[hook], filter_name, iface.netns))
 
     def renew(self, expires_ns: int) -> None:
-        assert self._program is not None
-        for _, rule in self._entries:
-            rule.expires_ns = expires_ns
-        self._program.put_rules(self._entries)
+        assert self._rules is not None
+        self._rules.renew(expires_ns)
 
     def counters(self) -> dict[int, dict[str, int]]:
-        assert self._program is not None
-        return {rule.id: self._program.counters(rule.id) for _, rule in self._entries}
+        assert self._rules is not None
+        return self._rules.counters()
 
     @property
     def program(self) -> ClassifierProgram | None:
-        return self._program
+        return self._rules.program if self._rules else None

@@ -33,8 +33,9 @@ class FakeEngine:
     def renew(self, expires_ns: int) -> None:
         self.steps.append(("renew", expires_ns))
         assert self._plan is not None
-        ratio = self._plan.fault.expected_loss_ratio
-        for ctr in self._counters.values():
+        for rule in self._plan.rules:
+            ratio = self._plan.fault_of(rule).expected_loss_ratio
+            ctr = self._counters[rule.rule_id]
             ctr["matched_packets"] += self.packets_per_renew
             ctr["matched_bytes"] += 100 * self.packets_per_renew
             ctr["dropped_packets"] += round(ratio * self.packets_per_renew)

@@ -71,12 +71,18 @@ def make_rule(rule_id: int, fault: FaultSpec, expires_ns: int) -> abi.Rule:
     return rule
 
 
-def compile_rules(rules: tuple[PlannedRule, ...] | list[PlannedRule], fault: FaultSpec, expires_ns: int
+def compile_rules(rules: tuple[PlannedRule, ...] | list[PlannedRule],
+                  faults: FaultSpec | tuple[FaultSpec, ...] | list[FaultSpec], expires_ns: int
                   ) -> tuple[list[abi.Shape], list[tuple[abi.RuleKey, abi.Rule]]]:
-    """Shapes sorted most specific first (first match wins), and one exact key per rule."""
+    """Shapes sorted most specific first (first match wins), and one exact key per rule.
+
+    ``faults``: one fault for every rule, or the plan's faults indexed by each rule's ``fault_index``.
+    """
+    per_index = (faults,) if isinstance(faults, FaultSpec) else tuple(faults)
     keys = sorted({shape_key(r.match) for r in rules}, key=_specificity, reverse=True)
     index = {key: i for i, key in enumerate(keys)}
     shapes = [make_shape(key) for key in keys]
-    entries = [(make_key(r.match, index[shape_key(r.match)]), make_rule(r.rule_id, fault, expires_ns))
+    entries = [(make_key(r.match, index[shape_key(r.match)]),
+                make_rule(r.rule_id, per_index[r.fault_index if len(per_index) > 1 else 0], expires_ns))
                for r in rules]
     return shapes, entries

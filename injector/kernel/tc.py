@@ -90,11 +90,12 @@ def add_bpf_filter(ifindex: int, hook: str, prio: int, prog_fd: int, name: str, 
                 direct_action=True, prio=prio, protocol=ETH_P_ALL)
 
 
-def add_bpf_filter_at(ifindex: int, parent: int, prio: int, prog_fd: int, name: str, netns: str | None = None
-                      ) -> None:
-    """Our classifier on a classful qdisc of ours (netem engine): its result picks the class."""
+def add_bpf_filter_at(ifindex: int, parent: int, prio: int, classid_major: int, prog_fd: int, name: str,
+                      netns: str | None = None) -> None:
+    """Our classifier on a classful qdisc of ours (netem engine): the program's skb->tc_classid gives the
+    class minor, ``classid_major`` (the filter's classid) the major."""
     with open_rtnl(netns) as rtnl:
-        rtnl.tc("add-filter", "bpf", ifindex, ":1", fd=prog_fd, name=name, parent=parent, classid=1,
+        rtnl.tc("add-filter", "bpf", ifindex, ":1", fd=prog_fd, name=name, parent=parent, classid=classid_major,
                 direct_action=True, prio=prio, protocol=ETH_P_ALL)
 
 

@@ -228,3 +228,26 @@ def test_clsact_we_made_is_removed(pair):
     with injected(f"{pair.client.ipv4.ip}->{pair.server.ipv4.ip}", FaultSpec(loss_ratio=0.5), iface):
         assert "clsact" in qdiscs(iface)
     assert "clsact" not in qdiscs(iface)
+
+
+def test_two_flows_with_their_own_faults_in_one_run(pair):
+    import time
+
+    from injector.engines.ebpf import EbpfEngine
+    from injector.kernel.owner import KernelOwner
+    from injector.plan import build_plan
+    from injector.spec import parse_flow
+
+    server_ip, client_ip = str(pair.server.ipv4.ip), str(pair.client.ipv4.ip)
+    targets = [(parse_flow(f"{client_ip}->{server_ip}:9000/udp"), pair.client_iface, FaultSpec(loss_ratio=0.3)),
+               (parse_flow(f"{client_ip}->{server_ip}:9001/udp"), pair.client_iface, FaultSpec(partition=True))]
+    plan = build_plan(targets, duration_ns=120 * 10**9, seed=4)
+    engine = EbpfEngine()
+    with KernelOwner(plan.run_id, handle_signals=False) as owner:
+        engine.apply(plan, owner, time.monotonic_ns() + 120 * 10**9)
+        lossy = blast(pair, server_ip, 9000, count=5_000)
+        cut = blast(pair, server_ip, 9001, count=1_000)
+        control = blast(pair, server_ip, 9002, count=1_000)
+    ci = proportion_ci(5_000 - lossy.received, 5_000, confidence=0.999)
+    assert ci.low <= 0.3 <= ci.high
+    assert cut.received == 0 and control.received == 1_000

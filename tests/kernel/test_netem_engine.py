@@ -110,3 +110,19 @@ def test_gilbert_elliott_loss_through_netem(pair):
     sd = np.sqrt(pi * (1 - pi) / n * (1 + lam) / (1 - lam))
     assert abs(lost - ge.expected_loss_ratio) <= 3.29 * sd, (lost, ge.expected_loss_ratio)
     assert sum(c["dropped_packets"] for c in counters.values()) == n - rx.received
+
+
+def test_two_flows_get_their_own_faults(pair):
+    a, b, end_a, end_b = pair
+    dst = str(end_b.ipv4.ip)
+    iface = Interface(end_a.ifname, a)
+    targets = [(parse_flow(f"{end_a.ipv4.ip}->{dst}:9000/udp"), iface, FaultSpec(delay_ns=20_000_000)),
+               (parse_flow(f"{end_a.ipv4.ip}->{dst}:9001/udp"), iface, FaultSpec(delay_ns=60_000_000))]
+    plan = build_plan(targets, duration_ns=300 * 10**9, engine="netem")
+    with KernelOwner(plan.run_id, meta=plan.to_dict(), handle_signals=False) as owner:
+        NetemEngine().apply(plan, owner, time.monotonic_ns() + 300 * 10**9)
+        medians = {port: statistics.median(one_way_ms(a, b, dst, port, count=80)) for port in (9000, 9001, 9002)}
+    low, high = DELAY_TOLERANCE_MS
+    assert 20 + low <= medians[9000] <= 20 + high, medians
+    assert 60 + low <= medians[9001] <= 60 + high, medians
+    assert medians[9002] < 5, medians

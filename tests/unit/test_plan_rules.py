@@ -99,3 +99,20 @@ def test_abi_struct_sizes_match_the_header():
     assert ctypes.sizeof(abi.Rule) == 80
     assert ctypes.sizeof(abi.Counters) == 64
     assert ctypes.sizeof(abi.RuleState) == 16
+
+
+def test_several_flows_with_their_own_faults():
+    delay, loss = FaultSpec(delay_ns=30_000_000), FaultSpec(loss_ratio=0.2)
+    plan = build_plan([(parse_flow("10.0.0.1->10.0.0.2:9000/udp"), IFACE, delay),
+                       (parse_flow("10.0.0.1->10.0.0.2:9001/udp"), IFACE, loss),
+                       (parse_flow("10.0.0.1->10.0.0.3/udp"), IFACE, delay)], duration_ns=SECOND)
+    assert plan.faults == (delay, loss)
+    assert [r.fault_index for r in plan.rules] == [0, 1, 0]
+    with pytest.raises(ValueError, match="several faults"):
+        plan.fault
+    _, entries = compile_rules(plan.rules, plan.faults, 0)
+    assert [rule.flags for _, rule in entries] == [0, abi.F_LOSS, 0]
+    assert "fault #1" in plan.describe()
+    with pytest.raises(InvalidSpec, match="a packet can have one fault"):
+        build_plan([(parse_flow("10.0.0.1->10.0.0.2"), IFACE, delay), (parse_flow("10.0.0.1->10.0.0.2"), IFACE, loss)],
+                   duration_ns=SECOND)
