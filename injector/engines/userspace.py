@@ -1,7 +1,8 @@
 """Userspace delay engine: the fallback for kernels with neither sch_netem nor sch_fq.
 
 Matching packets are steered by an nftables table of ours to NFQUEUE; one I/O thread of this process receives
-them, holds each until receive time + delay (+ jitter) and releases it with an ``NF_ACCEPT`` verdict.
+them and holds each until receive time + delay (+ jitter): egress packets as copies (the original is dropped at
+once, the copy re-sent from a raw socket at release), ingress packets as they are (released with ``NF_ACCEPT``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..errors import ApplyFailed, InvalidSpec, NotPermitted, Unsupported
 from ..kernel import nfqueue as nq
 from ..kernel import tc
 from ..kernel.owner import KernelOwner
-from ..plan import Interface, Plan, PlannedRule
+from ..plan import Plan, PlannedRule
 from ..spec.fault import FaultSpec
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ class UserspaceEngine:
                 if info is None:
                     where = f" in netns {iface.netns}" if iface.netns else ""
                     raise Unsupported(f"interface {iface.name!r} does not exist{where}")
-            missing = nq.nfqueue_available(netns)
+            missing = nq.nfqueue_available(netns) or nq.check_queue_target(netns)
             if missing:
                 raise Unsupported(f"the userspace engine needs {missing}")
             rules = self._steer_rules(plan, netns, _queue_base(plan.run_id), self.copy_egress)

@@ -423,6 +423,45 @@ def _queue_target_rule(table: str, chain: str, queue: int, seq: int) -> bytes:
                   attrs)
 
 
+NFT_MSG_NEWTABLE, NFT_MSG_NEWCHAIN = (NFNL_SUBSYS_NFTABLES << 8) | 0, (NFNL_SUBSYS_NFTABLES << 8) | 3
+NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME = 1, 1, 3
+
+
+def check_queue_target(netns: str | None) -> str | None:
+    """None if an nftables rule can carry the NFQUEUE target here; else the kernel's refusal. Changes nothing:
+    the batch (a scratch table, chain and rule) has no end message, so the kernel validates it and aborts."""
+    table = f"chaos_inject_probe_{os.getpid()}"
+    attrs_table = _nla(NFTA_TABLE_NAME, table.encode() + b"\0")
+    attrs_chain = _nla(NFTA_CHAIN_TABLE, table.encode() + b"\0") + _nla(NFTA_CHAIN_NAME, b"q0\0")
+    flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK
+    batch = [_nfmsg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 1, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b""),
+             _nfmsg(NFT_MSG_NEWTABLE, flags, 2, NFPROTO_INET, 0, attrs_table),
+             _nfmsg(NFT_MSG_NEWCHAIN, flags, 3, NFPROTO_INET, 0, attrs_chain),
+             _queue_target_rule(table, "q0", 0, 4)]
+    with _in_netns(netns):
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    try:
+        sock.bind((0, 0))
+        sock.settimeout(5.0)
+        sock.send(b"".join(batch))
+        pending = {2, 3, 4}
+        while pending:
+            for kind, seq, payload in _messages(sock.recv(65536)):
+                if kind != NLMSG_ERROR:
+                    continue
+                code = -struct.unpack_from("=i", payload)[0]
+                if code:
+                    what = {2: "an nftables table", 3: "an nftables chain",
+                            4: "the NFQUEUE target in an nftables rule (nft_compat + xt_NFQUEUE)"}.get(seq, "nftables")
+                    return f"{what}: the kernel answered {os.strerror(code)}"
+                pending.discard(seq)
+        return None
+    except TimeoutError:
+        return "nftables over netlink: no answer from the kernel"
+    finally:
+        sock.close()
+
+
 def add_queue_targets(netns: str | None, table: str, queues: list[int]) -> None:
     """In one nftables transaction: chain ``qN`` of ``table`` gets ``NFQUEUE --queue-num N --queue-bypass``."""
     with _in_netns(netns):

@@ -337,9 +337,16 @@ def test_forwarded_flow_is_delayed_on_the_routers_way_out(run_dir):
 def test_jitter_spread_matches_the_distribution(pair, engines, distribution):
     base = baseline(pair)
     fault = {"delay_ns": 30 * MS, "jitter_ns": 5 * MS, "distribution": distribution}
-    engine = engines(fault, seed=7)
-    added = [x - base for x in one_way(pair, count=1500)]
-    engine.stop()
+    for attempt in range(2):
+        engine = engines(fault, seed=7)
+        added = [x - base for x in one_way(pair, count=1500)]
+        counters = engine.stop()["0"]
+        print(f"engine: {counters}; measured added p5/p50/p95 ms: "
+              f"{[round(quantile(added, q) / MS, 2) for q in (0.05, 0.5, 0.95)]}")
+        if counters["release_late_p99_ns"] < 2 * MS:
+            break
+        # The engine itself saw 1 % of its releases more than 2 ms late: the machine stalled it (a loaded CI
+        # host, vCPU steal); the spread measured then says nothing about the distribution. Measure once more.
     assert abs(statistics.median(added) - 30 * MS) < 1.5 * MS
     if distribution == "uniform":  # in [25, 35] ms: p5 = 25.5 ms, p95 = 34.5 ms (+ lateness, - sampling error)
         assert 25.2 * MS < quantile(added, 0.05) < 26.5 * MS
