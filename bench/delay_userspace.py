@@ -208,7 +208,7 @@ def main() -> int:
               f"({len(base)}/{args.count} received)")
         print(f"{'requested':>10s} {'received':>9s} {'err median':>11s} {'err p99':>9s} {'err p1':>9s} "
               f"{'hold p50':>10s} {'hold p99':>10s} {'cpu us/pkt':>10s}")
-        print("errors in us: achieved added delay - requested; hold: the engine's own verdict - receive time; cpu: "
+        print("errors in us: achieved added delay - requested; hold: the engine's own release - receive time; cpu: "
               "engine process CPU time per packet (start-up included)")
         for delay_ns in delays:
             engine = EngineProcess({"flow": flow, "netns": client_ns, "ifname": client.ifname,

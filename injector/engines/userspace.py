@@ -411,9 +411,19 @@ class UserspaceEngine:
                 st.lateness[j] = late_ns
 
     def _release_all(self) -> None:
-        """The fault is over: every held packet goes now."""
+        """The fault is over: every held packet goes now, and so does every packet still waiting in our sockets
+        (queued before the table went; unbinding would drop it): its original is accepted as it is."""
         heap = getattr(self, "_heap", [])
         batch: dict[int, list] = {}
+        for i, sock in enumerate(self._sockets):
+            try:
+                while True:
+                    packets, _ = sock.receive()
+                    if not packets:
+                        break
+                    sock.verdicts([(p.queue, p.packet_id, nq.NF_ACCEPT) for p in packets])
+            except OSError:
+                pass
         while heap:
             _, _, i, queue, packet_id, _, copied = heapq.heappop(heap)
             if copied is None:

@@ -375,6 +375,31 @@ def test_in_process_run_leaves_no_table_and_no_ledger(pair, run_dir):
     assert statistics.median(one_way(pair, count=100)) < 1 * MS  # the flow is back to normal
 
 
+def test_a_normal_end_releases_every_held_packet_at_once(pair, engines):
+    baseline(pair)
+    engine = engines({"delay_ns": 2000 * MS})
+    dst = str(pair.server.ipv4.ip)
+    rx = socket_in(pair.server_ns, socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind((dst, 9000))
+    rx.settimeout(1.0)
+    tx = socket_in(pair.client_ns, socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for seq in range(200):
+            tx.sendto(STAMP.pack(seq, time.monotonic_ns()), (dst, 9000))
+        time.sleep(0.2)
+        stopped = time.monotonic()
+        counters = engine.stop()["0"]  # 2 s before their release time
+        got = 0
+        while got < 200:
+            rx.recv(64)
+            got += 1
+        assert time.monotonic() - stopped < 1.5
+    finally:
+        rx.close()
+        tx.close()
+    assert counters["queued_packets"] == 200 and not our_tables(pair.client_ns)
+
+
 def test_sigkill_lets_the_flow_pass_at_once_and_sweep_removes_the_table(pair, engines, run_dir):
     engine = engines({"delay_ns": 50 * MS})
     assert statistics.median(one_way(pair, count=100)) > 50 * MS
