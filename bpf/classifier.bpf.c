@@ -7,7 +7,11 @@
  *   CI_DUP_MARK    skb->mark bit that tags our own duplicates so they pass once, untouched
  *   CI_SEED        when defined, decisions use a counter-based PRNG seeded with it (reproducible)
  *   CI_STEER       netem engine: matched packets are steered to their rule's class (skb->tc_classid) of our
- *                  prio qdisc, whose netem leaf applies the fault; the classifier itself drops nothing
+ *                  prio qdisc, whose netem leaf applies the fault; the classifier itself drops nothing.
+ *                  On clsact ingress, ci_ingress runs as a plain (not direct-action) classifier: it answers
+ *                  "match" (-1) or "no match" (0), and the filter's mirred action hands matches to our IFB
+ *                  device, whose prio root runs ci_ifb to steer them in turn. (bpf_redirect to an IFB is
+ *                  dropped by ifb_xmit, which accepts only packets that act_mirred redirected.)
  *
  * Packets that match no live rule leave with TC_ACT_UNSPEC, so filters after ours still run.
  */
@@ -39,6 +43,11 @@ BPF_ARRAY(shapes, struct ci_shape, CI_MAX_SHAPES);
 BPF_ARRAY(shape_count, __u32, 1);
 BPF_PERCPU_ARRAY(counters, struct ci_counters, CI_MAX_RULES);
 BPF_ARRAY(rule_state, struct ci_rule_state, CI_MAX_RULES);
+
+#define CI_MODE_ACT 0       /* the classifier applies the fault itself (eBPF engine) */
+#define CI_MODE_STEER 1     /* netem engine: pick the class of the rule's netem leaf */
+#define CI_MODE_MATCH 2     /* netem engine, ingress: say "match" so the filter's mirred action runs */
+#define CI_MODE_IFB 3       /* netem engine, on the IFB: steer again, already counted at ingress */
 
 struct packet {
     __u32 saddr[4];
@@ -208,34 +217,43 @@ static __always_inline void corrupt_payload(struct __sk_buff *skb, struct packet
         ctr->corrupted_packets++;
 }
 
-static __always_inline int classify(struct __sk_buff *skb, __u8 hook)
+static __always_inline int classify(struct __sk_buff *skb, __u8 hook, int mode)
 {
+    /* "let it pass untouched": continue with the next filter (direct action), or "no match" (plain) */
+    int pass = mode == CI_MODE_MATCH ? 0 : TC_ACT_UNSPEC;
     if (skb->mark & CI_DUP_MARK) {  /* our own duplicate coming round again: release it once */
         skb->mark &= ~CI_DUP_MARK;
-        return TC_ACT_UNSPEC;
+        return pass;
     }
     struct packet pkt = {};
     if (parse(skb, &pkt) < 0)
-        return TC_ACT_UNSPEC;
+        return pass;
     struct ci_rule *rule = find_rule(&pkt, hook);
     if (!rule)
-        return TC_ACT_UNSPEC;
+        return pass;
 
     __u32 id = rule->id;
     struct ci_counters *ctr = counters.lookup(&id);
     struct ci_rule_state *state = rule_state.lookup(&id);
     if (!ctr || !state)
-        return TC_ACT_UNSPEC;
+        return pass;
     if (bpf_ktime_get_ns() > rule->expires_ns) {
-        ctr->expired_packets++;
-        return TC_ACT_UNSPEC;
+        if (mode != CI_MODE_IFB)
+            ctr->expired_packets++;
+        return pass;
+    }
+    if (mode == CI_MODE_IFB) {
+        skb->tc_classid = rule->classid;
+        return TC_ACT_OK;
     }
     ctr->matched_packets++;
     ctr->matched_bytes += skb->len;
-#ifdef CI_STEER
-    skb->tc_classid = rule->classid;
-    return TC_ACT_OK;
-#endif
+    if (mode == CI_MODE_STEER) {
+        skb->tc_classid = rule->classid;
+        return TC_ACT_OK;
+    }
+    if (mode == CI_MODE_MATCH)
+        return -1;  /* match, with the filter's own classid: its mirred action runs */
 
     __u64 base = 0;
 #ifdef CI_SEED
@@ -277,12 +295,29 @@ static __always_inline int classify(struct __sk_buff *skb, __u8 hook)
     return TC_ACT_UNSPEC;
 }
 
+#ifdef CI_STEER
 int ci_egress(struct __sk_buff *skb)
 {
-    return classify(skb, CI_HOOK_EGRESS);
+    return classify(skb, CI_HOOK_EGRESS, CI_MODE_STEER);
 }
 
 int ci_ingress(struct __sk_buff *skb)
 {
-    return classify(skb, CI_HOOK_INGRESS);
+    return classify(skb, CI_HOOK_INGRESS, CI_MODE_MATCH);
 }
+
+int ci_ifb(struct __sk_buff *skb)
+{
+    return classify(skb, CI_HOOK_INGRESS, CI_MODE_IFB);
+}
+#else
+int ci_egress(struct __sk_buff *skb)
+{
+    return classify(skb, CI_HOOK_EGRESS, CI_MODE_ACT);
+}
+
+int ci_ingress(struct __sk_buff *skb)
+{
+    return classify(skb, CI_HOOK_INGRESS, CI_MODE_ACT);
+}
+#endif

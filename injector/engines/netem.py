@@ -8,11 +8,16 @@ Tree on the interface while a run lasts (handle C1A0: is ours)::
                   random/GE, duplicate, corrupt, reorder, rate; limit sized from rate x delay)
       filter      our cls_bpf classifier (steer mode): matched + lease valid -> C1A0:4+i, else the default path
 
+Ingress faults: our classifier on the interface's clsact ingress redirects matched packets to an IFB device of
+ours, whose root is the same tree (its filter runs ci_ifb); the IFB then hands them back to the stack.
+
 If the injector dies, the rules' leases expire and every packet takes the default path; `sweep` restores the
-previous root qdisc from the ledger.
+previous root qdisc and removes the IFB from the ledger.
 """
 
 from __future__ import annotations
+
+import secrets
 
 from ..errors import ApplyFailed, Unsupported
 from ..kernel import rawnl, tc
@@ -20,6 +25,7 @@ from ..kernel.bpf import ClassifierConfig
 from ..kernel.netem import DEFAULT_BANDS, netem_attrs, prio_attrs
 from ..kernel.owner import KernelOwner
 from ..kernel.rawnl import TC_H_INGRESS, TC_H_ROOT
+from ..kernel.rtnl import open_rtnl
 from ..plan import Interface, Plan
 from .common import LeasedRules, interface_links, require_root
 
@@ -41,18 +47,24 @@ class NetemEngine:
         self._rules: LeasedRules | None = None
         self._links: dict[Interface, dict] = {}
         self._first_rule_of_fault: dict[int, int] = {}
+        self._trees: list[tuple[str | None, int]] = []  # (netns, ifindex) of every device with our tree
 
     def check(self, plan: Plan) -> dict[Interface, dict]:
         require_root("to replace qdiscs")
         if len(plan.faults) > MAX_FAULTS:
             raise Unsupported(f"netem engine: at most {MAX_FAULTS} different faults per run")
-        if "ingress" in {r.match.hook for r in plan.rules}:
-            raise Unsupported("netem engine: ingress faults (through an IFB device) are not built yet; "
-                              "use --direction egress")
+        if any(r.match.hook == "ingress" for r in plan.rules):
+            from ..kernel.probe import probe
+
+            if not probe().ifb:
+                raise Unsupported("netem engine: ingress faults need IFB devices (ifb), which this kernel lacks")
         links = interface_links(plan)
         for iface, info in links.items():
             if info["type"] not in (1, 772):
                 raise Unsupported(f"netem engine: interface {iface.name} is not Ethernet-like")
+            info["previous_root"] = None
+            if "egress" not in plan.hooks_for(iface):
+                continue  # ingress only: the interface's root qdisc is not touched
             with rawnl.rtnl(iface.netns) as sock:
                 qdiscs = sock.qdiscs(info["index"])
             root = next((q for q in qdiscs if q.parent == TC_H_ROOT), None)
@@ -79,24 +91,61 @@ class NetemEngine:
         self._first_rule_of_fault = {}
         for planned in plan.rules:
             self._first_rule_of_fault.setdefault(planned.fault_index, planned.rule_id)
+        filter_name = f"chaos-inject:{plan.run_id}"
+        self._trees = []
         for iface, info in self._links.items():
             ifindex, previous = info["index"], info["previous_root"]
-            entry = {"kind": "root-qdisc", "netns": iface.netns, "ifname": iface.name, "ifindex": ifindex,
-                     "handle": ROOT_HANDLE,
-                     "previous": None if previous is None or previous.handle == 0 else {
-                         "handle": previous.handle, "kind": previous.kind,
-                         "attrs_hex": previous.config_attrs.hex()}}
-            owner.create(entry, lambda: self._replace_root(iface, ifindex, len(plan.faults)))
-            # children of our root: they go with it, so they need no ledger entries of their own
-            try:
-                with rawnl.rtnl(iface.netns) as sock:
-                    for index, fault in enumerate(plan.faults):
-                        sock.add_qdisc(ifindex, ROOT_HANDLE | (FAULT_MINOR + index), netem_handle(index),
-                                       netem_attrs(fault))
-                tc.add_bpf_filter_at(ifindex, ROOT_HANDLE, 1, ROOT_HANDLE, rules.program.prog_fds["egress"],
-                                     f"chaos-inject:{plan.run_id}", iface.netns)
-            except OSError as exc:
-                raise ApplyFailed(f"building the netem tree on {iface} failed: {exc}") from exc
+            hooks = plan.hooks_for(iface)
+            if "egress" in hooks:
+                entry = {"kind": "root-qdisc", "netns": iface.netns, "ifname": iface.name, "ifindex": ifindex,
+                         "handle": ROOT_HANDLE,
+                         "previous": None if previous is None or previous.handle == 0 else {
+                             "handle": previous.handle, "kind": previous.kind,
+                             "attrs_hex": previous.config_attrs.hex()}}
+                owner.create(entry, lambda: self._replace_root(iface, ifindex, len(plan.faults)))
+                self._build_tree(iface, ifindex, plan, rules.program.prog_fds["egress"], filter_name)
+            if "ingress" in hooks:
+                self._ingress_through_ifb(iface, ifindex, plan, owner, rules, filter_name)
+
+    def _ingress_through_ifb(self, iface: Interface, ifindex: int, plan: Plan, owner: KernelOwner,
+                             rules: LeasedRules, filter_name: str) -> None:
+        """Matched arriving packets are redirected to an IFB device of ours, whose root is the same tree."""
+        ifb_name = f"ci{secrets.token_hex(5)}"
+        owner.create({"kind": "link", "link_kind": "ifb", "netns": iface.netns, "ifname": ifb_name},
+                     lambda: self._make_ifb(iface.netns, ifb_name))
+        ifb_index = tc.link_index(ifb_name, iface.netns)
+        assert ifb_index is not None
+        with open_rtnl(iface.netns) as rtnl:
+            rtnl.link("set", index=ifb_index, state="up")
+        ifb = Interface(ifb_name, iface.netns, how=f"IFB for {iface.name} ingress")
+        with rawnl.rtnl(iface.netns) as sock:  # a new IFB: nothing of anyone's to keep; it goes with the link
+            sock.add_qdisc(ifb_index, TC_H_ROOT, ROOT_HANDLE, prio_attrs(DEFAULT_BANDS + len(plan.faults)),
+                           replace=True)
+        self._build_tree(ifb, ifb_index, plan, rules.program.prog_fds["ifb"], filter_name)
+        where = {"netns": iface.netns, "ifname": iface.name, "ifindex": ifindex}
+        if not tc.has_clsact(ifindex, iface.netns):
+            owner.create({"kind": "clsact", **where}, lambda: tc.add_clsact(ifindex, iface.netns))
+        prio = tc.free_prio(ifindex, "ingress", iface.netns)
+        owner.create({"kind": "bpf-filter", **where, "hook": "ingress", "prio": prio, "name": filter_name},
+                     lambda: tc.add_bpf_redirect_filter(ifindex, prio, rules.program.prog_fds["ingress"],
+                                                        filter_name, ifb_index, iface.netns))
+
+    @staticmethod
+    def _make_ifb(netns: str | None, name: str) -> None:
+        with open_rtnl(netns) as rtnl:
+            rtnl.link("add", ifname=name, kind="ifb")
+
+    def _build_tree(self, iface: Interface, ifindex: int, plan: Plan, prog_fd: int, filter_name: str) -> None:
+        """netem leaves (one per fault) and our steering filter under our prio root; they go with the root."""
+        try:
+            with rawnl.rtnl(iface.netns) as sock:
+                for index, fault in enumerate(plan.faults):
+                    sock.add_qdisc(ifindex, ROOT_HANDLE | (FAULT_MINOR + index), netem_handle(index),
+                                   netem_attrs(fault))
+            tc.add_bpf_filter_at(ifindex, ROOT_HANDLE, 1, ROOT_HANDLE, prog_fd, filter_name, iface.netns)
+        except OSError as exc:
+            raise ApplyFailed(f"building the netem tree on {iface} failed: {exc}") from exc
+        self._trees.append((iface.netns, ifindex))
 
     @staticmethod
     def _replace_root(iface: Interface, ifindex: int, faults: int) -> None:
@@ -118,9 +167,9 @@ class NetemEngine:
             for unmeasured in ("corrupted_packets", "duplicated_packets"):  # netem does not count them
                 ctr.pop(unmeasured, None)
         # a netem leaf's drops (random or burst loss) are booked on the first rule of its fault
-        for iface, info in self._links.items():
-            with rawnl.rtnl(iface.netns) as sock:
-                leaves = {q.handle: q for q in sock.qdiscs(info["index"])}
+        for netns, ifindex in self._trees:
+            with rawnl.rtnl(netns) as sock:
+                leaves = {q.handle: q for q in sock.qdiscs(ifindex)}
             for fault_index, rule_id in self._first_rule_of_fault.items():
                 leaf = leaves.get(netem_handle(fault_index))
                 out[rule_id]["dropped_packets"] += leaf.stats.get("drops", 0) if leaf else 0

@@ -68,6 +68,8 @@ class ClassifierProgram:
                 "egress": self._bpf.load_func(b"ci_egress", bcc.BPF.SCHED_CLS).fd,
                 "ingress": self._bpf.load_func(b"ci_ingress", bcc.BPF.SCHED_CLS).fd,
             }
+            if config.steer:
+                self.prog_fds["ifb"] = self._bpf.load_func(b"ci_ifb", bcc.BPF.SCHED_CLS).fd
             self._rules = self._bpf[b"rules"]
             self._shapes = self._bpf[b"shapes"]
             self._shape_count = self._bpf[b"shape_count"]

@@ -99,6 +99,16 @@ def add_bpf_filter_at(ifindex: int, parent: int, prio: int, classid_major: int, 
                 direct_action=True, prio=prio, protocol=ETH_P_ALL)
 
 
+def add_bpf_redirect_filter(ifindex: int, prio: int, prog_fd: int, name: str, to_ifindex: int,
+                            netns: str | None = None) -> None:
+    """Our classifier on clsact ingress, plain (not direct-action): packets it matches are redirected by
+    act_mirred to the egress of ``to_ifindex`` (our IFB device)."""
+    with open_rtnl(netns) as rtnl:
+        rtnl.tc("add-filter", "bpf", ifindex, ":1", fd=prog_fd, name=name, parent=PARENTS["ingress"], classid=1,
+                prio=prio, protocol=ETH_P_ALL,
+                action={"kind": "mirred", "direction": "egress", "action": "redirect", "ifindex": to_ifindex})
+
+
 def delete_bpf_filter(ifindex: int, hook: str, prio: int, name: str, netns: str | None = None) -> bool:
     """Delete the filter at ``prio`` only if it carries our ``name``. Returns whether one was deleted."""
     mine = [f for f in list_filters(ifindex, netns) if f.hook == hook and f.prio == prio and f.name == name]

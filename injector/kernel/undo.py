@@ -68,7 +68,26 @@ def _undo_nft_table(entry: dict[str, Any]) -> None:
     delete_table(entry.get("netns"), entry["name"])  # already gone (or its namespace gone): nothing to do
 
 
+def _undo_link(entry: dict[str, Any]) -> None:
+    """A device we made (an IFB): its name is ours alone; deleting it deletes its qdiscs."""
+    from .rtnl import open_rtnl
+
+    try:
+        with open_rtnl(entry.get("netns")) as rtnl:
+            found = rtnl.link_lookup(ifname=entry["ifname"])
+            if not found:
+                return
+            link = rtnl.get_links(found[0])[0]
+            if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != entry["link_kind"]:
+                log.warning("%s is not the %s device we made; leaving it", entry["ifname"], entry["link_kind"])
+                return
+            rtnl.link("del", index=found[0])
+    except FileNotFoundError:
+        return  # the namespace is gone, and the device with it
+
+
 UNDO: dict[str, Callable[[dict[str, Any]], None]] = {
+    "link": _undo_link,
     "root-qdisc": _undo_root_qdisc,
     "clsact": _undo_clsact,
     "bpf-filter": _undo_filter,

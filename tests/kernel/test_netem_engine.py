@@ -126,3 +126,43 @@ def test_two_flows_get_their_own_faults(pair):
     assert 20 + low <= medians[9000] <= 20 + high, medians
     assert 60 + low <= medians[9001] <= 60 + high, medians
     assert medians[9002] < 5, medians
+
+
+def test_ingress_delay_through_our_ifb_and_nothing_left(pair):
+    """Flow A->B:9000, direction ingress, on A: the replies from B:9000 arriving at A are delayed."""
+    import socket
+
+    from injector.kernel.netns import socket_in
+    from injector.lab.traffic import payload
+
+    a, b, end_a, end_b = pair
+    a_ip, b_ip = str(end_a.ipv4.ip), str(end_b.ipv4.ip)
+    links_before = subprocess.run(["ip", "-n", a, "-o", "link"], capture_output=True, text=True).stdout
+    plan = build_plan([(parse_flow(f"{a_ip}->{b_ip}:9000/udp"), Interface(end_a.ifname, a))],
+                      FaultSpec(delay_ns=40_000_000), direction="ingress", duration_ns=300 * 10**9,
+                      engine="netem")
+
+    def replies_ms(src_port, dst_port):
+        rx = UdpReceiver(a, a_ip, dst_port).start()
+        sock = socket_in(b, socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((b_ip, src_port))
+        for seq in range(80):
+            sock.sendto(payload(seq, 64), (a_ip, dst_port))
+            time.sleep(0.01)
+        sock.close()
+        rx.stop(drain_s=0.5)
+        return [ns / 1e6 for ns in rx.latencies_ns]
+
+    engine = NetemEngine()
+    with KernelOwner(plan.run_id, meta=plan.to_dict(), handle_signals=False) as owner:
+        engine.apply(plan, owner, time.monotonic_ns() + 300 * 10**9)
+        delayed, other = replies_ms(9000, 7000), replies_ms(9001, 7001)
+        matched = sum(c["matched_packets"] for c in engine.counters().values())
+    low, high = DELAY_TOLERANCE_MS
+    assert len(delayed) == 80 and 40 + low <= statistics.median(delayed) <= 40 + high, statistics.median(delayed)
+    assert statistics.median(other) < 5
+    assert matched == 80
+    assert subprocess.run(["ip", "-n", a, "-o", "link"], capture_output=True, text=True).stdout.count("ifb") == 0
+    assert links_before.count("\n") == subprocess.run(["ip", "-n", a, "-o", "link"], capture_output=True,
+                                                      text=True).stdout.count("\n")
+    assert "clsact" not in qdisc_text(a, end_a.ifname)
