@@ -50,6 +50,7 @@ class _RuleState:
     queue: int
     rng: random.Random
     copy: bool = False    # egress: copy the packet, drop the original at once, send the copy at release time
+    mtu: int = 0          # ... if it fits the device MTU (a longer local datagram is fragmented after our hook)
     last_u: float = 0.5
     queued_packets: int = 0
     queued_bytes: int = 0
@@ -113,7 +114,8 @@ class UserspaceEngine:
     Egress packets are copied whole (the kernel segments GSO packets and fills in checksums first), the
     original is dropped at once and the copy is sent at release time from a raw socket in the namespace, with
     fwmark ``0x63686169`` that our rules skip; it goes through routing and the OUTPUT/POSTROUTING hooks again
-    (an operator's rules there see the packet twice). Holding the originals instead (``copy_egress=False``)
+    (an operator's rules there see the packet twice). A packet longer than the device MTU (a local datagram is
+    fragmented after our hook; a raw socket would refuse it) is held as it is. Holding the originals instead (``copy_egress=False``)
     keeps them charged to the sending socket, as netem avoids by orphaning them: a local TCP sender's
     small-queue limit then throttled bulk transfer to 2.3 Mbit/s at 20 ms (270 Mbit/s with copies), and UDP
     senders blocked on their send buffer. Ingress packets are held and released with ``NF_ACCEPT`` verdicts.
@@ -223,8 +225,9 @@ class UserspaceEngine:
             bound[netns] = rules
             planned = [r for r in plan.rules if r.interface.netns == netns]
             for rule, steer in zip(planned, rules):
+                copy = steer.skip_mark is not None
                 state = _RuleState(rule=rule, queue=steer.queue, rng=random.Random(_rule_seed(seed_root, rule)),
-                                   copy=steer.skip_mark is not None)
+                                   copy=copy, mtu=nq.link_mtu(rule.interface.name, netns) if copy else 0)
                 self._states[rule.rule_id] = state
                 self._by_queue[(index, steer.queue)] = state
         # 2. the I/O thread; stopping it releases every held packet (after the tables are gone)
@@ -355,9 +358,9 @@ class UserspaceEngine:
                 st.queued_packets += 1
                 st.queued_bytes += p.length
                 seq += 1
-                if st.copy and len(p.payload) == p.length:  # the original goes now (its sender is uncharged);
-                    # the copy is what we hold. (A packet longer than a queue message can carry, 65,531 bytes
-                    # on loopback, is held as it is.)
+                if st.copy and len(p.payload) == p.length <= st.mtu:  # the original goes now (its sender is
+                    # uncharged); the copy is what we hold. A packet longer than the MTU (a local datagram not
+                    # yet fragmented) or than a queue message can carry is held as it is.
                     drops.append((p.queue, p.packet_id, nq.NF_DROP))
                     heapq.heappush(heap, (t_rx + draw(st), seq, i, p.queue, p.packet_id, t_rx, p.payload))
                 else:

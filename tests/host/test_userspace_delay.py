@@ -3,8 +3,12 @@
 The engine runs in a child process (this file with ``--child``), as the CLI runs it: its own process and GIL,
 so the measuring threads here do not disturb its timing. Traffic only between the ``pair`` namespaces.
 
-Tolerances: the engine's stated precision (UserspaceEngine docstring) is a median error well under 1 ms; the
-tests allow 1.5 ms on the median (a loaded 2-core CI machine) and judge jitter on quantiles of 1,000 packets.
+Tolerances: the engine's stated precision (UserspaceEngine docstring) is a median error of ~0.1 ms and a p99 under
+1 ms on a quiet host. Another job on the same 2-core CI machine can stall every thread for ms (even real-time
+ones; measured: the engine's own p99 lateness reached 6 ms), and stalls only ever make packets late. So the tests
+judge: never early (p1), the lower quintile within 1 ms of the request, the median within a loaded-host
+allowance of 3 ms; and a measurement during which the engine reports its own releases late by > 2 ms at p99 is
+repeated once.
 """
 
 from __future__ import annotations
@@ -168,6 +172,20 @@ def one_way(pair, *, count: int = 1000, rate_pps: float = 1000.0, port: int = 90
     return out
 
 
+LOADED_HOST_ALLOWANCE = 3 * MS
+
+
+def assert_added(added: list[float], requested_ns: int) -> None:
+    """Added delays match a request: never early, mostly precise, median within the loaded-host allowance."""
+    assert quantile(added, 0.01) > requested_ns - 0.2 * MS, "packets left early"
+    assert quantile(added, 0.2) < requested_ns + 1 * MS, f"lower quintile {quantile(added, 0.2) / MS:.2f} ms"
+    assert statistics.median(added) < requested_ns + LOADED_HOST_ALLOWANCE
+
+
+def assert_undelayed(latencies: list[int], base: float = 0.0) -> None:
+    assert quantile(latencies, 0.2) - base < 0.5 * MS and statistics.median(latencies) - base < LOADED_HOST_ALLOWANCE
+
+
 def realtime() -> None:
     """The measuring thread SCHED_FIFO, as the engine's: on a busy CI machine its own wake-up latency would
     otherwise be what the tolerances judge."""
@@ -194,17 +212,19 @@ def our_tables(netns: str) -> list[str]:
 
 def test_delayed_flow_gets_the_requested_delay_and_an_untargeted_flow_none(pair, engines):
     base = baseline(pair)
-    engine = engines({"delay_ns": 20 * MS})
-    delayed = one_way(pair, count=1000)
-    untargeted = one_way(pair, count=300, port=9001)
-    counters = engine.stop()["0"]
+    for attempt in range(2):
+        engine = engines({"delay_ns": 20 * MS})
+        delayed = one_way(pair, count=1000)
+        untargeted = one_way(pair, count=300, port=9001)
+        counters = engine.stop()["0"]
+        print(f"engine: {counters}")
+        if counters["release_late_p99_ns"] < 2 * MS:
+            break  # else the machine stalled the engine (see the jitter test): measure once more
     assert len(delayed) == 1000
-    added = [x - base for x in delayed]
-    assert abs(statistics.median(added) - 20 * MS) < 1.5 * MS
-    assert quantile(added, 0.01) > 20 * MS - 0.2 * MS, "a packet left early"
-    assert statistics.median(untargeted) - base < 1 * MS
+    assert_added([x - base for x in delayed], 20 * MS)
+    assert_undelayed(untargeted, base)
     assert counters["matched_packets"] == counters["queued_packets"] == counters["delayed_packets"] == 1000
-    assert abs(counters["delay_p50_ns"] - 20 * MS) < 0.5 * MS
+    assert 20 * MS <= counters["delay_p50_ns"] < 21 * MS
     assert not our_tables(pair.client_ns)
 
 
@@ -214,8 +234,8 @@ def test_ingress_delays_the_replies_as_they_arrive(pair, engines):
     delayed = one_way(pair, count=500, reverse=True)
     forward = one_way(pair, count=200)  # the other direction is not faulted
     engine.stop()
-    assert abs(statistics.median(delayed) - base - 10 * MS) < 1.5 * MS
-    assert statistics.median(forward) < 1 * MS
+    assert_added([x - base for x in delayed], 10 * MS)
+    assert_undelayed(forward)
 
 
 def test_ipv6_flow_is_delayed(pair, engines):
@@ -224,8 +244,9 @@ def test_ipv6_flow_is_delayed(pair, engines):
     delayed = one_way(pair, count=500, v6=True)
     v4 = one_way(pair, count=200)  # the same port over IPv4 is another flow
     engine.stop()
-    assert len(delayed) == 500 and abs(statistics.median(delayed) - base - 10 * MS) < 1.5 * MS
-    assert statistics.median(v4) < 1 * MS
+    assert len(delayed) == 500
+    assert_added([x - base for x in delayed], 10 * MS)
+    assert_undelayed(v4)
 
 
 def test_tcp_connect_and_request_pay_the_delay(pair, engines):
@@ -258,8 +279,8 @@ def test_tcp_connect_and_request_pay_the_delay(pair, engines):
     finally:
         counters = engine.stop()["0"]
         server.close()
-    assert 0.019 < connect_s < 0.030
-    assert 0.019 < statistics.median(rtts) < 0.025
+    assert 0.0198 < connect_s < 0.050  # one sample: a host stall would show in full
+    assert 0.0198 < statistics.median(rtts) < 0.020 + LOADED_HOST_ALLOWANCE / 1e9
     assert counters["delayed_packets"] >= 21
 
 
@@ -324,7 +345,8 @@ def test_forwarded_flow_is_delayed_on_the_routers_way_out(run_dir):
             engine.apply(plan, owner, time.monotonic_ns() + plan.duration_ns)
             delayed = one_way(pair, count=300)
             counters = engine.counters()[0]
-        assert len(delayed) == 300 and abs(statistics.median(delayed) - base - 10 * MS) < 1.5 * MS
+        assert len(delayed) == 300
+        assert_added([x - base for x in delayed], 10 * MS)
         assert counters["matched_packets"] == counters["delayed_packets"] == 300
         assert not our_tables(router_ns)
     finally:
@@ -350,11 +372,11 @@ def test_jitter_spread_matches_the_distribution(pair, engines, distribution):
     assert abs(statistics.median(added) - 30 * MS) < 1.5 * MS
     if distribution == "uniform":  # in [25, 35] ms: p5 = 25.5 ms, p95 = 34.5 ms (+ lateness, - sampling error)
         assert 25.2 * MS < quantile(added, 0.05) < 26.5 * MS
-        assert 34.2 * MS < quantile(added, 0.95) < 35.5 * MS
+        assert 34.2 * MS < quantile(added, 0.95) < 34.5 * MS + LOADED_HOST_ALLOWANCE
         assert quantile(added, 0.005) > 25 * MS - 0.3 * MS
     else:  # sigma 5 ms: the 16-84 % range is about 2 sigma
         spread = quantile(added, 0.84) - quantile(added, 0.16)
-        assert 8 * MS < spread < 12 * MS
+        assert 8 * MS < spread < 12 * MS + LOADED_HOST_ALLOWANCE
 
 
 def test_in_process_run_leaves_no_table_and_no_ledger(pair, run_dir):
@@ -368,11 +390,11 @@ def test_in_process_run_leaves_no_table_and_no_ledger(pair, run_dir):
         assert [e["kind"] for e in Ledger.load(owner.ledger.path).entries] == ["nft-table"]
         lat = one_way(pair, count=200)
         counters = engine.counters()[0]
-    assert statistics.median(lat) > 5 * MS
+    assert_added(lat, 5 * MS)
     assert counters["delayed_packets"] == 200
     assert not our_tables(pair.client_ns)
     assert not list((run_dir / "runs").glob("*.json"))
-    assert statistics.median(one_way(pair, count=100)) < 1 * MS  # the flow is back to normal
+    assert_undelayed(one_way(pair, count=100))  # the flow is back to normal
 
 
 def test_a_normal_end_releases_every_held_packet_at_once(pair, engines):
@@ -400,6 +422,29 @@ def test_a_normal_end_releases_every_held_packet_at_once(pair, engines):
     assert counters["queued_packets"] == 200 and not our_tables(pair.client_ns)
 
 
+def test_datagrams_longer_than_the_mtu_are_delayed_not_lost(pair, engines):
+    """Local datagrams are fragmented after our hook: longer than the MTU, they are held rather than copied
+    (a raw socket would refuse to send the copy)."""
+    baseline(pair)
+    engine = engines({"delay_ns": 10 * MS})
+    dst = str(pair.server.ipv4.ip)
+    rx = socket_in(pair.server_ns, socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind((dst, 9000))
+    rx.settimeout(2.0)
+    tx = socket_in(pair.client_ns, socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for size in (100, 1472, 3000, 9000, 60000):
+            t0 = time.monotonic()
+            tx.sendto(bytes(size), (dst, 9000))
+            assert len(rx.recv(65536)) == size
+            assert time.monotonic() - t0 > 0.0095
+    finally:
+        rx.close()
+        tx.close()
+    counters = engine.stop()["0"]
+    assert counters["resend_errors"] == 0 and counters["delayed_packets"] == 5
+
+
 def test_sigkill_lets_the_flow_pass_at_once_and_sweep_removes_the_table(pair, engines, run_dir):
     engine = engines({"delay_ns": 50 * MS})
     assert statistics.median(one_way(pair, count=100)) > 50 * MS
@@ -408,7 +453,8 @@ def test_sigkill_lets_the_flow_pass_at_once_and_sweep_removes_the_table(pair, en
     engine.proc.wait()
     # no process holds the queue: the bypass flag lets every packet through, undelayed, from now on
     after = one_way(pair, count=300)
-    assert len(after) == 300 and statistics.median(after) < 1 * MS
+    assert len(after) == 300
+    assert_undelayed(after)
     assert our_tables(pair.client_ns) == [table], "only bypass ended the fault: the table is still there"
     report = sweep()
     assert report.swept_runs == [engine.run_id]
