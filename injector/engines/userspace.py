@@ -140,8 +140,9 @@ class UserspaceEngine:
     +0.74 ms; 100 ms: median +0.06 to +0.12 ms, p99 +0.17 to +0.32 ms (one run: +3.0 ms); at 10,000
     packets/s, 10 ms: median +0.10 ms, p99 +0.25 ms. Never early beyond the noise: p1 of the error -0.002 to
     +0.06 ms. The ~0.1 ms median excess is the NFQUEUE round trip (kernel -> this process -> verdict or
-    re-send). Without the real-time thread, p99 on a loaded host (load 4) reached +1 to +50 ms; with it, while another job's test
-    suite ran on the same 2 vCPUs, the engine's own p99 lateness still reached 1-6 ms (host stalls). The
+    re-send). Without the real-time thread, p99 on a loaded host (load 4) reached +1 to +50 ms; with it,
+    while another job's test suite ran on the same 2 vCPUs, the engine's own p99 lateness still reached 1-6 ms
+    (host stalls). The
     counters report what was achieved per rule: ``delay_p50_ns``, ``delay_p99_ns`` (release time - receive
     time) and ``release_late_p50_ns`` / ``release_late_p99_ns`` (release time - planned release time).
     """
