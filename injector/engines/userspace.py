@@ -49,6 +49,7 @@ class _RuleState:
     rule: PlannedRule
     queue: int
     rng: random.Random
+    jitter: "JitterModel | None" = None   # the rule's own fault (flows of one run may differ)
     copy: bool = False    # egress: copy the packet, drop the original at once, send the copy at release time
     mtu: int = 0          # ... if it fits the device MTU (a longer local datagram is fragmented after our hook)
     last_u: float = 0.5
@@ -159,7 +160,6 @@ class UserspaceEngine:
         self._tables: list[tuple[str | None, str]] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._jitter: JitterModel | None = None
         self._errors = 0
         self._failure: BaseException | None = None
         self._old_switch: float | None = None
@@ -169,7 +169,8 @@ class UserspaceEngine:
         if os.geteuid() != 0:
             raise NotPermitted("the userspace engine needs root (CAP_NET_ADMIN: nftables and NFQUEUE); "
                                "run it with sudo")
-        _check_fault(plan.fault)
+        for fault in plan.faults:  # each flow may have its own
+            _check_fault(fault)
         if nq.nft_binary() is None:
             raise Unsupported("the userspace engine needs the nft tool (Debian package nftables)")
         if len(plan.rules) > 0x8000:
@@ -207,8 +208,7 @@ class UserspaceEngine:
     # -- apply -------------------------------------------------------------------------------------------
     def apply(self, plan: Plan, owner: KernelOwner, expires_ns: int) -> None:
         self.check(plan)
-        self._jitter = JitterModel(plan.fault)
-        maxlen = _queue_maxlen(plan.fault)
+        maxlen = max(_queue_maxlen(fault) for fault in plan.faults)
         seed_root = plan.seed if plan.seed is not None else random.SystemRandom().getrandbits(64)
         table = nq.table_name(plan.run_id)
         namespaces = _namespaces(plan)
@@ -232,7 +232,8 @@ class UserspaceEngine:
             for rule, steer in zip(planned, rules):
                 copy = steer.skip_mark is not None
                 state = _RuleState(rule=rule, queue=steer.queue, rng=random.Random(_rule_seed(seed_root, rule)),
-                                   copy=copy, mtu=nq.link_mtu(rule.interface.name, netns) if copy else 0)
+                                   jitter=JitterModel(plan.fault_of(rule)), copy=copy,
+                                   mtu=nq.link_mtu(rule.interface.name, netns) if copy else 0)
                 self._states[rule.rule_id] = state
                 self._by_queue[(index, steer.queue)] = state
         # 2. the I/O thread; stopping it releases every held packet (after the tables are gone)
@@ -343,7 +344,6 @@ class UserspaceEngine:
         fds = [s.fileno() for s in socks]
         index_of = {fd: i for i, fd in enumerate(fds)}
         by_queue = self._by_queue
-        draw = self._jitter.draw
         now_ns = time.monotonic_ns
         seq = 0
         due_batch: dict[int, list[tuple[int, int, int]]] = {}
@@ -367,9 +367,10 @@ class UserspaceEngine:
                     # uncharged); the copy is what we hold. A packet longer than the MTU (a local datagram not
                     # yet fragmented) or than a queue message can carry is held as it is.
                     drops.append((p.queue, p.packet_id, nq.NF_DROP))
-                    heapq.heappush(heap, (t_rx + draw(st), seq, i, p.queue, p.packet_id, t_rx, p.payload))
+                    heapq.heappush(heap, (t_rx + st.jitter.draw(st), seq, i, p.queue, p.packet_id, t_rx,
+                                          p.payload))
                 else:
-                    heapq.heappush(heap, (t_rx + draw(st), seq, i, p.queue, p.packet_id, t_rx, None))
+                    heapq.heappush(heap, (t_rx + st.jitter.draw(st), seq, i, p.queue, p.packet_id, t_rx, None))
             if drops:
                 socks[i].verdicts(drops)
 

@@ -319,6 +319,25 @@ def test_egress_tcp_bulk_is_not_throttled_by_held_packets(pair, engines):
     assert counters["resend_errors"] == 0 and counters["delayed_packets"] > 100
 
 
+def test_two_flows_of_one_run_get_their_own_delays(pair, run_dir):
+    iface = Interface(pair.client.ifname, pair.client_ns)
+    src, dst = pair.client.ipv4.ip, pair.server.ipv4.ip
+    plan = build_plan([(parse_flow(f"{src}->{dst}:9000/udp"), iface, FaultSpec(delay_ns=10 * MS)),
+                       (parse_flow(f"{src}->{dst}:9001/udp"), iface, FaultSpec(delay_ns=30 * MS))],
+                      duration_ns=60 * 10**9)
+    base = baseline(pair)
+    engine = UserspaceEngine()
+    with KernelOwner(plan.run_id, meta=plan.to_dict(), handle_signals=False) as owner:
+        engine.apply(plan, owner, time.monotonic_ns() + plan.duration_ns)
+        first = one_way(pair, count=300, port=9000)
+        second = one_way(pair, count=300, port=9001)
+        counters = engine.counters()
+    assert_added([x - base for x in first], 10 * MS)
+    assert_added([x - base for x in second], 30 * MS)
+    assert counters[0]["delayed_packets"] == counters[1]["delayed_packets"] == 300
+    assert not our_tables(pair.client_ns)
+
+
 def test_forwarded_flow_is_delayed_on_the_routers_way_out(run_dir):
     """client -> router -> server: the engine on the router's outgoing interface delays forwarded packets
     (forward hook; the copies are re-sent from the router with the client's source address)."""
