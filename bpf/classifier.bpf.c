@@ -43,6 +43,7 @@ BPF_ARRAY(shapes, struct ci_shape, CI_MAX_SHAPES);
 BPF_ARRAY(shape_count, __u32, 1);
 BPF_PERCPU_ARRAY(counters, struct ci_counters, CI_MAX_RULES);
 BPF_ARRAY(rule_state, struct ci_rule_state, CI_MAX_RULES);
+BPF_ARRAY(jitter_table, __s16, CI_JITTER_TABLE_SIZE);  /* EDT jitter: netem-style distribution table */
 
 #define CI_MODE_ACT 0       /* the classifier applies the fault itself (eBPF engine) */
 #define CI_MODE_STEER 1     /* netem engine: pick the class of the rule's netem leaf */
@@ -217,6 +218,40 @@ static __always_inline void corrupt_payload(struct __sk_buff *skb, struct packet
         ctr->corrupted_packets++;
 }
 
+/* EDT delay: the packet's departure time, read by the sch_fq root that holds it until then. Departures never
+ * go backwards within a rule, so jitter does not reorder the flow. */
+static __always_inline void set_departure(struct __sk_buff *skb, struct ci_rule *rule, struct ci_rule_state *state,
+                                          struct ci_counters *ctr, __u64 base)
+{
+    __u64 now = bpf_ktime_get_ns();
+    __s64 jitter = 0;
+    if (rule->jitter_ns) {
+        __u32 r = draw(base, 5);
+        if (rule->jitter_dist == CI_DIST_TABLE) {
+            __u32 index = r % CI_JITTER_TABLE_SIZE;
+            __s16 *sigmas = jitter_table.lookup(&index);
+            if (sigmas) {  /* BPF has no signed division: divide the magnitude */
+                __u64 magnitude = rule->jitter_ns * (__u64)(*sigmas < 0 ? -*sigmas : *sigmas);
+                jitter = *sigmas < 0 ? -(__s64)(magnitude / CI_JITTER_TABLE_SCALE)
+                                     : (__s64)(magnitude / CI_JITTER_TABLE_SCALE);
+            }
+        } else {
+            __u64 wide = ((__u64)r << 32) | draw(base, 6);
+            jitter = (__s64)(wide % (2 * rule->jitter_ns + 1)) - (__s64)rule->jitter_ns;
+        }
+    }
+    __s64 delay = (__s64)rule->delay_ns + jitter;
+    __u64 departure = now + (delay > 0 ? (__u64)delay : 0);
+    __u64 earliest = skb->tstamp > now ? skb->tstamp : now;  /* keep TCP's own pacing, add to it */
+    if (departure < earliest)
+        departure = earliest;
+    if (departure < state->last_departure_ns)
+        departure = state->last_departure_ns;
+    state->last_departure_ns = departure;
+    skb->tstamp = departure;
+    ctr->delayed_packets++;
+}
+
 static __always_inline int classify(struct __sk_buff *skb, __u8 hook, int mode)
 {
     /* "let it pass untouched": continue with the next filter (direct action), or "no match" (plain) */
@@ -292,6 +327,8 @@ static __always_inline int classify(struct __sk_buff *skb, __u8 hook, int mode)
     }
     if ((flags & CI_F_CORRUPT) && chance(rule->corrupt_threshold, base, 3))
         corrupt_payload(skb, &pkt, ctr, base);
+    if (flags & CI_F_DELAY)
+        set_departure(skb, rule, state, ctr, base);
     return TC_ACT_UNSPEC;
 }
 

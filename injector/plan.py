@@ -111,10 +111,9 @@ class Plan:
         ]
         for iface in self.interfaces:
             lines.append(f"  on {iface}  [{iface.how}]")
-            lines.append("    clsact qdisc (only if the interface has none; an existing one is shared, never removed)")
-            for hook in self.hooks_for(iface):
-                lines.append(f"    cls_bpf filter on {hook}, direct-action, name chaos-inject:{self.run_id}")
-        lines.append("  BPF classifier bpf/classifier.bpf.c with maps rules/shapes/counters/rule_state")
+            hooks = self.hooks_for(iface)
+            for line in _objects(self.engine, hooks, self.run_id):
+                lines.append(f"    {line}")
         lines.append(f"rules ({len(self.rules)}):")
         for rule in self.rules:
             fault = f"   fault #{rule.fault_index}" if len(self.faults) > 1 else ""
@@ -129,6 +128,30 @@ class Plan:
             "rules": [{"id": r.rule_id, "flow": r.flow, "interface": r.interface.name, "netns": r.interface.netns,
                        "match": str(r.match), "fault": r.fault_index} for r in self.rules],
         }
+
+
+def _objects(engine: str, hooks: tuple[str, ...], run_id: str) -> list[str]:
+    """What each engine creates on an interface (shown by --dry-run and at start)."""
+    clsact = "clsact qdisc (only if the interface has none; an existing one is shared, never removed)"
+    filters = [f"cls_bpf filter on {hook}, name chaos-inject:{run_id}" for hook in hooks]
+    if engine == "ebpf":
+        return [clsact, *filters, "BPF classifier bpf/classifier.bpf.c (maps: rules, shapes, counters, state)"]
+    if engine == "netem":
+        out = []
+        if "egress" in hooks:
+            out += ["prio root c1a0: replacing the root qdisc (restored byte for byte at the end), one netem leaf "
+                    "per fault, the classifier as its filter (steer mode)"]
+        if "ingress" in hooks:
+            out += ["IFB device ci<hex> with the same prio/netem tree", clsact,
+                    f"cls_bpf filter on ingress + mirred redirect to the IFB, name chaos-inject:{run_id}"]
+        return out
+    if engine == "edt":
+        return ["fq root c1c0: replacing the root qdisc (restored byte for byte at the end)", clsact, *filters,
+                "BPF classifier with departure times (skb->tstamp)"]
+    if engine == "userspace":
+        return [f"nftables table inet chaos_inject_{run_id.replace('-', '_')}: the flow's packets to NFQUEUE "
+                "(bypass: they pass if the injector dies)", "a thread of this process holding them"]
+    return ["(objects depend on the engine chosen at run time)"]
 
 
 def new_run_id() -> str:

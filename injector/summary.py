@@ -95,7 +95,8 @@ def format_summary(summaries: list[FlowSummary]) -> str:
         c = summary.counters
         counted = ", ".join(f"{label} {c[key]}" for key, label in (
             ("dropped_packets", "dropped"), ("corrupted_packets", "corrupted"), ("duplicated_packets", "duplicated"),
-            ("delayed_packets", "delayed"), ("expired_packets", "passed after lease expiry")) if key in c)
+            ("delayed_packets", "delayed"), ("expired_packets", "passed after lease expiry"))
+            if key in c and (c[key] or key in ("dropped_packets", "corrupted_packets", "duplicated_packets")))
         lines.append(f"flow {summary.flow}: matched {c.get('matched_packets', 0)} packets "
                      f"({c.get('matched_bytes', 0)} bytes)" + (f", {counted}" if counted else ""))
         if "delay_p50_ns" in c:

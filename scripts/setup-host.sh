@@ -17,7 +17,7 @@ fi
 
 apt_packages=(
   python3-bpfcc python3-venv python3-dev   # real bcc lives in Debian, for /usr/bin/python3
-  iproute2 kmod iputils-ping bpftool iptables ethtool
+  iproute2 kmod iputils-ping bpftool iptables ethtool nftables   # nftables: the userspace delay engine
 )
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -12,6 +12,13 @@
 #define CI_F_GEMODEL (1u << 2)
 #define CI_F_CORRUPT (1u << 3)
 #define CI_F_DUPLICATE (1u << 4)
+#define CI_F_DELAY (1u << 5)     /* EDT: hold the packet with skb->tstamp (needs an sch_fq root) */
+
+/* Jitter distribution of an EDT delay rule (the table lives in the jitter_table map). */
+#define CI_DIST_UNIFORM 0
+#define CI_DIST_TABLE 1
+#define CI_JITTER_TABLE_SIZE 4096
+#define CI_JITTER_TABLE_SCALE 8192  /* table value / scale = standard deviations, as netem's tables */
 
 /* Probabilities are thresholds over a 32-bit random draw: P = threshold / 2^32, threshold in [0, 2^32]. */
 #define CI_PROB_ONE (1ull << 32)
@@ -54,7 +61,9 @@ struct ci_rule {
     __u64 ge_good_loss_threshold; /* netem 1-k */
     __u32 classid;             /* netem engine: minor of the class whose netem leaf serves this rule
                                 * (skb->tc_classid is 16 bits; the filter's classid gives the major) */
-    __u32 _pad;
+    __u32 jitter_dist;         /* CI_DIST_* */
+    __u64 delay_ns;            /* EDT engine: added delay ... */
+    __u64 jitter_ns;           /* ... and its spread (uniform: +-jitter; table: jitter = one sigma) */
 };
 
 /* Per rule, per CPU. */
@@ -66,7 +75,7 @@ struct ci_counters {
     __u64 corrupted_packets;
     __u64 duplicated_packets;
     __u64 expired_packets;     /* matched after the lease ran out: passed untouched */
-    __u64 _reserved;
+    __u64 delayed_packets;     /* EDT: given a departure time */
 };
 
 /* Per rule, shared across CPUs. */
@@ -74,6 +83,7 @@ struct ci_rule_state {
     __u64 draws;     /* packet index for the seeded counter-based PRNG */
     __u32 ge_bad;    /* Gilbert-Elliott: 1 while in the bad state */
     __u32 _pad;
+    __u64 last_departure_ns;  /* EDT: latest departure time given, so jitter never reorders a flow */
 };
 
 #endif

@@ -6,7 +6,7 @@ import os
 from typing import Callable
 
 from ..errors import NotPermitted, Unsupported
-from ..kernel import abi, tc
+from ..kernel import abi, rawnl, tc
 from ..kernel.bpf import ClassifierConfig, ClassifierProgram
 from ..kernel.owner import KernelOwner
 from ..plan import Interface, Plan, PlannedRule
@@ -31,6 +31,33 @@ def interface_links(plan: Plan) -> dict[Interface, dict]:
             raise Unsupported(f"interface {iface.name!r} does not exist{where}")
         links[iface] = info
     return links
+
+
+def replaceable_root(iface: Interface, info: dict, our_major: int) -> rawnl.Qdisc | None:
+    """The interface's root qdisc, if we may replace it (and restore it byte for byte later).
+
+    A root with children is refused: replacing it would destroy the operator's whole tree.
+    """
+    with rawnl.rtnl(iface.netns) as sock:
+        qdiscs = sock.qdiscs(info["index"])
+    root = next((q for q in qdiscs if q.parent == rawnl.TC_H_ROOT), None)
+    if root is not None and root.handle >> 16 == our_major:
+        raise Unsupported(f"{iface.name} already has a chaos-inject root qdisc (another run?); "
+                          "see `chaos-inject status`")
+    if root is not None and root.handle != 0:
+        children = [q for q in qdiscs if q.parent not in (rawnl.TC_H_ROOT, rawnl.TC_H_INGRESS) and q is not root]
+        if children:
+            raise Unsupported(f"{iface.name} has a qdisc tree ({root.kind} with {len(children)} child "
+                              "qdisc(s)); replacing it would destroy it: not done")
+    return root
+
+
+def root_entry(iface: Interface, ifindex: int, handle: int, previous: rawnl.Qdisc | None) -> dict:
+    """Ledger entry for a root qdisc of ours; a kernel default root (handle 0) comes back by itself."""
+    return {"kind": "root-qdisc", "netns": iface.netns, "ifname": iface.name, "ifindex": ifindex,
+            "handle": handle,
+            "previous": None if previous is None or previous.handle == 0 else {
+                "handle": previous.handle, "kind": previous.kind, "attrs_hex": previous.config_attrs.hex()}}
 
 
 class LeasedRules:

@@ -30,16 +30,22 @@ def _step(what: str, fn: Callable[..., None], *args: object) -> Callable[[], Non
 
 class EbpfEngine:
     name = "ebpf"
+    features = STATELESS
 
     def __init__(self) -> None:
         self._rules: LeasedRules | None = None
 
     # -- before any change -------------------------------------------------------------------------------
     def check(self, plan: Plan) -> dict[Interface, dict]:
+        return self._links(plan)
+
+    def _links(self, plan: Plan) -> dict[Interface, dict]:
+        """What the classifier itself needs (subclasses' check() adds theirs; apply() does not repeat it)."""
         require_root("(CAP_NET_ADMIN and CAP_BPF) to attach classifiers")
-        unserved = sorted(plan.features() - STATELESS)
+        unserved = sorted(plan.features() - self.features)
         if unserved:
-            raise Unsupported(f"the eBPF engine does not serve {', '.join(unserved)} (see `chaos-inject doctor`)")
+            raise Unsupported(f"the {self.name} engine does not serve {', '.join(unserved)} "
+                              "(see `chaos-inject doctor`)")
         links = interface_links(plan)
         for iface, info in links.items():
             if info["type"] not in L2_LEN_BY_TYPE:
@@ -55,10 +61,11 @@ class EbpfEngine:
 
     # -- apply -------------------------------------------------------------------------------------------
     def apply(self, plan: Plan, owner: KernelOwner, expires_ns: int) -> None:
-        links = self.check(plan)
+        links = self._links(plan)
         l2_len = L2_LEN_BY_TYPE[next(iter(links.values()))["type"]]
         self._rules = rules = LeasedRules(plan, owner, ClassifierConfig(
             max_rules=max(64, len(plan.rules)), l2_len=l2_len, seed=plan.seed), expires_ns)
+        self._prepare(rules.program, plan)
         filter_name = f"chaos-inject:{plan.run_id}"
         for iface, info in links.items():
             ifindex = info["index"]
@@ -71,6 +78,9 @@ class EbpfEngine:
                 owner.create({"kind": "bpf-filter", **where, "hook": hook, "prio": prio, "name": filter_name},
                              _step(f"attaching the classifier on {iface} {hook}", tc.add_bpf_filter, ifindex,
                                    hook, prio, rules.program.prog_fds[hook], filter_name, iface.netns))
+
+    def _prepare(self, program: ClassifierProgram, plan: Plan) -> None:
+        """Fill any further maps before the classifier sees a packet (EDT: the jitter table)."""
 
     def renew(self, expires_ns: int) -> None:
         assert self._rules is not None

@@ -24,10 +24,10 @@ from ..kernel import rawnl, tc
 from ..kernel.bpf import ClassifierConfig
 from ..kernel.netem import DEFAULT_BANDS, netem_attrs, prio_attrs
 from ..kernel.owner import KernelOwner
-from ..kernel.rawnl import TC_H_INGRESS, TC_H_ROOT
+from ..kernel.rawnl import TC_H_ROOT
 from ..kernel.rtnl import open_rtnl
 from ..plan import Interface, Plan
-from .common import LeasedRules, interface_links, require_root
+from .common import LeasedRules, interface_links, replaceable_root, require_root, root_entry
 
 QDISC_MAJOR = 0xC1A0
 ROOT_HANDLE = QDISC_MAJOR << 16
@@ -63,20 +63,8 @@ class NetemEngine:
             if info["type"] not in (1, 772):
                 raise Unsupported(f"netem engine: interface {iface.name} is not Ethernet-like")
             info["previous_root"] = None
-            if "egress" not in plan.hooks_for(iface):
-                continue  # ingress only: the interface's root qdisc is not touched
-            with rawnl.rtnl(iface.netns) as sock:
-                qdiscs = sock.qdiscs(info["index"])
-            root = next((q for q in qdiscs if q.parent == TC_H_ROOT), None)
-            if root is not None and root.handle >> 16 == QDISC_MAJOR:
-                raise Unsupported(f"{iface.name} already has a chaos-inject root qdisc (another run?); "
-                                  "see `chaos-inject status`")
-            if root is not None and root.handle != 0:
-                children = [q for q in qdiscs if q.parent not in (TC_H_ROOT, TC_H_INGRESS) and q is not root]
-                if children:
-                    raise Unsupported(f"{iface.name} has a qdisc tree ({root.kind} with {len(children)} child "
-                                      "qdisc(s)); replacing it would destroy it: not done")
-            info["previous_root"] = root
+            if "egress" in plan.hooks_for(iface):  # ingress only: the interface's root qdisc is not touched
+                info["previous_root"] = replaceable_root(iface, info, QDISC_MAJOR)
         return links
 
     def apply(self, plan: Plan, owner: KernelOwner, expires_ns: int) -> None:
@@ -97,12 +85,8 @@ class NetemEngine:
             ifindex, previous = info["index"], info["previous_root"]
             hooks = plan.hooks_for(iface)
             if "egress" in hooks:
-                entry = {"kind": "root-qdisc", "netns": iface.netns, "ifname": iface.name, "ifindex": ifindex,
-                         "handle": ROOT_HANDLE,
-                         "previous": None if previous is None or previous.handle == 0 else {
-                             "handle": previous.handle, "kind": previous.kind,
-                             "attrs_hex": previous.config_attrs.hex()}}
-                owner.create(entry, lambda: self._replace_root(iface, ifindex, len(plan.faults)))
+                owner.create(root_entry(iface, ifindex, ROOT_HANDLE, previous),
+                             lambda: self._replace_root(iface, ifindex, len(plan.faults)))
                 self._build_tree(iface, ifindex, plan, rules.program.prog_fds["egress"], filter_name)
             if "ingress" in hooks:
                 self._ingress_through_ifb(iface, ifindex, plan, owner, rules, filter_name)

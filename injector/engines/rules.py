@@ -67,6 +67,10 @@ def make_rule(rule_id: int, fault: FaultSpec, expires_ns: int) -> abi.Rule:
     if fault.duplicate_ratio:
         flags |= abi.F_DUPLICATE
         rule.duplicate_threshold = t(fault.duplicate_ratio)
+    if fault.delay_ns:  # served in the classifier only by the EDT engine (an sch_fq root holds the packet)
+        flags |= abi.F_DELAY
+        rule.delay_ns, rule.jitter_ns = fault.delay_ns, fault.jitter_ns
+        rule.jitter_dist = abi.DIST_TABLE if fault.distribution not in (None, "uniform") else abi.DIST_UNIFORM
     rule.flags = flags
     return rule
 

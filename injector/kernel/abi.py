@@ -18,6 +18,10 @@ F_LOSS = 1 << 1
 F_GEMODEL = 1 << 2
 F_CORRUPT = 1 << 3
 F_DUPLICATE = 1 << 4
+F_DELAY = 1 << 5
+DIST_UNIFORM, DIST_TABLE = 0, 1
+JITTER_TABLE_SIZE = 4096
+JITTER_TABLE_SCALE = 8192
 
 PROB_ONE = 1 << 32
 
@@ -61,7 +65,9 @@ class Rule(ctypes.Structure):
         ("ge_bad_loss_threshold", ctypes.c_uint64),
         ("ge_good_loss_threshold", ctypes.c_uint64),
         ("classid", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
+        ("jitter_dist", ctypes.c_uint32),
+        ("delay_ns", ctypes.c_uint64),
+        ("jitter_ns", ctypes.c_uint64),
     ]
 
 
@@ -74,7 +80,7 @@ class Counters(ctypes.Structure):
         ("corrupted_packets", ctypes.c_uint64),
         ("duplicated_packets", ctypes.c_uint64),
         ("expired_packets", ctypes.c_uint64),
-        ("_reserved", ctypes.c_uint64),
+        ("delayed_packets", ctypes.c_uint64),
     ]
 
 
@@ -82,7 +88,8 @@ COUNTER_FIELDS = tuple(name for name, _ in Counters._fields_ if not name.startsw
 
 
 class RuleState(ctypes.Structure):
-    _fields_ = [("draws", ctypes.c_uint64), ("ge_bad", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
+    _fields_ = [("draws", ctypes.c_uint64), ("ge_bad", ctypes.c_uint32), ("_pad", ctypes.c_uint32),
+                ("last_departure_ns", ctypes.c_uint64)]
 
 
 def probability_threshold(ratio: float) -> int:

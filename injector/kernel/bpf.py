@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct
 import threading
 from dataclasses import dataclass
 from typing import Iterable
@@ -75,6 +76,7 @@ class ClassifierProgram:
             self._shape_count = self._bpf[b"shape_count"]
             self._counters = self._bpf[b"counters"]
             self._state = self._bpf[b"rule_state"]
+            self._jitter_table = self._bpf[b"jitter_table"]
             abi.check_sizes({
                 "ci_rule_key": (abi.RuleKey, ctypes.sizeof(self._rules.Key)),
                 "ci_rule": (abi.Rule, ctypes.sizeof(self._rules.Leaf)),
@@ -93,6 +95,15 @@ class ClassifierProgram:
         for index, shape in enumerate(shapes):
             self._shapes[ctypes.c_int(index)] = self._cast(shape, self._shapes.Leaf)
         self._shape_count[ctypes.c_int(0)] = ctypes.c_uint32(len(shapes))
+
+    def set_jitter_table(self, table: bytes) -> None:
+        """EDT jitter distribution: abi.JITTER_TABLE_SIZE packed s16 values (netem's table format)."""
+        values = struct.unpack(f"={len(table) // 2}h", table)
+        if len(values) != abi.JITTER_TABLE_SIZE:
+            raise Unsupported(f"jitter table has {len(values)} entries, the classifier takes "
+                              f"{abi.JITTER_TABLE_SIZE}")
+        for index, value in enumerate(values):
+            self._jitter_table[ctypes.c_int(index)] = ctypes.c_int16(value)
 
     def put_rules(self, rules: Iterable[tuple[abi.RuleKey, abi.Rule]]) -> None:
         for key, rule in rules:

@@ -29,6 +29,10 @@ def test_delay_prefers_netem_then_userspace(all_built):
     delay = FaultSpec(delay_ns=10**8, jitter_ns=10**6)
     assert select.choose_engine(delay, NETEM_HOST)[0] == "netem"
     assert select.choose_engine(delay, THIS_HOST)[0] == "userspace"
+    fq_only = dataclasses.replace(THIS_HOST, fq=True)
+    assert select.choose_engine(delay, fq_only)[0] == "edt"
+    assert select.choose_engine(FaultSpec(delay_ns=10**8, loss_ratio=0.1), fq_only)[0] == "edt"
+    assert select.choose_engine(FaultSpec(delay_ns=10**8, rate_bps=10**6), NETEM_HOST)[0] == "netem"
     with pytest.raises(Unsupported, match="netem needs sch_netem, sch_prio"):
         select.choose_engine(FaultSpec(delay_ns=10**8, loss_ratio=0.1), THIS_HOST)
 

@@ -57,3 +57,18 @@ def test_unknown_distribution_file_is_a_clear_error(monkeypatch):
     with pytest.raises(FileNotFoundError, match="pareto.dist"):
         netem.distribution_table("pareto")
     netem.distribution_table.cache_clear()
+
+
+def test_fq_options_size_the_horizon_and_limits_for_the_delay():
+    from injector.engines.edt import TCA_FQ_HORIZON, TCA_FQ_HORIZON_DROP, TCA_FQ_PLIMIT, fq_attrs
+    from injector.plan import Interface, build_plan
+    from injector.spec import parse_flow
+
+    plan = build_plan([(parse_flow("10.0.0.1->10.0.0.2"), Interface("eth0"))], FaultSpec(delay_ns=8 * 10**9),
+                      duration_ns=10**9)
+    parsed = dict(rawnl.parse_attrs(fq_attrs(plan)))
+    assert parsed[rawnl.TCA_KIND] == b"fq\0"
+    opts = dict(rawnl.parse_attrs(parsed[rawnl.TCA_OPTIONS]))
+    assert struct.unpack("=I", opts[TCA_FQ_HORIZON])[0] == 16_000_000  # 2 x 8 s, in us
+    assert opts[TCA_FQ_HORIZON_DROP] == b"\0", "beyond the horizon: capped, never dropped"
+    assert struct.unpack("=I", opts[TCA_FQ_PLIMIT])[0] >= 8 * netem.ASSUMED_MAX_PPS

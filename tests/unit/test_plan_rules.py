@@ -96,9 +96,9 @@ def test_abi_struct_sizes_match_the_header():
     # the header is the contract; sizes are also checked against bcc's view when a program loads
     assert ctypes.sizeof(abi.RuleKey) == 40
     assert ctypes.sizeof(abi.Shape) == 40
-    assert ctypes.sizeof(abi.Rule) == 80
+    assert ctypes.sizeof(abi.Rule) == 96
     assert ctypes.sizeof(abi.Counters) == 64
-    assert ctypes.sizeof(abi.RuleState) == 16
+    assert ctypes.sizeof(abi.RuleState) == 24
 
 
 def test_several_flows_with_their_own_faults():
@@ -111,7 +111,8 @@ def test_several_flows_with_their_own_faults():
     with pytest.raises(ValueError, match="several faults"):
         plan.fault
     _, entries = compile_rules(plan.rules, plan.faults, 0)
-    assert [rule.flags for _, rule in entries] == [0, abi.F_LOSS, 0]
+    assert [rule.flags for _, rule in entries] == [abi.F_DELAY, abi.F_LOSS, abi.F_DELAY]
+    assert entries[0][1].delay_ns == 30_000_000 and entries[1][1].delay_ns == 0
     assert "fault #1" in plan.describe()
     with pytest.raises(InvalidSpec, match="a packet can have one fault"):
         build_plan([(parse_flow("10.0.0.1->10.0.0.2"), IFACE, delay), (parse_flow("10.0.0.1->10.0.0.2"), IFACE, loss)],
