@@ -10,10 +10,12 @@ from .compare import (
     LatencyComparison,
     QuantileDifference,
     QuantileShiftTest,
+    TailRankTest,
     compare_latency,
     hodges_lehmann,
     quantile_difference_ci,
     quantile_shift_test,
+    tail_rank_test,
 )
 from .proportions import ProportionComparison, compare_proportions, proportion_ci, required_trials_two_proportions
 from .quantiles import (
@@ -60,10 +62,12 @@ __all__ = [
     "LatencyComparison",
     "QuantileDifference",
     "QuantileShiftTest",
+    "TailRankTest",
     "compare_latency",
     "hodges_lehmann",
     "quantile_difference_ci",
     "quantile_shift_test",
+    "tail_rank_test",
     # sequential
     "DEFAULT_RATIOS",
     "ErrorRateMonitor",

@@ -13,6 +13,7 @@ from analysis import (
     hodges_lehmann,
     quantile_difference_ci,
     quantile_shift_test,
+    tail_rank_test,
 )
 from analysis_synth import DISTRIBUTIONS
 
@@ -168,10 +169,15 @@ def test_power_to_detect_plus_5_percent_p99_at_1e5_per_phase(name):
     gen = DISTRIBUTIONS[name]
     rng = np.random.default_rng(41)
     reps, n = 120, 100_000
-    hits = 0
+    hits = tail_hits = 0
     for _ in range(reps):
-        hits += quantile_shift_test(gen(rng, n), gen(rng, n) * 1.05).pvalue < 0.05
+        x, y = gen(rng, n), gen(rng, n) * 1.05
+        hits += quantile_shift_test(x, y).pvalue < 0.05
+        tail_hits += tail_rank_test(x, y).pvalue < 0.05
     power = hits / reps
+    # Issue 5's requirement (power >= 0.9 on all three families) is met by the upper-tail rank test
+    # (scores over the pooled p98..p100 region); measured 1.0 / 1.0 / ~0.96 (lognormal, bimodal, Lomax).
+    assert tail_hits / reps >= 0.9
     if name == "pareto":
         # Heavy tail (local tail index 2.7 at p99): the p99-exceedance information limit at 1e5 is ~0.90.
         predicted = _lomax_predicted_power(n)
