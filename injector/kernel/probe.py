@@ -15,7 +15,10 @@ from pathlib import Path
 
 from pyroute2 import netns as _netns
 
+from ..spec.fault import FaultSpec
+from . import rawnl
 from .headers import find_kernel_headers
+from .netem import netem_attrs, prio_attrs
 from .rtnl import NetlinkError, open_rtnl
 
 
@@ -38,12 +41,14 @@ class Capabilities:
         return asdict(self)
 
 
-def _try_qdisc(rtnl, index: int, kind: str, **options) -> bool:
-    try:
-        rtnl.tc("add", kind, index, handle="1:", **options)
-    except NetlinkError:
-        return False
-    rtnl.tc("del", index=index, handle="1:", root=True)
+def _try_root_qdisc(netns: str, index: int, attrs: bytes) -> bool:
+    """Create and delete a root qdisc in the throwaway namespace: the only reliable test that the kind exists."""
+    with rawnl.rtnl(netns) as sock:
+        try:
+            sock.add_qdisc(index, rawnl.TC_H_ROOT, 0x10000, attrs)
+        except OSError:
+            return False
+        sock.delete_qdisc(index, rawnl.TC_H_ROOT, 0x10000)
     return True
 
 
@@ -64,9 +69,9 @@ def probe() -> Capabilities:
             with open_rtnl(name) as rtnl:
                 lo = rtnl.link_lookup(ifname="lo")[0]
                 rtnl.link("set", index=lo, state="up")
-                results["netem"] = _try_qdisc(rtnl, lo, "netem", delay=1000)
-                results["fq"] = _try_qdisc(rtnl, lo, "fq")
-                results["prio"] = _try_qdisc(rtnl, lo, "prio")
+                results["netem"] = _try_root_qdisc(name, lo, netem_attrs(FaultSpec(delay_ns=1_000_000)))
+                results["fq"] = _try_root_qdisc(name, lo, rawnl.nla(rawnl.TCA_KIND, b"fq\0"))
+                results["prio"] = _try_root_qdisc(name, lo, prio_attrs(4))
                 try:
                     rtnl.tc("add", "clsact", lo)
                     rtnl.tc("del", "clsact", lo)

@@ -166,3 +166,58 @@ def test_ingress_delay_through_our_ifb_and_nothing_left(pair):
     assert links_before.count("\n") == subprocess.run(["ip", "-n", a, "-o", "link"], capture_output=True,
                                                       text=True).stdout.count("\n")
     assert "clsact" not in qdisc_text(a, end_a.ifname)
+
+
+def test_cli_netem_jitter_then_kill_9_lease_expiry_and_sweep(pair, tmp_path):
+    """The real CLI with the netem engine: jitter spread as asked; after kill -9 the flow is undelayed within one
+    lease while our qdiscs are still there; `sweep` then restores the interface exactly."""
+    import json
+    import os
+    import signal
+    import sys
+
+    a, b, end_a, end_b = pair
+    a_ip, dst = str(end_a.ipv4.ip), str(end_b.ipv4.ip)
+    before = qdisc_text(a, end_a.ifname)
+    env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(tmp_path / "run")}
+    proc = subprocess.Popen([sys.executable, "-m", "injector.cli", "--flow", f"{a_ip}->{dst}:9000/udp", "--netns", a,
+                             "--delay", "40ms", "--jitter", "10ms", "--distribution", "normal", "--engine", "netem",
+                             "--duration", "600s", "--lease", "2s", "-q"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240  # bcc compiles the classifier under TCG first
+        while not list((tmp_path / "run").glob("runs/*.status.json")):
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the CLI did not become active"
+            time.sleep(0.5)
+        delayed = np.array(one_way_ms(a, b, dst, 9000, count=200))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        time.sleep(2.0 + 1.0)  # one lease, and a margin
+        assert "prio c1a0:" in qdisc_text(a, end_a.ifname), "still attached: only the lease ended the fault"
+        after = one_way_ms(a, b, dst, 9000, count=40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    p10, p50, p90 = np.percentile(delayed, [10, 50, 90])
+    assert 37 <= p50 <= 40 + DELAY_TOLERANCE_MS[1] + 2, (p10, p50, p90)
+    assert 15 <= p90 - p10 <= 40, (p10, p90)  # normal, sigma 10 ms: 25.6 ms between p10 and p90
+    assert statistics.median(after) < 5
+    swept = subprocess.run([sys.executable, "-m", "injector.cli", "sweep", "--json"], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert swept.returncode == 0, swept.stderr
+    assert json.loads(swept.stdout)["swept_runs"]
+    assert qdisc_text(a, end_a.ifname) == before
+    assert not list((tmp_path / "run").glob("runs/*.json"))
+
+
+def test_probe_finds_netem_fq_prio_and_auto_picks_netem_for_delay():
+    from injector.engines.select import choose_engine
+    from injector.kernel.probe import probe
+
+    probe.cache_clear()
+    caps = probe()
+    assert caps.netem and caps.fq and caps.prio and caps.clsact and caps.ifb, caps
+    assert choose_engine(FaultSpec(delay_ns=10**7), caps)[0] == "netem"
+    assert choose_engine(FaultSpec(loss_ratio=0.1), caps)[0] == "ebpf"
