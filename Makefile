@@ -26,6 +26,8 @@ test-host: setup
 bench: setup      ## prints figures; see bench/README.md
 	$(PY) bench/classifier_cost.py
 	$(PY) bench/apply_time.py
+	$(PY) bench/delay_engines.py --vm
+	$(PY) bench/verdict_speed.py
 
 sweep: setup      ## remove what dead runs left behind
 	$(VENV)/bin/chaos-inject sweep
