@@ -12,7 +12,8 @@ import time
 from . import __version__
 from .errors import ChaosInjectError, CleanupFailed, InvalidSpec, NotPermitted, Unsupported
 from .plan import DEFAULT_LEASE_NS, DIRECTIONS, build_plan
-from .spec import FaultSpec, Inventory, parse_duration_ns, parse_flow, parse_loss_burst, parse_percent_ratio
+from .spec import (FaultSpec, Inventory, parse_duration_ns, parse_flow, parse_loss_burst, parse_loss_state,
+                   parse_percent_ratio)
 from .spec.fault import DISTRIBUTIONS
 from .spec.units import format_duration_ns, parse_rate_bps
 
@@ -56,6 +57,8 @@ def _add_inject_arguments(p: argparse.ArgumentParser) -> None:
     fault.add_argument("--loss", metavar="P%", help="random loss, e.g. 10%%")
     fault.add_argument("--loss-burst", metavar="P[,R[,1-H[,1-K]]]",
                        help="Gilbert-Elliott burst loss in percent, netem gemodel order, e.g. 1%%,25%%")
+    fault.add_argument("--loss-state", metavar="P13[,P31[,P32[,P23[,P14]]]]",
+                       help="netem's 4-state loss model in percent, netem's order and defaults (netem engine)")
     fault.add_argument("--partition", action="store_true", help="drop every packet of the flow")
     fault.add_argument("--corrupt", metavar="P%", help="flip one random payload bit in P%% of packets")
     fault.add_argument("--duplicate", metavar="P%", help="send P%% of packets twice")
@@ -143,6 +146,7 @@ def parse_fault(args: argparse.Namespace) -> FaultSpec:
     return FaultSpec(
         loss_ratio=parse_percent_ratio(args.loss, field="loss") if args.loss else 0.0,
         loss_burst=parse_loss_burst(args.loss_burst) if args.loss_burst else None,
+        loss_state=parse_loss_state(args.loss_state) if args.loss_state else None,
         partition=bool(args.partition),
         corrupt_ratio=parse_percent_ratio(args.corrupt, field="corrupt") if args.corrupt else 0.0,
         duplicate_ratio=parse_percent_ratio(args.duplicate, field="duplicate") if args.duplicate else 0.0,

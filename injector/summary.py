@@ -68,7 +68,7 @@ def summarize(plan: Plan, counters: dict[int, dict[str, int]]) -> list[FlowSumma
         fault = fault_of_flow[flow]
         matched = total.get("matched_packets", 0)
         achieved = []
-        if fault.partition or fault.loss_ratio or fault.loss_burst:
+        if fault.partition or fault.loss_ratio or fault.loss_burst or fault.loss_state:
             achieved.append(_achieved("loss", fault.expected_loss_ratio, total.get("dropped_packets"), matched))
         survivors = matched - total.get("dropped_packets", 0)
         if fault.duplicate_ratio:

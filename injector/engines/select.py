@@ -15,7 +15,7 @@ from ..kernel.probe import Capabilities
 from ..spec.fault import FaultSpec
 
 STATELESS = frozenset({"partition", "loss", "loss-burst", "corrupt", "duplicate"})
-ALL_FEATURES = STATELESS | {"delay", "jitter", "distribution", "correlation", "reorder", "rate"}
+ALL_FEATURES = STATELESS | {"loss-state", "delay", "jitter", "distribution", "correlation", "reorder", "rate"}
 
 
 @dataclass(frozen=True)

@@ -451,8 +451,8 @@ def _check_fault(fault: FaultSpec) -> None:
     unserved = []
     if fault.partition:
         unserved.append("--partition")
-    if fault.loss_ratio or fault.loss_burst:
-        unserved.append("--loss" if fault.loss_ratio else "--loss-burst")
+    if fault.loss_ratio or fault.loss_burst or fault.loss_state:
+        unserved.append("--loss" if fault.loss_ratio else "--loss-burst" if fault.loss_burst else "--loss-state")
     if fault.corrupt_ratio:
         unserved.append("--corrupt")
     if fault.duplicate_ratio:

@@ -13,7 +13,7 @@ from .rawnl import NLA_F_NESTED, TCA_KIND, TCA_OPTIONS, nla
 TCA_NETEM_CORR, TCA_NETEM_DELAY_DIST, TCA_NETEM_REORDER, TCA_NETEM_CORRUPT = 1, 2, 3, 4
 TCA_NETEM_LOSS, TCA_NETEM_RATE, TCA_NETEM_RATE64 = 5, 6, 8
 TCA_NETEM_LATENCY64, TCA_NETEM_JITTER64 = 10, 11
-NETEM_LOSS_GE = 2
+NETEM_LOSS_GI, NETEM_LOSS_GE = 1, 2
 PSCHED_SHIFT = 6          # legacy 32-bit latency/jitter fields count 64 ns ticks
 U32_MAX = 0xFFFFFFFF
 DIST_DIRS = (Path("/usr/lib/x86_64-linux-gnu/tc"), Path("/usr/lib/tc"), Path("/usr/lib64/tc"))
@@ -68,6 +68,11 @@ def netem_attrs(fault: FaultSpec) -> bytes:
         model = struct.pack("=IIII", prob_u32(ge.p), prob_u32(ge.r), prob_u32(1.0 - ge.bad_loss_ratio),
                             prob_u32(ge.good_loss_ratio))
         extra += nla(TCA_NETEM_LOSS | NLA_F_NESTED, nla(NETEM_LOSS_GE, model))
+    if fault.loss_state:
+        gi = fault.loss_state  # struct tc_netem_gimodel: p13, p31, p32, p14, p23
+        model = struct.pack("=IIIII", prob_u32(gi.p13), prob_u32(gi.p31), prob_u32(gi.p32), prob_u32(gi.p14),
+                            prob_u32(gi.p23))
+        extra += nla(TCA_NETEM_LOSS | NLA_F_NESTED, nla(NETEM_LOSS_GI, model))
     if fault.rate_bps:
         rate_bytes = fault.rate_bps // 8
         extra += nla(TCA_NETEM_RATE, struct.pack("=IiIi", min(rate_bytes, U32_MAX), 0, 0, 0))

@@ -53,6 +53,60 @@ class GilbertElliott:
                 f"1-h={format_ratio_percent(self.bad_loss_ratio)} 1-k={format_ratio_percent(self.good_loss_ratio)}")
 
 
+@dataclass(frozen=True)
+class FourState:
+    """netem's 4-state loss model (``loss state p13 [p31 [p32 [p23 [p14]]]]``), Salvo and Ramos's GI model.
+
+    States: 1 delivering in a gap, 2 delivering in a burst, 3 losing in a burst, 4 an isolated loss.
+    """
+
+    p13: float
+    p31: float
+    p32: float = 0.0
+    p23: float = 1.0
+    p14: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise InvalidSpec(f"{f.name} must be a probability in [0, 1]", text=str(value), field="loss-state")
+        if self.p13 + self.p14 > 1.0 or self.p31 + self.p32 > 1.0:
+            raise InvalidSpec("the transitions out of a state add up to more than 100%", field="loss-state")
+        if self.p13 == 0.0 and self.p14 == 0.0:
+            raise InvalidSpec("p13 = p14 = 0 never lose a packet", field="loss-state")
+
+    @property
+    def expected_loss_ratio(self) -> float:
+        """Stationary share of lost packets (loss on entering or staying in 3, and on entering 4)."""
+        p13, p31, p32, p23, p14 = self.p13, self.p31, self.p32, self.p23, self.p14
+        t = [[1 - p13 - p14, 0.0, p13, p14], [0.0, 1 - p23, p23, 0.0], [p31, p32, 1 - p31 - p32, 0.0],
+             [1.0, 0.0, 0.0, 0.0]]
+        pi = [0.25] * 4
+        for _ in range(20000):  # power iteration on a 4x4 chain: plain Python, the spec stays dependency-free
+            nxt = [sum(pi[i] * t[i][j] for i in range(4)) for j in range(4)]
+            if max(abs(a - b) for a, b in zip(nxt, pi)) < 1e-15:
+                break
+            pi = nxt
+        lost_from = [p13 + p14, p23, 1 - p31 - p32, 0.0]
+        return sum(p * q for p, q in zip(pi, lost_from))
+
+    def __str__(self) -> str:
+        return "state " + " ".join(f"{f.name}={format_ratio_percent(getattr(self, f.name))}" for f in fields(self))
+
+
+def parse_loss_state(text: str) -> FourState:
+    """``P13[,P31[,P32[,P23[,P14]]]]`` in percent, netem's order and defaults (p31 = 1-p13, p32 = 0, p23 = 1,
+    p14 = 0)."""
+    items = [item for item in text.replace(" ", ",").split(",") if item]
+    if not 1 <= len(items) <= 5:
+        raise InvalidSpec("expected P13[,P31[,P32[,P23[,P14]]]], e.g. '5%,50%'", text=text, field="loss-state")
+    values = [parse_percent_ratio(item, field="loss-state") for item in items]
+    defaults = [None, 1.0 - values[0], 0.0, 1.0, 0.0]
+    full = values + defaults[len(values):]
+    return FourState(p13=full[0], p31=full[1], p32=full[2], p23=full[3], p14=full[4])
+
+
 DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
 
 
@@ -62,6 +116,7 @@ class FaultSpec:
 
     loss_ratio: float = 0.0
     loss_burst: GilbertElliott | None = None
+    loss_state: FourState | None = None   # netem's 4-state model
     partition: bool = False
     corrupt_ratio: float = 0.0
     duplicate_ratio: float = 0.0
@@ -94,10 +149,11 @@ class FaultSpec:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise InvalidSpec("must be a ratio in [0, 1]", text=str(value), field=name)
-        if self.loss_ratio and self.loss_burst:
-            raise InvalidSpec("--loss and --loss-burst are two loss models; choose one", field="loss")
-        if self.partition and (self.loss_ratio or self.loss_burst or self.corrupt_ratio or self.duplicate_ratio
-                               or self.delay_ns or self.rate_bps):
+        if sum(bool(x) for x in (self.loss_ratio, self.loss_burst, self.loss_state)) > 1:
+            raise InvalidSpec("--loss, --loss-burst and --loss-state are different loss models; choose one",
+                              field="loss")
+        if self.partition and (self.loss_ratio or self.loss_burst or self.loss_state or self.corrupt_ratio
+                               or self.duplicate_ratio or self.delay_ns or self.rate_bps):
             raise InvalidSpec("--partition drops every packet; it does not combine with other faults",
                               field="partition")
         if self.is_empty:
@@ -106,12 +162,13 @@ class FaultSpec:
 
     @property
     def is_empty(self) -> bool:
-        return not (self.loss_ratio or self.loss_burst or self.partition or self.corrupt_ratio
+        return not (self.loss_ratio or self.loss_burst or self.loss_state or self.partition or self.corrupt_ratio
                     or self.duplicate_ratio or self.delay_ns or self.rate_bps)
 
     def features(self) -> tuple[str, ...]:
         """The named capabilities this fault asks of an engine (the CLI option names)."""
         wanted = {"partition": self.partition, "loss": self.loss_ratio, "loss-burst": self.loss_burst,
+                  "loss-state": self.loss_state,
                   "corrupt": self.corrupt_ratio, "duplicate": self.duplicate_ratio, "delay": self.delay_ns,
                   "jitter": self.jitter_ns, "distribution": self.distribution,
                   "correlation": self.delay_correlation_ratio, "reorder": self.reorder_ratio, "rate": self.rate_bps}
@@ -128,6 +185,8 @@ class FaultSpec:
             return 1.0
         if self.loss_burst:
             return self.loss_burst.expected_loss_ratio
+        if self.loss_state:
+            return self.loss_state.expected_loss_ratio
         return self.loss_ratio
 
     def describe(self) -> str:
@@ -138,6 +197,8 @@ class FaultSpec:
             parts.append(f"loss {format_ratio_percent(self.loss_ratio)}")
         if self.loss_burst:
             parts.append(f"loss {self.loss_burst}")
+        if self.loss_state:
+            parts.append(f"loss {self.loss_state}")
         if self.corrupt_ratio:
             parts.append(f"corrupt {format_ratio_percent(self.corrupt_ratio)}")
         if self.duplicate_ratio:
@@ -159,7 +220,7 @@ class FaultSpec:
         out: dict = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, GilbertElliott):
+            if isinstance(value, (GilbertElliott, FourState)):
                 value = {g.name: getattr(value, g.name) for g in fields(value)}
             out[f.name] = value
         return out

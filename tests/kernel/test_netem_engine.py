@@ -221,3 +221,21 @@ def test_probe_finds_netem_fq_prio_and_auto_picks_netem_for_delay():
     assert caps.netem and caps.fq and caps.prio and caps.clsact and caps.ifb, caps
     assert choose_engine(FaultSpec(delay_ns=10**7), caps)[0] == "netem"
     assert choose_engine(FaultSpec(loss_ratio=0.1), caps)[0] == "ebpf"
+
+
+def test_four_state_loss_through_netem(pair):
+    from injector.spec import parse_loss_state
+
+    a, b, end_a, end_b = pair
+    gi = parse_loss_state("5%,40%,10%,30%,1%")
+    dst, n = str(end_b.ipv4.ip), 5000
+    with netem_run(f"{end_a.ipv4.ip}->{dst}:9000/udp", FaultSpec(loss_state=gi), Interface(end_a.ifname, a)) \
+            as (engine, _):
+        rx = UdpReceiver(b, dst, 9000).start()
+        send_udp(a, dst, 9000, n, 2000.0)
+        rx.stop(drain_s=0.5)
+        dropped = sum(c["dropped_packets"] for c in engine.counters().values())
+    lost = 1 - rx.received / n
+    # bursty: the sample loss ratio varies several times more than a binomial one; 0.035 is > 4 of its sds here
+    assert abs(lost - gi.expected_loss_ratio) < 0.035, (lost, gi.expected_loss_ratio)
+    assert dropped == n - rx.received

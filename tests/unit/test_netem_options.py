@@ -72,3 +72,40 @@ def test_fq_options_size_the_horizon_and_limits_for_the_delay():
     assert struct.unpack("=I", opts[TCA_FQ_HORIZON])[0] == 16_000_000  # 2 x 8 s, in us
     assert opts[TCA_FQ_HORIZON_DROP] == b"\0", "beyond the horizon: capped, never dropped"
     assert struct.unpack("=I", opts[TCA_FQ_PLIMIT])[0] >= 8 * netem.ASSUMED_MAX_PPS
+
+
+def test_four_state_model_encodes_in_the_kernel_order_and_predicts_its_loss():
+    import numpy as np
+
+    from injector.spec import parse_loss_state
+
+    gi = parse_loss_state("5%,40%,10%,30%,1%")  # p13 p31 p32 p23 p14, netem's order
+    _, extra = options_of(netem.netem_attrs(FaultSpec(loss_state=gi)))
+    nested = dict(rawnl.parse_attrs(extra[netem.TCA_NETEM_LOSS]))
+    p13, p31, p32, p14, p23 = struct.unpack("=IIIII", nested[netem.NETEM_LOSS_GI])  # struct tc_netem_gimodel
+    assert (p13, p31, p32, p14, p23) == tuple(netem.prob_u32(x) for x in (0.05, 0.40, 0.10, 0.01, 0.30))
+    defaults = parse_loss_state("5%")
+    assert (defaults.p31, defaults.p32, defaults.p23, defaults.p14) == pytest.approx((0.95, 0.0, 1.0, 0.0))
+    # the stationary loss ratio agrees with a simulation of netem's per-packet rules
+    rng = np.random.default_rng(3)
+    state, lost, n = 1, 0, 200_000
+    draws = rng.random(n)
+    for u in draws:
+        if state == 1:
+            if u < gi.p14:
+                state, lost = 4, lost + 1
+            elif u < gi.p14 + gi.p13:
+                state, lost = 3, lost + 1
+        elif state == 2:
+            if u < gi.p23:
+                state, lost = 3, lost + 1
+        elif state == 3:
+            if u < gi.p32:
+                state = 2
+            elif u < gi.p32 + gi.p31:
+                state = 1
+            else:
+                lost += 1
+        else:
+            state = 1
+    assert abs(lost / n - gi.expected_loss_ratio) < 0.01, (lost / n, gi.expected_loss_ratio)
