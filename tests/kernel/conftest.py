@@ -108,3 +108,20 @@ def make_netns():
         except OSError as e:
             errors.append(f"{name}: {e}")
     assert not errors, f"could not remove namespaces: {errors}"
+
+
+@pytest.fixture
+def engine_pair(tmp_path, monkeypatch):
+    """(ns_a, ns_b, end_a, end_b): two throwaway namespaces joined by a veth pair, made by the injector's own
+    Topology, with a private run directory for ledgers. Removed at teardown, even on failure."""
+    from injector.kernel.netns import Topology, unique_name
+
+    monkeypatch.setenv("CHAOS_INJECT_RUN_DIR", str(tmp_path / "run"))
+    topo = Topology()
+    try:
+        a = topo.add_namespace(unique_name(f"{NS_PREFIX}a"))
+        b = topo.add_namespace(unique_name(f"{NS_PREFIX}b"))
+        end_a, end_b = topo.connect(a, b, "10.199.1.0/30", "fd00:199:1::/64")
+        yield a, b, end_a, end_b
+    finally:
+        topo.close()

@@ -103,3 +103,11 @@ def udp_delay(pair: Pair, family: int = socket.AF_INET, count: int = 30, gap_s: 
                 rtt.append((t2 - t0) / 1e6)
             time.sleep(gap_s)
     return DelaySamples(ab, ba, rtt)
+
+
+def qdisc_text(ns: str, dev: str) -> str:
+    """`tc qdisc show` of one device in one namespace, to compare before/after a run."""
+    import subprocess
+
+    return subprocess.run(["tc", "-n", ns, "qdisc", "show", "dev", dev], capture_output=True, text=True,
+                          check=True).stdout

@@ -10,36 +10,18 @@ import numpy as np
 import pytest
 
 from injector.engines.edt import EdtEngine
-from injector.kernel.netns import Topology, unique_name
 from injector.kernel.owner import KernelOwner
 from injector.lab.traffic import UdpReceiver, send_udp
 from injector.plan import Interface, build_plan
 from injector.spec import FaultSpec, parse_flow
+from nslab import qdisc_text
 
 pytestmark = pytest.mark.kernel
 DELAY_TOLERANCE_MS = (-1.0, 8.0)  # as for netem under TCG (tests/kernel/test_netem_engine.py)
 
 
-@pytest.fixture
-def pair(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHAOS_INJECT_RUN_DIR", str(tmp_path / "run"))
-    topo = Topology()
-    try:
-        a = topo.add_namespace(unique_name("ci-k-a"))
-        b = topo.add_namespace(unique_name("ci-k-b"))
-        end_a, end_b = topo.connect(a, b, "10.199.2.0/30", "fd00:199:2::/64")
-        yield a, b, end_a, end_b
-    finally:
-        topo.close()
-
-
-def qdisc_text(ns, dev) -> str:
-    return subprocess.run(["tc", "-n", ns, "qdisc", "show", "dev", dev], capture_output=True, text=True,
-                          check=True).stdout
-
-
-def test_edt_delay_and_jitter_without_reordering_then_lease_expiry_and_exact_restore(pair):
-    a, b, end_a, end_b = pair
+def test_edt_delay_and_jitter_without_reordering_then_lease_expiry_and_exact_restore(engine_pair):
+    a, b, end_a, end_b = engine_pair
     subprocess.run(["tc", "-n", a, "qdisc", "add", "dev", end_a.ifname, "root", "handle", "78:", "tbf", "rate",
                     "100mbit", "burst", "64kb", "latency", "50ms"], check=True)
     before = qdisc_text(a, end_a.ifname)

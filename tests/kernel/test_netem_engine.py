@@ -12,30 +12,17 @@ import pytest
 
 from injector.engines.netem import NetemEngine
 from injector.kernel import rawnl
-from injector.kernel.netns import Topology, unique_name
 from injector.kernel.owner import KernelOwner
 from injector.kernel.sweep import sweep
 from injector.kernel.tc import link_index
 from injector.lab.traffic import UdpReceiver, send_udp
 from injector.plan import Interface, build_plan
 from injector.spec import FaultSpec, parse_flow, parse_loss_burst
+from nslab import qdisc_text
 
 pytestmark = pytest.mark.kernel
 # Measured under TCG (scripts/vm): netem 50 ms gave a one-way median of 50.9-53 ms; veth baseline < 1 ms.
 DELAY_TOLERANCE_MS = (-1.0, 8.0)
-
-
-@pytest.fixture
-def pair(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHAOS_INJECT_RUN_DIR", str(tmp_path / "run"))
-    topo = Topology()
-    try:
-        a = topo.add_namespace(unique_name("ci-k-a"))
-        b = topo.add_namespace(unique_name("ci-k-b"))
-        end_a, end_b = topo.connect(a, b, "10.199.1.0/30", "fd00:199:1::/64")
-        yield a, b, end_a, end_b
-    finally:
-        topo.close()
 
 
 @contextlib.contextmanager
@@ -54,13 +41,8 @@ def one_way_ms(a, b, dst, port, count=150, rate=100.0) -> list[float]:
     return [ns / 1e6 for ns in rx.latencies_ns]
 
 
-def qdisc_text(ns, dev) -> str:
-    return subprocess.run(["tc", "-n", ns, "qdisc", "show", "dev", dev], capture_output=True, text=True,
-                          check=True).stdout
-
-
-def test_delay_hits_only_the_flow_and_the_root_comes_back(pair):
-    a, b, end_a, end_b = pair
+def test_delay_hits_only_the_flow_and_the_root_comes_back(engine_pair):
+    a, b, end_a, end_b = engine_pair
     before = qdisc_text(a, end_a.ifname)
     dst = str(end_b.ipv4.ip)
     with netem_run(f"{end_a.ipv4.ip}->{dst}:9000/udp", FaultSpec(delay_ns=50_000_000), Interface(end_a.ifname, a)):
@@ -74,8 +56,8 @@ def test_delay_hits_only_the_flow_and_the_root_comes_back(pair):
     assert qdisc_text(a, end_a.ifname) == before
 
 
-def test_previous_tbf_root_is_restored_identically_also_by_sweep(pair):
-    a, b, end_a, end_b = pair
+def test_previous_tbf_root_is_restored_identically_also_by_sweep(engine_pair):
+    a, b, end_a, end_b = engine_pair
     subprocess.run(["tc", "-n", a, "qdisc", "add", "dev", end_a.ifname, "root", "handle", "77:", "tbf", "rate",
                     "50mbit", "burst", "64kb", "latency", "100ms"], check=True)
     index = link_index(end_a.ifname, a)
@@ -94,8 +76,8 @@ def test_previous_tbf_root_is_restored_identically_also_by_sweep(pair):
     assert (after.kind, after.handle, after.config_attrs) == (before.kind, before.handle, before.config_attrs)
 
 
-def test_gilbert_elliott_loss_through_netem(pair):
-    a, b, end_a, end_b = pair
+def test_gilbert_elliott_loss_through_netem(engine_pair):
+    a, b, end_a, end_b = engine_pair
     ge = parse_loss_burst("5%,25%")
     dst = str(end_b.ipv4.ip)
     n = 5000
@@ -112,8 +94,8 @@ def test_gilbert_elliott_loss_through_netem(pair):
     assert sum(c["dropped_packets"] for c in counters.values()) == n - rx.received
 
 
-def test_two_flows_get_their_own_faults(pair):
-    a, b, end_a, end_b = pair
+def test_two_flows_get_their_own_faults(engine_pair):
+    a, b, end_a, end_b = engine_pair
     dst = str(end_b.ipv4.ip)
     iface = Interface(end_a.ifname, a)
     targets = [(parse_flow(f"{end_a.ipv4.ip}->{dst}:9000/udp"), iface, FaultSpec(delay_ns=20_000_000)),
@@ -128,14 +110,14 @@ def test_two_flows_get_their_own_faults(pair):
     assert medians[9002] < 5, medians
 
 
-def test_ingress_delay_through_our_ifb_and_nothing_left(pair):
+def test_ingress_delay_through_our_ifb_and_nothing_left(engine_pair):
     """Flow A->B:9000, direction ingress, on A: the replies from B:9000 arriving at A are delayed."""
     import socket
 
     from injector.kernel.netns import socket_in
     from injector.lab.traffic import payload
 
-    a, b, end_a, end_b = pair
+    a, b, end_a, end_b = engine_pair
     a_ip, b_ip = str(end_a.ipv4.ip), str(end_b.ipv4.ip)
     links_before = subprocess.run(["ip", "-n", a, "-o", "link"], capture_output=True, text=True).stdout
     plan = build_plan([(parse_flow(f"{a_ip}->{b_ip}:9000/udp"), Interface(end_a.ifname, a))],
@@ -168,7 +150,7 @@ def test_ingress_delay_through_our_ifb_and_nothing_left(pair):
     assert "clsact" not in qdisc_text(a, end_a.ifname)
 
 
-def test_cli_netem_jitter_then_kill_9_lease_expiry_and_sweep(pair, tmp_path):
+def test_cli_netem_jitter_then_kill_9_lease_expiry_and_sweep(engine_pair, tmp_path):
     """The real CLI with the netem engine: jitter spread as asked; after kill -9 the flow is undelayed within one
     lease while our qdiscs are still there; `sweep` then restores the interface exactly."""
     import json
@@ -176,7 +158,7 @@ def test_cli_netem_jitter_then_kill_9_lease_expiry_and_sweep(pair, tmp_path):
     import signal
     import sys
 
-    a, b, end_a, end_b = pair
+    a, b, end_a, end_b = engine_pair
     a_ip, dst = str(end_a.ipv4.ip), str(end_b.ipv4.ip)
     before = qdisc_text(a, end_a.ifname)
     env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(tmp_path / "run")}
@@ -223,10 +205,10 @@ def test_probe_finds_netem_fq_prio_and_auto_picks_netem_for_delay():
     assert choose_engine(FaultSpec(loss_ratio=0.1), caps)[0] == "ebpf"
 
 
-def test_four_state_loss_through_netem(pair):
+def test_four_state_loss_through_netem(engine_pair):
     from injector.spec import parse_loss_state
 
-    a, b, end_a, end_b = pair
+    a, b, end_a, end_b = engine_pair
     gi = parse_loss_state("5%,40%,10%,30%,1%")
     dst, n = str(end_b.ipv4.ip), 5000
     with netem_run(f"{end_a.ipv4.ip}->{dst}:9000/udp", FaultSpec(loss_state=gi), Interface(end_a.ifname, a)) \
