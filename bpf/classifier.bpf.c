@@ -49,6 +49,7 @@ BPF_ARRAY(jitter_table, __s16, CI_JITTER_TABLE_SIZE);  /* EDT jitter: netem-styl
 #define CI_MODE_STEER 1     /* netem engine: pick the class of the rule's netem leaf */
 #define CI_MODE_MATCH 2     /* netem engine, ingress: say "match" so the filter's mirred action runs */
 #define CI_MODE_IFB 3       /* netem engine, on the IFB: steer again, already counted at ingress */
+#define CI_MODE_MATCH_QUIET 4  /* EDT engine, ingress: "match" for the mirred action; counted on the IFB */
 
 struct packet {
     __u32 saddr[4];
@@ -255,7 +256,7 @@ static __always_inline void set_departure(struct __sk_buff *skb, struct ci_rule 
 static __always_inline int classify(struct __sk_buff *skb, __u8 hook, int mode)
 {
     /* "let it pass untouched": continue with the next filter (direct action), or "no match" (plain) */
-    int pass = mode == CI_MODE_MATCH ? 0 : TC_ACT_UNSPEC;
+    int pass = (mode == CI_MODE_MATCH || mode == CI_MODE_MATCH_QUIET) ? 0 : TC_ACT_UNSPEC;
     if (skb->mark & CI_DUP_MARK) {  /* our own duplicate coming round again: release it once */
         skb->mark &= ~CI_DUP_MARK;
         return pass;
@@ -281,6 +282,8 @@ static __always_inline int classify(struct __sk_buff *skb, __u8 hook, int mode)
         skb->tc_classid = rule->classid;
         return TC_ACT_OK;
     }
+    if (mode == CI_MODE_MATCH_QUIET)
+        return -1;
     ctr->matched_packets++;
     ctr->matched_bytes += skb->len;
     if (mode == CI_MODE_STEER) {
@@ -354,6 +357,18 @@ int ci_egress(struct __sk_buff *skb)
 }
 
 int ci_ingress(struct __sk_buff *skb)
+{
+    return classify(skb, CI_HOOK_INGRESS, CI_MODE_ACT);
+}
+
+/* EDT engine, ingress: the interface's plain filter says "match" (its mirred action hands the packet to our
+ * IFB), and on the IFB's egress the ingress rules act and set departure times for its fq root. */
+int ci_ingress_match(struct __sk_buff *skb)
+{
+    return classify(skb, CI_HOOK_INGRESS, CI_MODE_MATCH_QUIET);
+}
+
+int ci_ifb(struct __sk_buff *skb)
 {
     return classify(skb, CI_HOOK_INGRESS, CI_MODE_ACT);
 }

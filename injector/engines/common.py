@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from typing import Callable
 
 from ..errors import NotPermitted, Unsupported
@@ -10,6 +11,7 @@ from ..kernel import abi, rawnl, tc
 from ..kernel.bpf import ClassifierConfig, ClassifierProgram
 from ..kernel.owner import KernelOwner
 from ..plan import Interface, Plan, PlannedRule
+from ..kernel.rtnl import open_rtnl
 from .rules import compile_rules
 
 
@@ -58,6 +60,33 @@ def root_entry(iface: Interface, ifindex: int, handle: int, previous: rawnl.Qdis
             "handle": handle,
             "previous": None if previous is None or previous.handle == 0 else {
                 "handle": previous.handle, "kind": previous.kind, "attrs_hex": previous.config_attrs.hex()}}
+
+
+def add_ifb(owner: KernelOwner, iface: Interface) -> tuple[Interface, int]:
+    """An IFB device of ours next to ``iface`` (ledger entry first); up, and empty of anyone else's objects."""
+    name = f"ci{secrets.token_hex(5)}"
+
+    def make() -> None:
+        with open_rtnl(iface.netns) as rtnl:
+            rtnl.link("add", ifname=name, kind="ifb")
+
+    owner.create({"kind": "link", "link_kind": "ifb", "netns": iface.netns, "ifname": name}, make)
+    index = tc.link_index(name, iface.netns)
+    assert index is not None
+    with open_rtnl(iface.netns) as rtnl:
+        rtnl.link("set", index=index, state="up")
+    return Interface(name, iface.netns, how=f"IFB for {iface.name} ingress"), index
+
+
+def redirect_ingress(owner: KernelOwner, iface: Interface, ifindex: int, prog_fd: int, filter_name: str,
+                     to_ifindex: int) -> None:
+    """Our plain classifier on ``iface``'s clsact ingress; what it matches, act_mirred hands to ``to_ifindex``."""
+    where = {"netns": iface.netns, "ifname": iface.name, "ifindex": ifindex}
+    if not tc.has_clsact(ifindex, iface.netns):
+        owner.create({"kind": "clsact", **where}, lambda: tc.add_clsact(ifindex, iface.netns))
+    prio = tc.free_prio(ifindex, "ingress", iface.netns)
+    owner.create({"kind": "bpf-filter", **where, "hook": "ingress", "prio": prio, "name": filter_name},
+                 lambda: tc.add_bpf_redirect_filter(ifindex, prio, prog_fd, filter_name, to_ifindex, iface.netns))
 
 
 class LeasedRules:

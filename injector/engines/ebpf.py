@@ -74,10 +74,16 @@ class EbpfEngine:
                 owner.create({"kind": "clsact", **where},
                              _step(f"adding a clsact qdisc on {iface}", tc.add_clsact, ifindex, iface.netns))
             for hook in plan.hooks_for(iface):
-                prio = tc.free_prio(ifindex, hook, iface.netns)
-                owner.create({"kind": "bpf-filter", **where, "hook": hook, "prio": prio, "name": filter_name},
-                             _step(f"attaching the classifier on {iface} {hook}", tc.add_bpf_filter, ifindex,
-                                   hook, prio, rules.program.prog_fds[hook], filter_name, iface.netns))
+                self._attach(owner, iface, ifindex, hook, rules.program, filter_name)
+
+    def _attach(self, owner: KernelOwner, iface: Interface, ifindex: int, hook: str, program: ClassifierProgram,
+                filter_name: str) -> None:
+        """The classifier, direct-action, on the interface's clsact ``hook``."""
+        where = {"netns": iface.netns, "ifname": iface.name, "ifindex": ifindex}
+        prio = tc.free_prio(ifindex, hook, iface.netns)
+        owner.create({"kind": "bpf-filter", **where, "hook": hook, "prio": prio, "name": filter_name},
+                     _step(f"attaching the classifier on {iface} {hook}", tc.add_bpf_filter, ifindex, hook, prio,
+                           program.prog_fds[hook], filter_name, iface.netns))
 
     def _prepare(self, program: ClassifierProgram, plan: Plan) -> None:
         """Fill any further maps before the classifier sees a packet (EDT: the jitter table)."""

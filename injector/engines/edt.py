@@ -5,8 +5,9 @@ The previous root qdisc is snapshotted and restored byte for byte (ledger entry,
 horizon is sized to the longest requested delay (packets beyond it are capped, not dropped) and its limits to
 the delay at a high packet rate, so nothing is dropped for space. Jitter is drawn from a distribution table in
 a map (netem's tables), seeded like every other decision, and departures never go backwards within a rule, so
-a flow is not reordered. Egress only: fq holds packets on the way out. If the injector dies the rules' leases
-expire and packets leave at once.
+a flow is not reordered. fq holds packets on the way out, so ingress faults go through an IFB device of ours
+(a plain match filter + mirred on the interface's ingress; on the IFB, the classifier acts on the ingress rules and
+an fq root holds them). If the injector dies the rules' leases expire and packets leave at once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from ..kernel.netem import ASSUMED_MAX_PPS, distribution_table
 from ..kernel.owner import KernelOwner
 from ..kernel.rawnl import TC_H_ROOT, nla
 from ..plan import Plan
-from .common import replaceable_root, root_entry
+from ..kernel import tc
+from .common import add_ifb, redirect_ingress, replaceable_root, root_entry
 from .ebpf import EbpfEngine
 from .select import STATELESS
 
@@ -46,23 +48,40 @@ class EdtEngine(EbpfEngine):
 
     def check(self, plan: Plan):
         if any(r.match.hook == "ingress" for r in plan.rules):
-            raise Unsupported("the EDT engine delays packets on their way out only: use --direction egress "
-                              "(or the netem engine, which serves ingress through an IFB device)")
+            from ..kernel.probe import probe
+
+            if any(plan.fault_of(r).duplicate_ratio for r in plan.rules if r.match.hook == "ingress"):
+                raise Unsupported("the EDT engine does not duplicate ingress packets; use the netem engine")
+            if not probe().ifb:
+                raise Unsupported("the EDT engine needs IFB devices (ifb) for ingress faults")
         tables = {f.distribution for f in plan.faults if f.jitter_ns and f.distribution not in (None, "uniform")}
         if len(tables) > 1:
             raise Unsupported("the EDT engine takes one jitter distribution per run")
         links = super().check(plan)
         for iface, info in links.items():
-            info["previous_root"] = replaceable_root(iface, info, FQ_MAJOR)
+            info["previous_root"] = None
+            if "egress" in plan.hooks_for(iface):  # ingress only: the interface's root qdisc is not touched
+                info["previous_root"] = replaceable_root(iface, info, FQ_MAJOR)
         return links
 
     def apply(self, plan: Plan, owner: KernelOwner, expires_ns: int) -> None:
         links = self.check(plan)
+        self._plan = plan
         for iface, info in links.items():
-            ifindex = info["index"]
-            owner.create(root_entry(iface, ifindex, FQ_HANDLE, info["previous_root"]),
-                         lambda: self._replace_root(iface, ifindex, plan))
+            if "egress" in plan.hooks_for(iface):
+                ifindex = info["index"]
+                owner.create(root_entry(iface, ifindex, FQ_HANDLE, info["previous_root"]),
+                             lambda: self._replace_root(iface, ifindex, plan))
         super().apply(plan, owner, expires_ns)
+
+    def _attach(self, owner: KernelOwner, iface, ifindex: int, hook: str, program, filter_name: str) -> None:
+        if hook == "egress":
+            return super()._attach(owner, iface, ifindex, hook, program, filter_name)
+        ifb, ifb_index = add_ifb(owner, iface)
+        self._replace_root(ifb, ifb_index, self._plan)  # a new IFB: its qdiscs go with it
+        tc.add_clsact(ifb_index, ifb.netns)
+        tc.add_bpf_filter(ifb_index, "egress", 1, program.prog_fds["ifb"], filter_name, ifb.netns)
+        redirect_ingress(owner, iface, ifindex, program.prog_fds["ingress_match"], filter_name, ifb_index)
 
     def _prepare(self, program, plan: Plan) -> None:
         tables = {f.distribution for f in plan.faults if f.jitter_ns and f.distribution not in (None, "uniform")}

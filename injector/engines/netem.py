@@ -17,17 +17,15 @@ previous root qdisc and removes the IFB from the ledger.
 
 from __future__ import annotations
 
-import secrets
-
 from ..errors import ApplyFailed, Unsupported
 from ..kernel import rawnl, tc
 from ..kernel.bpf import ClassifierConfig
 from ..kernel.netem import DEFAULT_BANDS, netem_attrs, prio_attrs
 from ..kernel.owner import KernelOwner
 from ..kernel.rawnl import TC_H_ROOT
-from ..kernel.rtnl import open_rtnl
 from ..plan import Interface, Plan
-from .common import LeasedRules, interface_links, replaceable_root, require_root, root_entry
+from .common import (LeasedRules, add_ifb, interface_links, redirect_ingress, replaceable_root, require_root,
+                     root_entry)
 
 QDISC_MAJOR = 0xC1A0
 ROOT_HANDLE = QDISC_MAJOR << 16
@@ -94,30 +92,12 @@ class NetemEngine:
     def _ingress_through_ifb(self, iface: Interface, ifindex: int, plan: Plan, owner: KernelOwner,
                              rules: LeasedRules, filter_name: str) -> None:
         """Matched arriving packets are redirected to an IFB device of ours, whose root is the same tree."""
-        ifb_name = f"ci{secrets.token_hex(5)}"
-        owner.create({"kind": "link", "link_kind": "ifb", "netns": iface.netns, "ifname": ifb_name},
-                     lambda: self._make_ifb(iface.netns, ifb_name))
-        ifb_index = tc.link_index(ifb_name, iface.netns)
-        assert ifb_index is not None
-        with open_rtnl(iface.netns) as rtnl:
-            rtnl.link("set", index=ifb_index, state="up")
-        ifb = Interface(ifb_name, iface.netns, how=f"IFB for {iface.name} ingress")
+        ifb, ifb_index = add_ifb(owner, iface)
         with rawnl.rtnl(iface.netns) as sock:  # a new IFB: nothing of anyone's to keep; it goes with the link
             sock.add_qdisc(ifb_index, TC_H_ROOT, ROOT_HANDLE, prio_attrs(DEFAULT_BANDS + len(plan.faults)),
                            replace=True)
         self._build_tree(ifb, ifb_index, plan, rules.program.prog_fds["ifb"], filter_name)
-        where = {"netns": iface.netns, "ifname": iface.name, "ifindex": ifindex}
-        if not tc.has_clsact(ifindex, iface.netns):
-            owner.create({"kind": "clsact", **where}, lambda: tc.add_clsact(ifindex, iface.netns))
-        prio = tc.free_prio(ifindex, "ingress", iface.netns)
-        owner.create({"kind": "bpf-filter", **where, "hook": "ingress", "prio": prio, "name": filter_name},
-                     lambda: tc.add_bpf_redirect_filter(ifindex, prio, rules.program.prog_fds["ingress"],
-                                                        filter_name, ifb_index, iface.netns))
-
-    @staticmethod
-    def _make_ifb(netns: str | None, name: str) -> None:
-        with open_rtnl(netns) as rtnl:
-            rtnl.link("add", ifname=name, kind="ifb")
+        redirect_ingress(owner, iface, ifindex, rules.program.prog_fds["ingress"], filter_name, ifb_index)
 
     def _build_tree(self, iface: Interface, ifindex: int, plan: Plan, prog_fd: int, filter_name: str) -> None:
         """netem leaves (one per fault) and our steering filter under our prio root; they go with the root."""

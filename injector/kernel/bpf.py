@@ -69,8 +69,10 @@ class ClassifierProgram:
                 "egress": self._bpf.load_func(b"ci_egress", bcc.BPF.SCHED_CLS).fd,
                 "ingress": self._bpf.load_func(b"ci_ingress", bcc.BPF.SCHED_CLS).fd,
             }
-            if config.steer:
-                self.prog_fds["ifb"] = self._bpf.load_func(b"ci_ifb", bcc.BPF.SCHED_CLS).fd
+            # on our IFB (netem: steer; EDT: act on ingress rules) and, for EDT, the plain ingress match
+            self.prog_fds["ifb"] = self._bpf.load_func(b"ci_ifb", bcc.BPF.SCHED_CLS).fd
+            if not config.steer:
+                self.prog_fds["ingress_match"] = self._bpf.load_func(b"ci_ingress_match", bcc.BPF.SCHED_CLS).fd
             self._rules = self._bpf[b"rules"]
             self._shapes = self._bpf[b"shapes"]
             self._shape_count = self._bpf[b"shape_count"]

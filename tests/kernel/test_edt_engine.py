@@ -54,3 +54,112 @@ def test_edt_delay_and_jitter_without_reordering_then_lease_expiry_and_exact_res
     assert statistics.median(ns / 1e6 for ns in control.latencies_ns) < 5
     assert statistics.median(ns / 1e6 for ns in after_lease.latencies_ns) < 5
     assert qdisc_text(a, end_a.ifname) == before
+
+
+def test_edt_ingress_through_our_ifb_and_nothing_left(engine_pair):
+    """Flow A->B:9000, direction ingress, on A: the replies from B:9000 are held by the fq root of our IFB."""
+    import socket
+
+    from injector.kernel.netns import socket_in
+    from injector.lab.traffic import payload
+
+    a, b, end_a, end_b = engine_pair
+    a_ip, b_ip = str(end_a.ipv4.ip), str(end_b.ipv4.ip)
+    links_before = subprocess.run(["ip", "-n", a, "-o", "link"], capture_output=True, text=True).stdout
+    plan = build_plan([(parse_flow(f"{a_ip}->{b_ip}:9000/udp"), Interface(end_a.ifname, a))],
+                      FaultSpec(delay_ns=40_000_000), direction="ingress", duration_ns=300 * 10**9, engine="edt")
+
+    def replies_ms(src_port, dst_port):
+        rx = UdpReceiver(a, a_ip, dst_port).start()
+        sock = socket_in(b, socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((b_ip, src_port))
+        for seq in range(60):
+            sock.sendto(payload(seq, 64), (a_ip, dst_port))
+            time.sleep(0.01)
+        sock.close()
+        rx.stop(drain_s=0.5)
+        return [ns / 1e6 for ns in rx.latencies_ns]
+
+    engine = EdtEngine()
+    with KernelOwner(plan.run_id, meta=plan.to_dict(), handle_signals=False) as owner:
+        engine.apply(plan, owner, time.monotonic_ns() + 300 * 10**9)
+        delayed, other = replies_ms(9000, 7000), replies_ms(9001, 7001)
+        counted = sum(c["delayed_packets"] for c in engine.counters().values())
+    low, high = DELAY_TOLERANCE_MS
+    assert len(delayed) == 60 and counted == 60, (len(delayed), counted)
+    assert 40 + low <= statistics.median(delayed) <= 40 + high, statistics.median(delayed)
+    assert statistics.median(other) < 5
+    assert subprocess.run(["ip", "-n", a, "-o", "link"], capture_output=True, text=True).stdout == links_before
+    assert "clsact" not in qdisc_text(a, end_a.ifname)
+
+
+def test_edt_flows_with_their_own_faults_and_ge_loss(engine_pair):
+    from injector.spec import parse_loss_burst
+
+    a, b, end_a, end_b = engine_pair
+    src, dst = str(end_a.ipv4.ip), str(end_b.ipv4.ip)
+    iface = Interface(end_a.ifname, a)
+    ge = parse_loss_burst("5%,25%")
+    plan = build_plan([(parse_flow(f"{src}->{dst}:9000/udp"), iface, FaultSpec(delay_ns=20_000_000)),
+                       (parse_flow(f"{src}->{dst}:9001/udp"), iface, FaultSpec(delay_ns=60_000_000)),
+                       (parse_flow(f"{src}->{dst}:9002/udp"), iface, FaultSpec(loss_burst=ge))],
+                      duration_ns=300 * 10**9, seed=3, engine="edt")
+    with KernelOwner(plan.run_id, meta=plan.to_dict(), handle_signals=False) as owner:
+        EdtEngine().apply(plan, owner, time.monotonic_ns() + 300 * 10**9)
+        medians = {}
+        for port in (9000, 9001, 9003):
+            rx = UdpReceiver(b, dst, port).start()
+            send_udp(a, dst, port, 60, 100.0)
+            rx.stop(drain_s=0.5)
+            medians[port] = statistics.median(ns / 1e6 for ns in rx.latencies_ns)
+        lossy = UdpReceiver(b, dst, 9002).start()
+        send_udp(a, dst, 9002, 5000, 2000.0)
+        lossy.stop(drain_s=0.5)
+    low, high = DELAY_TOLERANCE_MS
+    assert 20 + low <= medians[9000] <= 20 + high and 60 + low <= medians[9001] <= 60 + high, medians
+    assert medians[9003] < 5, medians
+    lost = 1 - lossy.received / 5000
+    pi, lam = ge.bad_state_ratio, 1 - ge.p - ge.r
+    sd = np.sqrt(pi * (1 - pi) / 5000 * (1 + lam) / (1 - lam))
+    assert abs(lost - ge.expected_loss_ratio) <= 3.29 * sd, (lost, ge.expected_loss_ratio)
+
+
+def test_cli_edt_kill_9_lease_expiry_and_sweep(engine_pair, tmp_path):
+    import os
+    import signal
+    import sys
+
+    a, b, end_a, end_b = engine_pair
+    dst = str(end_b.ipv4.ip)
+    before = qdisc_text(a, end_a.ifname)
+    env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(tmp_path / "run")}
+    proc = subprocess.Popen([sys.executable, "-m", "injector.cli", "--flow", f"{end_a.ipv4.ip}->{dst}:9000/udp",
+                             "--netns", a, "--delay", "40ms", "--engine", "edt", "--duration", "600s", "--lease",
+                             "2s", "-q"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((tmp_path / "run").glob("runs/*.status.json")):
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the CLI did not become active"
+            time.sleep(0.5)
+        rx = UdpReceiver(b, dst, 9000).start()
+        send_udp(a, dst, 9000, 60, 100.0)
+        rx.stop(drain_s=0.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        time.sleep(3.0)
+        assert "qdisc fq c1c0:" in qdisc_text(a, end_a.ifname), "still attached: only the lease ended the fault"
+        after = UdpReceiver(b, dst, 9000).start()
+        send_udp(a, dst, 9000, 40, 100.0)
+        after.stop(drain_s=0.3)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    low, high = DELAY_TOLERANCE_MS
+    assert 40 + low <= statistics.median(ns / 1e6 for ns in rx.latencies_ns) <= 40 + high
+    assert statistics.median(ns / 1e6 for ns in after.latencies_ns) < 5
+    swept = subprocess.run([sys.executable, "-m", "injector.cli", "sweep"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert swept.returncode == 0 and "swept 1 dead run" in swept.stdout, swept.stdout + swept.stderr
+    assert qdisc_text(a, end_a.ifname) == before
