@@ -135,11 +135,6 @@ class ClassifierProgram:
         if bpf is not None:
             bpf.cleanup()
 
-    @property
-    def bcc_object(self):
-        """For benchmarks (BPF_PROG_TEST_RUN) and tests only."""
-        return self._bpf
-
     def __del__(self) -> None:  # pragma: no cover - safety net; owners call close()
         if os.getpid() and getattr(self, "_bpf", None) is not None:
             try:

@@ -8,7 +8,6 @@ does not encode (64-bit latency/jitter, distribution tables, the Gilbert-Elliott
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import socket
 import struct
@@ -142,7 +141,3 @@ def rtnl(netns: str | None = None) -> Iterator[RtnlSocket]:
         yield sock
     finally:
         sock.close()
-
-
-def is_missing(exc: OSError) -> bool:
-    return exc.errno in (errno.ENOENT, errno.ENODEV, errno.EINVAL)

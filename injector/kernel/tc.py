@@ -19,7 +19,6 @@ class FilterInfo:
     handle: int
     kind: str
     name: str | None
-    prog_id: int | None
 
 
 def link_index(ifname: str, netns: str | None = None) -> int | None:
@@ -70,8 +69,7 @@ def list_filters(ifindex: int, netns: str | None = None) -> list[FilterInfo]:
                     continue
                 out.append(FilterInfo(
                     hook=hook, prio=msg["info"] >> 16, handle=msg["handle"], kind=msg.get_attr("TCA_KIND"),
-                    name=options.get_attr("TCA_BPF_NAME") if msg.get_attr("TCA_KIND") == "bpf" else None,
-                    prog_id=None))
+                    name=options.get_attr("TCA_BPF_NAME") if msg.get_attr("TCA_KIND") == "bpf" else None))
     return out
 
 

@@ -82,13 +82,14 @@ class UdpReceiver:
 
 
 def send_udp(netns: str | None, dst: str, port: int, count: int, rate_pps: float, size: int = 64,
-             src: str | None = None) -> int:
-    """Send ``count`` sequence-numbered datagrams at ``rate_pps`` (bounded in count and time)."""
+             src: str | None = None, src_port: int = 0) -> int:
+    """Send ``count`` sequence-numbered datagrams at ``rate_pps`` (bounded in count and time), from ``src``:``src_port``
+    when given (e.g. a server's port, to play a flow's replies)."""
     family = socket.AF_INET6 if ":" in dst else socket.AF_INET
     sock = socket_in(netns, family, socket.SOCK_DGRAM)
     try:
-        if src:
-            sock.bind((src, 0))
+        if src or src_port:
+            sock.bind((src or "", src_port))
         interval = 1.0 / rate_pps
         start = time.monotonic()
         for seq in range(count):

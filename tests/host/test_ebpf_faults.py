@@ -80,28 +80,15 @@ def test_ingress_direction_faults_the_replies(pair):
                   direction="ingress") as engine:
         replies = UdpReceiver(pair.client_ns, client_ip, 7000).start()
         other = UdpReceiver(pair.client_ns, client_ip, 7001).start()
-        send_udp(pair.server_ns, client_ip, 7000, 1_000, RATE, src=f"{server_ip}")  # ephemeral src port
-        _send_from_port(pair.server_ns, server_ip, 9000, client_ip, 7000, 1_000)
-        _send_from_port(pair.server_ns, server_ip, 9001, client_ip, 7001, 1_000)
+        send_udp(pair.server_ns, client_ip, 7000, 1_000, RATE, src=server_ip)  # ephemeral src port
+        send_udp(pair.server_ns, client_ip, 7000, 1_000, RATE, src=server_ip, src_port=9000)
+        send_udp(pair.server_ns, client_ip, 7001, 1_000, RATE, src=server_ip, src_port=9001)
         replies.stop()
         other.stop()
         counters = rule_totals(engine)
     assert replies.received == 1_000, "only packets from server port 9000 are the flow's replies"
     assert other.received == 1_000
     assert counters["dropped_packets"] == 1_000
-
-
-def _send_from_port(netns, src_ip, src_port, dst_ip, dst_port, count):
-    from injector.kernel.netns import socket_in
-    from injector.lab.traffic import payload
-
-    sock = socket_in(netns, socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.bind((src_ip, src_port))
-        for seq in range(count):
-            sock.sendto(payload(seq, 64), (dst_ip, dst_port))
-    finally:
-        sock.close()
 
 
 def test_gilbert_elliott_bursts_match_the_model(pair):

@@ -112,11 +112,6 @@ def test_two_flows_get_their_own_faults(engine_pair):
 
 def test_ingress_delay_through_our_ifb_and_nothing_left(engine_pair):
     """Flow A->B:9000, direction ingress, on A: the replies from B:9000 arriving at A are delayed."""
-    import socket
-
-    from injector.kernel.netns import socket_in
-    from injector.lab.traffic import payload
-
     a, b, end_a, end_b = engine_pair
     a_ip, b_ip = str(end_a.ipv4.ip), str(end_b.ipv4.ip)
     links_before = subprocess.run(["ip", "-n", a, "-o", "link"], capture_output=True, text=True).stdout
@@ -126,12 +121,7 @@ def test_ingress_delay_through_our_ifb_and_nothing_left(engine_pair):
 
     def replies_ms(src_port, dst_port):
         rx = UdpReceiver(a, a_ip, dst_port).start()
-        sock = socket_in(b, socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((b_ip, src_port))
-        for seq in range(80):
-            sock.sendto(payload(seq, 64), (a_ip, dst_port))
-            time.sleep(0.01)
-        sock.close()
+        send_udp(b, a_ip, dst_port, 80, 100.0, src=b_ip, src_port=src_port)
         rx.stop(drain_s=0.5)
         return [ns / 1e6 for ns in rx.latencies_ns]
 
