@@ -21,6 +21,37 @@ def ledger_dir() -> Path:
     return run_root() / "runs"
 
 
+# FIS-like lifecycle of a run, written in its status file ("state"); the last three are final
+STATES = ("pending", "running", "completed", "failed", "stopped", "halted")
+FINAL_STATES = frozenset({"completed", "failed", "stopped", "halted"})
+HISTORY_KEEP = 50
+
+
+def history_dir() -> Path:
+    """Final status of finished runs (the ledger and live status are gone by then), newest HISTORY_KEEP kept."""
+    return run_root() / "history"
+
+
+def record_final(status: dict[str, Any]) -> None:
+    _write_atomic(history_dir() / f"{status['run_id']}.json", status)
+    old = sorted(history_dir().glob("*.json"), key=lambda p: p.stat().st_mtime)[:-HISTORY_KEEP]
+    for path in old:
+        path.unlink(missing_ok=True)
+
+
+def recent_finished(limit: int = 10) -> list[dict[str, Any]]:
+    directory = history_dir()
+    if not directory.is_dir():
+        return []
+    out = []
+    for path in sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime)[-limit:]:
+        try:
+            out.append(json.loads(path.read_text()))
+        except (json.JSONDecodeError, FileNotFoundError):
+            continue
+    return out
+
+
 def process_start_ticks(pid: int) -> int | None:
     """Field 22 of /proc/PID/stat: identifies a process across pid reuse."""
     try:
@@ -65,6 +96,22 @@ class Ledger:
     def status_path(self) -> Path:
         return ledger_dir() / f"{self.run_id}.status.json"
 
+    @property
+    def stop_path(self) -> Path:
+        """`chaos-inject stop` asks the owning process to end the run by creating this file (any kind of
+        run: CLI, detached, library; no signal into a process that may be someone's Python program)."""
+        return ledger_dir() / f"{self.run_id}.stop"
+
+    def request_stop(self, state: str = "stopped") -> None:
+        self.stop_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.stop_path.write_text(state)
+
+    def stop_requested(self) -> str | None:
+        try:
+            return self.stop_path.read_text().strip() or "stopped"
+        except FileNotFoundError:
+            return None
+
     def save(self) -> None:
         if self.pid_start_ticks is None:
             self.pid_start_ticks = process_start_ticks(self.pid)
@@ -89,7 +136,7 @@ class Ledger:
             return None
 
     def delete(self) -> None:
-        for path in (self.status_path, self.path):
+        for path in (self.stop_path, self.status_path, self.path):
             path.unlink(missing_ok=True)
 
     @property

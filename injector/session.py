@@ -1,0 +1,498 @@
+"""FaultSession: one run of a plan, the one mechanism behind the CLI, ``--detach`` and the library API.
+
+A session applies a plan through an engine and a KernelOwner (same ledger, ownership and lease as always),
+renews the lease at most every second until the plan's duration ends or it is stopped, then undoes everything.
+
+Two ways to drive it:
+
+* ``run()`` in the calling thread, blocking (the CLI and the detached supervisor): SIGINT/SIGTERM/SIGHUP are
+  caught by the owner, the fault is rolled back and the run ends ``stopped``.
+* ``start()`` then ``stop()``/``wait()`` (the library): the fault is applied in the caller's thread (so errors
+  before the fault is active are raised right there) and a daemon thread renews the lease. The library installs
+  no signal handlers: the caller owns signal handling. If the process dies without stopping the session, the
+  rules' lease switches the fault off within one lease and ``chaos-inject sweep`` removes the objects.
+
+States (FIS-like, written to the run's status file and, at the end, to the history):
+pending -> running -> completed | stopped | halted | failed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import ChaosInjectError, CleanupFailed, Interrupted, InvalidSpec
+from .kernel.ledger import FINAL_STATES, record_final
+from .plan import Plan
+
+log = logging.getLogger(__name__)
+MAX_TICK_NS = 1_000_000_000
+STOP_STATES = ("stopped", "halted")
+
+
+@dataclass
+class Progress:
+    run_id: str
+    elapsed_ns: int
+    duration_ns: int
+    counters: dict[int, dict[str, int]]
+
+
+@dataclass
+class RunResult:
+    plan: Plan
+    counters: dict[int, dict[str, int]] = field(default_factory=dict)
+    stop_reason: str = "completed"      # completed | SIGINT | SIGTERM | SIGHUP | stopped | halted | failed
+    started_wall: float = 0.0
+    elapsed_ns: int = 0
+    state: str = "pending"              # the session's final state
+    error: str | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stop_reason != "completed"
+
+
+def lease_expiry(now_ns: int, lease_ns: int, deadline_ns: int) -> int:
+    """The rule expiry to write now: one lease ahead, never past the hard deadline."""
+    return min(now_ns + lease_ns, deadline_ns)
+
+
+_ACTIVE: "weakref.WeakSet[FaultSession]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_active_sessions() -> None:
+    # interpreter exit would kill the daemon thread mid-lease; undo now instead of waiting for sweep
+    for session in list(_ACTIVE):
+        try:
+            session.stop()
+        except Exception as exc:  # noqa: BLE001 - at exit, report and go on
+            log.error("stopping run %s at exit: %s", session.run_id, exc)
+
+
+class FaultSession:
+    """One run of ``plan``. ``engine`` defaults to the plan's engine (``plan.engine``)."""
+
+    def __init__(self, plan: Plan, engine: Any = None, *, kind: str = "library",
+                 on_progress: Callable[[Progress], None] | None = None,
+                 clock: Callable[[], int] = time.monotonic_ns, sleep: Callable[[float], None] = time.sleep,
+                 extra_status: dict[str, Any] | None = None):
+        if engine is None:
+            from .engines.select import make_engine
+
+            engine = make_engine(plan.engine)
+        self.plan = plan
+        self.engine = engine
+        self.kind = kind                      # cli | detached | library | experiment: shown by `status`
+        self.result = RunResult(plan=plan)
+        self._on_progress = on_progress
+        self._clock = clock
+        self._sleep = sleep
+        self._extra_status = dict(extra_status or {})
+        self._state = "pending"
+        self._owner = None
+        self._lock = threading.RLock()          # engine calls from the renew thread and the caller
+        self._stop = threading.Event()
+        self._stop_state = "stopped"
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._error_raised = False
+        self._start_ns = 0
+        self._deadline_ns = 0
+
+    # -- public ------------------------------------------------------------------------------------------
+    @property
+    def run_id(self) -> str:
+        return self.plan.run_id
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def active(self) -> bool:
+        return self._state == "running"
+
+    def start(self) -> "FaultSession":
+        """Apply the fault and return once it is active; a daemon thread renews the lease."""
+        self._claim()
+        owner = self._open_owner(handle_signals=False)
+        try:
+            self._apply(owner)
+        except BaseException as exc:
+            self._fail_before_active(owner, exc)
+            raise
+        _ACTIVE.add(self)
+        self._thread = threading.Thread(target=self._background, name=f"chaos-inject-{self.run_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def run(self, *, handle_signals: bool = True) -> RunResult:
+        """Apply, renew in this thread until the duration ends (or a signal / stop request), undo; block."""
+        self._claim()
+        try:
+            with self._open_owner(handle_signals=handle_signals) as owner:
+                self._apply(owner)
+                try:
+                    self._loop(self._sleep_and_check)
+                finally:
+                    self._last_counters()
+        except Interrupted as exc:
+            self.result.stop_reason = signal.Signals(exc.signum).name
+            self._finish("stopped")
+        except BaseException as exc:
+            self._error = exc
+            self._finish("failed")
+            raise
+        else:
+            if self._stop.is_set():
+                self.result.stop_reason = self._stop_state
+            self._finish(self._stop_state if self._stop.is_set() else "completed")
+        return self.result
+
+    def stop(self, state: str = "stopped", *, timeout: float | None = 30.0) -> RunResult:
+        """End the fault now (idempotent). ``state`` is ``stopped`` or ``halted`` (a guard's breach)."""
+        if state not in STOP_STATES:
+            raise InvalidSpec(f"a run is stopped as one of {', '.join(STOP_STATES)}", text=state, field="state")
+        with self._lock:
+            if self._state == "pending":
+                self._state = state
+                self.result.state = state
+                self.result.stop_reason = state
+                self._done.set()
+                return self.result
+        if not self._done.is_set():
+            self._stop_state = state
+            self._stop.set()
+        return self.wait(timeout)
+
+    def wait(self, timeout: float | None = None) -> RunResult:
+        """Until the run has ended (its duration, or stop()); raises what went wrong once."""
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise TimeoutError(f"run {self.run_id} still running after {timeout}s")
+        elif not self._done.wait(timeout):
+            raise TimeoutError(f"run {self.run_id} still running after {timeout}s")
+        if self._error is not None and not self._error_raised:
+            self._error_raised = True
+            raise self._error
+        return self.result
+
+    def counters(self) -> dict[int, dict[str, int]]:
+        """Per rule id, the kernel's counters now (the last ones once the run has ended)."""
+        with self._lock:
+            if self._state == "running":
+                try:
+                    self.result.counters = self.engine.counters()
+                except Exception as exc:  # noqa: BLE001 - the renew thread will see and report it
+                    log.debug("counters of run %s: %s", self.run_id, exc)
+            return {k: dict(v) for k, v in self.result.counters.items()}
+
+    def remaining_s(self) -> float:
+        if self._state != "running":
+            return 0.0
+        return max(0, self._deadline_ns - self._clock()) / 1e9
+
+    def __enter__(self) -> "FaultSession":
+        if self._state == "pending":
+            self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.stop()
+            return
+        try:  # the block's own exception wins; still roll back, and say if that failed too
+            self.stop()
+        except Exception as cleanup:  # noqa: BLE001
+            log.error("run %s: rollback after %r failed: %s", self.run_id, exc, cleanup)
+
+    def __repr__(self) -> str:
+        return f"<FaultSession {self.run_id} {self._state} engine={self.plan.engine}>"
+
+    # -- mechanism ---------------------------------------------------------------------------------------
+    def _claim(self) -> None:
+        with self._lock:
+            if self._state != "pending" or self._thread is not None or self._owner is not None:
+                raise ChaosInjectError(f"run {self.run_id} was already started (state {self._state}); "
+                                       "a session runs once")
+            self._owner = True  # placeholder until the owner exists: a second start() fails at once
+        self.result.started_wall = time.time()
+        try:
+            self.engine.check(self.plan)
+        except BaseException as exc:
+            self._error, self._error_raised = exc, True
+            self._finish("failed")
+            raise
+
+    def _open_owner(self, *, handle_signals: bool):
+        from .kernel.owner import KernelOwner
+
+        owner = KernelOwner(self.run_id, meta={**self.plan.to_dict(), "kind": self.kind},
+                            handle_signals=handle_signals)
+        owner.__enter__()
+        self._owner = owner
+        self._write_status()
+        return _Entered(owner)
+
+    def _apply(self, owner) -> None:
+        owner = getattr(owner, "owner", owner)
+        self._start_ns = self._clock()
+        self._deadline_ns = self._start_ns + self.plan.duration_ns
+        with self._lock:
+            self.engine.apply(self.plan, owner, lease_expiry(self._start_ns, self.plan.lease_ns,
+                                                             self._deadline_ns))
+            self._state = "running"
+        self._write_status()
+
+    def _fail_before_active(self, entered, exc: BaseException) -> None:
+        self._error, self._error_raised = exc, True
+        try:
+            entered.owner.__exit__(type(exc), exc, None)
+        except CleanupFailed as cleanup:
+            log.error("run %s: undo after a failed apply: %s", self.run_id, cleanup)
+        self._finish("failed")
+
+    def _sleep_and_check(self, seconds: float) -> bool:
+        self._sleep(seconds)
+        return self._stop.is_set()
+
+    def _loop(self, wait: Callable[[float], bool]) -> None:
+        plan, ledger = self.plan, self._owner.ledger
+        tick_ns = min(plan.lease_ns // 3, MAX_TICK_NS)
+        while True:
+            now = self._clock()
+            if now >= self._deadline_ns:
+                return
+            if wait(min(tick_ns, self._deadline_ns - now) / 1e9):
+                return
+            requested = ledger.stop_requested()   # `chaos-inject stop RUN_ID` from another process
+            if requested:
+                self._stop_state = requested if requested in STOP_STATES else "stopped"
+                self._stop.set()
+                return
+            now = self._clock()
+            with self._lock:
+                self.engine.renew(lease_expiry(now, plan.lease_ns, self._deadline_ns))
+                self.result.counters = self.engine.counters()
+            self.result.elapsed_ns = now - self._start_ns
+            self._write_status()
+            if self._on_progress:
+                self._on_progress(Progress(plan.run_id, self.result.elapsed_ns, plan.duration_ns,
+                                           self.result.counters))
+
+    def _last_counters(self) -> None:
+        # last word from the kernel before the objects go
+        with self._lock:
+            try:
+                self.result.counters = self.engine.counters()
+            except Exception:  # noqa: BLE001
+                pass
+        self.result.elapsed_ns = min(self._clock() - self._start_ns, self.plan.duration_ns)
+
+    def _background(self) -> None:
+        final = "completed"
+        try:
+            self._loop(self._stop.wait)
+            if self._stop.is_set():
+                final = self._stop_state
+        except BaseException as exc:  # noqa: BLE001 - reported by wait()/stop()
+            log.error("run %s: lease renewal failed, rolling back: %s", self.run_id, exc)
+            self._error, final = exc, "failed"
+        finally:
+            self._last_counters()
+            try:
+                self._owner.close()
+            except BaseException as exc:  # noqa: BLE001
+                if self._error is None:
+                    self._error = exc
+                final = "failed"
+            _ACTIVE.discard(self)
+            if final in STOP_STATES:
+                self.result.stop_reason = final
+            self._finish(final)
+
+    def _finish(self, state: str) -> None:
+        assert state in FINAL_STATES
+        with self._lock:
+            self._state = state
+            self.result.state = state
+            if state == "failed":
+                self.result.stop_reason = "failed"
+                self.result.error = repr(self._error) if self._error else None
+        try:
+            record_final(self._status())
+        except OSError as exc:
+            log.warning("run %s: could not record its final state: %s", self.run_id, exc)
+        self._done.set()
+
+    def _status(self) -> dict[str, Any]:
+        plan, result = self.plan, self.result
+        remaining = max(0, self._deadline_ns - self._clock()) if self._state == "running" else 0
+        return {"run_id": plan.run_id, "pid": os.getpid(), "engine": plan.engine, "kind": self.kind,
+                "state": self._state, "flows": [f.text or str(f) for f in plan.flows],
+                "fault": "; ".join(f.describe() for f in plan.faults), "direction": plan.direction,
+                "started": result.started_wall, "updated": time.time(), "elapsed_s": result.elapsed_ns / 1e9,
+                "remaining_s": remaining / 1e9, "duration_s": plan.duration_ns / 1e9,
+                "counters": {str(k): v for k, v in result.counters.items()}, "rules": plan.to_dict()["rules"],
+                "stop_reason": result.stop_reason if self._state in FINAL_STATES else None,
+                "error": result.error, **self._extra_status}
+
+    def _write_status(self) -> None:
+        self._owner.ledger.write_status(self._status())
+
+
+class _Entered:
+    """The owner after __enter__, usable as ``with`` so run() keeps the owner's exit semantics
+    (a signal deferred during the last change is raised once everything is undone)."""
+
+    def __init__(self, owner):
+        self.owner = owner
+
+    def __enter__(self):
+        return self.owner
+
+    def __exit__(self, exc_type, exc, tb):
+        return self.owner.__exit__(exc_type, exc, tb)
+
+
+# -- building a run the way the CLI does ---------------------------------------------------------------------
+@dataclass
+class Prepared:
+    plan: Plan
+    why: str                      # why this engine
+    selections: list              # blast-radius choices (injector.blast.Selection), empty without percent
+
+    def describe(self, percent: float | None = None) -> str:
+        text = self.plan.describe()
+        if self.selections:
+            text += "\nblast radius:\n" + "\n".join(f"  {s.describe(percent or 100)}" for s in self.selections)
+        return text
+
+
+def prepare(flows: list[str], fault, *, interface: str | None = None, netns: str | None = None,
+            direction: str = "egress", duration_ns: int, lease_ns: int | None = None, seed: int | None = None,
+            engine: str = "auto", inventory=None, percent: float | None = None, probe_kernel: bool = True,
+            run_id: str | None = None) -> Prepared:
+    """Flow texts + a FaultSpec -> a Plan with its engine chosen (the capability probe runs unless
+    ``probe_kernel`` is False, as for a dry run). Raises InvalidSpec/Unsupported before any change."""
+    from .blast import apply_percent
+    from .plan import DEFAULT_LEASE_NS, build_plan
+    from .spec import Inventory, parse_flow
+    from .targets import resolve_interface
+
+    if isinstance(flows, str):
+        flows = [flows]
+    if not isinstance(inventory, Inventory):
+        inventory = Inventory.discover(inventory)
+    specs = [parse_flow(text, inventory) for text in flows]
+    specs, selections = apply_percent(specs, percent, seed)
+    targets = [(flow, resolve_interface(flow, interface, netns)) for flow in specs]
+    if not probe_kernel:
+        name, why = engine, "requested"
+        if engine == "auto":  # stateless faults always go to the eBPF engine; the rest depends on the kernel
+            name = "ebpf" if not fault.needs_queueing and not fault.reorder_ratio else "auto (chosen at run time)"
+            why = "dry run: no capability probe"
+    else:
+        from .engines.select import choose_engine
+        from .errors import NotPermitted
+        from .kernel.probe import probe
+
+        if os.geteuid() != 0:
+            raise NotPermitted("chaos-inject needs root (CAP_NET_ADMIN and CAP_BPF); run it with sudo")
+        name, why = choose_engine(fault, probe(), engine)
+    plan = build_plan(targets, fault, direction=direction, duration_ns=duration_ns,
+                      lease_ns=lease_ns or DEFAULT_LEASE_NS, seed=seed, engine=name, run_id=run_id)
+    return Prepared(plan, why, selections)
+
+
+def _duration(value, field: str, *, allow_zero: bool = False) -> int:
+    """'200ms' / '1.5s' (a string with its unit) or a datetime.timedelta -> ns. Bare numbers are refused:
+    their unit would be a guess."""
+    import datetime
+
+    from .spec import parse_duration_ns
+
+    if isinstance(value, datetime.timedelta):
+        ns = round(value.total_seconds() * 1e9)
+        if ns < 0 or (ns == 0 and not allow_zero):
+            raise InvalidSpec("must be positive", text=str(value), field=field)
+        return ns
+    if not isinstance(value, str):
+        raise InvalidSpec("give a duration with its unit, e.g. '200ms' or '30s' (or a timedelta)",
+                          text=repr(value), field=field)
+    return parse_duration_ns(value, field=field, allow_zero=allow_zero)
+
+
+def _percent(value, field: str) -> float:
+    from .spec import parse_percent_ratio
+
+    if not isinstance(value, str):
+        raise InvalidSpec("give a percentage with its sign, e.g. '10%'", text=repr(value), field=field)
+    return parse_percent_ratio(value, field=field)
+
+
+def fault_from_options(*, delay=None, jitter=None, distribution=None, correlation=None, loss=None,
+                       loss_burst=None, partition: bool = False, corrupt=None, duplicate=None, reorder=None,
+                       rate=None):
+    """The CLI's fault options as keyword arguments, same syntax ('200ms', '10%', '1mbit')."""
+    from .spec import FaultSpec, parse_loss_burst
+    from .spec.units import parse_rate_bps
+
+    return FaultSpec(
+        loss_ratio=_percent(loss, "loss") if loss is not None else 0.0,
+        loss_burst=parse_loss_burst(loss_burst) if loss_burst else None,
+        partition=bool(partition),
+        corrupt_ratio=_percent(corrupt, "corrupt") if corrupt is not None else 0.0,
+        duplicate_ratio=_percent(duplicate, "duplicate") if duplicate is not None else 0.0,
+        delay_ns=_duration(delay, "delay") if delay is not None else 0,
+        jitter_ns=_duration(jitter, "jitter", allow_zero=True) if jitter is not None else 0,
+        distribution=distribution,
+        delay_correlation_ratio=_percent(correlation, "correlation") if correlation is not None else 0.0,
+        reorder_ratio=_percent(reorder, "reorder") if reorder is not None else 0.0,
+        rate_bps=parse_rate_bps(rate, field="rate") if rate else 0,
+    )
+
+
+def start_fault(flow: str | list[str] | None = None, interface: str | None = None, *, delay=None, jitter=None,
+                distribution: str | None = None, correlation=None, loss=None, loss_burst=None,
+                partition: bool = False, corrupt=None, duplicate=None, reorder=None, rate=None,
+                duration, direction: str = "egress", engine: str = "auto", inventory=None,
+                netns: str | None = None, seed: int | None = None, lease="3s", percent=None,
+                kind: str = "library") -> FaultSession:
+    """Apply a fault now and return its running FaultSession (stop() it, or use it as a context manager).
+
+    ``flow`` as on the command line ("api->db", "10.0.0.1->10.0.0.2:5432/tcp"; several as a list); without a
+    flow, ``interface`` is required and every packet through it is faulted ("*->*"). Durations and
+    percentages carry their units ('200ms', '10%'). ``duration`` is mandatory: the fault ends by itself then,
+    whatever the caller does. The ledger, lease and `chaos-inject status/sweep/stop` are the CLI's.
+    """
+    from .blast import parse_percent
+
+    if flow is None:
+        if not interface:
+            raise InvalidSpec("give a flow (e.g. 'api->db') or an interface to fault all its traffic",
+                              field="flow")
+        flow = "*->*"
+    if duration is None:
+        raise InvalidSpec("a fault needs a duration (e.g. '60s'): it must never outlive its run",
+                          field="duration")
+    fault = fault_from_options(delay=delay, jitter=jitter, distribution=distribution, correlation=correlation,
+                               loss=loss, loss_burst=loss_burst, partition=partition, corrupt=corrupt,
+                               duplicate=duplicate, reorder=reorder, rate=rate)
+    prepared = prepare(flow if isinstance(flow, list) else [flow], fault, interface=interface, netns=netns,
+                       direction=direction, duration_ns=_duration(duration, "duration"),
+                       lease_ns=_duration(lease, "lease"), seed=seed, engine=engine, inventory=inventory,
+                       percent=parse_percent(percent) if percent is not None else None)
+    session = FaultSession(prepared.plan, kind=kind, extra_status={"engine_reason": prepared.why})
+    return session.start()

@@ -1,0 +1,224 @@
+"""FaultSession without root: the fake engine records steps; the ledger lives in a temporary run dir."""
+
+import json
+import threading
+import time
+
+import pytest
+
+from injector.blast import apply_percent, parse_percent
+from injector.engines.fake import FakeEngine
+from injector.errors import ChaosInjectError, InvalidSpec
+from injector.kernel.ledger import Ledger, recent_finished
+from injector.plan import Interface, build_plan
+from injector.session import FaultSession, fault_from_options, prepare, start_fault
+from injector.spec import FaultSpec, Inventory, parse_flow
+
+MS = 1_000_000
+
+
+@pytest.fixture(autouse=True)
+def run_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHAOS_INJECT_RUN_DIR", str(tmp_path / "run"))
+    return tmp_path / "run"
+
+
+def make_plan(duration_ms=600, lease_ms=300):
+    return build_plan([(parse_flow("10.0.0.1->10.0.0.2:80/udp"), Interface("eth0"))], FaultSpec(loss_ratio=0.1),
+                      duration_ns=duration_ms * MS, lease_ns=lease_ms * MS, engine="fake")
+
+
+def live_status(run_dir):
+    files = list((run_dir / "runs").glob("*.status.json"))
+    return json.loads(files[0].read_text()) if files else None
+
+
+def leftovers(run_dir):
+    return [p.name for p in (run_dir / "runs").glob("*")] if (run_dir / "runs").exists() else []
+
+
+def test_start_is_active_on_return_and_the_duration_ends_it(run_dir):
+    engine = FakeEngine()
+    session = FaultSession(make_plan(duration_ms=600), engine).start()
+    assert session.state == "running"
+    status = live_status(run_dir)
+    assert status["state"] == "running" and status["kind"] == "library"
+    assert Ledger.all()[0].meta["kind"] == "library"  # status/sweep see library runs
+    result = session.wait(timeout=5)
+    assert result.state == "completed" and result.stop_reason == "completed"
+    assert engine.steps[-1] == ("undo",)
+    assert sum(1 for s in engine.steps if s[0] == "renew") >= 3  # tick = lease/3 = 100 ms
+    assert result.counters[0]["matched_packets"] > 0
+    assert leftovers(run_dir) == []
+    (final,) = recent_finished()
+    assert final["state"] == "completed" and final["run_id"] == session.run_id
+
+
+def test_stop_is_idempotent_and_undoes_at_once(run_dir):
+    engine = FakeEngine()
+    session = FaultSession(make_plan(duration_ms=60_000), engine).start()
+    t0 = time.monotonic()
+    first = session.stop()
+    assert time.monotonic() - t0 < 1.0
+    assert first.state == session.state == "stopped" and first.stop_reason == "stopped"
+    assert session.stop() is first
+    assert engine.steps.count(("undo",)) == 1
+    assert leftovers(run_dir) == []
+
+
+def test_halted_is_its_own_final_state():
+    session = FaultSession(make_plan(duration_ms=60_000), FakeEngine()).start()
+    assert session.stop("halted").state == "halted"
+    assert recent_finished()[-1]["state"] == "halted"
+    with pytest.raises(InvalidSpec, match="stopped, halted"):
+        session.stop("paused")
+
+
+def test_a_session_runs_once():
+    session = FaultSession(make_plan(), FakeEngine()).start()
+    with pytest.raises(ChaosInjectError, match="already started"):
+        session.start()
+    session.stop()
+
+
+def test_stop_before_start_changes_nothing():
+    engine = FakeEngine()
+    session = FaultSession(make_plan(), engine)
+    assert session.state == "pending"
+    assert session.stop().state == "stopped"
+    assert engine.steps == []
+
+
+def test_exception_in_the_block_still_rolls_back(run_dir):
+    engine = FakeEngine()
+    with pytest.raises(KeyError):
+        with FaultSession(make_plan(duration_ms=60_000), engine) as session:
+            assert session.active
+            raise KeyError("the caller's bug")
+    assert session.state == "stopped" and engine.steps[-1] == ("undo",)
+    assert leftovers(run_dir) == []
+
+
+def test_failed_apply_raises_in_the_caller_and_leaves_nothing(run_dir):
+    engine = FakeEngine(fail_on_apply=RuntimeError("netlink said no"))
+    session = FaultSession(make_plan(), engine)
+    with pytest.raises(RuntimeError, match="netlink said no"):
+        session.start()
+    assert session.state == "failed" and ("undo",) in engine.steps
+    assert leftovers(run_dir) == []
+    assert recent_finished()[-1]["state"] == "failed"
+
+
+def test_a_renewal_failure_rolls_back_and_is_reported_once(run_dir):
+    engine = FakeEngine()
+    calls = []
+
+    def renew(expires_ns):
+        calls.append(expires_ns)
+        raise OSError("map update failed")
+
+    engine.renew = renew
+    session = FaultSession(make_plan(duration_ms=60_000), engine).start()
+    with pytest.raises(OSError, match="map update failed"):
+        session.wait(timeout=5)
+    assert session.state == "failed" and engine.steps[-1] == ("undo",)
+    assert session.wait(timeout=1).state == "failed"  # raised once, then the result
+    assert leftovers(run_dir) == []
+
+
+def test_stop_request_file_ends_a_run_from_another_process(run_dir):
+    session = FaultSession(make_plan(duration_ms=60_000), FakeEngine()).start()
+    (ledger,) = Ledger.all()
+    ledger.request_stop()
+    result = session.wait(timeout=3)
+    assert result.state == "stopped"
+    assert leftovers(run_dir) == []
+
+
+def test_counters_from_the_caller_while_the_thread_renews():
+    session = FaultSession(make_plan(duration_ms=60_000), FakeEngine()).start()
+    seen = []
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        seen.append(session.counters()[0]["matched_packets"])
+    session.stop()
+    assert seen == sorted(seen) and seen[-1] > 0
+    assert session.counters()[0]["matched_packets"] >= seen[-1]
+
+
+def test_foreground_run_stops_on_request_from_another_thread():
+    session = FaultSession(make_plan(duration_ms=60_000), FakeEngine(), kind="cli")
+    threading.Timer(0.3, session.stop).start()
+    result = session.run(handle_signals=False)
+    assert result.state == "stopped" and result.stop_reason == "stopped"
+
+
+def test_library_options_carry_their_units():
+    fault = fault_from_options(delay="200ms", jitter="10ms", loss="5%")
+    assert (fault.delay_ns, fault.jitter_ns, fault.loss_ratio) == (200 * MS, 10 * MS, 0.05)
+    with pytest.raises(InvalidSpec, match="delay: give a duration with its unit"):
+        fault_from_options(delay=200)
+    with pytest.raises(InvalidSpec, match="loss: give a percentage"):
+        fault_from_options(loss=0.1)
+
+
+def test_start_fault_refuses_bad_input_before_touching_anything(run_dir):
+    with pytest.raises(InvalidSpec, match="flow"):
+        start_fault(loss="10%", duration="10s")
+    with pytest.raises(InvalidSpec, match="duration"):
+        start_fault("10.0.0.1->10.0.0.2", interface="eth0", loss="10%", duration=None)
+    with pytest.raises(InvalidSpec, match="no fault requested"):
+        start_fault("10.0.0.1->10.0.0.2", interface="eth0", duration="10s")
+    with pytest.raises(InvalidSpec, match="percent"):
+        start_fault("10.0.0.1->10.0.0.2", interface="eth0", loss="1%", duration="10s", percent=0)
+    assert leftovers(run_dir) == []
+
+
+def test_prepare_without_probe_is_the_dry_run_plan():
+    prepared = prepare(["10.0.0.1->10.0.0.2:80/udp"], FaultSpec(loss_ratio=0.1), interface="eth0",
+                       duration_ns=10_000 * MS, probe_kernel=False)
+    assert prepared.plan.engine == "ebpf" and len(prepared.plan.rules) == 1
+
+
+# -- blast radius ---------------------------------------------------------------------------------------------
+INVENTORY = Inventory.from_mapping({"hosts": {
+    "api": {"addresses": ["10.0.0.1"]},
+    "db": {"addresses": ["10.0.1.1", "10.0.1.2", "10.0.1.3", "10.0.1.4", "fd00::1"], "ports": [5432]}}})
+
+
+@pytest.mark.parametrize("text,expected", [("25", 25.0), ("25%", 25.0), ("PERCENT(25)", 25.0), (100, 100.0)])
+def test_percent_syntax(text, expected):
+    assert parse_percent(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["0", "101", "-5", "abc", "nan", "PERCENT()"])
+def test_percent_bad_input(bad):
+    with pytest.raises(InvalidSpec, match="percent"):
+        parse_percent(bad)
+
+
+def test_percent_picks_ceil_of_the_targets_seeded():
+    flow = parse_flow("api->db", INVENTORY)  # 4 IPv4 pairs (the v6 address has no v6 source)
+    chosen, (selection,) = apply_percent([flow], 25, seed=7)
+    assert selection.total == 4 and len(chosen) == 1
+    assert chosen[0].dst.ports == (5432,) and len(chosen[0].dst.networks) == 1
+    again, _ = apply_percent([flow], 25, seed=7)
+    assert again == chosen
+    picks = {apply_percent([flow], 25, seed=s)[0][0].dst.networks[0] for s in range(40)}
+    assert len(picks) == 4, "every target can be chosen"
+    assert len(apply_percent([flow], 30, seed=1)[0]) == 2  # ceil(1.2)
+    assert len(apply_percent([flow], 100, seed=1)[0]) == 4
+    assert "25% of 4 targets -> 1" in selection.describe(25)
+
+
+def test_percent_keeps_a_single_target_flow_whole():
+    flow = parse_flow("10.0.0.1->10.0.0.2", INVENTORY)
+    chosen, (selection,) = apply_percent([flow], 10, seed=1)
+    assert chosen == [flow] and selection.total == 1
+
+
+def test_percent_shows_in_the_plan():
+    prepared = prepare(["api->db"], FaultSpec(loss_ratio=0.1), interface="eth0", duration_ns=10_000 * MS,
+                       probe_kernel=False, inventory=INVENTORY, percent=50, seed=3)
+    assert len(prepared.plan.rules) == 2
+    assert "50% of 4 targets -> 2" in prepared.describe(50)
