@@ -1,0 +1,354 @@
+"""Recording programs (bpf/record.bpf.c): load, attach through BPF links, read the ring buffer and histograms.
+
+Attachments are BPF links (tcx on an interface, cgroup_skb / sock_ops on a cgroup): the kernel detaches a
+link when its last fd closes, so nothing of ours stays attached if the process dies, even by SIGKILL.
+
+The ring buffer is read by mapping it ourselves (the kernel's layout: a consumer-position page we write,
+then a producer-position page and the data area mapped twice in a row, so a record that wraps is contiguous
+in memory). Every record here has the same size, so a batch of them is one numpy structured array: no
+Python call per event.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import os
+import select
+import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import Unsupported
+from . import abi
+
+RECORD_SOURCE = abi.BPF_DIR / "record.bpf.c"
+MAX_FILTERS = 16
+PHASES = 3
+HIST_SUB_BITS = 7
+HIST_SUB = 1 << HIST_SUB_BITS
+HIST_MAX_MSB = 39
+HIST_BUCKETS = (HIST_MAX_MSB - HIST_SUB_BITS + 2) * HIST_SUB
+
+F_EVENTS = 1
+
+# bpf(2)
+SYS_BPF = 321
+BPF_LINK_CREATE = 28
+BPF_CGROUP_INET_INGRESS = 0
+BPF_CGROUP_SOCK_OPS = 3
+BPF_TCX_INGRESS = 46
+BPF_TCX_EGRESS = 47
+
+# ring buffer record header
+RB_BUSY = 1 << 31
+RB_DISCARD = 1 << 30
+RB_HDR = 8
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_compile_lock = threading.Lock()
+
+
+class Filter(ctypes.Structure):
+    _fields_ = [("family", ctypes.c_uint8), ("proto", ctypes.c_uint8), ("sport", ctypes.c_uint16),
+                ("dport", ctypes.c_uint16), ("flags", ctypes.c_uint16), ("saddr", ctypes.c_uint32 * 4),
+                ("daddr", ctypes.c_uint32 * 4)]
+
+
+class Counters(ctypes.Structure):
+    _fields_ = [("stamped", ctypes.c_uint64), ("stamp_full", ctypes.c_uint64), ("matched", ctypes.c_uint64),
+                ("events", ctypes.c_uint64), ("lost", ctypes.c_uint64)]
+
+
+COUNTER_FIELDS = tuple(name for name, _ in Counters._fields_)
+
+# one ring record as it sits in memory: the kernel's 8-byte header, then struct cr_event
+RECORD_DTYPE = np.dtype([("len", "<u4"), ("pg_off", "<u4"), ("t_ns", "<u8"), ("latency_ns", "<u8"),
+                         ("rule", "<u4"), ("aux", "<u4")])
+EVENT_SIZE = 24
+EVENT_DTYPE = np.dtype([("t_ns", "<i8"), ("latency_ns", "<i8"), ("rule", "<u4"), ("aux", "<u4")])
+
+
+def _bpf_link_create(prog_fd: int, target: int, attach_type: int) -> int:
+    attr = (ctypes.c_uint8 * 64)()
+    struct.pack_into("=IIII", attr, 0, prog_fd, target, attach_type, 0)
+    fd = _libc.syscall(SYS_BPF, BPF_LINK_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"BPF_LINK_CREATE (attach type {attach_type}): {os.strerror(err)}")
+    return fd
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """Load-time configuration, passed as cflags."""
+
+    ring_pages: int = 1024           # 4 MiB: ~130,000 events of slack for the reader
+    max_stamps: int = 65536
+    l2_len: int = 14
+
+    def __post_init__(self) -> None:
+        if self.ring_pages < 1 or self.ring_pages & (self.ring_pages - 1):
+            raise ValueError(f"ring_pages must be a power of two, not {self.ring_pages}")
+
+    def cflags(self) -> list[str]:
+        return [f"-I{abi.INCLUDE_DIR}", f"-DCR_RING_PAGES={self.ring_pages}", f"-DCR_MAX_STAMPS={self.max_stamps}",
+                f"-DCR_L2_LEN={self.l2_len}", "-Wno-comment"]
+
+
+class RingReader:
+    """Consumer of a BPF ring buffer of fixed-size cr_event records, decoded in batches into numpy."""
+
+    def __init__(self, map_fd: int, data_bytes: int):
+        page = mmap.PAGESIZE
+        self.size = data_bytes
+        self.mask = data_bytes - 1
+        self._fd = map_fd
+        self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._prod = mmap.mmap(map_fd, page + 2 * data_bytes, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        self._data_off = page
+        self._poll = select.poll()
+        self._poll.register(map_fd, select.POLLIN)
+
+    def pending_bytes(self) -> int:
+        return struct.unpack_from("<Q", self._prod, 0)[0] - struct.unpack_from("<Q", self._cons, 0)[0]
+
+    def wait(self, timeout_s: float) -> bool:
+        """Sleep until the kernel says data is there (or timeout)."""
+        return bool(self._poll.poll(max(0, int(timeout_s * 1000))))
+
+    def read(self) -> np.ndarray:
+        """Every complete record now in the ring, as EVENT_DTYPE; the space is handed back to the kernel."""
+        cons = struct.unpack_from("<Q", self._cons, 0)[0]
+        prod = struct.unpack_from("<Q", self._prod, 0)[0]
+        if prod == cons:
+            return np.empty(0, EVENT_DTYPE)
+        start = self._data_off + (cons & self.mask)
+        return self._take(cons, prod, start)
+
+    def _take(self, cons: int, prod: int, start: int) -> np.ndarray:
+        n = (prod - cons) // RECORD_DTYPE.itemsize
+        recs = np.frombuffer(self._prod, RECORD_DTYPE, count=n, offset=start)
+        out, used = decode_records(recs)
+        if used:
+            struct.pack_into("<Q", self._cons, 0, cons + used * RECORD_DTYPE.itemsize)
+        return out
+
+    def close(self) -> None:
+        for m in (getattr(self, "_cons", None), getattr(self, "_prod", None)):
+            if m is not None:
+                m.close()
+        self._cons = self._prod = None
+
+
+def decode_records(recs: np.ndarray) -> tuple[np.ndarray, int]:
+    """Records up to the first one the producer has not committed yet (busy bit), minus discarded ones.
+
+    Returns (events, number of records consumed). All records must be cr_event-sized (ours are).
+    """
+    lens = recs["len"]
+    busy = np.flatnonzero(lens & RB_BUSY)
+    used = int(busy[0]) if busy.size else len(recs)
+    ok = recs[:used]
+    sizes = ok["len"] & ~np.uint32(RB_BUSY | RB_DISCARD)
+    if ok.size and np.any(sizes != EVENT_SIZE):
+        bad = int(sizes[sizes != EVENT_SIZE][0])
+        raise RuntimeError(f"ring record of {bad} bytes; this reader expects {EVENT_SIZE}-byte records")
+    keep = ok[(ok["len"] & RB_DISCARD) == 0]
+    out = np.empty(len(keep), EVENT_DTYPE)
+    out["t_ns"] = keep["t_ns"]
+    out["latency_ns"] = keep["latency_ns"]
+    out["rule"] = keep["rule"]
+    out["aux"] = keep["aux"]
+    return out, used
+
+
+class RecordProgram:
+    """A loaded copy of bpf/record.bpf.c: its maps, and the links attaching its programs."""
+
+    def __init__(self, config: RecordConfig = RecordConfig()):
+        from .bpf import import_bcc
+
+        bcc = import_bcc()
+        self._bcc = bcc
+        self.config = config
+        self._links: list[int] = []
+        self._fds: dict[str, int] = {}
+        self.ring: RingReader | None = None
+        self._hist_map: mmap.mmap | None = None
+        with _compile_lock:
+            try:
+                self._bpf = bcc.BPF(src_file=str(RECORD_SOURCE).encode(), cflags=config.cflags())
+            except Exception as exc:  # bcc raises bare Exception on compile/load failure
+                raise Unsupported(f"the recording BPF programs did not compile or load: {exc}") from exc
+        try:
+            self._filters = self._bpf[b"filters"]
+            self._phase = self._bpf[b"phase"]
+            self._counters = self._bpf[b"counters"]
+            abi.check_sizes({"cr_filter": (Filter, ctypes.sizeof(self._filters.Leaf)),
+                             "cr_counters": (Counters, ctypes.sizeof(self._counters.sLeaf))})
+            ring_fd = self._bpf[b"events"].map_fd
+            self.ring = RingReader(ring_fd, config.ring_pages * mmap.PAGESIZE)
+            hist_bytes = MAX_FILTERS * PHASES * HIST_BUCKETS * 8
+            self._hist_map = mmap.mmap(self._bpf[b"hist"].map_fd, _round_page(hist_bytes), mmap.MAP_SHARED,
+                                       mmap.PROT_READ, offset=0)
+            self._hist_bytes = hist_bytes
+        except BaseException:
+            self.close()
+            raise
+
+    def prog_fd(self, name: str) -> int:
+        if name not in self._fds:
+            kinds = {"cr_stamp": "SCHED_CLS", "cr_match_tc": "SCHED_CLS", "cr_match_sk": "CGROUP_SKB",
+                     "cr_sockops": "SOCK_OPS", "cr_bench_event": "SCHED_CLS", "cr_bench_hist": "SCHED_CLS"}
+            kind = getattr(self._bcc.BPF, kinds[name])
+            try:
+                self._fds[name] = self._bpf.load_func(name.encode(), kind).fd
+            except Exception as exc:
+                raise Unsupported(f"the recording program {name} did not load: {exc}") from exc
+        return self._fds[name]
+
+    # -- configuration --------------------------------------------------------------------------------------
+    def set_filters(self, filters: list[Filter]) -> None:
+        if len(filters) > MAX_FILTERS:
+            raise ValueError(f"{len(filters)} flows to record; one recorder takes at most {MAX_FILTERS}")
+        for index in range(MAX_FILTERS):
+            f = filters[index] if index < len(filters) else Filter()
+            self._filters[ctypes.c_int(index)] = self._filters.Leaf.from_buffer_copy(bytes(f))
+
+    def set_phase(self, index: int) -> None:
+        self._phase[ctypes.c_int(0)] = ctypes.c_uint32(index)
+
+    # -- attachments (BPF links: gone when closed or when the process dies) ---------------------------------
+    def attach_tc(self, program: str, ifname: str, netns: str | None, hook: str) -> None:
+        from .netns import in_netns
+
+        attach = {"egress": BPF_TCX_EGRESS, "ingress": BPF_TCX_INGRESS}[hook]
+        fd = self.prog_fd(program)
+        with in_netns(netns):
+            ifindex = socket_if_nametoindex(ifname)
+            try:
+                self._links.append(_bpf_link_create(fd, ifindex, attach))
+            except OSError as exc:
+                raise Unsupported(f"cannot attach {program} to {ifname} {hook} (tcx link): {exc}") from exc
+
+    def attach_cgroup(self, program: str, cgroup: str | os.PathLike[str]) -> None:
+        attach = {"cr_match_sk": BPF_CGROUP_INET_INGRESS, "cr_sockops": BPF_CGROUP_SOCK_OPS}[program]
+        fd = self.prog_fd(program)
+        cg = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self._links.append(_bpf_link_create(fd, cg, attach))
+        except OSError as exc:
+            raise Unsupported(f"cannot attach {program} to cgroup {cgroup}: {exc}") from exc
+        finally:
+            os.close(cg)
+
+    def detach_all(self) -> None:
+        while self._links:
+            os.close(self._links.pop())
+
+    # -- reading --------------------------------------------------------------------------------------------
+    def counters(self) -> dict[int, dict[str, int]]:
+        out = {}
+        for rule in range(MAX_FILTERS):
+            per_cpu = self._counters.getvalue(ctypes.c_int(rule))
+            total = {name: sum(getattr(cpu, name) for cpu in per_cpu) for name in COUNTER_FIELDS}
+            if any(total.values()):
+                out[rule] = total
+        return out
+
+    def lost(self) -> int:
+        return sum(c["lost"] for c in self.counters().values())
+
+    def histograms(self) -> np.ndarray:
+        """Copy of the in-kernel histograms, shape (filters, phases, buckets), uint64 counts."""
+        raw = np.frombuffer(self._hist_map, np.uint64, count=self._hist_bytes // 8).copy()
+        return raw.reshape(MAX_FILTERS, PHASES, HIST_BUCKETS)
+
+    def test_run(self, program: str, repeat: int) -> int:
+        """Run a benchmark program ``repeat`` times in the kernel (BPF_PROG_TEST_RUN); mean ns per run."""
+        frame = bytes(64)
+        data_in = ctypes.create_string_buffer(frame, len(frame))
+        attr = (ctypes.c_uint8 * 80)()
+        # prog_fd, retval, data_size_in, data_size_out, data_in, data_out, repeat, duration
+        struct.pack_into("=IIIIQQII", attr, 0, self.prog_fd(program), 0, len(frame), 0,
+                         ctypes.addressof(data_in), 0, repeat, 0)
+        if _libc.syscall(SYS_BPF, 10, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:  # BPF_PROG_TEST_RUN
+            err = ctypes.get_errno()
+            raise OSError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")
+        return struct.unpack_from("=I", attr, 36)[0]
+
+    # -- lifetime -------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.detach_all()
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
+        if self._hist_map is not None:
+            self._hist_map.close()
+            self._hist_map = None
+        bpf, self._bpf = getattr(self, "_bpf", None), None
+        if bpf is not None:
+            bpf.cleanup()
+
+
+def socket_if_nametoindex(ifname: str) -> int:
+    import socket
+
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError as exc:
+        raise Unsupported(f"no interface {ifname!r} here") from exc
+
+
+def _round_page(n: int) -> int:
+    return (n + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
+
+
+# -- cgroups ------------------------------------------------------------------------------------------------
+def cgroup2_root() -> Path:
+    """Mount point of the cgroup v2 hierarchy (unified or hybrid layout)."""
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            parts = line.split()
+            if len(parts) > 2 and parts[2] == "cgroup2":
+                return Path(parts[1])
+    raise Unsupported("no cgroup v2 hierarchy is mounted (needed for socket-side and sock_ops recording)")
+
+
+class Cgroup:
+    """A cgroup v2 directory made by us; ``close`` moves its processes back to the parent and removes it."""
+
+    def __init__(self, name: str):
+        self.path = cgroup2_root() / name
+        os.mkdir(self.path)
+
+    def add(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(f"{pid}\n")
+
+    def pids(self) -> list[int]:
+        try:
+            return [int(x) for x in (self.path / "cgroup.procs").read_text().split()]
+        except FileNotFoundError:
+            return []
+
+    def close(self) -> None:
+        if not self.path.exists():
+            return
+        for pid in self.pids():  # only processes we (or our children) put here
+            try:
+                (self.path.parent / "cgroup.procs").write_text(f"{pid}\n")
+            except OSError as exc:
+                if exc.errno != errno.ESRCH:
+                    raise
+        os.rmdir(self.path)
+
+    def __enter__(self) -> "Cgroup":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
