@@ -27,12 +27,9 @@ import os
 import platform
 import re
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -100,78 +97,13 @@ class EngineProcess:
             self.proc.wait()
 
 
-# -- traffic -------------------------------------------------------------------------------------------------
-STAMP = struct.Struct("!IQ")  # sequence, send time (CLOCK_REALTIME ns, the clock of kernel receive timestamps)
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # == SCM_TIMESTAMPNS
-TIMESPEC = struct.Struct("qq")
-
-
+# -- traffic: injector.lab.traffic.measure_one_way (SO_TIMESTAMPNS arrival - send stamp) -------------------
 def measure(client_ns: str, server_ns: str, dst: str, port: int, count: int, rate: float,
             drain_s: float = 0.4) -> tuple[list[int], float]:
-    """One-way latencies (ns) of ``count`` datagrams at ``rate``, and the send rate achieved.
+    from injector.lab.traffic import measure_one_way
 
-    Arrival is the kernel's receive timestamp (SO_TIMESTAMPNS, taken when the packet enters namespace b's stack),
-    not the time a Python thread got to it: under TCG the receiving thread falls tens of ms behind at 2,000
-    packets/s and its backlog would be measured instead of the engine. Send time is stamped just before sendto.
-    Both are CLOCK_REALTIME of this one machine. Sender and receiver run SCHED_FIFO 1 while measuring."""
-    from injector.kernel.netns import socket_in
-
-    fifo = True
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-    except OSError:
-        fifo = False
-    rx = socket_in(server_ns, socket.AF_INET, socket.SOCK_DGRAM)
-    tx = socket_in(client_ns, socket.AF_INET, socket.SOCK_DGRAM)
-    latencies: list[int] = []
-    done = threading.Event()
-    try:
-        rx.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 16 << 20)
-        rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        rx.bind((dst, port))
-        rx.settimeout(0.05)
-
-        def receive() -> None:
-            while True:
-                try:
-                    data, anc, _flags, _addr = rx.recvmsg(2048, socket.CMSG_SPACE(TIMESPEC.size))
-                except (TimeoutError, socket.timeout):
-                    if done.is_set():
-                        return
-                    continue
-                except OSError:
-                    return
-                arrived = None
-                for level, kind, cdata in anc:
-                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(cdata) >= TIMESPEC.size:
-                        sec, nsec = TIMESPEC.unpack_from(cdata)
-                        arrived = sec * 1_000_000_000 + nsec
-                if arrived is None:
-                    arrived = time.time_ns()
-                if len(data) >= STAMP.size:
-                    latencies.append(arrived - STAMP.unpack_from(data)[1])
-
-        thread = threading.Thread(target=receive, daemon=True)
-        thread.start()
-        pad = b"\xa5" * 52  # 64-byte payload
-        interval = 1.0 / rate
-        t0 = time.monotonic()
-        for seq in range(count):
-            ahead = t0 + seq * interval - time.monotonic()
-            if ahead > 0.0005:
-                time.sleep(ahead)
-            tx.sendto(STAMP.pack(seq, time.time_ns()) + pad, (dst, port))
-        sent_s = time.monotonic() - t0
-        time.sleep(drain_s)
-        done.set()
-        thread.join(timeout=5)
-    finally:
-        done.set()
-        rx.close()
-        tx.close()
-        if fifo:
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    return latencies, count / max(sent_s, 1e-9)
+    got = measure_one_way(client_ns, server_ns, dst, port, count, rate, drain_s=drain_s)
+    return got.latencies_ns, got.send_rate
 
 
 def quantile(values: list[float], q: float) -> float:

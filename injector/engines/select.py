@@ -43,8 +43,8 @@ ENGINES: dict[str, EngineInfo] = {
                       "EDT in the classifier, held by sch_fq (kernel hrtimer precision), no reordering",
                       _BPF_NEEDS + (("sch_fq", lambda c: c.fq),)),
     "userspace": EngineInfo("userspace", frozenset({"delay", "jitter", "distribution", "correlation"}),
-                            "held in userspace (NFQUEUE): measured +0.1 ms median, +0.2-0.7 ms p99 on a loaded "
-                            "2-core host (bench/delay_userspace.py)",
+                            "held in userspace (NFQUEUE): measured +0.1 ms median, +1-3 ms p99 on a loaded "
+                            "2-core host (bench/delay_engines.py)",
                             (("root", lambda c: c.root), ("NFQUEUE", lambda c: c.nfqueue),
                              ("nft (nftables)", lambda c: c.nft))),
 }

@@ -134,16 +134,14 @@ class UserspaceEngine:
     overflows (``maxlen``, sized for 20,000 packets/s over the longest delay) the kernel lets packets pass
     undelayed (fail-open): ``matched_packets`` (kernel rule counter) minus ``queued_packets`` shows how many.
 
-    Measured precision (``bench/delay_userspace.py``: UDP one-way delay between two namespaces on this
-    project's 2-core 6.18 microVM, 3,000 packets/s, 6,000 packets per delay, error = achieved added delay -
-    requested; egress, so the copy path; five runs while other work shared the host, load 1.5-3.5):
-    1 ms: median +0.06 to +0.10 ms, p99 +0.13 to +0.45 ms; 10 ms: median +0.08 to +0.12 ms, p99 +0.19 to
-    +0.74 ms; 100 ms: median +0.06 to +0.12 ms, p99 +0.17 to +0.32 ms (one run: +3.0 ms); at 10,000
-    packets/s, 10 ms: median +0.10 ms, p99 +0.25 ms. Never early beyond the noise: p1 of the error -0.002 to
-    +0.06 ms. The ~0.1 ms median excess is the NFQUEUE round trip (kernel -> this process -> verdict or
-    re-send). Without the real-time thread, p99 on a loaded host (load 4) reached +1 to +50 ms; with it,
-    while another job's test suite ran on the same 2 vCPUs, the engine's own p99 lateness still reached 1-6 ms
-    (host stalls). The
+    Measured precision (``bench/delay_engines.py --engines userspace``: UDP one-way delay between two
+    namespaces on this project's 2-core 6.18 microVM, 3,000 packets/s, 6,000 packets per delay, error = achieved
+    added delay - requested, arrival = the kernel's receive stamp; egress, so the copy path; 2026-11-27, while
+    four other jobs shared the host): median +0.13 / +0.14 / +0.14 ms and p99 +3.2 / +1.2 / +1.3 ms for 1 / 10 /
+    100 ms; never early (p1 of the error +0.06 to +0.07 ms). The ~0.1 ms median excess is the NFQUEUE round trip
+    (kernel -> this process -> verdict or re-send); the p99 is host stalls (a quieter host gave +0.2 to +0.7 ms
+    in an earlier run of the same measurement). Without the real-time thread, p99 on a loaded host (load 4)
+    reached +1 to +50 ms. The
     counters report what was achieved per rule: ``delay_p50_ns``, ``delay_p99_ns`` (release time - receive
     time) and ``release_late_p50_ns`` / ``release_late_p99_ns`` (release time - planned release time).
     """

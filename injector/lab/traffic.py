@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -101,3 +102,96 @@ def send_udp(netns: str | None, dst: str, port: int, count: int, rate_pps: float
         return count
     finally:
         sock.close()
+
+
+# -- one-way latency measurement (delay engines' tests and benchmarks) ---------------------------------------
+REALTIME_STAMP = struct.Struct("!IQ")  # sequence, send time (CLOCK_REALTIME ns: the clock of receive timestamps)
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+TIMESPEC = struct.Struct("qq")
+
+
+@dataclass
+class OneWay:
+    latencies_ns: list[int]
+    send_rate: float          # datagrams/s actually sent
+
+
+def measure_one_way(src_ns: str | None, dst_ns: str | None, dst: str, port: int, count: int, rate_pps: float, *,
+                    src: str | None = None, src_port: int = 0, drain_s: float = 0.4,
+                    kernel_arrival: bool = True) -> OneWay:
+    """One-way latencies of ``count`` UDP datagrams sent at ``rate_pps`` from ``src_ns`` to ``dst``:``port``.
+
+    With ``kernel_arrival``, arrival is the kernel's receive timestamp (SO_TIMESTAMPNS, taken when the datagram
+    enters the receiver's stack), not when a Python thread got to it: on a loaded host (or under TCG) the
+    receiving thread falls behind and its backlog would be measured instead of the fault. That stamp is taken
+    before the receiver's netfilter hooks, so a hold there (the userspace engine's ingress delay) is invisible to
+    it: such faults need ``kernel_arrival=False`` (arrival = when the receiving thread got the datagram). The send
+    stamp is taken just before sendto; both are CLOCK_REALTIME of this one machine (namespaces share it). Sender
+    and receiver threads run SCHED_FIFO 1 (when permitted), as the userspace engine's I/O thread does, so their
+    own wake-up latency is not what gets judged.
+    ``src``/``src_port`` bind the sender (e.g. a server's port, to play a flow's replies); ``drain_s`` is how long
+    to wait for datagrams still held by a fault.
+    """
+    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    fifo = True
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except OSError:
+        fifo = False
+    rx = socket_in(dst_ns, family, socket.SOCK_DGRAM)
+    tx = socket_in(src_ns, family, socket.SOCK_DGRAM)
+    latencies: list[int] = []
+    done = threading.Event()
+    thread = None
+    try:
+        rx.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 16 << 20)
+        if kernel_arrival:
+            rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        rx.bind((dst, port))
+        rx.settimeout(0.05)
+        if src or src_port:
+            tx.bind((src or "", src_port))
+
+        def receive() -> None:
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+            except OSError:
+                pass
+            while True:
+                try:
+                    data, anc, _flags, _addr = rx.recvmsg(2048, socket.CMSG_SPACE(TIMESPEC.size))
+                except (TimeoutError, socket.timeout):
+                    if done.is_set():
+                        return
+                    continue
+                except OSError:
+                    return
+                arrived = time.time_ns()
+                for level, kind, cdata in anc:
+                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(cdata) >= TIMESPEC.size:
+                        sec, nsec = TIMESPEC.unpack_from(cdata)
+                        arrived = sec * 1_000_000_000 + nsec
+                if len(data) >= REALTIME_STAMP.size:
+                    latencies.append(arrived - REALTIME_STAMP.unpack_from(data)[1])
+
+        thread = threading.Thread(target=receive, name=f"one-way-rx-{port}", daemon=True)
+        thread.start()
+        pad = bytes([MAGIC_BYTE]) * 52  # 64-byte payload
+        interval = 1.0 / rate_pps
+        t0 = time.monotonic()
+        for seq in range(count):
+            ahead = t0 + seq * interval - time.monotonic()
+            if ahead > 0.0005:
+                time.sleep(ahead)
+            tx.sendto(REALTIME_STAMP.pack(seq, time.time_ns()) + pad, (dst, port))
+        sent_s = time.monotonic() - t0
+        time.sleep(drain_s)
+    finally:
+        done.set()
+        if thread is not None:
+            thread.join(timeout=5)
+        rx.close()
+        tx.close()
+        if fifo:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    return OneWay(latencies, count / max(sent_s, 1e-9))

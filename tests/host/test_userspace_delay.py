@@ -71,6 +71,7 @@ from injector.kernel.netns import Topology, existing_namespaces, socket_in, uniq
 from injector.kernel.rtnl import open_rtnl  # noqa: E402
 from injector.kernel.owner import KernelOwner  # noqa: E402
 from injector.kernel.sweep import sweep  # noqa: E402
+from injector.lab.traffic import measure_one_way  # noqa: E402
 from injector.plan import Interface, build_plan  # noqa: E402
 from injector.spec import FaultSpec, parse_flow  # noqa: E402
 
@@ -125,51 +126,14 @@ def engines(run_dir, pair):
 def one_way(pair, *, count: int = 1000, rate_pps: float = 1000.0, port: int = 9000, reverse: bool = False,
             v6: bool = False) -> list[int]:
     """One-way latencies (ns) of UDP datagrams client -> server:port, or with ``reverse`` the replies of a flow
-    to server:port: server:port -> client:port+500."""
+    to server:port: server:port -> client:port+500. Arrival is when the receiving thread got the datagram: the
+    kernel's receive stamp comes before an ingress hold (PREROUTING) and would not see it."""
     client, server = ((pair.client.ipv6.ip, pair.server.ipv6.ip) if v6 else (pair.client.ipv4.ip, pair.server.ipv4.ip))
-    family = socket.AF_INET6 if v6 else socket.AF_INET
-    src_ns, dst_ns, dst = ((pair.server_ns, pair.client_ns, str(client)) if reverse
-                           else (pair.client_ns, pair.server_ns, str(server)))
-    rx = socket_in(dst_ns, family, socket.SOCK_DGRAM)
-    rx.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 8 << 20)
-    rx.bind((dst, port + 500 if reverse else port))
-    rx.settimeout(0.2)
-    tx = socket_in(src_ns, family, socket.SOCK_DGRAM)
     if reverse:
-        tx.bind((str(server), port))
-        port += 500
-    out: list[int] = []
-    done = threading.Event()
-
-    def receive() -> None:
-        realtime()
-        while True:
-            try:
-                data = rx.recv(2048)
-            except (TimeoutError, socket.timeout):
-                if done.is_set():
-                    return
-                continue
-            out.append(time.monotonic_ns() - STAMP.unpack_from(data)[1])
-
-    thread = threading.Thread(target=receive, daemon=True)
-    thread.start()
-    try:
-        realtime()
-        start = time.monotonic()
-        for seq in range(count):
-            ahead = start + seq / rate_pps - time.monotonic()
-            if ahead > 0.0005:
-                time.sleep(ahead)
-            tx.sendto(STAMP.pack(seq, time.monotonic_ns()) + bytes(36), (dst, port))
-        time.sleep(0.4)
-    finally:
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-        done.set()
-        thread.join(timeout=5)
-        rx.close()
-        tx.close()
-    return out
+        return measure_one_way(pair.server_ns, pair.client_ns, str(client), port + 500, count, rate_pps,
+                               src=str(server), src_port=port, kernel_arrival=False).latencies_ns
+    return measure_one_way(pair.client_ns, pair.server_ns, str(server), port, count, rate_pps,
+                           kernel_arrival=False).latencies_ns
 
 
 LOADED_HOST_ALLOWANCE = 3 * MS
@@ -184,12 +148,6 @@ def assert_added(added: list[float], requested_ns: int) -> None:
 
 def assert_undelayed(latencies: list[int], base: float = 0.0) -> None:
     assert quantile(latencies, 0.2) - base < 0.5 * MS and statistics.median(latencies) - base < LOADED_HOST_ALLOWANCE
-
-
-def realtime() -> None:
-    """The measuring thread SCHED_FIFO, as the engine's: on a busy CI machine its own wake-up latency would
-    otherwise be what the tolerances judge."""
-    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
 
 
 def baseline(pair, *, reverse: bool = False, v6: bool = False) -> float:
