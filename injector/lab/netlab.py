@@ -1,0 +1,549 @@
+"""The netns lab: `chaos-inject lab up|down|status` and ``lab_up()/lab_down()/lab_status()``.
+
+Layout (names from the prefix, addresses from ``lab.json``; default prefix ``cilab``, subnet 10.213.0.0/24)::
+
+    root ns: <prefix>-host 10.213.0.1/24 ──veth──┐
+    <prefix>-net:  bridge br0 ── host, api, db, prometheus, load (veth peers)
+    <prefix>-api:  lab0 10.213.0.10  api service :8080 (python3 -m injector.lab.api)
+    <prefix>-db:   lab0 10.213.0.11  PostgreSQL :5432 (own cluster, initdb by vagrant/provision/db-init.sh)
+    <prefix>-prometheus: lab0 .12    Prometheus :9090 (own config and storage)
+    <prefix>-load: lab0 10.213.0.13  load generator -> api /items, request log
+
+The bridge sits in a namespace of its own, so the host's firewall (br_netfilter) never sees lab traffic; the
+lab namespaces have only their connected /24: no default route, no way to the uplink. The root namespace gets
+one address on the bridge to reach the api and Prometheus. Every object is written to ``state.json`` before it
+is created (processes right after, with their start time, so a reused PID is never killed); ``lab down``
+undoes exactly that list, last first. Everything else the lab writes lives under the state directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import ChaosInjectError, CleanupFailed, InvalidSpec, NotPermitted, Unsupported
+from . import definition as labdef
+
+DEFAULT_STATE_DIR = Path("/run/chaos-inject/lab")
+INVENTORY_NAME = "inventory.toml"
+LAB_IFNAME = "lab0"                    # the lab interface inside every role namespace
+BRIDGE = "br0"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DB_INIT = REPO_ROOT / "vagrant" / "provision" / "db-init.sh"
+PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,8}$")
+
+
+class LabError(ChaosInjectError, RuntimeError):
+    """The lab could not be brought up (what was made has been removed) or is in a state we do not own."""
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    """What lab to build: names, subnet and where its state lives (defaults: the one lab of this machine)."""
+
+    prefix: str = "cilab"
+    subnet: str = "10.213.0.0/24"
+    state_dir: Path = DEFAULT_STATE_DIR
+    db_timeout_s: float | None = None       # api's client-side database deadline (default: lab.json, 1 s)
+    load_rate_per_s: float | None = None    # load generator's request rate (default: lab.json, 50/s)
+
+    def __post_init__(self) -> None:
+        if not PREFIX_RE.match(self.prefix):
+            raise InvalidSpec("lab prefix: 2-9 lowercase letters/digits, starting with a letter",
+                              text=self.prefix, field="lab --prefix")
+        try:
+            net = ipaddress.ip_network(self.subnet)
+        except ValueError:
+            raise InvalidSpec("not an IPv4 network", text=self.subnet, field="lab --subnet") from None
+        if net.version != 4 or net.prefixlen > 26 or not net.is_private:
+            raise InvalidSpec("lab subnet must be a private IPv4 network of at least /26", text=self.subnet,
+                              field="lab --subnet")
+        for name, value in (("db_timeout_s", self.db_timeout_s), ("load_rate_per_s", self.load_rate_per_s)):
+            if value is not None and not value > 0:
+                raise InvalidSpec("must be positive", text=str(value), field=name)
+        object.__setattr__(self, "state_dir", Path(self.state_dir))
+
+    def netns(self, role: str) -> str:
+        return f"{self.prefix}-{role}"
+
+    @property
+    def bridge_netns(self) -> str:
+        return f"{self.prefix}-net"
+
+    @property
+    def host_link(self) -> str:
+        return f"{self.prefix}-host"
+
+
+@dataclass
+class LabInfo:
+    """What a running lab offers: addresses, URLs, the inventory and the request log (for runners)."""
+
+    prefix: str
+    subnet: str
+    state_dir: str
+    host_address: str
+    addresses: dict[str, str]
+    netns: dict[str, str]
+    interface: str
+    ports: dict[str, list[int]]
+    api_url: str
+    prometheus_url: str
+    inventory_path: str
+    request_log: str
+    db_timeout_s: float
+    load_rate_per_s: float
+    processes: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LabStatus:
+    up: bool
+    info: LabInfo | None
+    problems: list[str]
+
+    def to_dict(self) -> dict:
+        return {"up": self.up, "problems": self.problems, "lab": self.info.to_dict() if self.info else None}
+
+
+# -- state --------------------------------------------------------------------------------------------------
+
+class _State:
+    """state.json: the spec, what was made in order (write-ahead), and the LabInfo once the lab is up."""
+
+    def __init__(self, spec: LabSpec) -> None:
+        self.path = spec.state_dir / "state.json"
+        self.data: dict = {"version": 1, "spec": {"prefix": spec.prefix, "subnet": spec.subnet},
+                           "made": [], "info": None}
+
+    def load(self) -> bool:
+        try:
+            self.data = json.loads(self.path.read_text())
+            return True
+        except FileNotFoundError:
+            return False
+
+    def add(self, entry: dict) -> None:
+        self.data["made"].append(entry)
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        os.replace(tmp, self.path)
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path):
+    """One lab operation at a time per state directory (flock on the directory itself: no lock file left)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(0o755)  # the postgres user walks through it to its data directory
+    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _proc_starttime(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] == "Z":
+        return None  # a zombie has finished
+    return int(fields[19])
+
+
+def _alive(entry: dict) -> bool:
+    return _proc_starttime(entry["pid"]) == entry["starttime"]
+
+
+# -- checks before anything is made ------------------------------------------------------------------------
+
+def _preflight(spec: LabSpec) -> None:
+    if os.geteuid() != 0:
+        raise NotPermitted("the lab creates network namespaces and runs PostgreSQL as user postgres: run as root")
+    missing = []
+    if not list(Path("/usr/lib/postgresql").glob("*/bin/postgres")):
+        missing.append("PostgreSQL server (apt-get install postgresql)")
+    if not shutil.which("prometheus"):
+        missing.append("prometheus (apt-get install prometheus)")
+    for tool in ("ip", "setpriv"):
+        if not shutil.which(tool):
+            missing.append(tool)
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        missing.append("python3-psycopg (the api's database driver)")
+    if missing:
+        raise Unsupported("the lab needs: " + "; ".join(missing) + " — run `sudo make setup`")
+    from ..kernel.netns import existing_namespaces
+
+    ours = {spec.netns(r) for r in labdef.ROLES} | {spec.bridge_netns}
+    clash = sorted(ours & set(existing_namespaces()))
+    if clash:
+        raise LabError(f"network namespaces {', '.join(clash)} exist but no lab state records them "
+                       f"(under {spec.state_dir}): not ours to remove; delete them (`ip netns del NAME`) or use "
+                       f"another --prefix")
+    if Path(f"/sys/class/net/{spec.host_link}").exists():
+        raise LabError(f"interface {spec.host_link} exists but no lab state records it: not ours to remove")
+    net = ipaddress.ip_network(spec.subnet)
+    out = subprocess.run(["ip", "-j", "-4", "route", "show", "table", "all"], capture_output=True, text=True)
+    for route in json.loads(out.stdout or "[]"):
+        dst = route.get("dst", "")
+        if dst in ("default", "") or route.get("type") in ("local", "broadcast"):
+            continue
+        try:
+            other = ipaddress.ip_network(dst if "/" in dst else f"{dst}/32", strict=False)
+        except ValueError:
+            continue
+        if other.overlaps(net):
+            raise LabError(f"lab subnet {spec.subnet} overlaps a route of this machine ({dst} dev "
+                           f"{route.get('dev', '?')}): choose another with --subnet")
+
+
+# -- up -----------------------------------------------------------------------------------------------------
+
+_children: dict[int, subprocess.Popen] = {}  # started by this process: reaped by lab_down in the same process
+
+
+def _info(spec: LabSpec, processes: dict[str, int]) -> LabInfo:
+    d = labdef.load_definition()
+    addrs = labdef.netns_addresses(spec.subnet, d)
+    return LabInfo(
+        prefix=spec.prefix, subnet=spec.subnet, state_dir=str(spec.state_dir),
+        host_address=labdef.host_address(spec.subnet, d), addresses=dict(addrs.by_role),
+        netns={r: spec.netns(r) for r in labdef.ROLES}, interface=LAB_IFNAME,
+        ports={r: list(h["ports"]) for r, h in d["hosts"].items()},
+        api_url=f"http://{addrs['api']}:{labdef.port('api', d)}",
+        prometheus_url=f"http://{addrs['prometheus']}:{labdef.port('prometheus', d)}",
+        inventory_path=str(spec.state_dir / INVENTORY_NAME), request_log=str(spec.state_dir / "requests.bin"),
+        db_timeout_s=float(spec.db_timeout_s or d["api"]["db_timeout_s"]),
+        load_rate_per_s=float(spec.load_rate_per_s or d["load"]["rate_per_s"]), processes=processes)
+
+
+def _spawn(state: _State, spec: LabSpec, role: str, argv: list[str], *, stop_signal: int = signal.SIGTERM) -> int:
+    logs = spec.state_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+    with open(logs / f"{role}.log", "ab") as log:
+        proc = subprocess.Popen(["ip", "netns", "exec", spec.netns(role), *argv], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, cwd=spec.state_dir, env=env,
+                                start_new_session=True)  # its own process group: down ends its children too
+    _children[proc.pid] = proc
+    start = None
+    for _ in range(100):  # /proc entry appears with the fork; the start time never changes after
+        start = _proc_starttime(proc.pid)
+        if start is not None or proc.poll() is not None:
+            break
+        time.sleep(0.001)
+    state.add({"kind": "process", "role": role, "pid": proc.pid, "starttime": start, "signal": int(stop_signal)})
+    return proc.pid
+
+
+def _log_tail(spec: LabSpec, role: str, lines: int = 15) -> str:
+    try:
+        return "\n".join((spec.state_dir / "logs" / f"{role}.log").read_text().splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+def _wait_ready(spec: LabSpec, role: str, pid: int, check, timeout_s: float = 30.0) -> None:
+    end = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < end:
+        proc = _children.get(pid)
+        if proc is not None and proc.poll() is not None:
+            raise LabError(f"{role} exited with status {proc.returncode} while starting:\n{_log_tail(spec, role)}")
+        try:
+            if check():
+                return
+        except OSError as exc:
+            last = exc
+        time.sleep(0.05)
+    raise LabError(f"{role} not ready after {timeout_s:g} s ({last}):\n{_log_tail(spec, role)}")
+
+
+def _http_ok(url: str, timeout_s: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return resp.status == 200
+    except urllib.error.HTTPError:
+        return False
+
+
+def _tcp_open(address: str, port: int) -> bool:
+    with socket.create_connection((address, port), timeout=0.5):
+        return True
+
+
+def prometheus_query(prometheus_url: str, query: str, timeout_s: float = 3.0) -> list[dict]:
+    """Run an instant PromQL query; returns the ``result`` vector (empty: no data yet)."""
+    url = f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        body = json.loads(resp.read())
+    if body.get("status") != "success":
+        raise LabError(f"prometheus query failed: {body}")
+    return body["data"]["result"]
+
+
+def _build(state: _State, spec: LabSpec) -> LabInfo:
+    from ..kernel.netns import Topology
+    from ..kernel.rtnl import open_rtnl
+
+    d = labdef.load_definition()
+    addrs = labdef.netns_addresses(spec.subnet, d)
+    prefixlen = addrs.prefixlen
+    topo = Topology()
+    # namespaces: recorded first, then made
+    for ns in (spec.bridge_netns, *(spec.netns(r) for r in labdef.ROLES)):
+        state.add({"kind": "netns", "name": ns})
+        topo.add_namespace(ns)
+    with open_rtnl(spec.bridge_netns) as net:
+        net.link("add", ifname=BRIDGE, kind="bridge")
+        net.link("set", index=net.link_lookup(ifname=BRIDGE)[0], state="up")
+    state.add({"kind": "link", "name": spec.host_link})
+    with open_rtnl() as host:
+        host.link("add", ifname=spec.host_link, kind="veth", peer={"ifname": "host", "net_ns_fd": spec.bridge_netns})
+        index = host.link_lookup(ifname=spec.host_link)[0]
+        host.addr("add", index=index, address=labdef.host_address(spec.subnet, d), prefixlen=prefixlen)
+        host.link("set", index=index, state="up")
+    for role in labdef.ROLES:
+        with open_rtnl(spec.netns(role)) as rns:
+            rns.link("add", ifname=LAB_IFNAME, kind="veth", peer={"ifname": role, "net_ns_fd": spec.bridge_netns})
+            index = rns.link_lookup(ifname=LAB_IFNAME)[0]
+            rns.addr("add", index=index, address=addrs[role], prefixlen=prefixlen)
+            rns.link("set", index=index, state="up")
+    with open_rtnl(spec.bridge_netns) as net:
+        br = net.link_lookup(ifname=BRIDGE)[0]
+        for peer in ("host", *labdef.ROLES):
+            net.link("set", index=net.link_lookup(ifname=peer)[0], master=br, state="up")
+
+    # configs: the same generators the Vagrant provisioning runs
+    conf = spec.state_dir / "conf"
+    db_dir = spec.state_dir / "db"
+    labdef.write_files(labdef.render_db(addrs, socket_dir=str(db_dir), definition=d), conf / "db")
+    api_cfg = json.loads(labdef.render_api(addrs, d)["api.json"])
+    if spec.db_timeout_s:
+        api_cfg["db_timeout_s"] = spec.db_timeout_s
+    labdef.write_files({"api.json": json.dumps(api_cfg, indent=2)}, conf / "api")
+    labdef.write_files(labdef.render_prometheus(addrs, d), conf / "prometheus")
+    info = _info(spec, {})
+    load_cfg = json.loads(labdef.render_load(addrs, log_path=info.request_log, definition=d)["load.json"])
+    load_cfg["rate_per_s"] = info.load_rate_per_s
+    labdef.write_files({"load.json": json.dumps(load_cfg, indent=2)}, conf / "load")
+
+    # db: the provisioning script initialises the cluster, we run the postmaster in its namespace
+    result = subprocess.run(["bash", str(DB_INIT), str(db_dir), str(conf / "db")], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise LabError(f"db-init.sh failed: {result.stderr.strip() or result.stdout.strip()}")
+    bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: p.parent.parent.name)[-1]
+    pids = {}
+    pids["db"] = _spawn(state, spec, "db", ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups",
+                                            "--", str(bindir), "-D", str(db_dir)],
+                        stop_signal=signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for clients)
+    _wait_ready(spec, "db", pids["db"], lambda: _tcp_open(addrs["db"], labdef.port("db", d)))
+    pids["api"] = _spawn(state, spec, "api", [sys.executable, "-m", "injector.lab.api", "--config",
+                                              str(conf / "api" / "api.json")])
+    _wait_ready(spec, "api", pids["api"], lambda: _http_ok(f"{info.api_url}/health"))
+    if not _http_ok(f"{info.api_url}/items", timeout_s=5):
+        raise LabError(f"api answers /health but /items fails: database not usable\n{_log_tail(spec, 'api')}")
+    pids["prometheus"] = _spawn(state, spec, "prometheus", [
+        shutil.which("prometheus"), f"--config.file={conf / 'prometheus' / 'prometheus.yml'}",
+        f"--storage.tsdb.path={spec.state_dir / 'prometheus-data'}",
+        f"--storage.tsdb.retention.time={d['prometheus']['retention']}",
+        f"--web.listen-address={addrs['prometheus']}:{labdef.port('prometheus', d)}",
+        "--log.level=warn"])
+    _wait_ready(spec, "prometheus", pids["prometheus"], lambda: _http_ok(f"{info.prometheus_url}/-/ready"))
+    pids["load"] = _spawn(state, spec, "load", [sys.executable, "-m", "injector.lab.loadgen", "--config",
+                                                str(conf / "load" / "load.json")])
+    _wait_ready(spec, "load", pids["load"], lambda: Path(info.request_log).exists())
+    # a lab is up when Prometheus has scraped the api once: the seed's queries have data from here on
+    _wait_ready(spec, "prometheus", pids["prometheus"], lambda: any(
+        r["value"][1] == "1" for r in prometheus_query(info.prometheus_url, 'up{job="api"}')))
+
+    netns = {r: spec.netns(r) for r in labdef.ROLES}
+    inventory = Path(info.inventory_path)
+    inventory.write_text(labdef.render_inventory(addrs, netns=netns, interface=LAB_IFNAME, definition=d))
+    info.processes = pids
+    return info
+
+
+def lab_up(spec: LabSpec | None = None, *, repair: bool = True) -> LabInfo:
+    """Bring the lab up; a lab already up and healthy is returned as it is (idempotent).
+
+    A recorded lab that is not healthy (a process died, a namespace vanished) is taken down and rebuilt when
+    ``repair`` (else LabError). Objects with our names that no state records are refused, never removed.
+    On any failure everything made so far is removed before the error is raised.
+    """
+    spec = spec or LabSpec()
+    if os.geteuid() != 0:
+        raise NotPermitted("the lab creates network namespaces: run as root")
+    created_dir = not spec.state_dir.exists()
+    with _locked(spec.state_dir):
+        state = _State(spec)
+        if state.load():
+            status = _status_of(spec, state)
+            if status.up:
+                return status.info
+            if not repair:
+                raise LabError(f"a lab recorded in {state.path} is not healthy ({'; '.join(status.problems)}): "
+                               "run `chaos-inject lab down` first")
+            _teardown(spec, state)
+        leftovers = [p.name for p in spec.state_dir.iterdir()]
+        if leftovers:
+            raise LabError(f"{spec.state_dir} holds files no lab state records ({', '.join(sorted(leftovers)[:5])}):"
+                           " not ours to remove")
+        try:
+            _preflight(spec)
+        except BaseException:
+            if created_dir:
+                with contextlib.suppress(OSError):
+                    spec.state_dir.rmdir()  # nothing was made: leave no empty directory either
+            raise
+        state = _State(spec)
+        state.data["made"].append({"kind": "dir", "path": str(spec.state_dir)})
+        state.save()
+        try:
+            info = _build(state, spec)
+        except BaseException as exc:
+            try:
+                _teardown(spec, state)
+            except CleanupFailed as cleanup:
+                raise LabError(f"lab up failed ({exc}) and so did removing what it made: {cleanup}") from exc
+            if isinstance(exc, (LabError, KeyboardInterrupt, SystemExit)):
+                raise
+            raise LabError(f"lab up failed, everything it made was removed: {exc}") from exc
+        state.data["info"] = info.to_dict()
+        state.save()
+        return info
+
+
+# -- down ---------------------------------------------------------------------------------------------------
+
+def _stop_process(entry: dict, timeout_s: float = 10.0) -> None:
+    pid = entry["pid"]
+    if entry.get("starttime") is None or not _alive(entry):
+        _reap(pid)
+        return  # gone already (or a different process now has the PID: never ours to kill)
+    os.kill(pid, entry.get("signal", signal.SIGTERM))
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end and _alive(entry):
+        _reap(pid)
+        time.sleep(0.02)
+    if _alive(entry):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    # whatever is left in its process group (e.g. PostgreSQL backends, worker threads' children) ends with it
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    end = time.monotonic() + 5
+    while time.monotonic() < end and _alive(entry):
+        _reap(pid)
+        time.sleep(0.02)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    proc = _children.pop(pid, None)
+    if proc is not None:
+        if proc.poll() is None:
+            _children[pid] = proc  # still running: keep it for the next look
+
+
+def _teardown(spec: LabSpec, state: _State) -> None:
+    """Undo state["made"], last first; every step is tried; failures raise CleanupFailed at the end."""
+    from ..kernel.netns import Topology
+    from ..kernel.rtnl import NetlinkError, open_rtnl
+
+    failures = []
+    for entry in reversed(state.data["made"]):
+        try:
+            kind = entry["kind"]
+            if kind == "process":
+                _stop_process(entry)
+            elif kind == "link":
+                with open_rtnl() as host:
+                    found = host.link_lookup(ifname=entry["name"])
+                    if found:
+                        host.link("del", index=found[0])
+            elif kind == "netns":
+                Topology(namespaces=[entry["name"]]).close()
+            elif kind == "dir":
+                path = Path(entry["path"])
+                if path.exists():
+                    shutil.rmtree(path)
+            state.data["made"].remove(entry)
+            if kind != "dir":
+                state.save()
+        except (OSError, NetlinkError, RuntimeError) as exc:
+            failures.append((entry, exc))
+    if failures:
+        with contextlib.suppress(OSError):
+            state.save()
+        raise CleanupFailed("lab down could not remove: " + "; ".join(f"{e} ({x})" for e, x in failures), failures)
+
+
+def lab_down(spec: LabSpec | None = None) -> bool:
+    """Remove exactly what ``lab up`` recorded; False when there was no lab recorded."""
+    spec = spec or LabSpec()
+    if os.geteuid() != 0:
+        raise NotPermitted("the lab's namespaces and processes belong to root: run as root")
+    if not (spec.state_dir / "state.json").exists():
+        return False
+    with _locked(spec.state_dir):
+        state = _State(spec)
+        if not state.load():
+            return False
+        _teardown(spec, state)
+    return True
+
+
+# -- status -------------------------------------------------------------------------------------------------
+
+def _status_of(spec: LabSpec, state: _State) -> LabStatus:
+    from ..kernel.netns import existing_namespaces
+
+    problems = []
+    info_d = state.data.get("info")
+    if not info_d:
+        problems.append("lab up did not finish")
+    present = set(existing_namespaces())
+    for entry in state.data["made"]:
+        if entry["kind"] == "netns" and entry["name"] not in present:
+            problems.append(f"namespace {entry['name']} is gone")
+        if entry["kind"] == "process" and not _alive(entry):
+            problems.append(f"{entry['role']} (pid {entry['pid']}) is not running")
+    if info_d and (state.data["spec"]["prefix"], state.data["spec"]["subnet"]) != (spec.prefix, spec.subnet):
+        problems.append(f"the lab in {spec.state_dir} was built with prefix {state.data['spec']['prefix']} and "
+                        f"subnet {state.data['spec']['subnet']}")
+    info = LabInfo(**info_d) if info_d else None
+    return LabStatus(up=not problems, info=info, problems=problems)
+
+
+def lab_status(spec: LabSpec | None = None) -> LabStatus:
+    spec = spec or LabSpec()
+    state = _State(spec)
+    if not state.load():
+        return LabStatus(up=False, info=None, problems=["no lab is up"])
+    return _status_of(spec, state)
