@@ -13,7 +13,8 @@ from typing import Any, Mapping
 from ..errors import InvalidSpec
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")
-DEFAULT_PATHS = (Path("/etc/chaos-inject/inventory.toml"),)
+# the netns lab (`chaos-inject lab up`) writes the second while it is up and removes it with `lab down`
+DEFAULT_PATHS = (Path("/etc/chaos-inject/inventory.toml"), Path("/run/chaos-inject/lab/inventory.toml"))
 INVENTORY_ENV = "CHAOS_INJECT_INVENTORY"
 
 
@@ -63,7 +64,8 @@ class Inventory:
 
     @classmethod
     def discover(cls, explicit: str | None = None) -> "Inventory":
-        """--inventory, else $CHAOS_INJECT_INVENTORY, else /etc/chaos-inject/inventory.toml, else empty."""
+        """--inventory, else $CHAOS_INJECT_INVENTORY, else /etc/chaos-inject/inventory.toml, else the netns lab's
+        /run/chaos-inject/lab/inventory.toml, else empty."""
         if explicit:
             return cls.load(explicit)
         if os.environ.get(INVENTORY_ENV):
