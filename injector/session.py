@@ -252,6 +252,12 @@ class FaultSession:
         with self._lock:
             self.engine.apply(self.plan, owner, lease_expiry(self._start_ns, self.plan.lease_ns,
                                                              self._deadline_ns))
+            active = self._clock()
+            if active > self._start_ns:
+                # applying took time (a bcc compile is ~0.4 s, longer than a short lease): the duration counts
+                # from when the fault is active, and the lease is renewed at once so it does not lapse
+                self._start_ns, self._deadline_ns = active, active + self.plan.duration_ns
+                self.engine.renew(lease_expiry(active, self.plan.lease_ns, self._deadline_ns))
             self._state = "running"
         self._write_status()
 

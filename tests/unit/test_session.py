@@ -115,7 +115,8 @@ def test_a_renewal_failure_rolls_back_and_is_reported_once(run_dir):
 
     def renew(expires_ns):
         calls.append(expires_ns)
-        raise OSError("map update failed")
+        if len(calls) > 2:  # the first renewals (one may follow apply at once) work
+            raise OSError("map update failed")
 
     engine.renew = renew
     session = FaultSession(make_plan(duration_ms=60_000), engine).start()
@@ -222,3 +223,25 @@ def test_percent_shows_in_the_plan():
                        probe_kernel=False, inventory=INVENTORY, percent=50, seed=3)
     assert len(prepared.plan.rules) == 2
     assert "50% of 4 targets -> 2" in prepared.describe(50)
+
+
+def test_a_slow_apply_renews_at_once_and_the_duration_counts_from_activation():
+    now = [1_000_000 * MS]
+    engine = FakeEngine()
+    real_apply = engine.apply
+
+    def slow_apply(plan, owner, expires_ns):
+        real_apply(plan, owner, expires_ns)
+        now[0] += 500 * MS  # a bcc compile longer than the 300 ms lease
+
+    engine.apply = slow_apply
+
+    def sleep(seconds):
+        now[0] += int(seconds * 1e9)
+
+    session = FaultSession(make_plan(duration_ms=600, lease_ms=300), engine, clock=lambda: now[0], sleep=sleep)
+    start = now[0]
+    session.run(handle_signals=False)
+    renewals = [s[1] for s in engine.steps if s[0] == "renew"]
+    assert renewals[0] == start + 500 * MS + 300 * MS, "renewed right after apply, one lease ahead"
+    assert renewals[-1] == start + 500 * MS + 600 * MS, "the deadline is duration after activation"
