@@ -18,7 +18,7 @@ from .spec.fault import DISTRIBUTIONS
 from .spec.units import format_duration_ns, parse_rate_bps
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNSUPPORTED, EXIT_NO_EFFECT = 0, 1, 2, 3, 4
-SUBCOMMANDS = ("inject", "sweep", "status", "demo", "doctor")
+SUBCOMMANDS = ("inject", "sweep", "status", "demo", "doctor", "run")
 
 EPILOG = """\
 examples:
@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--loss", default="10%")
     demo.add_argument("--duration", default="6s")
     demo.add_argument("--rate", type=float, default=2000.0, help="packets per second per flow")
+    from .experiment.cli import add_run_parser
+
+    add_run_parser(sub)
     return parser
 
 
@@ -122,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
 
             print(doctor_report(probe()))
             return EXIT_OK
+        if args.command == "run":
+            from .experiment.cli import cmd_run
+
+            return cmd_run(args)
         if args.command == "demo":
             from .lab.demo import run_demo
 

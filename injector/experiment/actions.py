@@ -1,0 +1,140 @@
+"""Fault actions for experiment files, ours and the real Chaos Toolkit's (``"type": "python"`` providers).
+
+Two patterns:
+- *start and return* (the seed's method action + rollback): :func:`start_network_fault` applies the fault,
+  returns once it is active and leaves a lease-renewing thread in this process; :func:`stop_network_fault`
+  (the rollback) ends it. If the process dies, the fault ends within one lease anyway.
+- *blocking*: :func:`network_delay`, :func:`network_loss`, :func:`network_partition` hold the fault for
+  ``duration`` and return what it achieved. A halt or a signal stops them early (the runner stops every
+  fault this process started).
+
+Durations and percentages carry their units: ``"200ms"``, ``"10%"``. ``duration`` is mandatory: every fault
+ends by itself. The ledger, lease, ``chaos-inject status / sweep / stop`` are the CLI's.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+__all__ = ["start_network_fault", "stop_network_fault", "stop_all_faults", "network_delay", "network_loss",
+           "network_partition"]
+
+_LOCK = threading.Lock()
+_SESSIONS: dict[str, Any] = {}      # run_id -> FaultSession started by this process, still ours to stop
+_STARTED: list[Any] = []            # every session started by this process (the run's report)
+
+
+def _start(flow: str, *, duration: str, netns: str | None, interface: str | None, direction: str, engine: str,
+           lease: str, seed: int | None, **fault: Any):
+    from ..session import start_fault
+
+    session = start_fault(flow, interface, duration=duration, netns=netns, direction=direction, engine=engine,
+                          lease=lease, seed=seed, kind="experiment", **fault)
+    with _LOCK:
+        _SESSIONS[session.run_id] = session
+        _STARTED.append(session)
+    return session
+
+
+def _describe(session) -> dict[str, Any]:
+    plan = session.plan
+    counters = session.counters()
+    return {"run_id": session.run_id, "state": session.state, "engine": plan.engine,
+            "flows": [f.text or str(f) for f in plan.flows],
+            "fault": "; ".join(f.describe() for f in plan.faults), "direction": plan.direction,
+            "duration_s": plan.duration_ns / 1e9,
+            "counters": {str(k): v for k, v in counters.items()}}
+
+
+def start_network_fault(flow: str, duration: str = "60s", delay: str | None = None, jitter: str | None = None,
+                        loss: str | None = None, partition: bool = False, corrupt: str | None = None,
+                        duplicate: str | None = None, netns: str | None = None, interface: str | None = None,
+                        direction: str = "egress", engine: str = "auto", lease: str = "3s",
+                        seed: int | None = None) -> dict[str, Any]:
+    """Apply a fault on ``flow`` ("SRC->DST[/tcp|/udp]") and return once it is active.
+
+    It stays on until ``duration`` ends or :func:`stop_network_fault` (the rollback) stops it. Returns the
+    run id, engine and what was applied.
+    """
+    session = _start(flow, duration=duration, netns=netns, interface=interface, direction=direction,
+                     engine=engine, lease=lease, seed=seed, delay=delay, jitter=jitter, loss=loss,
+                     partition=partition, corrupt=corrupt, duplicate=duplicate)
+    return _describe(session)
+
+
+def stop_network_fault(run_id: str | None = None) -> dict[str, Any]:
+    """Stop the fault ``run_id`` (or, without it, every fault this process started); returns their final
+    state and counters. Stopping what already ended is not an error (rollbacks may run twice)."""
+    with _LOCK:
+        ids = [run_id] if run_id else list(_SESSIONS)
+        sessions = [(i, _SESSIONS.pop(i, None)) for i in ids]
+    out = []
+    for rid, session in sessions:
+        if session is None:
+            out.append({"run_id": rid, "state": "unknown (not started by this process)"})
+            continue
+        session.stop("stopped")
+        out.append(_describe(session))
+    return {"stopped": out}
+
+
+def stop_all_faults(state: str = "stopped") -> list[dict[str, Any]]:
+    """Stop every fault this process started (the halt guard uses ``state="halted"``)."""
+    with _LOCK:
+        sessions = list(_SESSIONS.items())
+        _SESSIONS.clear()
+    out = []
+    for _, session in sessions:
+        try:
+            session.stop(state)
+        finally:
+            out.append(_describe(session))
+    return out
+
+
+def _hold(session) -> dict[str, Any]:
+    try:
+        session.wait()
+    finally:
+        with _LOCK:
+            _SESSIONS.pop(session.run_id, None)
+        if session.state == "running":   # interrupted while waiting: never leave it on
+            session.stop("stopped")
+    return _describe(session)
+
+
+def network_delay(flow: str, delay: str, duration: str, jitter: str | None = None, netns: str | None = None,
+                  interface: str | None = None, direction: str = "egress", engine: str = "auto",
+                  seed: int | None = None) -> dict[str, Any]:
+    """Delay ``flow`` by ``delay`` (e.g. "200ms", optional ``jitter``) for ``duration``; blocks."""
+    return _hold(_start(flow, duration=duration, netns=netns, interface=interface, direction=direction,
+                        engine=engine, lease="3s", seed=seed, delay=delay, jitter=jitter))
+
+
+def network_loss(flow: str, loss: str, duration: str, netns: str | None = None, interface: str | None = None,
+                 direction: str = "egress", engine: str = "auto", seed: int | None = None) -> dict[str, Any]:
+    """Drop ``loss`` (e.g. "10%") of ``flow``'s packets for ``duration``; blocks."""
+    return _hold(_start(flow, duration=duration, netns=netns, interface=interface, direction=direction,
+                        engine=engine, lease="3s", seed=seed, loss=loss))
+
+
+def network_partition(flow: str, duration: str, netns: str | None = None, interface: str | None = None,
+                      direction: str = "both", engine: str = "auto") -> dict[str, Any]:
+    """Drop every packet of ``flow`` (both directions by default) for ``duration``; blocks."""
+    return _hold(_start(flow, duration=duration, netns=netns, interface=interface, direction=direction,
+                        engine=engine, lease="3s", seed=None, partition=True))
+
+
+def active_sessions() -> list[Any]:
+    with _LOCK:
+        return list(_SESSIONS.values())
+
+
+def started_sessions() -> list[Any]:
+    with _LOCK:
+        return list(_STARTED)
+
+
+def describe_session(session) -> dict[str, Any]:
+    return _describe(session)

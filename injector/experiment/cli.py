@@ -1,0 +1,142 @@
+"""``chaos-inject run EXPERIMENT``: argument parsing and presentation for the experiment runner."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from .spec import DRY_MODES, HYPOTHESIS_STRATEGIES, ROLLBACK_STRATEGIES
+
+__all__ = ["add_run_parser", "cmd_run"]
+
+RUN_EPILOG = """\
+examples:
+  sudo chaos-inject run experiment.json --dry-run
+  sudo chaos-inject run experiment.yaml --var api_url=http://10.0.0.2:8080 --record runs/api-delay
+  sudo chaos-inject run experiment.json --max-error-rate 1% --p99-ratio 1.5
+
+safety (where we differ from `chaos run`): an unsteady baseline aborts before anything is injected (exit 1,
+no rollback: nothing was applied); once the method started, rollbacks always run on a halt, Ctrl-C, SIGTERM
+and errors; the halt guard stops the run within a second of a breach (runbook defaults: error rate > 5 %,
+p99 > 2x baseline), state `halted`. Exit codes: 0 completed and not deviated, 1 otherwise, 2 invalid
+experiment, 130/143 interrupted (rollbacks ran).
+"""
+
+
+def add_run_parser(sub) -> None:
+    p = sub.add_parser("run", help="run a Chaos Toolkit experiment file (JSON or YAML)", epilog=RUN_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", metavar="EXPERIMENT", help="experiment file (.json, .yaml, .yml)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (activities, resolved configuration, faults) and touch nothing")
+    p.add_argument("--dry", choices=DRY_MODES, help="chaos run's dry modes: skip these activities")
+    p.add_argument("--journal-path", metavar="FILE", help="also write the journal here")
+    p.add_argument("--record", metavar="DIR",
+                   help="run directory (journal, samples, report); default ./chaos-runs/<run id>")
+    p.add_argument("--rollback-strategy", choices=ROLLBACK_STRATEGIES,
+                   help="for normal ends; halts, signals and errors always roll back")
+    p.add_argument("--hypothesis-strategy", choices=HYPOTHESIS_STRATEGIES)
+    p.add_argument("--hypothesis-frequency", type=float, default=1.0, metavar="SECONDS",
+                   help="period of the during-method hypothesis (default 1)")
+    p.add_argument("--fail-fast", action="store_true", help="halt when the during-method hypothesis fails")
+    p.add_argument("--var", action="append", metavar="KEY=VALUE", help="override a configuration value")
+    guard = p.add_argument_group("halt guard (overrides the experiment's chaos-inject extension)")
+    guard.add_argument("--max-error-rate", metavar="P%", help="halt above this error rate (default 5%%)")
+    guard.add_argument("--p99-ratio", type=float, metavar="X", help="halt when p99 > X x baseline (default 2)")
+    guard.add_argument("--load-url", metavar="URL", help="built-in load generator: GET this URL during the run")
+    guard.add_argument("--load-rate", type=float, default=50.0, metavar="N", help="requests per second")
+    guard.add_argument("--no-guard", action="store_true", help="no halt guard (rollbacks still always run)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no live progress on stderr")
+
+
+def _guard_from_args(exp, args):
+    from ..spec.units import parse_percent_ratio
+    from .spec import LoadSpec
+
+    g = exp.guard
+    if args.no_guard:
+        return replace(g, enabled=False)
+    if args.max_error_rate:
+        g = replace(g, max_error_rate=parse_percent_ratio(args.max_error_rate, field="--max-error-rate"))
+    if args.p99_ratio is not None:
+        from ..errors import InvalidSpec
+
+        if not args.p99_ratio > 1:
+            raise InvalidSpec("must be > 1", text=str(args.p99_ratio), field="--p99-ratio")
+        g = replace(g, latency_max_ratio=args.p99_ratio)
+    if args.load_url:
+        g = replace(g, load=LoadSpec(args.load_url, args.load_rate))
+    return g
+
+
+def describe_plan(exp, conf: dict, guard, warnings: list[str]) -> str:
+    from .spec import PythonProvider, thaw
+
+    lines = [f"experiment: {exp.title}", f"  {exp.description}" if exp.description else ""]
+    lines.append("configuration (resolved):")
+    lines += [f"  {k} = {v!r}" for k, v in conf.items()] or ["  (none)"]
+    for note in dict.fromkeys((*exp.notes, *warnings)):
+        lines.append(f"note: {note}")
+
+    def act(a, indent="  "):
+        p = a.provider
+        what = {"python": lambda: f"{p.module}.{p.func}({json.dumps(thaw(p.arguments))})",
+                "process": lambda: f"{p.path} {p.arguments if isinstance(p.arguments, str) else ' '.join(p.arguments)}",
+                "http": lambda: f"{p.method} {p.url}",
+                "prometheus": lambda: f"{p.url} {'range' if p.start else 'instant'} query {p.query!r}"}[p.type]()
+        tol = f"  tolerance {a.tolerance.kind}: {json.dumps(thaw(a.tolerance.raw))}" if a.tolerance else ""
+        extra = (" [background]" if a.background else "") + (
+            f" pauses {a.pauses.before or 0}/{a.pauses.after or 0}s" if a.pauses.before or a.pauses.after else "")
+        fault = ""
+        if isinstance(p, PythonProvider) and p.module == "injector.experiment.actions":
+            fault = "  <- FAULT: would apply " + ", ".join(f"{k}={v}" for k, v in thaw(p.arguments).items())
+        return f"{indent}{a.type} {a.name}: {p.type} {what}{extra}{tol}{fault}"
+
+    if exp.hypothesis:
+        lines.append(f"steady-state hypothesis: {exp.hypothesis.title}")
+        lines += [act(a) for a in exp.hypothesis.probes]
+    lines.append("method:")
+    lines += [act(a) for a in exp.method] or ["  (empty)"]
+    lines.append("rollbacks:")
+    lines += [act(a) for a in exp.rollbacks] or ["  (none)"]
+    if guard.enabled:
+        src = f"load {guard.load.url} at {guard.load.rate_per_s:g}/s" if guard.load else "no live load source"
+        lines.append(f"halt guard: error rate > {guard.max_error_rate}, p{guard.latency_quantile * 100:g} > "
+                     f"{guard.latency_max_ratio}x baseline, alpha {guard.alpha:g}, every {guard.interval_s:g}s "
+                     f"({src}" + (f"; prometheus {guard.prometheus_query!r} > {guard.prometheus_max:g}" if
+                                   guard.prometheus_query else "") + ")")
+    else:
+        lines.append("halt guard: off")
+    return "\n".join(line for line in lines if line != "")
+
+
+def cmd_run(args) -> int:
+    from .loader import check_environment, load_experiment, parse_vars, resolve_configuration
+    from .runner import RunOptions, run_experiment
+
+    exp = load_experiment(args.experiment)
+    guard = _guard_from_args(exp, args)
+    variables = parse_vars(args.var)
+    warnings = check_environment(exp)
+    conf = resolve_configuration(exp, variables)
+    if args.dry_run:
+        print(describe_plan(exp, conf, guard, warnings))
+        print("dry run: nothing was run and nothing was changed")
+        return 0
+    progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    import time
+
+    run_dir = Path(args.record) if args.record else Path("chaos-runs") / time.strftime("%Y%m%d-%H%M%S")
+    opts = RunOptions(run_dir=run_dir, journal_path=Path(args.journal_path) if args.journal_path else None,
+                      rollback_strategy=args.rollback_strategy, hypothesis_strategy=args.hypothesis_strategy,
+                      hypothesis_frequency_s=args.hypothesis_frequency, fail_fast=args.fail_fast, dry=args.dry,
+                      variables=variables, guard=guard, progress=progress)
+    outcome = run_experiment(exp, opts)
+    j = outcome.journal
+    print(f"experiment {j['chaos-inject']['run_id']}: {outcome.state} (status {j['status']}, deviated "
+          f"{str(j['deviated']).lower()}); {j['chaos-inject'].get('reason') or 'ran to the end'}; "
+          f"report {outcome.run_dir}/report.md")
+    return outcome.exit_code

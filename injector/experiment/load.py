@@ -1,0 +1,148 @@
+"""A small HTTP load generator: a live sample source for the halt guard and a request recorder for the run.
+
+It sends GET requests to one URL at a fixed rate from one thread (a request that is late does not queue up
+others: the schedule skips ahead), records CLOCK_MONOTONIC send time, latency, success and status, and
+exposes them twice: ``read_new()`` (what arrived since the last call: the halt guard's feed) and the
+``injector.record.Recorder`` protocol (``source = "request"``; ``write`` puts them in the run directory).
+A request counts as failed on a connection error, a timeout (latency = the time waited) or a status >= 500.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["HttpLoad", "Batch"]
+
+
+class Batch(dict):
+    """``{"t_ns", "latency_ns", "ok", "status"}`` numpy arrays."""
+
+
+class _Conn(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, timeout: float, netns: str | None):
+        super().__init__(host, port, timeout=timeout)
+        self._netns = netns
+
+    def connect(self) -> None:
+        if self._netns is None:
+            super().connect()
+            return
+        from ..kernel.netns import socket_in
+
+        info = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)[0]
+        sock = socket_in(self._netns, info[0], socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(info[4])
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class HttpLoad:
+    source = "request"
+
+    def __init__(self, url: str, rate_per_s: float = 50.0, *, timeout_s: float = 1.0, netns: str | None = None,
+                 flow: str | None = None):
+        u = urllib.parse.urlsplit(url)
+        if u.scheme != "http" or not u.hostname:
+            raise ValueError(f"load URL must be http://HOST[:PORT]/PATH, got {url!r}")
+        if not 0 < rate_per_s <= 2000:
+            raise ValueError(f"rate must be in (0, 2000] requests per second, got {rate_per_s}")
+        self.url = url
+        self.host, self.port = u.hostname, u.port or 80
+        self.path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+        self.rate = float(rate_per_s)
+        self.timeout_s = float(timeout_s)
+        self.netns = netns
+        self.flow = flow or f"load->{self.host}:{self.port}"
+        self._rows: list[tuple[int, int, bool, int]] = []
+        self._read = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- Recorder protocol -------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="chaos-inject-load", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.timeout_s + 2)
+
+    def write(self, run_dir: Path, phases) -> dict:
+        from ..record.store import write_samples
+
+        b = self.all()
+        n = write_samples(run_dir, "request-load", phases, t_ns=b["t_ns"], flow=self.flow, source="request",
+                          latency_ns=b["latency_ns"], ok=b["ok"], status=b["status"])
+        return {"samples": n, "lost": 0, "requests": int(b["t_ns"].size),
+                "errors": int(b["ok"].size - np.count_nonzero(b["ok"]))}
+
+    # -- live feed ---------------------------------------------------------------------------------------
+    def read_new(self) -> Batch:
+        with self._lock:
+            rows = self._rows[self._read:]
+            self._read = len(self._rows)
+        return self._batch(rows)
+
+    def all(self) -> Batch:
+        with self._lock:
+            rows = list(self._rows)
+        return self._batch(rows)
+
+    @staticmethod
+    def _batch(rows) -> Batch:
+        if not rows:
+            return Batch(t_ns=np.zeros(0, np.int64), latency_ns=np.zeros(0, np.int64), ok=np.zeros(0, bool),
+                         status=np.zeros(0, np.int16))
+        t, lat, ok, st = zip(*rows)
+        return Batch(t_ns=np.asarray(t, np.int64), latency_ns=np.asarray(lat, np.int64),
+                     ok=np.asarray(ok, bool), status=np.asarray(st, np.int16))
+
+    def _one(self, conn: _Conn | None) -> tuple[_Conn | None, int, bool]:
+        try:
+            if conn is None:
+                conn = _Conn(self.host, self.port, self.timeout_s, self.netns)
+            conn.request("GET", self.path, headers={"Connection": "keep-alive"})
+            resp = conn.getresponse()
+            resp.read()
+            status = resp.status
+            if resp.getheader("Connection", "").lower() == "close":
+                conn.close()
+                conn = None
+            return conn, status, status < 500
+        except (OSError, http.client.HTTPException):
+            if conn is not None:
+                conn.close()
+            return None, 0, False
+
+    def _loop(self) -> None:
+        period = 1e9 / self.rate
+        conn = None
+        nxt = time.monotonic_ns()
+        while not self._stop.is_set():
+            t0 = time.monotonic_ns()
+            conn, status, ok = self._one(conn)
+            lat = time.monotonic_ns() - t0
+            with self._lock:
+                self._rows.append((t0, lat, ok, status))
+            nxt += period
+            now = time.monotonic_ns()
+            if nxt < now:          # late: skip the missed slots rather than bursting
+                nxt = now
+            self._stop.wait((nxt - now) / 1e9)
+        if conn is not None:
+            conn.close()

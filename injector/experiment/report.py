@@ -1,0 +1,214 @@
+"""The run directory of an experiment: samples (recorders), meta.json, counters.json, verdict.json and a
+report (Markdown and HTML with plots from analysis.plots when samples exist), beside journal.json.
+
+The report says what held, what failed and what was surprising, from the journal and the verdict.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .spec import GuardSpec
+
+__all__ = ["write_run_dir", "render_markdown"]
+
+log = logging.getLogger("chaos_inject.experiment")
+
+
+def _counters(faults: list[dict]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for f in faults:
+        for rule, c in (f.get("counters") or {}).items():
+            row = {}
+            for k, v in c.items():
+                if not isinstance(v, (int, float)) or v < 0:
+                    continue
+                name = "bytes" if k == "matched_bytes" else k.removesuffix("_packets")
+                row[name] = int(v)
+            out[f"{f['run_id']}#{rule}"] = row
+    return out
+
+
+def _surprises(journal: dict) -> list[str]:
+    out = []
+    ci = journal.get("chaos-inject", {})
+    out.extend(ci.get("notes", []))
+    for section in ("run", "rollbacks"):
+        for run in journal.get(section, []):
+            name = run["activity"].get("name")
+            if run.get("status") == "failed":
+                out.append(f"{section} activity {name!r} failed: {''.join(run.get('exception', [])).strip()[:300]}")
+            out_ = run.get("output")
+            if isinstance(out_, dict) and out_.get("status") not in (None, 0) and "stdout" in out_:
+                out.append(f"process {name!r} exited with status {out_['status']}: {str(out_.get('stderr')).strip()[:200]}")
+    for f in ci.get("faults", []):
+        c = f.get("counters") or {}
+        if c and not any(v.get("matched_packets") for v in c.values() if isinstance(v, dict)):
+            out.append(f"fault {f['run_id']} ({f['fault']} on {', '.join(f['flows'])}) matched no packet")
+    return out
+
+
+def _held_failed(journal: dict) -> tuple[list[str], list[str]]:
+    held, failed = [], []
+    for phase in ("before", "after"):
+        st = journal["steady_states"].get(phase)
+        if not st:
+            continue
+        for p in st["probes"]:
+            line = f"{phase}: probe {p['activity'].get('name')!r}: {p.get('tolerance_detail', p.get('status'))}"
+            (held if p.get("tolerance_met") else failed).append(line)
+    for i, st in enumerate(journal["steady_states"].get("during") or []):
+        if st and not st.get("steady_state_met"):
+            failed.append(f"during (iteration {i + 1}): steady state not met")
+    return held, failed
+
+
+def render_markdown(journal: dict, verdict_text: str | None, plots: list[str]) -> str:
+    ci = journal.get("chaos-inject", {})
+    exp = journal["experiment"]
+    held, failed = _held_failed(journal)
+    lines = [f"# {exp.get('title')}", "", exp.get("description", "") or "", "",
+             f"- run: `{ci.get('run_id')}`  state **{ci.get('state')}**  (journal status `{journal['status']}`, "
+             f"deviated {str(journal['deviated']).lower()}, exit code {ci.get('exit_code')})",
+             f"- {ci.get('reason') or 'ran to the end'}",
+             f"- started {journal['start']}, took {journal.get('duration', 0):.1f} s; hypothesis strategy "
+             f"{ci.get('hypothesis_strategy')}, rollback strategy {ci.get('rollback_strategy')}", ""]
+    lines += ["## What held", ""] + ([f"- {h}" for h in held] or ["- (nothing checked)"]) + [""]
+    lines += ["## What failed", ""] + ([f"- {f}" for f in failed] or ["- nothing"]) + [""]
+    halt = ci.get("halt") or {}
+    if halt.get("breach"):
+        lines += [f"- **halted**: {halt['breach']}", ""]
+    surprises = _surprises(journal)
+    lines += ["## What was surprising", ""] + ([f"- {s}" for s in surprises] or ["- nothing noted"]) + [""]
+    lines += ["## Activities", "", "| section | activity | status | duration (s) |", "|---|---|---|---|"]
+    for section in ("run", "rollbacks"):
+        for run in journal.get(section, []):
+            lines.append(f"| {'method' if section == 'run' else 'rollback'} | {run['activity'].get('name')} | "
+                         f"{run.get('status')} | {run.get('duration', 0):.3f} |")
+    lines.append("")
+    if ci.get("faults"):
+        lines += ["## Faults applied", ""]
+        for f in ci["faults"]:
+            lines.append(f"- `{f['run_id']}` {f['fault']} on {', '.join(f['flows'])} ({f['engine']}), "
+                         f"final state {f['state']}")
+        lines.append("")
+    if halt:
+        lines += ["## Halt guard", ""] + [f"- {n}" for n in halt.get("notes", [])]
+        for k in ("error_rate", "latency"):
+            if halt.get(k):
+                lines.append(f"- {k}: {halt[k]}")
+        lines.append("")
+    if verdict_text:
+        lines += ["## Recorded samples: steady-state verdict", "", "```", verdict_text, "```", ""]
+    for p in plots:
+        lines += [f"![{p}]({p})", ""]
+    return "\n".join(lines)
+
+
+def _md_to_html(md: str, run_dir: Path) -> str:
+    out = ["<!doctype html><meta charset='utf-8'><title>chaos-inject experiment report</title>",
+           "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}"
+           "td,th{border:1px solid #ccc;padding:2px 8px}pre{background:#f4f4f4;padding:1em}</style>"]
+    in_pre = in_list = in_table = False
+    for line in md.splitlines():
+        if line.startswith("```"):
+            out.append("</pre>" if in_pre else "<pre>")
+            in_pre = not in_pre
+            continue
+        if in_pre:
+            out.append(html.escape(line))
+            continue
+        if in_list and not line.startswith("- "):
+            out.append("</ul>")
+            in_list = False
+        if in_table and not line.startswith("|"):
+            out.append("</table>")
+            in_table = False
+        if line.startswith("# "):
+            out.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("## "):
+            out.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("- "):
+            if not in_list:
+                out.append("<ul>")
+                in_list = True
+            text = html.escape(line[2:]).replace("**", "")
+            out.append(f"<li>{text}</li>")
+        elif line.startswith("|"):
+            if set(line) <= set("|-"):
+                continue
+            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+            tag = "th" if not in_table else "td"
+            if not in_table:
+                out.append("<table>")
+                in_table = True
+            out.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
+        elif line.startswith("!["):
+            name = line[line.index("(") + 1:-1]
+            data = base64.b64encode((run_dir / name).read_bytes()).decode()
+            out.append(f"<p><img alt='{html.escape(name)}' src='data:image/png;base64,{data}' width='100%'></p>")
+        elif line:
+            out.append(f"<p>{html.escape(line)}</p>")
+    if in_list:
+        out.append("</ul>")
+    if in_table:
+        out.append("</table>")
+    return "\n".join(out) + "\n"
+
+
+def write_run_dir(run_dir: Path, journal: dict, phases, recorders: list, faults: list[dict],
+                  guard: GuardSpec) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summaries = {}
+    for rec in recorders:
+        try:
+            summaries[getattr(rec, "source", type(rec).__name__)] = rec.write(run_dir, phases)
+        except Exception as exc:  # noqa: BLE001 - one broken recorder must not lose the journal
+            log.error("recorder %r could not write: %s", rec, exc)
+            summaries[type(rec).__name__] = {"error": str(exc)}
+    ci = journal["chaos-inject"]
+    ci["recorders"] = summaries
+    verdict_text = None
+    plots: list[str] = []
+    has_samples = any((run_dir / "samples").glob("*.parquet")) if (run_dir / "samples").is_dir() else False
+    if phases is not None and phases.starts:
+        flows = sorted({fl for f in faults for fl in f["flows"]})
+        meta = {"schema_version": 1, "run_id": ci["run_id"],
+                "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+                "flow": ", ".join(flows), "fault": {"faults": [f["fault"] for f in faults]},
+                "engine": faults[0]["engine"] if faults else "none", "kernel": os.uname().release, "seed": None,
+                "phases": phases.windows(), "experiment": journal["experiment"].get("title"),
+                "recorders": summaries}
+        (run_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+        (run_dir / "counters.json").write_text(json.dumps(_counters(faults), indent=1))
+    if has_samples:
+        from analysis import SteadyStateSpec, evaluate, load_run, phases_from_run
+
+        run = load_run(run_dir)
+        spec = SteadyStateSpec(quantile=guard.latency_quantile, latency_max_ns=None,
+                               max_error_rate=guard.max_error_rate, latency_max_ratio=guard.latency_max_ratio,
+                               error_rate_vs_baseline=True)
+        verdict = evaluate(phases_from_run(run), spec)
+        verdict_text = verdict.summary()
+        (run_dir / "verdict.json").write_text(json.dumps(
+            {"outcome": verdict.outcome.value, "checks": verdict.to_records()}, indent=1, default=str))
+        ci["verdict"] = verdict.outcome.value
+        try:
+            from analysis import plots as P
+
+            for name, fig in (("latency_cdf.png", P.latency_cdf(run, verdict=verdict)),
+                              ("latency_over_time.png", P.latency_over_time(run))):
+                fig.savefig(run_dir / name, dpi=80)
+                plots.append(name)
+        except Exception as exc:  # noqa: BLE001 - a plot problem leaves the text report
+            log.warning("plots: %s", exc)
+    md = render_markdown(journal, verdict_text, plots)
+    (run_dir / "report.md").write_text(md)
+    (run_dir / "report.html").write_text(_md_to_html(md, run_dir))

@@ -1,0 +1,529 @@
+"""Running an experiment with Chaos Toolkit semantics, plus our safety rules.
+
+Order (chaoslib's): steady-state hypothesis before -> method (continuous hypothesis alongside if asked)
+-> hypothesis after -> rollbacks. Journal fields and statuses are chaoslib's where they overlap; our
+lifecycle (FIS-like) is ``pending -> running -> completed | failed | stopped | halted`` in ``state``.
+
+Where we differ from Chaos Toolkit, on purpose (docs/experiments.md says more):
+- An unsteady baseline (before-hypothesis not met) aborts: the method is skipped, nothing is injected, no
+  rollback runs (nothing was applied; a rollback such as ``tc qdisc del dev eth0 root`` would delete what we
+  did not create), state ``failed``, exit 1. Chaos Toolkit runs the rollbacks and exits 0.
+- Once the method has started, rollbacks always run on a halt, Ctrl-C, SIGTERM and on errors (a failed
+  after-probe, an exception), whatever the strategy; the strategy (default/always/never/deviated) decides
+  only for normal ends. Chaos Toolkit's default skips rollbacks when the run failed or was interrupted.
+- A halt guard watches during the method and halts (faults stopped at once, rollbacks, state ``halted``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import secrets as _secrets
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from .guard import HaltGuard
+from .loader import check_environment, resolve_configuration, resolve_secrets
+from .providers import ActivityFailed, RunContext, run_provider, within_tolerance
+from .spec import Activity, Experiment, GuardSpec, thaw
+
+__all__ = ["RunOptions", "RunOutcome", "run_experiment", "experiments_dir", "EXIT_INTERRUPTED"]
+
+log = logging.getLogger("chaos_inject.experiment")
+EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
+
+
+class _Stop(BaseException):
+    """A signal arrived in the main thread (a BaseException: no ``except Exception`` may swallow it)."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+@dataclass
+class RunOptions:
+    run_dir: Path | None = None                # run directory (journal, report, samples); None: no files
+    journal_path: Path | None = None           # an extra copy of journal.json (chaos run's --journal-path)
+    rollback_strategy: str | None = None       # default | always | never | deviated (else runtime.rollbacks)
+    hypothesis_strategy: str | None = None     # default | before-method-only | ... | continuously
+    hypothesis_frequency_s: float = 1.0
+    fail_fast: bool = False
+    dry: str | None = None                     # chaoslib dry mode: probes | actions | activities | pause
+    variables: dict[str, Any] = field(default_factory=dict)
+    guard: GuardSpec | None = None             # overrides the experiment's extension block
+    sample_sources: list[Any] = field(default_factory=list)   # live read_new() feeds for the guard
+    recorders: list[Any] = field(default_factory=list)        # injector.record.Recorder objects
+    handle_signals: bool = True
+    progress: Callable[[str], None] | None = None
+    env: dict[str, str] | None = None
+
+
+@dataclass
+class RunOutcome:
+    journal: dict[str, Any]
+    state: str
+    exit_code: int
+    run_dir: Path | None
+
+
+def experiments_dir() -> Path:
+    from ..kernel.ledger import run_root
+
+    return run_root() / "experiments"
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _jsonable(v: Any) -> Any:
+    import numpy as np
+
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, float) and v != v:
+        return None
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(_jsonable(data), indent=1))
+    os.replace(tmp, path)
+
+
+class _Run:
+    def __init__(self, exp: Experiment, opts: RunOptions):
+        self.exp = exp
+        self.opts = opts
+        self.run_id = f"exp-{time.strftime('%Y%m%d-%H%M%S')}-{_secrets.token_hex(3)}"
+        self.t0 = time.monotonic()
+        self.state = "pending"
+        self.reason = ""
+        self.halt = threading.Event()          # guard breach / fail-fast: stop the method
+        self.cancel = threading.Event()        # anything that must end pauses and waits now
+        self.halt_reason: str | None = None
+        self.halt_faults_stopped_ns: int | None = None
+        self.method_started = False
+        self.guard_spec = opts.guard or exp.guard
+        self.status_path = experiments_dir() / f"{self.run_id}.json"
+        self.phases = None
+        self.journal: dict[str, Any] = {
+            "chaoslib-version": None, "platform": platform.platform(), "node": platform.node(),
+            "experiment": thaw(exp.document), "start": _now_iso(), "status": None, "deviated": False,
+            "steady_states": {"before": None, "after": None, "during": []}, "run": [], "rollbacks": [],
+        }
+
+    # -- presentation ------------------------------------------------------------------------------------
+    def say(self, msg: str) -> None:
+        line = f"[{time.monotonic() - self.t0:7.2f}s] {msg}"
+        if self.opts.progress:
+            self.opts.progress(line)
+
+    def set_state(self, state: str, reason: str = "") -> None:
+        self.state = state
+        if reason:
+            self.reason = reason
+        self.say(f"state {state}" + (f": {reason}" if reason else ""))
+        self.write_status()
+
+    def status(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "kind": "experiment", "pid": os.getpid(), "title": self.exp.title,
+                "state": self.state, "reason": self.reason, "updated": time.time(),
+                "elapsed_s": time.monotonic() - self.t0,
+                "run_dir": str(self.opts.run_dir) if self.opts.run_dir else None,
+                "halt": self.halt_reason}
+
+    def write_status(self) -> None:
+        st = self.status()
+        try:
+            _write_json(self.status_path, st)
+            if self.opts.run_dir:
+                _write_json(Path(self.opts.run_dir) / "status.json", st)
+        except OSError as exc:
+            log.warning("cannot write the status file: %s", exc)
+
+    # -- activities --------------------------------------------------------------------------------------
+    def _pause(self, seconds: Any, ctx: RunContext) -> None:
+        if seconds is None:
+            return
+        from .loader import substitute
+
+        s = substitute(seconds, ctx.configuration, ctx.secrets)
+        try:
+            s = float(s)
+        except (TypeError, ValueError):
+            raise ActivityFailed(f"pause {seconds!r} is not a number of seconds") from None
+        if s > 0:
+            self.cancel.wait(s)
+
+    def execute(self, act: Activity, ctx: RunContext, runs: list | None, *, check_tolerance: bool = False
+                ) -> dict[str, Any]:
+        dry = act.dry or self.opts.dry or self.exp.dry
+        is_dry = (dry == "activities") or (dry == "actions" and act.type == "action") or \
+                 (dry == "probes" and act.type == "probe")
+        if not is_dry and dry != "pause":
+            self._pause(act.pauses.before, ctx)
+        run: dict[str, Any] = {"activity": thaw(act.raw), "output": None, "start": _now_iso()}
+        if runs is not None:
+            runs.append(run)
+        self.say(f"{act.type} {act.name} ({act.path})" + (" [dry]" if is_dry else "")
+                 + (" [background]" if act.background else ""))
+        t = time.monotonic()
+        try:
+            if self.cancel.is_set() and act.type == "action" and not check_tolerance and runs is not \
+                    self.journal["rollbacks"]:
+                raise ActivityFailed("not started: the run is being halted or stopped")
+            run["output"] = None if is_dry else run_provider(act, ctx)
+            run["status"] = "succeeded"
+        except ActivityFailed as exc:
+            run["status"] = "failed"
+            run["exception"] = traceback.format_exception_only(type(exc), exc)
+            self.say(f"  -> failed: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a provider bug fails the activity, never the run silently
+            run["status"] = "failed"
+            run["exception"] = traceback.format_exception(type(exc), exc, exc.__traceback__)
+            self.say(f"  -> failed: {type(exc).__name__}: {exc}")
+        finally:
+            run["end"] = _now_iso()
+            run["duration"] = time.monotonic() - t
+        if check_tolerance:
+            if run["status"] != "succeeded":
+                run["tolerance_met"] = False
+            elif dry in ("probes", "activities"):
+                run["tolerance_met"] = True
+            else:
+                ok, why = within_tolerance(act, run["output"], ctx)
+                run["tolerance_met"] = bool(ok)
+                run["tolerance_detail"] = why
+                self.say(f"  -> tolerance {'met' if ok else 'NOT met'}: {why}")
+        if not is_dry and dry != "pause":
+            self._pause(act.pauses.after, ctx)
+        return run
+
+    def hypothesis(self, ctx: RunContext, phase: str) -> dict[str, Any] | None:
+        hyp = self.exp.hypothesis
+        if hyp is None or not hyp.probes:
+            return None
+        ctx.phase = phase
+        self.say(f"steady-state hypothesis ({phase}): {hyp.title}")
+        state: dict[str, Any] = {"steady_state_met": None, "probes": []}
+        for probe in hyp.probes:
+            run = self.execute(probe, ctx, state["probes"], check_tolerance=True)
+            if not run["tolerance_met"]:
+                state["steady_state_met"] = False
+                return state
+        state["steady_state_met"] = True
+        return state
+
+    def method(self, ctx: RunContext) -> None:
+        """The method in a worker thread: the main thread stays free for signals and halts."""
+        ctx.phase = "during"
+        threads: list[threading.Thread] = []
+        runs = self.journal["run"]
+        for act in self.exp.method:
+            if self.cancel.is_set():
+                break
+            if act.background:
+                th = threading.Thread(target=self.execute, args=(act, ctx, runs), daemon=True,
+                                      name=f"bg-{act.name}")
+                th.start()
+                threads.append(th)
+            else:
+                self.execute(act, ctx, runs)
+        for th in threads:    # chaoslib: the after-hypothesis waits for background activities
+            while th.is_alive() and not self.cancel.is_set():
+                th.join(0.1)
+
+    def continuous(self, ctx_factory: Callable[[], RunContext], done: threading.Event) -> None:
+        iteration, failed = 0, 0
+        while not done.is_set() and not self.cancel.is_set():
+            iteration += 1
+            state = self.hypothesis(ctx_factory(), "during")
+            if state is not None:
+                self.journal["steady_states"]["during"].append(state)
+                if not state["steady_state_met"]:
+                    failed += 1
+                    if self.opts.fail_fast:
+                        self.on_breach(f"steady-state hypothesis not met during the method (fail-fast, "
+                                       f"iteration {iteration})", journal_status="failed")
+                        return
+            done.wait(self.opts.hypothesis_frequency_s)
+
+    def on_breach(self, reason: str, journal_status: str = "interrupted") -> None:
+        """Called from the guard's thread: stop our faults now, then let the main thread roll back."""
+        if self.halt.is_set():
+            return
+        self.halt_reason = reason
+        self.halt_status = journal_status
+        self.halt.set()
+        self.cancel.set()
+        self.say(f"HALT: {reason}")
+        from .actions import stop_all_faults
+
+        try:
+            stop_all_faults("halted")
+        finally:
+            self.halt_faults_stopped_ns = time.monotonic_ns()
+
+    def rollbacks(self, ctx: RunContext) -> None:
+        from .actions import stop_all_faults
+
+        self.say("rollbacks")
+        ctx.phase = "rollback"
+        for act in self.exp.rollbacks:
+            if act.background:
+                th = threading.Thread(target=self.execute, args=(act, ctx, self.journal["rollbacks"]), daemon=True)
+                th.start()
+                th.join()
+            else:
+                self.execute(act, ctx, self.journal["rollbacks"])
+        # whatever the rollbacks did, no fault this process started outlives the run
+        stop_all_faults("stopped")
+
+
+def _should_rollback(strategy: str, normal_end: bool, deviated: bool) -> bool:
+    if not normal_end:
+        return True      # our safety rule: halt, signals and errors always roll back
+    return {"default": True, "always": True, "never": False, "deviated": deviated}[strategy]
+
+
+def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcome:
+    """Run ``exp``; every fault it started is stopped and its rollbacks ran (per the rules above) on return."""
+    opts = opts or RunOptions()
+    r = _Run(exp, opts)
+    if opts.run_dir:
+        Path(opts.run_dir).mkdir(parents=True, exist_ok=True)
+    r.set_state("pending")
+    warnings = check_environment(exp)
+    conf = resolve_configuration(exp, opts.variables, opts.env)
+    secrets = resolve_secrets(exp, opts.env)
+    for note in (*exp.notes, *[w for w in warnings if w not in exp.notes]):
+        r.say(f"note: {note}")
+    baselines: dict[str, Any] = {}
+
+    def ctx() -> RunContext:
+        return RunContext(dict(conf), secrets, baselines)
+
+    strategy = opts.hypothesis_strategy or exp.hypothesis_strategy or "default"
+    rb_strategy = opts.rollback_strategy or exp.rollback_strategy or "default"
+    sources = list(opts.sample_sources)
+    recorders = list(opts.recorders)
+    g = r.guard_spec
+    if g.load is not None:
+        from .load import HttpLoad
+
+        load = HttpLoad(g.load.url, g.load.rate_per_s, timeout_s=g.load.timeout_s, netns=g.load.netns)
+        sources.append(load)
+        recorders.append(load)
+    guard = HaltGuard(g, sources if g.enabled else [], r.on_breach)
+    if not g.enabled:
+        guard.spec = replace(g, prometheus_query=None)
+    from ..record.store import Phases
+
+    r.phases = Phases()
+    prev_handlers: dict[int, Any] = {}
+    stop_signal: list[int] = []
+
+    def on_signal(signum, frame):
+        if stop_signal:
+            return       # a second signal while unwinding: rollbacks go on
+        stop_signal.append(signum)
+        r.cancel.set()
+        raise _Stop(signum)
+
+    if opts.handle_signals and threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            prev_handlers[s] = signal.signal(s, on_signal)
+
+    journal = r.journal
+    journal["chaos-inject"] = {"run_id": r.run_id, "hypothesis_strategy": strategy,
+                               "rollback_strategy": rb_strategy, "notes": list(exp.notes)}
+    normal_end = True
+    started_recorders: list[Any] = []
+    done = threading.Event()
+    try:
+        try:
+            r.set_state("running")
+            r.phases.mark("baseline")
+            for rec in recorders:
+                rec.start()
+                started_recorders.append(rec)
+            guard.start()
+            if strategy in ("default", "before-method-only", "continuously"):
+                before = r.hypothesis(ctx(), "before")
+                journal["steady_states"]["before"] = before
+                if before is not None and not before["steady_state_met"]:
+                    failed_probe = any(p["status"] != "succeeded" for p in before["probes"])
+                    journal["status"] = "failed"
+                    r.reason = ("a steady-state probe failed before the method" if failed_probe else
+                                "steady state did not hold before the method")
+                    r.reason += ": aborted, nothing was injected"
+                    raise _Abort()
+            guard.wait_for_baseline(r.cancel)
+            if r.cancel.is_set() and stop_signal:
+                raise _Stop(stop_signal[0])
+            guard.arm()
+            for n in guard.notes:
+                r.say(f"guard: {n}")
+            r.phases.mark("fault")
+            r.method_started = True
+            cont = None
+            if strategy in ("during-method-only", "continuously") and exp.hypothesis and exp.hypothesis.probes:
+                cont = threading.Thread(target=r.continuous, args=(ctx, done), daemon=True, name="hypothesis")
+                cont.start()
+            worker = threading.Thread(target=_guarded, args=(r, r.method, ctx()), daemon=True, name="method")
+            worker.start()
+            while worker.is_alive():
+                worker.join(0.05)
+                if r.halt.is_set():
+                    break
+            done.set()
+            if cont is not None:
+                cont.join(5)
+            if getattr(r, "method_error", None) is not None:
+                journal["status"] = "aborted"
+                r.reason = f"the method raised {r.method_error!r}"
+                normal_end = False
+            if r.halt.is_set():
+                normal_end = False
+                journal["status"] = getattr(r, "halt_status", "interrupted")
+                r.reason = f"halted: {r.halt_reason}"
+            else:
+                guard.disarm()
+                if strategy in ("default", "after-method-only", "continuously"):
+                    after = r.hypothesis(ctx(), "after")
+                    journal["steady_states"]["after"] = after
+                    if after is not None and not after["steady_state_met"]:
+                        journal["deviated"] = True
+                        if any(p["status"] != "succeeded" for p in after["probes"]):
+                            journal["status"] = "failed"
+                            normal_end = False
+                            r.reason = "a steady-state probe failed after the method"
+                        else:
+                            r.reason = "steady state deviated after the method"
+            if journal["status"] is None:
+                journal["status"] = "completed"
+        except _Abort:
+            normal_end = False
+        except _Stop as exc:
+            normal_end = False
+            journal["status"] = "interrupted"
+            r.reason = f"stopped by {signal.Signals(exc.signum).name}"
+        except Exception as exc:  # noqa: BLE001 - roll back, then report
+            normal_end = False
+            journal["status"] = "aborted"
+            r.reason = f"error: {type(exc).__name__}: {exc}"
+            log.exception("experiment run failed")
+        # -- rollbacks: signals are deferred (recorded, not raised) until they are done ------------------
+        done.set()
+        r.cancel.set()
+        guard.disarm()
+        if opts.handle_signals and prev_handlers:
+            for s in prev_handlers:
+                signal.signal(s, lambda signum, frame: stop_signal.append(signum))
+        if r.method_started and _should_rollback(rb_strategy, normal_end, bool(journal["deviated"])):
+            r.rollbacks(ctx())
+        else:
+            from .actions import stop_all_faults
+
+            stop_all_faults("stopped")
+            if r.method_started:
+                r.say(f"rollbacks skipped (strategy {rb_strategy})")
+        r.phases.mark("recovery")
+        if started_recorders and guard_recovery(g) > 0:
+            r.say(f"recording recovery for {guard_recovery(g):g}s")
+            time.sleep(guard_recovery(g))
+    finally:
+        guard.stop()
+        for rec in started_recorders:
+            try:
+                rec.stop()
+            except Exception as exc:  # noqa: BLE001
+                log.error("recorder %r: %s", rec, exc)
+        r.phases.close()
+        if opts.handle_signals and prev_handlers:
+            for s, h in prev_handlers.items():
+                signal.signal(s, h)
+
+    # -- outcome -----------------------------------------------------------------------------------------
+    if stop_signal:
+        state = "stopped"
+    elif r.halt.is_set():
+        state = "halted"
+    elif journal["status"] == "completed":
+        state = "completed"
+    else:
+        state = "failed"
+    if journal["status"] is None:
+        journal["status"] = "failed"
+    journal["end"] = _now_iso()
+    journal["duration"] = time.monotonic() - r.t0
+    from .actions import describe_session, started_sessions
+
+    faults = [describe_session(s) for s in started_sessions()]
+    journal["chaos-inject"].update({
+        "state": state, "reason": r.reason, "halt": guard.summary(),
+        "halt_faults_stopped_ns": r.halt_faults_stopped_ns, "halt_detected_ns": guard.breached_at_ns,
+        "faults": faults, "phases": r.phases.windows() if r.phases.starts else {},
+    })
+    if stop_signal:
+        code = EXIT_INTERRUPTED.get(signal.Signals(stop_signal[0]).name, 1)
+    else:
+        code = 0 if journal["status"] == "completed" and not journal["deviated"] else 1
+    journal["chaos-inject"]["exit_code"] = code
+    r.state = state
+    if opts.run_dir:
+        from .report import write_run_dir
+
+        try:
+            write_run_dir(Path(opts.run_dir), journal, r.phases, started_recorders, faults, g)
+        except Exception as exc:  # noqa: BLE001 - the journal below is still written
+            log.exception("writing the run directory failed")
+            journal["chaos-inject"]["report_error"] = f"{type(exc).__name__}: {exc}"
+        _write_json(Path(opts.run_dir) / "journal.json", journal)
+    if opts.journal_path:
+        _write_json(Path(opts.journal_path), journal)
+    r.set_state(state, r.reason)
+    try:
+        from ..kernel.ledger import record_final
+
+        record_final(r.status())
+        r.status_path.unlink(missing_ok=True)
+    except (ImportError, OSError) as exc:
+        log.warning("cannot record the final state: %s", exc)
+    return RunOutcome(journal, state, code, Path(opts.run_dir) if opts.run_dir else None)
+
+
+class _Abort(Exception):
+    pass
+
+
+def guard_recovery(g: GuardSpec) -> float:
+    return g.recovery_s
+
+
+def _guarded(r: _Run, fn: Callable, ctx: RunContext) -> None:
+    try:
+        fn(ctx)
+    except BaseException as exc:  # noqa: BLE001 - the main thread reports it
+        r.method_error = exc
