@@ -18,6 +18,7 @@ fi
 apt_packages=(
   python3-bpfcc python3-venv python3-dev   # real bcc lives in Debian, for /usr/bin/python3
   iproute2 kmod iputils-ping bpftool iptables ethtool nftables   # nftables: the userspace delay engine
+  prometheus   # experiment tests run a real Prometheus (our own binary invocation; the service is not used)
 )
 missing=()
 for p in "${apt_packages[@]}"; do
