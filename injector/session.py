@@ -84,7 +84,8 @@ class FaultSession:
     def __init__(self, plan: Plan, engine: Any = None, *, kind: str = "library",
                  on_progress: Callable[[Progress], None] | None = None,
                  clock: Callable[[], int] = time.monotonic_ns, sleep: Callable[[float], None] = time.sleep,
-                 extra_status: dict[str, Any] | None = None):
+                 extra_status: dict[str, Any] | None = None,
+                 on_active: Callable[["FaultSession"], None] | None = None):
         if engine is None:
             from .engines.select import make_engine
 
@@ -97,6 +98,7 @@ class FaultSession:
         self._clock = clock
         self._sleep = sleep
         self._extra_status = dict(extra_status or {})
+        self._on_active = on_active           # called once the fault is in place (--detach reports then)
         self._state = "pending"
         self._owner = None
         self._lock = threading.RLock()          # engine calls from the renew thread and the caller
@@ -260,6 +262,8 @@ class FaultSession:
                 self.engine.renew(lease_expiry(active, self.plan.lease_ns, self._deadline_ns))
             self._state = "running"
         self._write_status()
+        if self._on_active:
+            self._on_active(self)
 
     def _fail_before_active(self, entered, exc: BaseException) -> None:
         self._error, self._error_raised = exc, True
