@@ -409,34 +409,40 @@ def lab_up(spec: LabSpec | None = None, *, repair: bool = True) -> LabInfo:
             if not repair:
                 raise LabError(f"a lab recorded in {state.path} is not healthy ({'; '.join(status.problems)}): "
                                "run `chaos-inject lab down` first")
+            _teardown(spec, state)  # removes the state directory too: build again under a fresh lock
+        else:
+            return _up_locked(spec, created_dir)
+    return lab_up(spec, repair=False)
+
+
+def _up_locked(spec: LabSpec, created_dir: bool) -> LabInfo:
+    leftovers = [p.name for p in spec.state_dir.iterdir()]
+    if leftovers:
+        raise LabError(f"{spec.state_dir} holds files no lab state records ({', '.join(sorted(leftovers)[:5])}):"
+                       " not ours to remove")
+    try:
+        _preflight(spec)
+    except BaseException:
+        if created_dir:
+            with contextlib.suppress(OSError):
+                spec.state_dir.rmdir()  # nothing was made: leave no empty directory either
+        raise
+    state = _State(spec)
+    state.data["made"].append({"kind": "dir", "path": str(spec.state_dir)})
+    state.save()
+    try:
+        info = _build(state, spec)
+    except BaseException as exc:
+        try:
             _teardown(spec, state)
-        leftovers = [p.name for p in spec.state_dir.iterdir()]
-        if leftovers:
-            raise LabError(f"{spec.state_dir} holds files no lab state records ({', '.join(sorted(leftovers)[:5])}):"
-                           " not ours to remove")
-        try:
-            _preflight(spec)
-        except BaseException:
-            if created_dir:
-                with contextlib.suppress(OSError):
-                    spec.state_dir.rmdir()  # nothing was made: leave no empty directory either
+        except CleanupFailed as cleanup:
+            raise LabError(f"lab up failed ({exc}) and so did removing what it made: {cleanup}") from exc
+        if isinstance(exc, (LabError, KeyboardInterrupt, SystemExit)):
             raise
-        state = _State(spec)
-        state.data["made"].append({"kind": "dir", "path": str(spec.state_dir)})
-        state.save()
-        try:
-            info = _build(state, spec)
-        except BaseException as exc:
-            try:
-                _teardown(spec, state)
-            except CleanupFailed as cleanup:
-                raise LabError(f"lab up failed ({exc}) and so did removing what it made: {cleanup}") from exc
-            if isinstance(exc, (LabError, KeyboardInterrupt, SystemExit)):
-                raise
-            raise LabError(f"lab up failed, everything it made was removed: {exc}") from exc
-        state.data["info"] = info.to_dict()
-        state.save()
-        return info
+        raise LabError(f"lab up failed, everything it made was removed: {exc}") from exc
+    state.data["info"] = info.to_dict()
+    state.save()
+    return info
 
 
 # -- down ---------------------------------------------------------------------------------------------------
