@@ -18,7 +18,7 @@ from .spec.fault import DISTRIBUTIONS
 from .spec.units import format_duration_ns, parse_rate_bps
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNSUPPORTED, EXIT_NO_EFFECT = 0, 1, 2, 3, 4
-SUBCOMMANDS = ("inject", "sweep", "status", "demo", "doctor", "run")
+SUBCOMMANDS = ("inject", "sweep", "status", "demo", "doctor", "lab", "run")
 
 EPILOG = """\
 examples:
@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .experiment.cli import add_run_parser
 
     add_run_parser(sub)
+    from .lab.labcli import add_lab_parser
+
+    add_lab_parser(sub)
     return parser
 
 
@@ -125,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
 
             print(doctor_report(probe()))
             return EXIT_OK
+        if args.command == "lab":
+            from .lab.labcli import run_lab_command
+
+            return run_lab_command(args)
         if args.command == "run":
             from .experiment.cli import cmd_run
 
