@@ -443,6 +443,7 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
                 signal.signal(s, lambda signum, frame: stop_signal.append(signum))
         if r.method_started and _should_rollback(rb_strategy, normal_end, bool(journal["deviated"])):
             r.rollbacks(ctx())
+            r.rollbacks_done_ns = time.monotonic_ns()
         else:
             from .actions import stop_all_faults
 
@@ -484,6 +485,7 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
     journal["chaos-inject"].update({
         "state": state, "reason": r.reason, "halt": guard.summary(),
         "halt_faults_stopped_ns": r.halt_faults_stopped_ns, "halt_detected_ns": guard.breached_at_ns,
+        "rollbacks_done_ns": getattr(r, "rollbacks_done_ns", None),
         "faults": faults, "phases": r.phases.windows() if r.phases.starts else {},
     })
     if stop_signal:
