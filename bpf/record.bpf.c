@@ -11,6 +11,7 @@
  *   cr_match_sk   cgroup_skb/ingress on a cgroup holding the receiving socket: after PREROUTING/INPUT,
  *                 so it sees packets held there (the userspace engine's ingress direction)
  *   cr_sockops    sock_ops on a cgroup: RTT samples (BPF_SOCK_OPS_RTT_CB) of the targeted TCP flows
+ *                 (the kernel calls it once per RTT window, not for every ACK)
  * Every sample goes into hist[rule][phase] and, if the filter asks for events, into the ring buffer; a
  * failed reservation is counted in counters.lost, never hidden.
  */
@@ -252,22 +253,27 @@ int cr_match_sk(struct __sk_buff *skb)
 static __always_inline int cr_sock_rule(struct bpf_sock_ops *skops, __u32 *flags)
 {
     struct cr_pkt_key k = {};
-    __u32 local[4] = {}, remote[4] = {};
-    if (skops->family == 2 /* AF_INET */) {
+    /* every context field read at once through a compiler barrier: otherwise clang selects between two
+     * context pointers and loads once, which the verifier refuses ("dereference of modified ctx ptr") */
+#define CR_CTX(expr) ({ __u32 __v = (expr); asm volatile("" : "+r"(__v)); __v; })
+    __u32 family = CR_CTX(skops->family);
+    __u32 local[4] = {CR_CTX(skops->local_ip6[0]), CR_CTX(skops->local_ip6[1]), CR_CTX(skops->local_ip6[2]),
+                      CR_CTX(skops->local_ip6[3])};
+    __u32 remote[4] = {CR_CTX(skops->remote_ip6[0]), CR_CTX(skops->remote_ip6[1]), CR_CTX(skops->remote_ip6[2]),
+                       CR_CTX(skops->remote_ip6[3])};
+    __u32 local4 = CR_CTX(skops->local_ip4), remote4 = CR_CTX(skops->remote_ip4);
+    __u32 local_port = CR_CTX(skops->local_port), remote_port = CR_CTX(skops->remote_port);
+    if (family == 2 /* AF_INET */) {
         k.family = 4;
-        local[0] = skops->local_ip4;
-        remote[0] = skops->remote_ip4;
-    } else if (skops->family == 10 /* AF_INET6 */) {
+        local[0] = local4; local[1] = 0; local[2] = 0; local[3] = 0;
+        remote[0] = remote4; remote[1] = 0; remote[2] = 0; remote[3] = 0;
+    } else if (family == 10 /* AF_INET6 */) {
         k.family = 6;
-        local[0] = skops->local_ip6[0]; local[1] = skops->local_ip6[1];
-        local[2] = skops->local_ip6[2]; local[3] = skops->local_ip6[3];
-        remote[0] = skops->remote_ip6[0]; remote[1] = skops->remote_ip6[1];
-        remote[2] = skops->remote_ip6[2]; remote[3] = skops->remote_ip6[3];
     } else {
         return -1;
     }
-    __u16 lport = bpf_htons((__u16)skops->local_port);            /* host order in the context */
-    __u16 rport = bpf_htons((__u16)bpf_ntohl(skops->remote_port));  /* network order in the high half */
+    __u16 lport = bpf_htons((__u16)local_port);            /* host order in the context */
+    __u16 rport = bpf_htons((__u16)bpf_ntohl(remote_port));  /* network order in the high half */
     k.proto = IPPROTO_TCP;
     __builtin_memcpy(k.saddr, local, 16);
     __builtin_memcpy(k.daddr, remote, 16);
@@ -296,8 +302,10 @@ int cr_sockops(struct bpf_sock_ops *skops)
     case BPF_SOCK_OPS_RTT_CB:
         rule = cr_sock_rule(skops, &flags);
         if (rule >= 0) {
-            __u64 srtt_us = skops->srtt_us >> 3;
-            __u64 mrtt_us = skops->args[0];  /* this sample (kernels >= 6.10); older: 0, use srtt */
+            /* kernels >= 6.10 pass this sample (mrtt, us) and the srtt it updates to (us << 3); the
+             * callback runs before tp->srtt_us is written, and at most once per RTT window */
+            __u64 mrtt_us = skops->args[0];
+            __u64 srtt_us = skops->args[1] ? skops->args[1] >> 3 : skops->srtt_us >> 3;
             __u64 us = mrtt_us ? mrtt_us : srtt_us;
             cr_sample(rule, flags, bpf_ktime_get_ns(), us * 1000, (__u32)srtt_us);
         }

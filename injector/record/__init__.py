@@ -1,5 +1,16 @@
-"""Recording: latency samples with phase labels, written into a run directory (docs/run-directory.md)."""
+"""Recording: latency samples with phase labels, written into a run directory (docs/run-directory.md).
 
+``Recording`` runs recorders around a fault: ``OneWayRecorder`` (per-packet one-way latency between two ends
+on this host), ``RttRecorder`` (TCP RTT via sock_ops); both keep in-kernel log-linear histograms
+(``Histogram``) and count lost ring-buffer events. The BPF side lives in injector.kernel.record_bpf.
+"""
+
+from .bpfrec import PacketFlow
+from .histogram import Histogram
+from .oneway import OneWayRecorder, placement_sees
+from .recording import LatencyShift, Recording, latency_shift
+from .rtt import RttRecorder
 from .store import PHASES, SOURCES, Phases, Recorder, write_samples
 
-__all__ = ["PHASES", "SOURCES", "Phases", "Recorder", "write_samples"]
+__all__ = ["PHASES", "SOURCES", "Histogram", "LatencyShift", "OneWayRecorder", "PacketFlow", "Phases", "Recorder",
+           "Recording", "RttRecorder", "latency_shift", "placement_sees", "write_samples"]
