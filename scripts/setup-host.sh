@@ -19,6 +19,8 @@ apt_packages=(
   python3-bpfcc python3-venv python3-dev   # real bcc lives in Debian, for /usr/bin/python3
   iproute2 kmod iputils-ping bpftool iptables ethtool nftables   # nftables: the userspace delay engine
   prometheus   # experiment tests run a real Prometheus (our own binary invocation; the service is not used)
+  postgresql python3-psycopg   # the netns lab's db and the api's driver (`chaos-inject lab up` runs its own instances)
+  ruby   # `ruby -c` syntax-checks vagrant/Vagrantfile in the unit tier (vagrant itself is not needed)
 )
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -27,7 +29,20 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   log "apt-get install ${missing[*]}"
   apt-get update -qq
+  # packages with services (prometheus, postgresql) must not start system instances: the lab runs its own.
+  # policy-rc.d 101 = "do not start" for invoke-rc.d/deb-systemd-invoke; ours only if none exists.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    own_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "${own_policy:-}" ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
+  if [ -d /run/systemd/system ]; then   # ... nor at the next boot, for the ones installed just now
+    for unit in prometheus postgresql; do
+      printf '%s\n' "${missing[@]}" | grep -qx "$unit" && systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    done
+  fi
 fi
 
 # Kernel headers for bcc: the distribution's package for this kernel when it exists,
