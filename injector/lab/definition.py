@@ -150,6 +150,45 @@ def render_inventory(addrs: Addresses, *, netns: dict[str, str] | None = None, i
     return "\n".join(lines) + "\n"
 
 
+SERVICE_USER = {"db": "postgres"}          # PostgreSQL refuses to run as root; the others run as root
+STOP_SIGNAL = {"db": "SIGINT"}             # PostgreSQL's fast shutdown (SIGTERM waits for every client)
+
+
+def postgres_bin() -> str:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
+    return str(found[-1]) if found else "/usr/lib/postgresql/15/bin/postgres"
+
+
+def service_argv(role: str, addrs: Addresses, *, conf_dir: Path, data_dir: Path, python: str = "python3",
+                 definition: dict | None = None) -> list[str]:
+    """The command line of one role's service: run by the netns lab in the role's namespace, and the ExecStart
+    of the Vagrant VMs' systemd unit. ``conf_dir`` holds the role's rendered files; ``data_dir`` its state."""
+    d = definition or load_definition()
+    if role == "db":
+        return [postgres_bin(), "-D", str(data_dir)]
+    if role == "api":
+        return [python, "-m", "injector.lab.api", "--config", str(conf_dir / "api.json")]
+    if role == "prometheus":
+        return ["/usr/bin/prometheus", f"--config.file={conf_dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={data_dir}", f"--storage.tsdb.retention.time={d['prometheus']['retention']}",
+                f"--web.listen-address={addrs['prometheus']}:{port('prometheus', d)}", "--log.level=warn"]
+    if role == "load":
+        return [python, "-m", "injector.lab.loadgen", "--config", str(conf_dir / "load.json")]
+    raise ValueError(f"unknown lab role {role!r}")
+
+
+def render_unit(role: str, argv: list[str], *, pythonpath: str) -> str:
+    """A systemd unit for the Vagrant VMs (the netns lab runs the same argv under ``ip netns exec``)."""
+    lines = ["[Unit]", f"Description=chaos-inject lab {role}", "After=network-online.target",
+             "Wants=network-online.target", "", "[Service]", "ExecStart=" + " ".join(argv),
+             f"Environment=PYTHONPATH={pythonpath} PYTHONUNBUFFERED=1", "Restart=on-failure"]
+    if role in SERVICE_USER:
+        lines.append(f"User={SERVICE_USER[role]}")
+    if role in STOP_SIGNAL:
+        lines.append(f"KillSignal={STOP_SIGNAL[role]}")
+    return "\n".join([*lines, "", "[Install]", "WantedBy=multi-user.target", ""])
+
+
 def write_files(files: dict[str, str], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
@@ -163,9 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("render", help="write one role's config files for the Vagrant lab")
     r.add_argument("role", choices=(*ROLES, "inventory"))
     r.add_argument("--out", required=True, type=Path)
-    r.add_argument("--socket-dir", default="/var/lib/chaos-inject/lab/db")
     r.add_argument("--log", default="/var/lib/chaos-inject/lab/requests.bin")
     r.add_argument("--interface", default=None, help="inventory: the VMs' lab interface (e.g. eth1)")
+    r.add_argument("--data-dir", type=Path, default=Path("/var/lib/chaos-inject/lab"),
+                   help="services' state: DATA_DIR/ROLE (the db cluster, Prometheus' storage)")
+    r.add_argument("--pythonpath", default="/vagrant", help="where the injector package is (the synced repo)")
     sub.add_parser("addresses", help="role -> VM address, as JSON")
     args = ap.parse_args(argv)
     addrs = vagrant_addresses()
@@ -173,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(addrs.by_role))
         return 0
     if args.role == "db":
-        files = render_db(addrs, socket_dir=args.socket_dir)
+        files = render_db(addrs, socket_dir=str(args.data_dir / "db"))
     elif args.role == "api":
         files = render_api(addrs)
     elif args.role == "prometheus":
@@ -182,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         files = render_load(addrs, log_path=args.log)
     else:
         files = {"inventory.toml": render_inventory(addrs, interface=args.interface)}
+    if args.role != "inventory":
+        argv = service_argv(args.role, addrs, conf_dir=args.out, data_dir=args.data_dir / args.role)
+        files[f"chaos-lab-{args.role}.service"] = render_unit(args.role, argv, pythonpath=args.pythonpath)
     write_files(files, args.out)
     return 0
 

@@ -357,26 +357,22 @@ def _build(state: _State, spec: LabSpec) -> LabInfo:
     result = subprocess.run(["bash", str(DB_INIT), str(db_dir), str(conf / "db")], capture_output=True, text=True)
     if result.returncode != 0:
         raise LabError(f"db-init.sh failed: {result.stderr.strip() or result.stdout.strip()}")
-    bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: p.parent.parent.name)[-1]
     pids = {}
+    argv = labdef.service_argv("db", addrs, conf_dir=conf / "db", data_dir=db_dir, definition=d)
     pids["db"] = _spawn(state, spec, "db", ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups",
-                                            "--", str(bindir), "-D", str(db_dir)],
-                        stop_signal=signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for clients)
+                                            "--", *argv],
+                        stop_signal=getattr(signal, labdef.STOP_SIGNAL["db"]))
     _wait_ready(spec, "db", pids["db"], lambda: _tcp_open(addrs["db"], labdef.port("db", d)))
-    pids["api"] = _spawn(state, spec, "api", [sys.executable, "-m", "injector.lab.api", "--config",
-                                              str(conf / "api" / "api.json")])
+    pids["api"] = _spawn(state, spec, "api", labdef.service_argv("api", addrs, conf_dir=conf / "api", data_dir=conf,
+                                                                 python=sys.executable, definition=d))
     _wait_ready(spec, "api", pids["api"], lambda: _http_ok(f"{info.api_url}/health"))
     if not _http_ok(f"{info.api_url}/items", timeout_s=5):
         raise LabError(f"api answers /health but /items fails: database not usable\n{_log_tail(spec, 'api')}")
-    pids["prometheus"] = _spawn(state, spec, "prometheus", [
-        shutil.which("prometheus"), f"--config.file={conf / 'prometheus' / 'prometheus.yml'}",
-        f"--storage.tsdb.path={spec.state_dir / 'prometheus-data'}",
-        f"--storage.tsdb.retention.time={d['prometheus']['retention']}",
-        f"--web.listen-address={addrs['prometheus']}:{labdef.port('prometheus', d)}",
-        "--log.level=warn"])
+    pids["prometheus"] = _spawn(state, spec, "prometheus", labdef.service_argv(
+        "prometheus", addrs, conf_dir=conf / "prometheus", data_dir=spec.state_dir / "prometheus-data", definition=d))
     _wait_ready(spec, "prometheus", pids["prometheus"], lambda: _http_ok(f"{info.prometheus_url}/-/ready"))
-    pids["load"] = _spawn(state, spec, "load", [sys.executable, "-m", "injector.lab.loadgen", "--config",
-                                                str(conf / "load" / "load.json")])
+    pids["load"] = _spawn(state, spec, "load", labdef.service_argv("load", addrs, conf_dir=conf / "load",
+                                                                   data_dir=conf, python=sys.executable, definition=d))
     _wait_ready(spec, "load", pids["load"], lambda: Path(info.request_log).exists())
     # a lab is up when Prometheus has scraped the api once: the seed's queries have data from here on
     _wait_ready(spec, "prometheus", pids["prometheus"], lambda: any(

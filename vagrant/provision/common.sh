@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Every lab VM: packages the lab's roles need (Debian's, like the netns lab), no system instances of them.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+# the lab runs its own PostgreSQL/Prometheus (units chaos-lab-*): keep the packages' own services from starting
+printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends python3 python3-psycopg postgresql prometheus iproute2 >/dev/null
+rm -f /usr/sbin/policy-rc.d
+systemctl disable --now postgresql prometheus >/dev/null 2>&1 || true
+install -d -m 0755 /etc/chaos-inject/lab /var/lib/chaos-inject/lab
