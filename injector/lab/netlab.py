@@ -108,6 +108,7 @@ class LabInfo:
     db_timeout_s: float
     load_rate_per_s: float
     processes: dict[str, int] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)   # lab up, per stage (for bench/lab_startup.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -315,6 +316,14 @@ def _build(state: _State, spec: LabSpec) -> LabInfo:
     addrs = labdef.netns_addresses(spec.subnet, d)
     prefixlen = addrs.prefixlen
     topo = Topology()
+    timings: dict[str, float] = {}
+    mark = [time.monotonic()]
+
+    def stage(name: str) -> None:
+        now = time.monotonic()
+        timings[name] = round(now - mark[0], 4)
+        mark[0] = now
+
     # namespaces: recorded first, then made
     for ns in (spec.bridge_netns, *(spec.netns(r) for r in labdef.ROLES)):
         state.add({"kind": "netns", "name": ns})
@@ -339,6 +348,7 @@ def _build(state: _State, spec: LabSpec) -> LabInfo:
         for peer in ("host", *labdef.ROLES):
             net.link("set", index=net.link_lookup(ifname=peer)[0], master=br, state="up")
 
+    stage("network")
     # configs: the same generators the Vagrant provisioning runs
     conf = spec.state_dir / "conf"
     db_dir = spec.state_dir / "db"
@@ -353,35 +363,44 @@ def _build(state: _State, spec: LabSpec) -> LabInfo:
     load_cfg["rate_per_s"] = info.load_rate_per_s
     labdef.write_files({"load.json": json.dumps(load_cfg, indent=2)}, conf / "load")
 
+    # Prometheus first: it takes its targets in only after its discovery manager's first ~5 s tick, which
+    # then overlaps with the database's initdb instead of adding to it
+    pids = {}
+    pids["prometheus"] = _spawn(state, spec, "prometheus", labdef.service_argv(
+        "prometheus", addrs, conf_dir=conf / "prometheus", data_dir=spec.state_dir / "prometheus-data", definition=d))
+    stage("prometheus_start")
     # db: the provisioning script initialises the cluster, we run the postmaster in its namespace
     result = subprocess.run(["bash", str(DB_INIT), str(db_dir), str(conf / "db")], capture_output=True, text=True)
     if result.returncode != 0:
         raise LabError(f"db-init.sh failed: {result.stderr.strip() or result.stdout.strip()}")
-    pids = {}
+    stage("db_init")
     argv = labdef.service_argv("db", addrs, conf_dir=conf / "db", data_dir=db_dir, definition=d)
     pids["db"] = _spawn(state, spec, "db", ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups",
                                             "--", *argv],
                         stop_signal=getattr(signal, labdef.STOP_SIGNAL["db"]))
     _wait_ready(spec, "db", pids["db"], lambda: _tcp_open(addrs["db"], labdef.port("db", d)))
+    stage("db_start")
     pids["api"] = _spawn(state, spec, "api", labdef.service_argv("api", addrs, conf_dir=conf / "api", data_dir=conf,
                                                                  python=sys.executable, definition=d))
     _wait_ready(spec, "api", pids["api"], lambda: _http_ok(f"{info.api_url}/health"))
     if not _http_ok(f"{info.api_url}/items", timeout_s=5):
         raise LabError(f"api answers /health but /items fails: database not usable\n{_log_tail(spec, 'api')}")
-    pids["prometheus"] = _spawn(state, spec, "prometheus", labdef.service_argv(
-        "prometheus", addrs, conf_dir=conf / "prometheus", data_dir=spec.state_dir / "prometheus-data", definition=d))
-    _wait_ready(spec, "prometheus", pids["prometheus"], lambda: _http_ok(f"{info.prometheus_url}/-/ready"))
+    stage("api_start")
     pids["load"] = _spawn(state, spec, "load", labdef.service_argv("load", addrs, conf_dir=conf / "load",
                                                                    data_dir=conf, python=sys.executable, definition=d))
     _wait_ready(spec, "load", pids["load"], lambda: Path(info.request_log).exists())
+    stage("load_start")
+    _wait_ready(spec, "prometheus", pids["prometheus"], lambda: _http_ok(f"{info.prometheus_url}/-/ready"))
     # a lab is up when Prometheus has scraped the api once: the seed's queries have data from here on
     _wait_ready(spec, "prometheus", pids["prometheus"], lambda: any(
         r["value"][1] == "1" for r in prometheus_query(info.prometheus_url, 'up{job="api"}')))
+    stage("first_scrape")
 
     netns = {r: spec.netns(r) for r in labdef.ROLES}
     inventory = Path(info.inventory_path)
     inventory.write_text(labdef.render_inventory(addrs, netns=netns, interface=LAB_IFNAME, definition=d))
     info.processes = pids
+    info.timings_s = timings
     return info
 
 
