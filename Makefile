@@ -28,6 +28,7 @@ bench: setup      ## prints figures; see bench/README.md
 	$(PY) bench/apply_time.py
 	$(PY) bench/delay_engines.py --vm
 	$(PY) bench/verdict_speed.py
+	$(PY) bench/record_rate.py
 
 sweep: setup      ## remove what dead runs left behind
 	$(VENV)/bin/chaos-inject sweep

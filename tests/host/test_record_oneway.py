@@ -254,3 +254,31 @@ def test_bad_recorder_input_is_refused_before_anything_is_loaded(pair, cgroup):
     with pytest.raises(Unsupported, match="no interface"):
         rec.start()
     assert not our_links()
+
+
+def test_a_reader_draining_while_the_kernel_writes_loses_nothing():
+    """Regression: the consumer position was written byte by byte; the kernel, reading it half-written,
+    saw a full ring and refused reservations (~0.01 % lost at 1 M events/s with a nearly empty 32 MiB ring)."""
+    program = RecordProgram(RecordConfig(ring_pages=8192))  # 32 MiB: a million records of slack
+    try:
+        done = threading.Event()
+
+        def produce() -> None:  # ~1 M events/s: 10,000 every 10 ms
+            start = time.monotonic()
+            for i in range(100):
+                program.test_run("cr_bench_event", 10_000)
+                time.sleep(max(0.0, start + (i + 1) * 0.01 - time.monotonic()))
+            done.set()
+        thread = threading.Thread(target=produce)
+        thread.start()
+        got = 0
+        while not done.is_set() or program.ring.pending_bytes():
+            batch = program.ring.read()
+            got += len(batch)
+            if not len(batch):
+                program.ring.wait(0.001)
+        thread.join()
+        c = program.counters()[0]
+        assert c["lost"] == 0 and got == c["events"] == 1_000_000
+    finally:
+        program.close()

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Recording throughput: raw events delivered into numpy through our ring-buffer reader, and the histogram path.
+
+No traffic: the producer is bpf/record.bpf.c's ``cr_bench_event`` (one cr_sample with a raw event per run: the
+same code the one-way matcher runs after its lookup) driven by BPF_PROG_TEST_RUN in a thread, ``--chunk`` runs
+per syscall (the syscall releases the GIL), while the main thread drains the ring with RingReader (mmap, one
+numpy structured array per batch). Figures per repetition:
+
+* ``raw events``: events delivered into numpy / wall time from the first produce to the last event read, with
+  the number lost (ring full: the reservation failed, counted in the kernel). A run with losses is marked.
+* ``producer alone``: the kernel's own ns per test run (what the program costs, ring reservation included).
+* ``histogram``: ``cr_bench_hist`` (histogram update only, no event): samples/s from the kernel's ns per run;
+  reading all histograms (16 flows x 3 phases x 4352 buckets) into numpy: ms per read.
+
+The flat-out run offers events as fast as the kernel makes them; on a shared 2-core host the reader can be
+descheduled long enough for the ring to fill, so that run may show losses. The paced runs offer a fixed rate
+(--paced, M events/s, --paced-s seconds each) in chunks of --paced-chunk runs; "sustained with 0 lost" is the
+highest offered rate at which no repetition lost an event.
+
+Each line prints the median (min-max) over --reps repetitions. Usage:
+    sudo .venv/bin/python bench/record_rate.py [--events 4000000] [--ring-pages 8192] [--reps 5] [--paced 1,2,4,6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from injector.kernel.record_bpf import RecordConfig, RecordProgram  # noqa: E402
+
+
+def fmt(values: list[float], unit: str = "", scale: float = 1.0, digits: int = 2) -> str:
+    v = [x / scale for x in values]
+    return f"{statistics.median(v):.{digits}f}{unit} ({min(v):.{digits}f}-{max(v):.{digits}f})"
+
+
+def raw_run(program: RecordProgram, events: int, chunk: int, target_rate: float | None = None
+            ) -> tuple[float, int, int, float]:
+    """(events/s delivered, delivered, lost, producer ns per run). ``target_rate`` paces the producer
+    (events/s); None runs it flat out."""
+    before = program.counters().get(0, {"events": 0, "lost": 0})
+    produce_ns: list[int] = []
+    done = threading.Event()
+
+    def produce() -> None:
+        left = events
+        start = time.perf_counter()
+        sent = 0
+        while left > 0:
+            n = min(chunk, left)
+            produce_ns.append(program.test_run("cr_bench_event", n))
+            left -= n
+            sent += n
+            if target_rate:
+                ahead = start + sent / target_rate - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
+        done.set()
+
+    delivered = 0
+    checksum = 0
+    thread = threading.Thread(target=produce)
+    t0 = time.perf_counter()
+    thread.start()
+    while True:
+        finished = done.is_set()
+        batch = program.ring.read()
+        if len(batch):
+            delivered += len(batch)
+            checksum += int(batch["latency_ns"][-1])  # touch the decoded data
+        elif finished:
+            break
+        else:
+            program.ring.wait(0.001)
+    elapsed = time.perf_counter() - t0
+    thread.join()
+    after = program.counters()[0]
+    lost = after["lost"] - before["lost"]
+    assert delivered + lost == events, (delivered, lost, events)
+    assert after["events"] - before["events"] == delivered
+    return delivered / elapsed, delivered, lost, statistics.mean(produce_ns)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=4_000_000)
+    ap.add_argument("--chunk", type=int, default=100_000)
+    ap.add_argument("--ring-pages", type=int, default=8192, help="ring size in 4 KiB pages (power of two)")
+    ap.add_argument("--hist-repeat", type=int, default=5_000_000)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--paced", type=lambda t: [float(x) for x in t.split(",")], default=[1.0, 2.0, 4.0, 6.0],
+                    help="offered rates in M events/s for the paced runs (comma-separated)")
+    ap.add_argument("--paced-s", type=float, default=2.0)
+    ap.add_argument("--paced-chunk", type=int, default=10_000)
+    args = ap.parse_args()
+
+    program = RecordProgram(RecordConfig(ring_pages=args.ring_pages))
+    try:
+        program.set_phase(1)
+        program.test_run("cr_bench_event", 1000)  # warm-up
+        program.ring.read()
+        rates, lost, producer, hist_ns, read_ms = [], [], [], [], []
+        for _ in range(args.reps):
+            rate, _, n_lost, prod_ns = raw_run(program, args.events, args.chunk)
+            rates.append(rate)
+            lost.append(n_lost)
+            producer.append(prod_ns)
+            hist_ns.append(program.test_run("cr_bench_hist", args.hist_repeat))
+            t0 = time.perf_counter()
+            h = program.histograms()
+            read_ms.append((time.perf_counter() - t0) * 1e3)
+            assert h[0, 1].sum() > 0
+        paced = {}
+        for target in args.paced:
+            runs = [raw_run(program, int(target * 1e6 * args.paced_s), args.paced_chunk, target * 1e6)
+                    for _ in range(args.reps)]
+            paced[target] = ([r[0] for r in runs], [r[2] for r in runs])
+        ring_mib = args.ring_pages * 4096 / 2**20
+        print(f"record_rate: {args.reps} reps, ring {ring_mib:.0f} MiB; medians (min-max)")
+        print(f"  flat out, {args.events:,} events, {args.chunk:,} runs per test-run call:")
+        print(f"    raw events into numpy : {fmt(rates, ' M/s', 1e6)}  lost per rep {lost}"
+              + ("" if not any(lost) else "  (some lost: the consumer fell behind at least once)"))
+        print(f"    producer alone        : {fmt(producer, ' ns/event', 1, 1)} = "
+              f"{fmt([1e3 / p for p in producer], ' M/s', 1)}")
+        print(f"  paced producer, {args.paced_s:g} s per rep, {args.paced_chunk:,} runs per call:")
+        sustained = 0.0
+        for target, (r, lo) in paced.items():
+            print(f"    {target:4g} M/s offered      : {fmt(r, ' M/s', 1e6)} delivered, lost per rep {lo}")
+            if not any(lo):
+                sustained = max(sustained, statistics.median(r))
+        print(f"  sustained with 0 lost (highest paced rate with no loss in any rep): {sustained / 1e6:.2f} M/s")
+        print(f"  histogram path        : {fmt(hist_ns, ' ns/sample', 1, 1)} = "
+              f"{fmt([1e3 / p for p in hist_ns], ' M/s', 1)} (kernel only: no event, nothing to read)")
+        print(f"  histograms into numpy : {fmt(read_ms, ' ms/read', 1, 3)} ({h.size:,} buckets)")
+    finally:
+        program.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
