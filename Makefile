@@ -26,6 +26,7 @@ test-host: setup
 bench: setup      ## prints figures; see bench/README.md
 	$(PY) bench/classifier_cost.py
 	$(PY) bench/apply_time.py
+	$(PY) bench/lab_startup.py
 	$(PY) bench/delay_engines.py --vm
 	$(PY) bench/verdict_speed.py
 	$(PY) bench/record_rate.py
