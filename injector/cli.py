@@ -5,20 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 
 from . import __version__
 from .errors import ChaosInjectError, CleanupFailed, InvalidSpec, NotPermitted, Unsupported
-from .plan import DEFAULT_LEASE_NS, DIRECTIONS, build_plan
-from .spec import (FaultSpec, Inventory, parse_duration_ns, parse_flow, parse_loss_burst, parse_loss_state,
+from .plan import DEFAULT_LEASE_NS, DIRECTIONS
+from .spec import (FaultSpec, Inventory, parse_duration_ns, parse_loss_burst, parse_loss_state,
                    parse_percent_ratio)
 from .spec.fault import DISTRIBUTIONS
 from .spec.units import format_duration_ns, parse_rate_bps
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNSUPPORTED, EXIT_NO_EFFECT = 0, 1, 2, 3, 4
-SUBCOMMANDS = ("inject", "sweep", "status", "demo", "doctor", "lab", "run")
+SUBCOMMANDS = ("inject", "sweep", "status", "demo", "doctor", "lab", "run", "stop", "schedule")
 
 EPILOG = """\
 examples:
@@ -53,6 +52,8 @@ def _add_inject_arguments(p: argparse.ArgumentParser) -> None:
     target.add_argument("--interface", metavar="IFNAME", help="attach here instead of the route lookup")
     target.add_argument("--netns", metavar="NAME", help="network namespace of the flow's source")
     target.add_argument("--direction", choices=DIRECTIONS, default="egress")
+    target.add_argument("--percent", metavar="P", help="blast radius (FIS PERCENT(P)): fault ceil(P%%) of a flow's "
+                        "(source, destination) address pairs when its names resolve to several; seeded by --seed")
     fault = p.add_argument_group("fault (combinable, except --partition)")
     fault.add_argument("--loss", metavar="P%", help="random loss, e.g. 10%%")
     fault.add_argument("--loss-burst", metavar="P[,R[,1-H[,1-K]]]",
@@ -77,6 +78,8 @@ def _add_inject_arguments(p: argparse.ArgumentParser) -> None:
                           "(default %(default)s)")
     run.add_argument("--seed", type=int, help="seed the in-kernel PRNG: the same packets meet the same fate")
     run.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    run.add_argument("--detach", action="store_true", help="return once the fault is active, leaving a supervisor "
+                     "that renews the lease until --duration or `chaos-inject stop RUN_ID`; prints the run id")
     run.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     run.add_argument("-q", "--quiet", action="store_true", help="no live progress")
 
@@ -93,8 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inject_arguments(inject)
     sweep = sub.add_parser("sweep", help="remove what dead runs left behind (live runs are left alone)")
     sweep.add_argument("--json", action="store_true")
-    status = sub.add_parser("status", help="list active faults and their counters")
+    status = sub.add_parser("status", help="list active faults (state, counters) and recently finished runs")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--recent", type=int, metavar="N", help="also list the last N finished runs with their "
+                        "final state (default: 5 in text, 0 with --json)")
     sub.add_parser("doctor", help="what this kernel supports, and which engine serves which fault")
     demo = sub.add_parser("demo", help="two throwaway namespaces, a real loss fault on one flow, a summary")
     demo.add_argument("--loss", default="10%")
@@ -106,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .lab.labcli import add_lab_parser
 
     add_lab_parser(sub)
+    from .supervisor import add_stop_parser
+
+    add_stop_parser(sub)
+    from .schedule import add_schedule_parser
+
+    add_schedule_parser(sub)
     return parser
 
 
@@ -114,7 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "inject")
     logging.basicConfig(level=logging.WARNING, format="chaos-inject: %(levelname)s: %(message)s")
+    job = None
+    if argv and argv[0] == "schedule" and "--" in argv:  # everything after -- is the scheduled job's command
+        job, argv = argv[argv.index("--") + 1:], argv[:argv.index("--")]
     args = build_parser().parse_args(argv)
+    if args.command == "schedule":
+        args.job = job
     try:
         if args.command == "inject":
             return cmd_inject(args)
@@ -136,6 +152,14 @@ def main(argv: list[str] | None = None) -> int:
             from .experiment.cli import cmd_run
 
             return cmd_run(args)
+        if args.command == "stop":
+            from .supervisor import cmd_stop
+
+            return cmd_stop(args)
+        if args.command == "schedule":
+            from .schedule import cmd_schedule
+
+            return cmd_schedule(args)
         if args.command == "demo":
             from .lab.demo import run_demo
 
@@ -175,38 +199,35 @@ def parse_fault(args: argparse.Namespace) -> FaultSpec:
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
-    from .targets import resolve_interface
+    from .blast import parse_percent
+    from .session import prepare
 
     inventory = Inventory.discover(args.inventory)
-    flows = [parse_flow(text, inventory) for text in args.flow]
     fault = parse_fault(args)
     duration_ns = parse_duration_ns(args.duration, field="duration")
     lease_ns = parse_duration_ns(args.lease, field="lease")
-    targets = [(flow, resolve_interface(flow, args.interface, args.netns)) for flow in flows]
-    if args.dry_run:  # no capability probe: it would create (and remove) a namespace
-        engine = args.engine
-        if engine == "auto":  # stateless faults always go to the eBPF engine; the rest depends on the kernel
-            engine = "ebpf" if not fault.needs_queueing and not fault.reorder_ratio else "auto (chosen at run time)"
-        plan = build_plan(targets, fault, direction=args.direction, duration_ns=duration_ns, lease_ns=lease_ns,
-                          seed=args.seed, engine=engine)
-        print(plan.describe())
+    percent = parse_percent(args.percent) if args.percent is not None else None
+    # without the capability probe for a dry run: it would create (and remove) a namespace
+    prepared = prepare(args.flow, fault, interface=args.interface, netns=args.netns, direction=args.direction,
+                       duration_ns=duration_ns, lease_ns=lease_ns, seed=args.seed, engine=args.engine,
+                       inventory=inventory, percent=percent, probe_kernel=not args.dry_run)
+    plan, engine_name, why = prepared.plan, prepared.plan.engine, prepared.why
+    if args.dry_run:
+        print(prepared.describe(percent))
         print("dry run: nothing was changed")
         return EXIT_OK
+    if args.detach:
+        from .supervisor import report_detached
 
-    from .engines.select import choose_engine, make_engine
-    from .kernel.probe import probe
+        return report_detached(prepared, percent, as_json=args.json, quiet=args.quiet)
+
+    from .engines.select import make_engine
     from .runner import run_plan
-
-    if os.geteuid() != 0:
-        raise NotPermitted("chaos-inject needs root (CAP_NET_ADMIN and CAP_BPF); run it with sudo")
-    engine_name, why = choose_engine(fault, probe(), args.engine)
-    plan = build_plan(targets, fault, direction=args.direction, duration_ns=duration_ns, lease_ns=lease_ns,
-                      seed=args.seed, engine=engine_name)
     from .summary import format_summary, summarize
 
     show_progress = not args.quiet and not args.json
     if show_progress:
-        print(plan.describe(), file=sys.stderr)
+        print(prepared.describe(percent), file=sys.stderr)
     reporter = _ProgressPrinter(plan) if show_progress else None
     if show_progress:
         print(f"engine {engine_name}: {why}", file=sys.stderr)
@@ -217,11 +238,12 @@ def cmd_inject(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_summary_json(plan, result, summaries), indent=1))
     else:
-        how = "completed" if not result.interrupted else f"stopped by {result.stop_reason}"
+        how = "completed" if not result.interrupted else f"stopped by {result.stop_reason}" \
+            if result.stop_reason.startswith("SIG") else f"{result.stop_reason} by request (chaos-inject stop)"
         print(f"run {plan.run_id} {how} after {result.elapsed_ns / 1e9:.1f}s; every object it created "
               "has been removed")
         print(format_summary(summaries))
-    if result.interrupted:
+    if result.stop_reason.startswith("SIG"):
         return 128 + {"SIGINT": 2, "SIGTERM": 15, "SIGHUP": 1}.get(result.stop_reason, 0)
     if not any(s.counters.get("matched_packets") for s in summaries):
         print("chaos-inject: no packet matched the flow: the fault had no effect", file=sys.stderr)
@@ -294,18 +316,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     runs = []
     for ledger in Ledger.all():
         status = ledger.read_status() or {}
-        runs.append({"run_id": ledger.run_id, "pid": ledger.pid, "alive": ledger.owner_alive,
+        alive = ledger.owner_alive
+        runs.append({"run_id": ledger.run_id, "pid": ledger.pid, "alive": alive,
                      "flows": ledger.meta.get("flows"), "engine": ledger.meta.get("engine"),
+                     "kind": ledger.meta.get("kind", "cli"),
+                     # the status file is written once the fault is active: before that, pending
+                     "state": (status.get("state", "running") if status else "pending") if alive else "dead",
                      "objects": len(ledger.entries), "status": status})
+    from .kernel.ledger import recent_finished
+
+    recent = args.recent if args.recent is not None else (0 if args.json else 5)
+    finished = recent_finished(recent) if recent > 0 else []
     if args.json:
-        print(json.dumps(runs, indent=1))
+        print(json.dumps(runs + [{"run_id": f.get("run_id"), "alive": False, "finished": True,
+                                  "kind": f.get("kind"), "state": f.get("state"), "status": f}
+                                 for f in finished], indent=1))
         return EXIT_OK
     if not runs:
         print("no active faults")
     for run in runs:
         st = run["status"]
-        state = "active" if run["alive"] else "DEAD (its rules have expired; run `chaos-inject sweep`)"
-        print(f"{run['run_id']}  pid {run['pid']}  {state}  flows {', '.join(run['flows'] or [])}  "
+        state = run["state"] if run["alive"] else "DEAD (its rules have expired; run `chaos-inject sweep`)"
+        print(f"{run['run_id']}  pid {run['pid']}  {run['kind']}  {state}  flows {', '.join(run['flows'] or [])}  "
               f"{st.get('fault', '')}")
         if st:
             print(f"  elapsed {st.get('elapsed_s', 0):.1f}s, remaining {st.get('remaining_s', 0):.1f}s")
@@ -314,6 +346,13 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"  #{rule['id']} {rule['match']} on {rule['interface']}: matched "
                       f"{c.get('matched_packets', 0)} dropped {c.get('dropped_packets', 0)} corrupted "
                       f"{c.get('corrupted_packets', 0)} duplicated {c.get('duplicated_packets', 0)}")
+    if finished:
+        print("recently finished:")
+        for f in finished:
+            ended = time.strftime("%H:%M:%S", time.localtime(f.get("updated", 0)))
+            what = f.get("fault") or f.get("title") or ""
+            print(f"  {f.get('run_id')}  {f.get('kind', '')}  {f.get('state')}  at {ended}  {what}"
+                  + (f"  ({f['error']})" if f.get("error") else ""))
     return EXIT_OK
 
 

@@ -243,8 +243,7 @@ class FaultSession:
         owner = KernelOwner(self.run_id, meta={**self.plan.to_dict(), "kind": self.kind},
                             handle_signals=handle_signals)
         owner.__enter__()
-        self._owner = owner
-        self._write_status()
+        self._owner = owner  # pending: the ledger exists, the status file appears once the fault is active
         return _Entered(owner)
 
     def _apply(self, owner) -> None:

@@ -1,0 +1,247 @@
+"""``--detach``: apply a fault, return once it is active, leave a small supervisor that renews the lease.
+
+The foreground process has already parsed, resolved and planned (bad input and a missing capability are
+reported there with the CLI's exit codes). It then double-forks: the grandchild, in a new session, with no
+controlling terminal and stdout/stderr in a log file, runs the plan as a FaultSession in its main thread (the same
+mechanism as a foreground run: ledger, lease, signals -> rollback). It tells the foreground through a pipe when
+the fault is active, or what went wrong before that; the foreground prints the run id and exits.
+
+The supervisor ends at the plan's duration, on ``chaos-inject stop RUN_ID|--all`` (a stop-request file it reads
+each tick, <= 1 s), or on SIGTERM/SIGINT/SIGHUP (rolled back). ``kill -9`` of the supervisor ends the fault by
+lease expiry and ``chaos-inject sweep`` removes its objects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import sys
+import time
+from dataclasses import dataclass
+
+from .errors import ChaosInjectError, InvalidSpec, NotPermitted, Unsupported
+from .kernel.ledger import Ledger, history_dir
+from .plan import Plan
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNSUPPORTED = 0, 1, 2, 3
+
+
+@dataclass
+class Detached:
+    run_id: str
+    pid: int            # the supervisor
+    log_path: str
+
+
+def exit_code_for(exc: BaseException) -> int:
+    if isinstance(exc, InvalidSpec):
+        return EXIT_USAGE
+    if isinstance(exc, (Unsupported, NotPermitted)):
+        return EXIT_UNSUPPORTED
+    return EXIT_ERROR
+
+
+class DetachFailed(ChaosInjectError):
+    """The supervisor could not make the fault active; ``exit_code`` is what the CLI returns."""
+
+    def __init__(self, message: str, exit_code: int):
+        self.exit_code = exit_code
+        super().__init__(message)
+
+
+def log_path_for(run_id: str) -> str:
+    return str(history_dir() / f"{run_id}.log")
+
+
+def detach(plan: Plan, engine_name: str, *, timeout_s: float = 120.0) -> Detached:
+    """Start the supervisor; return once the fault is active. Raises DetachFailed with the supervisor's error."""
+    log_path = log_path_for(plan.run_id)
+    os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # first child: new session, fork again so the supervisor is no session leader (no tty)
+        try:
+            os.close(read_end)
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            _supervise(plan, engine_name, write_end, log_path)
+        finally:
+            os._exit(EXIT_ERROR)  # never back into the caller's stack (or a test runner's)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    chunks = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([read_end], [], [], remaining)[0]:
+                raise DetachFailed(f"the fault was not active after {timeout_s:.0f}s; the supervisor goes on "
+                                   f"(see {log_path}, `chaos-inject status`, `chaos-inject stop {plan.run_id}`)",
+                                   EXIT_ERROR)
+            chunk = os.read(read_end, 65536)
+            if not chunk:  # the supervisor reported and closed its end, or died
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+    text = b"".join(chunks).decode(errors="replace").strip()
+    if not text:
+        raise DetachFailed(f"the supervisor died before the fault was active; see {log_path}", EXIT_ERROR)
+    report = json.loads(text.splitlines()[0])
+    if not report.get("ok"):
+        raise DetachFailed(report.get("message", "unknown error"), int(report.get("exit", EXIT_ERROR)))
+    return Detached(plan.run_id, int(report["pid"]), log_path)
+
+
+def _supervise(plan: Plan, engine_name: str, report_fd: int, log_path: str) -> None:
+    os.chdir("/")
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)  # the caller's pipes are released: `chaos-inject ... --detach | cat` ends
+    os.close(null)
+    os.close(log_fd)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        force=True)
+    log = logging.getLogger("chaos-inject.supervisor")
+    reported = False
+
+    def report(payload: dict) -> None:
+        nonlocal reported
+        if reported:
+            return
+        reported = True
+        try:
+            os.write(report_fd, (json.dumps(payload) + "\n").encode())
+        except OSError:
+            pass  # the foreground is gone: the run goes on, bounded by its duration
+        os.close(report_fd)
+
+    from .engines.select import make_engine
+    from .session import FaultSession
+
+    code = EXIT_OK
+    try:
+        session = FaultSession(plan, make_engine(engine_name), kind="detached",
+                               extra_status={"log": log_path},
+                               on_active=lambda s: report({"ok": True, "pid": os.getpid()}))
+        log.info("run %s: supervisor pid %d, engine %s", plan.run_id, os.getpid(), engine_name)
+        result = session.run(handle_signals=True)
+        log.info("run %s ended: %s after %.1fs; counters %s", plan.run_id, result.state, result.elapsed_ns / 1e9,
+                 result.counters)
+    except BaseException as exc:  # noqa: BLE001 - the supervisor reports and exits, whatever happened
+        log.exception("run %s failed", plan.run_id)
+        code = exit_code_for(exc)
+        report({"ok": False, "exit": code, "message": str(exc) or type(exc).__name__})
+    report({"ok": False, "exit": EXIT_ERROR, "message": "the run ended before it was active"})
+    logging.shutdown()
+    os._exit(code)
+
+
+# -- stop ------------------------------------------------------------------------------------------------------
+@dataclass
+class StopOutcome:
+    run_id: str
+    outcome: str        # stopped | already-gone | dead | timeout
+    state: str | None = None
+
+
+def stop_runs(run_ids: list[str] | None, *, timeout_s: float = 15.0, state: str = "stopped") -> list[StopOutcome]:
+    """Ask the owners of ``run_ids`` (None: every live run) to end them, and wait until their ledgers are gone.
+
+    Works for every kind of run (CLI, detached, library): the owner reads the request at its next tick."""
+    from .kernel.ledger import recent_finished
+
+    ledgers = {ledger.run_id: ledger for ledger in Ledger.all()}
+    outcomes: list[StopOutcome] = []
+    if run_ids is None:
+        targets = [ledger for ledger in ledgers.values() if ledger.owner_alive]
+    else:
+        finished = {s.get("run_id"): s for s in recent_finished(limit=1000)}
+        missing = [r for r in run_ids if r not in ledgers and r not in finished]
+        if missing:
+            raise InvalidSpec("no such run (see `chaos-inject status`)", text=", ".join(missing), field="run id")
+        outcomes += [StopOutcome(r, "already-gone", finished[r].get("state")) for r in run_ids if r not in ledgers]
+        targets = [ledgers[r] for r in run_ids if r in ledgers]
+    waiting = []
+    for ledger in targets:
+        if not ledger.owner_alive:
+            outcomes.append(StopOutcome(ledger.run_id, "dead"))
+            continue
+        ledger.request_stop(state)
+        waiting.append(ledger)
+    deadline = time.monotonic() + timeout_s
+    while waiting and time.monotonic() < deadline:
+        time.sleep(0.05)
+        for ledger in list(waiting):
+            if not ledger.path.exists():
+                waiting.remove(ledger)
+                final = {s.get("run_id"): s for s in recent_finished(limit=1000)}.get(ledger.run_id, {})
+                outcomes.append(StopOutcome(ledger.run_id, "stopped", final.get("state")))
+            elif not ledger.owner_alive:
+                waiting.remove(ledger)
+                outcomes.append(StopOutcome(ledger.run_id, "dead"))
+    outcomes += [StopOutcome(ledger.run_id, "timeout") for ledger in waiting]
+    return outcomes
+
+
+# -- command line ----------------------------------------------------------------------------------------------
+def report_detached(prepared, percent: float | None, *, as_json: bool, quiet: bool) -> int:
+    """``inject --detach``: start the supervisor; print the run id once the fault is active."""
+    plan = prepared.plan
+    if not quiet and not as_json:
+        print(prepared.describe(percent), file=sys.stderr)
+        print(f"engine {plan.engine}: {prepared.why}", file=sys.stderr)
+    try:
+        detached = detach(plan, plan.engine)
+    except DetachFailed as exc:
+        print(f"chaos-inject: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if as_json:
+        print(json.dumps({"run_id": detached.run_id, "pid": detached.pid, "state": "running",
+                          "duration_s": plan.duration_ns / 1e9, "log": detached.log_path}))
+    else:
+        print(detached.run_id)
+        if not quiet:
+            print(f"run {detached.run_id} is active for {plan.duration_ns / 1e9:g}s, supervised by pid "
+                  f"{detached.pid}; `chaos-inject stop {detached.run_id}` ends it early (log "
+                  f"{detached.log_path})", file=sys.stderr)
+    return EXIT_OK
+
+
+def add_stop_parser(sub) -> None:
+    stop = sub.add_parser("stop", help="end a running fault (CLI, detached or library run) and wait for its "
+                                       "rollback")
+    which = stop.add_mutually_exclusive_group(required=True)
+    which.add_argument("run_ids", nargs="*", default=[], metavar="RUN_ID")
+    which.add_argument("--all", action="store_true", help="every live run")
+    stop.add_argument("--timeout", default="15s", metavar="DURATION", help="how long to wait (default 15s)")
+    stop.add_argument("--json", action="store_true")
+
+
+def cmd_stop(args) -> int:
+    from .spec import parse_duration_ns
+
+    if not args.all and not args.run_ids:
+        raise InvalidSpec("name a RUN_ID (see `chaos-inject status`) or --all", field="stop")
+    timeout_s = parse_duration_ns(args.timeout, field="timeout") / 1e9
+    outcomes = stop_runs(None if args.all else list(args.run_ids), timeout_s=timeout_s)
+    if args.json:
+        print(json.dumps([o.__dict__ for o in outcomes], indent=1))
+    else:
+        if not outcomes:
+            print("no live runs")
+        for o in outcomes:
+            text = {"stopped": f"stopped ({o.state or 'stopped'}); every object it created has been removed",
+                    "already-gone": f"had already ended ({o.state or 'finished'})",
+                    "dead": "its process is dead: the rules have expired; run `chaos-inject sweep`",
+                    "timeout": f"did not end within {timeout_s:g}s (its owner reads the request every second; "
+                               "see `chaos-inject status`)"}[o.outcome]
+            print(f"{o.run_id}: {text}")
+    return EXIT_ERROR if any(o.outcome in ("timeout", "dead") for o in outcomes) else EXIT_OK
