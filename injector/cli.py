@@ -82,6 +82,17 @@ def _add_inject_arguments(p: argparse.ArgumentParser) -> None:
                      "that renews the lease until --duration or `chaos-inject stop RUN_ID`; prints the run id")
     run.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     run.add_argument("-q", "--quiet", action="store_true", help="no live progress")
+    record = p.add_argument_group("recording (docs/run-directory.md)")
+    record.add_argument("--record", metavar="DIR", help="record latency before, during and after the fault and "
+                        "write the run directory DIR (one-way packet latency where both ends' interfaces are in the "
+                        "inventory; TCP RTT with --record-cgroup)")
+    record.add_argument("--baseline", default="5s", metavar="DURATION",
+                        help="with --record: recording before the fault is applied (default %(default)s)")
+    record.add_argument("--recovery", default="5s", metavar="DURATION",
+                        help="with --record: recording after it was removed (default %(default)s)")
+    record.add_argument("--record-cgroup", metavar="DIR", help="with --record: a cgroup v2 directory holding the "
+                        "receiving (or connecting) process: one-way latency matched at its sockets, which also "
+                        "sees holds after tc ingress, and TCP RTT samples of its connections")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,6 +218,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
     duration_ns = parse_duration_ns(args.duration, field="duration")
     lease_ns = parse_duration_ns(args.lease, field="lease")
     percent = parse_percent(args.percent) if args.percent is not None else None
+    baseline_ns, recovery_ns = _check_record_args(args)
     # without the capability probe for a dry run: it would create (and remove) a namespace
     prepared = prepare(args.flow, fault, interface=args.interface, netns=args.netns, direction=args.direction,
                        duration_ns=duration_ns, lease_ns=lease_ns, seed=args.seed, engine=args.engine,
@@ -231,18 +243,43 @@ def cmd_inject(args: argparse.Namespace) -> int:
     reporter = _ProgressPrinter(plan) if show_progress else None
     if show_progress:
         print(f"engine {engine_name}: {why}", file=sys.stderr)
-    result = run_plan(plan, make_engine(engine_name), on_progress=reporter)
+    recording = None
+    if args.record:
+        from .record.runrecord import format_recording, record_run
+
+        live: dict = {}
+
+        def run(update_live):
+            update_live(live)
+
+            def progress(p):
+                update_live(live)
+                if reporter:
+                    reporter(p)
+            return run_plan(plan, make_engine(engine_name), on_progress=progress, extra_status={"recording": live})
+        result, recording, notes = record_run(plan, run, args.record, baseline_ns=baseline_ns,
+                                              recovery_ns=recovery_ns, cgroup=args.record_cgroup)
+    else:
+        result = run_plan(plan, make_engine(engine_name), on_progress=reporter)
     if reporter:
         reporter.finish()
     summaries = summarize(plan, result.counters)
+    if recording is not None:
+        _save_summary(recording, _summary_json(plan, result, summaries))
     if args.json:
-        print(json.dumps(_summary_json(plan, result, summaries), indent=1))
+        out = _summary_json(plan, result, summaries)
+        if recording is not None:
+            out["recording"] = {"run_dir": str(recording.run_dir), "recorders": recording.summaries,
+                                "latency_shift": recording.meta["latency_shift"], "notes": notes}
+        print(json.dumps(out, indent=1))
     else:
         how = "completed" if not result.interrupted else f"stopped by {result.stop_reason}" \
             if result.stop_reason.startswith("SIG") else f"{result.stop_reason} by request (chaos-inject stop)"
         print(f"run {plan.run_id} {how} after {result.elapsed_ns / 1e9:.1f}s; every object it created "
               "has been removed")
         print(format_summary(summaries))
+        if recording is not None:
+            print(format_recording(recording, plan, notes))
     if result.stop_reason.startswith("SIG"):
         return 128 + {"SIGINT": 2, "SIGTERM": 15, "SIGHUP": 1}.get(result.stop_reason, 0)
     if not any(s.counters.get("matched_packets") for s in summaries):
@@ -261,6 +298,31 @@ def _summary_json(plan, result, summaries) -> dict:
                                  "ci95": [a.interval.low, a.interval.high], "consistent": a.consistent}
                                 for a in s.achieved]} for s in summaries],
     }
+
+
+def _check_record_args(args: argparse.Namespace) -> tuple[int, int]:
+    """--record options checked before anything is prepared: bad input changes nothing."""
+    if not args.record:
+        if args.record_cgroup:
+            raise InvalidSpec("--record-cgroup needs --record DIR", field="record-cgroup")
+        return 0, 0
+    from pathlib import Path
+
+    if args.detach:
+        raise InvalidSpec("--record runs in the foreground; it cannot be combined with --detach", field="record")
+    if Path(args.record).exists() and (not Path(args.record).is_dir() or any(Path(args.record).iterdir())):
+        raise InvalidSpec("the run directory must be new or empty", text=args.record, field="record")
+    if args.record_cgroup and not Path(args.record_cgroup, "cgroup.procs").exists():
+        raise InvalidSpec("not a cgroup v2 directory", text=args.record_cgroup, field="record-cgroup")
+    return (parse_duration_ns(args.baseline, field="baseline", allow_zero=True),
+            parse_duration_ns(args.recovery, field="recovery", allow_zero=True))
+
+
+def _save_summary(recording, summary: dict) -> None:
+    """The achieved-vs-requested summary, saved with the run (summary.json beside meta.json)."""
+    summary = {**summary, "latency_shift": recording.meta.get("latency_shift", []),
+               "recorders": recording.summaries}
+    (recording.run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
 
 
 class _ProgressPrinter:
@@ -346,6 +408,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"  #{rule['id']} {rule['match']} on {rule['interface']}: matched "
                       f"{c.get('matched_packets', 0)} dropped {c.get('dropped_packets', 0)} corrupted "
                       f"{c.get('corrupted_packets', 0)} duplicated {c.get('duplicated_packets', 0)}")
+            for r in (st.get("recording") or {}).get("recorders", []):
+                p50 = r.get("recent_p50_ms")
+                print(f"  recording {r['source']}: {r['samples']} samples, lost {r['lost']}"
+                      + (f", latest median {p50:.3f} ms" if p50 is not None else ""))
     if finished:
         print("recently finished:")
         for f in finished:

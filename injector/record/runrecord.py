@@ -1,0 +1,131 @@
+"""Recording around a planned fault run, as ``chaos-inject --record DIR`` does it (and any caller may).
+
+``record_run(plan, run, run_dir, ...)``: recorders chosen from the plan's rules, baseline phase before the
+fault is applied, fault phase while ``run()`` (e.g. runner.run_plan) applies it, recovery after everything
+was undone; writes the run directory and returns the Recording with the measured shifts.
+
+Where recorders attach, per rule (rule.match is in packet direction):
+* one-way: stamped at the packets' sender interface (the rule's own interface for an egress rule; the flow
+  destination's inventory interface for an ingress rule); matched at the receiver's interface (tc placement)
+  or, with ``cgroup``, by sockets of that cgroup (socket placement). A side without a known interface
+  (inventory ``interface`` + ``netns``) leaves the flow without one-way samples, and the notes say so.
+* RTT: with ``cgroup``, TCP connections of the flow made by processes in that cgroup.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..plan import Interface, Plan
+from .bpfrec import PacketFlow
+from .oneway import OneWayRecorder, placement_sees
+from .recording import Recording
+from .rtt import RttRecorder
+
+
+def recorders_for_plan(plan: Plan, *, cgroup: str | Path | None = None) -> tuple[list, list[str]]:
+    """(recorders, notes): what can be recorded for this plan, and why anything cannot."""
+    flows = {f.text or str(f): f for f in plan.flows}
+    groups: dict[tuple, list[PacketFlow]] = {}
+    notes: list[str] = []
+    rtt_flows: list[PacketFlow] = []
+    for rule in plan.rules:
+        try:
+            packets = PacketFlow.from_rule(rule)
+        except ValueError as exc:
+            notes.append(f"#{rule.rule_id}: not recorded: {exc}")
+            continue
+        if cgroup is not None and packets.protocol in (None, "tcp", 6):
+            rtt_flows.append(packets)
+        spec = flows.get(rule.flow)
+        far = Interface(spec.dst.interface, spec.dst.netns) if spec and spec.dst.interface else None
+        if rule.match.hook == "egress":
+            sender, receiver = rule.interface, far
+        else:
+            sender, receiver = far, rule.interface
+        if sender is None:
+            notes.append(f"#{rule.rule_id}: no one-way samples: the sender of {packets.src}->{packets.dst} has no "
+                         "interface in the inventory (give the destination host `interface` and `netns`)")
+            continue
+        if cgroup is None and receiver is None:
+            notes.append(f"#{rule.rule_id}: no one-way samples: the receiver has no interface in the inventory "
+                         "(or give --record-cgroup holding the receiving process)")
+            continue
+        key = (sender, None if cgroup is not None else receiver)
+        groups.setdefault(key, []).append(packets)
+        placement = "socket" if cgroup is not None else "tc"
+        if not placement_sees(plan.engine, rule.match.hook, placement):
+            notes.append(f"#{rule.rule_id}: one-way samples at the {placement} placement do not include what the "
+                         f"{plan.engine} engine holds on {rule.match.hook}" + _advice(plan.engine, rule.match.hook))
+    recorders: list = []
+    for (sender, receiver), packet_flows in groups.items():
+        for i in range(0, len(packet_flows), 16):
+            chunk = packet_flows[i:i + 16]
+            if cgroup is not None:
+                recorders.append(OneWayRecorder(chunk, sender=sender, cgroup=cgroup))
+            else:
+                recorders.append(OneWayRecorder(chunk, sender=sender, receiver=receiver))
+    if rtt_flows:
+        recorders.append(RttRecorder(rtt_flows[:16], cgroup=cgroup))
+    return recorders, notes
+
+
+def _advice(engine: str, hook: str) -> str:
+    if engine == "userspace" and hook == "egress":
+        return (" (it takes packets in the sender's OUTPUT hook, before any tc hook; measure its delay with "
+                "--direction ingress and --record-cgroup, or from TCP RTT with --record-cgroup)")
+    return " (record at the socket placement: --record-cgroup with the receiving process in it)"
+
+
+def record_run(plan: Plan, run: Callable[[Callable[[dict], None]], object], run_dir: str | Path, *,
+               baseline_ns: int, recovery_ns: int, cgroup: str | Path | None = None,
+               sleep: Callable[[float], None] = time.sleep):
+    """Baseline, then ``run(update_live)`` (which applies, holds and undoes the fault), then recovery.
+
+    ``update_live(status_dict)`` fills a dict with the recorders' current figures (for `status`).
+    Returns (whatever ``run`` returned, the finished Recording, notes).
+    """
+    recorders, notes = recorders_for_plan(plan, cgroup=cgroup)
+    rec = Recording(run_dir, recorders, flow=", ".join(f.text or str(f) for f in plan.flows),
+                    fault=plan.faults[0].to_dict() if len(plan.faults) == 1 else {"faults": [f.to_dict() for f in plan.faults]},
+                    engine=plan.engine, seed=plan.seed, run_id=plan.run_id,
+                    meta={"direction": plan.direction, "rules": plan.to_dict()["rules"], "notes": notes,
+                          "baseline_ns": baseline_ns, "recovery_ns": recovery_ns})
+
+    def update_live(into: dict) -> None:
+        into.clear()
+        into.update({"run_dir": str(rec.run_dir), "phase": rec.phases.current, "recorders": rec.live()})
+
+    result = None
+    with rec:
+        sleep(baseline_ns / 1e9)
+        rec.mark("fault")
+        try:
+            result = run(update_live)
+        finally:
+            rec.mark("recovery")
+            counters = getattr(result, "counters", None)
+            if counters:
+                rec.set_counters(counters, plan.rules)
+        sleep(recovery_ns / 1e9)
+    return result, rec, notes
+
+
+def format_recording(rec: Recording, plan: Plan, notes: list[str]) -> str:
+    """The summary's recording lines: measured shift per flow and placement against the request."""
+    requested = {f.text or str(f): None for f in plan.flows}
+    for rule in plan.rules:
+        requested[rule.flow] = plan.fault_of(rule).delay_ns
+    lines = [f"recorded  run directory {rec.run_dir}"]
+    for s in rec.summaries:
+        lines.append(f"  {s['source']:6s} at {s['placement']}: {s['samples']} samples in phases, "
+                     f"{s['events']} events, lost {s['lost']}" + (" (ring buffer full: raise ring_pages)"
+                                                                  if s["lost"] else ""))
+    for shift in rec.shifts:
+        want = requested.get(shift.flow)
+        ask = f"; requested +{want / 1e6:.3f} ms" if want and shift.source == "oneway" else ""
+        lines.append(f"  latency {shift.flow}: {shift.describe()}{ask}")
+    lines += [f"  note: {n}" for n in notes]
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""`chaos-inject --record DIR` through the real CLI: baseline, fault, recovery, run directory, live status.
+
+The flow is named through an inventory file written here (both hosts with netns and interface). The fault is a
+20 ms delay on the replies (direction ingress), served on this kernel by the userspace engine, which holds them
+in the client's PREROUTING: the recording matches at the sockets of a cgroup of ours holding the receiver
+(socket placement). Precision as in test_record_oneway: the shift must lie in [19.5, 23] ms.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from analysis import load_run
+from injector.kernel import nfqueue
+from injector.kernel.netns import socket_in
+
+from .test_cli_lifecycle import cli, start, wait_active
+from .test_record_oneway import cgroup, clean_bpf, socket_in_cgroup  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.skipif(nfqueue.nft_binary() is None, reason="nft missing (Debian package nftables)")
+MS = 1_000_000
+PORT = 9000
+
+
+def inventory(tmp_path, pair) -> str:
+    path = tmp_path / "inventory.toml"
+    path.write_text(f"""
+[hosts.client]
+addresses = ["{pair.client.ipv4.ip}"]
+netns = "{pair.client_ns}"
+interface = "{pair.client.ifname}"
+
+[hosts.server]
+addresses = ["{pair.server.ipv4.ip}"]
+ports = [{PORT}]
+netns = "{pair.server_ns}"
+interface = "{pair.server.ifname}"
+""")
+    return str(path)
+
+
+def test_cli_record_measures_the_delay_and_writes_the_run_directory(pair, run_dir, tmp_path, cgroup, clean_bpf):
+    client_ip, server_ip = str(pair.client.ipv4.ip), str(pair.server.ipv4.ip)
+    rx = socket_in_cgroup(cgroup, pair.client_ns, socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind((client_ip, PORT + 500))
+    rx.settimeout(0.1)
+    tx = socket_in(pair.server_ns, socket.AF_INET, socket.SOCK_DGRAM)
+    tx.bind((server_ip, PORT))
+    stop = threading.Event()
+
+    def traffic() -> None:  # replies server:9000 -> client at 500/s for the whole run
+        n = 0
+        while not stop.is_set():
+            n += 1
+            tx.sendto(n.to_bytes(8, "big") + b"cli-record", (client_ip, PORT + 500))
+            try:
+                while True:
+                    rx.recv(2048)  # drain (non-blocking after the first timeout)
+            except (TimeoutError, socket.timeout, BlockingIOError):
+                pass
+            rx.settimeout(0)
+            time.sleep(0.002)
+    thread = threading.Thread(target=traffic, daemon=True)
+    out_dir = tmp_path / "rec"
+    thread.start()
+    try:
+        proc = start(run_dir, "--inventory", inventory(tmp_path, pair), "--flow", "client->server/udp",
+                     "--direction", "ingress", "--delay", "20ms", "--duration", "3s", "--baseline", "2s",
+                     "--recovery", "1s", "--record", str(out_dir), "--record-cgroup", str(cgroup.path))
+        time.sleep(2.0)  # the baseline
+        wait_active(run_dir, proc)
+        for _ in range(30):  # the first renewals write the recorders' figures into the status
+            shown = cli(run_dir, "status")
+            if "recording oneway:" in shown.stdout:
+                break
+            time.sleep(0.1)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        stop.set()
+        thread.join()
+        tx.close()
+        rx.close()
+    print(out, err, shown.stdout, sep="\n")
+    assert proc.returncode == 0, err
+    assert "recording oneway:" in shown.stdout  # live figures in `status`
+    assert "latency client->server" in out and "at socket" in out
+    meta = json.loads((out_dir / "meta.json").read_text())
+    assert meta["engine"] == "userspace" and set(meta["phases"]) == {"baseline", "fault", "recovery"}
+    (shift,) = [s for s in meta["latency_shift"] if s["source"] == "oneway" and s["placement"] == "socket"]
+    assert 19.5 * MS <= shift["shift_ns"] <= 23 * MS, shift
+    assert shift["ci_low_ns"] > 10 * MS
+    assert meta["lost_events"] == 0
+    run = load_run(out_dir)
+    counts = run.samples.groupby("phase", observed=True).size()
+    assert counts["baseline"] > 500 and counts["fault"] > 500 and counts["recovery"] > 200
+    counters = json.loads((out_dir / "counters.json").read_text())
+    assert counters["0"]["matched"] > 500 and counters["0"]["flow"] == "client->server/udp"
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["latency_shift"] and summary["flows"][0]["counters"]["matched_packets"] > 500
+    assert (out_dir / "histograms").is_dir()
+    assert not cgroup.pids()
+
+
+def test_cli_record_refuses_bad_input_and_changes_nothing(pair, run_dir, tmp_path):
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "meta.json").write_text("{}")
+    common = ["--inventory", inventory(tmp_path, pair), "--flow", "client->server/udp", "--delay", "20ms",
+              "--duration", "1s"]
+    result = cli(run_dir, *common, "--record", str(used))
+    assert result.returncode == 2 and "must be new or empty" in result.stderr
+    result = cli(run_dir, *common, "--record", str(tmp_path / "new"), "--record-cgroup", "/tmp")
+    assert result.returncode == 2 and "not a cgroup" in result.stderr
+    result = cli(run_dir, *common, "--record-cgroup", "/tmp")
+    assert result.returncode == 2 and "needs --record" in result.stderr
+    assert not (tmp_path / "new").exists()
+    assert not [t for t in nfqueue.list_tables(pair.client_ns) if t.startswith("chaos_inject_")]
