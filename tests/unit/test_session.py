@@ -245,3 +245,21 @@ def test_a_slow_apply_renews_at_once_and_the_duration_counts_from_activation():
     renewals = [s[1] for s in engine.steps if s[0] == "renew"]
     assert renewals[0] == start + 500 * MS + 300 * MS, "renewed right after apply, one lease ahead"
     assert renewals[-1] == start + 500 * MS + 600 * MS, "the deadline is duration after activation"
+
+
+def test_cli_dry_run_shows_the_blast_radius(tmp_path, capsys):
+    from injector.cli import main
+
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text('[hosts.api]\naddresses = ["10.0.0.1"]\n'
+                         '[hosts.db]\naddresses = ["10.0.1.1", "10.0.1.2", "10.0.1.3", "10.0.1.4"]\nports = [5432]\n')
+    args = ["--flow", "api->db", "--inventory", str(inventory), "--interface", "eth0", "--loss", "1%",
+            "--duration", "5s", "--percent", "PERCENT(25)", "--seed", "3", "--dry-run"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "25% of 4 targets -> 1: 10.0.0.1->10.0.1." in first and "rules (1):" in first
+    assert main(args) == 0
+    again = capsys.readouterr().out
+    assert again.split("\n", 1)[1] == first.split("\n", 1)[1], "seeded: the same targets again (new run id)"
+    assert main(args[:-4] + ["--percent", "0", "--dry-run"]) == 2
+    assert "percent must be in (0, 100]" in capsys.readouterr().err
