@@ -260,6 +260,8 @@ def test_cli_dry_run_shows_the_blast_radius(tmp_path, capsys):
     assert "25% of 4 targets -> 1: 10.0.0.1->10.0.1." in first and "rules (1):" in first
     assert main(args) == 0
     again = capsys.readouterr().out
-    assert again.split("\n", 1)[1] == first.split("\n", 1)[1], "seeded: the same targets again (new run id)"
+    chosen = [line for line in first.splitlines() if "targets ->" in line or line.startswith("  #")]
+    assert chosen and chosen == [line for line in again.splitlines()
+                                 if "targets ->" in line or line.startswith("  #")], "seeded: the same targets"
     assert main(args[:-4] + ["--percent", "0", "--dry-run"]) == 2
     assert "percent must be in (0, 100]" in capsys.readouterr().err
