@@ -1,0 +1,129 @@
+"""Recording without root: flows to filters, placements, recorder choice from a plan, the run directory written
+by a Recording of a fake recorder, latency shift and counters.json."""
+
+import ipaddress
+import json
+
+import numpy as np
+import pytest
+
+from analysis import load_run
+from injector.plan import Interface, build_plan
+from injector.record import PacketFlow, Recording, latency_shift, placement_sees, write_samples
+from injector.record.recording import engine_counters
+from injector.record.runrecord import recorders_for_plan
+from injector.spec import FaultSpec, Inventory, parse_flow
+
+
+def test_packet_flow_validation_and_filter_bytes():
+    f = PacketFlow("a->b", "10.0.0.1", "10.0.0.2", sport=None, dport=9000, protocol="udp")
+    flt = f.to_filter(events=True)
+    assert flt.family == 4 and flt.proto == 17 and flt.flags == 1
+    assert bytes(flt.daddr)[:4] == ipaddress.ip_address("10.0.0.2").packed  # network byte order in memory
+    assert flt.dport.to_bytes(2, "little") == (9000).to_bytes(2, "big") and flt.sport == 0
+    v6 = PacketFlow("a->b", None, "fd00::2", protocol="tcp").to_filter(events=False)
+    assert v6.family == 6 and bytes(v6.daddr) == ipaddress.ip_address("fd00::2").packed and v6.flags == 0
+    with pytest.raises(ValueError, match="at least one address"):
+        PacketFlow("x", None, None)
+    with pytest.raises(ValueError, match="protocol"):
+        PacketFlow("x", "10.0.0.1", None, protocol="sctp")
+    with pytest.raises(ValueError, match="port 70000"):
+        PacketFlow("x", "10.0.0.1", None, dport=70000)
+
+
+def test_placements_say_which_engine_holds_they_see():
+    assert not placement_sees("userspace", "egress", "tc") and not placement_sees("userspace", "egress", "socket")
+    assert placement_sees("userspace", "ingress", "socket") and not placement_sees("userspace", "ingress", "tc")
+    assert placement_sees("netem", "egress", "tc") and not placement_sees("netem", "ingress", "tc")
+    assert placement_sees("edt", "ingress", "socket") and placement_sees("ebpf", "egress", "tc")
+    with pytest.raises(ValueError, match="placement"):
+        placement_sees("netem", "egress", "wire")
+
+
+def _plan(direction, engine="userspace", flow="client->server/udp"):
+    inv = Inventory.from_mapping({"hosts": {
+        "client": {"addresses": ["10.9.0.1"], "netns": "ns-c", "interface": "vc"},
+        "server": {"addresses": ["10.9.0.2"], "ports": [9000], "netns": "ns-s", "interface": "vs"}}})
+    spec = parse_flow(flow, inv)
+    return build_plan([(spec, Interface("vc", "ns-c"))], FaultSpec(delay_ns=20_000_000), direction=direction,
+                      duration_ns=10**9, engine=engine)
+
+
+def test_recorders_from_a_plan_follow_the_rule_direction_and_say_what_they_cannot_see(tmp_path):
+    (rec,), notes = recorders_for_plan(_plan("egress"))
+    assert rec.sender == Interface("vc", "ns-c") and rec.receiver == Interface("vs", "ns-s")
+    assert rec.flows[0].src == "10.9.0.1" and rec.flows[0].dport == 9000
+    assert any("OUTPUT hook" in n for n in notes)  # the userspace egress hold is invisible: said, not hidden
+    (cg := tmp_path / "cg").mkdir()
+    (cg / "cgroup.procs").write_text("")
+    recs, notes = recorders_for_plan(_plan("ingress"), cgroup=cg)
+    oneway = [r for r in recs if r.source == "oneway"]
+    assert len(oneway) == 1 and oneway[0].sender == Interface("vs", "ns-s") and oneway[0].placement == "socket"
+    assert oneway[0].flows[0].src == "10.9.0.2" and oneway[0].flows[0].sport == 9000
+    assert not notes  # the socket placement sees the ingress hold
+    recs, _ = recorders_for_plan(_plan("both", flow="client->server/tcp"), cgroup=cg)
+    assert sorted(r.source for r in recs) == ["oneway", "oneway", "rtt"]
+
+
+class FakeRecorder:
+    """A recorder with fixed samples: baseline ~1 ms, fault ~21 ms."""
+
+    source = "oneway"
+
+    def __init__(self):
+        self.phases_seen = []
+        self.started = self.stopped = False
+
+    def start(self):
+        self.started = True
+
+    def set_phase(self, name):
+        self.phases_seen.append(name)
+
+    def stop(self):
+        self.stopped = True
+
+    def write(self, run_dir, phases):
+        w = phases.windows()
+        rng = np.random.default_rng(1)
+        t = np.concatenate([np.linspace(w["baseline"]["start_ns"], w["baseline"]["end_ns"] - 1, 400),
+                            np.linspace(w["fault"]["start_ns"], w["fault"]["end_ns"] - 1, 400)]).astype(np.int64)
+        lat = np.concatenate([rng.normal(1e6, 1e4, 400), rng.normal(21e6, 1e4, 400)]).astype(np.int64)
+        n = write_samples(run_dir, "oneway-000001", phases, t_ns=t, flow="a->b", source="oneway", latency_ns=lat)
+        return {"source": "oneway", "placement": "socket", "part": "oneway-000001", "samples": n, "lost": 0}
+
+
+def test_a_recording_writes_a_directory_analysis_loads(tmp_path):
+    fake = FakeRecorder()
+    rec = Recording(tmp_path / "r", [fake], flow="a->b", fault={"delay_ns": 20_000_000}, engine="fake", seed=3)
+    with rec:
+        rec.mark("fault")
+        rec.set_counters({0: {"matched_packets": 400, "matched_bytes": 4000, "delayed_packets": 400,
+                              "delay_p50_ns": 2e7}})
+        rec.mark("recovery")
+    assert fake.started and fake.stopped and fake.phases_seen == ["baseline", "fault", "recovery"]
+    run = load_run(tmp_path / "r")
+    assert len(run.samples) == 800 and run.meta["seed"] == 3 and run.meta["kernel"]
+    (shift,) = rec.shifts
+    assert shift.placement == "socket" and 19.9e6 < shift.shift_ns < 20.1e6
+    assert shift.ci_low_ns <= shift.shift_ns <= shift.ci_high_ns
+    counters = json.loads((tmp_path / "r" / "counters.json").read_text())
+    assert counters["0"] == {"matched": 400, "bytes": 4000, "delayed": 400, "dropped": 0, "corrupted": 0,
+                             "duplicated": 0}  # non-integer statistics are not counters
+    with pytest.raises(ValueError, match="not empty"):
+        Recording(tmp_path / "r", [], flow="a->b", fault={}, engine="fake")
+    with pytest.raises(TypeError, match="not a Recorder"):
+        Recording(tmp_path / "s", [object()], flow="a->b", fault={}, engine="fake")
+
+
+def test_a_recording_without_samples_still_loads(tmp_path):
+    with Recording(tmp_path / "e", [], flow="a->b", fault={}, engine="fake"):
+        pass
+    assert len(load_run(tmp_path / "e").samples) == 0
+
+
+def test_latency_shift_needs_both_phases_and_engine_counters_rename():
+    assert latency_shift("f", "oneway", [], [1, 2]) is None
+    s = latency_shift("f", "oneway", [1.0, 2.0, 3.0], [11.0, 12.0, 13.0])
+    assert s.shift_ns == 10.0 and s.ci_low_ns is None and "too few samples" in s.describe()
+    assert engine_counters({1: {"dropped_packets": 3, "weird": -1}})["1"]["dropped"] == 3
