@@ -263,5 +263,5 @@ def test_cli_dry_run_shows_the_blast_radius(tmp_path, capsys):
     chosen = [line for line in first.splitlines() if "targets ->" in line or line.startswith("  #")]
     assert chosen and chosen == [line for line in again.splitlines()
                                  if "targets ->" in line or line.startswith("  #")], "seeded: the same targets"
-    assert main(args[:-4] + ["--percent", "0", "--dry-run"]) == 2
+    assert main(args[:-5] + ["--percent", "0", "--dry-run"]) == 2
     assert "percent must be in (0, 100]" in capsys.readouterr().err
