@@ -208,6 +208,11 @@ def _preflight(spec: LabSpec) -> None:
                        f"another --prefix")
     if Path(f"/sys/class/net/{spec.host_link}").exists():
         raise LabError(f"interface {spec.host_link} exists but no lab state records it: not ours to remove")
+    reach = subprocess.run(["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "test", "-x",
+                            str(spec.state_dir)], capture_output=True)
+    if reach.returncode != 0:
+        raise LabError(f"user postgres cannot reach {spec.state_dir} (a parent directory is not world-searchable): "
+                       "choose another state directory")
     net = ipaddress.ip_network(spec.subnet)
     out = subprocess.run(["ip", "-j", "-4", "route", "show", "table", "all"], capture_output=True, text=True)
     for route in json.loads(out.stdout or "[]"):
@@ -540,6 +545,20 @@ def lab_down(spec: LabSpec | None = None) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def running_lab(spec: LabSpec | None = None, *, keep: bool = False):
+    """``with running_lab() as info:`` the lab is up inside the block; taken down after it unless it was
+    already up before (someone else's) or ``keep``."""
+    spec = spec or LabSpec()
+    was_up = lab_status(spec).up
+    info = lab_up(spec)
+    try:
+        yield info
+    finally:
+        if not (was_up or keep):
+            lab_down(spec)
+
+
 # -- status -------------------------------------------------------------------------------------------------
 
 def _status_of(spec: LabSpec, state: _State) -> LabStatus:
@@ -559,6 +578,12 @@ def _status_of(spec: LabSpec, state: _State) -> LabStatus:
         problems.append(f"the lab in {spec.state_dir} was built with prefix {state.data['spec']['prefix']} and "
                         f"subnet {state.data['spec']['subnet']}")
     info = LabInfo(**info_d) if info_d else None
+    if info and not problems:
+        try:
+            if not _http_ok(f"{info.api_url}/health", timeout_s=2.0):
+                problems.append("api does not answer /health with 200")
+        except OSError as exc:
+            problems.append(f"api does not answer /health ({exc})")
     return LabStatus(up=not problems, info=info, problems=problems)
 
 

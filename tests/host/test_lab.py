@@ -289,3 +289,52 @@ def test_request_log_rows_are_numpy_arrays(lab):
 
     rows, end = read_log(info.request_log)
     assert isinstance(rows.t_ns, np.ndarray) and rows.t_ns.dtype == np.int64 and end % 24 == 0
+
+
+def _cli_lab(spec: LabSpec, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, "lab", *args, "--prefix", spec.prefix, "--subnet", spec.subnet, "--state-dir",
+                           str(spec.state_dir)], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_lab_status_and_up_json(lab):
+    spec, _ = lab
+    status = _cli_lab(spec, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    body = json.loads(status.stdout)
+    assert body["up"] and body["lab"]["inventory_path"].startswith(str(spec.state_dir))
+    again = _cli_lab(spec, "up", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["processes"] == body["lab"]["processes"]  # idempotent: the same lab
+
+
+def test_lab_up_killed_half_way_is_removed_by_lab_down():
+    """kill -9 of `lab up` while it builds: what it recorded (namespaces, link, processes, dirs) all goes."""
+    spec = LabSpec(prefix="cilk" + secrets.token_hex(2), subnet=_free_subnet(),
+                   state_dir=Path("/run/chaos-inject") / f"lab-test-{secrets.token_hex(3)}")
+    proc = subprocess.Popen([*CLI, "lab", "up", "--prefix", spec.prefix, "--subnet", spec.subnet, "--state-dir",
+                             str(spec.state_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    pids: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # until the database process is recorded (Prometheus, before it, is running by then)
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "lab up did not reach the database"
+            try:
+                made = json.loads((spec.state_dir / "state.json").read_text())["made"]
+            except (FileNotFoundError, json.JSONDecodeError):
+                made = []
+            pids = {e["role"]: e["pid"] for e in made if e["kind"] == "process"}
+            if "db" in pids:
+                break
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait()
+        status = lab_status(spec)
+        assert not status.up and "lab up did not finish" in status.problems
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert lab_down(spec)
+    time.sleep(0.2)
+    assert not _leftovers(spec, pids), _leftovers(spec, pids)

@@ -149,3 +149,12 @@ def test_vagrantfile_defines_the_vms_of_the_definition(tmp_path):
             script = REPO / "vagrant" / path
             assert script.exists()
             assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+
+
+def test_lab_facade_all_is_complete():
+    import injector.lab as lab
+
+    for name in lab.__all__:
+        assert getattr(lab, name) is not None
+    with pytest.raises(AttributeError):
+        lab.nothing_here  # noqa: B018
