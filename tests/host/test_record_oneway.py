@@ -41,8 +41,8 @@ def our_programs() -> list[str]:
 
 def our_links() -> list[dict]:
     out = subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True, text=True, check=True)
-    return [link for link in json.loads(out.stdout or "[]") if link.get("type") in ("tcx", "cgroup")
-            and link.get("prog_id") in _cr_prog_ids()]
+    ours = _cr_prog_ids()  # links of our programs, whatever their type (bpftool 7.1 prints tcx as 11)
+    return [link for link in json.loads(out.stdout or "[]") if link.get("prog_id") in ours]
 
 
 def _cr_prog_ids() -> set[int]:

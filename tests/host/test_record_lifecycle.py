@@ -1,0 +1,99 @@
+"""Recording beside the eBPF engine (its drops seen independently: stamped but never matched), IPv6, and a
+recorder's process killed with SIGKILL leaving nothing attached (BPF links die with their process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from analysis import proportion_ci
+from injector.lab.traffic import UdpReceiver, send_udp
+from injector.plan import Interface
+from injector.record import OneWayRecorder, PacketFlow
+from injector.spec import FaultSpec
+
+from .conftest import injected
+from .test_record_oneway import clean_bpf, our_links, our_programs  # noqa: F401 - fixture
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_ebpf_loss_is_seen_by_the_recorder_as_stamped_but_never_received(pair, clean_bpf):
+    server_ip = str(pair.server.ipv4.ip)
+    flow = PacketFlow("c->s", str(pair.client.ipv4.ip), server_ip, dport=9000, protocol="udp")
+    rec = OneWayRecorder([flow], sender=pair.client_iface, receiver=Interface(pair.server.ifname, pair.server_ns))
+    send_udp(pair.client_ns, server_ip, 9000, 10, 100.0)  # neighbours resolved first
+    with rec, injected(f"{pair.client.ipv4.ip}->{server_ip}:9000/udp", FaultSpec(loss_ratio=0.3), pair.client_iface,
+                       seed=5) as engine:
+        rx = UdpReceiver(pair.server_ns, server_ip, 9000).start()
+        send_udp(pair.client_ns, server_ip, 9000, 5000, 5000.0)
+        time.sleep(0.1)
+        rx.stop()
+        kernel = engine.counters()[0]
+    c = rec.counters()[0]
+    # tcx runs before the classifier's cls_bpf: every packet is stamped, the dropped ones never arrive
+    assert c["stamped"] == kernel["matched_packets"] == 5000
+    assert c["matched"] == rx.received == 5000 - kernel["dropped_packets"]
+    ci = proportion_ci(c["stamped"] - c["matched"], c["stamped"], 0.99, "clopper-pearson")
+    assert ci.low <= 0.3 <= ci.high
+    lat = rec.events_array()["latency_ns"]
+    assert len(lat) == c["matched"] and np.median(lat) < 200_000  # loss adds no delay to what arrives
+
+
+def test_ipv6_one_way(pair, clean_bpf):
+    server_ip = str(pair.server.ipv6.ip)
+    flow = PacketFlow("c->s v6", str(pair.client.ipv6.ip), server_ip, dport=9000, protocol="udp")
+    send_udp(pair.client_ns, server_ip, 9000, 10, 100.0)
+    with OneWayRecorder([flow], sender=pair.client_iface,
+                        receiver=Interface(pair.server.ifname, pair.server_ns)) as rec:
+        rx = UdpReceiver(pair.server_ns, server_ip, 9000).start()
+        send_udp(pair.client_ns, server_ip, 9000, 1000, 2000.0)
+        time.sleep(0.1)
+        rx.stop()
+    c = rec.counters()[0]
+    assert c["stamped"] == 1000 and c["matched"] == rx.received == 1000 and c["lost"] == 0
+    assert 0 < np.median(rec.events_array()["latency_ns"]) < 200_000
+
+
+CHILD = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from injector.plan import Interface
+from injector.record import OneWayRecorder, PacketFlow
+rec = OneWayRecorder([PacketFlow("x", sys.argv[2], sys.argv[3], protocol="udp")],
+                     sender=Interface(sys.argv[4], sys.argv[5]), receiver=Interface(sys.argv[6], sys.argv[7]))
+rec.start()
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_recorder_leaves_no_program_or_link(pair):
+    before = set(our_programs())
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(REPO), str(pair.client.ipv4.ip),
+                             str(pair.server.ipv4.ip), pair.client.ifname, pair.client_ns, pair.server.ifname,
+                             pair.server_ns], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        links = our_links()
+        assert len(links) == 2 and {link["type"] for link in links} <= {"tcx", 11}  # 11: BPF_LINK_TYPE_TCX
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 5
+    while (our_links() or set(our_programs()) - before) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the kernel frees them once the dead process's fds are released
+    assert not our_links() and not set(our_programs()) - before
+    out = subprocess.run(["tc", "-n", pair.client_ns, "filter", "show", "dev", pair.client.ifname, "egress"],
+                         capture_output=True, text=True).stdout
+    assert "cr_" not in out
