@@ -44,6 +44,7 @@ class _Conn(http.client.HTTPConnection):
         except BaseException:
             sock.close()
             raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
 
 

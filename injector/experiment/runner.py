@@ -118,10 +118,12 @@ class _Run:
         self.run_id = f"exp-{time.strftime('%Y%m%d-%H%M%S')}-{_secrets.token_hex(3)}"
         self.t0 = time.monotonic()
         self.state = "pending"
+        self.step = "start"                    # before-hypothesis | method | after-hypothesis | rollbacks | end
         self.reason = ""
         self.halt = threading.Event()          # guard breach / fail-fast: stop the method
         self.cancel = threading.Event()        # anything that must end pauses and waits now
         self.halt_reason: str | None = None
+        self.halt_done = threading.Event()   # the guard's thread has stopped our faults
         self.halt_faults_stopped_ns: int | None = None
         self.method_started = False
         self.guard_spec = opts.guard or exp.guard
@@ -148,7 +150,7 @@ class _Run:
 
     def status(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "kind": "experiment", "pid": os.getpid(), "title": self.exp.title,
-                "state": self.state, "reason": self.reason, "updated": time.time(),
+                "state": self.state, "step": self.step, "reason": self.reason, "updated": time.time(),
                 "elapsed_s": time.monotonic() - self.t0,
                 "run_dir": str(self.opts.run_dir) if self.opts.run_dir else None,
                 "halt": self.halt_reason}
@@ -220,11 +222,17 @@ class _Run:
             self._pause(act.pauses.after, ctx)
         return run
 
+    def enter(self, step: str) -> None:
+        self.step = step
+        self.write_status()
+
     def hypothesis(self, ctx: RunContext, phase: str) -> dict[str, Any] | None:
         hyp = self.exp.hypothesis
         if hyp is None or not hyp.probes:
             return None
         ctx.phase = phase
+        if phase != "during":
+            self.enter(f"{phase}-hypothesis")
         self.say(f"steady-state hypothesis ({phase}): {hyp.title}")
         state: dict[str, Any] = {"steady_state_met": None, "probes": []}
         for probe in hyp.probes:
@@ -284,11 +292,13 @@ class _Run:
             stop_all_faults("halted")
         finally:
             self.halt_faults_stopped_ns = time.monotonic_ns()
+            self.halt_done.set()
 
     def rollbacks(self, ctx: RunContext) -> None:
         from .actions import stop_all_faults
 
         self.say("rollbacks")
+        self.enter("rollbacks")
         ctx.phase = "rollback"
         for act in self.exp.rollbacks:
             if act.background:
@@ -387,6 +397,7 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
                 r.say(f"guard: {n}")
             r.phases.mark("fault")
             r.method_started = True
+            r.enter("method")
             cont = None
             if strategy in ("during-method-only", "continuously") and exp.hypothesis and exp.hypothesis.probes:
                 cont = threading.Thread(target=r.continuous, args=(ctx, done), daemon=True, name="hypothesis")
@@ -441,6 +452,8 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
         if opts.handle_signals and prev_handlers:
             for s in prev_handlers:
                 signal.signal(s, lambda signum, frame: stop_signal.append(signum))
+        if r.halt.is_set() and not r.halt_done.wait(10):
+            log.error("halt: stopping the faults took more than 10 s")
         if r.method_started and _should_rollback(rb_strategy, normal_end, bool(journal["deviated"])):
             r.rollbacks(ctx())
             r.rollbacks_done_ns = time.monotonic_ns()
@@ -451,7 +464,7 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
             if r.method_started:
                 r.say(f"rollbacks skipped (strategy {rb_strategy})")
         r.phases.mark("recovery")
-        if started_recorders and guard_recovery(g) > 0:
+        if started_recorders and r.method_started and guard_recovery(g) > 0:
             r.say(f"recording recovery for {guard_recovery(g):g}s")
             time.sleep(guard_recovery(g))
     finally:
@@ -494,6 +507,7 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
         code = 0 if journal["status"] == "completed" and not journal["deviated"] else 1
     journal["chaos-inject"]["exit_code"] = code
     r.state = state
+    r.step = "end"
     if opts.run_dir:
         from .report import write_run_dir
 

@@ -1,0 +1,360 @@
+"""Experiments end to end on this kernel: the seed's structure (HTTP probe + Prometheus error-rate range
+tolerance + a delay action + its rollback) against a tiny HTTP service with /metrics in a throwaway
+namespace, scraped by a real Prometheus (Debian's binary, run here with a temp config and storage, 1 s
+scrapes); held and deviated outcomes, a halt within a second, SIGTERM rolls back, an unsteady baseline
+injects nothing, and the real `chaos run` with our extension functions.
+
+The runner runs as ``ip netns exec CLIENT chaos-inject run ...`` so its probes reach the service over our
+veth; the delay is the userspace (NFQUEUE) engine, the delay engine of this kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from injector.kernel.netns import Topology, existing_namespaces, unique_name
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+CHAOS_INJECT = [sys.executable, "-m", "injector.cli"]
+
+SERVICE = r'''
+import http.server, sys, threading
+mode_file, host = sys.argv[1], sys.argv[2]
+counts = {"200": 0, "500": 0, "503": 0}
+lock = threading.Lock()
+
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True   # headers and body are two writes: Nagle + delayed ACK would add 40 ms
+    def log_message(self, *a):
+        pass
+    def reply(self, status, body, ctype="text/plain"):
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def do_GET(self):
+        if self.path == "/metrics":
+            with lock:
+                text = "".join(f'http_requests_total{{status="{k}"}} {v}\n' for k, v in counts.items())
+            return self.reply(200, "# TYPE http_requests_total counter\n" + text)
+        mode = open(mode_file).read().strip()
+        if self.path == "/health":
+            return self.reply(200 if mode == "ok" else 503, mode)
+        status = 500 if mode == "errors" else 200
+        with lock:
+            counts[str(status)] += 1
+        return self.reply(status, '{"ok": true}', "application/json")
+
+http.server.ThreadingHTTPServer.daemon_threads = True
+http.server.ThreadingHTTPServer((host, 8080), H).serve_forever()
+'''
+
+PROM_CONFIG = """
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: api
+    static_configs:
+      - targets: ['{target}:8080']
+"""
+
+ERROR_RATE = "sum(rate(http_requests_total{status=~'5..'}[1m])) / sum(rate(http_requests_total[1m])) * 100"
+
+
+def _ns_exec(ns: str, argv: list[str], **kw) -> subprocess.Popen:
+    return subprocess.Popen(["ip", "netns", "exec", ns, *argv], **kw)
+
+
+def _wait_http(ns: str, url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c",
+                            f"import urllib.request; urllib.request.urlopen({url!r}, timeout=1).read()"],
+                           capture_output=True)
+        if r.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{url} not reachable from {ns} in {timeout}s")
+
+
+def _wait_query(ns: str, base: str, promql: str, timeout: float = 30.0) -> None:
+    import urllib.parse
+
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    code = (f"import json, urllib.request; r = json.load(urllib.request.urlopen({url!r}, timeout=2)); "
+            "raise SystemExit(0 if r['data']['result'] else 1)")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"Prometheus has no result for {promql!r} after {timeout}s")
+
+
+@dataclass
+class Lab:
+    client_ns: str
+    server_ns: str
+    client_ip: str
+    server_ip: str
+    mode_file: Path
+    run_root: Path
+    tmp: Path
+
+    @property
+    def api(self) -> str:
+        return f"http://{self.server_ip}:8080"
+
+    @property
+    def prometheus(self) -> str:
+        return f"http://{self.server_ip}:9090"
+
+    def set_mode(self, mode: str) -> None:
+        self.mode_file.write_text(mode + "\n")
+
+    def run(self, exp: dict, *extra: str, name: str = "exp", wait: bool = True, timeout: float = 90):
+        path = self.tmp / f"{name}.json"
+        path.write_text(json.dumps(exp))
+        record = self.tmp / f"{name}-run"
+        argv = [*CHAOS_INJECT, "run", str(path), "--record", str(record), *extra]
+        env = dict(os.environ, CHAOS_INJECT_RUN_DIR=str(self.run_root), PYTHONPATH=str(REPO))
+        proc = _ns_exec(self.client_ns, argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                        cwd=self.tmp)
+        if not wait:
+            return proc, record
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"run did not end in {timeout}s:\n{err}")
+        journal = json.loads((record / "journal.json").read_text()) if (record / "journal.json").exists() else None
+        return proc.returncode, journal, out + err
+
+    def leftovers(self) -> list[str]:
+        found = [str(p) for p in self.run_root.glob("runs/*.json")]
+        tables = subprocess.run(["ip", "netns", "exec", self.client_ns, "nft", "list", "tables"],
+                                capture_output=True, text=True).stdout
+        found += [t for t in tables.splitlines() if t.strip()]
+        return found
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if not shutil.which("prometheus"):
+        pytest.skip("prometheus binary missing (Debian package prometheus; run `sudo make setup`)")
+    tmp = tmp_path_factory.mktemp("exp")
+    topo = Topology()
+    procs: list[subprocess.Popen] = []
+    made: list[str] = []
+    try:
+        client = topo.add_namespace(unique_name("ci-e-cli"))
+        server = topo.add_namespace(unique_name("ci-e-srv"))
+        made = [client, server]
+        a, b = topo.connect(client, server, "10.207.0.0/29", "fd00:207::/64")
+        lab = Lab(client, server, str(a.ipv4.ip), str(b.ipv4.ip), tmp / "mode", tmp / "run-root", tmp)
+        lab.set_mode("ok")
+        (tmp / "service.py").write_text(SERVICE)
+        procs.append(_ns_exec(server, [sys.executable, str(tmp / "service.py"), str(lab.mode_file), lab.server_ip],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        (tmp / "prometheus.yml").write_text(PROM_CONFIG.format(target=lab.server_ip))
+        procs.append(_ns_exec(server, ["prometheus", f"--config.file={tmp / 'prometheus.yml'}",
+                                       f"--storage.tsdb.path={tmp / 'tsdb'}",
+                                       f"--web.listen-address={lab.server_ip}:9090", "--log.level=warn"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        _wait_http(client, f"{lab.api}/health")
+        _wait_http(client, f"{lab.prometheus}/-/ready")
+        # steady traffic from the client namespace, so the error-rate query has data
+        from injector.experiment.load import HttpLoad
+
+        load = HttpLoad(f"{lab.api}/api", 20, netns=client)
+        load.start()
+        # Prometheus finds its target after its first discovery update (~5 s); rate() needs two scrapes
+        _wait_query(client, lab.prometheus, "sum(rate(http_requests_total[1m])) > 0")
+        yield lab
+        load.stop()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        topo.close()
+    assert not set(made) & set(existing_namespaces()), "namespaces left behind"
+
+
+def seed_like(lab: Lab, *, delay: str = "30ms", method_extra: list | None = None, halt: dict | None = None,
+              rollback_extra: list | None = None) -> dict:
+    """The seed's experiment with its URLs pointed at our lab and tc netem replaced by our delay action."""
+    flow = f"{lab.client_ip}->{lab.server_ip}:8080/tcp"
+    exp = json.loads((REPO / "injector/experiment/examples/seed-experiment.json").read_text())
+    probes = exp["steady-state-hypothesis"]["probes"]
+    probes[0]["provider"]["url"] = f"{lab.api}/health"
+    probes[1]["provider"]["url"] = lab.prometheus
+    assert probes[1]["provider"]["query"] == ERROR_RATE
+    exp["method"] = [{"type": "action", "name": "add-network-delay-to-api", "provider": {
+        "type": "python", "module": "injector.experiment.actions", "func": "start_network_fault",
+        "arguments": {"flow": flow, "delay": delay, "duration": "60s", "netns": lab.client_ns}}},
+        *(method_extra or [])]
+    exp["rollbacks"] = [{"type": "action", "name": "remove-network-delay", "provider": {
+        "type": "python", "module": "injector.experiment.actions", "func": "stop_network_fault"}},
+        *(rollback_extra or [])]
+    exp["extensions"] = [{"name": "chaos-inject", "load": {"url": f"{lab.api}/api", "rate": 100},
+                          "recovery": "1s", "halt": halt or {"latency_max_ratio": None, "baseline": "0s"}}]
+    return exp
+
+
+def test_seed_structure_held(lab):
+    lab.set_mode("ok")
+    code, j, log = lab.run(seed_like(lab), name="held")
+    assert code == 0, log
+    assert j["status"] == "completed" and not j["deviated"] and j["chaos-inject"]["state"] == "completed"
+    before = j["steady_states"]["before"]["probes"]
+    assert before[0]["output"]["status"] == 200 and before[1]["tolerance_met"]
+    assert 0 <= before[1]["output"] <= 1, "the error rate (percent) came from the real Prometheus"
+    assert "target = 0.5 is not a key name" in " ".join(j["chaos-inject"]["notes"])
+    fault = j["chaos-inject"]["faults"][0]
+    assert fault["engine"] == "userspace" and fault["state"] == "stopped"
+    assert sum(c.get("matched_packets", 0) for c in fault["counters"].values()) > 0, "the delay met no packet"
+    assert j["rollbacks"][0]["status"] == "succeeded"
+    run_dir = lab.tmp / "held-run"
+    assert (run_dir / "report.html").exists() and (run_dir / "latency_cdf.png").exists()
+    assert "fault" in (run_dir / "report.md").read_text()
+    assert not lab.leftovers()
+
+
+def test_seed_structure_deviated(lab):
+    lab.set_mode("ok")
+    make_unhealthy = {"type": "action", "name": "db-timeouts-show-as-503", "provider": {
+        "type": "process", "path": "sh", "arguments": ["-c", f"echo degraded > {lab.mode_file}"]}}
+    heal = {"type": "action", "name": "heal", "provider": {
+        "type": "process", "path": "sh", "arguments": ["-c", f"echo ok > {lab.mode_file}"]}}
+    code, j, log = lab.run(seed_like(lab, method_extra=[make_unhealthy], rollback_extra=[heal]), name="deviated")
+    assert code == 1, log
+    assert j["status"] == "completed" and j["deviated"] is True
+    after = j["steady_states"]["after"]["probes"][0]
+    assert after["output"]["status"] == 503 and after["tolerance_met"] is False
+    assert [r["status"] for r in j["rollbacks"]] == ["succeeded", "succeeded"]
+    assert lab.mode_file.read_text().strip() == "ok"
+    assert not lab.leftovers()
+
+
+def test_unsteady_baseline_injects_nothing(lab):
+    lab.set_mode("degraded")
+    try:
+        code, j, log = lab.run(seed_like(lab), name="unsteady")
+    finally:
+        lab.set_mode("ok")
+    assert code == 1, log
+    assert j["chaos-inject"]["state"] == "failed" and "nothing was injected" in j["chaos-inject"]["reason"]
+    assert j["run"] == [] and j["rollbacks"] == [] and j["chaos-inject"]["faults"] == []
+    assert not lab.leftovers()
+
+
+def test_latency_breach_halts_and_rolls_back_within_a_second(lab):
+    lab.set_mode("ok")
+    wait = {"type": "action", "name": "hold", "provider": {"type": "process", "path": "true"},
+            "pauses": {"after": 30}}
+    t = time.monotonic()
+    code, j, log = lab.run(seed_like(lab, delay="100ms", method_extra=[wait],
+                                     halt={"latency_max_ratio": 2, "latency_quantile": 0.95,
+                                           "baseline": "8s"}), name="halt")
+    took = time.monotonic() - t
+    assert code == 1, log
+    ci = j["chaos-inject"]
+    assert ci["state"] == "halted" and j["status"] == "interrupted", log
+    assert "latency breach" in ci["halt"]["breach"]
+    assert ci["halt_faults_stopped_ns"] - ci["halt_detected_ns"] < 1e9, "fault not removed within 1 s"
+    assert ci["rollbacks_done_ns"] - ci["halt_detected_ns"] < 1e9, "rollbacks not done within 1 s"
+    assert ci["faults"][0]["state"] == "halted"
+    assert took < 30, "the 30 s hold was not cut short"
+    assert not lab.leftovers()
+
+
+def test_sigterm_runs_rollbacks(lab):
+    lab.set_mode("ok")
+    marker = lab.tmp / "rolled-back"
+    wait = {"type": "action", "name": "hold", "provider": {"type": "process", "path": "true"},
+            "pauses": {"after": 60}}
+    touch = {"type": "action", "name": "mark", "provider": {"type": "process", "path": "touch",
+                                                            "arguments": [str(marker)]}}
+    proc, record = lab.run(seed_like(lab, method_extra=[wait], rollback_extra=[touch]), name="sigterm", wait=False)
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            st = record / "status.json"
+            if st.exists() and json.loads(st.read_text()).get("step") == "method":
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the method never started")
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)   # ip netns exec execs the runner: same pid
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    j = json.loads((record / "journal.json").read_text())
+    assert j["chaos-inject"]["state"] == "stopped" and j["status"] == "interrupted"
+    assert marker.exists() and [r["status"] for r in j["rollbacks"]] == ["succeeded", "succeeded"]
+    assert not lab.leftovers()
+
+
+def test_real_chaos_toolkit_runs_our_extension(lab):
+    chaos = VENV_BIN / "chaos"
+    if not chaos.exists():
+        pytest.skip("chaostoolkit is not installed in this venv (pip install -e .[dev])")
+    flow = f"{lab.client_ip}->{lab.server_ip}:8080/tcp"
+    exp = {
+        "title": "our actions under the real Chaos Toolkit", "description": "delay on a throwaway flow",
+        "steady-state-hypothesis": {"title": "api answers", "probes": [
+            {"type": "probe", "name": "health", "tolerance": 200,
+             "provider": {"type": "http", "url": f"{lab.api}/health", "timeout": 3}}]},
+        "method": [
+            {"type": "action", "name": "delay", "provider": {
+                "type": "python", "module": "injector.experiment.actions", "func": "start_network_fault",
+                "arguments": {"flow": flow, "delay": "20ms", "duration": "30s", "netns": lab.client_ns}}},
+            {"type": "probe", "name": "samples", "provider": {
+                "type": "python", "module": "injector.experiment.probes", "func": "http_latency_samples",
+                "arguments": {"url": f"{lab.api}/api", "count": 5}}}],
+        "rollbacks": [{"type": "action", "name": "undo", "provider": {
+            "type": "python", "module": "injector.experiment.actions", "func": "stop_network_fault"}}],
+    }
+    path = lab.tmp / "ctk.json"
+    path.write_text(json.dumps(exp))
+    journal = lab.tmp / "ctk-journal.json"
+    env = dict(os.environ, CHAOS_INJECT_RUN_DIR=str(lab.run_root), PYTHONPATH=str(REPO))
+    r = subprocess.run(["ip", "netns", "exec", lab.client_ns, str(chaos), "--no-version-check", "--no-log-file",
+                        "--settings", str(lab.tmp / "ctk-settings.yaml"), "run",
+                        "--journal-path", str(journal), str(path)], env=env, capture_output=True, text=True,
+                       timeout=120, cwd=lab.tmp)
+    assert r.returncode == 0, r.stdout + r.stderr
+    j = json.loads(journal.read_text())
+    assert j["status"] == "completed" and j["deviated"] is False
+    assert j["run"][0]["output"]["engine"] == "userspace"
+    lat = j["run"][1]["output"]["latency_ns"]
+    assert min(lat) >= 20e6, f"requests did not pay the 20 ms delay: {lat}"
+    assert j["rollbacks"][0]["output"]["stopped"][0]["state"] == "stopped"
+    assert not lab.leftovers()
