@@ -115,6 +115,8 @@ class BpfRecorder:
         self._thread: threading.Thread | None = None
         self._final_counters: dict[int, dict[str, int]] = {}
         self._final_hist: np.ndarray | None = None
+        self._phase_driven = False
+        self._follow: Phases | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -138,8 +140,15 @@ class BpfRecorder:
 
     def set_phase(self, name: str) -> None:
         """Histogram counts from now on go to phase ``name`` (raw samples are labelled by time)."""
+        self._phase_driven = True
         if self._program is not None:
             self._program.set_phase(PHASES.index(name))
+
+    def follow(self, phases: Phases) -> None:
+        """Let the reader thread copy ``phases.current`` into the kernel (within ~50 ms of each mark), for
+        callers that mark a Phases object and never call set_phase."""
+        self._phase_driven = True
+        self._follow = phases
 
     def stop(self) -> None:
         """Detach, read what is left, release the programs. Idempotent."""
@@ -167,7 +176,11 @@ class BpfRecorder:
     # -- reading --------------------------------------------------------------------------------------------
     def _drain(self) -> None:
         program = self._program
+        current = None
         while not self._stop.is_set():
+            if self._follow is not None and self._follow.current not in (None, current):
+                current = self._follow.current
+                program.set_phase(PHASES.index(current))
             program.ring.wait(0.05)
             self._collect(program)
 
@@ -224,20 +237,24 @@ class BpfRecorder:
         rule = np.minimum(ev["rule"], len(self.flows) - 1)
         n = write_samples(run_dir, part, phases, t_ns=ev["t_ns"], flow=labels[rule] if len(ev) else "",
                           source=self.source, latency_ns=ev["latency_ns"])
-        hist_rows = self._write_histograms(run_dir, part)
+        # histogram phases are only right if someone told the kernel the phase: else leave them out
+        hist_rows = self._write_histograms(run_dir, part) if self._phase_driven else 0
         counters = self.counters()
         per_flow = []
         for i, f in enumerate(self.flows):
             entry = {"flow": f.label, "rule_id": f.rule_id, "src": f.src, "dst": f.dst, "sport": f.sport,
                      "dport": f.dport, **{k: int(v) for k, v in counters.get(i, {}).items()}}
-            for phase in PHASES:
+            for phase in PHASES if self._phase_driven else ():
                 h = self.histogram(i, phase)
                 if h.total:
                     p50, p99 = h.quantile([0.5, 0.99])
                     entry[f"{phase}_hist"] = {"count": h.total, "p50_ns": float(p50), "p99_ns": float(p99)}
             per_flow.append(entry)
-        return {"source": self.source, "placement": self.placement, "part": part, "samples": n,
-                "events": int(len(ev)), "lost": self.lost(), "histogram_rows": hist_rows, "flows": per_flow}
+        out = {"source": self.source, "placement": self.placement, "part": part, "samples": n,
+               "events": int(len(ev)), "lost": self.lost(), "histogram_rows": hist_rows, "flows": per_flow}
+        if not self._phase_driven:
+            out["histograms"] = "not written: phases were never set (Recording does it; else call follow(phases))"
+        return out
 
     def _write_histograms(self, run_dir: Path, part: str) -> int:
         import pandas as pd

@@ -97,3 +97,29 @@ def test_a_killed_recorder_leaves_no_program_or_link(pair):
     out = subprocess.run(["tc", "-n", pair.client_ns, "filter", "show", "dev", pair.client.ifname, "egress"],
                          capture_output=True, text=True).stdout
     assert "cr_" not in out
+
+
+def test_a_recorder_following_a_phases_object_splits_its_histograms(pair, clean_bpf, tmp_path):
+    """For callers that only mark a Phases object (the experiment runner): follow() moves the kernel's phase."""
+    from injector.record import Phases
+
+    server_ip = str(pair.server.ipv4.ip)
+    flow = PacketFlow("c->s", str(pair.client.ipv4.ip), server_ip, dport=9000, protocol="udp")
+    rec = OneWayRecorder([flow], sender=pair.client_iface, receiver=Interface(pair.server.ifname, pair.server_ns))
+    phases = Phases()
+    send_udp(pair.client_ns, server_ip, 9000, 10, 100.0)
+    rec.follow(phases)
+    rx = UdpReceiver(pair.server_ns, server_ip, 9000).start()
+    with rec:
+        phases.mark("baseline")
+        time.sleep(0.2)
+        send_udp(pair.client_ns, server_ip, 9000, 300, 3000.0)
+        phases.mark("fault")
+        time.sleep(0.2)  # the reader thread looks every 50 ms
+        send_udp(pair.client_ns, server_ip, 9000, 200, 3000.0)
+        time.sleep(0.1)
+    rx.stop()
+    phases.close()
+    assert rec.histogram(0, "baseline").total == 300 and rec.histogram(0, "fault").total == 200
+    summary = rec.write(tmp_path, phases)
+    assert summary["histogram_rows"] > 0 and summary["samples"] == 500
