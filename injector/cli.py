@@ -389,13 +389,21 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     recent = args.recent if args.recent is not None else (0 if args.json else 5)
     finished = recent_finished(recent) if recent > 0 else []
+    from .experiment.runner import live_experiments
+
+    experiments = live_experiments()
     if args.json:
-        print(json.dumps(runs + [{"run_id": f.get("run_id"), "alive": False, "finished": True,
+        print(json.dumps(runs + [{"run_id": e["run_id"], "pid": e["pid"], "alive": True, "kind": "experiment",
+                                  "state": e.get("state"), "status": e} for e in experiments]
+                         + [{"run_id": f.get("run_id"), "alive": False, "finished": True,
                                   "kind": f.get("kind"), "state": f.get("state"), "status": f}
                                  for f in finished], indent=1))
         return EXIT_OK
     if not runs:
         print("no active faults")
+    for e in experiments:
+        print(f"{e['run_id']}  pid {e['pid']}  experiment  {e.get('state')} ({e.get('step')})  {e.get('title', '')}"
+              + (f"  halt: {e['halt']}" if e.get("halt") else ""))
     for run in runs:
         st = run["status"]
         state = run["state"] if run["alive"] else "DEAD (its rules have expired; run `chaos-inject sweep`)"

@@ -543,3 +543,19 @@ def _guarded(r: _Run, fn: Callable, ctx: RunContext) -> None:
         fn(ctx)
     except BaseException as exc:  # noqa: BLE001 - the main thread reports it
         r.method_error = exc
+
+
+def live_experiments() -> list[dict[str, Any]]:
+    """Status of the experiments running now (for `chaos-inject status`); files of dead runners are skipped."""
+    from ..kernel.ledger import process_alive
+
+    out = []
+    d = experiments_dir()
+    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+        try:
+            st = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(st.get("pid"), int) and process_alive(st["pid"], None):
+            out.append(st)
+    return out

@@ -299,15 +299,18 @@ def test_sigterm_runs_rollbacks(lab):
                                                             "arguments": [str(marker)]}}
     proc, record = lab.run(seed_like(lab, method_extra=[wait], rollback_extra=[touch]), name="sigterm", wait=False)
     try:
+        env = dict(os.environ, CHAOS_INJECT_RUN_DIR=str(lab.run_root))
         deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            st = record / "status.json"
-            if st.exists() and json.loads(st.read_text()).get("step") == "method":
-                break
+        while True:   # until `status` shows the experiment in its method and the fault it applied
+            assert time.monotonic() < deadline, "the method never started"
             assert proc.poll() is None, proc.communicate()
+            rows = json.loads(subprocess.run([*CHAOS_INJECT, "status", "--json"], capture_output=True, text=True,
+                                             check=True, env=env).stdout)
+            live = [(r["state"], r["status"].get("step")) for r in rows if r["run_id"].startswith("exp-")]
+            fault = [r for r in rows if r.get("kind") == "experiment" and r.get("objects")]
+            if live == [("running", "method")] and fault:
+                break
             time.sleep(0.1)
-        else:
-            raise AssertionError("the method never started")
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)   # ip netns exec execs the runner: same pid
         out, err = proc.communicate(timeout=30)
