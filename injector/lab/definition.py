@@ -74,7 +74,7 @@ def render_db(addrs: Addresses, *, socket_dir: str, definition: dict | None = No
         f"port = {port('db', d)}",
         # our own socket directory: never the system cluster's /var/run/postgresql lock files
         f"unix_socket_directories = '{socket_dir}'",
-        "max_connections = 60",
+        "max_connections = 120",   # a delay fault leaves abandoned connections until the server sees them go
         "shared_buffers = 16MB",
         # a throwaway lab database: durability is not what the experiments measure
         "fsync = off", "synchronous_commit = off", "full_page_writes = off",

@@ -248,10 +248,18 @@ def _info(spec: LabSpec, processes: dict[str, int]) -> LabInfo:
         load_rate_per_s=float(spec.load_rate_per_s or d["load"]["rate_per_s"]), processes=processes)
 
 
+TAG_ENV = "CHAOS_INJECT_LAB_TAG"
+
+
 def _spawn(state: _State, spec: LabSpec, role: str, argv: list[str], *, stop_signal: int = signal.SIGTERM) -> int:
     logs = spec.state_dir / "logs"
     logs.mkdir(exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+    # write-ahead: the entry (with a tag the process carries in its environment) exists before the process, so a
+    # `lab up` killed between fork and recording the PID still leaves a process `lab down` can find
+    tag = f"{spec.prefix}-{role}-{os.urandom(6).hex()}"
+    entry = {"kind": "process", "role": role, "tag": tag, "pid": None, "starttime": None, "signal": int(stop_signal)}
+    state.add(entry)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", TAG_ENV: tag}
     with open(logs / f"{role}.log", "ab") as log:
         proc = subprocess.Popen(["ip", "netns", "exec", spec.netns(role), *argv], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, cwd=spec.state_dir, env=env,
@@ -263,8 +271,27 @@ def _spawn(state: _State, spec: LabSpec, role: str, argv: list[str], *, stop_sig
         if start is not None or proc.poll() is not None:
             break
         time.sleep(0.001)
-    state.add({"kind": "process", "role": role, "pid": proc.pid, "starttime": start, "signal": int(stop_signal)})
+    entry.update(pid=proc.pid, starttime=start)
+    state.save()
     return proc.pid
+
+
+def _tagged_processes(tag: str) -> list[dict]:
+    """Processes whose environment carries ``tag`` (for an entry recorded before its PID was)."""
+    needle = f"{TAG_ENV}={tag}".encode()
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            environ = (d / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            start = _proc_starttime(int(d.name))
+            if start is not None:
+                found.append({"pid": int(d.name), "starttime": start})
+    return found
 
 
 def _log_tail(spec: LabSpec, role: str, lines: int = 15) -> str:
@@ -425,6 +452,11 @@ def lab_up(spec: LabSpec | None = None, *, repair: bool = True) -> LabInfo:
         if state.load():
             status = _status_of(spec, state)
             if status.up:
+                wanted = {"db_timeout_s": spec.db_timeout_s, "load_rate_per_s": spec.load_rate_per_s}
+                differ = {k: v for k, v in wanted.items() if v is not None and v != getattr(status.info, k)}
+                if differ:
+                    running = {k: getattr(status.info, k) for k in differ}
+                    raise LabError(f"a lab is already up with {running}, not {differ}: `chaos-inject lab down` first")
                 return status.info
             if not repair:
                 raise LabError(f"a lab recorded in {state.path} is not healthy ({'; '.join(status.problems)}): "
@@ -468,6 +500,10 @@ def _up_locked(spec: LabSpec, created_dir: bool) -> LabInfo:
 # -- down ---------------------------------------------------------------------------------------------------
 
 def _stop_process(entry: dict, timeout_s: float = 10.0) -> None:
+    if entry.get("pid") is None:  # recorded, then `lab up` died before the PID was: find it by its tag
+        for found in _tagged_processes(entry.get("tag", "")):
+            _stop_process({**entry, **found}, timeout_s)
+        return
     pid = entry["pid"]
     if entry.get("starttime") is None or not _alive(entry):
         _reap(pid)
@@ -572,7 +608,7 @@ def _status_of(spec: LabSpec, state: _State) -> LabStatus:
     for entry in state.data["made"]:
         if entry["kind"] == "netns" and entry["name"] not in present:
             problems.append(f"namespace {entry['name']} is gone")
-        if entry["kind"] == "process" and not _alive(entry):
+        if entry["kind"] == "process" and (entry.get("pid") is None or not _alive(entry)):
             problems.append(f"{entry['role']} (pid {entry['pid']}) is not running")
     if info_d and (state.data["spec"]["prefix"], state.data["spec"]["subnet"]) != (spec.prefix, spec.subnet):
         problems.append(f"the lab in {spec.state_dir} was built with prefix {state.data['spec']['prefix']} and "

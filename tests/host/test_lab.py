@@ -338,3 +338,12 @@ def test_lab_up_killed_half_way_is_removed_by_lab_down():
         assert lab_down(spec)
     time.sleep(0.2)
     assert not _leftovers(spec, pids), _leftovers(spec, pids)
+
+
+def test_lab_up_with_other_settings_than_the_running_lab_is_refused(lab):
+    spec, info = lab
+    from dataclasses import replace
+
+    with pytest.raises(LabError, match="already up with .*db_timeout_s"):
+        lab_up(replace(spec, db_timeout_s=info.db_timeout_s * 2))
+    assert lab_status(spec).up and lab_up(replace(spec, db_timeout_s=info.db_timeout_s)).processes == lab_up(spec).processes
