@@ -47,15 +47,15 @@ def _describe(session) -> dict[str, Any]:
             "counters": {str(k): v for k, v in counters.items()}}
 
 
-def start_network_fault(flow: str, duration: str = "60s", delay: str | None = None, jitter: str | None = None,
+def start_network_fault(flow: str, duration: str, delay: str | None = None, jitter: str | None = None,
                         loss: str | None = None, partition: bool = False, corrupt: str | None = None,
                         duplicate: str | None = None, netns: str | None = None, interface: str | None = None,
                         direction: str = "egress", engine: str = "auto", lease: str = "3s",
                         seed: int | None = None) -> dict[str, Any]:
     """Apply a fault on ``flow`` ("SRC->DST[/tcp|/udp]") and return once it is active.
 
-    It stays on until ``duration`` ends or :func:`stop_network_fault` (the rollback) stops it. Returns the
-    run id, engine and what was applied.
+    It stays on until ``duration`` (mandatory: the fault never outlives it) ends or
+    :func:`stop_network_fault` (the rollback) stops it. Returns the run id, engine and what was applied.
     """
     session = _start(flow, duration=duration, netns=netns, interface=interface, direction=direction,
                      engine=engine, lease=lease, seed=seed, delay=delay, jitter=jitter, loss=loss,

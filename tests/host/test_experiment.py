@@ -225,13 +225,27 @@ def seed_like(lab: Lab, *, delay: str = "30ms", method_extra: list | None = None
 
 def test_seed_structure_held(lab):
     lab.set_mode("ok")
-    code, j, log = lab.run(seed_like(lab), name="held")
+    exp = seed_like(lab)
+    # the same error rate as a range query (seed form) and through chaostoolkit-prometheus's python form
+    exp["configuration"] = {"prometheus_base_url": lab.prometheus}
+    exp["steady-state-hypothesis"]["probes"] += [
+        {"type": "probe", "name": "error-rate-range", "tolerance": {"type": "range", "range": [0, 1]},
+         "provider": {"type": "prometheus", "url": lab.prometheus, "query": ERROR_RATE, "start": "-5s",
+                      "step": "1s"}},
+        {"type": "probe", "name": "requests-flowing", "tolerance": {
+            "type": "jsonpath", "path": "$.data.result[0].values[*]", "target": None},
+         "provider": {"type": "python", "module": "chaosprometheus.probes", "func": "query_interval",
+                      "arguments": {"query": "sum(rate(http_requests_total[1m]))", "start": "10 seconds ago",
+                                    "end": "now", "step": 1}}}]
+    code, j, log = lab.run(exp, name="held")
     assert code == 0, log
     assert j["status"] == "completed" and not j["deviated"] and j["chaos-inject"]["state"] == "completed"
     before = j["steady_states"]["before"]["probes"]
     assert before[0]["output"]["status"] == 200 and before[1]["tolerance_met"]
     assert 0 <= before[1]["output"] <= 1, "the error rate (percent) came from the real Prometheus"
     assert "target = 0.5 is not a key name" in " ".join(j["chaos-inject"]["notes"])
+    assert len(before[2]["output"]) >= 1 and all(0 <= v <= 1 for v in before[2]["output"]), before[2]
+    assert before[3]["output"]["status"] == "success" and before[3]["tolerance_met"]
     fault = j["chaos-inject"]["faults"][0]
     assert fault["engine"] == "userspace" and fault["state"] == "stopped"
     assert sum(c.get("matched_packets", 0) for c in fault["counters"].values()) > 0, "the delay met no packet"

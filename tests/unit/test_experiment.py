@@ -434,3 +434,82 @@ def test_seed_example_in_repo_matches_published_seed():
     if not SEED.exists():
         pytest.skip("the published seed is not on this machine")
     assert json.loads(HERE_SEED.read_text()) == json.loads(SEED.read_text())
+
+
+# -- Prometheus API on loopback (a stand-in server answering like /api/v1/query[_range]) -------------------
+@pytest.fixture
+def fake_prometheus():
+    import http.server
+    import urllib.parse
+
+    state = {"value": "0.5", "queries": []}
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            u = urllib.parse.urlsplit(self.path)
+            q = urllib.parse.parse_qs(u.query)
+            state["queries"].append((u.path, q))
+            if q.get("query") == ["bad("]:
+                body, code = {"status": "error", "errorType": "bad_data", "error": "parse error"}, 400
+            elif u.path == "/api/v1/query":
+                body, code = {"status": "success", "data": {"resultType": "vector", "result": [
+                    {"metric": {}, "value": [time.time(), state["value"]]}]}}, 200
+            else:
+                body, code = {"status": "success", "data": {"resultType": "matrix", "result": [
+                    {"metric": {"job": "api"}, "values": [[1, "0.1"], [2, state["value"]]]}]}}, 200
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    state["url"] = f"http://127.0.0.1:{srv.server_address[1]}"
+    yield state
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_prometheus_providers_both_forms(tmp_path, fake_prometheus):
+    url = fake_prometheus["url"]
+    probes = [
+        {"type": "probe", "name": "seed-form", "tolerance": {"type": "range", "target": 0.5, "range": [0, 1]},
+         "provider": {"type": "prometheus", "url": url, "query": "err"}},
+        {"type": "probe", "name": "seed-range", "tolerance": {"type": "range", "range": [0, 1]},
+         "provider": {"type": "prometheus", "url": url, "query": "err", "start": "-1m", "step": "15s"}},
+        {"type": "probe", "name": "ctk-form", "tolerance": {"type": "jsonpath", "path": "$.data.result[0].value[1]",
+                                                             "expect": "0.5"},
+         "provider": {"type": "python", "module": "chaosprometheus.probes", "func": "query",
+                      "arguments": {"query": "err", "when": "2 minutes ago"}}}]
+    exp = experiment(probes, [], configuration={"prometheus_base_url": url})
+    out = run(exp, tmp_path)
+    assert out.exit_code == 0, out.journal["steady_states"]
+    outs = [p["output"] for p in out.journal["steady_states"]["before"]["probes"]]
+    assert outs[0] == 0.5 and outs[1] == [0.1, 0.5] and outs[2]["status"] == "success"
+    paths = [p for p, _ in fake_prometheus["queries"]]
+    assert "/api/v1/query_range" in paths and "/api/v1/query" in paths
+    rng = next(q for p, q in fake_prometheus["queries"] if p == "/api/v1/query_range")
+    assert rng["step"] == ["15"] and float(rng["end"][0]) - float(rng["start"][0]) == pytest.approx(60, abs=1)
+    bad = experiment([{"type": "probe", "name": "bad", "tolerance": 1,
+                       "provider": {"type": "prometheus", "url": url, "query": "bad("}}], [])
+    out = run(bad, tmp_path)
+    failed = out.journal["steady_states"]["before"]["probes"][0]
+    assert failed["status"] == "failed" and "parse error" in "".join(failed["exception"])
+
+
+def test_prometheus_guard_halts(tmp_path, fake_prometheus):
+    fake_prometheus["value"] = "0.5"
+    undo = tmp_path / "undone"
+    exp = experiment([py(1, tolerance=1)], [dict(py(1, kind="action"), pauses={"after": 30})], [sh(f"touch {undo}")])
+    threading.Timer(0.5, lambda: fake_prometheus.update(value="12")).start()
+    t = time.monotonic()
+    out = run(exp, tmp_path, guard=GuardSpec(prometheus_url=fake_prometheus["url"], prometheus_query="err",
+                                             prometheus_max=5.0, recovery_s=0))
+    assert out.state == "halted" and undo.exists() and time.monotonic() - t < 5
+    assert "prometheus breach: err = 12 > 5" in out.journal["chaos-inject"]["halt"]["breach"]
