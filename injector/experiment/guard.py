@@ -29,6 +29,13 @@ __all__ = ["HaltGuard"]
 log = logging.getLogger("chaos_inject.experiment")
 
 
+def _field(batch: Any, name: str, default: Any) -> Any:
+    """A batch is a mapping (our load generator) or an object with array attributes (the lab's rows)."""
+    if isinstance(batch, dict) or hasattr(batch, "get"):
+        return batch.get(name, default)
+    return getattr(batch, name, default)
+
+
 class HaltGuard:
     def __init__(self, spec: GuardSpec, sources: list[Any], on_breach: Callable[[str], None]):
         self.spec = spec
@@ -130,8 +137,8 @@ class HaltGuard:
     def _look(self) -> str | None:
         for src in self.sources:
             batch = src.read_new()
-            lat = np.asarray(batch.get("latency_ns", ()), dtype=np.float64)
-            ok = np.asarray(batch.get("ok", np.ones(lat.shape, bool)), dtype=bool)
+            lat = np.asarray(_field(batch, "latency_ns", ()), dtype=np.float64)
+            ok = np.asarray(_field(batch, "ok", np.ones(lat.shape, bool)), dtype=bool)
             with self._lock:
                 if not self._armed:
                     if self.armed_at_ns is None:
