@@ -1,7 +1,9 @@
 """Recording programs (bpf/record.bpf.c): load, attach through BPF links, read the ring buffer and histograms.
 
 Attachments are BPF links (tcx on an interface, cgroup_skb / sock_ops on a cgroup): the kernel detaches a
-link when its last fd closes, so nothing of ours stays attached if the process dies, even by SIGKILL.
+link when its last fd closes, so nothing of ours stays attached if the process dies, even by SIGKILL. Kernels
+before 6.6 have no tcx: there the tc programs go into cls_bpf filters on clsact, owned by a KernelOwner of
+the recording (its ledger lets `chaos-inject sweep` remove them after a SIGKILL).
 
 The ring buffer is read by mapping it ourselves (the kernel's layout: a consumer-position page we write,
 then a producer-position page and the data area mapped twice in a row, so a record that wraps is contiguous
@@ -180,6 +182,7 @@ class RecordProgram:
         self._bcc = bcc
         self.config = config
         self._links: list[int] = []
+        self._owner = None  # a KernelOwner, only for the clsact fallback
         self._fds: dict[str, int] = {}
         self.ring: RingReader | None = None
         self._hist_map: mmap.mmap | None = None
@@ -227,17 +230,46 @@ class RecordProgram:
         self._phase[ctypes.c_int(0)] = ctypes.c_uint32(index)
 
     # -- attachments (BPF links: gone when closed or when the process dies) ---------------------------------
-    def attach_tc(self, program: str, ifname: str, netns: str | None, hook: str) -> None:
+    def attach_tc(self, program: str, ifname: str, netns: str | None, hook: str, *, mode: str = "auto") -> str:
+        """Attach at tc ``hook``: a tcx link (kernels >= 6.6; runs before every cls_bpf filter), else
+        (``auto`` on older kernels, or ``mode="clsact"``) a cls_bpf filter of ours at the lowest free priority,
+        owned through a ledger so `chaos-inject sweep` removes it if we die. Returns the mode used."""
         from .netns import in_netns
 
+        if mode not in ("auto", "tcx", "clsact"):
+            raise ValueError(f"mode must be auto, tcx or clsact, not {mode!r}")
         attach = {"egress": BPF_TCX_EGRESS, "ingress": BPF_TCX_INGRESS}[hook]
         fd = self.prog_fd(program)
         with in_netns(netns):
             ifindex = socket_if_nametoindex(ifname)
-            try:
-                self._links.append(_bpf_link_create(fd, ifindex, attach))
-            except OSError as exc:
-                raise Unsupported(f"cannot attach {program} to {ifname} {hook} (tcx link): {exc}") from exc
+            if mode != "clsact":
+                try:
+                    self._links.append(_bpf_link_create(fd, ifindex, attach))
+                    return "tcx"
+                except OSError as exc:
+                    # EINVAL: the kernel does not know the tcx attach types; anything else is a real failure
+                    if mode == "tcx" or exc.errno != errno.EINVAL:
+                        raise Unsupported(f"cannot attach {program} to {ifname} {hook} (tcx link): {exc}") from exc
+        self._attach_clsact(fd, ifname, ifindex, netns, hook)
+        return "clsact"
+
+    def _attach_clsact(self, fd: int, ifname: str, ifindex: int, netns: str | None, hook: str) -> None:
+        import secrets
+
+        from . import tc
+        from .owner import KernelOwner
+
+        if self._owner is None:
+            owner = KernelOwner(f"record-{secrets.token_hex(4)}", meta={"kind": "recording"}, handle_signals=False)
+            owner.__enter__()
+            self._owner = owner
+        where = {"netns": netns, "ifname": ifname, "ifindex": ifindex}
+        if not tc.has_clsact(ifindex, netns):
+            self._owner.create({"kind": "clsact", **where}, lambda: tc.add_clsact(ifindex, netns))
+        prio = tc.free_prio(ifindex, hook, netns)
+        name = f"chaos-inject-rec:{self._owner.run_id}"
+        self._owner.create({"kind": "bpf-filter", **where, "hook": hook, "prio": prio, "name": name},
+                           lambda: tc.add_bpf_filter(ifindex, hook, prio, fd, name, netns))
 
     def attach_cgroup(self, program: str, cgroup: str | os.PathLike[str]) -> None:
         attach = {"cr_match_sk": BPF_CGROUP_INET_INGRESS, "cr_sockops": BPF_CGROUP_SOCK_OPS}[program]
@@ -253,6 +285,9 @@ class RecordProgram:
     def detach_all(self) -> None:
         while self._links:
             os.close(self._links.pop())
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            owner.__exit__(None, None, None)  # filters (and a clsact we made) removed, ledger deleted
 
     # -- reading --------------------------------------------------------------------------------------------
     def counters(self) -> dict[int, dict[str, int]]:

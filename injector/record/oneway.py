@@ -58,7 +58,7 @@ class OneWayRecorder(BpfRecorder):
 
     def __init__(self, flows: list[PacketFlow], *, sender: Interface, receiver: Interface | None = None,
                  cgroup: str | os.PathLike[str] | None = None, events: bool = True, ring_pages: int = 1024,
-                 max_stamps: int = 65536):
+                 max_stamps: int = 65536, tc_mode: str = "auto"):
         if (receiver is None) == (cgroup is None):
             raise ValueError("give the receiving end as exactly one of receiver= (an interface: tc placement) "
                              "or cgroup= (socket placement)")
@@ -69,17 +69,20 @@ class OneWayRecorder(BpfRecorder):
         self.receiver = receiver
         self.cgroup = None if cgroup is None else Path(cgroup)
         self.placement = "tc" if receiver is not None else "socket"
+        self.tc_mode = tc_mode  # auto: tcx links, cls_bpf on clsact where the kernel has no tcx (< 6.6)
 
     def _attach(self, program) -> None:
         # the matcher first: a packet stamped before the matcher exists would only age in the table
         if self.receiver is not None:
-            program.attach_tc("cr_match_tc", self.receiver.name, self.receiver.netns, "ingress")
+            program.attach_tc("cr_match_tc", self.receiver.name, self.receiver.netns, "ingress", mode=self.tc_mode)
         else:
             program.attach_cgroup("cr_match_sk", self.cgroup)
-        program.attach_tc("cr_stamp", self.sender.name, self.sender.netns, "egress")
+        self.attached_as = program.attach_tc("cr_stamp", self.sender.name, self.sender.netns, "egress",
+                                             mode=self.tc_mode)
 
     def write(self, run_dir, phases) -> dict:
         out = super().write(run_dir, phases)
         out["sender"] = str(self.sender)
         out["receiver"] = str(self.receiver) if self.receiver else f"cgroup {self.cgroup}"
+        out["tc_attach"] = getattr(self, "attached_as", None)  # tcx, or clsact on kernels without tcx
         return out

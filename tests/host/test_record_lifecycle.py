@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from analysis import proportion_ci
 from injector.lab.traffic import UdpReceiver, send_udp
@@ -25,10 +26,19 @@ from .test_record_oneway import clean_bpf, our_links, our_programs  # noqa: F401
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_ebpf_loss_is_seen_by_the_recorder_as_stamped_but_never_received(pair, clean_bpf):
+def _filters(netns: str, ifname: str, hook: str = "egress") -> list[str]:
+    return subprocess.run(["tc", "-n", netns, "filter", "show", "dev", ifname, hook], capture_output=True,
+                          text=True).stdout.splitlines()
+
+
+@pytest.mark.parametrize("tc_mode", ["auto", "clsact"])
+def test_ebpf_loss_is_seen_by_the_recorder_as_stamped_but_never_received(pair, clean_bpf, tc_mode, run_dir):
+    """tc_mode clsact: the fallback for kernels without tcx (< 6.6), forced here; the recorder's filter comes
+    first (lowest free priority) and passes every packet on to the engine's."""
     server_ip = str(pair.server.ipv4.ip)
     flow = PacketFlow("c->s", str(pair.client.ipv4.ip), server_ip, dport=9000, protocol="udp")
-    rec = OneWayRecorder([flow], sender=pair.client_iface, receiver=Interface(pair.server.ifname, pair.server_ns))
+    rec = OneWayRecorder([flow], sender=pair.client_iface, receiver=Interface(pair.server.ifname, pair.server_ns),
+                         tc_mode=tc_mode)
     send_udp(pair.client_ns, server_ip, 9000, 10, 100.0)  # neighbours resolved first
     with rec, injected(f"{pair.client.ipv4.ip}->{server_ip}:9000/udp", FaultSpec(loss_ratio=0.3), pair.client_iface,
                        seed=5) as engine:
@@ -37,7 +47,14 @@ def test_ebpf_loss_is_seen_by_the_recorder_as_stamped_but_never_received(pair, c
         time.sleep(0.1)
         rx.stop()
         kernel = engine.counters()[0]
+        if tc_mode == "clsact":
+            assert rec.attached_as == "clsact" and list(run_dir.glob("runs/record-*.json"))  # owned, sweepable
+            assert any("chaos-inject-rec:" in line for line in _filters(pair.client_ns, pair.client.ifname))
     c = rec.counters()[0]
+    assert not any("chaos-inject-rec:" in line for line in _filters(pair.client_ns, pair.client.ifname))
+    assert not any("chaos-inject-rec:" in line for line in _filters(pair.server_ns, pair.server.ifname, "ingress"))
+    assert "clsact" not in subprocess.run(["tc", "-n", pair.server_ns, "qdisc", "show", "dev", pair.server.ifname],
+                                          capture_output=True, text=True).stdout  # the one we made is gone
     # tcx runs before the classifier's cls_bpf: every packet is stamped, the dropped ones never arrive
     assert c["stamped"] == kernel["matched_packets"] == 5000
     assert c["matched"] == rx.received == 5000 - kernel["dropped_packets"]
