@@ -72,8 +72,17 @@ def _guard_from_args(exp, args):
     return g
 
 
+FAULT_FUNCS = {"start_network_fault", "network_delay", "network_loss", "network_partition"}
+
+
 def describe_plan(exp, conf: dict, guard, warnings: list[str]) -> str:
-    from .spec import PythonProvider, thaw
+    from .loader import substitute
+    from .spec import PythonProvider
+
+    def thaw(v):   # what the run would pass: frozen spec values with ${name} resolved
+        from .spec import thaw as _thaw
+
+        return substitute(_thaw(v), conf)
 
     lines = [f"experiment: {exp.title}", f"  {exp.description}" if exp.description else ""]
     lines.append("configuration (resolved):")
@@ -84,15 +93,18 @@ def describe_plan(exp, conf: dict, guard, warnings: list[str]) -> str:
     def act(a, indent="  "):
         p = a.provider
         what = {"python": lambda: f"{p.module}.{p.func}({json.dumps(thaw(p.arguments))})",
-                "process": lambda: f"{p.path} {p.arguments if isinstance(p.arguments, str) else ' '.join(p.arguments)}",
-                "http": lambda: f"{p.method} {p.url}",
-                "prometheus": lambda: f"{p.url} {'range' if p.start else 'instant'} query {p.query!r}"}[p.type]()
+                "process": lambda: f"{p.path} {thaw(p.arguments) if isinstance(p.arguments, str) else ' '.join(thaw(p.arguments))}",
+                "http": lambda: f"{p.method} {thaw(p.url)}",
+                "prometheus": lambda: f"{thaw(p.url)} {'range' if p.start else 'instant'} query {thaw(p.query)!r}"}[p.type]()
         tol = f"  tolerance {a.tolerance.kind}: {json.dumps(thaw(a.tolerance.raw))}" if a.tolerance else ""
         extra = (" [background]" if a.background else "") + (
             f" pauses {a.pauses.before or 0}/{a.pauses.after or 0}s" if a.pauses.before or a.pauses.after else "")
         fault = ""
         if isinstance(p, PythonProvider) and p.module == "injector.experiment.actions":
-            fault = "  <- FAULT: would apply " + ", ".join(f"{k}={v}" for k, v in thaw(p.arguments).items())
+            if p.func in FAULT_FUNCS:
+                fault = "  <- FAULT: would apply " + ", ".join(f"{k}={v}" for k, v in thaw(p.arguments).items())
+            else:
+                fault = "  <- stops the faults this run started"
         return f"{indent}{a.type} {a.name}: {p.type} {what}{extra}{tol}{fault}"
 
     if exp.hypothesis:
@@ -103,7 +115,7 @@ def describe_plan(exp, conf: dict, guard, warnings: list[str]) -> str:
     lines.append("rollbacks:")
     lines += [act(a) for a in exp.rollbacks] or ["  (none)"]
     if guard.enabled:
-        src = f"load {guard.load.url} at {guard.load.rate_per_s:g}/s" if guard.load else "no live load source"
+        src = f"load {thaw(guard.load.url)} at {guard.load.rate_per_s:g}/s" if guard.load else "no live load source"
         lines.append(f"halt guard: error rate > {guard.max_error_rate}, p{guard.latency_quantile * 100:g} > "
                      f"{guard.latency_max_ratio}x baseline, alpha {guard.alpha:g}, every {guard.interval_s:g}s "
                      f"({src}" + (f"; prometheus {guard.prometheus_query!r} > {guard.prometheus_max:g}" if

@@ -311,6 +311,18 @@ class _Run:
         stop_all_faults("stopped")
 
 
+def _resolve_guard(g: GuardSpec, conf: dict, secrets: dict) -> GuardSpec:
+    """``${name}`` in the extension's URLs and query, like everywhere else in the file."""
+    from .loader import substitute
+
+    if g.load is not None:
+        g = replace(g, load=replace(g.load, url=substitute(g.load.url, conf, secrets)))
+    if g.prometheus_url:
+        g = replace(g, prometheus_url=substitute(g.prometheus_url, conf, secrets),
+                    prometheus_query=substitute(g.prometheus_query, conf, secrets))
+    return g
+
+
 def _should_rollback(strategy: str, normal_end: bool, deviated: bool) -> bool:
     if not normal_end:
         return True      # our safety rule: halt, signals and errors always roll back
@@ -338,7 +350,7 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
     rb_strategy = opts.rollback_strategy or exp.rollback_strategy or "default"
     sources = list(opts.sample_sources)
     recorders = list(opts.recorders)
-    g = r.guard_spec
+    g = _resolve_guard(r.guard_spec, conf, secrets)
     if g.load is not None:
         from .load import HttpLoad
 

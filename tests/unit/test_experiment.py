@@ -519,3 +519,15 @@ def test_prometheus_guard_halts(tmp_path, fake_prometheus):
                                              prometheus_max=5.0, recovery_s=0))
     assert out.state == "halted" and undo.exists() and time.monotonic() - t < 5
     assert "prometheus breach: err = 12 > 5" in out.journal["chaos-inject"]["halt"]["breach"]
+
+
+@pytest.mark.parametrize("name", ["seed-experiment.json", "api-delay.yaml"])
+def test_examples_validate_and_dry_run(name, capsys):
+    from injector.cli import main
+
+    path = HERE_SEED.parent / name
+    exp = load_experiment(path)
+    assert check_environment(exp) is not None
+    assert main(["run", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "${" not in out.split("dry run:")[0].split("configuration (resolved):")[1] or name.endswith(".json")
