@@ -4,7 +4,9 @@ The sock_ops program is attached (as a BPF link) to a cgroup holding the client 
 connections of a recorded flow it switches the RTT callback on when they are established, and each RTT
 measurement the TCP stack makes becomes a sample: the measured RTT of that ACK (kernels >= 6.10 pass it;
 older ones give the smoothed RTT) with the smoothed RTT (µs) kept beside it (event field ``aux``).
-Works across hosts: only the local end needs to be in the cgroup.
+Works across hosts: only the local end needs to be in the cgroup. Only connections established while the
+recorder runs are sampled (the callback is switched on at establishment; an older connection has no hook
+that would let us switch it on).
 """
 
 from __future__ import annotations

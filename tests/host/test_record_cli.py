@@ -20,7 +20,7 @@ from injector.kernel import nfqueue
 from injector.kernel.netns import socket_in
 
 from .test_cli_lifecycle import cli, start, wait_active
-from .test_record_oneway import cgroup, clean_bpf, socket_in_cgroup  # noqa: F401 - fixtures
+from .test_record_oneway import cgroup, clean_bpf, our_links, socket_in_cgroup  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.skipif(nfqueue.nft_binary() is None, reason="nft missing (Debian package nftables)")
 MS = 1_000_000
@@ -120,3 +120,46 @@ def test_cli_record_refuses_bad_input_and_changes_nothing(pair, run_dir, tmp_pat
     assert result.returncode == 2 and "needs --record" in result.stderr
     assert not (tmp_path / "new").exists()
     assert not [t for t in nfqueue.list_tables(pair.client_ns) if t.startswith("chaos_inject_")]
+
+
+def test_cli_record_tcp_rtt_measures_an_egress_delay_one_way_cannot_see(pair, run_dir, tmp_path, cgroup, clean_bpf):
+    """The userspace engine's egress hold is before every tc hook (no one-way placement sees it: the summary
+    says so), but the client's own TCP stack measures it: RTT samples from sock_ops shift by the delay."""
+    from .test_record_rtt import echo_server, exchange
+
+    server_ip = str(pair.server.ipv4.ip)
+    server, server_thread = echo_server(pair.server_ns, server_ip, PORT)
+    client = socket_in_cgroup(cgroup, pair.client_ns, socket.AF_INET, socket.SOCK_STREAM)
+    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    stop = threading.Event()
+
+    def talk() -> None:
+        while not stop.is_set():
+            exchange(client, 1)
+    thread = threading.Thread(target=talk, daemon=True)
+    out_dir = tmp_path / "rec"
+    try:
+        proc = start(run_dir, "--inventory", inventory(tmp_path, pair), "--flow", "client->server/tcp",
+                     "--delay", "20ms", "--duration", "3s", "--baseline", "2s", "--recovery", "1s",
+                     "--record", str(out_dir), "--record-cgroup", str(cgroup.path))
+        # sock_ops switches RTT samples on when a connection is established: connect once it is attached
+        deadline = time.monotonic() + 20
+        while len(our_links()) < 3 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        client.connect((server_ip, PORT))
+        thread.start()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join()
+        client.close()
+        server.close()
+        server_thread.join(timeout=2)
+    print(out, err)
+    assert proc.returncode == 0, err
+    assert "OUTPUT hook" in out  # one-way cannot see this hold, and says so
+    meta = json.loads((out_dir / "meta.json").read_text())
+    (rtt,) = [s for s in meta["latency_shift"] if s["source"] == "rtt"]
+    assert 19.5 * MS <= rtt["shift_ns"] <= 23 * MS and rtt["fault_n"] >= 20, rtt
+    assert meta["lost_events"] == 0
