@@ -34,6 +34,7 @@ from .plan import Plan
 
 log = logging.getLogger(__name__)
 MAX_TICK_NS = 1_000_000_000
+STOP_POLL_NS = 100_000_000   # how often a run looks for a stop request from another process
 STOP_STATES = ("stopped", "halted")
 
 
@@ -283,12 +284,7 @@ class FaultSession:
             now = self._clock()
             if now >= self._deadline_ns:
                 return
-            if wait(min(tick_ns, self._deadline_ns - now) / 1e9):
-                return
-            requested = ledger.stop_requested()   # `chaos-inject stop RUN_ID` from another process
-            if requested:
-                self._stop_state = requested if requested in STOP_STATES else "stopped"
-                self._stop.set()
+            if self._wait_tick(wait, ledger, now + min(tick_ns, self._deadline_ns - now)):
                 return
             now = self._clock()
             with self._lock:
@@ -299,6 +295,21 @@ class FaultSession:
             if self._on_progress:
                 self._on_progress(Progress(plan.run_id, self.result.elapsed_ns, plan.duration_ns,
                                            self.result.counters))
+
+    def _wait_tick(self, wait: Callable[[float], bool], ledger, until_ns: int) -> bool:
+        """Wait until ``until_ns``; True if stopped meanwhile: stop() or `chaos-inject stop RUN_ID` from another
+        process (its request file is looked at every STOP_POLL_NS, so a stop takes effect within that)."""
+        while True:
+            left = until_ns - self._clock()
+            if left <= 0:
+                return False
+            if wait(min(left, STOP_POLL_NS) / 1e9):
+                return True
+            requested = ledger.stop_requested()
+            if requested:
+                self._stop_state = requested if requested in STOP_STATES else "stopped"
+                self._stop.set()
+                return True
 
     def _last_counters(self) -> None:
         # last word from the kernel before the objects go
