@@ -107,6 +107,9 @@ def _supervise(plan: Plan, engine_name: str, report_fd: int, log_path: str) -> N
     os.dup2(log_fd, 2)  # the caller's pipes are released: `chaos-inject ... --detach | cat` ends
     os.close(null)
     os.close(log_fd)
+    # Python-level streams too (a caller may have replaced sys.stderr, e.g. a test runner's capture)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         force=True)
     log = logging.getLogger("chaos-inject.supervisor")
@@ -182,13 +185,24 @@ def stop_runs(run_ids: list[str] | None, *, timeout_s: float = 15.0, state: str 
         for ledger in list(waiting):
             if not ledger.path.exists():
                 waiting.remove(ledger)
-                final = {s.get("run_id"): s for s in recent_finished(limit=1000)}.get(ledger.run_id, {})
-                outcomes.append(StopOutcome(ledger.run_id, "stopped", final.get("state")))
+                outcomes.append(StopOutcome(ledger.run_id, "stopped", _final_state(ledger.run_id)))
             elif not ledger.owner_alive:
                 waiting.remove(ledger)
                 outcomes.append(StopOutcome(ledger.run_id, "dead"))
     outcomes += [StopOutcome(ledger.run_id, "timeout") for ledger in waiting]
     return outcomes
+
+
+def _final_state(run_id: str, wait_s: float = 2.0) -> str | None:
+    """The owner records the final state just after it removed the ledger: give it a moment."""
+    from .kernel.ledger import recent_finished
+
+    end = time.monotonic() + wait_s
+    while True:
+        final = {s.get("run_id"): s for s in recent_finished(limit=1000)}.get(run_id)
+        if final or time.monotonic() >= end:
+            return (final or {}).get("state")
+        time.sleep(0.02)
 
 
 # -- command line ----------------------------------------------------------------------------------------------

@@ -187,3 +187,25 @@ def test_cpu_workers_end_when_their_parent_dies():
     while time.monotonic() < end and os.path.exists(f"/proc/{worker}"):
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{worker}"), "orphaned stress worker kept running"
+
+
+def test_library_kill_process_with_a_duration_restarts_at_the_earlier_end(victims, tmp_path):
+    from injector import kill_process
+
+    proc = victims(["sleep", "60"])
+    marker = tmp_path / "restarted"
+    with kill_process(pid=proc.pid, restart_command=["bash", "-c", f"echo x >> {marker}"], duration="300ms"):
+        assert proc.wait(timeout=2) == -15
+        time.sleep(0.8)
+        assert marker.read_text() == "x\n", "restarted at the duration, inside the block"
+    assert marker.read_text() == "x\n", "not restarted twice"
+
+
+def test_library_cpu_stress_runs_and_ends_with_the_block():
+    from injector import cpu_stress
+
+    with cpu_stress(workers=1, load=20, duration="10s") as stress:
+        assert stress.running and len(stress.pids) == 1
+        pid = stress.pids[0]
+    assert not stress.running and not os.path.exists(f"/proc/{pid}/status") or \
+        open(f"/proc/{pid}/status").read().find("State:\tZ") >= 0

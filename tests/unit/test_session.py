@@ -1,6 +1,7 @@
 """FaultSession without root: the fake engine records steps; the ledger lives in a temporary run dir."""
 
 import json
+import os
 import threading
 import time
 
@@ -265,3 +266,63 @@ def test_cli_dry_run_shows_the_blast_radius(tmp_path, capsys):
                                  if "targets ->" in line or line.startswith("  #")], "seeded: the same targets"
     assert main(args[:-5] + ["--percent", "0", "--dry-run"]) == 2
     assert "percent must be in (0, 100]" in capsys.readouterr().err
+
+
+def test_the_package_facade_exports_what_it_lists():
+    import injector
+
+    for name in injector.__all__:
+        assert getattr(injector, name) is not None
+    assert {"network_latency", "packet_loss", "partition", "kill_process", "cpu_stress", "start_fault",
+            "FaultSession"} <= set(injector.__all__)
+
+
+# -- detach, with the fake engine (the supervisor is a real double-forked process) -----------------------------
+def _fake_engines(monkeypatch, **kw):
+    import injector.engines.select as select
+
+    monkeypatch.setattr(select, "make_engine", lambda name: FakeEngine(**kw))
+
+
+def test_detach_returns_when_active_and_stop_ends_the_supervisor(monkeypatch, run_dir):
+    from injector.kernel.ledger import process_alive
+    from injector.supervisor import detach, stop_runs
+
+    _fake_engines(monkeypatch)
+    plan = make_plan(duration_ms=60_000)
+    detached = detach(plan, "fake", timeout_s=30)
+    assert detached.pid != os.getpid() and process_alive(detached.pid, None)
+    (ledger,) = Ledger.all()
+    assert ledger.pid == detached.pid and ledger.meta["kind"] == "detached"
+    assert ledger.read_status()["state"] == "running"
+    (outcome,) = stop_runs([plan.run_id], timeout_s=10)
+    assert outcome.outcome == "stopped" and outcome.state == "stopped"
+    end = time.monotonic() + 5
+    while process_alive(detached.pid, None) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not process_alive(detached.pid, None)
+    assert leftovers(run_dir) == []
+    assert "supervisor pid" in open(detached.log_path).read()
+
+
+def test_an_error_in_the_supervisor_comes_back_with_the_cli_exit_code(monkeypatch, run_dir):
+    from injector.errors import Unsupported
+    from injector.supervisor import DetachFailed, detach
+
+    _fake_engines(monkeypatch, fail_on_apply=Unsupported("no clsact on this interface"))
+    with pytest.raises(DetachFailed, match="no clsact") as err:
+        detach(make_plan(), "fake", timeout_s=30)
+    assert err.value.exit_code == 3
+    assert leftovers(run_dir) == []
+    assert recent_finished()[-1]["state"] == "failed"
+
+
+def test_stop_refuses_unknown_runs_and_reports_finished_ones(run_dir):
+    from injector.supervisor import stop_runs
+
+    with pytest.raises(InvalidSpec, match="no such run"):
+        stop_runs(["20990101-000000-beef"])
+    session = FaultSession(make_plan(duration_ms=60_000), FakeEngine()).start()
+    session.stop()
+    (outcome,) = stop_runs([session.run_id])
+    assert outcome.outcome == "already-gone" and outcome.state == "stopped"
