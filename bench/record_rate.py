@@ -32,7 +32,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 
 from injector.kernel.record_bpf import RecordConfig, RecordProgram  # noqa: E402
 

@@ -3,7 +3,6 @@ recorder's process killed with SIGKILL leaving nothing attached (BPF links die w
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -25,7 +25,7 @@ from injector.kernel.netns import socket_in, unique_name
 from injector.kernel.record_bpf import Cgroup, RecordConfig, RecordProgram, cgroup2_root
 from injector.plan import Interface
 from injector.record import OneWayRecorder, PacketFlow, Recording, placement_sees
-from injector.record.histogram import REL_ERROR, Histogram, exact_quantile
+from injector.record.histogram import REL_ERROR, exact_quantile
 
 MS = 1_000_000
 PORT = 9000

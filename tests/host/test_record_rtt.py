@@ -18,7 +18,6 @@ import time
 import numpy as np
 
 from injector.kernel.netns import socket_in
-from injector.plan import Interface  # noqa: F401 - documents the sibling API
 from injector.record import PacketFlow, RttRecorder
 from tests.host.test_record_oneway import cgroup, clean_bpf, socket_in_cgroup  # noqa: F401 - fixtures
 
