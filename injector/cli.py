@@ -9,7 +9,7 @@ import sys
 import time
 
 from . import __version__
-from .errors import ChaosInjectError, CleanupFailed, InvalidSpec, NotPermitted, Unsupported
+from .errors import ChaosInjectError, CleanupFailed, Interrupted, InvalidSpec, NotPermitted, Unsupported
 from .plan import DEFAULT_LEASE_NS, DIRECTIONS
 from .spec import (FaultSpec, Inventory, parse_duration_ns, parse_loss_burst, parse_loss_state,
                    parse_percent_ratio)
@@ -257,8 +257,13 @@ def cmd_inject(args: argparse.Namespace) -> int:
                 if reporter:
                     reporter(p)
             return run_plan(plan, make_engine(engine_name), on_progress=progress, extra_status={"recording": live})
-        result, recording, notes = record_run(plan, run, args.record, baseline_ns=baseline_ns,
-                                              recovery_ns=recovery_ns, cgroup=args.record_cgroup)
+        try:
+            result, recording, notes = record_run(plan, run, args.record, baseline_ns=baseline_ns,
+                                                  recovery_ns=recovery_ns, cgroup=args.record_cgroup)
+        except Interrupted:
+            print(f"chaos-inject: interrupted during the baseline; no fault was applied; {args.record} holds "
+                  "what was recorded", file=sys.stderr)
+            return 130
     else:
         result = run_plan(plan, make_engine(engine_name), on_progress=reporter)
     if reporter:

@@ -14,10 +14,12 @@ Where recorders attach, per rule (rule.match is in packet direction):
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Callable
 
+from ..errors import Interrupted
 from ..plan import Interface, Plan
 from .bpfrec import PacketFlow
 from .oneway import OneWayRecorder, placement_sees
@@ -99,8 +101,11 @@ def record_run(plan: Plan, run: Callable[[Callable[[dict], None]], object], run_
         into.update({"run_dir": str(rec.run_dir), "phase": rec.phases.current, "recorders": rec.live()})
 
     result = None
-    with rec:
-        sleep(baseline_ns / 1e9)
+    with rec:  # leaving it any way (also Ctrl-C) writes the directory and releases the recorders
+        try:
+            sleep(baseline_ns / 1e9)
+        except KeyboardInterrupt:
+            raise Interrupted(signal.SIGINT) from None  # before any fault: nothing was applied
         rec.mark("fault")
         try:
             result = run(update_live)
@@ -109,7 +114,11 @@ def record_run(plan: Plan, run: Callable[[Callable[[dict], None]], object], run_
             counters = getattr(result, "counters", None)
             if counters:
                 rec.set_counters(counters, plan.rules)
-        sleep(recovery_ns / 1e9)
+        if not str(getattr(result, "stop_reason", "")).startswith("SIG"):  # a signal ended the run: no wait
+            try:
+                sleep(recovery_ns / 1e9)
+            except KeyboardInterrupt:
+                pass  # the fault is already gone; keep what was recorded
     return result, rec, notes
 
 

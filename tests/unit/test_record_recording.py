@@ -127,3 +127,28 @@ def test_latency_shift_needs_both_phases_and_engine_counters_rename():
     s = latency_shift("f", "oneway", [1.0, 2.0, 3.0], [11.0, 12.0, 13.0])
     assert s.shift_ns == 10.0 and s.ci_low_ns is None and "too few samples" in s.describe()
     assert engine_counters({1: {"dropped_packets": 3, "weird": -1}})["1"]["dropped"] == 3
+
+
+def test_record_run_phases_and_ctrl_c_in_the_baseline(tmp_path, monkeypatch):
+    import injector.record.runrecord as rr
+    from injector.errors import Interrupted
+
+    monkeypatch.setattr(rr, "recorders_for_plan", lambda plan, cgroup=None: ([FakeRecorder()], ["a note"]))
+    plan = _plan("egress")
+    slept = []
+
+    class Result:
+        counters = {0: {"matched_packets": 7}}
+        stop_reason = "completed"
+
+    result, rec, notes = rr.record_run(plan, lambda update: Result(), tmp_path / "ok", baseline_ns=2 * 10**9,
+                                       recovery_ns=10**9, sleep=slept.append)
+    assert slept == [2.0, 1.0] and notes == ["a note"] and rec.counters["0"]["matched"] == 7
+    assert set(load_run(tmp_path / "ok").meta["phases"]) == {"baseline", "fault", "recovery"}
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+    with pytest.raises(Interrupted):
+        rr.record_run(plan, lambda update: pytest.fail("no fault after Ctrl-C"), tmp_path / "int",
+                      baseline_ns=10**9, recovery_ns=0, sleep=interrupted)
+    assert json.loads((tmp_path / "int" / "meta.json").read_text())["phases"].keys() == {"baseline"}
