@@ -281,6 +281,23 @@ def cmd_schedule(args) -> int:
         job_args.dry_run = True  # the plan each run will make (flows, interfaces, fault), shown once; no change
         with contextlib.redirect_stdout(sys.stderr):
             cmd_inject(job_args)
+    else:  # run EXPERIMENT: its own dry run validates the file (nothing runs)
+        import contextlib
+
+        from .cli import build_parser
+        from .experiment.cli import cmd_run
+
+        try:
+            job_args = build_parser().parse_args(job)
+        except SystemExit as exc:
+            raise InvalidSpec("the job's arguments are invalid (see the message above)", text=" ".join(job),
+                              field="schedule") from exc
+        job_args.dry_run = True
+        with contextlib.redirect_stdout(sys.stderr):
+            code = cmd_run(job_args)
+        if code != 0:
+            raise InvalidSpec("the experiment did not pass its dry run (see above)", text=" ".join(job),
+                              field="schedule")
 
     current: dict[str, subprocess.Popen | None] = {"proc": None}
     got: dict[str, int] = {}

@@ -236,3 +236,21 @@ def test_schedule_sigint_stops_the_running_job_and_rolls_back(pair, run_dir):
     assert proc.returncode == 130, err
     clean(pair, run_dir)
     assert delivered(pair) == 300
+
+
+def test_schedule_runs_an_experiment_file(run_dir, tmp_path):
+    experiment = tmp_path / "tick.json"
+    experiment.write_text(json.dumps({
+        "title": "tick", "description": "a process action only",
+        "method": [{"type": "action", "name": "mark", "provider": {"type": "process", "path": "sh",
+                                                                 "arguments": f"-c 'echo x >> {tmp_path}/ticks'"}}]}))
+    result = subprocess.run([*CLI, "schedule", "@every 1s", "--count", "2", "--", "run", str(experiment), "-q"],
+                            capture_output=True, text=True, env=env(run_dir), timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "ticks").read_text() == "x\nx\n"
+    assert "dry run: nothing was run" in result.stderr  # the file was checked before the first tick
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"title": "x", "method": [{"type": "action"}]}')
+    refused = subprocess.run([*CLI, "schedule", "@every 1s", "--", "run", str(bad)], capture_output=True, text=True,
+                             env=env(run_dir), timeout=60, cwd=tmp_path)
+    assert refused.returncode == 2 and "method[0].name: required" in refused.stderr
