@@ -139,3 +139,53 @@ def test_a_recorder_following_a_phases_object_splits_its_histograms(pair, clean_
     assert rec.histogram(0, "baseline").total == 300 and rec.histogram(0, "fault").total == 200
     summary = rec.write(tmp_path, phases)
     assert summary["histogram_rows"] > 0 and summary["samples"] == 500
+
+
+def test_tcp_one_way_and_histogram_only_mode(pair, clean_bpf, tmp_path):
+    """TCP segments are keyed by sequence (veth hands both ends the same GSO packets); events=False keeps
+    only the in-kernel histograms (for rates where raw events would be too many)."""
+    import socket
+
+    from injector.kernel.netns import socket_in
+    from injector.record import Phases
+
+    from .test_record_rtt import echo_server
+
+    server_ip = str(pair.server.ipv4.ip)
+    server, thread = echo_server(pair.server_ns, server_ip, 9200)
+    flow = PacketFlow("c->s tcp", str(pair.client.ipv4.ip), server_ip, dport=9200, protocol="tcp")
+    receiver = Interface(pair.server.ifname, pair.server_ns)
+    raw = OneWayRecorder([flow], sender=pair.client_iface, receiver=receiver)
+    hist_only = OneWayRecorder([flow], sender=pair.client_iface, receiver=receiver, events=False)
+    phases = Phases()
+    hist_only.follow(phases)
+    try:
+        with raw, hist_only:
+            phases.mark("baseline")
+            client = socket_in(pair.client_ns, socket.AF_INET, socket.SOCK_STREAM)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.connect((server_ip, 9200))
+            for _ in range(300):
+                client.sendall(b"y" * 200)
+                got = 0
+                while got < 200:
+                    got += len(client.recv(4096))
+            client.sendall(b"z" * 300_000)  # bulk: GSO packets
+            got = 0
+            while got < 300_000:
+                got += len(client.recv(1 << 16))
+            client.close()
+            time.sleep(0.1)
+    finally:
+        server.close()
+        thread.join(timeout=2)
+    phases.close()
+    c = raw.counters()[0]
+    lat = raw.events_array()["latency_ns"]
+    assert c["stamped"] >= 300 and c["matched"] >= 0.99 * c["stamped"] and c["lost"] == 0
+    assert 0 < np.median(lat) < 200_000
+    h = hist_only.counters()[0]
+    assert len(hist_only.events_array()) == 0 and h["events"] == 0 and h["matched"] == c["matched"]
+    assert hist_only.histogram(0, "baseline").total == c["matched"]
+    summary = hist_only.write(tmp_path, phases)
+    assert summary["samples"] == 0 and summary["histogram_rows"] > 0
