@@ -1,7 +1,9 @@
 """A small HTTP load generator: a live sample source for the halt guard and a request recorder for the run.
 
-It sends GET requests to one URL at a fixed rate from one thread (a request that is late does not queue up
-others: the schedule skips ahead), records CLOCK_MONOTONIC send time, latency, success and status, and
+It sends GET requests to one URL at a fixed rate (open loop: ``workers`` threads, each with its own
+keep-alive connection, take the next slot of one schedule, so slow answers do not lower the rate until every
+worker is busy; then missed slots are skipped, not bunched), records CLOCK_MONOTONIC send time, latency,
+success and status, and
 exposes them twice: ``read_new()`` (what arrived since the last call: the halt guard's feed) and the
 ``injector.record.Recorder`` protocol (``source = "request"``; ``write`` puts them in the run directory).
 A request counts as failed on a connection error, a timeout (latency = the time waited) or a status >= 500.
@@ -52,7 +54,7 @@ class HttpLoad:
     source = "request"
 
     def __init__(self, url: str, rate_per_s: float = 50.0, *, timeout_s: float = 1.0, netns: str | None = None,
-                 flow: str | None = None):
+                 flow: str | None = None, workers: int = 8):
         u = urllib.parse.urlsplit(url)
         if u.scheme != "http" or not u.hostname:
             raise ValueError(f"load URL must be http://HOST[:PORT]/PATH, got {url!r}")
@@ -69,19 +71,24 @@ class HttpLoad:
         self._read = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self.workers = max(1, int(workers))
+        self._next_ns = 0
 
     # -- Recorder protocol -------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is not None:
+        if self._threads:
             return
-        self._thread = threading.Thread(target=self._loop, name="chaos-inject-load", daemon=True)
-        self._thread.start()
+        self._next_ns = time.monotonic_ns()
+        for i in range(self.workers):
+            th = threading.Thread(target=self._loop, name=f"chaos-inject-load-{i}", daemon=True)
+            th.start()
+            self._threads.append(th)
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self.timeout_s + 2)
+        for th in self._threads:
+            th.join(self.timeout_s + 2)
 
     def write(self, run_dir: Path, phases) -> dict:
         from ..record.store import write_samples
@@ -130,20 +137,27 @@ class HttpLoad:
                 conn.close()
             return None, 0, False
 
+    def _slot(self) -> int:
+        """The next send time of the shared schedule; slots already missed are skipped."""
+        period = int(1e9 / self.rate)
+        with self._lock:
+            now = time.monotonic_ns()
+            if self._next_ns < now - period:
+                self._next_ns = now
+            t = self._next_ns
+            self._next_ns += period
+        return t
+
     def _loop(self) -> None:
-        period = 1e9 / self.rate
         conn = None
-        nxt = time.monotonic_ns()
         while not self._stop.is_set():
+            wait_ns = self._slot() - time.monotonic_ns()
+            if wait_ns > 0 and self._stop.wait(wait_ns / 1e9):
+                break
             t0 = time.monotonic_ns()
             conn, status, ok = self._one(conn)
             lat = time.monotonic_ns() - t0
             with self._lock:
                 self._rows.append((t0, lat, ok, status))
-            nxt += period
-            now = time.monotonic_ns()
-            if nxt < now:          # late: skip the missed slots rather than bursting
-                nxt = now
-            self._stop.wait((nxt - now) / 1e9)
         if conn is not None:
             conn.close()

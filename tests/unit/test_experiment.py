@@ -531,3 +531,57 @@ def test_examples_validate_and_dry_run(name, capsys):
     assert main(["run", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "${" not in out.split("dry run:")[0].split("configuration (resolved):")[1] or name.endswith(".json")
+
+
+def test_load_generator_holds_its_rate_with_slow_answers_and_records(tmp_path):
+    import http.server
+
+    from injector.experiment.load import HttpLoad
+    from injector.record import Phases
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            time.sleep(0.05)                       # 50 ms answers: one sequential client would do 20/s
+            status = 500 if self.path == "/err" else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        load = HttpLoad(f"http://127.0.0.1:{srv.server_address[1]}/ok", 100, workers=8)
+        phases = Phases()
+        phases.mark("baseline")
+        load.start()
+        time.sleep(1.0)
+        first = load.read_new()
+        phases.mark("fault")
+        time.sleep(1.0)
+        load.stop()
+        phases.close()
+        second = load.read_new()
+        assert 70 <= first["t_ns"].size <= 110 and 70 <= second["t_ns"].size <= 110
+        assert first["ok"].all() and np.median(first["latency_ns"]) >= 50e6
+        summary = load.write(tmp_path, phases)
+        assert summary["samples"] == summary["requests"] > 140 and summary["errors"] == 0
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    df = __import__("pandas").read_parquet(tmp_path / "samples" / "request-load.parquet")
+    assert set(df["phase"].astype(str)) == {"baseline", "fault"} and (df["status"] == 200).all()
+
+
+def test_parse_vars_reads_json_values():
+    from injector.experiment import parse_vars
+
+    assert parse_vars(["a=1", "b=x", "c=[1, 2]", "d=a=b"]) == {"a": 1, "b": "x", "c": [1, 2], "d": "a=b"}
+    with pytest.raises(ExperimentInvalid, match="expected key=value"):
+        parse_vars(["novalue"])
