@@ -148,6 +148,10 @@ def cmd_run(args) -> int:
                       variables=variables, guard=guard, progress=progress)
     outcome = run_experiment(exp, opts)
     j = outcome.journal
+    from .report import _surprises
+
+    for item in _surprises(j):   # e.g. a process action that exited non-zero still "succeeded" (chaoslib)
+        print(f"surprising: {item}", file=sys.stderr)
     print(f"experiment {j['chaos-inject']['run_id']}: {outcome.state} (status {j['status']}, deviated "
           f"{str(j['deviated']).lower()}); {j['chaos-inject'].get('reason') or 'ran to the end'}; "
           f"report {outcome.run_dir}/report.md")

@@ -61,6 +61,8 @@ class H(http.server.BaseHTTPRequestHandler):
         return self.reply(status, '{"ok": true}', "application/json")
 
 http.server.ThreadingHTTPServer.daemon_threads = True
+# port 80 too: the seed's URL is http://api.production.svc/health
+threading.Thread(target=http.server.ThreadingHTTPServer((host, 80), H).serve_forever, daemon=True).start()
 http.server.ThreadingHTTPServer((host, 8080), H).serve_forever()
 '''
 
@@ -163,11 +165,21 @@ def lab(tmp_path_factory):
     topo = Topology()
     procs: list[subprocess.Popen] = []
     made: list[str] = []
+    made_etc: Path | None = None
     try:
         client = topo.add_namespace(unique_name("ci-e-cli"))
         server = topo.add_namespace(unique_name("ci-e-srv"))
         made = [client, server]
         a, b = topo.connect(client, server, "10.207.0.0/29", "fd00:207::/64")
+        # the seed names eth0 and two hosts: our client end is eth0, and `ip netns exec` mounts
+        # /etc/netns/<ns>/hosts over /etc/hosts, which resolves the seed's names to our server
+        for cmd in (["link", "set", "dev", a.ifname, "down"], ["link", "set", "dev", a.ifname, "name", "eth0"],
+                    ["link", "set", "dev", "eth0", "up"]):
+            subprocess.run(["ip", "-n", client, *cmd], check=True)
+        etc = Path("/etc/netns") / client
+        etc.mkdir(parents=True)
+        made_etc = etc
+        (etc / "hosts").write_text(f"127.0.0.1 localhost\n{b.ipv4.ip} api.production.svc prometheus\n")
         lab = Lab(client, server, str(a.ipv4.ip), str(b.ipv4.ip), tmp / "mode", tmp / "run-root", tmp)
         lab.set_mode("ok")
         (tmp / "service.py").write_text(SERVICE)
@@ -199,6 +211,10 @@ def lab(tmp_path_factory):
                 p.kill()
                 p.wait()
         topo.close()
+        if made_etc is not None:
+            shutil.rmtree(made_etc)
+            if not any(made_etc.parent.iterdir()):
+                made_etc.parent.rmdir()
     assert not set(made) & set(existing_namespaces()), "namespaces left behind"
 
 
@@ -221,6 +237,29 @@ def seed_like(lab: Lab, *, delay: str = "30ms", method_extra: list | None = None
     exp["extensions"] = [{"name": "chaos-inject", "load": {"url": f"{lab.api}/api", "rate": 100},
                           "recovery": "1s", "halt": halt or {"latency_max_ratio": None, "baseline": "0s"}}]
     return exp
+
+
+def test_published_seed_runs_as_written(lab):
+    """The seed file unchanged: its hosts resolve to our lab, its tc netem fails on this kernel (no netem),
+    which Chaos Toolkit's semantics count as a succeeded action with a warning; we report it as surprising."""
+    lab.set_mode("ok")
+    before_qdisc = subprocess.run(["tc", "-n", lab.client_ns, "qdisc", "show", "dev", "eth0"], capture_output=True,
+                                  text=True, check=True).stdout
+    seed = json.loads((REPO / "injector/experiment/examples/seed-experiment.json").read_text())
+    code, j, log = lab.run(seed, name="seed")
+    assert code == 0, log
+    assert j["status"] == "completed" and not j["deviated"]
+    before = j["steady_states"]["before"]["probes"]
+    assert before[0]["output"]["status"] == 200 and before[1]["tolerance_met"] and 0 <= before[1]["output"] <= 1
+    tc = j["run"][0]["output"]
+    assert j["run"][0]["status"] == "succeeded" and tc["status"] != 0 and "unknown" in tc["stderr"].lower()
+    report = (lab.tmp / "seed-run" / "report.md").read_text()
+    surprising = report.split("## What was surprising")[1].split("##")[0]
+    assert "add-network-delay-to-database' exited with status" in surprising
+    assert "target = 0.5 is not a key name" in surprising
+    assert subprocess.run(["tc", "-n", lab.client_ns, "qdisc", "show", "dev", "eth0"], capture_output=True,
+                          text=True, check=True).stdout == before_qdisc
+    assert not lab.leftovers()
 
 
 def test_seed_structure_held(lab):
