@@ -159,9 +159,12 @@ def decode_records(recs: np.ndarray) -> tuple[np.ndarray, int]:
     Returns (events as EVENT_DTYPE, number of records consumed). All records must be cr_event-sized (ours are).
     """
     lens = recs["len"]
+    odd = lens != EVENT_SIZE  # one pass: a committed record of ours has exactly this length word
+    if not odd.any():
+        return recs.copy(), len(recs)  # one copy out of the ring, before its space is handed back
     busy = np.flatnonzero(lens & RB_BUSY)
     used = int(busy[0]) if busy.size else len(recs)
-    out = recs[:used].copy()  # one copy, out of the ring, before its space is handed back
+    out = recs[:used].copy()
     sizes = out["len"] & ~np.uint32(RB_BUSY | RB_DISCARD)
     if used and (sizes.min() != EVENT_SIZE or sizes.max() != EVENT_SIZE):
         bad = int(sizes[sizes != EVENT_SIZE][0])
