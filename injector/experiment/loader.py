@@ -159,7 +159,7 @@ def check_environment(exp: Experiment) -> list[str]:
     acts += [a.tolerance.probe for a in acts if a.tolerance and a.tolerance.probe is not None]
     for a in acts:
         p = a.provider
-        path = f"{a.path}.provider" if not a.path.endswith("tolerance") else f"{a.path}.provider"
+        path = f"{a.path}.provider"
         if isinstance(p, PythonProvider):
             if p.module == CHAOSPROMETHEUS_MODULE:
                 from . import prometheus
@@ -178,14 +178,12 @@ def check_environment(exp: Experiment) -> list[str]:
                 errors.append((f"{path}.func", f"module {p.module!r} has no function {p.func!r}"))
                 continue
             args = dict(thaw(p.arguments))
-            if a.tolerance is None and a.path.endswith("tolerance"):
-                args.setdefault("value", None)
             try:
                 sig = inspect.signature(func)
                 for injected in ("configuration", "secrets"):
                     if injected in sig.parameters:
                         args.setdefault(injected, None)
-                if a.path.endswith(".tolerance"):
+                if a.path.endswith(".tolerance"):   # a tolerance probe gets the output as `value`
                     args.setdefault("value", None)
                 sig.bind(**args)
             except TypeError as exc:

@@ -11,7 +11,6 @@ Two forms reach it from an experiment:
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 import urllib.error
@@ -129,10 +128,6 @@ def query_value(payload: dict) -> Any:
         series = {_label(r["metric"]): [_num(v) for _, v in r["values"]] for r in result}
         return next(iter(series.values())) if len(series) == 1 else series
     raise PrometheusError(f"unexpected Prometheus result type {kind!r}")
-
-
-def finite(v: Any) -> bool:
-    return isinstance(v, float) and math.isfinite(v)
 
 
 # -- chaostoolkit-prometheus's probes, same names and arguments ------------------------------------------

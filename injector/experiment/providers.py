@@ -12,7 +12,6 @@ import importlib
 import inspect
 import json
 import logging
-import math
 import re
 import subprocess
 import urllib.error
@@ -309,6 +308,3 @@ def _statistical(act: Activity, t: dict, value: Any, ctx: RunContext) -> tuple[b
         return t.get("inconclusive", "fail") == "pass", why
     return True, why
 
-
-def finite_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

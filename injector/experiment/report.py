@@ -13,7 +13,6 @@ import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from .spec import GuardSpec
 

@@ -22,7 +22,6 @@ import os
 import platform
 import secrets as _secrets
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -476,9 +475,9 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
             if r.method_started:
                 r.say(f"rollbacks skipped (strategy {rb_strategy})")
         r.phases.mark("recovery")
-        if started_recorders and r.method_started and guard_recovery(g) > 0:
-            r.say(f"recording recovery for {guard_recovery(g):g}s")
-            time.sleep(guard_recovery(g))
+        if started_recorders and r.method_started and g.recovery_s > 0:
+            r.say(f"recording recovery for {g.recovery_s:g}s")
+            time.sleep(g.recovery_s)
     finally:
         guard.stop()
         for rec in started_recorders:
@@ -544,10 +543,6 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
 
 class _Abort(Exception):
     pass
-
-
-def guard_recovery(g: GuardSpec) -> float:
-    return g.recovery_s
 
 
 def _guarded(r: _Run, fn: Callable, ctx: RunContext) -> None:
