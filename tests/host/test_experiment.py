@@ -294,6 +294,30 @@ def test_seed_structure_held(lab):
     assert not lab.leftovers()
 
 
+def test_seed_pattern_with_process_providers_and_detach(lab):
+    """The seed's shape as written (a process action that applies the fault and returns, a process rollback
+    that removes it), with chaos-inject --detach / stop instead of tc netem."""
+    lab.set_mode("ok")
+    cli = str(VENV_BIN / "chaos-inject")
+    exp = seed_like(lab)
+    flow = f"{lab.client_ip}->{lab.server_ip}:8080/tcp"
+    exp["method"] = [{"type": "action", "name": "add-network-delay", "provider": {
+        "type": "process", "path": cli,
+        "arguments": f"--flow '{flow}' --delay 30ms --duration 60s --netns {lab.client_ns} --detach"}}]
+    exp["rollbacks"] = [{"type": "action", "name": "remove-network-delay", "provider": {
+        "type": "process", "path": cli, "arguments": ["stop", "--all"]}}]
+    code, j, log = lab.run(exp, name="detach")
+    assert code == 0, log
+    applied, removed = j["run"][0]["output"], j["rollbacks"][0]["output"]
+    assert applied["status"] == 0, applied
+    assert removed["status"] == 0, removed
+    history = [json.loads(p.read_text()) for p in lab.run_root.glob("history/*.json")]
+    detached = [h for h in history if h.get("kind") == "detached"]
+    assert detached and detached[-1]["state"] == "stopped", history
+    assert sum(c.get("matched_packets", 0) for c in detached[-1]["counters"].values()) > 0, detached[-1]
+    assert not lab.leftovers()
+
+
 def test_seed_structure_deviated(lab):
     lab.set_mode("ok")
     make_unhealthy = {"type": "action", "name": "db-timeouts-show-as-503", "provider": {
