@@ -97,7 +97,7 @@ class BpfRecorder:
     placement = ""
 
     def __init__(self, flows: list[PacketFlow], *, events: bool = True, ring_pages: int = 1024,
-                 max_stamps: int = 65536):
+                 max_stamps: int = 65536, max_events: int = 10_000_000):
         if not flows:
             raise ValueError("nothing to record: no flows")
         from ..kernel.record_bpf import MAX_FILTERS
@@ -110,6 +110,9 @@ class BpfRecorder:
         self._max_stamps = max_stamps
         self._program = None
         self._chunks: list[np.ndarray] = []
+        self._kept = 0
+        self.max_events = max_events      # raw events kept in memory (32 bytes each); beyond: histograms only
+        self.reader_dropped = 0           # events read but not kept (max_events reached): reported, not hidden
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -187,8 +190,15 @@ class BpfRecorder:
     def _collect(self, program) -> None:
         with self._lock:
             batch = program.ring.read() if program.ring is not None else None
-            if batch is not None and len(batch):
+            if batch is None or not len(batch):
+                return
+            room = self.max_events - self._kept
+            if len(batch) > room:
+                self.reader_dropped += len(batch) - max(room, 0)
+                batch = batch[:max(room, 0)]
+            if len(batch):
                 self._chunks.append(batch)
+                self._kept += len(batch)
 
     def events_array(self) -> np.ndarray:
         """Every raw event so far (t_ns, latency_ns, rule, aux), in arrival order."""
@@ -208,6 +218,7 @@ class BpfRecorder:
         return dict(self._final_counters)
 
     def lost(self) -> int:
+        """Events the ring could not take (kernel counter)."""
         return sum(c.get("lost", 0) for c in self.counters().values())
 
     def histograms(self) -> np.ndarray:
@@ -223,9 +234,10 @@ class BpfRecorder:
 
     def live(self) -> dict:
         """Figures for `status` while running: samples and lost so far, median of the latest samples."""
-        ev = self.events_array()
-        recent = ev["latency_ns"][-1000:]
-        return {"source": self.source, "samples": int(len(ev)), "lost": self.lost(),
+        with self._lock:  # the last chunk only: cheap at any run length
+            recent = self._chunks[-1]["latency_ns"][-1000:] if self._chunks else np.empty(0)
+            kept = self._kept
+        return {"source": self.source, "samples": int(kept), "lost": self.lost() + self.reader_dropped,
                 "recent_p50_ms": float(np.median(recent)) / 1e6 if len(recent) else None}
 
     # -- writing --------------------------------------------------------------------------------------------
@@ -251,7 +263,8 @@ class BpfRecorder:
                     entry[f"{phase}_hist"] = {"count": h.total, "p50_ns": float(p50), "p99_ns": float(p99)}
             per_flow.append(entry)
         out = {"source": self.source, "placement": self.placement, "part": part, "samples": n,
-               "events": int(len(ev)), "lost": self.lost(), "histogram_rows": hist_rows, "flows": per_flow}
+               "events": int(len(ev)), "lost": self.lost() + self.reader_dropped, "ring_lost": self.lost(),
+               "reader_dropped": self.reader_dropped, "histogram_rows": hist_rows, "flows": per_flow}
         if not self._phase_driven:
             out["histograms"] = "not written: phases were never set (Recording does it; else call follow(phases))"
         return out

@@ -51,20 +51,22 @@ class OneWayRecorder(BpfRecorder):
     ...     send_traffic()
     >>> rec.events_array()["latency_ns"]          # doctest: +SKIP
 
-    ``events=False`` records histograms only (for packet rates where raw events would be too many).
+    ``events=False`` records histograms only (for packet rates where raw events would be too many); at most
+    ``max_events`` raw events (32 bytes each) are kept in memory, the rest only in the histograms (counted as
+    ``reader_dropped``).
     """
 
     source = "oneway"
 
     def __init__(self, flows: list[PacketFlow], *, sender: Interface, receiver: Interface | None = None,
                  cgroup: str | os.PathLike[str] | None = None, events: bool = True, ring_pages: int = 1024,
-                 max_stamps: int = 65536, tc_mode: str = "auto"):
+                 max_stamps: int = 65536, tc_mode: str = "auto", max_events: int = 10_000_000):
         if (receiver is None) == (cgroup is None):
             raise ValueError("give the receiving end as exactly one of receiver= (an interface: tc placement) "
                              "or cgroup= (socket placement)")
         if cgroup is not None and not Path(cgroup, "cgroup.procs").exists():
             raise ValueError(f"{cgroup} is not a cgroup v2 directory")
-        super().__init__(flows, events=events, ring_pages=ring_pages, max_stamps=max_stamps)
+        super().__init__(flows, events=events, ring_pages=ring_pages, max_stamps=max_stamps, max_events=max_events)
         self.sender = sender
         self.receiver = receiver
         self.cgroup = None if cgroup is None else Path(cgroup)

@@ -189,3 +189,23 @@ def test_tcp_one_way_and_histogram_only_mode(pair, clean_bpf, tmp_path):
     assert hist_only.histogram(0, "baseline").total == c["matched"]
     summary = hist_only.write(tmp_path, phases)
     assert summary["samples"] == 0 and summary["histogram_rows"] > 0
+
+
+def test_raw_events_beyond_max_events_are_counted_not_kept():
+    from injector.record.bpfrec import BpfRecorder
+
+    class Bench(BpfRecorder):
+        source = "oneway"
+        placement = "bench"
+
+        def _attach(self, program):
+            pass  # driven by BPF_PROG_TEST_RUN below
+
+    rec = Bench([PacketFlow("x", "10.0.0.1", None)], max_events=1000)
+    with rec:
+        rec._program.test_run("cr_bench_event", 5000)
+        while rec._program.ring.pending_bytes():
+            time.sleep(0.01)
+        assert rec.live()["samples"] == 1000 and rec.live()["lost"] == 4000
+    assert len(rec.events_array()) == 1000 and rec.reader_dropped == 4000 and rec.lost() == 0
+    assert rec.counters()[0]["events"] == 5000
