@@ -331,13 +331,14 @@ def _should_rollback(strategy: str, normal_end: bool, deviated: bool) -> bool:
 def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcome:
     """Run ``exp``; every fault it started is stopped and its rollbacks ran (per the rules above) on return."""
     opts = opts or RunOptions()
+    # everything that can reject the experiment comes first: an invalid one leaves no trace
+    warnings = check_environment(exp)
+    conf = resolve_configuration(exp, opts.variables, opts.env)
+    secrets = resolve_secrets(exp, opts.env)
     r = _Run(exp, opts)
     if opts.run_dir:
         Path(opts.run_dir).mkdir(parents=True, exist_ok=True)
     r.set_state("pending")
-    warnings = check_environment(exp)
-    conf = resolve_configuration(exp, opts.variables, opts.env)
-    secrets = resolve_secrets(exp, opts.env)
     for note in (*exp.notes, *[w for w in warnings if w not in exp.notes]):
         r.say(f"note: {note}")
     baselines: dict[str, Any] = {}
@@ -451,6 +452,11 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
             normal_end = False
             journal["status"] = "interrupted"
             r.reason = f"stopped by {signal.Signals(exc.signum).name}"
+        except KeyboardInterrupt:      # no handlers of ours (handle_signals=False): Python's own SIGINT
+            normal_end = False
+            stop_signal.append(signal.SIGINT)
+            journal["status"] = "interrupted"
+            r.reason = "stopped by SIGINT"
         except Exception as exc:  # noqa: BLE001 - roll back, then report
             normal_end = False
             journal["status"] = "aborted"

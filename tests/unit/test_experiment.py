@@ -585,3 +585,22 @@ def test_parse_vars_reads_json_values():
     assert parse_vars(["a=1", "b=x", "c=[1, 2]", "d=a=b"]) == {"a": 1, "b": "x", "c": [1, 2], "d": "a=b"}
     with pytest.raises(ExperimentInvalid, match="expected key=value"):
         parse_vars(["novalue"])
+
+
+def test_keyboard_interrupt_without_our_handlers_still_rolls_back(tmp_path):
+    import _thread
+
+    undo = tmp_path / "undone"
+    exp = experiment(None, [dict(py(1, kind="action"), pauses={"after": 30})], [sh(f"touch {undo}")])
+    threading.Timer(0.5, _thread.interrupt_main).start()   # KeyboardInterrupt in the main thread
+    out = run(exp, tmp_path, handle_signals=False)
+    assert (out.state, out.exit_code) == ("stopped", 130) and undo.exists()
+
+
+def test_invalid_environment_leaves_no_status_file(tmp_path):
+    exp = experiment(None, [{"type": "action", "name": "a", "provider": {"type": "python", "module": "no_mod_x",
+                                                                          "func": "f"}}])
+    with pytest.raises(ExperimentInvalid):
+        run(exp, tmp_path)
+    root = Path(os.environ["CHAOS_INJECT_RUN_DIR"])
+    assert not root.exists() and not (tmp_path / "out").exists()
