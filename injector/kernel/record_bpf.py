@@ -221,6 +221,10 @@ class RecordProgram:
                 raise Unsupported(f"the recording program {name} did not load: {exc}") from exc
         return self._fds[name]
 
+    def prog_ids(self) -> list[int]:
+        """Kernel ids of the programs loaded so far (what `bpftool prog show` lists)."""
+        return [prog_id_of_fd(fd) for fd in self._fds.values()]
+
     # -- configuration --------------------------------------------------------------------------------------
     def set_filters(self, filters: list[Filter]) -> None:
         if len(filters) > MAX_FILTERS:
@@ -335,6 +339,14 @@ class RecordProgram:
         bpf, self._bpf = getattr(self, "_bpf", None), None
         if bpf is not None:
             bpf.cleanup()
+
+
+def prog_id_of_fd(fd: int) -> int:
+    with open(f"/proc/self/fdinfo/{fd}") as info:
+        for line in info:
+            if line.startswith("prog_id:"):
+                return int(line.split()[1])
+    raise ValueError(f"fd {fd} is not a BPF program")
 
 
 def socket_if_nametoindex(ifname: str) -> int:

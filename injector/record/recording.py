@@ -131,6 +131,10 @@ class Recording:
             self._stop_all()
             raise
         self.mark("baseline")
+        # provisional: says the recorders are attached and when the baseline began; finish() rewrites it
+        self.meta["state"] = "recording"
+        self.meta["phases"] = self.phases.windows()
+        (self.run_dir / "meta.json").write_text(json.dumps(_jsonable(self.meta), indent=1))
 
     def mark(self, phase: str) -> int:
         t = self.phases.mark(phase)
@@ -174,6 +178,7 @@ class Recording:
                 errors.append(exc)
         self._ensure_samples()
         self.shifts = self._shifts()
+        self.meta["state"] = "complete"
         self.meta["phases"] = self.phases.windows()
         self.meta["recorders"] = self.summaries
         self.meta["latency_shift"] = [asdict(s) for s in self.shifts]

@@ -20,7 +20,7 @@ from injector.kernel import nfqueue
 from injector.kernel.netns import socket_in
 
 from .test_cli_lifecycle import cli, start, wait_active
-from .test_record_oneway import cgroup, clean_bpf, our_links, socket_in_cgroup  # noqa: F401 - fixtures
+from .test_record_oneway import cgroup, socket_in_cgroup  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.skipif(nfqueue.nft_binary() is None, reason="nft missing (Debian package nftables)")
 MS = 1_000_000
@@ -44,7 +44,7 @@ interface = "{pair.server.ifname}"
     return str(path)
 
 
-def test_cli_record_measures_the_delay_and_writes_the_run_directory(pair, run_dir, tmp_path, cgroup, clean_bpf):
+def test_cli_record_measures_the_delay_and_writes_the_run_directory(pair, run_dir, tmp_path, cgroup):
     client_ip, server_ip = str(pair.client.ipv4.ip), str(pair.server.ipv4.ip)
     rx = socket_in_cgroup(cgroup, pair.client_ns, socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind((client_ip, PORT + 500))
@@ -122,7 +122,7 @@ def test_cli_record_refuses_bad_input_and_changes_nothing(pair, run_dir, tmp_pat
     assert not [t for t in nfqueue.list_tables(pair.client_ns) if t.startswith("chaos_inject_")]
 
 
-def test_cli_record_tcp_rtt_measures_an_egress_delay_one_way_cannot_see(pair, run_dir, tmp_path, cgroup, clean_bpf):
+def test_cli_record_tcp_rtt_measures_an_egress_delay_one_way_cannot_see(pair, run_dir, tmp_path, cgroup):
     """The userspace engine's egress hold is before every tc hook (no one-way placement sees it: the summary
     says so), but the client's own TCP stack measures it: RTT samples from sock_ops shift by the delay."""
     from .test_record_rtt import echo_server, exchange
@@ -143,8 +143,9 @@ def test_cli_record_tcp_rtt_measures_an_egress_delay_one_way_cannot_see(pair, ru
                      "--delay", "20ms", "--duration", "3s", "--baseline", "2s", "--recovery", "1s",
                      "--record", str(out_dir), "--record-cgroup", str(cgroup.path))
         # sock_ops switches RTT samples on when a connection is established: connect once it is attached
+        # (the provisional meta.json appears when every recorder is)
         deadline = time.monotonic() + 20
-        while len(our_links()) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        while not (out_dir / "meta.json").exists() and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
         client.connect((server_ip, PORT))
         thread.start()

@@ -20,7 +20,7 @@ from injector.record import OneWayRecorder, PacketFlow
 from injector.spec import FaultSpec
 
 from .conftest import injected
-from .test_record_oneway import clean_bpf, our_links, our_programs  # noqa: F401 - fixture
+from .test_record_oneway import clean_bpf, links_of, loaded  # noqa: F401 - fixture
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,19 +86,20 @@ from injector.record import OneWayRecorder, PacketFlow
 rec = OneWayRecorder([PacketFlow("x", sys.argv[2], sys.argv[3], protocol="udp")],
                      sender=Interface(sys.argv[4], sys.argv[5]), receiver=Interface(sys.argv[6], sys.argv[7]))
 rec.start()
-print("ready", flush=True)
+print("ready", *rec._program.prog_ids(), flush=True)
 time.sleep(600)
 """
 
 
 def test_a_killed_recorder_leaves_no_program_or_link(pair):
-    before = set(our_programs())
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(REPO), str(pair.client.ipv4.ip),
                              str(pair.server.ipv4.ip), pair.client.ifname, pair.client_ns, pair.server.ifname,
                              pair.server_ns], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        links = our_links()
+        line = proc.stdout.readline().split()
+        assert line and line[0] == "ready", proc.stderr.read()
+        ids = [int(x) for x in line[1:]]
+        links = links_of(ids)
         assert len(links) == 2 and {link["type"] for link in links} <= {"tcx", 11}  # 11: BPF_LINK_TYPE_TCX
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
@@ -107,9 +108,9 @@ def test_a_killed_recorder_leaves_no_program_or_link(pair):
             proc.kill()
             proc.wait()
     deadline = time.monotonic() + 5
-    while (our_links() or set(our_programs()) - before) and time.monotonic() < deadline:
+    while (links_of(ids) or loaded(ids)) and time.monotonic() < deadline:
         time.sleep(0.1)  # the kernel frees them once the dead process's fds are released
-    assert not our_links() and not set(our_programs()) - before
+    assert not links_of(ids) and not loaded(ids)
     out = subprocess.run(["tc", "-n", pair.client_ns, "filter", "show", "dev", pair.client.ifname, "egress"],
                          capture_output=True, text=True).stdout
     assert "cr_" not in out

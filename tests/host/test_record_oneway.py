@@ -32,30 +32,40 @@ PORT = 9000
 engines = usd.engines  # the userspace engine in a child process, as its own tests run it (fixture)
 
 
-def our_programs() -> list[str]:
-    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True)
+def _bpftool(*args) -> list[dict]:
+    out = subprocess.run(["bpftool", "-j", *args], capture_output=True, text=True)
     if out.returncode != 0:
         pytest.skip("bpftool missing (run `sudo make setup`)")
-    return [p.get("name", "") for p in json.loads(out.stdout) if p.get("name", "").startswith("cr_")]
+    return json.loads(out.stdout or "[]")
 
 
-def our_links() -> list[dict]:
-    out = subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True, text=True, check=True)
-    ours = _cr_prog_ids()  # links of our programs, whatever their type (bpftool 7.1 prints tcx as 11)
-    return [link for link in json.loads(out.stdout or "[]") if link.get("prog_id") in ours]
+def loaded(prog_ids) -> set[int]:
+    """Which of these program ids the kernel still has."""
+    return {p["id"] for p in _bpftool("prog", "show")} & set(prog_ids)
 
 
-def _cr_prog_ids() -> set[int]:
-    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True)
-    return {p["id"] for p in json.loads(out.stdout) if p.get("name", "").startswith("cr_")}
+def links_of(prog_ids) -> list[dict]:
+    """Links (tcx, cgroup) of these programs. By id, not by name: other runs of these tests may be going on."""
+    return [link for link in _bpftool("link", "show") if link.get("prog_id") in set(prog_ids)]
 
 
 @pytest.fixture
-def clean_bpf():
-    before = set(our_programs())
-    yield
-    assert not our_links(), "a recording link outlived its recorder"
-    assert set(our_programs()) <= before, "a recording program outlived its recorder"
+def clean_bpf(monkeypatch):
+    """Every RecordProgram closed in the test: its programs and links are gone afterwards."""
+    seen: list[int] = []
+    close = RecordProgram.close
+
+    def tracking_close(self):
+        if getattr(self, "_bpf", None) is not None:
+            seen.extend(self.prog_ids())
+        close(self)
+    monkeypatch.setattr(RecordProgram, "close", tracking_close)
+    yield seen
+    deadline = time.monotonic() + 5  # programs are freed once the last reference goes (RCU)
+    while loaded(seen) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not links_of(seen), "a recording link outlived its recorder"
+    assert not loaded(seen), "a recording program outlived its recorder"
 
 
 @pytest.fixture
@@ -240,7 +250,7 @@ def test_a_tiny_ring_loses_events_and_the_loss_is_counted():
         program.close()
 
 
-def test_bad_recorder_input_is_refused_before_anything_is_loaded(pair, cgroup):
+def test_bad_recorder_input_is_refused_before_anything_is_loaded(pair, cgroup, clean_bpf):
     flow = PacketFlow("a->b", "10.0.0.1", "10.0.0.2")
     with pytest.raises(ValueError, match="exactly one"):
         OneWayRecorder([flow], sender=Interface("x"))
@@ -253,7 +263,7 @@ def test_bad_recorder_input_is_refused_before_anything_is_loaded(pair, cgroup):
 
     with pytest.raises(Unsupported, match="no interface"):
         rec.start()
-    assert not our_links()
+    assert clean_bpf  # the half-started program was closed (the fixture checks its links and programs are gone)
 
 
 def test_a_reader_draining_while_the_kernel_writes_loses_nothing():
