@@ -56,6 +56,14 @@ def exit_on_signals() -> None:
         signal.signal(sig, handler)
 
 
+def begin(name: str) -> float:
+    """Root check, signals -> SystemExit, the header line (time, machine, commit); returns the start time."""
+    require_root()
+    exit_on_signals()
+    print(f"# {name}  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}  {machine()}  code {code_version()}")
+    return time.perf_counter()
+
+
 def machine() -> str:
     cpus = os.cpu_count()
     model = ""

@@ -152,11 +152,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.iterations, args.warmup = 30, 3
-    C.require_root()
-    C.exit_on_signals()
-    started = time.perf_counter()
-    print(f"# apply_time  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}  {C.machine()}  "
-          f"code {C.code_version()}")
+    started = C.begin("apply_time")
     results = run(args)
     report(results, args)
     print(f"\n(total {time.perf_counter() - started:.0f} s)")

@@ -301,11 +301,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.repeat, args.reps, args.packets, args.max_veth_rules = 100_000, 3, 200, 1000
-    C.require_root()
-    C.exit_on_signals()
-    started = time.perf_counter()
-    print(f"# classifier_cost  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}  {C.machine()}  "
-          f"code {C.code_version()}")
+    started = C.begin("classifier_cost")
     rows1 = part1(args)
     print_part1(rows1, args)
     sys.stdout.flush()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ApplyFailed, InvalidSpec, NotPermitted, Unsupported
 from ..kernel import nfqueue as nq
-from ..kernel import tc
+from .common import interface_links
 from ..kernel.owner import KernelOwner
 from ..plan import Plan, PlannedRule
 from ..spec.fault import FaultSpec
@@ -174,15 +174,8 @@ class UserspaceEngine:
         if len(plan.rules) > 0x8000:
             raise InvalidSpec(f"the flows expand to {len(plan.rules)} rules; the userspace engine has 32768 "
                               "queues", field="flow")
+        interface_links(plan)  # every interface (and namespace) exists, else Unsupported naming it
         for netns in _namespaces(plan):
-            for iface in (i for i in plan.interfaces if i.netns == netns):
-                try:
-                    info = tc.link_info(iface.name, iface.netns)
-                except FileNotFoundError:
-                    raise Unsupported(f"network namespace {iface.netns!r} does not exist") from None
-                if info is None:
-                    where = f" in netns {iface.netns}" if iface.netns else ""
-                    raise Unsupported(f"interface {iface.name!r} does not exist{where}")
             missing = nq.nfqueue_available(netns) or nq.check_queue_target(netns)
             if missing:
                 raise Unsupported(f"the userspace engine needs {missing}")
