@@ -604,3 +604,11 @@ def test_invalid_environment_leaves_no_status_file(tmp_path):
         run(exp, tmp_path)
     root = Path(os.environ["CHAOS_INJECT_RUN_DIR"])
     assert not root.exists() and not (tmp_path / "out").exists()
+
+
+def test_facade_exports_resolve():
+    import injector.experiment as facade
+
+    for name in facade.__all__:
+        assert getattr(facade, name) is not None, name
+    from injector.experiment import RunOptions as RO, run_experiment as rx  # noqa: F401  (lazy names)
