@@ -612,3 +612,15 @@ def test_facade_exports_resolve():
     for name in facade.__all__:
         assert getattr(facade, name) is not None, name
     from injector.experiment import RunOptions as RO, run_experiment as rx  # noqa: F401  (lazy names)
+
+
+@pytest.mark.parametrize("strategy,before,after,during", [
+    ("default", True, True, False), ("before-method-only", True, False, False),
+    ("after-method-only", False, True, False), ("during-method-only", False, False, True),
+    ("continuously", True, True, True)])
+def test_hypothesis_strategies(tmp_path, strategy, before, after, during):
+    exp = experiment([py(1, tolerance=1)], [dict(py(1, kind="action"), pauses={"after": 0.5})])
+    out = run(exp, tmp_path, hypothesis_strategy=strategy, hypothesis_frequency_s=0.1)
+    ss = out.journal["steady_states"]
+    assert (ss["before"] is not None, ss["after"] is not None, bool(ss["during"])) == (before, after, during)
+    assert out.exit_code == 0
