@@ -122,19 +122,45 @@ def record_run(plan: Plan, run: Callable[[Callable[[dict], None]], object], run_
     return result, rec, notes
 
 
-def format_recording(rec: Recording, plan: Plan, notes: list[str]) -> str:
-    """The summary's recording lines: measured shift per flow and placement against the request."""
-    requested = {f.text or str(f): None for f in plan.flows}
+def requested_shifts(plan: Plan) -> dict[tuple[str, str], int]:
+    """Delay each flow's samples should show, per source: one-way the delay (either direction's packets pay
+    it once), RTT the sum over the directions faulted."""
+    by_hook: dict[str, dict[str, int]] = {}
     for rule in plan.rules:
-        requested[rule.flow] = plan.fault_of(rule).delay_ns
+        hooks = by_hook.setdefault(rule.flow, {})
+        hooks[rule.match.hook] = max(hooks.get(rule.match.hook, 0), plan.fault_of(rule).delay_ns)
+    out = {}
+    for flow, hooks in by_hook.items():
+        out[(flow, "oneway")] = max(hooks.values())
+        out[(flow, "rtt")] = sum(hooks.values())
+    return out
+
+
+def format_recording(rec: Recording, plan: Plan, notes: list[str]) -> str:
+    """The summary's recording lines: measured shift per flow and placement against the request, and what
+    the one-way recorder saw arrive (an independent check of drops)."""
+    requested = requested_shifts(plan)
     lines = [f"recorded  run directory {rec.run_dir}"]
     for s in rec.summaries:
         lines.append(f"  {s['source']:6s} at {s['placement']}: {s['samples']} samples in phases, "
-                     f"{s['events']} events, lost {s['lost']}" + (" (ring buffer full: raise ring_pages)"
+                     f"{s['events']} events, lost {s['lost']}" + (" (ring buffer full or memory cap: see meta.json)"
                                                                   if s["lost"] else ""))
+        if s["source"] != "oneway":
+            continue
+        where = "at the receiver's interface" if s["placement"] == "tc" else "at a socket of the cgroup"
+        for f in s.get("flows", []):
+            stamped, matched = f.get("stamped", 0), f.get("matched", 0)
+            if stamped and not matched:
+                lines.append(f"  arrived   {f['flow']} {f['src']}->{f['dst']}: none of {stamped} stamped packets "
+                             f"was seen {where}" + (" (is the receiving process in --record-cgroup?)"
+                                                    if s["placement"] == "socket" else ""))
+            elif stamped:
+                lines.append(f"  arrived   {f['flow']} {f['src']}->{f['dst']}: {matched}/{stamped} stamped packets "
+                             f"seen {where} ({(stamped - matched) / stamped:.2%} dropped on the way or still in "
+                             "flight when recording stopped)")
     for shift in rec.shifts:
-        want = requested.get(shift.flow)
-        ask = f"; requested +{want / 1e6:.3f} ms" if want and shift.source == "oneway" else ""
-        lines.append(f"  latency {shift.flow}: {shift.describe()}{ask}")
+        want = requested.get((shift.flow, shift.source))
+        ask = f"; requested +{want / 1e6:.3f} ms" if want else ""
+        lines.append(f"  latency   {shift.flow}: {shift.describe()}{ask}")
     lines += [f"  note: {n}" for n in notes]
     return "\n".join(lines)

@@ -88,7 +88,7 @@ def test_cli_record_measures_the_delay_and_writes_the_run_directory(pair, run_di
     print(out, err, shown.stdout, sep="\n")
     assert proc.returncode == 0, err
     assert "recording oneway:" in shown.stdout  # live figures in `status`
-    assert "latency client->server" in out and "at socket" in out
+    assert "latency   client->server" in out and "at socket" in out and "requested +20.000 ms" in out
     meta = json.loads((out_dir / "meta.json").read_text())
     assert meta["engine"] == "userspace" and set(meta["phases"]) == {"baseline", "fault", "recovery"}
     (shift,) = [s for s in meta["latency_shift"] if s["source"] == "oneway" and s["placement"] == "socket"]
@@ -161,6 +161,7 @@ def test_cli_record_tcp_rtt_measures_an_egress_delay_one_way_cannot_see(pair, ru
     assert proc.returncode == 0, err
     assert "OUTPUT hook" in out  # one-way cannot see this hold, and says so
     meta = json.loads((out_dir / "meta.json").read_text())
+    assert "requested +20.000 ms" in out  # an egress delay adds to the RTT once
     (rtt,) = [s for s in meta["latency_shift"] if s["source"] == "rtt"]
     assert 19.5 * MS <= rtt["shift_ns"] <= 23 * MS and rtt["fault_n"] >= 20, rtt
     assert meta["lost_events"] == 0

@@ -152,3 +152,11 @@ def test_record_run_phases_and_ctrl_c_in_the_baseline(tmp_path, monkeypatch):
         rr.record_run(plan, lambda update: pytest.fail("no fault after Ctrl-C"), tmp_path / "int",
                       baseline_ns=10**9, recovery_ns=0, sleep=interrupted)
     assert json.loads((tmp_path / "int" / "meta.json").read_text())["phases"].keys() == {"baseline"}
+
+
+def test_requested_shift_per_source():
+    from injector.record.runrecord import requested_shifts
+
+    assert requested_shifts(_plan("egress")) == {("client->server/udp", "oneway"): 20_000_000,
+                                                 ("client->server/udp", "rtt"): 20_000_000}
+    assert requested_shifts(_plan("both"))[("client->server/udp", "rtt")] == 40_000_000
