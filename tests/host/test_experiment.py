@@ -351,7 +351,7 @@ def test_latency_breach_halts_and_rolls_back_within_a_second(lab):
     wait = {"type": "action", "name": "hold", "provider": {"type": "process", "path": "true"},
             "pauses": {"after": 30}}
     t = time.monotonic()
-    code, j, log = lab.run(seed_like(lab, delay="100ms", method_extra=[wait],
+    code, j, log = lab.run(seed_like(lab, delay="200ms", method_extra=[wait],
                                      halt={"latency_max_ratio": 2, "latency_quantile": 0.95,
                                            "baseline": "8s"}), name="halt")
     took = time.monotonic() - t
