@@ -111,6 +111,8 @@ class FaultSession:
         self._error_raised = False
         self._start_ns = 0
         self._deadline_ns = 0
+        self._active_ns = 0                   # when the fault became active (0: never)
+        self._ended_ns: int | None = None
 
     # -- public ------------------------------------------------------------------------------------------
     @property
@@ -124,6 +126,12 @@ class FaultSession:
     @property
     def active(self) -> bool:
         return self._state == "running"
+
+    @property
+    def active_span_ns(self) -> tuple[int, int | None] | None:
+        """(became active, removed) on CLOCK_MONOTONIC, the end None while it runs; None if never active.
+        Experiments label their samples' phases with it."""
+        return (self._active_ns, self._ended_ns) if self._active_ns else None
 
     def start(self) -> "FaultSession":
         """Apply the fault and return once it is active; a daemon thread renews the lease."""
@@ -261,6 +269,7 @@ class FaultSession:
                 self._start_ns, self._deadline_ns = active, active + self.plan.duration_ns
                 self.engine.renew(lease_expiry(active, self.plan.lease_ns, self._deadline_ns))
             self._state = "running"
+            self._active_ns = self._start_ns
         self._write_status()
         if self._on_active:
             self._on_active(self)
@@ -345,6 +354,8 @@ class FaultSession:
     def _finish(self, state: str) -> None:
         assert state in FINAL_STATES
         with self._lock:
+            if self._active_ns and self._ended_ns is None:
+                self._ended_ns = self._clock()   # after the owner removed its objects: the fault is gone
             self._state = state
             self.result.state = state
             if state == "failed":

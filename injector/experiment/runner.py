@@ -252,11 +252,11 @@ class _Run:
                 break
             if act.background:
                 th = threading.Thread(target=self.execute, args=(act, ctx, runs), daemon=True,
-                                      name=f"bg-{act.name}")
+                                      kwargs={"check_tolerance": _judged(act)}, name=f"bg-{act.name}")
                 th.start()
                 threads.append(th)
             else:
-                self.execute(act, ctx, runs)
+                self.execute(act, ctx, runs, check_tolerance=_judged(act))
         for th in threads:    # chaoslib: the after-hypothesis waits for background activities
             while th.is_alive() and not self.cancel.is_set():
                 th.join(0.1)
@@ -433,6 +433,10 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
                 r.reason = f"halted: {r.halt_reason}"
             else:
                 guard.disarm()
+                missed = [run["activity"].get("name") for run in journal["run"] if run.get("tolerance_met") is False]
+                if missed:   # ours: a method probe with a tolerance is judged (e.g. "the fault took effect")
+                    journal["deviated"] = True
+                    r.reason = f"method probe(s) {', '.join(map(repr, missed))} did not meet their tolerance"
                 if strategy in ("default", "after-method-only", "continuously"):
                     after = r.hypothesis(ctx(), "after")
                     journal["steady_states"]["after"] = after
@@ -443,7 +447,7 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
                             normal_end = False
                             r.reason = "a steady-state probe failed after the method"
                         else:
-                            r.reason = "steady state deviated after the method"
+                            r.reason = "; ".join(filter(None, (r.reason, "steady state deviated after the method")))
             if journal["status"] is None:
                 journal["status"] = "completed"
         except _Abort:
@@ -480,7 +484,7 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
             stop_all_faults("stopped")
             if r.method_started:
                 r.say(f"rollbacks skipped (strategy {rb_strategy})")
-        r.phases.mark("recovery")
+        r.phases.mark("recovery", _faults_ended_ns(r.phases))
         if started_recorders and r.method_started and g.recovery_s > 0:
             r.say(f"recording recovery for {g.recovery_s:g}s")
             time.sleep(g.recovery_s)
@@ -549,6 +553,29 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
 
 class _Abort(Exception):
     pass
+
+
+def _judged(act: Activity) -> bool:
+    return act.type == "probe" and act.tolerance is not None
+
+
+def _faults_ended_ns(phases) -> int | None:
+    """When this run's faults were all removed, if before now: a method that stops its own fault and then
+    waits (for a metrics window to pass) is in recovery during that wait, not in the fault phase."""
+    from .actions import started_sessions
+
+    start, now = phases.starts.get("fault"), time.monotonic_ns()
+    if start is None:
+        return None
+    ends = []
+    for s in started_sessions():
+        span = getattr(s, "active_span_ns", None)
+        if span is None or not start <= span[0] <= now:
+            continue                   # never active, or another run's (this process may run several)
+        if span[1] is None:
+            return None
+        ends.append(span[1])
+    return min(max(ends), now) if ends else None
 
 
 def _guarded(r: _Run, fn: Callable, ctx: RunContext) -> None:
