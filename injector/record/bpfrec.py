@@ -163,7 +163,9 @@ class BpfRecorder:
             self._stop.set()
             if self._thread is not None:
                 self._thread.join()
-            self._collect(program)
+            for _ in range(1000):  # everything left, a batch at a time (a read takes at most MAX_BATCH)
+                if not program.ring.pending_bytes() or not self._collect(program):
+                    break
             self._final_counters = program.counters()
             self._final_hist = program.histograms()
         finally:
@@ -187,18 +189,21 @@ class BpfRecorder:
             program.ring.wait(0.05)
             self._collect(program)
 
-    def _collect(self, program) -> None:
+    def _collect(self, program) -> int:
+        """Read one batch into memory; returns how many events were read."""
         with self._lock:
             batch = program.ring.read() if program.ring is not None else None
             if batch is None or not len(batch):
-                return
+                return 0
             room = self.max_events - self._kept
+            read = len(batch)
             if len(batch) > room:
                 self.reader_dropped += len(batch) - max(room, 0)
                 batch = batch[:max(room, 0)]
             if len(batch):
                 self._chunks.append(batch)
                 self._kept += len(batch)
+            return read
 
     def events_array(self) -> np.ndarray:
         """Every raw event so far (t_ns, latency_ns, rule, aux), in arrival order."""

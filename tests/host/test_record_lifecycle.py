@@ -210,3 +210,25 @@ def test_raw_events_beyond_max_events_are_counted_not_kept():
         assert rec.live()["samples"] == 1000 and rec.live()["lost"] == 4000
     assert len(rec.events_array()) == 1000 and rec.reader_dropped == 4000 and rec.lost() == 0
     assert rec.counters()[0]["events"] == 5000
+
+
+def test_stop_reads_everything_left_in_the_ring():
+    """More than one read's worth (MAX_BATCH) waiting at stop: all of it is read, none left behind."""
+    from injector.kernel.record_bpf import MAX_BATCH
+    from injector.record.bpfrec import BpfRecorder
+
+    class Bench(BpfRecorder):
+        source = "oneway"
+        placement = "bench"
+
+        def _attach(self, program):
+            pass
+
+        def _drain(self):
+            pass  # no reader thread: everything waits for stop()
+
+    rec = Bench([PacketFlow("x", "10.0.0.1", None)], ring_pages=4096)
+    rec.start()
+    rec._program.test_run("cr_bench_event", 3 * MAX_BATCH + 5)
+    rec.stop()
+    assert len(rec.events_array()) == 3 * MAX_BATCH + 5 and rec.lost() == 0
