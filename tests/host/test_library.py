@@ -3,7 +3,11 @@ them, they leave nothing behind, and an exception inside the block still rolls b
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
+import sys
 
 import pytest
 
@@ -41,6 +45,10 @@ def test_packet_loss_takes_effect_is_listed_and_leaves_nothing(pair, run_dir):
         (ledger,) = Ledger.all()
         assert ledger.meta["kind"] == "library" and ledger.owner_alive
         assert ledger.read_status()["state"] == "running"
+        (shown,) = json.loads(subprocess.run([sys.executable, "-m", "injector.cli", "status", "--json"],
+                                             capture_output=True, text=True, check=True,
+                                             env={**os.environ, "CHAOS_INJECT_RUN_DIR": str(run_dir)}).stdout)
+        assert (shown["run_id"], shown["kind"], shown["state"]) == (fault.run_id, "library", "running")
         got = delivered(pair, count=5000)
         counters = fault.counters()
     assert 0.15 < 1 - got / 5000 < 0.25

@@ -209,3 +209,13 @@ def test_library_cpu_stress_runs_and_ends_with_the_block():
         pid = stress.pids[0]
     assert not stress.running and not os.path.exists(f"/proc/{pid}/status") or \
         open(f"/proc/{pid}/status").read().find("State:\tZ") >= 0
+
+
+def test_cpu_stress_workers_end_when_the_block_raises():
+    from injector import cpu_stress
+
+    with pytest.raises(KeyError):
+        with cpu_stress(workers=2, load=10, duration="30s") as stress:
+            procs = list(stress._procs)
+            raise KeyError("the caller's bug")
+    assert all(p.poll() is not None for p in procs)
