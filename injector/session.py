@@ -107,6 +107,7 @@ class FaultSession:
         self._stop_state = "stopped"
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
+        self._loop_thread: threading.Thread | None = None   # the thread renewing the lease (run() or _background)
         self._error: BaseException | None = None
         self._error_raised = False
         self._start_ns = 0
@@ -184,10 +185,14 @@ class FaultSession:
         if not self._done.is_set():
             self._stop_state = state
             self._stop.set()
+        if self._loop_thread is threading.current_thread():
+            return self.result  # called from on_progress: the loop ends after this callback and undoes
         return self.wait(timeout)
 
     def wait(self, timeout: float | None = None) -> RunResult:
         """Until the run has ended (its duration, or stop()); raises what went wrong once."""
+        if self._state == "pending" and self._thread is None and not self._done.is_set():
+            raise ChaosInjectError(f"run {self.run_id} was never started")
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -287,6 +292,7 @@ class FaultSession:
         return self._stop.is_set()
 
     def _loop(self, wait: Callable[[float], bool]) -> None:
+        self._loop_thread = threading.current_thread()
         plan, ledger = self.plan, self._owner.ledger
         tick_ns = min(plan.lease_ns // 3, MAX_TICK_NS)
         while True:

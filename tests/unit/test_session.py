@@ -326,3 +326,30 @@ def test_stop_refuses_unknown_runs_and_reports_finished_ones(run_dir):
     session.stop()
     (outcome,) = stop_runs([session.run_id])
     assert outcome.outcome == "already-gone" and outcome.state == "stopped"
+
+
+def test_wait_on_a_session_never_started_is_an_error_not_a_hang():
+    with pytest.raises(ChaosInjectError, match="never started"):
+        FaultSession(make_plan(), FakeEngine()).wait(timeout=1)
+
+
+def test_stop_from_a_progress_callback_ends_the_run():
+    holder = {}
+
+    def on_progress(progress):
+        holder["session"].stop()
+
+    session = FaultSession(make_plan(duration_ms=60_000), FakeEngine(), on_progress=on_progress)
+    holder["session"] = session
+    session.start()
+    assert session.wait(timeout=5).state == "stopped"
+
+
+def test_stop_from_a_progress_callback_of_a_foreground_run():
+    holder = {}
+    session = FaultSession(make_plan(duration_ms=60_000), FakeEngine(), kind="cli",
+                           on_progress=lambda p: holder["s"].stop())
+    holder["s"] = session
+    t0 = time.monotonic()
+    assert session.run(handle_signals=False).state == "stopped"
+    assert time.monotonic() - t0 < 2
