@@ -37,6 +37,7 @@ def record_final(status: dict[str, Any]) -> None:
     old = sorted(history_dir().glob("*.json"), key=lambda p: p.stat().st_mtime)[:-HISTORY_KEEP]
     for path in old:
         path.unlink(missing_ok=True)
+        path.with_suffix(".log").unlink(missing_ok=True)  # a detached run's supervisor log goes with it
 
 
 def recent_finished(limit: int = 10) -> list[dict[str, Any]]:

@@ -353,3 +353,16 @@ def test_stop_from_a_progress_callback_of_a_foreground_run():
     t0 = time.monotonic()
     assert session.run(handle_signals=False).state == "stopped"
     assert time.monotonic() - t0 < 2
+
+
+def test_history_keeps_the_newest_runs_and_their_logs(monkeypatch, run_dir):
+    import injector.kernel.ledger as ledger_mod
+
+    monkeypatch.setattr(ledger_mod, "HISTORY_KEEP", 3)
+    for i in range(5):
+        (ledger_mod.history_dir()).mkdir(parents=True, exist_ok=True)
+        (ledger_mod.history_dir() / f"r{i}.log").write_text("log")
+        ledger_mod.record_final({"run_id": f"r{i}", "state": "completed"})
+        time.sleep(0.01)
+    assert [s["run_id"] for s in recent_finished()] == ["r2", "r3", "r4"]
+    assert sorted(p.name for p in ledger_mod.history_dir().glob("*.log")) == ["r2.log", "r3.log", "r4.log"]
