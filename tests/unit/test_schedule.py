@@ -127,3 +127,29 @@ def test_cron_schedule_waits_for_the_wall_clock_minute():
 def test_count_must_be_positive():
     with pytest.raises(InvalidSpec, match="count"):
         run_schedule(parse_schedule("@hourly"), lambda n: 0, count=0)
+
+
+def test_ctrl_c_between_ticks_ends_the_schedule_at_once(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(tmp_path / "run")}
+    proc = subprocess.Popen([sys.executable, "-m", "injector.cli", "schedule", "@every 60s", "--", "--flow",
+                             "127.0.0.1->127.0.0.2", "--interface", "lo", "--loss", "1%", "--duration", "1s"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = ""
+        while "run 1 in" not in line:  # waiting for the first tick
+            line = proc.stderr.readline()
+            assert line, "the scheduler exited early"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+        assert time.monotonic() - t0 < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
