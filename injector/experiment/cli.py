@@ -43,6 +43,8 @@ def add_run_parser(sub) -> None:
                    help="period of the during-method hypothesis (default 1)")
     p.add_argument("--fail-fast", action="store_true", help="halt when the during-method hypothesis fails")
     p.add_argument("--var", action="append", metavar="KEY=VALUE", help="override a configuration value")
+    p.add_argument("--var-file", action="append", metavar="FILE",
+                   help="configuration values from a JSON/YAML mapping or a KEY=VALUE .env file (--var wins)")
     guard = p.add_argument_group("halt guard (overrides the experiment's chaos-inject extension)")
     guard.add_argument("--max-error-rate", metavar="P%", help="halt above this error rate (default 5%%)")
     guard.add_argument("--p99-ratio", type=float, metavar="X", help="halt when p99 > X x baseline (default 2)")
@@ -131,7 +133,12 @@ def cmd_run(args) -> int:
 
     exp = load_experiment(args.experiment)
     guard = _guard_from_args(exp, args)
-    variables = parse_vars(args.var)
+    from .loader import read_var_file
+
+    variables = {}
+    for path in args.var_file or []:
+        variables.update(read_var_file(path))
+    variables.update(parse_vars(args.var))
     warnings = check_environment(exp)
     conf = resolve_configuration(exp, variables)
     if args.dry_run:

@@ -18,7 +18,7 @@ from .spec import (Experiment, ExperimentInvalid, ProcessProvider, PythonProvide
                    thaw)
 
 __all__ = ["load_experiment", "read_document", "resolve_configuration", "resolve_secrets", "substitute",
-           "check_environment", "parse_vars", "CHAOSPROMETHEUS_MODULE"]
+           "check_environment", "parse_vars", "read_var_file", "CHAOSPROMETHEUS_MODULE"]
 
 # chaostoolkit-prometheus's python-provider form is served by our own client (see providers.py)
 CHAOSPROMETHEUS_MODULE = "chaosprometheus.probes"
@@ -61,6 +61,24 @@ def parse_vars(pairs: list[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[k.strip()] = v
     return out
+
+
+def read_var_file(path: str | os.PathLike) -> dict[str, Any]:
+    """chaos run's --var-file: a JSON or YAML mapping (its ``configuration`` key if it has one), or an .env
+    file of KEY=VALUE lines."""
+    p = Path(path)
+    if p.suffix.lower() in (".json", ".yaml", ".yml"):
+        doc = read_document(p)
+        if isinstance(doc, Mapping) and isinstance(doc.get("configuration"), Mapping):
+            doc = doc["configuration"]
+        if not isinstance(doc, Mapping):
+            raise ExperimentInvalid([("--var-file", f"{p} must hold a mapping of names to values")])
+        return dict(doc)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ExperimentInvalid([("--var-file", f"cannot read {p}: {exc.strerror}")]) from None
+    return parse_vars([ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")])
 
 
 def _convert(kind: str | None, value: Any, where: str) -> Any:

@@ -624,3 +624,37 @@ def test_hypothesis_strategies(tmp_path, strategy, before, after, during):
     ss = out.journal["steady_states"]
     assert (ss["before"] is not None, ss["after"] is not None, bool(ss["during"])) == (before, after, during)
     assert out.exit_code == 0
+
+
+def test_secrets_reach_python_providers_by_scope_and_refs_reuse_activities(tmp_path, monkeypatch):
+    (tmp_path / "e_sec_mod.py").write_text(
+        "def who(name, secrets=None, configuration=None):\n"
+        "    return {'name': name, 'token': (secrets or {}).get('token'), 'conf': sorted(configuration or {})}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("E_TEST_TOKEN", "s3cret")
+    doc = {"title": "t", "configuration": {"user": "bob"},
+           "secrets": {"api": {"token": {"type": "env", "key": "E_TEST_TOKEN"}}, "other": {"x": "y"}},
+           "method": [{"type": "probe", "name": "who", "provider": {
+               "type": "python", "module": "e_sec_mod", "func": "who", "arguments": {"name": "${user}"},
+               "secrets": ["api"]}}, {"ref": "who"}]}
+    out = run(parse_experiment(doc), tmp_path)
+    outputs = [r["output"] for r in out.journal["run"]]
+    assert outputs == [{"name": "bob", "token": "s3cret", "conf": ["user"]}] * 2
+    with pytest.raises(ExperimentInvalid, match="no activity named 'nope'"):
+        parse_experiment({"title": "t", "method": [{"ref": "nope"}]})
+
+
+def test_var_files(tmp_path, capsys):
+    from injector.cli import main
+    from injector.experiment.loader import read_var_file
+
+    (tmp_path / "v.env").write_text("# comment\nport=9090\nhost=db\n")
+    (tmp_path / "v.yaml").write_text("configuration:\n  host: api\n")
+    assert read_var_file(tmp_path / "v.env") == {"port": 9090, "host": "db"}
+    assert read_var_file(tmp_path / "v.yaml") == {"host": "api"}
+    exp = {"title": "t", "configuration": {"host": "x", "port": 1}, "method": []}
+    (tmp_path / "e.json").write_text(json.dumps(exp))
+    assert main(["run", str(tmp_path / "e.json"), "--dry-run", "--var-file", str(tmp_path / "v.env"),
+                 "--var-file", str(tmp_path / "v.yaml"), "--var", "port=1234"]) == 0
+    out = capsys.readouterr().out
+    assert "host = 'api'" in out and "port = 1234" in out
