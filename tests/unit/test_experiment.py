@@ -658,3 +658,11 @@ def test_var_files(tmp_path, capsys):
                  "--var-file", str(tmp_path / "v.yaml"), "--var", "port=1234"]) == 0
     out = capsys.readouterr().out
     assert "host = 'api'" in out and "port = 1234" in out
+
+
+def test_method_probe_with_a_tolerance_is_judged(tmp_path):
+    out = run(experiment(None, [py(5, "fault-took-effect", tolerance=[0, 1])]), tmp_path)
+    assert out.journal["deviated"] and out.exit_code == 1
+    assert out.journal["run"][0]["tolerance_met"] is False and "fault-took-effect" in out.journal["chaos-inject"]["reason"]
+    out = run(experiment(None, [py(0.5, "ok", tolerance=[0, 1])]), tmp_path)
+    assert not out.journal["deviated"] and out.exit_code == 0
