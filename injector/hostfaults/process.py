@@ -148,13 +148,13 @@ class ProcessKill:
             self._signal(pid, identities[pid], signal.SIGTERM, result)
         deadline = time.monotonic() + self.grace_s
         while time.monotonic() < deadline and any(process_alive(p, identities[p]) for p in pids):
-            time.sleep(0.02)
+            time.sleep(0.005)
         for pid in pids:
             if process_alive(pid, identities[pid]):
                 self._signal(pid, identities[pid], signal.SIGKILL, result)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and any(process_alive(p, identities[p]) for p in pids):
-            time.sleep(0.02)
+            time.sleep(0.005)
         survivors = [p for p in pids if process_alive(p, identities[p])]
         result.stopped_s = time.monotonic() - started
         if survivors:
