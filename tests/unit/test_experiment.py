@@ -611,7 +611,8 @@ def test_facade_exports_resolve():
 
     for name in facade.__all__:
         assert getattr(facade, name) is not None, name
-    from injector.experiment import RunOptions as RO, run_experiment as rx  # noqa: F401  (lazy names)
+    from injector.experiment import RunOptions as RO, run_experiment as rx   # lazy names import too
+    assert RO is RunOptions and rx is run_experiment
 
 
 @pytest.mark.parametrize("strategy,before,after,during", [
