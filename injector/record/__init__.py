@@ -6,11 +6,12 @@ on this host), ``RttRecorder`` (TCP RTT via sock_ops); both keep in-kernel log-l
 """
 
 from .bpfrec import PacketFlow
-from .histogram import Histogram
+from .histogram import Histogram, histogram_of, read_histograms
 from .oneway import OneWayRecorder, placement_sees
 from .recording import LatencyShift, Recording, latency_shift
 from .rtt import RttRecorder
 from .store import PHASES, SOURCES, Phases, Recorder, write_samples
 
 __all__ = ["PHASES", "SOURCES", "Histogram", "LatencyShift", "OneWayRecorder", "PacketFlow", "Phases", "Recorder",
-           "Recording", "RttRecorder", "latency_shift", "placement_sees", "write_samples"]
+           "Recording", "RttRecorder", "histogram_of", "latency_shift", "placement_sees", "read_histograms",
+           "write_samples"]

@@ -88,3 +88,29 @@ class Histogram:
 def exact_quantile(values, q) -> np.ndarray | float:
     """The same order statistic from raw values (what Histogram.quantile approximates)."""
     return np.quantile(np.asarray(values), q, method="inverted_cdf")
+
+
+def read_histograms(run_dir):
+    """All ``histograms/*.parquet`` parts of a run directory as one DataFrame (docs/run-directory.md);
+    empty (with the columns) when the run has none."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    parts = sorted((Path(run_dir) / "histograms").glob("*.parquet"))
+    if not parts:
+        return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in (
+            ("source", "object"), ("flow", "string"), ("rule_id", "int32"), ("phase", "object"),
+            ("bucket", "int32"), ("low_ns", "int64"), ("high_ns", "int64"), ("count", "int64"))})
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+
+
+def histogram_of(frame, **where) -> Histogram:
+    """One Histogram from ``read_histograms`` rows selected by column values (e.g. ``flow=``, ``phase=``,
+    ``source=``); rows of several recorders or rules add up."""
+    rows = frame
+    for column, value in where.items():
+        rows = rows[rows[column] == value]
+    counts = np.zeros(BUCKETS, np.uint64)
+    np.add.at(counts, rows["bucket"].to_numpy(np.int64), rows["count"].to_numpy(np.uint64))
+    return Histogram(counts)

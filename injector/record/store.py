@@ -65,7 +65,11 @@ class Phases:
 
 @runtime_checkable
 class Recorder(Protocol):
-    """A sample source for one run: started before the baseline, stopped after recovery, then written."""
+    """A sample source for one run: started before the baseline, stopped after recovery, then written.
+
+    Optional, beyond the protocol: ``set_phase(name)`` (told at each phase mark by ``Recording``; the BPF
+    recorders keep per-phase histograms with it), ``follow(phases)`` (the same for callers that only mark a
+    Phases object) and ``live()`` (figures for `status`)."""
 
     source: str                      # one of SOURCES
 

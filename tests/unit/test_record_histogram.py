@@ -85,3 +85,29 @@ def test_ring_records_decode_up_to_the_first_busy_one_and_skip_discarded():
     recs["len"][0] = 16
     with pytest.raises(RuntimeError, match="16 bytes"):
         decode_records(recs)
+
+
+def test_histograms_written_by_a_recorder_read_back(tmp_path):
+    """The histograms/ part format round-trips into Histogram objects per flow and phase."""
+    import pandas as pd
+
+    from injector.record.histogram import histogram_of, read_histograms
+
+    assert read_histograms(tmp_path).empty
+    rng = np.random.default_rng(3)
+    values = {"baseline": rng.integers(2_000, 9_000, 5_000), "fault": rng.integers(20_000_000, 21_000_000, 5_000)}
+    rows = []
+    for phase, v in values.items():
+        counts = Histogram.from_values(v).counts
+        (idx,) = np.nonzero(counts)
+        low, high = bucket_bounds(idx)
+        rows.append(pd.DataFrame({"source": "oneway", "flow": "a->b", "rule_id": 0, "phase": phase, "bucket": idx,
+                                  "low_ns": low, "high_ns": high, "count": counts[idx].astype(np.int64)}))
+    (tmp_path / "histograms").mkdir()
+    pd.concat(rows).to_parquet(tmp_path / "histograms" / "oneway-000001.parquet", index=False)
+    frame = read_histograms(tmp_path)
+    for phase, v in values.items():
+        h = histogram_of(frame, flow="a->b", phase=phase)
+        assert h.total == 5_000
+        exact = exact_quantile(v, 0.5)
+        assert abs(h.quantile(0.5) - exact) <= REL_ERROR * exact
