@@ -160,3 +160,10 @@ def test_requested_shift_per_source():
     assert requested_shifts(_plan("egress")) == {("client->server/udp", "oneway"): 20_000_000,
                                                  ("client->server/udp", "rtt"): 20_000_000}
     assert requested_shifts(_plan("both"))[("client->server/udp", "rtt")] == 40_000_000
+
+
+def test_the_record_facade_exports_what_it_imports():
+    import injector.record as facade
+
+    public = {n for n in vars(facade) if not n.startswith("_") and not isinstance(getattr(facade, n), type(facade))}
+    assert set(facade.__all__) == public
