@@ -8,7 +8,7 @@ PY    := $(VENV)/bin/python
 setup:            ## apt packages, kernel headers for bcc, venv with pinned pip packages (idempotent)
 	VENV=$(VENV) bash scripts/setup-host.sh
 
-demo: setup       ## two throwaway namespaces, a real per-flow loss fault with traffic, summary, clean up
+demo: setup       ## the seed's experiment on the netns lab (api->db delay: 503 not 500), verdict, report; `chaos-inject demo --quick`: the loss demo
 	$(VENV)/bin/chaos-inject demo
 
 test: setup       ## every tier this machine can run; each tier reports its counts or why it was skipped

@@ -112,10 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--recent", type=int, metavar="N", help="also list the last N finished runs with their "
                         "final state (default: 5 in text, 0 with --json)")
     sub.add_parser("doctor", help="what this kernel supports, and which engine serves which fault")
-    demo = sub.add_parser("demo", help="two throwaway namespaces, a real loss fault on one flow, a summary")
-    demo.add_argument("--loss", default="10%")
-    demo.add_argument("--duration", default="6s")
-    demo.add_argument("--rate", type=float, default=2000.0, help="packets per second per flow")
+    from .lab.labdemo import add_demo_parser
+
+    add_demo_parser(sub)
     from .experiment.cli import add_run_parser
 
     add_run_parser(sub)
@@ -172,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
 
             return cmd_schedule(args)
         if args.command == "demo":
-            from .lab.demo import run_demo
+            from .lab.labdemo import cmd_demo
 
-            return run_demo(loss=args.loss, duration=args.duration, rate_pps=args.rate)
+            return cmd_demo(args)
         build_parser().print_help()
         return EXIT_USAGE
     except InvalidSpec as exc:

@@ -1,0 +1,242 @@
+"""`chaos-inject demo` (what `sudo make demo` runs): the seed's experiment on the netns lab, end to end.
+
+The lab comes up if it is not (and goes down again at the end, on every exit path, Ctrl-C and SIGTERM
+included; a lab that was already up is left as it was); ``experiments/db-timeout.json`` runs against it with
+the lab's request log as recorder and halt-guard source; the verdict, the report's path and an exit code from
+the experiment's outcome are printed. ``chaos-inject demo --quick`` is the older loss demo (``demo.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from ..errors import NotPermitted
+
+EXPERIMENT = "db-timeout.json"
+
+
+def experiment_path() -> Path:
+    return Path(str(resources.files("injector.lab") / "experiments" / EXPERIMENT))
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM/SIGHUP outside the experiment's own handlers: unwind so the lab comes down."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _terminate_as_exception():
+    def handler(signum, frame):
+        raise _Terminated(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str):
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def _wait_for_metrics(info, window: str, timeout_s: float = 20.0) -> None:
+    """The seed's error-rate query needs two scrapes inside its window before it has a value."""
+    from .netlab import LabError, prometheus_query
+
+    query = f"sum(rate(http_requests_total[{window}]))"
+    deadline = time.monotonic() + timeout_s
+    while not prometheus_query(info.prometheus_url, query):
+        if time.monotonic() > deadline:
+            raise LabError(f"Prometheus at {info.prometheus_url} has no request rate after {timeout_s:g} s")
+        time.sleep(0.25)
+
+
+def phase_summary(samples) -> list[dict]:
+    """Per phase of the request samples: how many, which HTTP statuses (0: no answer), median latency."""
+    df = samples[samples["source"].astype(str) == "request"]
+    rows = []
+    for phase in ("baseline", "fault", "recovery"):
+        part = df[df["phase"].astype(str) == phase]
+        if len(part):
+            counts = part["status"].value_counts()
+            rows.append({"phase": phase, "requests": len(part),
+                         "statuses": {int(k): int(v) for k, v in sorted(counts.items())},
+                         "median_ms": float(part["latency_ns"].median()) / 1e6})
+    return rows
+
+
+def _print_measured(run_dir: Path, journal: dict, out) -> None:
+    """What the run measured: the requests per phase, and the hold the delay engine measured per packet."""
+    try:
+        from analysis import load_run
+
+        rows = phase_summary(load_run(run_dir).samples)
+    except Exception as exc:  # noqa: BLE001 - the report is written; the summary is a courtesy
+        out(f"samples: could not be read ({exc})")
+        rows = []
+    for r in rows:
+        statuses = ", ".join(f"{n} x {code or 'no answer'}" for code, n in r["statuses"].items())
+        out(f"  {r['phase']:<9} {r['requests']:>5} requests: {statuses}; median {r['median_ms']:.1f} ms")
+    for f in journal["chaos-inject"].get("faults", []):
+        for c in (f.get("counters") or {}).values():
+            if isinstance(c, dict) and c.get("delay_p50_ns"):
+                out(f"  fault {f['fault']} on {', '.join(f['flows'])} ({f['engine']} engine): "
+                    f"{c.get('delayed_packets', c.get('delayed', 0))} packets held, measured hold p50 "
+                    f"{c['delay_p50_ns'] / 1e6:.3f} ms, p99 {c['delay_p99_ns'] / 1e6:.3f} ms")
+
+
+@dataclass
+class DemoResult:
+    exit_code: int
+    verdict: str            # held | deviated | halted | failed | stopped
+    run_dir: Path
+
+
+def verdict_of(outcome) -> str:
+    j = outcome.journal
+    if outcome.state == "completed":
+        return "deviated" if j["deviated"] else "held"
+    return outcome.state
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)   # interleaves with the runner's progress on stderr
+
+
+def run_lab_demo(run_dir: Path | None = None, *, spec=None, keep_lab: bool = False, quiet: bool = False,
+                 out=_say) -> DemoResult:
+    from ..experiment import load_experiment
+    from ..experiment.loader import resolve_configuration
+    from ..experiment.runner import RunOptions, run_experiment
+    from ..spec.inventory import INVENTORY_ENV
+    from .netlab import LabSpec, lab_down, lab_status, lab_up
+    from .requests import RequestLogRecorder
+
+    if os.geteuid() != 0:
+        raise NotPermitted("the demo builds the netns lab (namespaces, PostgreSQL, Prometheus): run it as root "
+                           "(sudo make demo)")
+    spec = spec or LabSpec()
+    exp = load_experiment(experiment_path())     # a broken file fails here, before the lab is touched
+    run_dir = Path(run_dir) if run_dir else Path("chaos-runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        from ..errors import InvalidSpec
+
+        raise InvalidSpec("run directory exists and is not empty", text=str(run_dir), field="--record")
+    progress = None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    with _terminate_as_exception():
+        was_up = lab_status(spec).up
+        started = time.monotonic()
+        if was_up:
+            out(f"lab {spec.prefix}: already up, used as it is (and left up)")
+        else:
+            out(f"lab {spec.prefix}: bringing it up (namespaces, PostgreSQL, api, Prometheus, load generator)")
+        try:
+            info = lab_up(spec)
+            if not was_up:
+                out(f"lab up in {time.monotonic() - started:.1f} s: api {info.api_url}, prometheus "
+                    f"{info.prometheus_url}, {info.load_rate_per_s:g} requests/s, db timeout {info.db_timeout_s:g} s")
+            variables = {"api_url": info.api_url, "prometheus_url": info.prometheus_url,
+                         # past the api's deadline, whatever the lab was started with
+                         "db_delay": f"{max(2.0, 2 * info.db_timeout_s):g}s"}
+            conf = resolve_configuration(exp, variables)
+            _wait_for_metrics(info, str(conf.get("rate_window", "10s")))
+            recorder = RequestLogRecorder(info.request_log)
+            out(f"experiment: {exp.title} ({experiment_path()})")
+            out(f"run directory: {run_dir}")
+            with _env(INVENTORY_ENV, info.inventory_path):   # api->db resolves to this lab's addresses
+                outcome = run_experiment(exp, RunOptions(run_dir=run_dir, variables=variables,
+                                                         recorders=[recorder], sample_sources=[recorder],
+                                                         progress=progress))
+        finally:
+            if not (was_up or keep_lab):
+                with _no_signals():
+                    lab_down(spec)
+                out(f"lab {spec.prefix}: taken down")
+    verdict = verdict_of(outcome)
+    ci = outcome.journal["chaos-inject"]
+    out("measured:")
+    _print_measured(run_dir, outcome.journal, out)
+    why = ci.get("reason") or ("the api answered 503, never 500, while the database timed out, and recovered"
+                               if verdict == "held" else "")
+    out(f"verdict: {verdict.upper()}" + (f": {why}" if why else ""))
+    out(f"report: {run_dir / 'report.md'} (and report.html)")
+    return DemoResult(outcome.exit_code, verdict, run_dir)
+
+
+@contextlib.contextmanager
+def _no_signals():
+    """Taking the lab down is not interrupted by a second Ctrl-C or SIGTERM (it takes ~0.5 s)."""
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def cmd_demo(args) -> int:
+    if args.quick:
+        from .demo import run_demo
+
+        return run_demo(loss=args.loss, duration=args.duration, rate_pps=args.rate)
+    from .netlab import LabSpec
+
+    spec = LabSpec(prefix=args.lab_prefix, subnet=args.lab_subnet, state_dir=args.lab_state_dir)
+    try:
+        result = run_lab_demo(args.record, spec=spec, keep_lab=args.keep_lab, quiet=args.quiet)
+    except _Terminated as exc:     # (a KeyboardInterrupt: lab_up removes what it made and re-raises it)
+        print(f"demo: {exc} (the lab was taken down if the demo brought it up)", file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        print("demo: interrupted (the lab was taken down if the demo brought it up)", file=sys.stderr)
+        return 130
+    return result.exit_code
+
+
+def add_demo_parser(sub) -> None:
+    import argparse
+
+    from .netlab import DEFAULT_STATE_DIR
+
+    demo = sub.add_parser(
+        "demo", help="the seed's experiment on the netns lab: delay api->db, 503 not 500, report (what `make demo` "
+                     "runs); --quick: a loss fault between two throwaway namespaces",
+        description="Brings the netns lab up (unless it is up), runs the seed's experiment 'API handles database "
+                    "connection timeout' against it (per-flow delay on api->db past the api's database deadline; "
+                    "the api must answer 503, never 500, and recover), writes a run directory with journal, "
+                    "samples and report, prints the verdict, and takes the lab down again if it brought it up. "
+                    "Exit code: 0 held, 1 deviated/failed/halted, 130/143 interrupted.")
+    demo.add_argument("--record", type=Path, metavar="DIR",
+                      help="run directory (default ./chaos-runs/demo-<time>)")
+    demo.add_argument("--keep-lab", action="store_true", help="leave the lab up afterwards")
+    demo.add_argument("-q", "--quiet", action="store_true", help="no live progress on stderr")
+    demo.add_argument("--quick", action="store_true",
+                      help="the quick demo instead: two namespaces, 10%% loss on one UDP flow, counters")
+    demo.add_argument("--loss", default="10%", help="--quick: loss on the faulted flow")
+    demo.add_argument("--duration", default="6s", help="--quick: how long")
+    demo.add_argument("--rate", type=float, default=2000.0, help="--quick: packets per second per flow")
+    demo.add_argument("--lab-prefix", default="cilab", help=argparse.SUPPRESS)       # parallel labs (tests)
+    demo.add_argument("--lab-subnet", default="10.213.0.0/24", help=argparse.SUPPRESS)
+    demo.add_argument("--lab-state-dir", type=Path, default=DEFAULT_STATE_DIR, help=argparse.SUPPRESS)

@@ -1,0 +1,167 @@
+"""`chaos-inject demo` end to end through the real CLI: the seed's experiment on a lab of its own (a unique
+prefix, a free subnet, its own state directory), twice (the lab brought up by the demo, then a lab already up),
+and Ctrl-C during the fault; nothing left behind each time."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from injector.kernel.netns import existing_namespaces
+from injector.lab import LabSpec, lab_down, lab_status, lab_up
+from injector.lab.netlab import TAG_ENV
+
+CLI = [sys.executable, "-m", "injector.cli"]
+TITLE = "API handles database connection timeout"
+
+pytestmark = pytest.mark.skipif(
+    not (Path("/usr/bin/prometheus").exists() and list(Path("/usr/lib/postgresql").glob("*/bin/postgres"))),
+    reason="the lab needs Debian's postgresql and prometheus packages (run `sudo make setup`)")
+
+
+def _free_subnet() -> str:
+    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    used = [ipaddress.ip_network(w.split()[0], strict=False) for w in routes.splitlines()
+            if w and w.split()[0][0].isdigit()]
+    for _ in range(100):
+        net = ipaddress.ip_network(f"10.214.{random.randint(100, 250)}.0/24")
+        if not any(net.overlaps(u) for u in used):
+            return str(net)
+    raise AssertionError("no free 10.214.x.0/24 for the demo's lab")
+
+
+@pytest.fixture
+def demo(tmp_path):
+    spec = LabSpec(prefix="cidm" + secrets.token_hex(2), subnet=_free_subnet(),
+                   state_dir=Path("/run/chaos-inject") / f"lab-demo-test-{secrets.token_hex(3)}")
+    run_root = tmp_path / "run-root"
+    env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(run_root)}
+    args = ["--lab-prefix", spec.prefix, "--lab-subnet", spec.subnet, "--lab-state-dir", str(spec.state_dir)]
+    try:
+        yield spec, env, args, run_root
+    finally:
+        lab_down(spec)   # only if a failed assertion left it up: normally there is nothing to remove
+
+
+def _leftovers(spec: LabSpec, run_root: Path) -> list[str]:
+    found = [ns for ns in existing_namespaces() if ns.startswith(spec.prefix + "-")]
+    if Path(f"/sys/class/net/{spec.host_link}").exists():
+        found.append(spec.host_link)
+    if spec.state_dir.exists():
+        found.append(str(spec.state_dir))
+    needle = f"{TAG_ENV}={spec.prefix}-".encode()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if any(e.startswith(needle) for e in (d / "environ").read_bytes().split(b"\0")):
+                    stat = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                    if stat != "Z":
+                        found.append(f"lab process {d.name}")
+            except OSError:
+                continue
+    found += [str(p) for p in run_root.glob("runs/*.json")]             # ledgers / status files of faults
+    found += [str(p) for p in run_root.glob("experiments/*.json")]      # a running experiment's status
+    return found
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    report = (run_dir / "report.md").read_text()
+    assert "state **completed**" in report and "deviated false" in report
+    assert "## Recorded samples: steady-state verdict" in report and "steady state:" in report
+    html = (run_dir / "report.html").read_text()
+    assert "deviated false" in html and "steady state:" in html
+    for png in ("latency_cdf.png", "latency_over_time.png"):
+        assert (run_dir / png).stat().st_size > 1000
+        assert f"![{png}]({png})" in report and f"alt='{png}'" in html
+    assert html.count("src='data:image/png;base64,") == 2
+    journal = json.loads((run_dir / "journal.json").read_text())
+    assert journal["experiment"]["title"] == TITLE and journal["status"] == "completed"
+    assert not journal["deviated"] and journal["chaos-inject"]["exit_code"] == 0
+    probes = {r["activity"]["name"]: r for r in journal["run"] if r["activity"]["type"] == "probe"}
+    assert probes["no-500-during-the-fault"]["tolerance_met"] and probes["503-during-the-fault"]["tolerance_met"]
+    (fault,) = journal["chaos-inject"]["faults"]
+    assert fault["flows"] == ["api->db/tcp"] and fault["state"] == "stopped"
+    assert fault["engine"] in ("userspace", "netem", "edt")
+
+    from analysis import load_run
+
+    df = load_run(run_dir).samples
+    phase = df["phase"].astype(str)
+    assert set(phase) == {"baseline", "fault", "recovery"}
+    base, during, after = (df[phase == p] for p in ("baseline", "fault", "recovery"))
+    assert len(base) > 20 and (base["status"] == 200).all()
+    assert not (during["status"] == 500).any() and (during["status"] == 503).sum() > 100
+    # the api's 503 comes at its 1 s database deadline, measured by the load generator
+    assert (during[during["status"] == 503]["latency_ns"] > 0.9e9).all()
+    assert len(after) > 200 and (after["status"] == 200).mean() > 0.99 and not (after["status"] == 500).any()
+
+
+def _demo(args, env, record: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    start = time.monotonic()
+    out = subprocess.run([*CLI, "demo", "--record", str(record), *args], env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    print(f"\ndemo took {time.monotonic() - start:.1f} s\n{out.stdout}")
+    return out
+
+
+def test_demo_end_to_end_twice_leaves_nothing(demo, tmp_path):
+    spec, env, args, run_root = demo
+    # 1: no lab up: the demo brings it up and takes it down
+    out = _demo(args, env, tmp_path / "run1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "verdict: HELD" in out.stdout and f"report: {tmp_path / 'run1' / 'report.md'}" in out.stdout
+    assert "taken down" in out.stdout
+    _check_run_dir(tmp_path / "run1")
+    assert not _leftovers(spec, run_root), _leftovers(spec, run_root)
+
+    # 2: a lab already up is used and left up
+    info = lab_up(spec)
+    try:
+        out = _demo(args, env, tmp_path / "run2")
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "already up" in out.stdout and "verdict: HELD" in out.stdout
+        _check_run_dir(tmp_path / "run2")
+        status = lab_status(spec)
+        assert status.up and status.info.processes == info.processes
+    finally:
+        lab_down(spec)
+    time.sleep(0.2)
+    assert not _leftovers(spec, run_root), _leftovers(spec, run_root)
+
+
+def test_demo_ctrl_c_during_the_fault_rolls_back_and_takes_the_lab_down(demo, tmp_path):
+    spec, env, args, run_root = demo
+    proc = subprocess.Popen([*CLI, "demo", "--record", str(tmp_path / "run"), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        for line in proc.stderr:    # the runner's live progress
+            lines.append(line)
+            if "action add-network-delay-to-database" in line:
+                break
+            assert time.monotonic() < deadline, "".join(lines)
+        time.sleep(2.0)             # the fault is on
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr[-3000:]
+    journal = json.loads((tmp_path / "run" / "journal.json").read_text())
+    assert journal["status"] == "interrupted" and journal["chaos-inject"]["state"] == "stopped"
+    assert journal["rollbacks"] and journal["rollbacks"][0]["status"] == "succeeded"
+    assert "taken down" in stdout
+    time.sleep(0.2)
+    assert not _leftovers(spec, run_root), _leftovers(spec, run_root)

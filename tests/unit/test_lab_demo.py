@@ -1,0 +1,117 @@
+"""The lab demo's experiment file and the runner hooks it relies on (no root: json probes, fake sessions)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from injector.experiment import load_experiment, parse_experiment
+from injector.experiment import runner as runner_mod
+from injector.experiment.cli import describe_plan
+from injector.experiment.loader import resolve_configuration
+from injector.experiment.runner import RunOptions, run_experiment
+from injector.lab.labdemo import experiment_path, phase_summary
+from injector.record.store import Phases
+
+SEED = Path(__file__).resolve().parents[2] / "injector/experiment/examples/seed-experiment.json"
+
+
+@pytest.fixture(autouse=True)
+def _run_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHAOS_INJECT_RUN_DIR", str(tmp_path / "run-root"))
+
+
+def _py(value, name, kind="probe", tolerance=None):
+    act = {"type": kind, "name": name,
+           "provider": {"type": "python", "module": "json", "func": "loads", "arguments": {"s": json.dumps(value)}}}
+    if tolerance is not None:
+        act["tolerance"] = tolerance
+    return act
+
+
+def _run(method, tmp_path):
+    exp = parse_experiment({"title": "t", "steady-state-hypothesis": {"title": "h", "probes": [
+        _py(200, "health", tolerance=200)]}, "method": method, "rollbacks": [_py(1, "undo", kind="action")]})
+    return run_experiment(exp, RunOptions(run_dir=tmp_path / "out", handle_signals=False))
+
+
+def test_the_lab_experiment_is_the_seed_with_our_method():
+    exp = load_experiment(experiment_path())
+    seed = json.loads(SEED.read_text())
+    assert (exp.title, exp.description) == (seed["title"], seed["description"])
+    probes = {p.name: p for p in exp.hypothesis.probes}
+    seed_probes = {p["name"]: p for p in seed["steady-state-hypothesis"]["probes"]}
+    assert set(probes) == set(seed_probes)
+    assert list(probes["error-rate-is-low"].tolerance.raw["range"]) == [0, 1]
+    # the seed's query with a window the demo can wait out instead of [1m]
+    conf = resolve_configuration(exp, {"api_url": "http://a:1", "prometheus_url": "http://p:2"})
+    plan = describe_plan(exp, conf, exp.guard, [])
+    assert seed_probes["error-rate-is-low"]["provider"]["query"].replace("1m", "10s") in plan
+    assert "http://a:1/health" in plan and "instant query" in plan
+    # method: our fault action on api->db past the api's 1 s deadline, judged probes, the fault removed
+    kinds = [(a.type, a.name) for a in exp.method]
+    assert kinds[0] == ("action", "add-network-delay-to-database")
+    assert exp.method[0].provider.func == "start_network_fault"
+    assert "FAULT: would apply flow=api->db/tcp, delay=2s" in plan
+    assert [a.name for a in exp.method if a.type == "probe" and a.tolerance] == \
+        ["no-500-during-the-fault", "503-during-the-fault"]
+    assert exp.method[-1].provider.func == "stop_network_fault"
+    assert [a.provider.func for a in exp.rollbacks] == ["stop_network_fault"]
+    # the guard: runbook checks off (503s are expected), Prometheus halts on any 500
+    g = exp.guard
+    assert g.enabled and g.max_error_rate is None and g.latency_max_ratio is None
+    assert "status='500'" in g.prometheus_query and g.prometheus_max == 0
+    # the wait after removing the fault covers the rate window
+    assert conf["recovery_wait_s"] > int(conf["rate_window"].rstrip("s"))
+
+
+def test_a_method_probe_with_a_tolerance_is_judged(tmp_path):
+    out = _run([_py(1, "act", kind="action"), _py(0, "took-effect", tolerance={"type": "range", "range": [1, 9]}),
+                _py(0, "informational")], tmp_path)
+    assert (out.state, out.exit_code, out.journal["deviated"]) == ("completed", 1, True)
+    assert "'took-effect'" in out.journal["chaos-inject"]["reason"]
+    runs = {r["activity"]["name"]: r for r in out.journal["run"]}
+    assert runs["took-effect"]["tolerance_met"] is False and "tolerance_met" not in runs["informational"]
+    assert out.journal["rollbacks"][0]["status"] == "succeeded"
+
+
+def test_method_probes_that_meet_their_tolerance_hold(tmp_path):
+    out = _run([_py(5, "took-effect", tolerance={"type": "range", "range": [1, 9]})], tmp_path)
+    assert (out.state, out.exit_code, out.journal["deviated"]) == ("completed", 0, False)
+
+
+class _Session:
+    def __init__(self, span):
+        self.active_span_ns = span
+
+
+def test_recovery_starts_when_this_runs_faults_ended(monkeypatch):
+    import injector.experiment.actions as actions
+
+    phases = Phases()
+    phases.mark("baseline")
+    t_fault = phases.mark("fault")
+    now = time.monotonic_ns()
+    older = _Session((t_fault - 10**9, t_fault - 5 * 10**8))      # another run's: ignored
+    ours = [_Session((t_fault + 1, t_fault + 100)), _Session((t_fault + 2, t_fault + 200)), _Session(None)]
+    monkeypatch.setattr(actions, "started_sessions", lambda: [older, *ours])
+    assert runner_mod._faults_ended_ns(phases) == t_fault + 200
+    ours.append(_Session((t_fault + 3, None)))                     # still running: recovery starts now
+    assert runner_mod._faults_ended_ns(phases) is None
+    monkeypatch.setattr(actions, "started_sessions", lambda: [older])
+    assert runner_mod._faults_ended_ns(phases) is None and now > 0
+
+
+def test_phase_summary_counts_statuses_per_phase():
+    import pandas as pd
+
+    df = pd.DataFrame({"phase": pd.Categorical(["baseline", "fault", "fault", "fault", "recovery"],
+                                               categories=["baseline", "fault", "recovery"]),
+                       "source": pd.Categorical(["request"] * 5),
+                       "status": [200, 503, 503, 200, 200], "latency_ns": [2e6, 1e9, 1e9, 3e6, 2e6]})
+    rows = {r["phase"]: r for r in phase_summary(df)}
+    assert rows["fault"]["requests"] == 3 and rows["fault"]["statuses"] == {503: 2, 200: 1}
+    assert rows["baseline"]["median_ms"] == pytest.approx(2.0) and rows["recovery"]["statuses"] == {200: 1}
