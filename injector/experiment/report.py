@@ -35,6 +35,21 @@ def _counters(faults: list[dict]) -> dict[str, dict[str, int]]:
     return out
 
 
+def _achieved(fault: dict) -> list[str]:
+    """What the kernel / engine counted per rule: matched, dropped, and the hold a delay engine measured."""
+    out = []
+    for rule, c in (fault.get("counters") or {}).items():
+        if not isinstance(c, dict):
+            continue
+        parts = [f"{c[k]} {k.removesuffix('_packets')}" for k in ("matched_packets", "dropped_packets",
+                                                                   "delayed_packets") if c.get(k)]
+        if c.get("delay_p50_ns"):
+            parts.append(f"measured hold p50 {c['delay_p50_ns'] / 1e6:.3f} ms, p99 {c.get('delay_p99_ns', 0) / 1e6:.3f} ms")
+        if parts:
+            out.append(f"rule {rule}: " + ", ".join(parts))
+    return out
+
+
 def _surprises(journal: dict) -> list[str]:
     out = []
     ci = journal.get("chaos-inject", {})
@@ -97,6 +112,7 @@ def render_markdown(journal: dict, verdict_text: str | None, plots: list[str]) -
         for f in ci["faults"]:
             lines.append(f"- `{f['run_id']}` {f['fault']} on {', '.join(f['flows'])} ({f['engine']}), "
                          f"final state {f['state']}")
+            lines += [f"  - {m}" for m in _achieved(f)]
         lines.append("")
     if halt:
         lines += ["## Halt guard", ""] + [f"- {n}" for n in halt.get("notes", [])]
