@@ -254,3 +254,30 @@ def test_schedule_runs_an_experiment_file(run_dir, tmp_path):
     refused = subprocess.run([*CLI, "schedule", "@every 1s", "--", "run", str(bad)], capture_output=True, text=True,
                              env=env(run_dir), timeout=60, cwd=tmp_path)
     assert refused.returncode == 2 and "method[0].name: required" in refused.stderr
+
+
+def test_a_detached_delay_is_held_by_the_supervisor(pair, run_dir):
+    import statistics
+
+    import pytest
+
+    from injector.kernel import nfqueue
+    from injector.lab.traffic import measure_one_way
+
+    if nfqueue.nft_binary() is None:
+        pytest.skip("nft missing (Debian package nftables; run `sudo make setup`)")
+    result = cli(run_dir, "--flow", flow_of(pair, 9200), "--netns", pair.client_ns, "--delay", "20ms",
+                 "--duration", "60s", "--detach", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    try:
+        assert status(run_dir)[0]["engine"] == "userspace"
+        held = measure_one_way(pair.client_ns, pair.server_ns, str(pair.server.ipv4.ip), 9200, 200, 200.0)
+        median_ms = statistics.median(held.latencies_ns) / 1e6
+        assert len(held.latencies_ns) == 200 and 20 <= median_ms < 23, median_ms
+    finally:
+        stopped = cli(run_dir, "stop", info["run_id"])
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert wait_gone(info["pid"])
+    assert not nfqueue.list_tables(pair.client_ns), "our nftables table outlived the run"
+    clean(pair, run_dir)
