@@ -26,6 +26,8 @@ examples:
   sudo chaos-inject --flow 'api->[fd00::2]:53/udp' --partition --duration 30s --direction both
   sudo chaos-inject --flow api->db --loss 5% --duration 60s --dry-run
   sudo chaos-inject status --json      sudo chaos-inject sweep      sudo chaos-inject demo
+  sudo chaos-inject --flow api->db --delay 200ms --duration 60s --detach    (then: chaos-inject stop RUN_ID)
+  sudo chaos-inject schedule '@every 10m' --count 6 -- --flow api->db --loss 5% --duration 60s
 
 direction is seen from the flow's source: egress faults SRC->DST packets as they leave the source's
 interface, ingress faults the DST->SRC replies as they arrive there, both does both.
