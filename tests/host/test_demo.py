@@ -78,6 +78,7 @@ def _check_run_dir(run_dir: Path) -> None:
     report = (run_dir / "report.md").read_text()
     assert "state **completed**" in report and "deviated false" in report
     assert "## Recorded samples: steady-state verdict" in report and "steady state:" in report
+    assert "delayed, measured hold p50 " in report      # the delay measured by the engine, not assumed
     html = (run_dir / "report.html").read_text()
     assert "deviated false" in html and "steady state:" in html
     for png in ("latency_cdf.png", "latency_over_time.png"):

@@ -1,0 +1,87 @@
+"""How long `chaos-inject demo` (what `sudo make demo` runs) takes, and what its runs measured.
+
+    sudo .venv/bin/python bench/demo_time.py [--runs 3]
+
+Each run is the real CLI on a lab of its own (unique prefix, free subnet, own state directory: a lab that may
+already be up is not touched), brought up and taken down by the demo. Per run: wall time, exit code, verdict,
+lab up time, the phases' lengths from meta.json, the 503 share in the fault phase, the api's 503 latency (its
+database deadline) and the delay engine's measured hold. Prints medians. Checks nothing is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.lab_startup import free_subnet  # noqa: E402
+from injector.kernel.netns import existing_namespaces  # noqa: E402
+
+
+def one_run(tmp: Path, i: int) -> dict:
+    prefix = "cidb" + secrets.token_hex(2)
+    state = Path("/run/chaos-inject") / f"lab-bench-demo-{secrets.token_hex(3)}"
+    record = tmp / f"run{i}"
+    env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(tmp / "run-root")}
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "injector.cli", "demo", "-q", "--record", str(record),
+                          "--lab-prefix", prefix, "--lab-subnet", free_subnet(), "--lab-state-dir", str(state)],
+                         capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    wall = time.monotonic() - start
+    left = [ns for ns in existing_namespaces() if ns.startswith(prefix + "-")] + ([str(state)] if state.exists() else [])
+    if left:
+        raise SystemExit(f"left behind: {left}")
+    lab_up = re.search(r"lab up in ([\d.]+) s", out.stdout)
+    verdict = re.search(r"verdict: (\w+)", out.stdout)
+    row = {"wall_s": wall, "exit": out.returncode, "verdict": verdict.group(1) if verdict else "?",
+           "lab_up_s": float(lab_up.group(1)) if lab_up else float("nan")}
+    meta = json.loads((record / "meta.json").read_text())
+    for name, w in meta["phases"].items():
+        row[f"{name}_s"] = (w["end_ns"] - w["start_ns"]) / 1e9
+    from analysis import load_run
+
+    df = load_run(record).samples
+    fault = df[df["phase"].astype(str) == "fault"]
+    row["fault_503_share"] = float((fault["status"] == 503).mean())
+    row["fault_500"] = int((fault["status"] == 500).sum())
+    row["api_503_latency_ms"] = float(fault[fault["status"] == 503]["latency_ns"].median()) / 1e6
+    counters = json.loads((record / "counters.json").read_text())
+    holds = [c["delay_p50_ns"] for c in counters.values() if "delay_p50_ns" in c]
+    row["engine_hold_p50_ms"] = holds[0] / 1e6 if holds else float("nan")
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("the demo builds the netns lab: run with sudo")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="chaos-demo-bench-") as tmp:
+        for i in range(args.runs):
+            row = one_run(Path(tmp), i)
+            rows.append(row)
+            print(f"run {i + 1}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                               for k, v in row.items()), flush=True)
+    print(f"\nmedians over {len(rows)} runs (this host: {os.cpu_count()} cores):")
+    for key in rows[0]:
+        if isinstance(rows[0][key], float):
+            print(f"  {key:<22} {statistics.median(r[key] for r in rows):.3f}")
+    print(f"  exit codes {[r['exit'] for r in rows]}, verdicts {[r['verdict'] for r in rows]}")
+    return 0 if all(r["exit"] == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
