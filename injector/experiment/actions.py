@@ -126,6 +126,13 @@ def network_partition(flow: str, duration: str, netns: str | None = None, interf
                         engine=engine, lease="3s", seed=None, partition=True))
 
 
+def register_session(session) -> None:
+    """A session started elsewhere for this run (a translated tc netem): stopped and reported like ours."""
+    with _LOCK:
+        _SESSIONS[session.run_id] = session
+        _STARTED.append(session)
+
+
 def active_sessions() -> list[Any]:
     with _LOCK:
         return list(_SESSIONS.values())

@@ -45,6 +45,12 @@ def add_run_parser(sub) -> None:
     p.add_argument("--var", action="append", metavar="KEY=VALUE", help="override a configuration value")
     p.add_argument("--var-file", action="append", metavar="FILE",
                    help="configuration values from a JSON/YAML mapping or a KEY=VALUE .env file (--var wins)")
+    p.add_argument("--literal-tc", action="store_true",
+                   help="run `tc ... netem` process actions as written (default: each becomes an owned "
+                        "chaos-inject fault on that interface, and `tc qdisc del dev IF root` removes only ours)")
+    p.add_argument("--tc-netns", metavar="NS",
+                   help="network namespace of the interfaces tc commands name (default: configuration "
+                        "chaos-inject.netns, else ours)")
     guard = p.add_argument_group("halt guard (overrides the experiment's chaos-inject extension)")
     guard.add_argument("--max-error-rate", metavar="P%", help="halt above this error rate (default 5%%)")
     guard.add_argument("--p99-ratio", type=float, metavar="X", help="halt when p99 > X x baseline (default 2)")
@@ -77,7 +83,7 @@ def _guard_from_args(exp, args):
 FAULT_FUNCS = {"start_network_fault", "network_delay", "network_loss", "network_partition"}
 
 
-def describe_plan(exp, conf: dict, guard, warnings: list[str]) -> str:
+def describe_plan(exp, conf: dict, guard, warnings: list[str], tc_lines: dict | None = None) -> str:
     from .loader import substitute
     from .spec import PythonProvider
 
@@ -107,6 +113,8 @@ def describe_plan(exp, conf: dict, guard, warnings: list[str]) -> str:
                 fault = "  <- FAULT: would apply " + ", ".join(f"{k}={v}" for k, v in thaw(p.arguments).items())
             else:
                 fault = "  <- stops the faults this run started"
+        if tc_lines and a.path in tc_lines:
+            fault = f"  <- {tc_lines[a.path]}"
         return f"{indent}{a.type} {a.name}: {p.type} {what}{extra}{tol}{fault}"
 
     if exp.hypothesis:
@@ -141,8 +149,14 @@ def cmd_run(args) -> int:
     variables.update(parse_vars(args.var))
     warnings = check_environment(exp)
     conf = resolve_configuration(exp, variables)
+    from . import tcnetem
+    from .loader import resolve_secrets
+
+    tc = tcnetem.tc_settings(conf, literal=args.literal_tc, netns=args.tc_netns)
+    translated = tcnetem.check_experiment(exp, conf, resolve_secrets(exp), tc)
     if args.dry_run:
-        print(describe_plan(exp, conf, guard, warnings))
+        print(describe_plan(exp, conf, guard, warnings,
+                            {path: tcnetem.describe_translation(cmd, tc) for path, cmd in translated}))
         print("dry run: nothing was run and nothing was changed")
         return 0
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
@@ -152,7 +166,8 @@ def cmd_run(args) -> int:
     opts = RunOptions(run_dir=run_dir, journal_path=Path(args.journal_path) if args.journal_path else None,
                       rollback_strategy=args.rollback_strategy, hypothesis_strategy=args.hypothesis_strategy,
                       hypothesis_frequency_s=args.hypothesis_frequency, fail_fast=args.fail_fast, dry=args.dry,
-                      variables=variables, guard=guard, progress=progress)
+                      variables=variables, guard=guard, progress=progress, literal_tc=args.literal_tc,
+                      tc_netns=args.tc_netns)
     outcome = run_experiment(exp, opts)
     j = outcome.journal
     from .report import _surprises

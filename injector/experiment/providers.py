@@ -39,6 +39,8 @@ class RunContext:
     secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
     baselines: dict[str, Any] = field(default_factory=dict)   # statistical tolerance: before-hypothesis outputs
     phase: str = "before"                                      # before | during | after
+    tc: Any = None                 # tcnetem.TcSettings: tc netem process actions become our faults (None: literal)
+    note: Any = None               # callable(str): a note for the console, journal and report
 
 
 def _scoped_secrets(ctx: RunContext, scopes: tuple[str, ...]) -> dict[str, Any]:
@@ -76,6 +78,10 @@ def _run_process(p: ProcessProvider, ctx: RunContext, timeout_s: float | None) -
     exe = substitute(p.path, ctx.configuration, ctx.secrets)
     args = substitute(p.arguments if isinstance(p.arguments, str) else list(p.arguments), ctx.configuration,
                       ctx.secrets)
+    if ctx.tc is not None and not ctx.tc.literal:
+        translated = _run_tc(str(exe), args, ctx)
+        if translated is not None:
+            return translated
     if isinstance(args, str):   # chaoslib: a string goes through the shell as "<path> <arguments>"
         cmd: Any = f"{exe} {args}".strip()
         shell = True
@@ -92,6 +98,25 @@ def _run_process(p: ProcessProvider, ctx: RunContext, timeout_s: float | None) -
     if proc.returncode != 0:
         # chaoslib marks the activity succeeded and warns; a tolerance may still judge the status
         log.warning("process %s exited with %d: %s", exe, proc.returncode, out["stderr"].strip()[:200])
+    return out
+
+
+def _run_tc(exe: str, args: Any, ctx: RunContext) -> dict[str, Any] | None:
+    """A tc netem command as an owned chaos-inject fault (tcnetem); None: not one, run it literally."""
+    from ..errors import ChaosInjectError
+    from . import tcnetem
+
+    try:
+        cmd = tcnetem.parse_tc(exe, args)
+        if cmd is None:
+            return None
+        out = tcnetem.run_translated(cmd, ctx.tc)
+    except ChaosInjectError as exc:
+        raise ActivityFailed(f"tc netem translation: {exc}") from None
+    if ctx.note is not None:
+        ctx.note(out["stdout"])
+        for n in out["chaos-inject"].get("notes", []):
+            ctx.note(n)
     return out
 
 

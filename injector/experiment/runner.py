@@ -65,6 +65,8 @@ class RunOptions:
     handle_signals: bool = True
     progress: Callable[[str], None] | None = None
     env: dict[str, str] | None = None
+    literal_tc: bool = False                   # run `tc ... netem` process actions as written (no translation)
+    tc_netns: str | None = None                # namespace of the interfaces tc names (else configuration's)
 
 
 @dataclass
@@ -335,16 +337,26 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
     warnings = check_environment(exp)
     conf = resolve_configuration(exp, opts.variables, opts.env)
     secrets = resolve_secrets(exp, opts.env)
+    from . import tcnetem
+
+    tc = tcnetem.tc_settings(conf, literal=opts.literal_tc, netns=opts.tc_netns)
+    translations = tcnetem.check_experiment(exp, conf, secrets, tc)
     r = _Run(exp, opts)
     if opts.run_dir:
         Path(opts.run_dir).mkdir(parents=True, exist_ok=True)
     r.set_state("pending")
     for note in (*exp.notes, *[w for w in warnings if w not in exp.notes]):
         r.say(f"note: {note}")
+    for path, cmd in translations:
+        r.say(f"{path}: {tcnetem.describe_translation(cmd, tc)}")
     baselines: dict[str, Any] = {}
 
+    def note(text: str) -> None:
+        r.say(f"note: {text}")
+        r.journal["chaos-inject"]["notes"].append(text)
+
     def ctx() -> RunContext:
-        return RunContext(dict(conf), secrets, baselines)
+        return RunContext(dict(conf), secrets, baselines, tc=tc, note=note)
 
     strategy = opts.hypothesis_strategy or exp.hypothesis_strategy or "default"
     rb_strategy = opts.rollback_strategy or exp.rollback_strategy or "default"
@@ -379,7 +391,11 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
 
     journal = r.journal
     journal["chaos-inject"] = {"run_id": r.run_id, "hypothesis_strategy": strategy,
-                               "rollback_strategy": rb_strategy, "notes": list(exp.notes)}
+                               "rollback_strategy": rb_strategy, "notes": list(exp.notes),
+                               "tc": {"mode": "literal" if tc.literal else "translate", "netns": tc.netns,
+                                      "bound": tc.duration,
+                                      "commands": [{"activity": p, "as": tcnetem.describe_translation(c, tc)}
+                                                   for p, c in translations]}}
     normal_end = True
     started_recorders: list[Any] = []
     done = threading.Event()
@@ -484,6 +500,7 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
             stop_all_faults("stopped")
             if r.method_started:
                 r.say(f"rollbacks skipped (strategy {rb_strategy})")
+        tcnetem.reset()
         r.phases.mark("recovery", _faults_ended_ns(r.phases))
         if started_recorders and r.method_started and g.recovery_s > 0:
             r.say(f"recording recovery for {g.recovery_s:g}s")
