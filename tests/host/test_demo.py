@@ -166,3 +166,16 @@ def test_demo_ctrl_c_during_the_fault_rolls_back_and_takes_the_lab_down(demo, tm
     assert "taken down" in stdout
     time.sleep(0.2)
     assert not _leftovers(spec, run_root), _leftovers(spec, run_root)
+
+
+def test_quick_demo_is_still_reachable(tmp_path):
+    env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(tmp_path / "run-root")}
+    before = set(existing_namespaces())
+    out = subprocess.run([*CLI, "demo", "--quick", "--duration", "3s"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "control flow (port 9001): " in out.stdout and "loss 0.00%" in out.stdout
+    assert "namespaces removed" in out.stdout
+    new = [ns for ns in set(existing_namespaces()) - before if ns.startswith("ci-demo-")]  # (others run too)
+    assert not new, new
+    assert not list((tmp_path / "run-root").glob("runs/*.json"))
