@@ -533,11 +533,20 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
     from .actions import describe_session, started_sessions
 
     faults = [describe_session(s) for s in started_sessions()]
+    # principle 1: a fault that did not take effect is a failed experiment, not a success
+    no_effect = _no_effect(journal, started_sessions(), r.phases.starts.get("fault"))
+    if no_effect and not stop_signal and not r.halt.is_set():
+        r.reason = "; ".join(filter(None, (r.reason, "the fault did not take effect: " + "; ".join(no_effect))))
+        if journal["status"] == "completed":
+            journal["status"] = "failed"
+            state = "failed"
+        r.say(f"FAILED: the fault did not take effect: {'; '.join(no_effect)}")
     journal["chaos-inject"].update({
         "state": state, "reason": r.reason, "halt": guard.summary(),
         "halt_faults_stopped_ns": r.halt_faults_stopped_ns, "halt_detected_ns": guard.breached_at_ns,
         "rollbacks_done_ns": getattr(r, "rollbacks_done_ns", None),
         "faults": faults, "phases": r.phases.windows() if r.phases.starts else {},
+        "no_effect": no_effect,
     })
     if stop_signal:
         code = EXIT_INTERRUPTED.get(signal.Signals(stop_signal[0]).name, 1)
@@ -570,6 +579,33 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
 
 class _Abort(Exception):
     pass
+
+
+def _no_effect(journal: dict, sessions, since_ns: int | None) -> list[str]:
+    """What the method meant to inject and did not: a method action that failed, a process action that
+    exited non-zero (chaoslib counts it succeeded), a fault whose kernel counters show no matched packet
+    over its active time (an engine that keeps no counters is not judged)."""
+    out = []
+    for run in journal["run"]:
+        act = run["activity"]
+        if act.get("type") != "action":
+            continue
+        name = act.get("name")
+        output = run.get("output")
+        if run.get("status") == "failed":
+            out.append(f"action {name!r} failed")
+        elif act.get("provider", {}).get("type") == "process" and isinstance(output, dict) and \
+                output.get("status") not in (0, None):
+            out.append(f"action {name!r} exited with status {output['status']}")
+    for s in sessions:
+        span = getattr(s, "active_span_ns", None)
+        if span is None or since_ns is None or span[0] < since_ns:
+            continue                       # never active (its action failed above), or another run's
+        counters = s.counters()
+        rules = [c for c in counters.values() if isinstance(c, dict) and "matched_packets" in c]
+        if rules and not any(c["matched_packets"] for c in rules):
+            out.append(f"fault {s.run_id} ({'; '.join(f.describe() for f in s.plan.faults)}) matched no packet")
+    return out
 
 
 def _judged(act: Activity) -> bool:

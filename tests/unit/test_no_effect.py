@@ -1,0 +1,66 @@
+"""Principle 1 in the runner: a fault that took no effect fails the experiment (Chaos Toolkit would call a
+non-zero process action a success and the run completed)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from injector.experiment import parse_experiment
+from injector.experiment.runner import RunOptions, _no_effect, run_experiment
+
+
+@pytest.fixture(autouse=True)
+def _run_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHAOS_INJECT_RUN_DIR", str(tmp_path / "run-root"))
+
+
+def _sh(cmd: str, name: str, kind: str = "action") -> dict:
+    return {"type": kind, "name": name, "provider": {"type": "process", "path": "sh", "arguments": ["-c", cmd]}}
+
+
+def _run(tmp_path, method, rollbacks=()):
+    exp = parse_experiment({"title": "t", "description": "d", "method": list(method), "rollbacks": list(rollbacks)})
+    return run_experiment(exp, RunOptions(run_dir=tmp_path / "out", handle_signals=False))
+
+
+def test_process_action_exiting_non_zero_fails_the_run_and_rolls_back(tmp_path):
+    undone = tmp_path / "undone"
+    out = _run(tmp_path, [_sh("echo no netem >&2; exit 2", "inject")], [_sh(f"touch {undone}", "undo")])
+    j = out.journal
+    assert (out.state, out.exit_code, j["status"], j["deviated"]) == ("failed", 1, "failed", False)
+    assert j["run"][0]["status"] == "succeeded"          # the activity itself keeps chaoslib's verdict
+    assert j["chaos-inject"]["no_effect"] == ["action 'inject' exited with status 2"]
+    assert "the fault did not take effect: action 'inject' exited with status 2" in j["chaos-inject"]["reason"]
+    assert undone.exists()
+
+
+def test_failed_action_fails_the_run(tmp_path):
+    bad = {"type": "action", "name": "inject", "provider": {"type": "python", "module": "json", "func": "loads",
+                                                            "arguments": {"s": "not json"}}}
+    out = _run(tmp_path, [bad])
+    assert (out.state, out.exit_code) == ("failed", 1)
+    assert out.journal["chaos-inject"]["no_effect"] == ["action 'inject' failed"]
+
+
+def test_probes_and_succeeding_actions_are_not_judged(tmp_path):
+    out = _run(tmp_path, [_sh("exit 0", "inject"), _sh("exit 1", "look", kind="probe")])
+    assert (out.state, out.exit_code, out.journal["chaos-inject"]["no_effect"]) == ("completed", 0, [])
+
+
+def _session(run_id, span, counters):
+    return SimpleNamespace(run_id=run_id, active_span_ns=span, counters=lambda: counters,
+                           plan=SimpleNamespace(faults=[SimpleNamespace(describe=lambda: "delay 5s")]))
+
+
+def test_fault_that_matched_no_packet_is_no_effect():
+    journal = {"run": []}
+    sessions = [
+        _session("a", (100, 200), {1: {"matched_packets": 0, "delayed_packets": 0}}),   # ours, matched nothing
+        _session("b", (100, 200), {1: {"matched_packets": 0}, 2: {"matched_packets": 7}}),  # one rule matched
+        _session("c", (50, 60), {1: {"matched_packets": 0}}),          # before this run's method: not ours
+        _session("d", None, {}),                                       # never active
+        _session("e", (100, None), {1: {"other": 1}}),                 # no counters to judge by
+    ]
+    assert _no_effect(journal, sessions, 90) == ["fault a (delay 5s) matched no packet"]
