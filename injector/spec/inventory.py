@@ -8,6 +8,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Mapping
 
 from ..errors import InvalidSpec
@@ -25,12 +26,24 @@ class Host:
     ports: tuple[int, ...] = ()          # listening ports: used when the host is a flow's destination
     netns: str | None = None             # network namespace its traffic leaves from (None: this one)
     interface: str | None = None         # interface in that namespace (None: found by route lookup)
+    labels: Mapping[str, str] = field(default_factory=dict)   # labels = {app = "api"} (Chaos Mesh / FIS tags)
+    restart: str | None = None           # shell command bringing its service back after a kill (in its netns)
+
+    def matches(self, selector: Mapping[str, str]) -> bool:
+        """Every key=value of ``selector`` is among the host's labels (Kubernetes matchLabels semantics)."""
+        return all(self.labels.get(k) == v for k, v in selector.items())
 
 
 @dataclass(frozen=True)
 class Inventory:
     hosts: Mapping[str, Host] = field(default_factory=dict)
     source: str | None = None
+
+    def select(self, labels: Mapping[str, str]) -> list[Host]:
+        """Hosts carrying every label of ``labels`` (sorted by name); an empty selector selects none."""
+        if not labels:
+            return []
+        return [self.hosts[n] for n in sorted(self.hosts) if self.hosts[n].matches(labels)]
 
     def get(self, name: str) -> Host:
         try:
@@ -82,7 +95,7 @@ def _parse_host(name: str, entry: Any, source: str | None) -> Host:
         raise InvalidSpec("host names start with a letter and use letters, digits, _ . -", text=name, field=where)
     if not isinstance(entry, Mapping):
         raise InvalidSpec("must be a table", field=where)
-    unknown = set(entry) - {"addresses", "ports", "netns", "interface"}
+    unknown = set(entry) - {"addresses", "ports", "netns", "interface", "labels", "tags", "restart"}
     if unknown:
         raise InvalidSpec(f"unknown keys {sorted(unknown)}", field=where)
     raw_addresses = entry.get("addresses")
@@ -100,5 +113,20 @@ def _parse_host(name: str, entry: Any, source: str | None) -> Host:
     for key in ("netns", "interface"):
         if key in entry and (not isinstance(entry[key], str) or not entry[key]):
             raise InvalidSpec(f"'{key}' must be a non-empty string", field=where)
+    if "restart" in entry and (not isinstance(entry["restart"], str) or not entry["restart"].strip()):
+        raise InvalidSpec("'restart' must be a non-empty shell command", field=where)
+    labels: dict[str, str] = {}
+    for key in ("labels", "tags"):          # tags: FIS's word for the same thing; both merge
+        raw = entry.get(key, {})
+        if not isinstance(raw, Mapping) or not all(isinstance(k, str) and k and isinstance(v, str)
+                                                   for k, v in raw.items()):
+            raise InvalidSpec(f"'{key}' must be a table of strings, e.g. {key} = {{app = \"api\"}}",
+                              text=str(raw), field=f"{where}.{key}")
+        for k, v in raw.items():
+            if labels.get(k, v) != v:
+                raise InvalidSpec(f"labels and tags give {k!r} two values", text=f"{labels[k]!r} / {v!r}",
+                                  field=where)
+            labels[k] = v
     return Host(name=name, addresses=tuple(addresses), ports=tuple(ports),
-                netns=entry.get("netns"), interface=entry.get("interface"))
+                netns=entry.get("netns"), interface=entry.get("interface"), labels=MappingProxyType(labels),
+                restart=entry.get("restart"))
