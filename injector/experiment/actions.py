@@ -18,7 +18,7 @@ import threading
 from typing import Any
 
 __all__ = ["start_network_fault", "stop_network_fault", "stop_all_faults", "network_delay", "network_loss",
-           "network_partition"]
+           "network_partition", "network_fault"]
 
 _LOCK = threading.Lock()
 _SESSIONS: dict[str, Any] = {}      # run_id -> FaultSession started by this process, still ours to stop
@@ -80,7 +80,12 @@ def stop_network_fault(run_id: str | None = None) -> dict[str, Any]:
 
 
 def stop_all_faults(state: str = "stopped") -> list[dict[str, Any]]:
-    """Stop every fault this process started (the halt guard uses ``state="halted"``)."""
+    """Stop every fault this process started (the halt guard uses ``state="halted"``); held host faults
+    (a pod-failure, a CPU stress) end now too."""
+    import sys
+
+    if "injector.experiment.hostactions" in sys.modules:
+        sys.modules["injector.experiment.hostactions"].stop_all()
     with _LOCK:
         sessions = list(_SESSIONS.items())
         _SESSIONS.clear()
@@ -102,6 +107,18 @@ def _hold(session) -> dict[str, Any]:
         if session.state == "running":   # interrupted while waiting: never leave it on
             session.stop("stopped")
     return _describe(session)
+
+
+def network_fault(flow: str | list[str], duration: str, delay: str | None = None, jitter: str | None = None,
+                  correlation: str | None = None, loss: str | None = None, partition: bool = False,
+                  corrupt: str | None = None, duplicate: str | None = None, rate: str | None = None,
+                  netns: str | None = None, interface: str | None = None, direction: str = "egress",
+                  engine: str = "auto", seed: int | None = None) -> dict[str, Any]:
+    """Any fault on ``flow`` (one or a list, e.g. ["api->db", "api2->db"]) for ``duration``; blocks and
+    returns its counters (translated Chaos Mesh NetworkChaos uses this)."""
+    return _hold(_start(flow, duration=duration, netns=netns, interface=interface, direction=direction,
+                        engine=engine, lease="3s", seed=seed, delay=delay, jitter=jitter, correlation=correlation,
+                        loss=loss, partition=partition, corrupt=corrupt, duplicate=duplicate, rate=rate))
 
 
 def network_delay(flow: str, delay: str, duration: str, jitter: str | None = None, netns: str | None = None,

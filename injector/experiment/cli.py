@@ -29,7 +29,15 @@ experiment, 130/143 interrupted (rollbacks ran).
 def add_run_parser(sub) -> None:
     p = sub.add_parser("run", help="run a Chaos Toolkit experiment file (JSON or YAML)", epilog=RUN_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", metavar="EXPERIMENT", help="experiment file (.json, .yaml, .yml)")
+    p.add_argument("experiment", metavar="EXPERIMENT",
+                   help="experiment file (.json, .yaml, .yml): Chaos Toolkit, Chaos Mesh manifests (NetworkChaos, "
+                        "PodChaos, StressChaos) or an AWS FIS experiment template (translated; see --dry-run)")
+    p.add_argument("--inventory", metavar="FILE",
+                   help="hosts and their labels/tags for Chaos Mesh selectors and FIS resourceTags (default: "
+                        "$CHAOS_INJECT_INVENTORY, /etc/chaos-inject/inventory.toml, the lab's)")
+    p.add_argument("--seed", type=int, metavar="N", help="seed of the host picks (mode one, fixed-percent, COUNT, PERCENT)")
+    p.add_argument("--prometheus-url", metavar="URL",
+                   help="Prometheus for a FIS template's stop condition (default http://prometheus:9090)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (activities, resolved configuration, faults) and touch nothing")
     p.add_argument("--dry", choices=DRY_MODES, help="chaos run's dry modes: skip these activities")
@@ -80,7 +88,7 @@ def _guard_from_args(exp, args):
     return g
 
 
-FAULT_FUNCS = {"start_network_fault", "network_delay", "network_loss", "network_partition"}
+FAULT_FUNCS = {"start_network_fault", "network_delay", "network_loss", "network_partition", "network_fault"}
 
 
 def describe_plan(exp, conf: dict, guard, warnings: list[str], tc_lines: dict | None = None) -> str:
@@ -113,6 +121,9 @@ def describe_plan(exp, conf: dict, guard, warnings: list[str], tc_lines: dict | 
                 fault = "  <- FAULT: would apply " + ", ".join(f"{k}={v}" for k, v in thaw(p.arguments).items())
             else:
                 fault = "  <- stops the faults this run started"
+        elif isinstance(p, PythonProvider) and p.module == "injector.experiment.hostactions":
+            fault = "  <- HOST FAULT: would " + {"kill_hosts": "kill the processes in the hosts' netns",
+                                                  "stress_cpu": "run CPU stress workers"}.get(p.func, p.func)
         if tc_lines and a.path in tc_lines:
             fault = f"  <- {tc_lines[a.path]}"
         return f"{indent}{a.type} {a.name}: {p.type} {what}{extra}{tol}{fault}"
@@ -136,10 +147,19 @@ def describe_plan(exp, conf: dict, guard, warnings: list[str], tc_lines: dict | 
 
 
 def cmd_run(args) -> int:
-    from .loader import check_environment, load_experiment, parse_vars, resolve_configuration
+    from .loader import check_environment, parse_vars, resolve_configuration
     from .runner import RunOptions, run_experiment
 
-    exp = load_experiment(args.experiment)
+    import os
+
+    from .foreign import load_any
+
+    if args.inventory:        # our actions resolve host names through the same inventory
+        os.environ["CHAOS_INJECT_INVENTORY"] = str(Path(args.inventory).resolve())
+    exp, kind, translation = load_any(args.experiment, inventory=args.inventory, seed=args.seed,
+                                      prometheus_url=args.prometheus_url)
+    if kind != "chaos-toolkit":
+        exp = replace(exp, notes=(f"translated from {kind}: {args.experiment}", *translation, *exp.notes))
     guard = _guard_from_args(exp, args)
     from .loader import read_var_file
 

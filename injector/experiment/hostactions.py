@@ -1,0 +1,183 @@
+"""Host actions for translated Chaos Mesh / FIS documents: kill a host's processes (pod-kill, pod-failure,
+terminate/stop/reboot an instance) and CPU stress, with H's hostfaults doing the work.
+
+A *host* is an inventory entry. Its "pod" is every process in its network namespace (``netns`` in the
+inventory): that is what a lab or a container runtime gives each service here. A host without a netns is
+refused (its processes would be every process of this machine's namespace). The inventory's ``restart``
+command (run in the host's netns, in its own session) brings the service back; without it the service
+stays down and the output says so.
+
+Every action here is bounded (a duration, or instant) and stops early when the runner halts or is stopped
+(:func:`stop_all`, called by ``actions.stop_all_faults``): a held failure restarts at once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["kill_hosts", "stress_cpu", "stop_all", "processes_in_netns"]
+
+_LOCK = threading.Lock()
+_CANCEL: set[threading.Event] = set()
+
+
+def _register() -> threading.Event:
+    ev = threading.Event()
+    with _LOCK:
+        _CANCEL.add(ev)
+    return ev
+
+
+def _unregister(ev: threading.Event) -> None:
+    with _LOCK:
+        _CANCEL.discard(ev)
+
+
+def stop_all() -> None:
+    """End every held host fault of this process now (their restores run in their own threads)."""
+    with _LOCK:
+        events = list(_CANCEL)
+    for ev in events:
+        ev.set()
+
+
+def _ancestors() -> set[int]:
+    out, pid = set(), os.getpid()
+    while pid > 1:
+        out.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
+
+
+def processes_in_netns(netns: str) -> list[int]:
+    """Pids whose network namespace is /run/netns/NETNS; never this process or its ancestors."""
+    try:
+        target = os.stat(f"/run/netns/{netns}")
+    except FileNotFoundError:
+        from ..errors import InvalidSpec
+
+        raise InvalidSpec("no such network namespace", text=netns, field="netns") from None
+    skip = _ancestors()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in skip:
+            continue
+        try:
+            st = os.stat(entry / "ns" / "net")
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _hosts(names: list[str], inventory: str | None):
+    from ..errors import InvalidSpec
+    from ..spec import Inventory
+
+    inv = Inventory.discover(inventory)
+    hosts = [inv.get(n) for n in names]
+    for h in hosts:
+        if not h.netns:
+            raise InvalidSpec(f"host {h.name} has no netns in the inventory: its 'pod' would be every process of "
+                              "this machine's namespace; give it a netns", text=h.name, field="hosts")
+    return hosts
+
+
+def kill_hosts(hosts: list[str], action: str = "pod-kill", duration: str | None = None, grace: str = "5s",
+               inventory: str | None = None) -> dict[str, Any]:
+    """Kill every process in each host's netns (SIGTERM, SIGKILL after ``grace``), then restart it with the
+    inventory's ``restart`` command: at once for ``pod-kill`` / ``terminate`` / ``reboot``, after ``duration``
+    (mandatory) for ``pod-failure`` / ``stop``. Returns per host what was killed and whether it restarted."""
+    from ..errors import InvalidSpec
+    from ..hostfaults import ProcessKill
+    from ..session import _duration
+
+    held = action in ("pod-failure", "stop")
+    if action not in ("pod-kill", "pod-failure", "terminate", "stop", "reboot"):
+        raise InvalidSpec("action must be pod-kill, pod-failure, terminate, stop or reboot", text=action,
+                          field="action")
+    if held and duration is None:
+        raise InvalidSpec(f"{action} needs a duration: the service must come back", field="duration")
+    hold_s = _duration(duration, "duration") / 1e9 if held else 0.0
+    grace_s = _duration(grace, "grace", allow_zero=True) / 1e9
+    cancel = _register()
+    report: dict[str, Any] = {"action": action, "hosts": []}
+    kills: list[tuple[Any, list]] = []
+    try:
+        for h in _hosts(list(hosts), inventory):
+            pids = processes_in_netns(h.netns)
+            faults = [ProcessKill(pid=p, grace_s=grace_s) for p in pids]
+            for f in faults:
+                try:
+                    f.inject()
+                except Exception:  # noqa: BLE001 - gone already (a child of one we killed): nothing to undo
+                    if f.result is None:
+                        continue
+                    raise
+            kills.append((h, faults))
+            report["hosts"].append({"host": h.name, "netns": h.netns, "killed_pids": pids,
+                                    "restart": h.restart})
+        t0 = time.monotonic()
+        if held:
+            cancel.wait(hold_s)
+        report["held_s"] = round(time.monotonic() - t0, 3)
+    finally:
+        _unregister(cancel)
+        for (h, _), entry in zip(kills, report["hosts"]):
+            entry["restarted"] = _restart(h) if h.restart else False
+            if not h.restart:
+                entry["note"] = f"no restart command for {h.name} in the inventory: it stays down"
+    return report
+
+
+def _restart(host, wait_s: float = 1.0) -> bool:
+    """The inventory's restart command in the host's netns, in its own session (the service must not die
+    with us): exiting 0 or still running after ``wait_s`` is a restart; a non-zero exit is an error."""
+    import subprocess
+    import tempfile
+
+    from ..hostfaults.process import RestartFailed
+
+    argv = ["ip", "netns", "exec", host.netns, "/bin/sh", "-c", host.restart]
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                                start_new_session=True)
+        try:
+            code = proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            return True
+        errors.seek(0)
+        text = errors.read().decode(errors="replace").strip()
+    if code != 0:
+        raise RestartFailed(f"restart of {host.name} ({host.restart!r}) exited {code}: {text}")
+    return True
+
+
+def stress_cpu(workers: int, load: float = 100, duration: str = "60s", hosts: list[str] | None = None
+               ) -> dict[str, Any]:
+    """``workers`` CPU workers at ``load`` % of one CPU, per selected host (Chaos Mesh: per pod), for
+    ``duration``. The hosts share this machine's CPUs."""
+    from ..hostfaults import CpuStress
+    from ..session import _duration
+
+    n = max(1, len(hosts or []))
+    cancel = _register()
+    stress = CpuStress(int(workers) * n, float(load), _duration(duration, "duration") / 1e9)
+    try:
+        with stress:
+            while stress.running and not cancel.wait(0.1):
+                pass
+    finally:
+        _unregister(cancel)
+    r = stress.result
+    return {"workers": r.workers, "hosts": list(hosts or []), "load_percent": r.load_percent,
+            "elapsed_s": round(r.elapsed_s, 3), "achieved_percent": round(r.achieved_percent, 1)}
