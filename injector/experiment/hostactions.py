@@ -174,8 +174,12 @@ def stress_cpu(workers: int, load: float = 100, duration: str = "60s", hosts: li
     stress = CpuStress(int(workers) * n, float(load), _duration(duration, "duration") / 1e9)
     try:
         with stress:
-            while stress.running and not cancel.wait(0.1):
-                pass
+            while not cancel.is_set():
+                try:
+                    stress.wait(timeout=0.1)     # samples the workers' CPU time as it goes
+                    break
+                except TimeoutError:
+                    continue
     finally:
         _unregister(cancel)
     r = stress.result

@@ -1,0 +1,84 @@
+"""kill_hosts (translated PodChaos / FIS terminate) on a throwaway namespace: the processes in the host's
+netns are killed, never the runner; the inventory's restart command brings the service back in that netns;
+pod-failure holds it down for its duration; a halt (stop_all) ends the hold at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from injector.experiment import hostactions
+from injector.experiment.hostactions import kill_hosts, processes_in_netns
+
+
+def _service(ns: str) -> subprocess.Popen:
+    return subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "300"], start_new_session=True)
+
+
+@pytest.fixture
+def host(pair, tmp_path, monkeypatch):
+    """The server namespace as inventory host 'svc' with a restart command (another sleep, marked)."""
+    inv = tmp_path / "inv.toml"
+    inv.write_text(f'[hosts.svc]\naddresses = ["{pair.server.ipv4.ip}"]\nnetns = "{pair.server_ns}"\n'
+                   'labels = {app = "svc"}\nrestart = "exec sleep 299"\n'
+                   f'[hosts.bare]\naddresses = ["{pair.client.ipv4.ip}"]\nnetns = "{pair.client_ns}"\n')
+    monkeypatch.setenv("CHAOS_INJECT_INVENTORY", str(inv))
+    yield pair
+    for ns in (pair.server_ns, pair.client_ns):      # what we (or our restart command) started there
+        for pid in processes_in_netns(ns):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _cmdlines(ns: str) -> list[str]:
+    out = []
+    for pid in processes_in_netns(ns):
+        try:
+            out.append(open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode().strip())
+        except OSError:
+            pass
+    return out
+
+
+def test_pod_kill_kills_the_netns_processes_and_restarts(host):
+    svc = _service(host.server_ns)
+    deadline = time.monotonic() + 5
+    while svc.pid not in processes_in_netns(host.server_ns) and time.monotonic() < deadline:
+        time.sleep(0.02)    # `ip netns exec` execs sleep in the namespace: same pid
+    assert svc.pid in processes_in_netns(host.server_ns)
+    out = kill_hosts(["svc"], "pod-kill")
+    svc.wait(5)
+    (entry,) = out["hosts"]
+    assert svc.pid in entry["killed_pids"] and entry["restarted"] is True
+    assert os.getpid() not in entry["killed_pids"]
+    assert _cmdlines(host.server_ns) == ["sleep 299"]          # the restart, in the host's netns
+
+
+def test_pod_failure_holds_then_halt_ends_it(host):
+    svc = _service(host.client_ns)
+    time.sleep(0.2)
+    threading.Timer(0.5, hostactions.stop_all).start()       # the runner's halt
+    t = time.monotonic()
+    out = kill_hosts(["bare"], "pod-failure", duration="30s")
+    assert time.monotonic() - t < 5 and out["held_s"] < 2
+    svc.wait(5)
+    (entry,) = out["hosts"]
+    assert entry["restarted"] is False and "stays down" in entry["note"]
+    assert processes_in_netns(host.client_ns) == []
+
+
+def test_pod_failure_needs_a_duration(host):
+    from injector.errors import InvalidSpec
+
+    with pytest.raises(InvalidSpec, match="duration"):
+        kill_hosts(["svc"], "pod-failure")
+
+
+def test_stress_cpu_runs_its_workers_for_the_duration():
+    out = hostactions.stress_cpu(1, 50, "1s", hosts=["a", "b"])
+    assert out["workers"] == 2 and 0.9 <= out["elapsed_s"] <= 1.5
+    assert 25 <= out["achieved_percent"] <= 75
