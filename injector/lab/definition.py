@@ -142,7 +142,10 @@ def render_inventory(addrs: Addresses, *, netns: dict[str, str] | None = None, i
     lines = ["# chaos-inject lab inventory (generated; removed by `chaos-inject lab down`)"]
     for role, h in d["hosts"].items():
         lines += ["", f"[hosts.{role}]",
-                  f'addresses = ["{addrs[role]}"]', f"ports = {json.dumps(h['ports'])}"]
+                  f'addresses = ["{addrs[role]}"]', f"ports = {json.dumps(h['ports'])}",
+                  # selectors of Chaos Mesh manifests (app: api / app: postgres) and FIS templates (tags)
+                  f'labels = {{app = "{LAB_APP.get(role, role)}"}}',
+                  f'tags = {{Environment = "staging", App = "{role}"}}']
         if netns:
             lines.append(f'netns = "{netns[role]}"')
         if interface:
@@ -150,6 +153,7 @@ def render_inventory(addrs: Addresses, *, netns: dict[str, str] | None = None, i
     return "\n".join(lines) + "\n"
 
 
+LAB_APP = {"db": "postgres"}              # the seed's manifests select the database as app: postgres
 SERVICE_USER = {"db": "postgres"}          # PostgreSQL refuses to run as root; the others run as root
 STOP_SIGNAL = {"db": "SIGINT"}             # PostgreSQL's fast shutdown (SIGTERM waits for every client)
 

@@ -46,6 +46,10 @@ def test_inventory_resolves_api_to_db_with_netns_and_interface():
     assert flow.src.networks == (ipaddress.ip_network("10.213.0.10/32"),) and flow.src.netns == "cilab-api"
     assert flow.dst.networks == (ipaddress.ip_network("10.213.0.11/32"),) and flow.dst.ports == (5432,)
     assert Path("/run/chaos-inject/lab/inventory.toml") in DEFAULT_PATHS  # found with no --inventory
+    # labels/tags for Chaos Mesh selectors and FIS resourceTags (the seed's app: api -> app: postgres)
+    assert [h.name for h in inv.select({"app": "api"})] == ["api"]
+    assert [h.name for h in inv.select({"app": "postgres"})] == ["db"]
+    assert [h.name for h in inv.select({"Environment": "staging", "App": "api"})] == ["api"]
 
 
 def test_db_config_listens_on_the_lab_address_with_its_own_socket_dir():
