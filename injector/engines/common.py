@@ -7,7 +7,7 @@ import secrets
 from typing import Callable
 
 from ..errors import NotPermitted, Unsupported
-from ..kernel import abi, rawnl, tc
+from ..kernel import abi, clsact, rawnl, tc
 from ..kernel.bpf import ClassifierConfig, ClassifierProgram
 from ..kernel.owner import KernelOwner
 from ..plan import Interface, Plan, PlannedRule
@@ -82,11 +82,11 @@ def redirect_ingress(owner: KernelOwner, iface: Interface, ifindex: int, prog_fd
                      to_ifindex: int) -> None:
     """Our plain classifier on ``iface``'s clsact ingress; what it matches, act_mirred hands to ``to_ifindex``."""
     where = {"netns": iface.netns, "ifname": iface.name, "ifindex": ifindex}
-    if not tc.has_clsact(ifindex, iface.netns):
-        owner.create({"kind": "clsact", **where}, lambda: tc.add_clsact(ifindex, iface.netns))
-    prio = tc.free_prio(ifindex, "ingress", iface.netns)
-    owner.create({"kind": "bpf-filter", **where, "hook": "ingress", "prio": prio, "name": filter_name},
-                 lambda: tc.add_bpf_redirect_filter(ifindex, prio, prog_fd, filter_name, to_ifindex, iface.netns))
+    with clsact.use(owner, iface.netns, iface.name, ifindex):  # shared clsact: see kernel/clsact.py
+        prio = tc.free_prio(ifindex, "ingress", iface.netns)
+        owner.create({"kind": "bpf-filter", **where, "hook": "ingress", "prio": prio, "name": filter_name},
+                     lambda: tc.add_bpf_redirect_filter(ifindex, prio, prog_fd, filter_name, to_ifindex,
+                                                        iface.netns))
 
 
 class LeasedRules:

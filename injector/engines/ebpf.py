@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..errors import ApplyFailed, Unsupported
-from ..kernel import tc
+from ..kernel import clsact, tc
 from ..kernel.rtnl import NetlinkError
 from ..kernel.bpf import MAX_SHAPES, ClassifierConfig, ClassifierProgram
 from .common import LeasedRules, interface_links, require_root
@@ -69,12 +69,11 @@ class EbpfEngine:
         filter_name = f"chaos-inject:{plan.run_id}"
         for iface, info in links.items():
             ifindex = info["index"]
-            where = {"netns": iface.netns, "ifname": iface.name, "ifindex": ifindex}
-            if not tc.has_clsact(ifindex, iface.netns):
-                owner.create({"kind": "clsact", **where},
-                             _step(f"adding a clsact qdisc on {iface}", tc.add_clsact, ifindex, iface.netns))
-            for hook in plan.hooks_for(iface):
-                self._attach(owner, iface, ifindex, hook, rules.program, filter_name)
+            # the clsact is shared with other runs and recorders: made (marked) if missing, its use recorded, and
+            # our filters attached under the clsact lock, so no concurrent release removes it meanwhile
+            with clsact.use(owner, iface.netns, iface.name, ifindex):
+                for hook in plan.hooks_for(iface):
+                    self._attach(owner, iface, ifindex, hook, rules.program, filter_name)
 
     def _attach(self, owner: KernelOwner, iface: Interface, ifindex: int, hook: str, program: ClassifierProgram,
                 filter_name: str) -> None:

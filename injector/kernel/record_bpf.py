@@ -263,7 +263,7 @@ class RecordProgram:
     def _attach_clsact(self, fd: int, ifname: str, ifindex: int, netns: str | None, hook: str) -> None:
         import secrets
 
-        from . import tc
+        from . import clsact, tc
         from .owner import KernelOwner
 
         if self._owner is None:
@@ -271,12 +271,11 @@ class RecordProgram:
             owner.__enter__()
             self._owner = owner
         where = {"netns": netns, "ifname": ifname, "ifindex": ifindex}
-        if not tc.has_clsact(ifindex, netns):
-            self._owner.create({"kind": "clsact", **where}, lambda: tc.add_clsact(ifindex, netns))
-        prio = tc.free_prio(ifindex, hook, netns)
-        name = f"chaos-inject-rec:{self._owner.run_id}"
-        self._owner.create({"kind": "bpf-filter", **where, "hook": hook, "prio": prio, "name": name},
-                           lambda: tc.add_bpf_filter(ifindex, hook, prio, fd, name, netns))
+        with clsact.use(self._owner, netns, ifname, ifindex):  # shared with runs: see kernel/clsact.py
+            prio = tc.free_prio(ifindex, hook, netns)
+            name = f"chaos-inject-rec:{self._owner.run_id}"
+            self._owner.create({"kind": "bpf-filter", **where, "hook": hook, "prio": prio, "name": name},
+                               lambda: tc.add_bpf_filter(ifindex, hook, prio, fd, name, netns))
 
     def attach_cgroup(self, program: str, cgroup: str | os.PathLike[str]) -> None:
         attach = {"cr_match_sk": BPF_CGROUP_INET_INGRESS, "cr_sockops": BPF_CGROUP_SOCK_OPS}[program]

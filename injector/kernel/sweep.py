@@ -1,14 +1,24 @@
-"""Remove what dead runs left behind, from their ledgers. Live runs are left alone."""
+"""Remove what dead runs left behind, from their ledgers. Live runs are left alone.
+
+A swept run's final state goes into the history (``failed``, "owner died; swept"), so `status` shows how it
+ended; then every marked clsact (kernel/clsact.py) that nothing uses any more is removed.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from .ledger import Ledger
+from . import clsact
+from .ledger import Ledger, history_dir, record_final
 from .undo import undo_entry
 
 log = logging.getLogger(__name__)
+
+SWEPT_ERROR = "owner died; swept"
 
 
 @dataclass
@@ -17,6 +27,7 @@ class SweepReport:
     removed: list[dict] = field(default_factory=list)
     live_runs: list[str] = field(default_factory=list)
     failures: list[tuple[str, dict, str]] = field(default_factory=list)
+    clsacts_kept: list[dict] = field(default_factory=list)   # marked clsacts still in use, with the reason
 
 
 def sweep(include_live: bool = False) -> SweepReport:
@@ -25,6 +36,7 @@ def sweep(include_live: bool = False) -> SweepReport:
         if ledger.owner_alive and not include_live:
             report.live_runs.append(ledger.run_id)
             continue
+        last_status = ledger.read_status()  # read before delete() removes it
         for entry in reversed(list(ledger.entries)):
             try:
                 undo_entry(entry)
@@ -35,4 +47,38 @@ def sweep(include_live: bool = False) -> SweepReport:
         if not ledger.entries:
             ledger.delete()
             report.swept_runs.append(ledger.run_id)
+            _record_swept(ledger, last_status)
+    for marker, outcome in clsact.sweep_markers():
+        where = {"kind": "clsact", "netns": marker.get("netns"), "ifname": marker["ifname"],
+                 "ifindex": marker["ifindex"]}
+        if outcome.removed:
+            report.removed.append(where)
+        elif outcome.in_use:
+            report.clsacts_kept.append({**where, "why": outcome.reason})
     return report
+
+
+def _record_swept(ledger: Ledger, last_status: dict[str, Any] | None) -> None:
+    """The final state of a run whose owner died: what its last status said, ended as failed."""
+    if ledger.meta.get("kind") == "recording":
+        return  # a recorder's own ledger (clsact fallback), not a run: its run has a ledger of its own
+    path = history_dir() / f"{ledger.run_id}.json"
+    try:
+        if json.loads(path.read_text()).get("state"):
+            return  # the owner recorded how it ended before it died (e.g. a failed undo kept the ledger)
+    except (FileNotFoundError, json.JSONDecodeError):
+        pass
+    status = dict(last_status or {})
+    active = bool(last_status)  # the status file appears once the fault is active
+    status.update({
+        "run_id": ledger.run_id, "pid": ledger.pid, "kind": status.get("kind") or ledger.meta.get("kind", "cli"),
+        "state": "failed", "stop_reason": "owner-died", "swept": time.time(), "updated": time.time(),
+        "error": SWEPT_ERROR if active else f"{SWEPT_ERROR} (it died before the fault was active)",
+        "last_state": (last_status or {}).get("state", "pending"),
+    })
+    status.setdefault("flows", ledger.meta.get("flows"))
+    status.setdefault("engine", ledger.meta.get("engine"))
+    try:
+        record_final(status)
+    except OSError as exc:
+        log.warning("run %s: could not record its final state: %s", ledger.run_id, exc)

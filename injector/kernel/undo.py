@@ -19,15 +19,10 @@ def _undo_filter(entry: dict[str, Any]) -> None:
 
 
 def _undo_clsact(entry: dict[str, Any]) -> None:
-    ifindex = _current_index(entry)
-    if ifindex is None or not tc.has_clsact(ifindex, entry.get("netns")):
-        return
-    remaining = tc.list_filters(ifindex, entry.get("netns"))
-    if remaining:
-        # Someone attached filters to the clsact we made: deleting it would delete theirs.
-        log.warning("leaving clsact on %s: %d filter(s) not ours are attached", entry["ifname"], len(remaining))
-        return
-    tc.delete_clsact(ifindex, entry.get("netns"))
+    """This run no longer uses the clsact: deleted if chaos-inject made it and nothing is attached (clsact.py)."""
+    from .clsact import release_entry
+
+    release_entry(entry)
 
 
 def _current_index(entry: dict[str, Any]) -> int | None:
