@@ -367,12 +367,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     report = sweep()
     if args.json:
         print(json.dumps({"swept_runs": report.swept_runs, "removed": report.removed,
-                          "live_runs": report.live_runs, "failures": report.failures}, indent=1))
+                          "live_runs": report.live_runs, "failures": report.failures,
+                          "clsacts_kept": report.clsacts_kept}, indent=1))
     else:
         for entry in report.removed:
             print(f"removed {entry['kind']} on {entry.get('ifname')}"
                   + (f" (netns {entry['netns']})" if entry.get("netns") else ""))
+        for kept in report.clsacts_kept:  # a clsact we made, kept while anything is attached to it
+            print(f"kept clsact on {kept['ifname']}" + (f" (netns {kept['netns']})" if kept.get("netns") else "")
+                  + f": {kept['why']}")
         print(f"swept {len(report.swept_runs)} dead run(s); {len(report.live_runs)} live run(s) left alone")
+        if report.swept_runs:
+            print(f"recorded as failed (owner died; swept): {', '.join(report.swept_runs)}; see `status`")
         for run_id, entry, error in report.failures:
             print(f"FAILED to remove {entry['kind']} of run {run_id}: {error}", file=sys.stderr)
     return EXIT_ERROR if report.failures else EXIT_OK

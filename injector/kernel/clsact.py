@@ -211,23 +211,25 @@ def release(netns: str | None, ifname: str, ifindex: int) -> Released:
         return Released(True, "empty and made by chaos-inject")
 
 
-def release_entry(entry: dict[str, Any]) -> None:
+def release_entry(entry: dict[str, Any]) -> Released:
     """Undo of a ``clsact`` ledger entry."""
     if not entry.get("marker"):
         return _release_legacy(entry)
     done = release(entry.get("netns"), entry["ifname"], entry["ifindex"])
     log.debug("clsact on %s: %s", entry["ifname"], done.reason)
+    return done
 
 
-def _release_legacy(entry: dict[str, Any]) -> None:
+def _release_legacy(entry: dict[str, Any]) -> Released:
     """An entry from before markers: it was written only by the run that created the clsact."""
     netns, ifindex = entry.get("netns"), entry["ifindex"]
     with locked():
         if _current_index(netns, entry["ifname"], ifindex) is None or not tc.has_clsact(ifindex, netns):
-            return
+            return Released(False, "already gone")
         if tc.list_filters(ifindex, netns):
-            return
+            return Released(False, "filters attached", in_use=True)
         tc.delete_clsact(ifindex, netns)
+        return Released(True, "empty and made by this (older) run")
 
 
 def markers() -> list[dict[str, Any]]:

@@ -39,9 +39,10 @@ def sweep(include_live: bool = False) -> SweepReport:
         last_status = ledger.read_status()  # read before delete() removes it
         for entry in reversed(list(ledger.entries)):
             try:
-                undo_entry(entry)
+                outcome = undo_entry(entry)
                 ledger.remove_entry(entry)
-                report.removed.append(entry)
+                if not isinstance(outcome, clsact.Released) or outcome.removed:
+                    report.removed.append(entry)  # a shared clsact another user still has is not removed
             except Exception as exc:
                 report.failures.append((ledger.run_id, entry, str(exc)))
         if not ledger.entries:

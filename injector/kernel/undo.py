@@ -18,11 +18,11 @@ def _undo_filter(entry: dict[str, Any]) -> None:
     tc.delete_bpf_filter(ifindex, entry["hook"], entry["prio"], entry["name"], entry.get("netns"))
 
 
-def _undo_clsact(entry: dict[str, Any]) -> None:
+def _undo_clsact(entry: dict[str, Any]) -> Any:
     """This run no longer uses the clsact: deleted if chaos-inject made it and nothing is attached (clsact.py)."""
     from .clsact import release_entry
 
-    release_entry(entry)
+    return release_entry(entry)
 
 
 def _current_index(entry: dict[str, Any]) -> int | None:
@@ -90,9 +90,10 @@ UNDO: dict[str, Callable[[dict[str, Any]], None]] = {
 }
 
 
-def undo_entry(entry: dict[str, Any]) -> None:
+def undo_entry(entry: dict[str, Any]) -> Any:
+    """Undo one entry; returns what its handler reports (a clsact release says whether it was deleted)."""
     try:
         handler = UNDO[entry["kind"]]
     except KeyError:
         raise ValueError(f"ledger entry of unknown kind {entry.get('kind')!r}") from None
-    handler(entry)
+    return handler(entry)

@@ -1,0 +1,84 @@
+"""`sweep` records how a run whose owner died ended (history: failed, "owner died; swept"), so `status` shows it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from injector.kernel import undo
+from injector.kernel.ledger import Ledger, history_dir, record_final, recent_finished
+from injector.kernel.sweep import SWEPT_ERROR, sweep
+
+
+@pytest.fixture(autouse=True)
+def run_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHAOS_INJECT_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setitem(undo.UNDO, "test", lambda entry: None)
+    return tmp_path / "run"
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def dead_ledger(run_id: str, status: dict | None = None, kind: str = "detached") -> Ledger:
+    ledger = Ledger(run_id=run_id, pid=dead_pid(), meta={"kind": kind, "flows": ["a->b"], "engine": "ebpf"},
+                    entries=[{"kind": "test", "name": "x"}])
+    ledger.save()
+    if status is not None:
+        ledger.write_status(status)
+    return ledger
+
+
+def test_a_swept_active_run_is_recorded_as_failed_with_its_last_status():
+    dead_ledger("r1", {"run_id": "r1", "state": "running", "kind": "detached", "fault": "loss 10%",
+                       "counters": {"0": {"matched_packets": 7}}, "elapsed_s": 3.0})
+    report = sweep()
+    assert report.swept_runs == ["r1"]
+    (final,) = recent_finished()
+    assert final["state"] == "failed" and final["error"] == SWEPT_ERROR and final["stop_reason"] == "owner-died"
+    assert final["last_state"] == "running" and final["counters"] == {"0": {"matched_packets": 7}}
+    assert final["kind"] == "detached" and final["fault"] == "loss 10%" and final["swept"] > 0
+
+
+def test_a_run_that_died_before_its_fault_was_active():
+    dead_ledger("r2", None, kind="cli")
+    sweep()
+    (final,) = recent_finished()
+    assert final["state"] == "failed" and final["last_state"] == "pending"
+    assert final["error"].startswith(SWEPT_ERROR) and "before the fault was active" in final["error"]
+    assert final["kind"] == "cli" and final["flows"] == ["a->b"]
+
+
+def test_a_final_state_the_owner_recorded_is_kept():
+    dead_ledger("r3", {"run_id": "r3", "state": "running"})
+    record_final({"run_id": "r3", "state": "failed", "error": "CleanupFailed(...)"})
+    sweep()
+    assert json.loads((history_dir() / "r3.json").read_text())["error"] == "CleanupFailed(...)"
+
+
+def test_recorder_ledgers_and_unswept_runs_are_not_recorded(monkeypatch):
+    dead_ledger("record-ab", None, kind="recording")
+    dead_ledger("r4", {"run_id": "r4", "state": "running"})
+    busy = [True]
+
+    def undo_test(entry):
+        if busy[0]:
+            raise OSError("busy")
+
+    monkeypatch.setitem(undo.UNDO, "test", undo_test)
+    report = sweep()
+    assert report.failures and not recent_finished(), "nothing recorded while a run's objects remain"
+    busy[0] = False
+    report = sweep()
+    assert sorted(report.swept_runs) == ["r4", "record-ab"]
+    assert [f["run_id"] for f in recent_finished()] == ["r4"]  # a recorder's ledger is not a run
+
+
+def test_live_runs_are_not_recorded():
+    Ledger(run_id="live", entries=[{"kind": "test", "name": "l"}]).save()
+    assert sweep().live_runs == ["live"] and not recent_finished()
