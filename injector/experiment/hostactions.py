@@ -22,27 +22,33 @@ from typing import Any
 __all__ = ["kill_hosts", "stress_cpu", "stop_all", "processes_in_netns"]
 
 _LOCK = threading.Lock()
-_CANCEL: set[threading.Event] = set()
+_HELD: dict[threading.Event, threading.Event] = {}   # cancel -> done (set once its restore ran)
 
 
 def _register() -> threading.Event:
     ev = threading.Event()
     with _LOCK:
-        _CANCEL.add(ev)
+        _HELD[ev] = threading.Event()
     return ev
 
 
 def _unregister(ev: threading.Event) -> None:
     with _LOCK:
-        _CANCEL.discard(ev)
+        done = _HELD.pop(ev, None)
+    if done is not None:
+        done.set()
 
 
-def stop_all() -> None:
-    """End every held host fault of this process now (their restores run in their own threads)."""
+def stop_all(wait_s: float = 15.0) -> None:
+    """End every held host fault of this process now and wait (up to ``wait_s``) for their restores: the
+    runner may exit right after, and a killed service must come back first."""
     with _LOCK:
-        events = list(_CANCEL)
-    for ev in events:
-        ev.set()
+        held = list(_HELD.items())
+    for cancel, _ in held:
+        cancel.set()
+    deadline = time.monotonic() + wait_s
+    for _, done in held:
+        done.wait(max(0.0, deadline - time.monotonic()))
 
 
 def _ancestors() -> set[int]:
@@ -109,12 +115,17 @@ def kill_hosts(hosts: list[str], action: str = "pod-kill", duration: str | None 
         raise InvalidSpec(f"{action} needs a duration: the service must come back", field="duration")
     hold_s = _duration(duration, "duration") / 1e9 if held else 0.0
     grace_s = _duration(grace, "grace", allow_zero=True) / 1e9
-    cancel = _register()
     report: dict[str, Any] = {"action": action, "hosts": []}
     kills: list[tuple[Any, list]] = []
+    chosen = [(h, processes_in_netns(h.netns)) for h in _hosts(list(hosts), inventory)]
+    empty = [h.name for h, pids in chosen if not pids]
+    if empty:   # a kill that kills nothing is no fault (principle 1): refuse before touching anything
+        from ..errors import ChaosInjectError
+
+        raise ChaosInjectError(f"no process in the netns of {', '.join(empty)}: nothing to kill")
+    cancel = _register()
     try:
-        for h in _hosts(list(hosts), inventory):
-            pids = processes_in_netns(h.netns)
+        for h, pids in chosen:
             faults = [ProcessKill(pid=p, grace_s=grace_s) for p in pids]
             for f in faults:
                 try:
@@ -131,11 +142,13 @@ def kill_hosts(hosts: list[str], action: str = "pod-kill", duration: str | None 
             cancel.wait(hold_s)
         report["held_s"] = round(time.monotonic() - t0, 3)
     finally:
-        _unregister(cancel)
-        for (h, _), entry in zip(kills, report["hosts"]):
-            entry["restarted"] = _restart(h) if h.restart else False
-            if not h.restart:
-                entry["note"] = f"no restart command for {h.name} in the inventory: it stays down"
+        try:
+            for (h, _), entry in zip(kills, report["hosts"]):
+                entry["restarted"] = _restart(h) if h.restart else False
+                if not h.restart:
+                    entry["note"] = f"no restart command for {h.name} in the inventory: it stays down"
+        finally:
+            _unregister(cancel)        # stop_all waits for this: the restores have run
     return report
 
 

@@ -71,6 +71,13 @@ def test_pod_failure_holds_then_halt_ends_it(host):
     assert processes_in_netns(host.client_ns) == []
 
 
+def test_kill_of_an_empty_netns_is_refused(host):
+    from injector.errors import ChaosInjectError
+
+    with pytest.raises(ChaosInjectError, match="no process in the netns of bare"):
+        kill_hosts(["bare"], "pod-kill")
+
+
 def test_pod_failure_needs_a_duration(host):
     from injector.errors import InvalidSpec
 
