@@ -81,6 +81,8 @@ def _held_failed(journal: dict) -> tuple[list[str], list[str]]:
     for i, st in enumerate(journal["steady_states"].get("during") or []):
         if st and not st.get("steady_state_met"):
             failed.append(f"during (iteration {i + 1}): steady state not met")
+    for item in journal.get("chaos-inject", {}).get("no_effect") or []:   # principle 1: no fault, no experiment
+        failed.append(f"the fault did not take effect: {item}")
     return held, failed
 
 

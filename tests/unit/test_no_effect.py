@@ -34,6 +34,9 @@ def test_process_action_exiting_non_zero_fails_the_run_and_rolls_back(tmp_path):
     assert j["chaos-inject"]["no_effect"] == ["action 'inject' exited with status 2"]
     assert "the fault did not take effect: action 'inject' exited with status 2" in j["chaos-inject"]["reason"]
     assert undone.exists()
+    report = (tmp_path / "out" / "report.md").read_text()
+    failed = report.split("## What failed")[1].split("##")[0]
+    assert "the fault did not take effect: action 'inject' exited with status 2" in failed
 
 
 def test_failed_action_fails_the_run(tmp_path):
