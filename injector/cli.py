@@ -17,7 +17,8 @@ from .spec.fault import DISTRIBUTIONS
 from .spec.units import format_duration_ns, parse_rate_bps
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNSUPPORTED, EXIT_NO_EFFECT = 0, 1, 2, 3, 4
-SUBCOMMANDS = ("inject", "sweep", "status", "demo", "doctor", "lab", "run", "stop", "schedule")
+SUBCOMMANDS = ("inject", "sweep", "status", "demo", "doctor", "lab", "run", "stop", "schedule", "cpu-stress",
+               "kill-process")
 
 EPILOG = """\
 examples:
@@ -129,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .schedule import add_schedule_parser
 
     add_schedule_parser(sub)
+    from .hostcli import add_host_parsers
+
+    add_host_parsers(sub)
     return parser
 
 
@@ -172,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
             from .schedule import cmd_schedule
 
             return cmd_schedule(args)
+        if args.command in ("cpu-stress", "kill-process"):
+            from .hostcli import cmd_cpu_stress, cmd_kill_process
+
+            return (cmd_cpu_stress if args.command == "cpu-stress" else cmd_kill_process)(args)
         if args.command == "demo":
             from .lab.labdemo import cmd_demo
 
@@ -371,6 +379,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                           "clsacts_kept": report.clsacts_kept}, indent=1))
     else:
         for entry in report.removed:
+            if entry["kind"] == "restart":  # a kill-process run died holding its target down
+                print(f"restarted what a dead run killed: {entry.get('unit') or entry.get('command')}")
+                continue
             print(f"removed {entry['kind']} on {entry.get('ifname')}"
                   + (f" (netns {entry['netns']})" if entry.get("netns") else ""))
         for kept in report.clsacts_kept:  # a clsact we made, kept while anything is attached to it

@@ -81,7 +81,37 @@ def _undo_link(entry: dict[str, Any]) -> None:
         return  # the namespace is gone, and the device with it
 
 
+def _undo_restart(entry: dict[str, Any]) -> str:
+    """A `kill-process` run died holding its target down: bring it back, as its restore would have.
+
+    Nothing is started if every recorded process is still alive (the run died before signalling any)."""
+    import subprocess
+
+    from .ledger import process_alive
+
+    pids = entry.get("pids") or {}
+    if pids and all(process_alive(int(pid), ticks) for pid, ticks in pids.items()):
+        return "nothing was killed"
+    if entry.get("unit"):
+        argv = ["systemctl", "start", entry["unit"]]
+    elif entry.get("command"):
+        argv = ["/bin/sh", "-c", entry["command"]]
+    else:
+        return "no restart command: it stays down"
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)  # the service must not die with sweep
+    try:
+        code = proc.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        return f"restarted (pid {proc.pid})"  # still running: it is the service
+    err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+    if code != 0:
+        raise RuntimeError(f"restart {argv!r} exited {code}: {err}")
+    return "restarted"
+
+
 UNDO: dict[str, Callable[[dict[str, Any]], None]] = {
+    "restart": _undo_restart,
     "link": _undo_link,
     "root-qdisc": _undo_root_qdisc,
     "clsact": _undo_clsact,
