@@ -36,6 +36,9 @@ SPIN_RT_NS = 50_000          # ... 50 µs when the thread is real-time (no timer
 RT_PRIORITY = 1              # SCHED_FIFO priority of the I/O thread: the lowest real-time one
 RESEND_MARK = 0x63686169     # fwmark ("chai") of our re-sent egress copies: our rules let them pass
 MAX_WAIT_S = 0.05            # the I/O thread looks at its stop flag at least this often
+DRAIN_TIMEOUT_S = 2.0        # at the end: how long we wait for the kernel's queues to empty before the table goes
+DRAIN_SETTLE_S = 0.005       # ... and for how long they must stay empty (a packet that took a rule just before the
+                             # flush is queued a few µs after it)
 QUEUE_BASE = 0x8000          # queue numbers 32768..65535, offset by a hash of the run id
 SAMPLE_CAP = 4096            # hold-time samples kept per rule (reservoir: uniform over the run; sorting them
                              # in counters() holds the GIL, so few: ~0.3 ms, not a late release)
@@ -129,8 +132,12 @@ class UserspaceEngine:
 
     If the process dies (even SIGKILL), its netlink socket closes, the kernel destroys the queues and the
     bypass flag makes our rules accept packets at once: the fault ends immediately. Packets held at that moment
-    are lost (at most rate x delay of them). ``sweep`` deletes the leftover table. On a normal end, the table is
-    deleted first, then every held packet is released at once, then the queues are unbound. If a queue
+    are lost (at most rate x delay of them). ``sweep`` deletes the leftover table. On a normal end, every held
+    packet is released at once and from then on each packet reaching us is accepted as it arrives; the table's
+    rules are flushed (its hooks stay: deleting a table unregisters them, and the kernel then drops every packet
+    still queued in the namespace: all held ingress packets were lost that way); once the kernel's queues are
+    empty the table is deleted, then the queues are unbound. Measured: 0 of 2,400 datagrams lost across a stop
+    with 600 held (ingress, egress, egress longer than the MTU; tests/host/test_userspace_delay.py). If a queue
     overflows (``maxlen``, sized for 20,000 packets/s over the longest delay) the kernel lets packets pass
     undelayed (fail-open): ``matched_packets`` (kernel rule counter) minus ``queued_packets`` shows how many.
 
@@ -158,6 +165,8 @@ class UserspaceEngine:
         self._tables: list[tuple[str | None, str]] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._passing = threading.Event()         # the fault is ending: accept everything at once
+        self._held_released = threading.Event()   # ... and the I/O thread has let go of what it held
         self._errors = 0
         self._failure: BaseException | None = None
         self._old_switch: float | None = None
@@ -249,6 +258,9 @@ class UserspaceEngine:
                     raise ApplyFailed(f"creating nftables table inet {table}{_where(netns)} failed: {exc}") from exc
             owner.create(entry, make)
             self._tables.append((netns, table))
+            # Undone before the table: deleting it unregisters its hooks, and the kernel then drops every packet
+            # still waiting in a queue of the namespace (ingress packets are held as they are: all were lost).
+            owner.callback(lambda netns=netns: self._end_steering(netns, table))
 
     def _bind_queues(self, plan: Plan, netns: str | None, maxlen: int) -> tuple[nq.QueueSocket, list[nq.SteerRule]]:
         """A socket in ``netns`` bound to one queue per rule. Another program's queue numbers are left alone:
@@ -272,6 +284,46 @@ class UserspaceEngine:
                 sock.close()
                 raise
         raise ApplyFailed(f"no free range of {len(rules)} NFQUEUE queue numbers{_where(netns)}")
+
+    def _end_steering(self, netns: str | None, table: str) -> None:
+        """The first step of a normal end in ``netns``: the I/O thread releases every held packet and from now
+        on accepts what reaches it at once; our table's rules are flushed (its hooks stay registered, so the
+        kernel drops nothing); we wait until the kernel holds none of our packets there. Only then may the
+        table be deleted."""
+        self._passing.set()
+        alive = self._thread is not None and self._thread.is_alive()
+        if alive:
+            self._held_released.wait(timeout=DRAIN_TIMEOUT_S)
+        try:
+            nq.flush_table(netns, table)
+        except (nq.NftError, OSError) as exc:
+            log.warning("flushing nftables table inet %s%s failed (%s): packets held now may be lost when it "
+                        "is deleted", table, _where(netns), exc)
+            return
+        indexes = [i for i, sock in enumerate(self._sockets) if sock.netns == netns]
+        queues = [q for i in indexes for q in self._sockets[i].queues]
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        empty_since = None
+        while True:
+            if not (self._thread is not None and self._thread.is_alive()):
+                for i in indexes:  # nobody else reads the sockets any more
+                    self._accept_waiting(i)
+            left = nq.queued_in_kernel(netns, queues)
+            now = time.monotonic()
+            if left is None:  # cannot see the kernel's queues: give the thread a moment instead
+                time.sleep(0.05)
+                return
+            if left == 0:
+                empty_since = now if empty_since is None else empty_since
+                if now - empty_since >= DRAIN_SETTLE_S:
+                    return
+            else:
+                empty_since = None
+            if now > deadline:
+                log.warning("%d packet(s) still queued%s after %.0f s: the kernel drops them with the table",
+                            left, _where(netns), DRAIN_TIMEOUT_S)
+                return
+            time.sleep(0.001)
 
     def _stop_thread(self) -> None:
         self._stop.set()
@@ -326,6 +378,8 @@ class UserspaceEngine:
         except BaseException as exc:  # noqa: BLE001 - reported through renew()/close
             self._failure = exc
             self._release_all()
+        finally:
+            self._held_released.set()  # nothing held any more (or nobody to hold it): do not wait on us
 
     def _loop(self, spin_ns: int) -> None:
         # (due, seq, socket index, queue, packet id, t_rx, copied packet or None)
@@ -365,7 +419,8 @@ class UserspaceEngine:
             if drops:
                 socks[i].verdicts(drops)
 
-        while not self._stop.is_set():
+        passing = self._passing
+        while not self._stop.is_set() and not passing.is_set():
             now = now_ns()
             if heap and heap[0][0] <= now:
                 self._release_due(heap, now, due_batch)
@@ -379,7 +434,19 @@ class UserspaceEngine:
                 # spin until due, still receiving so that arrivals are stamped on time
                 for i in range(len(socks)):
                     receive(i)
+        if not self._stop.is_set():
+            self._pass_through(fds, index_of)
         self._release_all()
+
+    def _pass_through(self, fds: list[int], index_of: dict[int, int]) -> None:
+        """The fault is ending: what we hold goes now, in order, then every packet still reaching us is accepted
+        as it arrives (egress originals too: no copy needed) until we are stopped."""
+        self._release_held()
+        self._held_released.set()
+        while not self._stop.is_set():
+            ready, _, _ = select.select(fds, [], [], MAX_WAIT_S)
+            for fd in ready:
+                self._accept_waiting(index_of[fd])
 
     def _release_due(self, heap: list, now: int, batch: dict[int, list]) -> None:
         by_queue = self._by_queue
@@ -412,18 +479,34 @@ class UserspaceEngine:
 
     def _release_all(self) -> None:
         """The fault is over: every held packet goes now, and so does every packet still waiting in our sockets
-        (queued before the table went; unbinding would drop it): its original is accepted as it is."""
+        (unbinding would drop it): its original is accepted as it is."""
+        self._release_held()
+        for i in range(len(self._sockets)):
+            self._accept_waiting(i)
+
+    def _accept_waiting(self, i: int) -> None:
+        """Accept every packet waiting in socket ``i`` as it is (counted as queued and released early)."""
+        sock = self._sockets[i]
+        try:
+            while True:
+                packets, errors = sock.receive()
+                self._errors += errors
+                if not packets:
+                    break
+                for p in packets:
+                    st = self._by_queue.get((i, p.queue))
+                    if st is not None:
+                        st.queued_packets += 1
+                        st.queued_bytes += p.length
+                        st.released_early += 1
+                sock.verdicts([(p.queue, p.packet_id, nq.NF_ACCEPT) for p in packets])
+        except OSError:
+            pass
+
+    def _release_held(self) -> None:
+        """Every packet in the heap goes now, in release order (copies re-sent, originals accepted)."""
         heap = getattr(self, "_heap", [])
         batch: dict[int, list] = {}
-        for i, sock in enumerate(self._sockets):
-            try:
-                while True:
-                    packets, _ = sock.receive()
-                    if not packets:
-                        break
-                    sock.verdicts([(p.queue, p.packet_id, nq.NF_ACCEPT) for p in packets])
-            except OSError:
-                pass
         while heap:
             _, _, i, queue, packet_id, _, copied = heapq.heappop(heap)
             if copied is None:

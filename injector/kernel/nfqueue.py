@@ -558,6 +558,42 @@ def delete_table(netns: str | None, table: str) -> bool:
     raise NftError(result.stderr.strip() or f"nft delete table exited {result.returncode}")
 
 
+def flush_table(netns: str | None, table: str) -> bool:
+    """Remove every rule of our table but keep its chains: nothing is steered to the queues any more, and the
+    hooks stay registered. (Deleting the table unregisters them, and on hook unregistration the kernel drops
+    every packet still waiting for a verdict in any queue of the namespace: what a run's end must avoid.)
+    False if the table (or its namespace) is already gone."""
+    try:
+        result = _nft(netns, ["flush", "table", "inet", table])
+    except FileNotFoundError as exc:
+        if "namespace" in str(exc):
+            return False
+        raise
+    if result.returncode == 0:
+        return True
+    if "No such file or directory" in result.stderr:
+        return False
+    raise NftError(result.stderr.strip() or f"nft flush table exited {result.returncode}")
+
+
+def queued_in_kernel(netns: str | None, queues: Iterable[int]) -> int | None:
+    """Packets waiting for a verdict in ``queues`` (the kernel's queue_total), or None if it cannot be read.
+
+    /proc/thread-self/net/... is the calling thread's namespace, the one _in_netns switched to."""
+    wanted = set(queues)
+    try:
+        with _in_netns(netns), open("/proc/thread-self/net/netfilter/nfnetlink_queue") as f:
+            text = f.read()
+    except OSError:
+        return None
+    total = 0
+    for line in text.splitlines():
+        fields = line.split()  # queue number, peer portid, queue_total, copy mode, copy range, dropped, ...
+        if len(fields) >= 3 and int(fields[0]) in wanted:
+            total += int(fields[2])
+    return total
+
+
 def list_tables(netns: str | None) -> list[str]:
     result = _nft(netns, ["list", "tables"])
     if result.returncode != 0:
