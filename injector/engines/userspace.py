@@ -137,7 +137,9 @@ class UserspaceEngine:
     rules are flushed (its hooks stay: deleting a table unregisters them, and the kernel then drops every packet
     still queued in the namespace: all held ingress packets were lost that way); once the kernel's queues are
     empty the table is deleted, then the queues are unbound. Measured: 0 of 2,400 datagrams lost across a stop
-    with 600 held (ingress, egress, egress longer than the MTU; tests/host/test_userspace_delay.py). If a queue
+    with 600 held (ingress, egress, egress longer than the MTU; tests/host/test_userspace_delay.py). The kernel's drop on
+    hook removal is per namespace, not per queue: when another run's table (or any base chain) in the same
+    namespace is deleted, packets we hold there at that moment are lost. If a queue
     overflows (``maxlen``, sized for 20,000 packets/s over the longest delay) the kernel lets packets pass
     undelayed (fail-open): ``matched_packets`` (kernel rule counter) minus ``queued_packets`` shows how many.
 
