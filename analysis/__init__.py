@@ -36,7 +36,7 @@ from .sequential import (
     mixture_log_evidence,
     proportion_confidence_sequence,
 )
-from .verdict import PHASES, Check, PhaseData, SteadyStateSpec, Verdict, evaluate, phases_from_run
+from .verdict import EXPECTATIONS, PHASES, Check, PhaseData, SteadyStateSpec, Verdict, evaluate, phases_from_run
 
 __all__ = [
     # types and errors
@@ -85,6 +85,7 @@ __all__ = [
     "load_run",
     # verdicts
     "PHASES",
+    "EXPECTATIONS",
     "Check",
     "PhaseData",
     "SteadyStateSpec",

@@ -41,6 +41,9 @@ class Outcome(str, Enum):
     HELD = "held"
     VIOLATED = "violated"
     INCONCLUSIVE = "inconclusive"
+    # a phase where the fault is expected to move the metric (``expect="deviation"``):
+    DEVIATED = "deviated"        # significantly different from the baseline: the fault took effect
+    NO_CHANGE = "no change"      # no significant difference: the fault did not measurably take effect
 
     def __str__(self) -> str:  # pragma: no cover - trivial
         return self.value

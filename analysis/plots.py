@@ -162,7 +162,8 @@ def quantile_comparison(baseline: Any, other: Any, *, label: str = "fault",
 
 def verdict_figure(verdict: Verdict) -> Figure:
     """A grid of check outcomes (phase x check), coloured held / violated / inconclusive."""
-    colors = {"held": "#2ca02c", "violated": "#d62728", "inconclusive": "#bbbbbb"}
+    colors = {"held": "#2ca02c", "violated": "#d62728", "inconclusive": "#bbbbbb", "deviated": "#1f77b4",
+              "no change": "#ff7f0e"}
     rows = [p for p in PHASES if verdict.phase(p)]
     cols = sorted({(c.metric, c.kind) for c in verdict.checks})
     fig = Figure(figsize=(2 + 2.2 * len(cols), 0.6 + 0.6 * max(len(rows), 1)), layout="constrained")

@@ -20,6 +20,22 @@ Decision rules (each one-sided bound comes from a two-sided interval at ``spec.c
 
 NaN / inf / empty data never produce "held": the affected checks are inconclusive with the reason.
 The checks are not corrected for multiplicity; each carries its own error rate.
+
+Expected deviation (``expect={"fault": "deviation"}``): a phase the fault is meant to move (503s served
+while the database times out) is not judged against the limits: it would be "violated" by design. Instead
+each metric the spec uses is tested for a change against the baseline, two-sided, Bonferroni-corrected over
+the phase's metrics so that "deviated" has a false-positive rate <= ``alpha``:
+
+- error rate: two-proportion test (Fisher when counts are small), p < alpha / k; with ``error_rate_margin``
+  > 0 the Newcombe interval of the difference at 1 - alpha / k must exclude [-margin, margin];
+- latency: the conservative interval of Q_phase - Q_baseline at 1 - alpha / k (each quantile's interval at
+  its square root) must exclude 0.
+
+A metric that changed is ``deviated`` (the fault measurably took effect), one that did not is ``no change``
+(not significant: a small effect cannot be ruled out, the reason gives its interval), one that cannot be
+computed is ``inconclusive``. The verdict holds only if every steady phase held and every expected
+deviation phase deviated: a fault with no measurable effect leaves the steady state untested, so the
+verdict is inconclusive, not held.
 """
 from __future__ import annotations
 
@@ -35,9 +51,11 @@ from .compare import QuantileDifference, _quantile_difference_from_bounds
 from .proportions import ProportionComparison, compare_proportions, proportion_ci
 from .quantiles import DEFAULT_QUANTILES, QuantileEstimate, _qname, quantile_table
 
-__all__ = ["PHASES", "PhaseData", "SteadyStateSpec", "Check", "Verdict", "evaluate", "phases_from_run"]
+__all__ = ["PHASES", "EXPECTATIONS", "PhaseData", "SteadyStateSpec", "Check", "Verdict", "evaluate",
+           "phases_from_run"]
 
 PHASES: tuple[str, ...] = ("baseline", "fault", "recovery")
+EXPECTATIONS: tuple[str, ...] = ("steady", "deviation")
 
 
 @dataclass(frozen=True)
@@ -81,6 +99,30 @@ class SteadyStateSpec:
             return self.error_rate_tolerance
         return self.max_error_rate if self.max_error_rate is not None else 0.001
 
+    @property
+    def uses_latency(self) -> bool:
+        return self.latency_max_ns is not None or self.latency_max_ratio is not None
+
+    @property
+    def uses_error_rate(self) -> bool:
+        return self.max_error_rate is not None or self.error_rate_vs_baseline
+
+    def describe(self) -> str:
+        """The checks this spec makes, in words (reports say which spec judged the run)."""
+        name = f"p{_qname(self.quantile)}"
+        parts = []
+        if self.latency_max_ns is not None:
+            parts.append(f"{name} < {_ms(self.latency_max_ns)}")
+        if self.max_error_rate is not None:
+            parts.append(f"error rate < {self.max_error_rate:.2%}")
+        if self.latency_max_ratio is not None:
+            parts.append(f"{name} within {self.latency_max_ratio:g}x baseline")
+        if self.error_rate_vs_baseline:
+            extra = f", margin {self.error_rate_margin:.2%}" if self.error_rate_margin > 0 else ""
+            parts.append(f"error rate not significantly higher than baseline (alpha {self.alpha:g}, any increase "
+                         f"bounded below {self.tolerance:.2%}{extra})")
+        return "; ".join(parts or ["no check"]) + f"; {self.confidence:.0%} confidence"
+
 
 @dataclass(frozen=True)
 class PhaseData:
@@ -102,6 +144,8 @@ class Check:
     interval: ConfidenceInterval | None
     reason: str
     evidence: Any = field(default=None, repr=False)
+    brief: str = ""              # the numbers in a few words, for one-line phase summaries
+    expect: str = "steady"       # "deviation": a change test against the baseline (kind "change")
 
 
 @dataclass(frozen=True)
@@ -109,29 +153,74 @@ class Verdict:
     spec: SteadyStateSpec
     checks: tuple[Check, ...]
     quantiles: Mapping[str, Mapping[float, QuantileEstimate]] = field(default_factory=dict, repr=False)
+    expect: Mapping[str, str] = field(default_factory=dict)   # phase -> "steady" | "deviation"
+
+    def expectation(self, phase: str) -> str:
+        return self.expect.get(phase, "steady")
+
+    def phase_outcome(self, name: str) -> Outcome:
+        """A steady phase: violated / inconclusive / held as the verdict. An expected deviation: deviated if
+        any metric changed significantly, else inconclusive if one could not be computed, else no change."""
+        outs = {c.outcome for c in self.phase(name)}
+        if self.expectation(name) == "deviation":
+            if Outcome.DEVIATED in outs:
+                return Outcome.DEVIATED
+            return Outcome.INCONCLUSIVE if Outcome.INCONCLUSIVE in outs or not outs else Outcome.NO_CHANGE
+        if Outcome.VIOLATED in outs:
+            return Outcome.VIOLATED
+        return Outcome.INCONCLUSIVE if Outcome.INCONCLUSIVE in outs or not outs else Outcome.HELD
+
+    def phases(self) -> tuple[str, ...]:
+        names = list(dict.fromkeys(c.phase for c in self.checks))
+        return tuple([p for p in PHASES if p in names] + [p for p in names if p not in PHASES])
 
     @property
     def outcome(self) -> Outcome:
-        """violated if any check is violated; else inconclusive if any is; else held."""
-        outs = {c.outcome for c in self.checks}
-        if Outcome.VIOLATED in outs:
+        """violated if any steady phase is; else inconclusive if any steady phase is, or an expected deviation
+        did not show; else held."""
+        per = {p: self.phase_outcome(p) for p in self.phases()}
+        steady = {o for p, o in per.items() if self.expectation(p) == "steady"}
+        if Outcome.VIOLATED in steady:
             return Outcome.VIOLATED
-        if Outcome.INCONCLUSIVE in outs or not self.checks:
+        if not self.checks or Outcome.INCONCLUSIVE in steady or any(
+                o is not Outcome.DEVIATED for p, o in per.items() if self.expectation(p) == "deviation"):
             return Outcome.INCONCLUSIVE
         return Outcome.HELD
 
     def phase(self, name: str) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if c.phase == name)
 
+    def phase_summary(self, name: str) -> str:
+        """One line: what the phase was expected to do and what it did, with the deciding numbers."""
+        o = self.phase_outcome(name)
+        checks = self.phase(name)
+        if self.expectation(name) == "deviation":
+            if o is Outcome.DEVIATED:
+                head, show = "deviated as expected", [c for c in checks if c.outcome is Outcome.DEVIATED]
+            elif o is Outcome.NO_CHANGE:
+                head, show = "NO measurable change vs baseline: the fault did not measurably take effect", checks
+            else:
+                head, show = "change vs baseline cannot be judged: INCONCLUSIVE", checks
+        else:
+            what = {"baseline": "steady state before the fault", "recovery": "steady state restored"}.get(
+                name, "steady state held through the fault" if name == "fault" else "steady state")
+            if o is Outcome.VIOLATED and name == "recovery":
+                what = "steady state NOT restored"
+            head = f"{what}: {o.value.upper()}"
+            show = checks if o is Outcome.HELD else [c for c in checks if c.outcome is o]
+        detail = "; ".join(c.brief or c.reason for c in show)
+        return f"{name}: {head}" + (f" ({detail})" if detail else "")
+
     def summary(self) -> str:
         lines = [f"steady state: {self.outcome.value.upper()}"]
+        lines += [f"  {self.phase_summary(p)}" for p in self.phases()]
         for c in self.checks:
             lines.append(f"  [{c.outcome.value:>12}] {c.phase:<8} {c.metric:<10} {c.kind:<8} {c.reason}")
         return "\n".join(lines)
 
     def to_records(self) -> list[dict]:
         return [
-            {"phase": c.phase, "metric": c.metric, "kind": c.kind, "outcome": c.outcome.value,
+            {"phase": c.phase, "expect": c.expect, "metric": c.metric, "kind": c.kind, "outcome": c.outcome.value,
              "observed": c.observed, "limit": c.limit,
              "low": c.interval.low if c.interval else math.nan,
              "high": c.interval.high if c.interval else math.nan, "reason": c.reason}
@@ -160,7 +249,8 @@ def _abs_latency(phase: str, est: QuantileEstimate, limit: float, ns: bool) -> C
         out, why = Outcome.VIOLATED, f"{ci} is above the {_fmt_lat(limit, ns)} limit"
     else:
         out, why = Outcome.INCONCLUSIVE, f"{ci} straddles the {_fmt_lat(limit, ns)} limit: more samples needed"
-    return Check(phase, "latency", "absolute", out, est.estimate, limit, est.interval, why, est)
+    brief = f"{name} {_fmt_lat(est.estimate, ns)}, CI up to {_fmt_lat(hi, ns)}, limit {_fmt_lat(limit, ns)}"
+    return Check(phase, "latency", "absolute", out, est.estimate, limit, est.interval, why, est, brief)
 
 
 def _abs_errors(phase: str, errors: int, requests: int, limit: float, conf: float) -> Check:
@@ -177,7 +267,8 @@ def _abs_errors(phase: str, errors: int, requests: int, limit: float, conf: floa
     else:
         need = "" if errors else f"; with no errors, about {math.ceil(-math.log((1 - conf) / 2) / limit)} requests are needed"
         out, why = Outcome.INCONCLUSIVE, f"{desc} straddles the {limit:.3%} limit{need}"
-    return Check(phase, "error_rate", "absolute", out, rate, limit, ci, why, ci)
+    brief = f"error rate {rate:.2%} ({errors}/{requests}), CI up to {ci.high:.2%}, limit {limit:.2%}"
+    return Check(phase, "error_rate", "absolute", out, rate, limit, ci, why, ci, brief)
 
 
 def _rel_latency(phase: str, d: QuantileDifference, factor: float) -> Check:
@@ -193,7 +284,8 @@ def _rel_latency(phase: str, d: QuantileDifference, factor: float) -> Check:
         out, why = Outcome.VIOLATED, f"{desc}, beyond the allowed {factor:g}x"
     else:
         out, why = Outcome.INCONCLUSIVE, f"{desc}: the interval straddles {factor:g}x"
-    return Check(phase, "latency", "relative", out, d.ratio, factor, d.ratio_interval, why, d)
+    brief = f"{name} {d.ratio:.3g}x baseline, CI up to {hi:.3g}x, limit {factor:g}x"
+    return Check(phase, "latency", "relative", out, d.ratio, factor, d.ratio_interval, why, d, brief)
 
 
 def _rel_errors(phase: str, base: PhaseData, cur: PhaseData, spec: SteadyStateSpec) -> Check:
@@ -222,15 +314,87 @@ def _rel_errors(phase: str, base: PhaseData, cur: PhaseData, spec: SteadyStateSp
     else:
         out, why = Outcome.INCONCLUSIVE, (f"{desc}: not significantly higher, but an increase up to "
                                           f"{r.interval.high:.3%} cannot be ruled out (tolerance {tol:.3%})")
-    return Check(phase, "error_rate", "relative", out, r.effect, tol, r.interval, why, r)
+    brief = (f"vs baseline {r.effect:+.2%}, p={r.pvalue:.2g}, increase CI up to {r.interval.high:+.2%}, "
+             f"tolerance {tol:.2%}")
+    return Check(phase, "error_rate", "relative", out, r.effect, tol, r.interval, why, r, brief)
+
+
+def _change_errors(phase: str, base: PhaseData, cur: PhaseData, spec: SteadyStateSpec, alpha: float) -> Check:
+    """Expected deviation: did the error rate change vs the baseline (two-sided, at ``alpha``)?"""
+    if base.requests == 0 or cur.requests == 0:
+        return Check(phase, "error_rate", "change", Outcome.INCONCLUSIVE, math.nan, 0.0, None,
+                     "no requests in this phase or in the baseline: cannot compare error rates",
+                     expect="deviation")
+    conf = 1 - alpha
+    r = compare_proportions(base.errors, base.requests, cur.errors, cur.requests, alternative="two-sided",
+                            confidence=conf)
+    rate, brate = cur.errors / cur.requests, base.errors / base.requests
+    lo, hi = r.interval.low, r.interval.high
+    ci = f"{conf * 100:.3g}% CI {lo:+.3%} to {hi:+.3%}"
+    desc = (f"error rate {rate:.3%} ({cur.errors}/{cur.requests}) vs baseline {brate:.3%} "
+            f"({base.errors}/{base.requests}): {r.effect:+.3%}, {ci}, {r.method} p={r.pvalue:.3g} two-sided")
+    margin = spec.error_rate_margin
+    if margin > 0:
+        changed, test = lo > margin or hi < -margin, f"beyond the {margin:.3%} margin"
+    else:
+        changed, test = r.pvalue < alpha, f"at alpha {alpha:.3g}"
+    way = "higher" if r.effect > 0 else "lower"
+    if changed:
+        out, why = Outcome.DEVIATED, f"{desc}: significantly {way} than baseline {test}"
+    else:
+        out, why = Outcome.NO_CHANGE, f"{desc}: no significant change {test} (a change within the CI cannot be ruled out)"
+    brief = f"error rate {rate:.1%} vs {brate:.1%}, {r.effect:+.1%}, p={r.pvalue:.2g}"
+    return Check(phase, "error_rate", "change", out, r.effect, 0.0, r.interval, why, r, brief, "deviation")
+
+
+def _change_latency(phase: str, b: QuantileEstimate, c: QuantileEstimate, conf: float, ns: bool) -> Check:
+    """Expected deviation: did the quantile move vs the baseline? (``b``, ``c`` at sqrt(conf) each)"""
+    name = f"p{_qname(b.q)}"
+    bx = (b.estimate, None if b.interval is None else (b.interval.low, b.interval.high))
+    by = (c.estimate, None if c.interval is None else (c.interval.low, c.interval.high))
+    d = _quantile_difference_from_bounds(b.q, conf, bx, by, b.reason, c.reason)
+    if d.interval is None:
+        return Check(phase, "latency", "change", Outcome.INCONCLUSIVE, d.ratio, 1.0, None,
+                     f"{name} change vs baseline cannot be judged: {d.reason}", d, expect="deviation")
+    lo, hi = d.interval.low, d.interval.high
+    ratio = f" ({d.ratio:.3g}x" + (f", CI {d.ratio_interval.low:.3g}-{d.ratio_interval.high:.3g}x)"
+                                   if d.ratio_interval else ")")
+    desc = (f"{name} {_fmt_lat(c.estimate, ns)} vs baseline {_fmt_lat(b.estimate, ns)}{ratio}, difference "
+            f"{conf * 100:.3g}% CI {_fmt_lat(lo, ns)} to {_fmt_lat(hi, ns)}")
+    if lo > 0 or hi < 0:
+        out, why = Outcome.DEVIATED, f"{desc}: significantly {'higher' if lo > 0 else 'lower'} than baseline"
+    else:
+        out, why = Outcome.NO_CHANGE, f"{desc}: the interval contains no change"
+    brief = f"{name} {_fmt_lat(c.estimate, ns)} vs {_fmt_lat(b.estimate, ns)}"
+    return Check(phase, "latency", "change", out, d.ratio, 1.0, d.interval, why, d, brief, "deviation")
+
+
+def _check_expect(expect: Mapping[str, str] | None) -> dict[str, str]:
+    out = dict(expect or {})
+    for name, e in out.items():
+        if e not in EXPECTATIONS:
+            raise InvalidInput(f"expect[{name!r}] must be one of {', '.join(EXPECTATIONS)}, got {e!r}")
+    if out.get("baseline", "steady") != "steady":
+        raise InvalidInput("the baseline cannot be expected to deviate: deviation is measured against it")
+    return out
 
 
 def evaluate(phases: Mapping[str, PhaseData], spec: SteadyStateSpec | None = None, *,
-             latency_unit_ns: bool = True) -> Verdict:
-    """Judge each phase against ``spec``. Relative checks compare every non-baseline phase with "baseline"."""
+             latency_unit_ns: bool = True, expect: Mapping[str, str] | None = None) -> Verdict:
+    """Judge each phase against ``spec``. Relative checks compare every non-baseline phase with "baseline".
+
+    ``expect``: per phase "steady" (the default: judged against the spec) or "deviation" (the fault is meant
+    to move it: tested for a change against the baseline instead, see the module docstring).
+    """
     spec = spec or SteadyStateSpec()
+    expect = _check_expect(expect)
     q, conf = spec.quantile, spec.confidence
     each = math.sqrt(conf)
+    # expected deviations: Bonferroni over the metrics tested in one phase
+    metrics = [m for m, used in (("error_rate", spec.uses_error_rate), ("latency", spec.uses_latency)) if used]
+    metrics = metrics or ["error_rate", "latency"]
+    alpha_each = spec.alpha / len(metrics)
+    each_dev = math.sqrt(1 - alpha_each)
     checks: list[Check] = []
     tables: dict[str, dict] = {}
     bad: dict[str, str] = {}
@@ -246,17 +410,32 @@ def evaluate(phases: Mapping[str, PhaseData], spec: SteadyStateSpec | None = Non
         except InvalidInput as exc:
             bad[name] = str(exc)
             continue
-        reqs = [(qq, conf) for qq in sorted(set(DEFAULT_QUANTILES) | {q})] + [(q, each)]
+        reqs = [(qq, conf) for qq in sorted(set(DEFAULT_QUANTILES) | {q})] + [(q, each), (q, each_dev)]
         tables[name] = quantile_table(a, reqs, _validated=True)
         del a
     for name in order:
+        deviation = expect.get(name) == "deviation"
         if name in bad:
-            for metric, kind in (("latency", "absolute"), ("error_rate", "absolute")):
+            for metric, kind in (((m, "change") for m in metrics) if deviation else
+                                 (("latency", "absolute"), ("error_rate", "absolute"))):
                 checks.append(Check(name, metric, kind, Outcome.INCONCLUSIVE, math.nan, math.nan, None,
-                                    f"invalid data: {bad[name]}"))
+                                    f"invalid data: {bad[name]}", expect=expect.get(name, "steady")))
             continue
         pd_ = phases[name]
         t = tables[name]
+        if deviation:
+            if "baseline" not in phases or "baseline" in bad:
+                why = "no usable baseline phase to measure a change against"
+                checks += [Check(name, m, "change", Outcome.INCONCLUSIVE, math.nan, math.nan, None, why,
+                                 expect="deviation") for m in metrics]
+                continue
+            for m in metrics:
+                if m == "error_rate":
+                    checks.append(_change_errors(name, phases["baseline"], pd_, spec, alpha_each))
+                else:
+                    checks.append(_change_latency(name, tables["baseline"][(q, each_dev)], t[(q, each_dev)],
+                                                  1 - alpha_each, latency_unit_ns))
+            continue
         if spec.latency_max_ns is not None:
             checks.append(_abs_latency(name, t[(q, conf)], spec.latency_max_ns, latency_unit_ns))
         if spec.max_error_rate is not None:
@@ -280,8 +459,13 @@ def evaluate(phases: Mapping[str, PhaseData], spec: SteadyStateSpec | None = Non
             checks.append(_rel_latency(name, d, spec.latency_max_ratio))
         if spec.error_rate_vs_baseline:
             checks.append(_rel_errors(name, phases["baseline"], pd_, spec))
+    for name, e in expect.items():
+        if e == "deviation" and name not in phases:
+            checks += [Check(name, m, "change", Outcome.INCONCLUSIVE, math.nan, math.nan, None,
+                             "no samples in this phase: whether the fault took effect cannot be judged",
+                             expect="deviation") for m in metrics]
     quantiles = {n: {qq: est for (qq, cc), est in t.items() if cc == conf} for n, t in tables.items()}
-    return Verdict(spec, tuple(checks), quantiles)
+    return Verdict(spec, tuple(checks), quantiles, {n: expect.get(n, "steady") for n in [*order, *expect]})
 
 
 def phases_from_run(run: Any, *, source: str | None = None, flow: str | None = None) -> dict[str, PhaseData]:

@@ -139,3 +139,73 @@ def test_error_rate_margin_separates_significant_from_material():
     big = {"baseline": PhaseData(lat, 4900, n), "recovery": PhaseData(lat, 30_000, n)}
     assert _get(evaluate(big, SteadyStateSpec(error_rate_margin=0.0005)), "recovery", "error_rate",
                 "relative").outcome is Outcome.VIOLATED
+
+
+# -- expected deviation: the fault phase is meant to move the metric ------------------------------------
+def _req_phases(rng, n, errs, scales=(1.0, 1.0, 1.0)):
+    return {name: PhaseData(rng.lognormal(np.log(5 * MS), 0.3, size=n) * s, e, n)
+            for name, e, s in zip(("baseline", "fault", "recovery"), errs, scales)}
+
+
+ERR_ONLY = SteadyStateSpec(latency_max_ns=None, max_error_rate=0.01, latency_max_ratio=None)
+
+
+def test_expected_deviation_that_shows_is_not_a_violation():
+    rng = np.random.default_rng(11)
+    v = evaluate(_req_phases(rng, 1000, (0, 860, 0)), ERR_ONLY, expect={"fault": "deviation"})
+    assert v.outcome is Outcome.HELD, v.summary()
+    assert v.phase_outcome("fault") is Outcome.DEVIATED
+    (c,) = v.phase("fault")
+    assert (c.kind, c.expect, c.metric) == ("change", "deviation", "error_rate")
+    lines = v.summary().splitlines()
+    assert lines[2].startswith("  fault: deviated as expected (error rate 86.0% vs 0.0%, +86.0%")
+    assert lines[3].startswith("  recovery: steady state restored: HELD (error rate 0.00% (0/1000)")
+    # the same data judged as steady everywhere (today's default) is violated in the fault phase
+    assert evaluate(_req_phases(rng, 1000, (0, 860, 0)), ERR_ONLY).outcome is Outcome.VIOLATED
+    assert {r["expect"] for r in v.to_records()} == {"steady", "deviation"}
+
+
+def test_expected_deviation_that_does_not_show_is_inconclusive_not_held():
+    rng = np.random.default_rng(12)
+    v = evaluate(_req_phases(rng, 1000, (0, 0, 0)), ERR_ONLY, expect={"fault": "deviation"})
+    assert v.phase_outcome("fault") is Outcome.NO_CHANGE
+    assert v.outcome is Outcome.INCONCLUSIVE
+    assert "fault: NO measurable change vs baseline" in v.summary()
+
+
+def test_latency_deviation_either_way_and_bonferroni():
+    rng = np.random.default_rng(13)
+    spec = SteadyStateSpec(latency_max_ns=None, max_error_rate=None, latency_max_ratio=2.0,
+                           error_rate_vs_baseline=True)
+    v = evaluate(_req_phases(rng, 5000, (0, 0, 0), scales=(1.0, 0.5, 1.0)), spec, expect={"fault": "deviation"})
+    lat = [c for c in v.phase("fault") if c.metric == "latency"][0]
+    err = [c for c in v.phase("fault") if c.metric == "error_rate"][0]
+    assert lat.outcome is Outcome.DEVIATED and "significantly lower" in lat.reason
+    assert err.outcome is Outcome.NO_CHANGE and "alpha 0.025" in err.reason     # 2 metrics: alpha / 2
+    assert v.phase_outcome("fault") is Outcome.DEVIATED
+
+
+def test_deviated_false_positive_rate_is_below_alpha():
+    # same distributions and error rate in both phases: "deviated" must come up in <= alpha of the runs
+    rng = np.random.default_rng(14)
+    spec = SteadyStateSpec(latency_max_ns=None, max_error_rate=0.05, latency_max_ratio=2.0)
+    runs, hits = 400, 0
+    for _ in range(runs):
+        ph = {p: PhaseData(rng.lognormal(0, 1, 1500), int(rng.binomial(1500, 0.02)), 1500)
+              for p in ("baseline", "fault")}
+        hits += evaluate(ph, spec, expect={"fault": "deviation"}).phase_outcome("fault") is Outcome.DEVIATED
+    # alpha = 0.05; 400 runs: a true rate of 0.05 gives <= 0.075 with probability > 0.99
+    assert hits / runs <= 0.075, hits
+
+
+def test_expectations_are_validated_and_a_missing_deviation_phase_is_inconclusive():
+    rng = np.random.default_rng(15)
+    ph = _req_phases(rng, 500, (0, 0, 0))
+    with pytest.raises(InvalidInput, match="baseline cannot be expected to deviate"):
+        evaluate(ph, ERR_ONLY, expect={"baseline": "deviation"})
+    with pytest.raises(InvalidInput, match="expect\\['fault'\\] must be one of steady, deviation"):
+        evaluate(ph, ERR_ONLY, expect={"fault": "moved"})
+    del ph["fault"]
+    v = evaluate(ph, ERR_ONLY, expect={"fault": "deviation"})
+    assert v.phase_outcome("fault") is Outcome.INCONCLUSIVE and v.outcome is Outcome.INCONCLUSIVE
+    assert "no samples in this phase" in v.phase("fault")[0].reason
