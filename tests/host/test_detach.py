@@ -146,8 +146,7 @@ def test_errors_before_the_fault_is_active_come_from_the_foreground(pair, run_di
 
 
 def test_stop_all_ends_several_detached_runs(pair, run_dir):
-    # one run per interface (two runs sharing one clsact: see the report; the creator leaves it while the other's
-    # filter is attached)
+    # one run per interface (runs sharing one clsact: tests/host/test_clsact_sharing.py)
     from injector.plan import Interface
 
     server_iface = Interface(pair.server.ifname, pair.server_ns)
