@@ -7,6 +7,7 @@ The report says what held, what failed and what was surprising, from the journal
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import logging
@@ -14,9 +15,9 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .spec import GuardSpec
+from .spec import GuardSpec, VerdictSpec
 
-__all__ = ["write_run_dir", "render_markdown"]
+__all__ = ["write_run_dir", "render_markdown", "verdict_spec"]
 
 log = logging.getLogger("chaos_inject.experiment")
 
@@ -94,6 +95,9 @@ def render_markdown(journal: dict, verdict_text: str | None, plots: list[str]) -
              f"- run: `{ci.get('run_id')}`  state **{ci.get('state')}**  (journal status `{journal['status']}`, "
              f"deviated {str(journal['deviated']).lower()}, exit code {ci.get('exit_code')})",
              f"- {ci.get('reason') or 'ran to the end'}",
+             *([f"- recorded samples: steady state **{ci['verdict'].upper()}** (" + ", ".join(
+                 f"{p} {o}" for p, o in (ci.get("verdict_phases") or {}).items()) + "; verdict below)"]
+               if ci.get("verdict") else []),
              f"- started {journal['start']}, took {journal.get('duration', 0):.1f} s; hypothesis strategy "
              f"{ci.get('hypothesis_strategy')}, rollback strategy {ci.get('rollback_strategy')}", ""]
     lines += ["## What held", ""] + ([f"- {h}" for h in held] or ["- (nothing checked)"]) + [""]
@@ -180,8 +184,23 @@ def _md_to_html(md: str, run_dir: Path) -> str:
     return "\n".join(out) + "\n"
 
 
+def verdict_spec(verdict: VerdictSpec | None, guard: GuardSpec):
+    """(SteadyStateSpec, expect per phase, where it came from) for the recorded-samples verdict: the
+    experiment's ``verdict`` block over the guard-derived default (every phase steady, the guard's error
+    rate, quantile and latency ratio, no absolute latency limit, error rate not higher than baseline)."""
+    from analysis import SteadyStateSpec
+
+    base = dict(quantile=guard.latency_quantile, latency_max_ns=None, max_error_rate=guard.max_error_rate,
+                latency_max_ratio=guard.latency_max_ratio, error_rate_vs_baseline=True)
+    if verdict is None:
+        return SteadyStateSpec(**base), {}, "default: derived from the halt guard (no `verdict` block)"
+    given = ", ".join(sorted(k.removesuffix("_ns") for k in verdict.settings)) or "none"
+    return (SteadyStateSpec(**{**base, **verdict.settings}), dict(verdict.expect),
+            f"the experiment's `verdict` block (fields given: {given}; the rest derived from the halt guard)")
+
+
 def write_run_dir(run_dir: Path, journal: dict, phases, recorders: list, faults: list[dict],
-                  guard: GuardSpec) -> None:
+                  guard: GuardSpec, verdict: VerdictSpec | None = None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     summaries = {}
     for rec in recorders:
@@ -206,17 +225,28 @@ def write_run_dir(run_dir: Path, journal: dict, phases, recorders: list, faults:
         (run_dir / "meta.json").write_text(json.dumps(meta, indent=1))
         (run_dir / "counters.json").write_text(json.dumps(_counters(faults), indent=1))
     if has_samples:
-        from analysis import SteadyStateSpec, evaluate, load_run, phases_from_run
+        from analysis import evaluate, load_run, phases_from_run
 
         run = load_run(run_dir)
-        spec = SteadyStateSpec(quantile=guard.latency_quantile, latency_max_ns=None,
-                               max_error_rate=guard.max_error_rate, latency_max_ratio=guard.latency_max_ratio,
-                               error_rate_vs_baseline=True)
-        verdict = evaluate(phases_from_run(run), spec)
+        spec, expect, origin = verdict_spec(verdict, guard)
+        verdict = evaluate(phases_from_run(run, source=verdict.source if verdict else None), spec, expect=expect)
+        phase_lines = {p: verdict.phase_summary(p) for p in verdict.phases()}
         verdict_text = verdict.summary()
+        spec_text = (f"spec: {spec.describe()}\nfrom: {origin}\nexpected: " +
+                     ", ".join(f"{p} {verdict.expectation(p)}" for p in verdict.phases()))
+        onset = ci.get("fault_onset")
+        if onset:
+            spec_text += (f"\nfault phase: from the fault's activation, {onset['seconds']:.3f} s after the method "
+                          f"started; samples in between are in no phase (not judged)")
         (run_dir / "verdict.json").write_text(json.dumps(
-            {"outcome": verdict.outcome.value, "checks": verdict.to_records()}, indent=1, default=str))
+            {"outcome": verdict.outcome.value, "spec": dataclasses.asdict(spec), "spec_from": origin,
+             "spec_text": spec.describe(), "expect": {p: verdict.expectation(p) for p in verdict.phases()},
+             "phases": {p: {"outcome": verdict.phase_outcome(p).value, "summary": phase_lines[p]}
+                        for p in verdict.phases()},
+             "checks": verdict.to_records()}, indent=1, default=str))
         ci["verdict"] = verdict.outcome.value
+        ci["verdict_phases"] = {p: verdict.phase_outcome(p).value for p in verdict.phases()}
+        verdict_text = spec_text + "\n\n" + verdict_text
         try:
             from analysis import plots as P
 

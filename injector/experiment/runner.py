@@ -502,6 +502,7 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
                 r.say(f"rollbacks skipped (strategy {rb_strategy})")
         tcnetem.reset()
         r.phases.mark("recovery", _faults_ended_ns(r.phases))
+        r.fault_onset = _fault_starts_when_active(r.phases)
         if started_recorders and r.method_started and g.recovery_s > 0:
             r.say(f"recording recovery for {g.recovery_s:g}s")
             time.sleep(g.recovery_s)
@@ -546,7 +547,7 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
         "halt_faults_stopped_ns": r.halt_faults_stopped_ns, "halt_detected_ns": guard.breached_at_ns,
         "rollbacks_done_ns": getattr(r, "rollbacks_done_ns", None),
         "faults": faults, "phases": r.phases.windows() if r.phases.starts else {},
-        "no_effect": no_effect,
+        "no_effect": no_effect, "fault_onset": getattr(r, "fault_onset", None),
     })
     if stop_signal:
         code = EXIT_INTERRUPTED.get(signal.Signals(stop_signal[0]).name, 1)
@@ -559,7 +560,7 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
         from .report import write_run_dir
 
         try:
-            write_run_dir(Path(opts.run_dir), journal, r.phases, started_recorders, faults, g)
+            write_run_dir(Path(opts.run_dir), journal, r.phases, started_recorders, faults, g, exp.verdict)
         except Exception as exc:  # noqa: BLE001 - the journal below is still written
             log.exception("writing the run directory failed")
             journal["chaos-inject"]["report_error"] = f"{type(exc).__name__}: {exc}"
@@ -629,6 +630,27 @@ def _faults_ended_ns(phases) -> int | None:
             return None
         ends.append(span[1])
     return min(max(ends), now) if ends else None
+
+
+def _fault_starts_when_active(phases) -> dict | None:
+    """Move the fault phase's start from the method's start to when this run's first fault became active
+    (symmetric to the recovery starting when the faults were removed). The baseline still ends at the
+    method's start: samples in between (earlier method steps, the engine applying the fault) are in no
+    phase, neither steady nor faulted, and are not judged. Returns that window, or None (no fault of ours
+    became active, e.g. a method of host actions only: the fault phase starts with the method)."""
+    from .actions import started_sessions
+
+    start = phases.starts.get("fault")
+    if start is None:
+        return None
+    end = phases.ends.get("fault", time.monotonic_ns())
+    active = [span[0] for s in started_sessions()
+              if (span := getattr(s, "active_span_ns", None)) is not None and start <= span[0] <= end]
+    if not active or min(active) <= start:
+        return None
+    phases.starts["fault"] = min(active)     # (Phases has no "move": its windows are read from starts/ends)
+    return {"start_ns": start, "end_ns": min(active), "seconds": (min(active) - start) / 1e9,
+            "samples": "in no phase (not judged): between the method's start and the fault's activation"}
 
 
 def _guarded(r: _Run, fn: Callable, ctx: RunContext) -> None:

@@ -19,7 +19,7 @@ from ..errors import InvalidSpec
 
 __all__ = [
     "ExperimentInvalid", "Experiment", "Hypothesis", "Activity", "Pauses", "Tolerance", "PythonProvider",
-    "ProcessProvider", "HttpProvider", "PrometheusProvider", "GuardSpec", "LoadSpec", "parse_experiment",
+    "ProcessProvider", "HttpProvider", "PrometheusProvider", "GuardSpec", "LoadSpec", "VerdictSpec", "parse_experiment",
     "freeze", "thaw", "DRY_MODES", "HYPOTHESIS_STRATEGIES", "ROLLBACK_STRATEGIES", "EXTENSION_NAME",
 ]
 
@@ -175,6 +175,20 @@ class GuardSpec:
 
 
 @dataclass(frozen=True)
+class VerdictSpec:
+    """The recorded-samples verdict (our extension's ``verdict`` block), apart from the halt guard.
+
+    ``settings``: the ``analysis.SteadyStateSpec`` fields the block gave (latencies in ns, rates as ratios);
+    the others come from the guard as without a block. ``expect``: per phase "steady" (judged against the
+    spec) or "deviation" (the fault is meant to move it: tested for a change against the baseline).
+    ``source``: which latency samples are judged (request, rtt, oneway; default: the first present)."""
+
+    settings: Mapping[str, Any] = field(default_factory=lambda: freeze({}))
+    expect: Mapping[str, str] = field(default_factory=lambda: freeze({}))
+    source: str | None = None
+
+
+@dataclass(frozen=True)
 class Experiment:
     title: str
     description: str = ""
@@ -189,6 +203,7 @@ class Experiment:
     runtime: Mapping[str, Any] = field(default_factory=lambda: freeze({}))
     extensions: tuple[Mapping[str, Any], ...] = ()
     guard: GuardSpec = GuardSpec()
+    verdict: VerdictSpec | None = None             # None: the guard-derived spec, every phase steady
     notes: tuple[str, ...] = ()                    # how unusual fields were read (shown by --dry-run, journal)
     document: Mapping[str, Any] = field(default_factory=lambda: freeze({}), repr=False)
 
@@ -573,6 +588,77 @@ def _guard(ext: Mapping, path: str, err: _Errors) -> GuardSpec:
         baseline_max_s=dur(halt.get("baseline"), f"{path}.halt.baseline", 10.0))
 
 
+_VERDICT_KEYS = ("quantile", "latency_max", "latency_max_ratio", "max_error_rate", "error_rate_vs_baseline",
+                 "error_rate_tolerance", "error_rate_margin", "confidence", "alpha", "source", "expect")
+
+
+def _verdict(v: Any, path: str, err: _Errors) -> VerdictSpec | None:
+    from ..spec.units import parse_duration_ns
+
+    if not isinstance(v, Mapping):
+        err.add(path, "must be a mapping (" + ", ".join(_VERDICT_KEYS) + ")")
+        return None
+    for k in v:
+        if k not in _VERDICT_KEYS:
+            err.add(f"{path}.{k}", f"unknown key; expected some of {', '.join(_VERDICT_KEYS)}")
+    out: dict[str, Any] = {}
+    for k in ("quantile", "confidence", "alpha"):
+        if k in v:
+            if _is_num(v[k]) and 0 < float(v[k]) < 1:
+                out[k] = float(v[k])
+            else:
+                err.add(f"{path}.{k}", "must be a number in (0, 1)")
+    if "latency_max" in v:
+        out["latency_max_ns"] = None
+        if v["latency_max"] is not None:
+            try:
+                out["latency_max_ns"] = float(parse_duration_ns(str(v["latency_max"]), field=f"{path}.latency_max"))
+            except InvalidSpec as exc:
+                err.add(f"{path}.latency_max", str(exc).split(": ", 1)[-1])
+    if "latency_max_ratio" in v:
+        r = v["latency_max_ratio"]
+        if r is not None and not (_is_num(r) and float(r) >= 1):
+            err.add(f"{path}.latency_max_ratio", "must be a number >= 1 (p99 within this many times the "
+                                                 "baseline's) or null")
+        out["latency_max_ratio"] = None if r is None or not _is_num(r) else float(r)
+    for k in ("max_error_rate", "error_rate_tolerance"):
+        if k in v:
+            out[k] = None if v[k] is None else _ratio(v[k], f"{path}.{k}", err, None)
+    if "error_rate_margin" in v:
+        m = v["error_rate_margin"]
+        out["error_rate_margin"] = 0.0 if m in (0, None) else (_ratio(m, f"{path}.error_rate_margin", err, 0.0)
+                                                               or 0.0)
+    if "error_rate_vs_baseline" in v:
+        if isinstance(v["error_rate_vs_baseline"], bool):
+            out["error_rate_vs_baseline"] = v["error_rate_vs_baseline"]
+        else:
+            err.add(f"{path}.error_rate_vs_baseline", "must be true or false")
+    src = v.get("source")
+    if src is not None and src not in ("request", "rtt", "oneway"):
+        err.add(f"{path}.source", f"must be request, rtt or oneway, got {src!r}")
+        src = None
+    expect: dict[str, str] = {}
+    e = v.get("expect") or {}
+    if not isinstance(e, Mapping):
+        err.add(f"{path}.expect", "must be a mapping of phase (baseline, fault, recovery) to steady or deviation")
+        e = {}
+    for phase, what in e.items():
+        if phase not in ("baseline", "fault", "recovery"):
+            err.add(f"{path}.expect.{phase}", "unknown phase; expected baseline, fault or recovery")
+        elif what not in ("steady", "deviation"):
+            err.add(f"{path}.expect.{phase}", f"must be steady or deviation, got {what!r}")
+        elif phase == "baseline" and what != "steady":
+            err.add(f"{path}.expect.baseline", "the baseline cannot deviate: deviation is measured against it")
+        else:
+            expect[phase] = what
+    if all(k in out for k in ("latency_max_ns", "latency_max_ratio", "max_error_rate", "error_rate_vs_baseline")) \
+            and not any(out[k] for k in ("latency_max_ns", "latency_max_ratio", "max_error_rate",
+                                         "error_rate_vs_baseline")):
+        err.add(path, "every check is off (latency_max, latency_max_ratio, max_error_rate null and "
+                      "error_rate_vs_baseline false): nothing would be judged")
+    return VerdictSpec(freeze(out), freeze(expect), src)
+
+
 def parse_experiment(doc: Any, *, source: str | None = None) -> Experiment:
     """Validate a decoded experiment document; raises :class:`ExperimentInvalid` listing every problem."""
     err = _Errors()
@@ -641,6 +727,7 @@ def parse_experiment(doc: Any, *, source: str | None = None) -> Experiment:
         err.add("runtime.hypothesis.strategy", f"must be one of {', '.join(HYPOTHESIS_STRATEGIES)}")
     exts = doc.get("extensions") or []
     guard = GuardSpec()
+    verdict = None
     if not isinstance(exts, list) or not all(isinstance(e, Mapping) for e in exts):
         err.add("extensions", "must be a list of mappings, each with a name")
         exts = []
@@ -649,10 +736,12 @@ def parse_experiment(doc: Any, *, source: str | None = None) -> Experiment:
             err.add(f"extensions[{i}].name", "required")
         elif e["name"] == EXTENSION_NAME:
             guard = _guard(e, f"extensions[{i}]", err)
+            if "verdict" in e:
+                verdict = _verdict(e["verdict"], f"extensions[{i}].verdict", err)
     if err.items:
         raise ExperimentInvalid(err.items, source)
     notes = tuple(a.tolerance.note for a in (hyp.probes if hyp else ()) if a.tolerance and a.tolerance.note)
     return Experiment(title=title or "", description=desc or "", version=None if version is None else str(version),
                       tags=tuple(tags), configuration=freeze(conf), secrets=freeze(secrets), hypothesis=hyp,
                       method=method, rollbacks=rollbacks, dry=dry, runtime=freeze(runtime),
-                      extensions=tuple(freeze(e) for e in exts), guard=guard, notes=notes, document=freeze(doc))
+                      extensions=tuple(freeze(e) for e in exts), guard=guard, verdict=verdict, notes=notes, document=freeze(doc))

@@ -1,0 +1,169 @@
+"""The recorded-samples verdict configured by the extension's `verdict` block: validation with field paths,
+the spec it resolves to, per-phase expectations in the report and verdict.json, and the fault phase starting
+when the fault became active (no root: a fake request recorder, fake sessions)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from injector.experiment import ExperimentInvalid, parse_experiment
+from injector.experiment import runner as runner_mod
+from injector.experiment.report import verdict_spec
+from injector.experiment.runner import RunOptions, run_experiment
+from injector.experiment.spec import GuardSpec
+from injector.record.store import Phases, write_samples
+
+
+@pytest.fixture(autouse=True)
+def _run_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHAOS_INJECT_RUN_DIR", str(tmp_path / "run-root"))
+
+
+def _doc(verdict=None, **ext):
+    act = {"type": "action", "name": "act",
+           "provider": {"type": "python", "module": "json", "func": "loads", "arguments": {"s": "1"}}}
+    e = {"name": "chaos-inject", "recovery": 0, "halt": {"enabled": False}, **ext}
+    if verdict is not None:
+        e["verdict"] = verdict
+    return {"title": "t", "method": [act], "extensions": [e]}
+
+
+SEED_LIKE = {"max_error_rate": "1%", "error_rate_tolerance": "1%", "latency_max": None, "latency_max_ratio": None,
+             "expect": {"fault": "deviation", "recovery": "steady"}}
+
+
+def test_every_bad_field_is_reported_with_its_path_and_nothing_runs():
+    bad = {"quantile": 1.5, "latency_max": "soon", "latency_max_ratio": 0.5, "max_error_rate": 1,
+           "error_rate_vs_baseline": "yes", "confidence": 0, "source": "logs", "colour": "red",
+           "expect": {"baseline": "deviation", "fault": "moved", "later": "steady"}}
+    with pytest.raises(ExperimentInvalid) as exc:
+        parse_experiment(_doc(bad))
+    paths = {p for p, _ in exc.value.errors}
+    assert paths == {f"extensions[0].verdict.{k}" for k in (
+        "quantile", "latency_max", "latency_max_ratio", "max_error_rate", "error_rate_vs_baseline", "confidence",
+        "source", "colour", "expect.baseline", "expect.fault", "expect.later")}
+    msgs = dict(exc.value.errors)
+    assert "deviation is measured against it" in msgs["extensions[0].verdict.expect.baseline"]
+    assert "percentage" in msgs["extensions[0].verdict.max_error_rate"]     # 1 is not 1 %: say so
+    with pytest.raises(ExperimentInvalid, match="every check is off"):
+        parse_experiment(_doc({"latency_max": None, "latency_max_ratio": None, "max_error_rate": None,
+                               "error_rate_vs_baseline": False}))
+    with pytest.raises(ExperimentInvalid, match=r"extensions\[0\]\.verdict: must be a mapping"):
+        parse_experiment(_doc("strict"))
+
+
+def test_block_overrides_the_guard_derived_default():
+    exp = parse_experiment(_doc(SEED_LIKE))
+    spec, expect, origin = verdict_spec(exp.verdict, exp.guard)
+    assert (spec.max_error_rate, spec.tolerance, spec.latency_max_ns, spec.latency_max_ratio) == (0.01, 0.01, None, None)
+    assert expect == {"fault": "deviation", "recovery": "steady"} and "`verdict` block" in origin
+    # absent: today's behaviour, every phase steady, the guard's limits
+    spec, expect, origin = verdict_spec(None, GuardSpec())
+    assert (spec.max_error_rate, spec.latency_max_ratio, spec.latency_max_ns, expect) == (0.05, 2.0, None, {})
+    assert origin.startswith("default: derived from the halt guard")
+    # fields the block leaves out come from the guard
+    spec, _, _ = verdict_spec(parse_experiment(_doc({"quantile": 0.9})).verdict, GuardSpec(max_error_rate=0.02))
+    assert (spec.quantile, spec.max_error_rate) == (0.9, 0.02)
+
+
+class _Requests:
+    """A request recorder whose samples follow the phase windows: per phase (requests, errors)."""
+
+    source = "request"
+
+    def __init__(self, plan):
+        self.plan = plan
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def write(self, run_dir, phases: Phases):
+        w = phases.windows()
+        t, ok = [], []
+        for name, (n, errors) in self.plan.items():
+            t.append(np.linspace(w[name]["start_ns"], w[name]["end_ns"] - 1, n).astype(np.int64))
+            ok.append(np.arange(n) >= errors)
+        t, ok = np.concatenate(t), np.concatenate(ok)
+        lat = np.where(ok, 2_000_000, 1_000_000_000)
+        n = write_samples(run_dir, "request-0", phases, t_ns=t, flow="load->api", source="request", latency_ns=lat,
+                          ok=ok, status=np.where(ok, 200, 503))
+        return {"samples": n, "lost": 0}
+
+
+PLAN = {"baseline": (500, 0), "fault": (500, 430), "recovery": (600, 0)}
+
+
+def _run(doc, tmp_path):
+    out = run_experiment(parse_experiment(doc), RunOptions(run_dir=tmp_path / "out", recorders=[_Requests(PLAN)],
+                                                           handle_signals=False))
+    d = tmp_path / "out"
+    return out, (d / "report.md").read_text(), json.loads((d / "verdict.json").read_text())
+
+
+def test_expected_deviation_reads_as_the_experiment_means_it(tmp_path):
+    out, report, verdict = _run(_doc(SEED_LIKE), tmp_path)
+    assert verdict["outcome"] == "held" and out.journal["chaos-inject"]["verdict"] == "held"
+    assert verdict["expect"] == {"baseline": "steady", "fault": "deviation", "recovery": "steady"}
+    assert {p: v["outcome"] for p, v in verdict["phases"].items()} == \
+        {"baseline": "held", "fault": "deviated", "recovery": "held"}
+    assert "fault: deviated as expected (error rate 86.0% vs 0.0%, +86.0%" in report
+    assert "recovery: steady state restored: HELD (error rate 0.00% (0/600)" in report
+    assert "baseline: steady state before the fault: HELD" in report
+    assert "from: the experiment's `verdict` block" in report and "spec: error rate < 1.00%" in report
+    assert "recorded samples: steady state **HELD** (baseline held, fault deviated, recovery held" in report
+    assert verdict["spec"]["max_error_rate"] == 0.01
+    fault = [c for c in verdict["checks"] if c["phase"] == "fault"]
+    assert [(c["kind"], c["expect"], c["outcome"]) for c in fault] == [("change", "deviation", "deviated")]
+
+
+def test_without_a_block_the_default_is_used_and_named(tmp_path):
+    out, report, verdict = _run(_doc(), tmp_path)
+    assert verdict["outcome"] == "violated" and verdict["phases"]["fault"]["outcome"] == "violated"
+    assert set(verdict["expect"].values()) == {"steady"}
+    assert "from: default: derived from the halt guard (no `verdict` block)" in report
+
+
+def test_a_fault_that_does_not_show_is_not_held(tmp_path, monkeypatch):
+    monkeypatch.setattr(_Requests, "__init__", lambda self, plan: setattr(self, "plan", {
+        "baseline": (500, 0), "fault": (500, 0), "recovery": (600, 0)}))
+    out, report, verdict = _run(_doc(SEED_LIKE), tmp_path)
+    assert verdict["outcome"] == "inconclusive" and verdict["phases"]["fault"]["outcome"] == "no change"
+    assert "fault: NO measurable change vs baseline: the fault did not measurably take effect" in report
+
+
+class _Session:
+    def __init__(self, span):
+        self.active_span_ns = span
+
+
+def test_fault_phase_starts_when_the_fault_became_active(monkeypatch):
+    import injector.experiment.actions as actions
+
+    phases = Phases()
+    t0 = phases.mark("baseline")
+    t_method = phases.mark("fault", t0 + 1000)
+    older = _Session((t0 - 10, t0 - 5))                                        # another run's: ignored
+    ours = [_Session((t_method + 300, t_method + 900)), _Session((t_method + 250, None)), _Session(None)]
+    monkeypatch.setattr(actions, "started_sessions", lambda: [older, *ours])
+    phases.mark("recovery", t_method + 1000)
+    onset = runner_mod._fault_starts_when_active(phases)
+    assert onset["start_ns"] == t_method and onset["end_ns"] == t_method + 250
+    w = phases.windows()
+    assert w["baseline"]["end_ns"] == t_method and w["fault"]["start_ns"] == t_method + 250
+    # samples in between are in no phase, before and after are labelled as before
+    labels = phases.label(np.array([t_method - 1, t_method, t_method + 249, t_method + 250, t_method + 1000]))
+    assert list(labels) == ["baseline", "", "", "fault", "recovery"]
+    # no fault of ours became active (host actions only): the fault phase starts with the method
+    p2 = Phases()
+    p2.mark("baseline")
+    t = p2.mark("fault")
+    monkeypatch.setattr(actions, "started_sessions", lambda: [older, _Session(None)])
+    assert runner_mod._fault_starts_when_active(p2) is None and p2.starts["fault"] == t
+    assert time.monotonic_ns() > t
