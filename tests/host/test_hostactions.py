@@ -87,5 +87,6 @@ def test_pod_failure_needs_a_duration(host):
 
 def test_stress_cpu_runs_its_workers_for_the_duration():
     out = hostactions.stress_cpu(1, 50, "1s", hosts=["a", "b"])
-    assert out["workers"] == 2 and 0.9 <= out["elapsed_s"] <= 1.5
-    assert 25 <= out["achieved_percent"] <= 75
+    # 2 shared cores: other test runs may take CPU from the workers, never give them more than asked
+    assert out["workers"] == 2 and 0.9 <= out["elapsed_s"] <= 3
+    assert 10 <= out["achieved_percent"] <= 75
