@@ -1,0 +1,150 @@
+"""An experiment whose extension block asks for one-way and RTT samples: the runner records them around a
+userspace-engine delay on a throwaway pair of namespaces, and the run directory shows the shift per source.
+
+Flow api->db (TCP, db:9000) with a 20 ms delay on ingress at api (db's replies are held in api's PREROUTING):
+one-way samples of db->api at the socket placement (cgroup_skb on the receiving sockets, after netfilter)
+and RTT samples of the TCP connections api makes, new ones every ~30 ms, so that connections start while
+the recorders run. Traffic only between the test's namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+from injector.kernel import nfqueue
+from injector.kernel.netns import socket_in
+
+from .conftest import loaded_program_names
+
+MS = 1_000_000
+DELAY_MS = 20
+
+pytestmark = pytest.mark.skipif(nfqueue.nft_binary() is None,
+                                reason="nft missing (Debian package nftables; run `sudo make setup`)")
+
+
+class TcpTraffic:
+    """An echo server in the db namespace; a client in the api namespace opening a connection every ~30 ms
+    and exchanging a few messages on it."""
+
+    def __init__(self, pair, port: int):
+        self.done = threading.Event()
+        self.server_ip, self.port = str(pair.server.ipv4.ip), port
+        self.client_ns = pair.client_ns
+        self.listener = socket_in(pair.server_ns, socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((self.server_ip, port))
+        self.listener.listen(64)
+        self.listener.settimeout(0.2)
+        self.exchanges = 0
+        self.errors: list[str] = []
+        self.threads = [threading.Thread(target=self._serve, daemon=True),
+                        threading.Thread(target=self._client, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _serve(self) -> None:
+        while not self.done.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            try:
+                while data := conn.recv(4096):
+                    conn.sendall(data)
+            except OSError:
+                pass
+
+    def _client(self) -> None:
+        while not self.done.is_set():
+            try:
+                with socket_in(self.client_ns, socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    s.settimeout(5)
+                    s.connect((self.server_ip, self.port))
+                    for _ in range(4):
+                        s.sendall(b"x" * 64)
+                        got = 0
+                        while got < 64:
+                            got += len(s.recv(64 - got) or b"")
+                        self.exchanges += 1
+            except OSError as exc:
+                self.errors.append(repr(exc))
+            time.sleep(0.03)
+
+    def close(self) -> None:
+        self.done.set()
+        for t in self.threads:
+            t.join(timeout=10)
+        self.listener.close()
+
+
+def test_experiment_records_oneway_and_rtt_shift_per_source(pair, tmp_path, monkeypatch):
+    from injector.experiment.runner import RunOptions, run_experiment
+    from injector.experiment.spec import parse_experiment
+
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text(
+        f'[hosts.api]\naddresses = ["{pair.client.ipv4.ip}"]\nnetns = "{pair.client_ns}"\n'
+        f'interface = "{pair.client.ifname}"\n\n'
+        f'[hosts.db]\naddresses = ["{pair.server.ipv4.ip}"]\nports = [9000]\nnetns = "{pair.server_ns}"\n'
+        f'interface = "{pair.server.ifname}"\n')
+    monkeypatch.setenv("CHAOS_INJECT_INVENTORY", str(inventory))
+    doc = {"title": "db replies 20 ms late", "method": [{
+        "type": "action", "name": "delay db replies", "provider": {
+            "type": "python", "module": "injector.experiment.actions", "func": "network_delay",
+            "arguments": {"flow": "api->db/tcp", "delay": f"{DELAY_MS}ms", "duration": "2s",
+                          "direction": "ingress", "engine": "userspace"}}}],
+        "extensions": [{"name": "chaos-inject", "halt": {"enabled": False, "recovery": "1s"},
+                        "record": {"oneway": ["db->api"], "rtt": ["api->db"], "placement": "socket",
+                                   "baseline": "2s"}}]}
+    run_dir = tmp_path / "exp"
+    traffic = TcpTraffic(pair, 9000)
+    try:
+        time.sleep(0.2)
+        outcome = run_experiment(parse_experiment(doc), RunOptions(run_dir=run_dir, handle_signals=False))
+    finally:
+        traffic.close()
+    assert outcome.state == "completed", outcome.journal["chaos-inject"].get("reason")
+    assert traffic.exchanges > 100 and len(traffic.errors) < 3, traffic.errors[:3]
+
+    summary = outcome.journal["chaos-inject"]["recorders"]["record"]
+    assert summary["lost"] == 0
+    parts = {p.name.split("-")[0] for p in (run_dir / "samples").glob("*.parquet")}
+    assert {"oneway", "rtt"} <= parts
+    df = pd.concat(pd.read_parquet(p) for p in (run_dir / "samples").glob("*.parquet"))
+    shift = {}
+    for source in ("oneway", "rtt"):
+        rows = df[df["source"].astype(str) == source]
+        base = rows.loc[rows["phase"] == "baseline", "latency_ns"]
+        fault = rows.loc[rows["phase"] == "fault", "latency_ns"]
+        assert len(base) > 50 and len(fault) > 50, (source, len(base), len(fault))
+        assert set(rows["flow"].astype(str)) == {"db->api" if source == "oneway" else "api->db"}
+        shift[source] = (fault.median() - base.median()) / MS
+    # the held replies: one-way db->api pays the delay once, and so does each RTT (the ACK comes back late)
+    for source, ms in shift.items():
+        assert DELAY_MS - 1 < ms < DELAY_MS + 5, shift
+    # the same shifts, as the run's summary states them (per source, with a CI)
+    stated = {(s["source"], s["flow"]): s["shift_ns"] / MS for s in summary["latency_shift"]}
+    assert set(stated) == {("oneway", "db->api"), ("rtt", "api->db")}
+    assert all(DELAY_MS - 1 < v < DELAY_MS + 5 for v in stated.values()), stated
+    assert len(summary["shifts"]) == 2
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["recorders"]["record"]["samples"] == summary["samples"] > 0
+    # nothing left: recorder programs detached, our nft table gone
+    assert not [n for n in loaded_program_names() if n.startswith("cr_")]
+    assert not [t for t in nfqueue.list_tables(pair.client_ns) if t.startswith("chaos_inject_")]
