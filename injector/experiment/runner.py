@@ -425,6 +425,7 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
                 r.say(f"guard: {n}")
             r.phases.mark("fault")
             r.method_started = True
+            r.method_start_ns = time.monotonic_ns()
             r.enter("method")
             cont = None
             if strategy in ("during-method-only", "continuously") and exp.hypothesis and exp.hypothesis.probes:
@@ -535,7 +536,7 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
 
     faults = [describe_session(s) for s in started_sessions()]
     # principle 1: a fault that did not take effect is a failed experiment, not a success
-    no_effect = _no_effect(journal, started_sessions(), r.phases.starts.get("fault"))
+    no_effect = _no_effect(journal, started_sessions(), getattr(r, "method_start_ns", None))
     if no_effect and not stop_signal and not r.halt.is_set():
         r.reason = "; ".join(filter(None, (r.reason, "the fault did not take effect: " + "; ".join(no_effect))))
         if journal["status"] == "completed":
