@@ -126,6 +126,11 @@ def render_markdown(journal: dict, verdict_text: str | None, plots: list[str]) -
             if halt.get(k):
                 lines.append(f"- {k}: {halt[k]}")
         lines.append("")
+    recorded = (ci.get("recorders") or {}).get("record") or {}   # the extension's record block
+    if recorded.get("shifts") or recorded.get("notes"):
+        lines += ["## Measured latency shift per source (fault median - baseline median)", ""]
+        lines += [f"- {s}" for s in recorded.get("shifts", [])] or ["- no samples in both phases"]
+        lines += [f"- note: {n}" for n in recorded.get("notes", [])] + [""]
     if verdict_text:
         lines += ["## Recorded samples: steady-state verdict", "", "```", verdict_text, "```", ""]
     for p in plots:

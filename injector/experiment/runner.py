@@ -341,6 +341,9 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
 
     tc = tcnetem.tc_settings(conf, literal=opts.literal_tc, netns=opts.tc_netns)
     translations = tcnetem.check_experiment(exp, conf, secrets, tc)
+    from ..record.experiment import recording_for
+
+    recording = recording_for(exp)  # the extension's "record" block: resolved and checked, nothing started yet
     r = _Run(exp, opts)
     if opts.run_dir:
         Path(opts.run_dir).mkdir(parents=True, exist_ok=True)
@@ -375,6 +378,9 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
     from ..record.store import Phases
 
     r.phases = Phases()
+    if recording is not None:
+        recording.follow(r.phases)
+        recorders.append(recording)
     prev_handlers: dict[int, Any] = {}
     stop_signal: list[int] = []
 
