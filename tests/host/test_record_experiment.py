@@ -107,7 +107,7 @@ def test_experiment_records_oneway_and_rtt_shift_per_source(pair, tmp_path, monk
     doc = {"title": "db replies 20 ms late", "method": [{
         "type": "action", "name": "delay db replies", "provider": {
             "type": "python", "module": "injector.experiment.actions", "func": "network_delay",
-            "arguments": {"flow": "api->db/tcp", "delay": f"{DELAY_MS}ms", "duration": "2s",
+            "arguments": {"flow": "api->db/tcp", "delay": f"{DELAY_MS}ms", "duration": "4s",
                           "direction": "ingress", "engine": "userspace"}}}],
         "extensions": [{"name": "chaos-inject", "halt": {"enabled": False, "recovery": "1s"},
                         "record": {"oneway": ["db->api"], "rtt": ["api->db"], "placement": "socket",
@@ -143,6 +143,9 @@ def test_experiment_records_oneway_and_rtt_shift_per_source(pair, tmp_path, monk
     assert set(stated) == {("oneway", "db->api"), ("rtt", "api->db")}
     assert all(DELAY_MS - 1 < v < DELAY_MS + 5 for v in stated.values()), stated
     assert len(summary["shifts"]) == 2
+    report = (run_dir / "report.md").read_text()
+    assert "## Measured latency shift per source" in report
+    assert all(line in report for line in summary["shifts"])
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["recorders"]["record"]["samples"] == summary["samples"] > 0
     # nothing left: recorder programs detached, our nft table gone
