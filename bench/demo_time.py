@@ -5,7 +5,9 @@
 Each run is the real CLI on a lab of its own (unique prefix, free subnet, own state directory: a lab that may
 already be up is not touched), brought up and taken down by the demo. Per run: wall time, exit code, verdict,
 lab up time, the phases' lengths from meta.json, the 503 share in the fault phase, the api's 503 latency (its
-database deadline) and the delay engine's measured hold. Prints medians. Checks nothing is left.
+database deadline), the delay engine's measured hold, the requests per phase with the 95 % upper bound of the
+error rate they allow, the gap between the method's start and the fault's activation (in no phase) and the
+recorded samples' verdict (verdict.json, per phase). Prints medians. Checks nothing is left.
 """
 
 from __future__ import annotations
@@ -59,6 +61,17 @@ def one_run(tmp: Path, i: int) -> dict:
     counters = json.loads((record / "counters.json").read_text())
     holds = [c["delay_p50_ns"] for c in counters.values() if "delay_p50_ns" in c]
     row["engine_hold_p50_ms"] = holds[0] / 1e6 if holds else float("nan")
+    from analysis import proportion_ci
+
+    for name in ("baseline", "recovery"):
+        part = df[(df["phase"].astype(str) == name) & (df["source"].astype(str) == "request")]
+        row[f"{name}_requests"] = float(len(part))
+        errors = int((~part["ok"]).sum())
+        row[f"{name}_err_upper_pct"] = 100 * proportion_ci(errors, len(part), 0.95, "clopper-pearson").high
+    onset = json.loads((record / "journal.json").read_text())["chaos-inject"].get("fault_onset") or {}
+    row["onset_s"] = float(onset.get("seconds", float("nan")))
+    v = json.loads((record / "verdict.json").read_text())
+    row["samples_verdict"] = v["outcome"] + " (" + ", ".join(f"{p} {x['outcome']}" for p, x in v["phases"].items()) + ")"
     return row
 
 
@@ -80,6 +93,7 @@ def main() -> int:
         if isinstance(rows[0][key], float):
             print(f"  {key:<22} {statistics.median(r[key] for r in rows):.3f}")
     print(f"  exit codes {[r['exit'] for r in rows]}, verdicts {[r['verdict'] for r in rows]}")
+    print(f"  recorded samples: {[r['samples_verdict'] for r in rows]}")
     return 0 if all(r["exit"] == 0 for r in rows) else 1
 
 

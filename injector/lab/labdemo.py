@@ -9,6 +9,7 @@ the experiment's outcome are printed. ``chaos-inject demo --quick`` is the older
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -109,15 +110,29 @@ def _print_measured(run_dir: Path, journal: dict, out) -> None:
 @dataclass
 class DemoResult:
     exit_code: int
-    verdict: str            # held | deviated | halted | failed | stopped
+    verdict: str            # held | deviated | inconclusive | halted | failed | stopped
     run_dir: Path
 
 
 def verdict_of(outcome) -> str:
+    """The demo's one word: the experiment's outcome, and for a run that completed and held, the recorded
+    samples' verdict too (verdict.json): held only if both held, so the printed verdict and the report agree."""
     j = outcome.journal
-    if outcome.state == "completed":
-        return "deviated" if j["deviated"] else "held"
-    return outcome.state
+    if outcome.state != "completed":
+        return outcome.state
+    if j["deviated"]:
+        return "deviated"
+    samples = j["chaos-inject"].get("verdict")
+    return {"held": "held", "violated": "deviated"}.get(samples, "inconclusive")
+
+
+def _verdict_lines(run_dir: Path) -> list[str]:
+    try:
+        v = json.loads((run_dir / "verdict.json").read_text())
+    except (OSError, ValueError):
+        return ["recorded samples: no verdict (no samples were recorded)"]
+    return [f"recorded samples: steady state {v['outcome'].upper()} ({v.get('spec_text', '')})"] + \
+        [f"  {ph['summary']}" for ph in (v.get("phases") or {}).values()]
 
 
 def _say(line: str) -> None:
@@ -177,11 +192,17 @@ def run_lab_demo(run_dir: Path | None = None, *, spec=None, keep_lab: bool = Fal
     ci = outcome.journal["chaos-inject"]
     out("measured:")
     _print_measured(run_dir, outcome.journal, out)
-    why = ci.get("reason") or ("the api answered 503, never 500, while the database timed out, and recovered"
-                               if verdict == "held" else "")
+    for line in _verdict_lines(run_dir):
+        out(line)
+    why = ci.get("reason") or {
+        "held": "the api answered 503, never 500, while the database timed out (the fault took effect), and "
+                "the error rate was back under 1 %",
+        "deviated": "the recorded samples violate the steady state (see above)",
+        "inconclusive": "the probes held, but the recorded samples cannot confirm it (see above)"}.get(verdict, "")
     out(f"verdict: {verdict.upper()}" + (f": {why}" if why else ""))
     out(f"report: {run_dir / 'report.md'} (and report.html)")
-    return DemoResult(outcome.exit_code, verdict, run_dir)
+    code = outcome.exit_code if outcome.exit_code or verdict == "held" else 1
+    return DemoResult(code, verdict, run_dir)
 
 
 @contextlib.contextmanager
@@ -227,7 +248,8 @@ def add_demo_parser(sub) -> None:
                     "connection timeout' against it (per-flow delay on api->db past the api's database deadline; "
                     "the api must answer 503, never 500, and recover), writes a run directory with journal, "
                     "samples and report, prints the verdict, and takes the lab down again if it brought it up. "
-                    "Exit code: 0 held, 1 deviated/failed/halted, 130/143 interrupted.")
+                    "Exit code: 0 held (the probes and the recorded samples' verdict), 1 deviated/inconclusive/failed/"
+                    "halted, 130/143 interrupted.")
     demo.add_argument("--record", type=Path, metavar="DIR",
                       help="run directory (default ./chaos-runs/demo-<time>)")
     demo.add_argument("--keep-lab", action="store_true", help="leave the lab up afterwards")

@@ -115,3 +115,44 @@ def test_phase_summary_counts_statuses_per_phase():
     rows = {r["phase"]: r for r in phase_summary(df)}
     assert rows["fault"]["requests"] == 3 and rows["fault"]["statuses"] == {503: 2, 200: 1}
     assert rows["baseline"]["median_ms"] == pytest.approx(2.0) and rows["recovery"]["statuses"] == {200: 1}
+
+
+def test_the_lab_experiments_verdict_answers_its_question():
+    import math
+
+    from injector.experiment.report import verdict_spec
+    from injector.lab.definition import load_definition
+
+    exp = load_experiment(experiment_path())
+    spec, expect, origin = verdict_spec(exp.verdict, exp.guard)
+    # the seed's own limit: error rate in [0, 1] percent; the 503s of the fault phase are the expected deviation
+    seed_range = list(probe_range(exp, "error-rate-is-low"))
+    assert spec.max_error_rate == seed_range[1] / 100 and spec.error_rate_vs_baseline
+    assert spec.latency_max_ns is None and spec.latency_max_ratio is None
+    assert expect == {"baseline": "steady", "fault": "deviation", "recovery": "steady"}
+    assert exp.verdict.source == "request" and "`verdict` block" in origin
+    # the baseline pause alone gives enough requests for a 0-error 95 % bound below the limit
+    conf = resolve_configuration(exp, {"api_url": "http://a:1", "prometheus_url": "http://p:2"})
+    rate = load_definition()["load"]["rate_per_s"]
+    needed = math.ceil(-math.log((1 - spec.confidence) / 2) / spec.max_error_rate)
+    assert float(conf["baseline_s"]) * rate >= needed == 369
+
+
+def probe_range(exp, name):
+    (p,) = [p for p in exp.hypothesis.probes if p.name == name]
+    return p.tolerance.raw["range"]
+
+
+def test_demo_verdict_needs_the_recorded_samples_to_hold_too():
+    from types import SimpleNamespace
+
+    from injector.lab.labdemo import verdict_of
+
+    def outcome(state="completed", deviated=False, samples="held"):
+        return SimpleNamespace(state=state, journal={"deviated": deviated, "chaos-inject": {"verdict": samples}})
+
+    assert verdict_of(outcome()) == "held"
+    assert verdict_of(outcome(samples="violated")) == "deviated"
+    assert verdict_of(outcome(samples="inconclusive")) == verdict_of(outcome(samples=None)) == "inconclusive"
+    assert verdict_of(outcome(deviated=True)) == "deviated"
+    assert verdict_of(outcome(state="halted")) == "halted"
