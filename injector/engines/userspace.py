@@ -136,8 +136,10 @@ class UserspaceEngine:
     packet is released at once and from then on each packet reaching us is accepted as it arrives; the table's
     rules are flushed (its hooks stay: deleting a table unregisters them, and the kernel then drops every packet
     still queued in the namespace: all held ingress packets were lost that way); once the kernel's queues are
-    empty the table is deleted, then the queues are unbound. Measured: 0 of 2,400 datagrams lost across a stop
-    with 600 held (ingress, egress, egress longer than the MTU; tests/host/test_userspace_delay.py). The kernel's drop on
+    empty the table is deleted, then the queues are unbound. Measured (``bench/userspace_stop.py``: 300 ms, 2,000
+    datagrams/s, ~600 held when the end began, medians of 5 runs, 2026-11-27, loaded host): 0 lost for ingress,
+    egress and egress longer than the MTU; the old order (table first) lost 597 / 0 / 595; the end took 103 /
+    106 / 57 ms. The kernel's drop on
     hook removal is per namespace, not per queue: when another run's table (or any base chain) in the same
     namespace is deleted, packets we hold there at that moment are lost. If a queue
     overflows (``maxlen``, sized for 20,000 packets/s over the longest delay) the kernel lets packets pass
