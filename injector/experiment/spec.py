@@ -738,6 +738,10 @@ def parse_experiment(doc: Any, *, source: str | None = None) -> Experiment:
             guard = _guard(e, f"extensions[{i}]", err)
             if "verdict" in e:
                 verdict = _verdict(e["verdict"], f"extensions[{i}].verdict", err)
+    from ..record.experiment import record_errors  # the record block (one-way / RTT samples): its shape only
+
+    for p, problem in record_errors(exts)[1]:
+        err.add(p, problem)
     if err.items:
         raise ExperimentInvalid(err.items, source)
     notes = tuple(a.tolerance.note for a in (hyp.probes if hyp else ()) if a.tolerance and a.tolerance.note)

@@ -114,3 +114,13 @@ def test_unresolvable_flows_fail_before_anything_runs(inventory, block, path, pr
 def test_no_block_no_recording(inventory):
     assert recording_for(parse_experiment({"title": "t", "method": [{"type": "action", "name": "a",
                                            "provider": {"type": "process", "path": "true"}}]}), inventory) is None
+
+
+def test_parse_experiment_lists_record_problems_with_the_others():
+    doc = {"title": "t", "method": [{"type": "action", "name": "a", "provider": {"type": "process", "path": "true"}}],
+           "extensions": ext({"rtt": ["api->db"], "placement": "nic"})}
+    doc["extensions"][0]["halt"] = {"bogus": 1}
+    with pytest.raises(ExperimentInvalid) as info:
+        parse_experiment(doc)
+    paths = {p for p, _ in info.value.errors}
+    assert {"extensions[0].record.placement", "extensions[0].halt.bogus"} <= paths
