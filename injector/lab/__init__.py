@@ -12,7 +12,7 @@ with Debian's python3 alone, without the injector's dependencies)::
 from __future__ import annotations
 
 __all__ = ["LabError", "LabInfo", "LabSpec", "LabStatus", "RequestLogRecorder", "RequestRows", "lab_down",
-           "lab_status", "lab_up", "prometheus_query", "read_log", "running_lab"]
+           "lab_restart", "lab_status", "lab_up", "prometheus_query", "read_log", "running_lab"]
 
 _WHERE = {"RequestLogRecorder": "requests", "RequestRows": "requests", "read_log": "requests"}
 

@@ -136,8 +136,9 @@ def render_load(addrs: Addresses, *, log_path: str, definition: dict | None = No
 
 
 def render_inventory(addrs: Addresses, *, netns: dict[str, str] | None = None, interface: str | None = None,
-                     definition: dict | None = None) -> str:
-    """The inventory TOML: every role with its address and ports (and namespace / interface where known)."""
+                     definition: dict | None = None, restart: dict[str, str] | None = None) -> str:
+    """The inventory TOML: every role with its address and ports (and namespace / interface / the command that
+    restarts its service, where known)."""
     d = definition or load_definition()
     lines = ["# chaos-inject lab inventory (generated; removed by `chaos-inject lab down`)"]
     for role, h in d["hosts"].items():
@@ -150,6 +151,8 @@ def render_inventory(addrs: Addresses, *, netns: dict[str, str] | None = None, i
             lines.append(f'netns = "{netns[role]}"')
         if interface:
             lines.append(f'interface = "{interface}"')
+        if restart and role in restart:   # a JSON string is a valid TOML basic string
+            lines.append(f"restart = {json.dumps(restart[role])}")
     return "\n".join(lines) + "\n"
 
 

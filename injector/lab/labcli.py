@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from .definition import ROLES
 from .netlab import DEFAULT_STATE_DIR, LabSpec
 
 
@@ -14,9 +15,11 @@ def add_lab_parser(sub) -> None:
     lab = sub.add_parser(
         "lab", help="the netns lab: api, PostgreSQL, Prometheus and a load generator in namespaces of their own",
         description="`lab up` builds the lab (idempotent; a broken lab is rebuilt), `lab down` removes exactly "
-                    "what `lab up` made, `lab status` says what runs. While it is up, --flow api->db resolves "
-                    "with no --inventory.")
-    lab.add_argument("action", choices=("up", "down", "status"))
+                    "what `lab up` made, `lab status` says what runs, `lab restart ROLE` restarts one role's "
+                    "service (the inventory's restart command: a pod-kill's service comes back). While it is "
+                    "up, --flow api->db resolves with no --inventory.")
+    lab.add_argument("action", choices=("up", "down", "status", "restart"))
+    lab.add_argument("role", nargs="?", choices=ROLES, help="restart: the role whose service to restart")
     lab.add_argument("--json", action="store_true", help="print the lab's addresses, URLs and paths as JSON")
     lab.add_argument("--db-timeout", type=float, metavar="SECONDS", help="api's database deadline (default 1)")
     lab.add_argument("--rate", type=float, metavar="PER_S", help="load generator's requests per second (default 50)")
@@ -38,11 +41,24 @@ def _print_info(info) -> None:
 
 
 def run_lab_command(args: argparse.Namespace) -> int:
-    from .netlab import lab_down, lab_status, lab_up
+    from ..errors import InvalidSpec
+    from .netlab import lab_down, lab_restart, lab_status, lab_up
 
     spec = LabSpec(prefix=args.prefix, subnet=args.subnet, state_dir=args.state_dir,
                    db_timeout_s=args.db_timeout, load_rate_per_s=args.rate)
+    if (args.action == "restart") != (args.role is not None):
+        raise InvalidSpec("a ROLE goes with `lab restart` (and only there)", text=args.role or "",
+                          field="lab ROLE")
     start = time.monotonic()
+    if args.action == "restart":
+        info = lab_restart(args.role, spec)
+        if args.json:
+            print(json.dumps({"role": args.role, "pid": info.processes[args.role],
+                              "seconds": round(time.monotonic() - start, 3)}))
+        else:
+            print(f"lab {args.role} restarted (pid {info.processes[args.role]}) in "
+                  f"{time.monotonic() - start:.1f} s")
+        return 0
     if args.action == "up":
         info = lab_up(spec)
         if args.json:

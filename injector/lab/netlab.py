@@ -340,6 +340,40 @@ def prometheus_query(prometheus_url: str, query: str, timeout_s: float = 3.0) ->
     return body["data"]["result"]
 
 
+def _start_service(state: _State, spec: LabSpec, role: str, *, wait: bool = True) -> int:
+    """Start one role's service in its namespace (recorded in state.json first) from the configs under the
+    state directory; with ``wait``, return once it serves. `lab up` and `lab restart` both start them here."""
+    d = labdef.load_definition()
+    addrs = labdef.netns_addresses(spec.subnet, d)
+    conf = spec.state_dir / "conf"
+    if role == "db":
+        argv = labdef.service_argv("db", addrs, conf_dir=conf / "db", data_dir=spec.state_dir / "db", definition=d)
+        pid = _spawn(state, spec, "db", ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups",
+                                         "--", *argv], stop_signal=getattr(signal, labdef.STOP_SIGNAL["db"]))
+    elif role == "prometheus":
+        pid = _spawn(state, spec, role, labdef.service_argv(
+            role, addrs, conf_dir=conf / role, data_dir=spec.state_dir / "prometheus-data", definition=d))
+    else:
+        pid = _spawn(state, spec, role, labdef.service_argv(role, addrs, conf_dir=conf / role, data_dir=conf,
+                                                            python=sys.executable, definition=d))
+    if wait:
+        _wait_ready(spec, role, pid, _serves(spec, role))
+    return pid
+
+
+def _serves(spec: LabSpec, role: str):
+    """A check that ``role``'s service is ready (db: accepts TCP, api: /health 200, Prometheus: /-/ready,
+    load: its request log exists)."""
+    info = _info(spec, {})
+    if role == "db":
+        return lambda: _tcp_open(info.addresses["db"], info.ports["db"][0])
+    if role == "api":
+        return lambda: _http_ok(f"{info.api_url}/health")
+    if role == "prometheus":
+        return lambda: _http_ok(f"{info.prometheus_url}/-/ready")
+    return lambda: Path(info.request_log).exists()
+
+
 def _build(state: _State, spec: LabSpec) -> LabInfo:
     from ..kernel.netns import Topology
     from ..kernel.rtnl import open_rtnl
@@ -398,29 +432,20 @@ def _build(state: _State, spec: LabSpec) -> LabInfo:
     # Prometheus first: it takes its targets in only after its discovery manager's first ~5 s tick, which
     # then overlaps with the database's initdb instead of adding to it
     pids = {}
-    pids["prometheus"] = _spawn(state, spec, "prometheus", labdef.service_argv(
-        "prometheus", addrs, conf_dir=conf / "prometheus", data_dir=spec.state_dir / "prometheus-data", definition=d))
+    pids["prometheus"] = _start_service(state, spec, "prometheus", wait=False)
     stage("prometheus_start")
     # db: the provisioning script initialises the cluster, we run the postmaster in its namespace
     result = subprocess.run(["bash", str(DB_INIT), str(db_dir), str(conf / "db")], capture_output=True, text=True)
     if result.returncode != 0:
         raise LabError(f"db-init.sh failed: {result.stderr.strip() or result.stdout.strip()}")
     stage("db_init")
-    argv = labdef.service_argv("db", addrs, conf_dir=conf / "db", data_dir=db_dir, definition=d)
-    pids["db"] = _spawn(state, spec, "db", ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups",
-                                            "--", *argv],
-                        stop_signal=getattr(signal, labdef.STOP_SIGNAL["db"]))
-    _wait_ready(spec, "db", pids["db"], lambda: _tcp_open(addrs["db"], labdef.port("db", d)))
+    pids["db"] = _start_service(state, spec, "db")
     stage("db_start")
-    pids["api"] = _spawn(state, spec, "api", labdef.service_argv("api", addrs, conf_dir=conf / "api", data_dir=conf,
-                                                                 python=sys.executable, definition=d))
-    _wait_ready(spec, "api", pids["api"], lambda: _http_ok(f"{info.api_url}/health"))
+    pids["api"] = _start_service(state, spec, "api")
     if not _http_ok(f"{info.api_url}/items", timeout_s=5):
         raise LabError(f"api answers /health but /items fails: database not usable\n{_log_tail(spec, 'api')}")
     stage("api_start")
-    pids["load"] = _spawn(state, spec, "load", labdef.service_argv("load", addrs, conf_dir=conf / "load",
-                                                                   data_dir=conf, python=sys.executable, definition=d))
-    _wait_ready(spec, "load", pids["load"], lambda: Path(info.request_log).exists())
+    pids["load"] = _start_service(state, spec, "load")
     stage("load_start")
     _wait_ready(spec, "prometheus", pids["prometheus"], lambda: _http_ok(f"{info.prometheus_url}/-/ready"))
     # a lab is up when Prometheus has scraped the api once: the seed's queries have data from here on
@@ -430,7 +455,8 @@ def _build(state: _State, spec: LabSpec) -> LabInfo:
 
     netns = {r: spec.netns(r) for r in labdef.ROLES}
     inventory = Path(info.inventory_path)
-    inventory.write_text(labdef.render_inventory(addrs, netns=netns, interface=LAB_IFNAME, definition=d))
+    inventory.write_text(labdef.render_inventory(addrs, netns=netns, interface=LAB_IFNAME, definition=d,
+                                                 restart={r: restart_command(spec, r) for r in labdef.ROLES}))
     info.processes = pids
     info.timings_s = timings
     return info
@@ -494,6 +520,54 @@ def _up_locked(spec: LabSpec, created_dir: bool) -> LabInfo:
         raise LabError(f"lab up failed, everything it made was removed: {exc}") from exc
     state.data["info"] = info.to_dict()
     state.save()
+    return info
+
+
+# -- restart ------------------------------------------------------------------------------------------------
+
+def restart_command(spec: LabSpec, role: str) -> str:
+    """The inventory's ``restart`` for a role: `chaos-inject lab restart ROLE` for this lab (run by a translated
+    pod-kill in the role's namespace; it works from any namespace)."""
+    import shlex
+
+    return (f"PYTHONPATH={shlex.quote(str(REPO_ROOT))} exec {shlex.quote(sys.executable)} -m injector.cli lab "
+            f"restart {role} --prefix {spec.prefix} --subnet {spec.subnet} --state-dir "
+            f"{shlex.quote(str(spec.state_dir))}")
+
+
+def lab_restart(role: str, spec: LabSpec | None = None, *, timeout_s: float = 30.0) -> LabInfo:
+    """Restart ``role``'s service under the lab's ownership (as Kubernetes brings a killed pod back): a process
+    still running is stopped first, the new one is recorded in state.json (the old entry goes once its process
+    is gone) and returned once it serves. The lab must have been brought up by `lab up`."""
+    spec = spec or LabSpec()
+    if role not in labdef.ROLES:
+        raise InvalidSpec(f"a lab role is one of {', '.join(labdef.ROLES)}", text=role, field="lab restart ROLE")
+    if os.geteuid() != 0:
+        raise NotPermitted("the lab's processes run in its namespaces: run as root")
+    if not (spec.state_dir / "state.json").exists():
+        raise LabError(f"no lab is recorded in {spec.state_dir}: `chaos-inject lab up` first")
+    with _locked(spec.state_dir):
+        state = _State(spec)
+        if not state.load() or not state.data.get("info"):
+            raise LabError(f"the lab in {spec.state_dir} is not up (lab up did not finish)")
+        built = (state.data["spec"]["prefix"], state.data["spec"]["subnet"])
+        if built != (spec.prefix, spec.subnet):
+            raise LabError(f"the lab in {spec.state_dir} was built with prefix {built[0]} and subnet {built[1]}")
+        from ..kernel.netns import existing_namespaces
+
+        if spec.netns(role) not in existing_namespaces():
+            raise LabError(f"namespace {spec.netns(role)} is gone: `chaos-inject lab up` repairs the lab")
+        old = [e for e in state.data["made"] if e["kind"] == "process" and e["role"] == role]
+        for entry in old:
+            _stop_process(entry)        # usually dead already (a pod-kill); never a reused PID (start time)
+            state.data["made"].remove(entry)
+        state.save()
+        pid = _start_service(state, spec, role, wait=False)
+        info = LabInfo(**state.data["info"])
+        info.processes[role] = pid
+        state.data["info"] = info.to_dict()
+        state.save()
+        _wait_ready(spec, role, pid, _serves(spec, role), timeout_s=timeout_s)
     return info
 
 

@@ -1,0 +1,150 @@
+"""The seed's PodChaos (pod-kill, mode one, selector app: api) against the netns lab: the api's processes are
+killed, the lab inventory's restart command (`chaos-inject lab restart api`) brings the api back under the
+lab's ownership (state.json records the new process, with its tag), /health answers 200 again, the lab is
+healthy, and `lab down` leaves nothing: namespaces, host link, state directory, old or new process."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import random
+import secrets
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from injector.experiment.foreign import load_any
+from injector.experiment.runner import RunOptions, run_experiment
+from injector.kernel.netns import existing_namespaces
+from injector.lab import LabSpec, lab_down, lab_restart, lab_status, lab_up
+
+SEED = Path(__file__).resolve().parents[2] / "injector/experiment/examples/seed-chaos-mesh.yaml"
+CLI = [sys.executable, "-m", "injector.cli"]
+
+pytestmark = pytest.mark.skipif(
+    not (Path("/usr/bin/prometheus").exists() and list(Path("/usr/lib/postgresql").glob("*/bin/postgres"))),
+    reason="the lab needs Debian's postgresql and prometheus packages (run `sudo make setup`)")
+
+
+def _free_subnet() -> str:
+    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    used = [ipaddress.ip_network(w.split()[0], strict=False) for w in routes.splitlines()
+            if w and w.split()[0][0].isdigit()]
+    for _ in range(100):
+        net = ipaddress.ip_network(f"10.214.{random.randint(100, 250)}.0/24")
+        if not any(net.overlaps(u) for u in used):
+            return str(net)
+    raise AssertionError("no free 10.214.x.0/24 for the test lab")
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _health(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=1) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+def _api_entries(spec: LabSpec) -> list[dict]:
+    state = json.loads((spec.state_dir / "state.json").read_text())
+    return [e for e in state["made"] if e["kind"] == "process" and e["role"] == "api"]
+
+
+@pytest.fixture(scope="module")
+def lab():
+    spec = LabSpec(prefix="cirs" + secrets.token_hex(2), subnet=_free_subnet(),
+                   state_dir=Path("/run/chaos-inject") / f"lab-restart-test-{secrets.token_hex(3)}")
+    pids: set[int] = set()
+    try:
+        info = lab_up(spec)
+        pids.update(info.processes.values())
+        yield spec, info, pids
+        status = lab_status(spec)
+        pids.update(status.info.processes.values() if status.info else ())
+    finally:
+        lab_down(spec)
+    time.sleep(0.2)
+    left = [ns for ns in existing_namespaces() if ns.startswith(spec.prefix + "-")]
+    left += [spec.host_link] if Path(f"/sys/class/net/{spec.host_link}").exists() else []
+    left += [str(spec.state_dir)] if spec.state_dir.exists() else []
+    left += [f"pid {p}" for p in sorted(pids) if _running(p)]
+    assert not left, f"left behind: {left}"
+
+
+def test_seed_pod_kill_restarts_the_api_under_the_lab(lab, tmp_path, monkeypatch):
+    spec, info, pids = lab
+    monkeypatch.setenv("CHAOS_INJECT_INVENTORY", info.inventory_path)     # as `chaos-inject run --inventory`
+    old = info.processes["api"]
+    (old_entry,) = _api_entries(spec)
+    inventory = tomllib.loads(Path(info.inventory_path).read_text())
+    assert "lab restart api" in inventory["hosts"]["api"]["restart"]
+    docs = list(yaml.safe_load_all(SEED.read_text()))
+    (pod,) = [d for d in docs if d["kind"] == "PodChaos"]     # as published: pod-kill, mode one, app: api
+    manifest = tmp_path / "pod-kill.yaml"
+    manifest.write_text(yaml.safe_dump(pod))
+    exp, kind, _ = load_any(manifest, inventory=info.inventory_path, seed=1)
+    assert kind == "chaos-mesh"
+    lines: list[str] = []
+    out = run_experiment(exp, RunOptions(run_dir=tmp_path / "run", progress=lines.append, handle_signals=False))
+    log = "\n".join(lines)
+    assert out.state == "completed" and out.exit_code == 0, log
+    (action,) = out.journal["run"]
+    assert action["status"] == "succeeded", action
+    (host,) = action["output"]["hosts"]
+    assert host["host"] == "api" and old in host["killed_pids"] and host["restarted"] is True, host
+    assert not _running(old)
+
+    # the restart command may still be waiting for the new api when kill_hosts returns (it watches 1 s)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _health(info.api_url) != 200:
+        time.sleep(0.1)
+    assert _health(info.api_url) == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not lab_status(spec).up:  # state.json saved after the service serves
+        time.sleep(0.1)
+    status = lab_status(spec)
+    assert status.up, status.problems
+    new = status.info.processes["api"]
+    pids.add(new)
+    (entry,) = _api_entries(spec)                      # the old entry went with its process
+    assert new != old and entry["pid"] == new and entry["tag"] != old_entry["tag"] and _running(new)
+    environ = Path(f"/proc/{new}/environ").read_bytes().split(b"\0")
+    assert f"CHAOS_INJECT_LAB_TAG={entry['tag']}".encode() in environ   # tagged as the lab tags its processes
+    assert os.stat(f"/proc/{new}/ns/net").st_ino == os.stat(f"/run/netns/{spec.netns('api')}").st_ino
+
+
+def test_restart_of_a_running_service_and_refusals(lab):
+    spec, info, pids = lab
+    old = info.processes["api"]
+    t = time.monotonic()
+    again = lab_restart("api", spec)               # running: stopped first, then started
+    restart_s = time.monotonic() - t
+    pids.add(again.processes["api"])
+    assert again.processes["api"] != old and not _running(old) and _health(info.api_url) == 200
+    assert lab_status(spec).up and len(_api_entries(spec)) == 1
+    print(f"\nlab restart api (running api): {restart_s:.2f} s")
+    from injector.errors import InvalidSpec
+
+    with pytest.raises(InvalidSpec, match="lab role"):
+        lab_restart("web", spec)
+    bad = subprocess.run([*CLI, "lab", "restart", "--prefix", spec.prefix, "--subnet", spec.subnet,
+                          "--state-dir", str(spec.state_dir)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "ROLE" in bad.stderr, bad.stderr
+    assert lab_status(spec).info.processes["api"] == again.processes["api"]     # nothing changed
