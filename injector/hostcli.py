@@ -23,7 +23,8 @@ from .errors import ChaosInjectError, Interrupted, InvalidSpec
 from .spec import parse_duration_ns, parse_percent_ratio
 
 EXIT_OK, EXIT_ERROR = 0, 1
-TICK_S = 0.1
+TICK_S = 0.05          # stop requests and CPU samples (the last sample before a worker exits counts)
+STATUS_EVERY_S = 0.5
 
 
 def add_host_parsers(sub) -> None:
@@ -81,12 +82,15 @@ class _HostRun:
     def wait(self, seconds: float, done=lambda: False) -> str | None:
         """Sleep up to ``seconds``; a `chaos-inject stop` request ends it early (returns that state)."""
         end = time.monotonic() + seconds
+        written = time.monotonic()
         while time.monotonic() < end and not done():
             requested = self.owner.ledger.stop_requested()
             if requested:
                 return requested if requested in ("stopped", "halted") else "stopped"
             time.sleep(min(TICK_S, max(0.0, end - time.monotonic())))
-            self.write()
+            if time.monotonic() - written >= STATUS_EVERY_S:  # the status file is fsynced: not every tick
+                self.write()
+                written = time.monotonic()
         return None
 
     def final(self, state: str, **more: Any) -> dict[str, Any]:
