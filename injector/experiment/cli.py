@@ -143,6 +143,11 @@ def describe_plan(exp, conf: dict, guard, warnings: list[str], tc_lines: dict | 
                                    guard.prometheus_query else "") + ")")
     else:
         lines.append("halt guard: off")
+    from .report import verdict_spec
+
+    spec, expect, origin = verdict_spec(exp.verdict, guard)
+    lines.append(f"recorded-samples verdict: {spec.describe()}; expected: " + ", ".join(
+        f"{p} {expect.get(p, 'steady')}" for p in ("baseline", "fault", "recovery")) + f" ({origin})")
     return "\n".join(line for line in lines if line != "")
 
 

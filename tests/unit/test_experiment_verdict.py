@@ -167,3 +167,14 @@ def test_fault_phase_starts_when_the_fault_became_active(monkeypatch):
     monkeypatch.setattr(actions, "started_sessions", lambda: [older, _Session(None)])
     assert runner_mod._fault_starts_when_active(p2) is None and p2.starts["fault"] == t
     assert time.monotonic_ns() > t
+
+
+def test_dry_run_plan_names_the_verdict_spec():
+    from injector.experiment.cli import describe_plan
+
+    exp = parse_experiment(_doc(SEED_LIKE))
+    plan = describe_plan(exp, {}, exp.guard, [])
+    assert "recorded-samples verdict: error rate < 1.00%" in plan
+    assert "expected: baseline steady, fault deviation, recovery steady (the experiment's `verdict` block" in plan
+    plan = describe_plan(parse_experiment(_doc()), {}, GuardSpec(), [])
+    assert "expected: baseline steady, fault steady, recovery steady (default: derived from the halt guard" in plan
