@@ -152,9 +152,12 @@ def kill_hosts(hosts: list[str], action: str = "pod-kill", duration: str | None 
     return report
 
 
-def _restart(host, wait_s: float = 1.0) -> bool:
+def _restart(host, wait_s: float = 1.0, ready_s: float = 30.0) -> bool:
     """The inventory's restart command in the host's netns, in its own session (the service must not die
-    with us): exiting 0 or still running after ``wait_s`` is a restart; a non-zero exit is an error."""
+    with us): exiting 0 is a restart, a non-zero exit an error. Still running after ``wait_s``: for a host
+    with ports, a restart once its first port accepts a connection (the command may be one that starts the
+    service and exits when it serves, as the lab's `lab restart` does), an error if neither that nor an exit
+    happens within ``ready_s``; for a host without ports, it is taken as the service itself."""
     import subprocess
     import tempfile
 
@@ -167,12 +170,39 @@ def _restart(host, wait_s: float = 1.0) -> bool:
         try:
             code = proc.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
-            return True
+            if not host.ports:
+                return True
+            deadline = time.monotonic() + ready_s
+            while (code := proc.poll()) is None:
+                if _accepts(host):
+                    return True
+                if time.monotonic() > deadline:
+                    raise RestartFailed(f"restart of {host.name} ({host.restart!r}) still running after "
+                                        f"{wait_s + ready_s:g} s and nothing accepts on "
+                                        f"{host.addresses[0]}:{host.ports[0]}") from None
+                time.sleep(0.05)
         errors.seek(0)
         text = errors.read().decode(errors="replace").strip()
     if code != 0:
         raise RestartFailed(f"restart of {host.name} ({host.restart!r}) exited {code}: {text}")
     return True
+
+
+def _accepts(host) -> bool:
+    """A TCP connect from inside the host's netns to its first address and port succeeds."""
+    import socket
+
+    from ..kernel.netns import socket_in
+
+    address = host.addresses[0]
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    with socket_in(host.netns, family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        try:
+            sock.connect((str(address), host.ports[0]))
+            return True
+        except OSError:
+            return False
 
 
 def stress_cpu(workers: int, load: float = 100, duration: str = "60s", hosts: list[str] | None = None

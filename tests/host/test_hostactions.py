@@ -98,3 +98,29 @@ def test_stress_cpu_runs_its_workers_for_the_duration():
     # 2 shared cores: other test runs may take CPU from the workers, never give them more than asked
     assert out["workers"] == 2 and 0.9 <= out["elapsed_s"] <= 3
     assert 10 <= out["achieved_percent"] <= 75
+
+
+LISTEN = "import socket, time; s = socket.socket(); s.bind(('{ip}', 7411)); s.listen(); time.sleep(300)"
+
+
+def test_restart_still_running_waits_for_the_hosts_port(host):
+    """A restart command that starts the service and keeps running (or is slow to exit) is a restart once the
+    host's port accepts, not after a fixed 1 s; one that never gets there is an error after ready_s."""
+    import dataclasses
+    import sys
+
+    from injector.hostfaults.process import RestartFailed
+    from injector.spec import Inventory
+
+    svc = Inventory.discover().get("svc")
+    slow = dataclasses.replace(svc, ports=(7411,), restart=f"sleep 1.5; exec {sys.executable} -c "
+                               f"\"{LISTEN.format(ip=host.server.ipv4.ip)}\"")
+    t = time.monotonic()
+    assert hostactions._restart(slow) is True
+    assert 1.5 <= time.monotonic() - t < 10
+    assert any("socket" in c for c in _cmdlines(host.server_ns))
+    never = dataclasses.replace(svc, ports=(7412,), restart="exec sleep 299")
+    t = time.monotonic()
+    with pytest.raises(RestartFailed, match="nothing accepts on .*:7412"):
+        hostactions._restart(never, ready_s=0.5)
+    assert time.monotonic() - t < 5

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -111,7 +112,9 @@ def test_seed_pod_kill_restarts_the_api_under_the_lab(lab, tmp_path, monkeypatch
     assert host["host"] == "api" and old in host["killed_pids"] and host["restarted"] is True, host
     assert not _running(old)
 
-    # the restart command may still be waiting for the new api when kill_hosts returns (it watches 1 s)
+    # kill_hosts returned once the new api accepted on its port (not after a fixed 1 s watch of the command)
+    with socket.create_connection((info.addresses["api"], info.ports["api"][0]), timeout=2):
+        pass
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and _health(info.api_url) != 200:
         time.sleep(0.1)

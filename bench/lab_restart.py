@@ -1,0 +1,93 @@
+"""How long the lab's api is down under the seed's pod-kill, and what `chaos-inject lab restart api` costs.
+
+    sudo .venv/bin/python bench/lab_restart.py [--cycles 5]
+
+One lab (a prefix, subnet and state directory of its own) serves every cycle. Per cycle: kill_hosts(["api"],
+"pod-kill") as the translated PodChaos calls it (the lab inventory's restart command brings the api back), timed
+until /health answers 200 again; then `chaos-inject lab restart api` through the CLI on the running api, timed
+to its exit (it exits once the new api serves). Prints medians; the lab is taken down and checked empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import random
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from injector.experiment.hostactions import kill_hosts  # noqa: E402
+from injector.kernel.netns import existing_namespaces  # noqa: E402
+from injector.lab import LabSpec, lab_down, lab_status, lab_up  # noqa: E402
+from injector.lab.netlab import restart_command  # noqa: E402
+
+
+def free_subnet() -> str:
+    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    used = [ipaddress.ip_network(w.split()[0], strict=False) for w in routes.splitlines() if w[:1].isdigit()]
+    while True:
+        net = ipaddress.ip_network(f"10.214.{random.randint(100, 250)}.0/24")
+        if not any(net.overlaps(u) for u in used):
+            return str(net)
+
+
+def health(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=1) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cycles", type=int, default=5)
+    args = ap.parse_args()
+    spec = LabSpec(prefix="cibr" + secrets.token_hex(2), subnet=free_subnet(),
+                   state_dir=Path("/run/chaos-inject") / f"lab-bench-{secrets.token_hex(3)}")
+    os.environ["CHAOS_INJECT_INVENTORY"] = str(spec.state_dir / "inventory.toml")
+    down_s, kill_return_s, cli_s = [], [], []
+    try:
+        info = lab_up(spec)
+        for _ in range(args.cycles):
+            t = time.monotonic()
+            out = kill_hosts(["api"], "pod-kill")
+            kill_return_s.append(time.monotonic() - t)
+            assert out["hosts"][0]["restarted"], out
+            while health(info.api_url) != 200:
+                if time.monotonic() - t > 30:
+                    raise SystemExit("api not back after 30 s")
+                time.sleep(0.01)
+            down_s.append(time.monotonic() - t)
+            while not lab_status(spec).up:      # state.json records the new api before the next kill
+                time.sleep(0.05)
+            t = time.monotonic()
+            subprocess.run(["/bin/sh", "-c", restart_command(spec, "api")], check=True, capture_output=True)
+            cli_s.append(time.monotonic() - t)
+            assert health(info.api_url) == 200
+    finally:
+        lab_down(spec)
+    left = [ns for ns in existing_namespaces() if ns.startswith(spec.prefix + "-")] + (
+        [str(spec.state_dir)] if spec.state_dir.exists() else [])
+    med = statistics.median
+    print(f"cycles {args.cycles}: pod-kill -> /health 200 again median {med(down_s):.2f} s "
+          f"(min {min(down_s):.2f}, max {max(down_s):.2f}); kill_hosts returned after median "
+          f"{med(kill_return_s):.2f} s; `lab restart api` (running api, CLI to exit) median {med(cli_s):.2f} s"
+          f" (min {min(cli_s):.2f}, max {max(cli_s):.2f}); left behind: {left or 'nothing'}")
+    return 1 if left else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
