@@ -200,3 +200,22 @@ def test_bad_input_changes_nothing(run_dir, args, code, text):
     result = cli(run_dir, *args)
     assert result.returncode == code and text in result.stderr, result.stderr
     assert not finished(run_dir) and not list(run_dir.glob("runs/*"))
+
+
+def test_usable_as_a_process_action_of_an_experiment_file(run_dir, tmp_path):
+    """The seed's StressChaos-style step in a Chaos Toolkit file: a process action running our command."""
+    experiment = tmp_path / "stress.json"
+    experiment.write_text(json.dumps({
+        "title": "CPU stress from an experiment file", "description": "process action",
+        "method": [{"type": "action", "name": "stress", "provider": {
+            "type": "process", "path": sys.executable,
+            "arguments": ["-m", "injector.cli", "cpu-stress", "--load", "30%", "--duration", "1s", "--json"]}}]}))
+    journal_path = tmp_path / "journal.json"
+    done = subprocess.run([*CLI, "run", str(experiment), "--journal-path", str(journal_path), "-q"],
+                          capture_output=True, text=True, env=env(run_dir), timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    journal = json.loads(journal_path.read_text())
+    (step,) = journal["run"]
+    assert journal["status"] == "completed" and step["status"] == "succeeded"
+    result = json.loads(step["output"]["stdout"])
+    assert result["state"] == "completed" and result["cpu_s"] > 0 and gone(result["pids"])
