@@ -148,6 +148,11 @@ def describe_plan(exp, conf: dict, guard, warnings: list[str], tc_lines: dict | 
     spec, expect, origin = verdict_spec(exp.verdict, guard)
     lines.append(f"recorded-samples verdict: {spec.describe()}; expected: " + ", ".join(
         f"{p} {expect.get(p, 'steady')}" for p in ("baseline", "fault", "recovery")) + f" ({origin})")
+    from ..record.experiment import record_errors
+
+    record = record_errors(exp.extensions)[0]
+    if record is not None:
+        lines.append(record.describe())
     return "\n".join(line for line in lines if line != "")
 
 

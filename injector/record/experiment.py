@@ -50,6 +50,17 @@ class RecordSpec:
     cgroup: str | None = None
     baseline_s: float = DEFAULT_BASELINE_S
 
+    def describe(self) -> str:
+        """One line for --dry-run."""
+        parts = []
+        if self.oneway:
+            parts.append(f"one-way {', '.join(self.oneway)} (at the receiver's "
+                         f"{'interface' if self.placement == 'tc' else 'sockets'})")
+        if self.rtt:
+            parts.append(f"RTT {', '.join(self.rtt)}")
+        where = f"; cgroup {self.cgroup}" if self.cgroup else ""
+        return f"recorded samples: {'; '.join(parts)}; baseline {self.baseline_s:g}s{where} ({self.path})"
+
 
 def record_errors(extensions: Any) -> tuple[RecordSpec | None, list[tuple[str, str]]]:
     """The ``record`` block of the chaos-inject extension, validated without touching the machine:

@@ -124,3 +124,17 @@ def test_parse_experiment_lists_record_problems_with_the_others():
         parse_experiment(doc)
     paths = {p for p, _ in info.value.errors}
     assert {"extensions[0].record.placement", "extensions[0].halt.bogus"} <= paths
+
+
+def test_dry_run_names_what_would_be_recorded(tmp_path, capsys):
+    import json
+
+    from injector.cli import main
+
+    doc = {"title": "t", "method": [{"type": "action", "name": "a", "provider": {"type": "process", "path": "true"}}],
+           "extensions": ext({"oneway": ["db->api"], "rtt": ["api->db"], "placement": "socket"})}
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps(doc))
+    assert main(["run", str(path), "--dry-run"]) == 0
+    assert ("recorded samples: one-way db->api (at the receiver's sockets); RTT api->db; baseline 2s "
+            "(extensions[0].record)") in capsys.readouterr().out
