@@ -55,6 +55,10 @@ class RunResult:
     elapsed_ns: int = 0
     state: str = "pending"              # the session's final state
     error: str | None = None
+    # CLOCK_MONOTONIC: fault active, its removal began, removed (None if never active)
+    active_ns: int | None = None
+    removal_started_ns: int | None = None
+    removed_ns: int | None = None
 
     @property
     def interrupted(self) -> bool:
@@ -114,6 +118,7 @@ class FaultSession:
         self._deadline_ns = 0
         self._active_ns = 0                   # when the fault became active (0: never)
         self._ended_ns: int | None = None
+        self._removing_ns: int | None = None
 
     # -- public ------------------------------------------------------------------------------------------
     @property
@@ -133,6 +138,12 @@ class FaultSession:
         """(became active, removed) on CLOCK_MONOTONIC, the end None while it runs; None if never active.
         Experiments label their samples' phases with it."""
         return (self._active_ns, self._ended_ns) if self._active_ns else None
+
+    @property
+    def removal_started_ns(self) -> int | None:
+        """When the undo began (CLOCK_MONOTONIC): from here the fault is being taken off (the userspace engine
+        releases its held packets at once), until ``active_span_ns[1]``. Neither fault nor recovery."""
+        return self._removing_ns
 
     def start(self) -> "FaultSession":
         """Apply the fault and return once it is active; a daemon thread renews the lease."""
@@ -328,6 +339,8 @@ class FaultSession:
 
     def _last_counters(self) -> None:
         # last word from the kernel before the objects go
+        if self._active_ns and self._removing_ns is None:
+            self._removing_ns = self._clock()
         with self._lock:
             try:
                 self.result.counters = self.engine.counters()
@@ -362,6 +375,8 @@ class FaultSession:
         with self._lock:
             if self._active_ns and self._ended_ns is None:
                 self._ended_ns = self._clock()   # after the owner removed its objects: the fault is gone
+            self.result.active_ns, self.result.removed_ns = self._active_ns or None, self._ended_ns
+            self.result.removal_started_ns = self._removing_ns
             self._state = state
             self.result.state = state
             if state == "failed":

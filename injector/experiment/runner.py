@@ -508,7 +508,13 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
             if r.method_started:
                 r.say(f"rollbacks skipped (strategy {rb_strategy})")
         tcnetem.reset()
-        r.phases.mark("recovery", _faults_ended_ns(r.phases))
+        removal = _faults_removal_ns(r.phases)
+        if removal is not None:
+            # while the faults are being taken off, samples are neither faulted nor recovered: in no phase
+            r.phases.close(removal[0])
+            r.phases.mark("recovery", removal[1])
+        else:
+            r.phases.mark("recovery")
         r.fault_onset = _fault_starts_when_active(r.phases)
         if started_recorders and r.method_started and g.recovery_s > 0:
             r.say(f"recording recovery for {g.recovery_s:g}s")
@@ -620,23 +626,28 @@ def _judged(act: Activity) -> bool:
     return act.type == "probe" and act.tolerance is not None
 
 
-def _faults_ended_ns(phases) -> int | None:
-    """When this run's faults were all removed, if before now: a method that stops its own fault and then
-    waits (for a metrics window to pass) is in recovery during that wait, not in the fault phase."""
+def _faults_removal_ns(phases) -> tuple[int, int] | None:
+    """(removal began, removed) for this run's faults, if all were removed before now: a method that stops its
+    own fault and then waits (for a metrics window to pass) is in recovery during that wait, not in the fault
+    phase. The fault phase ends when the last removal began, the recovery starts when it ended."""
     from .actions import started_sessions
 
     start, now = phases.starts.get("fault"), time.monotonic_ns()
     if start is None:
         return None
-    ends = []
+    began, ended = [], []
     for s in started_sessions():
         span = getattr(s, "active_span_ns", None)
         if span is None or not start <= span[0] <= now:
             continue                   # never active, or another run's (this process may run several)
         if span[1] is None:
             return None
-        ends.append(span[1])
-    return min(max(ends), now) if ends else None
+        ended.append(span[1])
+        began.append(getattr(s, "removal_started_ns", None) or span[1])
+    if not ended:
+        return None
+    removed = min(max(ended), now)
+    return min(max(began), removed), removed
 
 
 def _fault_starts_when_active(phases) -> dict | None:

@@ -111,6 +111,7 @@ def record_run(plan: Plan, run: Callable[[Callable[[dict], None]], object], run_
             result = run(update_live)
         finally:
             rec.mark("recovery")
+            _align_to_the_fault(rec.phases, result)
             counters = getattr(result, "counters", None)
             if counters:
                 rec.set_counters(counters, plan.rules)
@@ -120,6 +121,22 @@ def record_run(plan: Plan, run: Callable[[Callable[[dict], None]], object], run_
             except KeyboardInterrupt:
                 pass  # the fault is already gone; keep what was recorded
     return result, rec, notes
+
+
+def _align_to_the_fault(phases, result) -> None:
+    """Raw samples are labelled by the windows at write time: the fault phase is when the fault was active
+    (not while the engine compiled and attached it), the recovery starts once it was removed; samples while it
+    was being applied or taken off are in no phase. (In-kernel histograms count by the live marks.)"""
+    active = getattr(result, "active_ns", None)
+    began, removed = getattr(result, "removal_started_ns", None), getattr(result, "removed_ns", None)
+    if not active or not began or not removed:
+        return
+    fault_start, recovery_start = phases.starts.get("fault"), phases.starts.get("recovery")
+    if fault_start is None or recovery_start is None or not fault_start <= active <= began <= removed <= recovery_start:
+        return
+    phases.starts["fault"] = active
+    phases.ends["fault"] = began
+    phases.starts["recovery"] = removed
 
 
 def requested_shifts(plan: Plan) -> dict[tuple[str, str], int]:

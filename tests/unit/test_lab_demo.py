@@ -84,11 +84,12 @@ def test_method_probes_that_meet_their_tolerance_hold(tmp_path):
 
 
 class _Session:
-    def __init__(self, span):
+    def __init__(self, span, removal_started=None):
         self.active_span_ns = span
+        self.removal_started_ns = removal_started
 
 
-def test_recovery_starts_when_this_runs_faults_ended(monkeypatch):
+def test_recovery_starts_when_this_runs_faults_ended_and_the_removal_is_in_no_phase(monkeypatch):
     import injector.experiment.actions as actions
 
     phases = Phases()
@@ -96,13 +97,18 @@ def test_recovery_starts_when_this_runs_faults_ended(monkeypatch):
     t_fault = phases.mark("fault")
     now = time.monotonic_ns()
     older = _Session((t_fault - 10**9, t_fault - 5 * 10**8))      # another run's: ignored
-    ours = [_Session((t_fault + 1, t_fault + 100)), _Session((t_fault + 2, t_fault + 200)), _Session(None)]
+    ours = [_Session((t_fault + 1, t_fault + 100), t_fault + 90), _Session((t_fault + 2, t_fault + 200), t_fault + 150),
+            _Session(None)]
     monkeypatch.setattr(actions, "started_sessions", lambda: [older, *ours])
-    assert runner_mod._faults_ended_ns(phases) == t_fault + 200
+    assert runner_mod._faults_removal_ns(phases) == (t_fault + 150, t_fault + 200)
     ours.append(_Session((t_fault + 3, None)))                     # still running: recovery starts now
-    assert runner_mod._faults_ended_ns(phases) is None
+    assert runner_mod._faults_removal_ns(phases) is None
     monkeypatch.setattr(actions, "started_sessions", lambda: [older])
-    assert runner_mod._faults_ended_ns(phases) is None and now > 0
+    assert runner_mod._faults_removal_ns(phases) is None and now > 0
+    # the runner closes the fault when the removal began and starts the recovery when it ended: a gap
+    phases.close(t_fault + 150)
+    phases.mark("recovery", t_fault + 200)
+    assert list(phases.label([t_fault + 149, t_fault + 160, t_fault + 200])) == ["fault", "", "recovery"]
 
 
 def test_phase_summary_counts_statuses_per_phase():
