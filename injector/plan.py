@@ -132,7 +132,8 @@ class Plan:
 
 def _objects(engine: str, hooks: tuple[str, ...], run_id: str) -> list[str]:
     """What each engine creates on an interface (shown by --dry-run and at start)."""
-    clsact = "clsact qdisc (only if the interface has none; an existing one is shared, never removed)"
+    clsact = ("clsact qdisc (only if the interface has none; an operator's is shared and never removed, "
+              "one chaos-inject made goes with its last user)")
     filters = [f"cls_bpf filter on {hook}, name chaos-inject:{run_id}" for hook in hooks]
     if engine == "ebpf":
         return [clsact, *filters, "BPF classifier bpf/classifier.bpf.c (maps: rules, shapes, counters, state)"]
