@@ -4,10 +4,8 @@ and Ctrl-C during the fault; nothing left behind each time."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
-import random
 import secrets
 import signal
 import subprocess
@@ -21,23 +19,16 @@ from injector.kernel.netns import existing_namespaces
 from injector.lab import LabSpec, lab_down, lab_status, lab_up
 from injector.lab.netlab import TAG_ENV
 
+from .labkit import free_subnet, needs_lab
+
 CLI = [sys.executable, "-m", "injector.cli"]
 TITLE = "API handles database connection timeout"
 
-pytestmark = pytest.mark.skipif(
-    not (Path("/usr/bin/prometheus").exists() and list(Path("/usr/lib/postgresql").glob("*/bin/postgres"))),
-    reason="the lab needs Debian's postgresql and prometheus packages (run `sudo make setup`)")
+pytestmark = needs_lab
 
 
 def _free_subnet() -> str:
-    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
-    used = [ipaddress.ip_network(w.split()[0], strict=False) for w in routes.splitlines()
-            if w and w.split()[0][0].isdigit()]
-    for _ in range(100):
-        net = ipaddress.ip_network(f"10.214.{random.randint(100, 250)}.0/24")
-        if not any(net.overlaps(u) for u in used):
-            return str(net)
-    raise AssertionError("no free 10.214.x.0/24 for the demo's lab")
+    return free_subnet("10.214")
 
 
 @pytest.fixture

@@ -6,11 +6,9 @@ nothing it made is left: namespaces, the host link, processes, the state directo
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import os
-import random
 import secrets
 import signal
 import subprocess
@@ -30,24 +28,16 @@ from injector.record import Phases
 from injector.spec import FaultSpec, Inventory
 
 from .conftest import injected
+from .labkit import free_subnet, needs_lab
 
 SEED_QUERY = ("sum(rate(http_requests_total{status=~'5..'}[1m])) / sum(rate(http_requests_total[1m])) * 100")
 CLI = [sys.executable, "-m", "injector.cli"]
 
-pytestmark = pytest.mark.skipif(
-    not (Path("/usr/bin/prometheus").exists() and list(Path("/usr/lib/postgresql").glob("*/bin/postgres"))),
-    reason="the lab needs Debian's postgresql and prometheus packages (run `sudo make setup`)")
+pytestmark = needs_lab
 
 
 def _free_subnet() -> str:
-    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
-    used = [ipaddress.ip_network(w.split()[0], strict=False) for w in routes.splitlines()
-            if w and w.split()[0][0].isdigit()]
-    for _ in range(100):
-        net = ipaddress.ip_network(f"10.213.{random.randint(100, 250)}.0/24")
-        if not any(net.overlaps(u) for u in used):
-            return str(net)
-    raise AssertionError("no free 10.213.x.0/24 for the test lab")
+    return free_subnet("10.213")
 
 
 def _leftovers(spec: LabSpec, pids: dict[str, int]) -> list[str]:

@@ -5,10 +5,8 @@ healthy, and `lab down` leaves nothing: namespaces, host link, state directory, 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
-import random
 import secrets
 import socket
 import subprocess
@@ -27,23 +25,16 @@ from injector.experiment.runner import RunOptions, run_experiment
 from injector.kernel.netns import existing_namespaces
 from injector.lab import LabSpec, lab_down, lab_restart, lab_status, lab_up
 
+from .labkit import free_subnet, needs_lab
+
 SEED = Path(__file__).resolve().parents[2] / "injector/experiment/examples/seed-chaos-mesh.yaml"
 CLI = [sys.executable, "-m", "injector.cli"]
 
-pytestmark = pytest.mark.skipif(
-    not (Path("/usr/bin/prometheus").exists() and list(Path("/usr/lib/postgresql").glob("*/bin/postgres"))),
-    reason="the lab needs Debian's postgresql and prometheus packages (run `sudo make setup`)")
+pytestmark = needs_lab
 
 
 def _free_subnet() -> str:
-    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
-    used = [ipaddress.ip_network(w.split()[0], strict=False) for w in routes.splitlines()
-            if w and w.split()[0][0].isdigit()]
-    for _ in range(100):
-        net = ipaddress.ip_network(f"10.214.{random.randint(100, 250)}.0/24")
-        if not any(net.overlaps(u) for u in used):
-            return str(net)
-    raise AssertionError("no free 10.214.x.0/24 for the test lab")
+    return free_subnet("10.214")
 
 
 def _running(pid: int) -> bool:
