@@ -33,6 +33,10 @@ class ApplyFailed(ChaosInjectError, RuntimeError):
     """Creating a kernel object failed; whatever was created before has been undone."""
 
 
+class Busy(ChaosInjectError, TimeoutError):
+    """Another chaos-inject process held a shared lock for too long; nothing was changed while waiting."""
+
+
 class CleanupFailed(ChaosInjectError, RuntimeError):
     """Undoing one or more kernel objects failed; ``failures`` lists (entry, error) pairs."""
 

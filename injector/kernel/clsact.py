@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import Busy
 from . import tc
 from .ledger import _write_atomic, run_root
 from .rtnl import NetlinkError, is_gone
@@ -64,7 +65,7 @@ def locked(timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
                         os.close(fd)
-                        raise TimeoutError(f"the clsact lock {marker_dir() / '.lock'} was held for over "
+                        raise Busy(f"the clsact lock {marker_dir() / '.lock'} was held for over "
                                            f"{timeout_s:.0f} s by another chaos-inject process") from None
                     time.sleep(0.005)
             _lock_fd = fd
