@@ -101,8 +101,9 @@ def _add_inject_arguments(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chaos-inject", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
-        description="Per-flow network faults (loss, burst loss, partition, corruption, duplication) with a BPF "
-                    "classifier on clsact, with leases, ledgers and measured results.")
+        description="Per-flow network faults (delay, jitter, loss, burst loss, partition, corruption, duplication, "
+                    "reordering, rate) through a BPF classifier, netem or NFQUEUE, with leases, ledgers and measured "
+                    "results; Chaos Toolkit experiments, the netns lab, host faults.")
     parser.add_argument("--version", action="version", version=f"chaos-inject {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     inject = sub.add_parser("inject", help="apply a fault (the default command)", epilog=EPILOG,
