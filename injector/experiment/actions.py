@@ -155,9 +155,17 @@ def active_sessions() -> list[Any]:
         return list(_SESSIONS.values())
 
 
-def started_sessions() -> list[Any]:
+def started_sessions(since: int = 0) -> list[Any]:
+    """Sessions started by this process, from the ``since``-th on (``session_mark()`` taken earlier)."""
     with _LOCK:
-        return list(_STARTED)
+        return list(_STARTED[since:])
+
+
+def session_mark() -> int:
+    """A mark for ``started_sessions(since=...)``: a run reports only the faults it started itself, not those
+    of earlier runs in the same process (a schedule, a test suite, a notebook)."""
+    with _LOCK:
+        return len(_STARTED)
 
 
 def describe_session(session) -> dict[str, Any]:

@@ -118,6 +118,9 @@ class _Run:
         self.opts = opts
         self.run_id = f"exp-{time.strftime('%Y%m%d-%H%M%S')}-{_secrets.token_hex(3)}"
         self.t0 = time.monotonic()
+        from .actions import session_mark
+
+        self.sessions_from = session_mark()     # faults of earlier runs in this process are not this run's
         self.state = "pending"
         self.step = "start"                    # before-hypothesis | method | after-hypothesis | rollbacks | end
         self.reason = ""
@@ -546,9 +549,10 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
     journal["duration"] = time.monotonic() - r.t0
     from .actions import describe_session, started_sessions
 
-    faults = [describe_session(s) for s in started_sessions()]
+    ours = started_sessions(r.sessions_from)
+    faults = [describe_session(s) for s in ours]
     # principle 1: a fault that did not take effect is a failed experiment, not a success
-    no_effect = _no_effect(journal, started_sessions(), getattr(r, "method_start_ns", None))
+    no_effect = _no_effect(journal, ours, getattr(r, "method_start_ns", None))
     if no_effect and not stop_signal and not r.halt.is_set():
         r.reason = "; ".join(filter(None, (r.reason, "the fault did not take effect: " + "; ".join(no_effect))))
         if journal["status"] == "completed":

@@ -67,3 +67,16 @@ def test_fault_that_matched_no_packet_is_no_effect():
         _session("e", (100, None), {1: {"other": 1}}),                 # no counters to judge by
     ]
     assert _no_effect(journal, sessions, 90) == ["fault a (delay 5s) matched no packet"]
+
+
+def test_a_run_reports_only_the_faults_it_started(tmp_path, monkeypatch):
+    """Faults of an earlier run in the same process (a schedule, a notebook, a test suite) are not this run's:
+    neither listed in its journal nor judged by its no-effect rule."""
+    import injector.experiment.actions as actions
+
+    earlier = _session("earlier-run", (1, 2), {"0": {"matched_packets": 0}})
+    monkeypatch.setattr(actions, "_STARTED", [earlier])
+    out = _run(tmp_path, [_sh("exit 0", "inject")])
+    ci = out.journal["chaos-inject"]
+    assert (out.state, out.exit_code, ci["faults"], ci["no_effect"]) == ("completed", 0, [], [])
+    assert actions.started_sessions() == [earlier] and actions.started_sessions(actions.session_mark()) == []
