@@ -126,14 +126,14 @@ def engines(run_dir, pair):
 def one_way(pair, *, count: int = 1000, rate_pps: float = 1000.0, port: int = 9000, reverse: bool = False,
             v6: bool = False) -> list[int]:
     """One-way latencies (ns) of UDP datagrams client -> server:port, or with ``reverse`` the replies of a flow
-    to server:port: server:port -> client:port+500. Arrival is when the receiving thread got the datagram: the
-    kernel's receive stamp comes before an ingress hold (PREROUTING) and would not see it."""
+    to server:port: server:port -> client:port+500. Forward, arrival is the kernel's receive stamp (the engine's
+    egress hold is before it; a busy receiving thread is not measured); the replies are held on ingress
+    (PREROUTING), after that stamp, so their arrival is when the receiving thread got them."""
     client, server = ((pair.client.ipv6.ip, pair.server.ipv6.ip) if v6 else (pair.client.ipv4.ip, pair.server.ipv4.ip))
     if reverse:
         return measure_one_way(pair.server_ns, pair.client_ns, str(client), port + 500, count, rate_pps,
                                src=str(server), src_port=port, kernel_arrival=False).latencies_ns
-    return measure_one_way(pair.client_ns, pair.server_ns, str(server), port, count, rate_pps,
-                           kernel_arrival=False).latencies_ns
+    return measure_one_way(pair.client_ns, pair.server_ns, str(server), port, count, rate_pps).latencies_ns
 
 
 LOADED_HOST_ALLOWANCE = 3 * MS
