@@ -11,9 +11,7 @@ to its exit (it exits once the new api serves). Prints medians; the lab is taken
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
-import random
 import secrets
 import statistics
 import subprocess
@@ -28,17 +26,9 @@ sys.path.insert(0, str(REPO))
 
 from injector.experiment.hostactions import kill_hosts  # noqa: E402
 from injector.kernel.netns import existing_namespaces  # noqa: E402
+from injector.lab.netlab import free_subnet  # noqa: E402
 from injector.lab import LabSpec, lab_down, lab_status, lab_up  # noqa: E402
 from injector.lab.netlab import restart_command  # noqa: E402
-
-
-def free_subnet() -> str:
-    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
-    used = [ipaddress.ip_network(w.split()[0], strict=False) for w in routes.splitlines() if w[:1].isdigit()]
-    while True:
-        net = ipaddress.ip_network(f"10.214.{random.randint(100, 250)}.0/24")
-        if not any(net.overlaps(u) for u in used):
-            return str(net)
 
 
 def health(url: str) -> int | None:
@@ -55,7 +45,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cycles", type=int, default=5)
     args = ap.parse_args()
-    spec = LabSpec(prefix="cibr" + secrets.token_hex(2), subnet=free_subnet(),
+    spec = LabSpec(prefix="cibr" + secrets.token_hex(2), subnet=free_subnet("10.214"),
                    state_dir=Path("/run/chaos-inject") / f"lab-bench-{secrets.token_hex(3)}")
     os.environ["CHAOS_INJECT_INVENTORY"] = str(spec.state_dir / "inventory.toml")
     down_s, kill_return_s, cli_s = [], [], []

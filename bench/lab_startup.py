@@ -9,9 +9,7 @@ may already be up), checks /items answers 200, takes it down and checks nothing 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
-import random
 import secrets
 import statistics
 import subprocess
@@ -24,16 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from injector.kernel.netns import existing_namespaces  # noqa: E402
+from injector.lab.netlab import free_subnet  # noqa: E402
 from injector.lab import LabSpec, lab_down, lab_up  # noqa: E402
-
-
-def free_subnet() -> str:
-    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
-    used = [ipaddress.ip_network(w.split()[0], strict=False) for w in routes.splitlines() if w[:1].isdigit()]
-    while True:
-        net = ipaddress.ip_network(f"10.213.{random.randint(100, 250)}.0/24")
-        if not any(net.overlaps(u) for u in used):
-            return str(net)
 
 
 def main() -> int:
@@ -48,7 +38,7 @@ def main() -> int:
     print(f"lab_startup: commit {commit}, kernel {os.uname().release}, {os.cpu_count()} cpus, {args.cycles} cycles")
     ups, downs, stages = [], [], {}
     for i in range(args.cycles):
-        spec = LabSpec(prefix="cib" + secrets.token_hex(2), subnet=free_subnet(),
+        spec = LabSpec(prefix="cib" + secrets.token_hex(2), subnet=free_subnet("10.213"),
                        state_dir=Path("/run/chaos-inject") / f"lab-bench-{secrets.token_hex(3)}")
         start = time.monotonic()
         try:

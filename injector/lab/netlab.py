@@ -23,6 +23,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -214,18 +215,37 @@ def _preflight(spec: LabSpec) -> None:
         raise LabError(f"user postgres cannot reach {spec.state_dir} (a parent directory is not world-searchable): "
                        "choose another state directory")
     net = ipaddress.ip_network(spec.subnet)
+    for other, dst, dev in routed_networks():
+        if other.overlaps(net):
+            raise LabError(f"lab subnet {spec.subnet} overlaps a route of this machine ({dst} dev {dev}): "
+                           "choose another with --subnet")
+
+
+def routed_networks() -> list[tuple[ipaddress.IPv4Network, str, str]]:
+    """(network, route destination, device) of this machine's IPv4 routes, in every table (default excluded)."""
     out = subprocess.run(["ip", "-j", "-4", "route", "show", "table", "all"], capture_output=True, text=True)
+    nets = []
     for route in json.loads(out.stdout or "[]"):
         dst = route.get("dst", "")
         if dst in ("default", "") or route.get("type") in ("local", "broadcast"):
             continue
         try:
-            other = ipaddress.ip_network(dst if "/" in dst else f"{dst}/32", strict=False)
+            nets.append((ipaddress.ip_network(dst if "/" in dst else f"{dst}/32", strict=False), dst,
+                         route.get("dev", "?")))
         except ValueError:
             continue
-        if other.overlaps(net):
-            raise LabError(f"lab subnet {spec.subnet} overlaps a route of this machine ({dst} dev "
-                           f"{route.get('dev', '?')}): choose another with --subnet")
+    return nets
+
+
+def free_subnet(first_two: str) -> str:
+    """A /24 under ``first_two`` (e.g. "10.214") that no route of this machine overlaps: for test and bench labs
+    beside the default one."""
+    used = [net for net, _, _ in routed_networks()]
+    for third in random.sample(range(100, 251), 151):
+        net = ipaddress.ip_network(f"{first_two}.{third}.0/24")
+        if not any(net.overlaps(u) for u in used):
+            return str(net)
+    raise LabError(f"no free {first_two}.x.0/24 for a lab")
 
 
 # -- up -----------------------------------------------------------------------------------------------------
