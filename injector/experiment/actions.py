@@ -31,9 +31,7 @@ def _start(flow: str, *, duration: str, netns: str | None, interface: str | None
 
     session = start_fault(flow, interface, duration=duration, netns=netns, direction=direction, engine=engine,
                           lease=lease, seed=seed, kind="experiment", **fault)
-    with _LOCK:
-        _SESSIONS[session.run_id] = session
-        _STARTED.append(session)
+    register_session(session)
     return session
 
 

@@ -21,8 +21,7 @@ def ledger_dir() -> Path:
     return run_root() / "runs"
 
 
-# FIS-like lifecycle of a run, written in its status file ("state"); the last three are final
-STATES = ("pending", "running", "completed", "failed", "stopped", "halted")
+# FIS-like lifecycle of a run, written in its status file ("state"): pending, running, then one of these
 FINAL_STATES = frozenset({"completed", "failed", "stopped", "halted"})
 HISTORY_KEEP = 50
 
