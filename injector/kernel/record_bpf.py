@@ -26,15 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Unsupported
+from ..record.histogram import BUCKETS as HIST_BUCKETS
+from ..record.store import PHASES as _PHASE_NAMES
 from . import abi
 
 RECORD_SOURCE = abi.BPF_DIR / "record.bpf.c"
 MAX_FILTERS = 16
-PHASES = 3
-HIST_SUB_BITS = 7
-HIST_SUB = 1 << HIST_SUB_BITS
-HIST_MAX_MSB = 39
-HIST_BUCKETS = (HIST_MAX_MSB - HIST_SUB_BITS + 2) * HIST_SUB
+PHASES = len(_PHASE_NAMES)     # the histogram map's phase index (record_abi.h), numpy-only modules' constants
 
 F_EVENTS = 1
 
