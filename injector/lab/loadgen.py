@@ -26,8 +26,13 @@ RECORD = struct.Struct("<qqiI")
 
 
 def one_request(host: str, port: int, path: str, timeout_s: float) -> int:
+    """One GET with ``timeout_s`` for the whole request (a socket timeout alone is per operation: a slow
+    connect plus a slow reply could take twice as long)."""
+    deadline = time.monotonic() + timeout_s
     conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
     try:
+        conn.connect()
+        conn.sock.settimeout(max(deadline - time.monotonic(), 1e-3))
         conn.request("GET", path, headers={"Connection": "close"})
         resp = conn.getresponse()
         resp.read()

@@ -118,13 +118,17 @@ class _Echo(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default backlog of 5 drops SYNs when 50 requests/s pile up
+
+
 @pytest.fixture
 def http_target():
     servers = []
 
     def start(delay_s: float = 0.0) -> str:
         handler = type("H", (_Echo,), {"delay_s": delay_s})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server = _Server(("127.0.0.1", 0), handler)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
@@ -166,7 +170,10 @@ def test_load_generator_is_open_loop_and_logs_timeouts_as_status_0(http_target, 
     rows, _ = read_log(log)
     assert 40 <= len(rows) <= 60, len(rows)
     assert (rows.status == 0).all() and not rows.ok.any()
-    assert (np.abs(rows.latency_ns / 1e9 - 0.2) < 0.1).all()
+    latency_s = rows.latency_ns / 1e9
+    # the timeout bounds the whole request; the slack above it is thread scheduling on a busy machine
+    assert abs(np.median(latency_s) - 0.2) < 0.02, np.median(latency_s)
+    assert (latency_s > 0.19).all() and (latency_s < 0.35).all(), latency_s
 
 
 def _write_log(path, rows) -> None:
