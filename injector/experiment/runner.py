@@ -130,6 +130,11 @@ class _Run:
         self.halt_done = threading.Event()   # the guard's thread has stopped our faults
         self.halt_faults_stopped_ns: int | None = None
         self.method_started = False
+        self.method_start_ns: int | None = None
+        self.method_error: BaseException | None = None     # the method's thread raised (reported by the main one)
+        self.halt_status = "interrupted"       # journal status of a halt (fail-fast: "failed")
+        self.rollbacks_done_ns: int | None = None
+        self.fault_onset: dict | None = None
         self.guard_spec = opts.guard or exp.guard
         self.status_path = experiments_dir() / f"{self.run_id}.json"
         self.phases = None
@@ -138,6 +143,12 @@ class _Run:
             "experiment": thaw(exp.document), "start": _now_iso(), "status": None, "deviated": False,
             "steady_states": {"before": None, "after": None, "during": []}, "run": [], "rollbacks": [],
         }
+
+    def sessions(self) -> list[Any]:
+        """The faults this run started: the one answer to "which faults are this run's" (not time windows)."""
+        from .actions import started_sessions
+
+        return started_sessions(self.sessions_from)
 
     # -- presentation ------------------------------------------------------------------------------------
     def say(self, msg: str) -> None:
@@ -449,13 +460,13 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
             done.set()
             if cont is not None:
                 cont.join(5)
-            if getattr(r, "method_error", None) is not None:
+            if r.method_error is not None:
                 journal["status"] = "aborted"
                 r.reason = f"the method raised {r.method_error!r}"
                 normal_end = False
             if r.halt.is_set():
                 normal_end = False
-                journal["status"] = getattr(r, "halt_status", "interrupted")
+                journal["status"] = r.halt_status
                 r.reason = f"halted: {r.halt_reason}"
             else:
                 guard.disarm()
@@ -511,14 +522,14 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
             if r.method_started:
                 r.say(f"rollbacks skipped (strategy {rb_strategy})")
         tcnetem.reset()
-        removal = _faults_removal_ns(r.phases)
+        removal = _faults_removal_ns(r.phases, r.sessions())
         if removal is not None:
             # while the faults are being taken off, samples are neither faulted nor recovered: in no phase
             r.phases.close(removal[0])
             r.phases.mark("recovery", removal[1])
         else:
             r.phases.mark("recovery")
-        r.fault_onset = _fault_starts_when_active(r.phases)
+        r.fault_onset = _fault_starts_when_active(r.phases, r.sessions())
         if started_recorders and r.method_started and g.recovery_s > 0:
             r.say(f"recording recovery for {g.recovery_s:g}s")
             time.sleep(g.recovery_s)
@@ -547,12 +558,12 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
         journal["status"] = "failed"
     journal["end"] = _now_iso()
     journal["duration"] = time.monotonic() - r.t0
-    from .actions import describe_session, started_sessions
+    from .actions import describe_session
 
-    ours = started_sessions(r.sessions_from)
+    ours = r.sessions()
     faults = [describe_session(s) for s in ours]
     # principle 1: a fault that did not take effect is a failed experiment, not a success
-    no_effect = _no_effect(journal, ours, getattr(r, "method_start_ns", None))
+    no_effect = _no_effect(journal, ours)
     if no_effect and not stop_signal and not r.halt.is_set():
         r.reason = "; ".join(filter(None, (r.reason, "the fault did not take effect: " + "; ".join(no_effect))))
         if journal["status"] == "completed":
@@ -562,9 +573,9 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
     journal["chaos-inject"].update({
         "state": state, "reason": r.reason, "halt": guard.summary(),
         "halt_faults_stopped_ns": r.halt_faults_stopped_ns, "halt_detected_ns": guard.breached_at_ns,
-        "rollbacks_done_ns": getattr(r, "rollbacks_done_ns", None),
+        "rollbacks_done_ns": r.rollbacks_done_ns,
         "faults": faults, "phases": r.phases.windows() if r.phases.starts else {},
-        "no_effect": no_effect, "fault_onset": getattr(r, "fault_onset", None),
+        "no_effect": no_effect, "fault_onset": r.fault_onset,
     })
     if stop_signal:
         code = EXIT_INTERRUPTED.get(signal.Signals(stop_signal[0]).name, 1)
@@ -599,10 +610,10 @@ class _Abort(Exception):
     pass
 
 
-def _no_effect(journal: dict, sessions, since_ns: int | None) -> list[str]:
+def _no_effect(journal: dict, sessions) -> list[str]:
     """What the method meant to inject and did not: a method action that failed, a process action that
-    exited non-zero (chaoslib counts it succeeded), a fault whose kernel counters show no matched packet
-    over its active time (an engine that keeps no counters is not judged)."""
+    exited non-zero (chaoslib counts it succeeded), a fault of this run (``sessions``) whose kernel counters
+    show no matched packet over its active time (an engine that keeps no counters is not judged)."""
     out = []
     for run in journal["run"]:
         act = run["activity"]
@@ -616,9 +627,8 @@ def _no_effect(journal: dict, sessions, since_ns: int | None) -> list[str]:
                 output.get("status") not in (0, None):
             out.append(f"action {name!r} exited with status {output['status']}")
     for s in sessions:
-        span = getattr(s, "active_span_ns", None)
-        if span is None or since_ns is None or span[0] < since_ns:
-            continue                       # never active (its action failed above), or another run's
+        if getattr(s, "active_span_ns", None) is None:
+            continue                       # never active: its action failed above
         counters = s.counters()
         rules = [c for c in counters.values() if isinstance(c, dict) and "matched_packets" in c]
         if rules and not any(c["matched_packets"] for c in rules):
@@ -630,48 +640,40 @@ def _judged(act: Activity) -> bool:
     return act.type == "probe" and act.tolerance is not None
 
 
-def _faults_removal_ns(phases) -> tuple[int, int] | None:
-    """(removal began, removed) for this run's faults, if all were removed before now: a method that stops its
-    own fault and then waits (for a metrics window to pass) is in recovery during that wait, not in the fault
-    phase. The fault phase ends when the last removal began, the recovery starts when it ended."""
-    from .actions import started_sessions
+def _active_spans(sessions) -> list[tuple[int, int | None, Any]]:
+    """(activated, removed or None, session) of the sessions that became active."""
+    return [(span[0], span[1], s) for s in sessions if (span := getattr(s, "active_span_ns", None)) is not None]
 
-    start, now = phases.starts.get("fault"), time.monotonic_ns()
-    if start is None:
+
+def _faults_removal_ns(phases, sessions) -> tuple[int, int] | None:
+    """(removal began, removed) for this run's faults (``sessions``), if all were removed before now: a method
+    that stops its own fault and then waits (for a metrics window to pass) is in recovery during that wait,
+    not in the fault phase. The fault phase ends when the last removal began, the recovery starts when it
+    ended."""
+    now = time.monotonic_ns()
+    spans = _active_spans(sessions)
+    if phases.starts.get("fault") is None or not spans or any(end is None for _, end, _ in spans):
         return None
-    began, ended = [], []
-    for s in started_sessions():
-        span = getattr(s, "active_span_ns", None)
-        if span is None or not start <= span[0] <= now:
-            continue                   # never active, or another run's (this process may run several)
-        if span[1] is None:
-            return None
-        ended.append(span[1])
-        began.append(getattr(s, "removal_started_ns", None) or span[1])
-    if not ended:
-        return None
-    removed = min(max(ended), now)
-    return min(max(began), removed), removed
+    removed = min(max(end for _, end, _ in spans), now)
+    began = max(getattr(s, "removal_started_ns", None) or end for _, end, s in spans)
+    return min(began, removed), removed
 
 
-def _fault_starts_when_active(phases) -> dict | None:
-    """Move the fault phase's start from the method's start to when this run's first fault became active
-    (symmetric to the recovery starting when the faults were removed). The baseline still ends at the
-    method's start: samples in between (earlier method steps, the engine applying the fault) are in no
+def _fault_starts_when_active(phases, sessions) -> dict | None:
+    """Move the fault phase's start from the method's start to when this run's first fault (of ``sessions``)
+    became active (symmetric to the recovery starting when the faults were removed). The baseline still ends
+    at the method's start: samples in between (earlier method steps, the engine applying the fault) are in no
     phase, neither steady nor faulted, and are not judged. Returns that window, or None (no fault of ours
     became active, e.g. a method of host actions only: the fault phase starts with the method)."""
-    from .actions import started_sessions
-
     start = phases.starts.get("fault")
-    if start is None:
+    spans = _active_spans(sessions)
+    if start is None or not spans:
         return None
-    end = phases.ends.get("fault", time.monotonic_ns())
-    active = [span[0] for s in started_sessions()
-              if (span := getattr(s, "active_span_ns", None)) is not None and start <= span[0] <= end]
-    if not active or min(active) <= start:
+    onset = min(begin for begin, _, _ in spans)
+    if onset <= start:
         return None
-    phases.starts["fault"] = min(active)     # (Phases has no "move": its windows are read from starts/ends)
-    return {"start_ns": start, "end_ns": min(active), "seconds": (min(active) - start) / 1e9,
+    phases.starts["fault"] = onset     # (Phases has no "move": its windows are read from starts/ends)
+    return {"start_ns": start, "end_ns": onset, "seconds": (onset - start) / 1e9,
             "samples": "in no phase (not judged): between the method's start and the fault's activation"}
 
 

@@ -143,17 +143,13 @@ class _Session:
         self.active_span_ns = span
 
 
-def test_fault_phase_starts_when_the_fault_became_active(monkeypatch):
-    import injector.experiment.actions as actions
-
+def test_fault_phase_starts_when_the_fault_became_active():
     phases = Phases()
     t0 = phases.mark("baseline")
     t_method = phases.mark("fault", t0 + 1000)
-    older = _Session((t0 - 10, t0 - 5))                                        # another run's: ignored
     ours = [_Session((t_method + 300, t_method + 900)), _Session((t_method + 250, None)), _Session(None)]
-    monkeypatch.setattr(actions, "started_sessions", lambda: [older, *ours])
     phases.mark("recovery", t_method + 1000)
-    onset = runner_mod._fault_starts_when_active(phases)
+    onset = runner_mod._fault_starts_when_active(phases, ours)
     assert onset["start_ns"] == t_method and onset["end_ns"] == t_method + 250
     w = phases.windows()
     assert w["baseline"]["end_ns"] == t_method and w["fault"]["start_ns"] == t_method + 250
@@ -164,8 +160,7 @@ def test_fault_phase_starts_when_the_fault_became_active(monkeypatch):
     p2 = Phases()
     p2.mark("baseline")
     t = p2.mark("fault")
-    monkeypatch.setattr(actions, "started_sessions", lambda: [older, _Session(None)])
-    assert runner_mod._fault_starts_when_active(p2) is None and p2.starts["fault"] == t
+    assert runner_mod._fault_starts_when_active(p2, [_Session(None)]) is None and p2.starts["fault"] == t
     assert time.monotonic_ns() > t
 
 

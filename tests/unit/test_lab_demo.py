@@ -89,22 +89,17 @@ class _Session:
         self.removal_started_ns = removal_started
 
 
-def test_recovery_starts_when_this_runs_faults_ended_and_the_removal_is_in_no_phase(monkeypatch):
-    import injector.experiment.actions as actions
-
+def test_recovery_starts_when_this_runs_faults_ended_and_the_removal_is_in_no_phase():
     phases = Phases()
     phases.mark("baseline")
     t_fault = phases.mark("fault")
     now = time.monotonic_ns()
-    older = _Session((t_fault - 10**9, t_fault - 5 * 10**8))      # another run's: ignored
     ours = [_Session((t_fault + 1, t_fault + 100), t_fault + 90), _Session((t_fault + 2, t_fault + 200), t_fault + 150),
             _Session(None)]
-    monkeypatch.setattr(actions, "started_sessions", lambda: [older, *ours])
-    assert runner_mod._faults_removal_ns(phases) == (t_fault + 150, t_fault + 200)
+    assert runner_mod._faults_removal_ns(phases, ours) == (t_fault + 150, t_fault + 200)
     ours.append(_Session((t_fault + 3, None)))                     # still running: recovery starts now
-    assert runner_mod._faults_removal_ns(phases) is None
-    monkeypatch.setattr(actions, "started_sessions", lambda: [older])
-    assert runner_mod._faults_removal_ns(phases) is None and now > 0
+    assert runner_mod._faults_removal_ns(phases, ours) is None
+    assert runner_mod._faults_removal_ns(phases, [_Session(None)]) is None and now > 0
     # the runner closes the fault when the removal began and starts the recovery when it ended: a gap
     phases.close(t_fault + 150)
     phases.mark("recovery", t_fault + 200)

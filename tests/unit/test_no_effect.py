@@ -59,14 +59,13 @@ def _session(run_id, span, counters):
 
 def test_fault_that_matched_no_packet_is_no_effect():
     journal = {"run": []}
-    sessions = [
+    sessions = [                                                        # this run's (the runner picks them)
         _session("a", (100, 200), {1: {"matched_packets": 0, "delayed_packets": 0}}),   # ours, matched nothing
         _session("b", (100, 200), {1: {"matched_packets": 0}, 2: {"matched_packets": 7}}),  # one rule matched
-        _session("c", (50, 60), {1: {"matched_packets": 0}}),          # before this run's method: not ours
         _session("d", None, {}),                                       # never active
         _session("e", (100, None), {1: {"other": 1}}),                 # no counters to judge by
     ]
-    assert _no_effect(journal, sessions, 90) == ["fault a (delay 5s) matched no packet"]
+    assert _no_effect(journal, sessions) == ["fault a (delay 5s) matched no packet"]
 
 
 def test_a_run_reports_only_the_faults_it_started(tmp_path, monkeypatch):
@@ -74,9 +73,13 @@ def test_a_run_reports_only_the_faults_it_started(tmp_path, monkeypatch):
     neither listed in its journal nor judged by its no-effect rule."""
     import injector.experiment.actions as actions
 
-    earlier = _session("earlier-run", (1, 2), {"0": {"matched_packets": 0}})
+    import time
+
+    # still active (no end): were it taken for this run's, it would keep the recovery from starting at its removal
+    earlier = _session("earlier-run", (time.monotonic_ns(), None), {"0": {"matched_packets": 0}})
     monkeypatch.setattr(actions, "_STARTED", [earlier])
     out = _run(tmp_path, [_sh("exit 0", "inject")])
     ci = out.journal["chaos-inject"]
     assert (out.state, out.exit_code, ci["faults"], ci["no_effect"]) == ("completed", 0, [], [])
+    assert ci["fault_onset"] is None
     assert actions.started_sessions() == [earlier] and actions.started_sessions(actions.session_mark()) == []
