@@ -161,7 +161,7 @@ def cmd_kill_process(args: argparse.Namespace) -> int:
         if not systemd_is_init():
             raise Unsupported(f"cannot stop unit {args.service}: systemd is not PID 1 here; name the process "
                               "with --pid or --name and give --restart")
-    targets = [] if args.service else fault._targets()
+    targets = fault.choose_targets()  # fixed now: the ledger records them, inject() signals only them
     run = _HostRun("kill-process", f"kill {fault.target}" + (f", held {args.hold}" if args.hold else ""), hold_s)
     state, error, result = "completed", None, None
     try:
@@ -178,7 +178,6 @@ def cmd_kill_process(args: argparse.Namespace) -> int:
                     owner.ledger.remove_entry(entry)
 
             owner.callback(restore)
-            fault._targets = lambda: targets  # the processes recorded, whatever starts meanwhile
             result = fault.inject()
             run.extra.update(pids=list(result.pids), signals=dict(result.signals),
                              stopped_s=round(result.stopped_s, 4))

@@ -104,17 +104,8 @@ def kill_process(service_name: str | None = None, *, pid: int | None = None, nam
     fault = ProcessKill(service_name, pid=pid, name=name, restart_command=restart_command, grace_s=grace_s,
                         mode=mode, seed=seed)
     timer = None
-    if duration is not None:
-        seconds = _duration(duration, "duration") / 1e9
-        lock = threading.Lock()
-        restore = fault.restore
-
-        def locked_restore():
-            with lock:
-                return restore()
-
-        fault.restore = locked_restore  # type: ignore[method-assign]
-        timer = threading.Timer(seconds, locked_restore)
+    if duration is not None:  # restore() runs once, whichever of the timer and the block's end comes first
+        timer = threading.Timer(_duration(duration, "duration") / 1e9, fault.restore)
         timer.daemon = True
     with fault as result:
         if timer is not None:

@@ -15,6 +15,7 @@ import shlex
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,8 @@ class ProcessKill:
         self._systemd = systemd
         self.result: KillResult | None = None
         self._restored = False
+        self._restore_lock = threading.Lock()   # a duration timer and the block's end may restore at once
+        self._chosen: list[int] | None = None
 
     @property
     def target(self) -> str:
@@ -139,7 +142,7 @@ class ProcessKill:
             raise ChaosInjectError(f"{self.target} was already stopped by this fault")
         if self.service_name:
             return self._stop_unit()
-        pids = self._targets()
+        pids = self.choose_targets()
         result = KillResult(self.target, pids=tuple(pids))
         self.result = result
         started = time.monotonic()
@@ -162,7 +165,14 @@ class ProcessKill:
         log.info("stopped %s (%s) in %.2fs", self.target, result.signals, result.stopped_s)
         return result
 
-    def _targets(self) -> list[int]:
+    def choose_targets(self) -> list[int]:
+        """The pids inject() will signal, chosen once (later calls return the same ones, whatever starts
+        meanwhile): a caller can record them before anything is sent. Empty for a systemd unit."""
+        if self._chosen is None:
+            self._chosen = [] if self.service_name else self._find_targets()
+        return list(self._chosen)
+
+    def _find_targets(self) -> list[int]:
         if self.pid is not None:
             if process_start_ticks(self.pid) is None:
                 raise ChaosInjectError(f"no process with pid {self.pid}")
@@ -210,10 +220,15 @@ class ProcessKill:
 
     # -- restore -----------------------------------------------------------------------------------------
     def restore(self) -> KillResult | None:
-        """Bring back what inject() stopped (idempotent). Nothing to do if inject() did not stop anything."""
-        if self.result is None or self._restored:
-            return self.result
-        self._restored = True
+        """Bring back what inject() stopped, once: idempotent and thread-safe (a second caller waits for the
+        first one's restart and returns its result). Nothing to do if inject() did not stop anything."""
+        with self._restore_lock:
+            if self.result is None or self._restored:
+                return self.result
+            self._restored = True
+            return self._restart()
+
+    def _restart(self) -> KillResult:
         if self.service_name:
             self._systemctl("start")
             self.result.restarted = True

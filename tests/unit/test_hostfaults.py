@@ -201,6 +201,39 @@ def test_library_kill_process_with_a_duration_restarts_at_the_earlier_end(victim
     assert marker.read_text() == "x\n", "not restarted twice"
 
 
+def test_restore_is_idempotent_and_thread_safe_by_itself(victims, tmp_path):
+    # two callers at once (a duration timer and the block's end): the restart command runs once, both get its result
+    import threading
+
+    proc = victims(["sleep", "60"])
+    marker = tmp_path / "restarted"
+    fault = ProcessKill(pid=proc.pid, restart_command=["bash", "-c", f"sleep 0.2; echo x >> {marker}"])
+    fault.inject()
+    results = []
+    callers = [threading.Thread(target=lambda: results.append(fault.restore())) for _ in range(4)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join(timeout=10)
+    assert marker.read_text() == "x\n", "restarted more than once"
+    assert len(results) == 4 and all(r is fault.result and r.restarted for r in results)
+    assert fault.restore() is fault.result and marker.read_text() == "x\n"
+
+
+def test_choose_targets_fixes_the_pids_before_the_kill(victims):
+    name = unique_name()
+    first = victims(["bash", "-c", f"exec -a {name} sleep 60"])
+    fault = ProcessKill(name=name, mode="all", grace_s=2)
+    assert fault.choose_targets() == started(name) == [first.pid]
+    later = victims(["bash", "-c", f"exec -a {name} sleep 60"])   # starts after the choice: left alone
+    started_both = time.monotonic() + 5
+    while len(find_processes(name)) < 2 and time.monotonic() < started_both:
+        time.sleep(0.02)
+    assert fault.inject().pids == (first.pid,)
+    assert first.wait(timeout=5) == -15 and later.poll() is None
+    assert ProcessKill("api.service", systemd=True).choose_targets() == []
+
+
 def test_library_cpu_stress_runs_and_ends_with_the_block():
     from injector import cpu_stress
 
