@@ -130,7 +130,7 @@ NETWORK_ACTIONS = ("partition", "delay", "loss", "duplicate", "corrupt", "bandwi
 
 
 def _cm_duration(spec: Mapping, path: str, p: _Problems, *, default: str | None) -> str | None:
-    from ..spec.units import parse_duration_ns
+    from ..spec.units import format_duration_ns, parse_duration_ns
 
     d = spec.get("duration")
     if d is None:
@@ -147,7 +147,7 @@ def _cm_duration(spec: Mapping, path: str, p: _Problems, *, default: str | None)
     if total <= 0:
         p.refuse(f"{path}.duration", "must be positive")
         return None
-    return f"{total / 1e9:g}s" if total % 1_000_000 == 0 else f"{total}ns"
+    return format_duration_ns(total)
 
 
 def _pct(v: Any) -> str:

@@ -90,7 +90,7 @@ def test_seed_chaos_mesh_translation(inv):
     assert len(pod["provider"]["arguments"]["hosts"]) == 1 and pod["provider"]["arguments"]["hosts"][0] in ("api", "api2")
     assert net["provider"]["func"] == "network_fault" and net["provider"]["arguments"] == {
         "flow": ["api->db", "api2->db"], "duration": "30s", "direction": "egress", "partition": True}
-    assert stress["provider"]["arguments"] == {"workers": 2, "load": 80.0, "duration": "60s", "hosts": ["api", "api2"]}
+    assert stress["provider"]["arguments"] == {"workers": 2, "load": 80.0, "duration": "1m", "hosts": ["api", "api2"]}
     text = "\n".join(notes)
     assert "seed 7" in text and "chaos-inject schedule '@every 10m' -- run seed.yaml" in text
     assert "namespaces ['production']: Kubernetes namespaces are ignored" in text
@@ -113,6 +113,9 @@ def test_network_delay_loss_and_modes(inv):
     args = translate_chaos_mesh([net], inv, seed=1)[0]["method"][0]["provider"]["arguments"]
     assert args["delay"] == "100ms" and args["jitter"] == "10ms" and args["correlation"] == "25%"
     assert args["duration"] == "90s" and len(args["flow"]) == 1          # 50 % of 2 api hosts
+    for go, ours in (("1h", "1h"), ("2m0s", "2m"), ("1500ms", "1500ms"), ("250us", "250us")):  # spec.units' format
+        net["spec"]["duration"] = go
+        assert translate_chaos_mesh([net], inv, seed=1)[0]["method"][0]["provider"]["arguments"]["duration"] == ours
     net["spec"].update(action="loss", loss={"loss": "25"}, mode="fixed", value="2")
     args = translate_chaos_mesh([net], inv, seed=1)[0]["method"][0]["provider"]["arguments"]
     assert args["loss"] == "25%" and args["flow"] == ["api->db", "api2->db"]
