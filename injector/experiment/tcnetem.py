@@ -116,6 +116,17 @@ def parse_netem_args(args: list[str]) -> tuple[FaultSpec, int | None, tuple[str,
         i += 1
         return args[i - 1]
 
+    def model_percents(field: str, most: int, usage: str) -> str:
+        """Up to ``most`` percentages after a loss model's name, as spec.faults' parsers take them: "p,r,..."."""
+        nonlocal i
+        i += 1                             # the model's name
+        vals: list[str] = []
+        while i < len(args) and len(vals) < most and _is_percent(args[i]):
+            vals.append(take(field))
+        if not vals:
+            raise InvalidSpec(f"'{field}' needs {usage}", field=f"netem {field}")
+        return ",".join(vals)
+
     def no_correlation(field: str) -> None:
         if i < len(args) and _is_percent(args[i]):
             raise InvalidSpec(f"a {field} correlation cannot be honoured (our {field} draws are independent); "
@@ -144,21 +155,9 @@ def parse_netem_args(args: list[str]) -> tuple[FaultSpec, int | None, tuple[str,
                 i += 1
                 model = None
             if model in ("gemodel", "gmodel"):
-                i += 1
-                vals = []
-                while i < len(args) and len(vals) < 4 and _is_percent(args[i]):
-                    vals.append(take("loss gemodel"))
-                if not vals:
-                    raise InvalidSpec("'loss gemodel' needs p [r [1-h [1-k]]]", field="netem loss gemodel")
-                kw["loss_burst"] = parse_loss_burst(",".join(vals))
+                kw["loss_burst"] = parse_loss_burst(model_percents("loss gemodel", 4, "p [r [1-h [1-k]]]"))
             elif model == "state":
-                i += 1
-                vals = []
-                while i < len(args) and len(vals) < 5 and _is_percent(args[i]):
-                    vals.append(take("loss state"))
-                if not vals:
-                    raise InvalidSpec("'loss state' needs p13 [p31 [p32 [p23 [p14]]]]", field="netem loss state")
-                kw["loss_state"] = parse_loss_state(",".join(vals))
+                kw["loss_state"] = parse_loss_state(model_percents("loss state", 5, "p13 [p31 [p32 [p23 [p14]]]]"))
             else:
                 kw["loss_ratio"] = parse_percent_ratio(take("loss"), field="netem loss")
                 no_correlation("loss")

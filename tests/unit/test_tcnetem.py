@@ -85,6 +85,9 @@ def test_loss_models():
     ("wobble 3", "netem"),
     ("loss 150%", "netem loss"),
     ("delay", "netem delay"),
+    ("loss gemodel", "netem loss gemodel"),           # a model without its percentages
+    ("loss state delay 1ms", "netem loss state"),
+    ("loss gemodel 1% 2% 3% 4% 5%", "netem"),          # at most p r 1-h 1-k: the fifth is not an option
 ])
 def test_refusals_name_the_option(args, field):
     with pytest.raises(InvalidSpec) as err:
