@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..files import write_json_atomic as _write_atomic  # clsact markers write through it too
+from ..procfs import process_alive, process_start_ticks  # noqa: F401  (callers import them from here)
+
+
 def run_root() -> Path:
     return Path(os.environ.get("CHAOS_INJECT_RUN_DIR", "/run/chaos-inject"))
 
@@ -50,33 +54,6 @@ def recent_finished(limit: int = 10) -> list[dict[str, Any]]:
         except (json.JSONDecodeError, FileNotFoundError):
             continue
     return out
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat: identifies a process across pid reuse."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def process_alive(pid: int, start_ticks: int | None) -> bool:
-    ticks = process_start_ticks(pid)
-    if ticks is None:
-        return False
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return state != "Z" and (start_ticks is None or ticks == start_ticks)
-
-
-def _write_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass

@@ -1,0 +1,31 @@
+"""Process identity from /proc: a pid plus its start time names one process, even after the pid is reused.
+
+Used by the run ledgers (a run's owner), process faults (the processes to signal) and the lab (its services).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat from field 3 (state) on; the command name before it may hold spaces and parentheses."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return stat.rsplit(")", 1)[1].split()
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (start time, clock ticks since boot); None when there is no such process."""
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[19])
+
+
+def process_alive(pid: int, start_ticks: int | None) -> bool:
+    """The process runs (a zombie has finished) and, when ``start_ticks`` is given, is still the same one."""
+    fields = _stat_fields(pid)  # one read: state and start time of the same process
+    if fields is None or fields[0] == "Z":
+        return False
+    return start_ticks is None or int(fields[19]) == start_ticks
