@@ -287,35 +287,15 @@ class ExperimentRecording:
         return {"source": self.source, "recorders": [r.live() for r in self.recorders]}
 
     def write(self, run_dir, phases) -> dict:
+        from .recording import shifts_of
+
         run_dir = Path(run_dir)
         summaries = [rec.write(run_dir, phases) for rec in self.recorders]
-        shifts = _shifts(run_dir, summaries)
+        shifts = shifts_of(run_dir, summaries)
         return {"source": self.source, "samples": sum(s.get("samples", 0) for s in summaries),
                 "lost": sum(s.get("lost", 0) for s in summaries), "recorders": summaries,
                 "latency_shift": [dataclasses.asdict(s) for s in shifts],
                 "shifts": [f"{s.flow}: {s.describe()}" for s in shifts], "notes": list(self.notes)}
-
-
-def _shifts(run_dir: Path, summaries: list[dict]) -> list:
-    """Fault median - baseline median per recorder (placements see different things: never pooled) and flow."""
-    import pandas as pd
-
-    from .recording import latency_shift
-
-    out = []
-    for summary in summaries:
-        part = run_dir / "samples" / f"{summary.get('part')}.parquet"
-        if not part.exists():
-            continue
-        df = pd.read_parquet(part)
-        if df.empty:
-            continue
-        for flow, g in df.groupby("flow", observed=True):
-            s = latency_shift(str(flow), str(summary.get("source")), g.loc[g["phase"] == "baseline", "latency_ns"],
-                              g.loc[g["phase"] == "fault", "latency_ns"], placement=summary.get("placement", ""))
-            if s is not None:
-                out.append(s)
-    return out
 
 
 __all__ = ["ExperimentRecording", "RecordSpec", "record_errors", "recording_for"]

@@ -78,6 +78,25 @@ def latency_shift(flow: str, source: str, baseline, fault, confidence: float = 0
                         float(d.difference), low, high, confidence, placement)
 
 
+def shifts_of(run_dir: str | Path, summaries: list[dict]) -> list[LatencyShift]:
+    """Fault median - baseline median of the samples each recorder wrote (summary ``part``), per recorder
+    (placements differ in what they see: never pool them) and flow."""
+    import pandas as pd
+
+    out = []
+    for summary in summaries:
+        part = Path(run_dir) / "samples" / f"{summary.get('part')}.parquet"
+        if not part.exists():
+            continue
+        df = pd.read_parquet(part)
+        for flow, g in df.groupby("flow", observed=True):
+            s = latency_shift(str(flow), str(summary.get("source")), g.loc[g["phase"] == "baseline", "latency_ns"],
+                              g.loc[g["phase"] == "fault", "latency_ns"], placement=summary.get("placement", ""))
+            if s is not None:
+                out.append(s)
+    return out
+
+
 def engine_counters(counters: dict, rules=None) -> dict[str, dict[str, int]]:
     """counters.json content: per rule id, the engine's integer counters under the documented names."""
     out: dict[str, dict[str, int]] = {}
@@ -177,7 +196,7 @@ class Recording:
             except Exception as exc:
                 errors.append(exc)
         self._ensure_samples()
-        self.shifts = self._shifts()
+        self.shifts = shifts_of(self.run_dir, self.summaries)
         self.meta["state"] = "complete"
         self.meta["phases"] = self.phases.windows()
         self.meta["recorders"] = self.summaries
@@ -203,23 +222,6 @@ class Recording:
                       "latency_ns": pd.Series([], dtype="int64"), "ok": pd.Series([], dtype="bool"),
                       "status": pd.Series([], dtype="int16")}).to_parquet(parts / "empty-000001.parquet",
                                                                           index=False)
-
-    def _shifts(self) -> list[LatencyShift]:
-        """Per recorder (placements differ in what they see: never pool them) and flow."""
-        import pandas as pd
-
-        out = []
-        for summary in self.summaries:
-            part = self.run_dir / "samples" / f"{summary.get('part')}.parquet"
-            if not part.exists():
-                continue
-            df = pd.read_parquet(part)
-            for flow, g in df.groupby("flow", observed=True):
-                s = latency_shift(str(flow), str(summary.get("source")), g.loc[g["phase"] == "baseline", "latency_ns"],
-                                  g.loc[g["phase"] == "fault", "latency_ns"], placement=summary.get("placement", ""))
-                if s is not None:
-                    out.append(s)
-        return out
 
     def __enter__(self) -> "Recording":
         self.start()
