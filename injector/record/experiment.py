@@ -36,7 +36,6 @@ EXTENSION_NAME = "chaos-inject"
 RECORD_KEYS = ("oneway", "rtt", "placement", "cgroup", "baseline")
 PLACEMENTS = ("tc", "socket")
 DEFAULT_BASELINE_S = 2.0
-MAX_FLOWS = 16                    # filters per recorder (one BPF program)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,9 +137,8 @@ def _build(spec: RecordSpec, inventory) -> tuple["ExperimentRecording | None", l
     from ..errors import InvalidSpec
     from ..spec import Inventory, parse_flow
     from ..targets import resolve_interface
+    from . import build
     from .bpfrec import PacketFlow
-    from .oneway import OneWayRecorder
-    from .rtt import RttRecorder
 
     errors: list[tuple[str, str]] = []
     notes: list[str] = []
@@ -174,29 +172,21 @@ def _build(spec: RecordSpec, inventory) -> tuple["ExperimentRecording | None", l
                 groups.setdefault((sender, receiver), []).extend(packets)
             except (ValueError, OSError) as exc:  # InvalidSpec is a ValueError
                 errors.append((where, _message(exc)))
-    if len(rtt_flows) > MAX_FLOWS:
-        errors.append((f"{spec.path}.rtt", f"the flows expand to {len(rtt_flows)} address/port pairs; at most "
-                                           f"{MAX_FLOWS} are recorded"))
+    try:
+        rtt_flows = build.rtt_flows(rtt_flows, field=f"{spec.path}.rtt")
+    except InvalidSpec as exc:
+        errors.append((f"{spec.path}.rtt", _message(exc)))
     if errors:
         return None, errors
-    recorders: list = []
-    for (sender, receiver), flows in groups.items():
-        for i in range(0, len(flows), MAX_FLOWS):
-            chunk = flows[i:i + MAX_FLOWS]
-            if receiver is not None:
-                recorders.append(OneWayRecorder(chunk, sender=sender, receiver=receiver))
-            else:
-                recorders.append(OneWayRecorder(chunk, sender=sender, cgroup=cgroup))
+    recorders = build.build_recorders(groups, rtt_flows, cgroup=cgroup, rtt_field=f"{spec.path}.rtt")
     if spec.oneway and spec.placement == "tc":
         notes.append("one-way samples at the receiver's interface (tc) do not include holds in the receiver's "
                      "netfilter (the userspace engine's ingress delay): use placement socket for those")
     if spec.oneway:
         notes.append("one-way samples never include the userspace engine's egress hold (taken before any tc "
                      "hook); RTT samples do")
-    if rtt_flows:
-        recorders.append(RttRecorder(rtt_flows, cgroup=cgroup))
-        if not spec.cgroup:
-            notes.append(f"RTT of TCP connections made by any process of the host ({cgroup}), of these flows")
+    if rtt_flows and not spec.cgroup:
+        notes.append(f"RTT of TCP connections made by any process of the host ({cgroup}), of these flows")
     return ExperimentRecording(spec, recorders, notes), []
 
 

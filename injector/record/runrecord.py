@@ -22,13 +22,14 @@ from typing import Callable
 from ..errors import Interrupted
 from ..plan import Interface, Plan
 from .bpfrec import PacketFlow
-from .oneway import OneWayRecorder, placement_sees
+from .build import build_recorders
+from .oneway import placement_sees
 from .recording import Recording
-from .rtt import RttRecorder
 
 
 def recorders_for_plan(plan: Plan, *, cgroup: str | Path | None = None) -> tuple[list, list[str]]:
-    """(recorders, notes): what can be recorded for this plan, and why anything cannot."""
+    """(recorders, notes): what can be recorded for this plan, and why anything cannot. More TCP flows than
+    one RTT recorder holds: InvalidSpec (field ``flow``), before anything is built."""
     flows = {f.text or str(f): f for f in plan.flows}
     groups: dict[tuple, list[PacketFlow]] = {}
     notes: list[str] = []
@@ -61,17 +62,7 @@ def recorders_for_plan(plan: Plan, *, cgroup: str | Path | None = None) -> tuple
         if not placement_sees(plan.engine, rule.match.hook, placement):
             notes.append(f"#{rule.rule_id}: one-way samples at the {placement} placement do not include what the "
                          f"{plan.engine} engine holds on {rule.match.hook}" + _advice(plan.engine, rule.match.hook))
-    recorders: list = []
-    for (sender, receiver), packet_flows in groups.items():
-        for i in range(0, len(packet_flows), 16):
-            chunk = packet_flows[i:i + 16]
-            if cgroup is not None:
-                recorders.append(OneWayRecorder(chunk, sender=sender, cgroup=cgroup))
-            else:
-                recorders.append(OneWayRecorder(chunk, sender=sender, receiver=receiver))
-    if rtt_flows:
-        recorders.append(RttRecorder(rtt_flows[:16], cgroup=cgroup))
-    return recorders, notes
+    return build_recorders(groups, rtt_flows, cgroup=cgroup, rtt_field="flow"), notes
 
 
 def _advice(engine: str, hook: str) -> str:

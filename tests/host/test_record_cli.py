@@ -18,6 +18,8 @@ import pytest
 from analysis import load_run
 from injector.kernel import nfqueue
 from injector.kernel.netns import socket_in
+from injector.kernel.record_bpf import cgroup2_root
+from injector.record.build import MAX_FLOWS
 
 from .test_cli_lifecycle import cli, start, wait_active
 from .test_record_oneway import cgroup, socket_in_cgroup  # noqa: F401 - fixture
@@ -27,8 +29,8 @@ MS = 1_000_000
 PORT = 9000
 
 
-def inventory(tmp_path, pair) -> str:
-    path = tmp_path / "inventory.toml"
+def inventory(tmp_path, pair, ports=(PORT,)) -> str:
+    path = tmp_path / f"inventory-{len(ports)}.toml"
     path.write_text(f"""
 [hosts.client]
 addresses = ["{pair.client.ipv4.ip}"]
@@ -37,7 +39,7 @@ interface = "{pair.client.ifname}"
 
 [hosts.server]
 addresses = ["{pair.server.ipv4.ip}"]
-ports = [{PORT}]
+ports = {list(ports)}
 netns = "{pair.server_ns}"
 interface = "{pair.server.ifname}"
 """)
@@ -118,8 +120,15 @@ def test_cli_record_refuses_bad_input_and_changes_nothing(pair, run_dir, tmp_pat
     assert result.returncode == 2 and "not a cgroup" in result.stderr
     result = cli(run_dir, *common, "--record-cgroup", "/tmp")
     assert result.returncode == 2 and "needs --record" in result.stderr
+    # more TCP flows than one RTT recorder's filter map holds: refused, naming the limit, before anything runs
+    ports = range(PORT, PORT + MAX_FLOWS + 1)
+    result = cli(run_dir, "--inventory", inventory(tmp_path, pair, ports), "--flow", "client->server/tcp",
+                 "--delay", "20ms", "--duration", "1s", "--record", str(tmp_path / "new"),
+                 "--record-cgroup", str(cgroup2_root()))
+    assert result.returncode == 2 and f"at most {MAX_FLOWS}" in result.stderr, result.stderr
     assert not (tmp_path / "new").exists()
     assert not [t for t in nfqueue.list_tables(pair.client_ns) if t.startswith("chaos_inject_")]
+    assert "completed" not in result.stdout  # no run: nothing applied, nothing recorded
 
 
 def test_cli_record_tcp_rtt_measures_an_egress_delay_one_way_cannot_see(pair, run_dir, tmp_path, cgroup):
