@@ -21,8 +21,8 @@ examples:
 safety (where we differ from `chaos run`): an unsteady baseline aborts before anything is injected (exit 1,
 no rollback: nothing was applied); once the method started, rollbacks always run on a halt, Ctrl-C, SIGTERM
 and errors; the halt guard stops the run within a second of a breach (runbook defaults: error rate > 5 %,
-p99 > 2x baseline), state `halted`. Exit codes: 0 completed and not deviated, 1 otherwise, 2 invalid
-experiment, 130/143 interrupted (rollbacks ran).
+p99 > 2x baseline), state `halted`. Exit codes: 0 completed, not deviated and the experiment's `verdict` block
+(if any) held on the recorded samples, 1 otherwise, 2 invalid experiment, 130/143 interrupted (rollbacks ran).
 """
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .spec import GuardSpec, VerdictSpec
 
-__all__ = ["write_run_dir", "render_markdown", "verdict_spec"]
+__all__ = ["write_run_data", "write_report", "ReportParts", "render_markdown", "verdict_spec"]
 
 log = logging.getLogger("chaos_inject.experiment")
 
@@ -82,8 +82,12 @@ def _held_failed(journal: dict) -> tuple[list[str], list[str]]:
     for i, st in enumerate(journal["steady_states"].get("during") or []):
         if st and not st.get("steady_state_met"):
             failed.append(f"during (iteration {i + 1}): steady state not met")
-    for item in journal.get("chaos-inject", {}).get("no_effect") or []:   # principle 1: no fault, no experiment
+    ci = journal.get("chaos-inject", {})
+    for item in ci.get("no_effect") or []:   # principle 1: no fault, no experiment
         failed.append(f"the fault did not take effect: {item}")
+    if ci.get("verdict_declared"):          # the experiment's own question (its `verdict` block)
+        outcome = ci.get("verdict") or "not judged (no samples)"
+        (held if outcome == "held" else failed).append(f"the experiment's verdict on the recorded samples: {outcome}")
     return held, failed
 
 
@@ -204,8 +208,17 @@ def verdict_spec(verdict: VerdictSpec | None, guard: GuardSpec):
             f"the experiment's `verdict` block (fields given: {given}; the rest derived from the halt guard)")
 
 
-def write_run_dir(run_dir: Path, journal: dict, phases, recorders: list, faults: list[dict],
-                  guard: GuardSpec, verdict: VerdictSpec | None = None) -> None:
+@dataclasses.dataclass
+class ReportParts:
+    """What the report shows beyond the journal: the verdict's text and the plots' file names."""
+    verdict_text: str | None = None
+    plots: list[str] = dataclasses.field(default_factory=list)
+
+
+def write_run_data(run_dir: Path, journal: dict, phases, recorders: list, faults: list[dict],
+                   guard: GuardSpec, verdict: VerdictSpec | None = None) -> ReportParts:
+    """Samples, meta.json, counters.json, verdict.json and the plots; the verdict's outcome goes into the
+    journal (``chaos-inject.verdict``) before the run's outcome is decided and :func:`write_report` runs."""
     run_dir.mkdir(parents=True, exist_ok=True)
     summaries = {}
     for rec in recorders:
@@ -261,6 +274,10 @@ def write_run_dir(run_dir: Path, journal: dict, phases, recorders: list, faults:
                 plots.append(name)
         except Exception as exc:  # noqa: BLE001 - a plot problem leaves the text report
             log.warning("plots: %s", exc)
-    md = render_markdown(journal, verdict_text, plots)
+    return ReportParts(verdict_text, plots)
+
+
+def write_report(run_dir: Path, journal: dict, parts: ReportParts) -> None:
+    md = render_markdown(journal, parts.verdict_text, parts.plots)
     (run_dir / "report.md").write_text(md)
     (run_dir / "report.html").write_text(_md_to_html(md, run_dir))

@@ -577,21 +577,36 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
         "faults": faults, "phases": r.phases.windows() if r.phases.starts else {},
         "no_effect": no_effect, "fault_onset": r.fault_onset,
     })
+    report = None
+    if opts.run_dir:   # samples and the recorded-samples verdict first: a declared verdict decides the exit code
+        from .report import write_run_data
+
+        try:
+            report = write_run_data(Path(opts.run_dir), journal, r.phases, started_recorders, faults, g, exp.verdict)
+        except Exception as exc:  # noqa: BLE001 - the journal below is still written
+            log.exception("writing the run directory failed")
+            journal["chaos-inject"]["report_error"] = f"{type(exc).__name__}: {exc}"
+    journal["chaos-inject"]["verdict_declared"] = exp.verdict is not None
+    verdict_failed = False
+    if exp.verdict is not None and journal["status"] == "completed" and not stop_signal and not r.halt.is_set():
+        verdict_failed = _declared_verdict_failed(journal, r)
+    journal["chaos-inject"]["reason"] = r.reason
     if stop_signal:
         code = EXIT_INTERRUPTED.get(signal.Signals(stop_signal[0]).name, 1)
     else:
-        code = 0 if journal["status"] == "completed" and not journal["deviated"] else 1
+        code = 0 if journal["status"] == "completed" and not journal["deviated"] and not verdict_failed else 1
     journal["chaos-inject"]["exit_code"] = code
     r.state = state
     r.step = "end"
     if opts.run_dir:
-        from .report import write_run_dir
+        if report is not None:
+            from .report import write_report
 
-        try:
-            write_run_dir(Path(opts.run_dir), journal, r.phases, started_recorders, faults, g, exp.verdict)
-        except Exception as exc:  # noqa: BLE001 - the journal below is still written
-            log.exception("writing the run directory failed")
-            journal["chaos-inject"]["report_error"] = f"{type(exc).__name__}: {exc}"
+            try:
+                write_report(Path(opts.run_dir), journal, report)
+            except Exception as exc:  # noqa: BLE001 - the journal below is still written
+                log.exception("writing the report failed")
+                journal["chaos-inject"]["report_error"] = f"{type(exc).__name__}: {exc}"
         _write_json(Path(opts.run_dir) / "journal.json", journal)
     if opts.journal_path:
         _write_json(Path(opts.journal_path), journal)
@@ -634,6 +649,29 @@ def _no_effect(journal: dict, sessions) -> list[str]:
         if rules and not any(c["matched_packets"] for c in rules):
             out.append(f"fault {s.run_id} ({'; '.join(f.describe() for f in s.plan.faults)}) matched no packet")
     return out
+
+
+def _declared_verdict_failed(journal: dict, r: _Run) -> bool:
+    """The experiment's own ``verdict`` block is its question, so a run that completed answers to it too:
+    violated -> deviated (as an after-hypothesis not met; Chaos Toolkit: deviated -> exit 1); inconclusive,
+    or not judged at all (no samples were recorded), is no success either. True if it did not hold."""
+    ci = journal["chaos-inject"]
+    outcome = ci.get("verdict")
+    if outcome == "held":
+        return False
+    phases = ", ".join(f"{p} {o}" for p, o in (ci.get("verdict_phases") or {}).items())
+    if outcome == "violated":
+        journal["deviated"] = True
+        why = f"the recorded samples violate the experiment's verdict ({phases})"
+    elif outcome is None:
+        why = "the experiment's verdict was not judged: " + (
+            f"writing the run directory failed ({ci['report_error']})" if ci.get("report_error") else
+            "no samples were recorded (it needs a run directory and a load, a record block or a recorder)")
+    else:
+        why = f"the experiment's verdict is {outcome.upper()} ({phases}): the steady state was not shown to hold"
+    r.reason = "; ".join(filter(None, (r.reason, why)))
+    r.say(f"verdict: {why}")
+    return True
 
 
 def _judged(act: Activity) -> bool:

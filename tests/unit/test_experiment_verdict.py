@@ -173,3 +173,59 @@ def test_dry_run_plan_names_the_verdict_spec():
     assert "expected: baseline steady, fault deviation, recovery steady (the experiment's `verdict` block" in plan
     plan = describe_plan(parse_experiment(_doc()), {}, GuardSpec(), [])
     assert "expected: baseline steady, fault steady, recovery steady (default: derived from the halt guard" in plan
+
+
+# -- a declared verdict decides the exit code (Chaos Toolkit: deviated -> 1) ------------------------------------
+def _outcome(out):
+    ci = out.journal["chaos-inject"]
+    return out.state, out.journal["status"], out.journal["deviated"], out.exit_code, ci["exit_code"]
+
+
+def test_a_declared_verdict_that_held_exits_0(tmp_path):
+    out, report, verdict = _run(_doc(SEED_LIKE), tmp_path)
+    assert verdict["outcome"] == "held"
+    assert _outcome(out) == ("completed", "completed", False, 0, 0)
+    assert out.journal["chaos-inject"]["reason"] == "" and out.journal["chaos-inject"]["verdict_declared"] is True
+    held = report.split("## What held")[1].split("##")[0]
+    assert "the experiment's verdict on the recorded samples: held" in held
+    assert json.loads((tmp_path / "out" / "journal.json").read_text())["chaos-inject"]["exit_code"] == 0
+
+
+def test_a_declared_verdict_that_is_violated_deviates_and_exits_1(tmp_path, monkeypatch):
+    # the recovery keeps failing: 100 errors in 600 is far above the block's 1 %
+    monkeypatch.setattr(_Requests, "__init__", lambda self, plan: setattr(self, "plan", {
+        "baseline": (500, 0), "fault": (500, 430), "recovery": (600, 100)}))
+    out, report, verdict = _run(_doc(SEED_LIKE), tmp_path)
+    assert verdict["outcome"] == "violated" and verdict["phases"]["recovery"]["outcome"] == "violated"
+    assert _outcome(out) == ("completed", "completed", True, 1, 1)
+    reason = out.journal["chaos-inject"]["reason"]
+    assert "the recorded samples violate the experiment's verdict (baseline held, fault deviated, recovery violated)" \
+        in reason
+    assert "exit code 1" in report and reason in report
+    failed = report.split("## What failed")[1].split("##")[0]
+    assert "the experiment's verdict on the recorded samples: violated" in failed
+    assert json.loads((tmp_path / "out" / "journal.json").read_text())["deviated"] is True
+
+
+def test_a_declared_verdict_that_is_inconclusive_exits_1_without_deviating(tmp_path, monkeypatch):
+    monkeypatch.setattr(_Requests, "__init__", lambda self, plan: setattr(self, "plan", {
+        "baseline": (500, 0), "fault": (500, 0), "recovery": (600, 0)}))     # the fault did not show
+    out, report, verdict = _run(_doc(SEED_LIKE), tmp_path)
+    assert verdict["outcome"] == "inconclusive"
+    assert _outcome(out) == ("completed", "completed", False, 1, 1)
+    assert "the experiment's verdict is INCONCLUSIVE (baseline held, fault no change, recovery held)" in \
+        out.journal["chaos-inject"]["reason"]
+
+
+def test_a_declared_verdict_with_no_samples_is_not_judged_and_exits_1(tmp_path):
+    out = run_experiment(parse_experiment(_doc(SEED_LIKE)), RunOptions(run_dir=tmp_path / "out", handle_signals=False))
+    assert not (tmp_path / "out" / "verdict.json").exists()
+    assert _outcome(out) == ("completed", "completed", False, 1, 1)
+    assert "the experiment's verdict was not judged: no samples were recorded" in out.journal["chaos-inject"]["reason"]
+
+
+def test_without_a_verdict_block_the_samples_do_not_change_the_exit_code(tmp_path):
+    out, _, verdict = _run(_doc(), tmp_path)       # the guard-derived default is violated (the fault's errors)
+    assert verdict["outcome"] == "violated"
+    assert _outcome(out) == ("completed", "completed", False, 0, 0)
+    assert out.journal["chaos-inject"]["verdict_declared"] is False
