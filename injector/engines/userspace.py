@@ -26,7 +26,7 @@ from ..errors import ApplyFailed, InvalidSpec, NotPermitted, Unsupported
 from ..kernel import nfqueue as nq
 from .common import interface_links
 from ..kernel.owner import KernelOwner
-from ..plan import Plan, PlannedRule
+from ..plan import Interface, Plan, PlannedRule
 from ..spec.fault import FaultSpec
 
 log = logging.getLogger(__name__)
@@ -177,6 +177,10 @@ class UserspaceEngine:
 
     # -- before any change -------------------------------------------------------------------------------
     def check(self, plan: Plan) -> None:
+        self._check(plan)
+
+    def _check(self, plan: Plan) -> dict[Interface, dict]:
+        """check(), returning the plan's links as looked up (apply reads their MTU: no second lookup)."""
         if os.geteuid() != 0:
             raise NotPermitted("the userspace engine needs root (CAP_NET_ADMIN: nftables and NFQUEUE); "
                                "run it with sudo")
@@ -187,7 +191,7 @@ class UserspaceEngine:
         if len(plan.rules) > 0x8000:
             raise InvalidSpec(f"the flows expand to {len(plan.rules)} rules; the userspace engine has 32768 "
                               "queues", field="flow")
-        interface_links(plan)  # every interface (and namespace) exists, else Unsupported naming it
+        links = interface_links(plan)  # every interface (and namespace) exists, else Unsupported naming it
         for netns in _namespaces(plan):
             missing = nq.nfqueue_available(netns) or nq.check_queue_target(netns)
             if missing:
@@ -197,6 +201,7 @@ class UserspaceEngine:
                 nq.check_table(netns, nq.table_script(nq.table_name(plan.run_id), rules))
             except nq.NftError as exc:
                 raise Unsupported(f"nftables refused our table{_where(netns)}: {exc}") from None
+        return links
 
     @staticmethod
     def _steer_rules(plan: Plan, netns: str | None, base: int, copy_egress: bool = True) -> list[nq.SteerRule]:
@@ -211,7 +216,7 @@ class UserspaceEngine:
 
     # -- apply -------------------------------------------------------------------------------------------
     def apply(self, plan: Plan, owner: KernelOwner, expires_ns: int) -> None:
-        self.check(plan)
+        links = self._check(plan)
         maxlen = max(_queue_maxlen(fault) for fault in plan.faults)
         seed_root = plan.seed if plan.seed is not None else random.SystemRandom().getrandbits(64)
         table = nq.table_name(plan.run_id)
@@ -237,7 +242,7 @@ class UserspaceEngine:
                 copy = steer.skip_mark is not None
                 state = _RuleState(rule=rule, queue=steer.queue, rng=random.Random(_rule_seed(seed_root, rule)),
                                    jitter=JitterModel(plan.fault_of(rule)), copy=copy,
-                                   mtu=nq.link_mtu(rule.interface.name, netns) if copy else 0)
+                                   mtu=links[rule.interface]["mtu"] if copy else 0)
                 self._states[rule.rule_id] = state
                 self._by_queue[(index, steer.queue)] = state
         # 2. the I/O thread; stopping it releases every held packet (after the tables are gone)

@@ -239,16 +239,6 @@ class Resender:
         self.sockets.clear()
 
 
-def link_mtu(ifname: str, netns: str | None) -> int:
-    """The device MTU: a raw socket refuses to send a packet longer than it (a local datagram is fragmented
-    only after our hook), so longer packets are held as they are rather than copied."""
-    from .rtnl import open_rtnl
-
-    with open_rtnl(netns) as rtnl:
-        index = rtnl.link_lookup(ifname=ifname)[0]
-        return int(rtnl.get_links(index)[0].get_attr("IFLA_MTU"))
-
-
 def _parse_packet(msg: memoryview) -> QueuedPacket:
     queue = int.from_bytes(msg[2:4], "big")
     offset = NFGENMSG.size

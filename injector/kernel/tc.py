@@ -35,7 +35,7 @@ def link_info(ifname: str, netns: str | None = None) -> dict | None:
         link = rtnl.get_links(found[0])[0]
         return {"index": link["index"], "ifname": ifname, "type": link["ifi_type"],
                 "kind": (link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or ""),
-                "up": bool(link["flags"] & 1)}
+                "up": bool(link["flags"] & 1), "mtu": int(link.get_attr("IFLA_MTU") or 0)}
 
 
 def has_clsact(ifindex: int, netns: str | None = None) -> bool:
