@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks: BPF_PROG_TEST_RUN via ctypes, test packets, rule sets, namespaces, stats.
+"""Shared pieces of the benchmarks: test packets, rule sets, namespaces, stats.
 
 Benchmarks only: nothing here is imported by the product. Everything a benchmark creates (namespaces, veths,
 qdiscs, filters, BPF programs, processes) is removed on every exit path; SIGTERM/SIGHUP are turned into
@@ -7,7 +7,6 @@ SystemExit so the ``finally`` blocks run.
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import os
 import platform
@@ -89,38 +88,7 @@ def code_version() -> str:
     return f"{head}{' + uncommitted injector/bpf edits' if dirty else ''}"
 
 
-# -- BPF_PROG_TEST_RUN ----------------------------------------------------------------------------------------
-SYS_BPF = {"x86_64": 321, "aarch64": 280}[platform.machine()]
-BPF_PROG_TEST_RUN = 10
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-class _TestRunAttr(ctypes.Structure):
-    """union bpf_attr, the BPF_PROG_TEST_RUN member (include/uapi/linux/bpf.h)."""
-
-    _fields_ = [("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32),
-                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
-                ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
-                ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32),
-                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
-                ("ctx_in", ctypes.c_uint64), ("ctx_out", ctypes.c_uint64),
-                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32),
-                ("batch_size", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
-
-
-def prog_test_run(prog_fd: int, packet: bytes, repeat: int) -> tuple[int, int]:
-    """Run the program ``repeat`` times on ``packet`` in the kernel; (mean ns per run as the kernel reports it,
-    return value as a signed int)."""
-    data_in = ctypes.create_string_buffer(packet, len(packet))
-    data_out = ctypes.create_string_buffer(len(packet) + 256)
-    attr = _TestRunAttr(prog_fd=prog_fd, data_size_in=len(packet), data_in=ctypes.addressof(data_in),
-                        data_size_out=len(data_out), data_out=ctypes.addressof(data_out), repeat=repeat)
-    if _libc.syscall(SYS_BPF, BPF_PROG_TEST_RUN, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")
-    return attr.duration, ctypes.c_int32(attr.retval).value
-
-
+# -- test packets (BPF_PROG_TEST_RUN itself: injector.kernel.bpf.prog_test_run) ----------------------------------
 def udp4_frame(src: str, dst: str, sport: int, dport: int, payload: bytes = b"chaos-inject bench") -> bytes:
     """Ethernet + IPv4 + UDP frame (checksums are not looked at by the classifier)."""
     udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 from injector.kernel import tc  # noqa: E402
-from injector.kernel.bpf import ClassifierConfig, ClassifierProgram, import_bcc  # noqa: E402
+from injector.kernel.bpf import ClassifierConfig, ClassifierProgram, import_bcc, prog_test_run  # noqa: E402
 from injector.kernel.netns import socket_in  # noqa: E402
 
 TEST_RUN_COUNTS = (1, 1000, 65536)
@@ -109,14 +109,14 @@ def part1(args) -> list[tuple]:
 def measure(args, label, fd, noop_fd, untargeted, matched):
     noop, miss, hit = [], [], []
     for _ in range(args.reps):  # interleaved, so drift of the shared CPU hits all three alike
-        noop.append(C.prog_test_run(noop_fd, untargeted, args.repeat)[0])
-        ns, ret = C.prog_test_run(fd, untargeted, args.repeat)
-        assert ret == -1, f"untargeted packet got {ret}"  # TC_ACT_UNSPEC: passed on untouched
-        miss.append(ns)
+        noop.append(prog_test_run(noop_fd, untargeted, args.repeat).mean_ns)
+        run = prog_test_run(fd, untargeted, args.repeat)
+        assert run.retval == -1, f"untargeted packet got {run.retval}"  # TC_ACT_UNSPEC: passed on untouched
+        miss.append(run.mean_ns)
         if matched is not None:
-            ns, ret = C.prog_test_run(fd, matched, args.repeat)
-            assert ret == -1, f"matched packet (loss 0) got {ret}"
-            hit.append(ns)
+            run = prog_test_run(fd, matched, args.repeat)
+            assert run.retval == -1, f"matched packet (loss 0) got {run.retval}"
+            hit.append(run.mean_ns)
     return label, noop, miss, hit
 
 

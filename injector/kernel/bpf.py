@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import struct
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable
 
 from ..errors import Unsupported
@@ -20,7 +22,13 @@ CLASSIFIER_SOURCE = abi.BPF_DIR / "classifier.bpf.c"
 DEFAULT_MAX_RULES = 1024
 MAX_SHAPES = 16
 
-_compile_lock = threading.Lock()  # bcc's compiler is not re-entrant
+_compile_lock = threading.Lock()  # bcc's compiler is not re-entrant: one lock for every program we load
+
+# bpf(2) itself, for what bcc does not wrap (BPF links, test runs)
+SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
+BPF_PROG_TEST_RUN = 10
+BPF_LINK_CREATE = 28
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -53,17 +61,66 @@ def import_bcc():
     return bcc
 
 
+def load_bpf(source: Path, cflags: list[str], what: str):
+    """Compile and load ``source`` (a .bpf.c under bpf/) with bcc; Unsupported naming ``what`` if it fails."""
+    bcc = import_bcc()
+    with _compile_lock:
+        try:
+            return bcc.BPF(src_file=str(source).encode(), cflags=cflags)
+        except Exception as exc:  # bcc raises bare Exception on compile/load failure
+            raise Unsupported(f"{what} did not compile or load: {exc}") from exc
+
+
+def bpf_syscall(cmd: int, attr: ctypes.Structure | ctypes.Array, what: str) -> int:
+    """bpf(cmd, &attr, sizeof attr); its result, or OSError naming ``what``."""
+    if SYS_BPF is None:
+        raise Unsupported(f"{what}: the bpf(2) syscall number of {platform.machine()} is not known here")
+    ret = _libc.syscall(SYS_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret
+
+
+class _TestRunAttr(ctypes.Structure):
+    """union bpf_attr, the BPF_PROG_TEST_RUN member (include/uapi/linux/bpf.h)."""
+
+    _fields_ = [("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
+                ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_uint64), ("ctx_out", ctypes.c_uint64),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32),
+                ("batch_size", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
+
+
+@dataclass(frozen=True)
+class ProgRun:
+    """What BPF_PROG_TEST_RUN reports: mean ns per run (the kernel's own timing) and the return value."""
+
+    mean_ns: int
+    retval: int
+
+
+def prog_test_run(prog_fd: int, packet: bytes, repeat: int) -> ProgRun:
+    """Run a loaded program ``repeat`` times on ``packet`` in the kernel (BPF_PROG_TEST_RUN): benchmarks and
+    tests drive programs this way without traffic."""
+    data_in = ctypes.create_string_buffer(packet, len(packet))
+    data_out = ctypes.create_string_buffer(len(packet) + 256)  # room for a program that grows the packet
+    attr = _TestRunAttr(prog_fd=prog_fd, data_size_in=len(packet), data_in=ctypes.addressof(data_in),
+                        data_size_out=len(data_out), data_out=ctypes.addressof(data_out), repeat=repeat)
+    bpf_syscall(BPF_PROG_TEST_RUN, attr, "BPF_PROG_TEST_RUN")
+    return ProgRun(attr.duration, ctypes.c_int32(attr.retval).value)
+
+
 class ClassifierProgram:
     """A loaded classifier: two entry points (egress, ingress) sharing one set of maps."""
 
     def __init__(self, config: ClassifierConfig):
         bcc = import_bcc()
         self.config = config
-        with _compile_lock:
-            try:
-                self._bpf = bcc.BPF(src_file=str(CLASSIFIER_SOURCE).encode(), cflags=config.cflags())
-            except Exception as exc:  # bcc raises bare Exception on compile/load failure
-                raise Unsupported(f"the BPF classifier did not compile or load: {exc}") from exc
+        self._bpf = load_bpf(CLASSIFIER_SOURCE, config.cflags(), "the BPF classifier")
         try:
             self.prog_fds = {
                 "egress": self._bpf.load_func(b"ci_egress", bcc.BPF.SCHED_CLS).fd,

@@ -19,7 +19,6 @@ import mmap
 import os
 import select
 import struct
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from ..errors import Unsupported
 from ..record.histogram import BUCKETS as HIST_BUCKETS
 from ..record.store import PHASES as _PHASE_NAMES
 from . import abi
+from .bpf import BPF_LINK_CREATE, bpf_syscall, import_bcc, load_bpf, prog_test_run
 
 RECORD_SOURCE = abi.BPF_DIR / "record.bpf.c"
 MAX_FILTERS = 16
@@ -36,9 +36,7 @@ PHASES = len(_PHASE_NAMES)     # the histogram map's phase index (record_abi.h),
 
 F_EVENTS = 1
 
-# bpf(2)
-SYS_BPF = 321
-BPF_LINK_CREATE = 28
+# bpf(2) link attach types
 BPF_CGROUP_INET_INGRESS = 0
 BPF_CGROUP_SOCK_OPS = 3
 BPF_TCX_INGRESS = 46
@@ -48,9 +46,6 @@ BPF_TCX_EGRESS = 47
 RB_BUSY = 1 << 31
 RB_DISCARD = 1 << 30
 RB_HDR = 8
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_compile_lock = threading.Lock()
 
 
 class Filter(ctypes.Structure):
@@ -77,11 +72,7 @@ MAX_BATCH = 65536           # records per read: space goes back to the producer 
 def _bpf_link_create(prog_fd: int, target: int, attach_type: int) -> int:
     attr = (ctypes.c_uint8 * 64)()
     struct.pack_into("=IIII", attr, 0, prog_fd, target, attach_type, 0)
-    fd = _libc.syscall(SYS_BPF, BPF_LINK_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"BPF_LINK_CREATE (attach type {attach_type}): {os.strerror(err)}")
-    return fd
+    return bpf_syscall(BPF_LINK_CREATE, attr, f"BPF_LINK_CREATE (attach type {attach_type})")
 
 
 @dataclass(frozen=True)
@@ -177,21 +168,14 @@ class RecordProgram:
     """A loaded copy of bpf/record.bpf.c: its maps, and the links attaching its programs."""
 
     def __init__(self, config: RecordConfig = RecordConfig()):
-        from .bpf import import_bcc
-
-        bcc = import_bcc()
-        self._bcc = bcc
+        self._bcc = import_bcc()
         self.config = config
         self._links: list[int] = []
         self._owner = None  # a KernelOwner, only for the clsact fallback
         self._fds: dict[str, int] = {}
         self.ring: RingReader | None = None
         self._hist_map: mmap.mmap | None = None
-        with _compile_lock:
-            try:
-                self._bpf = bcc.BPF(src_file=str(RECORD_SOURCE).encode(), cflags=config.cflags())
-            except Exception as exc:  # bcc raises bare Exception on compile/load failure
-                raise Unsupported(f"the recording BPF programs did not compile or load: {exc}") from exc
+        self._bpf = load_bpf(RECORD_SOURCE, config.cflags(), "the recording BPF programs")
         try:
             self._filters = self._bpf[b"filters"]
             self._phase = self._bpf[b"phase"]
@@ -303,9 +287,6 @@ class RecordProgram:
                 out[rule] = total
         return out
 
-    def lost(self) -> int:
-        return sum(c["lost"] for c in self.counters().values())
-
     def histograms(self) -> np.ndarray:
         """Copy of the in-kernel histograms, shape (filters, phases, buckets), uint64 counts."""
         raw = np.frombuffer(self._hist_map, np.uint64, count=self._hist_bytes // 8).copy()
@@ -313,16 +294,7 @@ class RecordProgram:
 
     def test_run(self, program: str, repeat: int) -> int:
         """Run a benchmark program ``repeat`` times in the kernel (BPF_PROG_TEST_RUN); mean ns per run."""
-        frame = bytes(64)
-        data_in = ctypes.create_string_buffer(frame, len(frame))
-        attr = (ctypes.c_uint8 * 80)()
-        # prog_fd, retval, data_size_in, data_size_out, data_in, data_out, repeat, duration
-        struct.pack_into("=IIIIQQII", attr, 0, self.prog_fd(program), 0, len(frame), 0,
-                         ctypes.addressof(data_in), 0, repeat, 0)
-        if _libc.syscall(SYS_BPF, 10, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:  # BPF_PROG_TEST_RUN
-            err = ctypes.get_errno()
-            raise OSError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")
-        return struct.unpack_from("=I", attr, 36)[0]
+        return prog_test_run(self.prog_fd(program), bytes(64), repeat).mean_ns
 
     # -- lifetime -------------------------------------------------------------------------------------------
     def close(self) -> None:

@@ -232,3 +232,19 @@ def test_stop_reads_everything_left_in_the_ring():
     rec._program.test_run("cr_bench_event", 3 * MAX_BATCH + 5)
     rec.stop()
     assert len(rec.events_array()) == 3 * MAX_BATCH + 5 and rec.lost() == 0
+
+
+def test_prog_test_run_runs_the_program_repeat_times_in_the_kernel():
+    """The one BPF_PROG_TEST_RUN helper (benchmarks and these tests): the kernel runs the program ``repeat``
+    times (its counters say so), returns its verdict and a mean time per run."""
+    from injector.kernel.bpf import prog_test_run
+    from injector.kernel.record_bpf import RecordConfig, RecordProgram
+
+    program = RecordProgram(RecordConfig(ring_pages=64))
+    try:
+        run = prog_test_run(program.prog_fd("cr_bench_hist"), bytes(64), 300)
+        assert run.retval == -1 and run.mean_ns > 0  # TC_ACT_UNSPEC
+        assert program.counters()[0]["events"] == 0 and int(program.histograms()[0].sum()) == 300
+        assert program.test_run("cr_bench_hist", 200) > 0 and int(program.histograms()[0].sum()) == 500
+    finally:
+        program.close()
