@@ -159,15 +159,15 @@ def stop_runs(run_ids: list[str] | None, *, timeout_s: float = 15.0, state: str 
     """Ask the owners of ``run_ids`` (None: every live run) to end them, and wait until their ledgers are gone.
 
     Works for every kind of run (CLI, detached, library): the owner reads the request at its next tick."""
-    from .kernel.ledger import recent_finished
+    from .kernel.ledger import final_record
 
     ledgers = {ledger.run_id: ledger for ledger in Ledger.all()}
     outcomes: list[StopOutcome] = []
     if run_ids is None:
         targets = [ledger for ledger in ledgers.values() if ledger.owner_alive]
     else:
-        finished = {s.get("run_id"): s for s in recent_finished(limit=1000)}
-        missing = [r for r in run_ids if r not in ledgers and r not in finished]
+        finished = {r: final_record(r) for r in run_ids if r not in ledgers}
+        missing = [r for r, final in finished.items() if final is None]
         if missing:
             raise InvalidSpec("no such run (see `chaos-inject status`)", text=", ".join(missing), field="run id")
         outcomes += [StopOutcome(r, "already-gone", finished[r].get("state")) for r in run_ids if r not in ledgers]
@@ -195,11 +195,11 @@ def stop_runs(run_ids: list[str] | None, *, timeout_s: float = 15.0, state: str 
 
 def _final_state(run_id: str, wait_s: float = 2.0) -> str | None:
     """The owner records the final state just after it removed the ledger: give it a moment."""
-    from .kernel.ledger import recent_finished
+    from .kernel.ledger import final_record
 
     end = time.monotonic() + wait_s
     while True:
-        final = {s.get("run_id"): s for s in recent_finished(limit=1000)}.get(run_id)
+        final = final_record(run_id)
         if final or time.monotonic() >= end:
             return (final or {}).get("state")
         time.sleep(0.02)

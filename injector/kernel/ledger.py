@@ -43,6 +43,17 @@ def record_final(status: dict[str, Any]) -> None:
         path.with_suffix(".log").unlink(missing_ok=True)  # a detached run's supervisor log goes with it
 
 
+def final_record(run_id: str) -> dict[str, Any] | None:
+    """The final record of one finished run (record_final's file, named by its run id); None if it has none
+    (still running, never existed, or aged out of the newest HISTORY_KEEP)."""
+    if not run_id or "/" in run_id or run_id.startswith("."):
+        return None  # a run id names a file in the history directory, nothing outside it
+    try:
+        return json.loads((history_dir() / f"{run_id}.json").read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+
+
 def recent_finished(limit: int = 10) -> list[dict[str, Any]]:
     directory = history_dir()
     if not directory.is_dir():

@@ -82,3 +82,15 @@ def test_recorder_ledgers_and_unswept_runs_are_not_recorded(monkeypatch):
 def test_live_runs_are_not_recorded():
     Ledger(run_id="live", entries=[{"kind": "test", "name": "l"}]).save()
     assert sweep().live_runs == ["live"] and not recent_finished()
+
+
+def test_final_record_reads_one_run_by_its_id():
+    record_final({"run_id": "r-a", "state": "completed"})
+    record_final({"run_id": "r-b", "state": "stopped"})
+    from injector.kernel.ledger import final_record
+
+    assert final_record("r-a") == {"run_id": "r-a", "state": "completed"}
+    assert final_record("r-b")["state"] == "stopped"
+    (history_dir() / "r-c.json").write_text("{half")                  # a foreign, broken file
+    for missing in ("r-none", "r-c", "", "../r-a", ".hidden"):
+        assert final_record(missing) is None, missing
