@@ -11,15 +11,16 @@ the ledger's ``restart`` entry, written before any signal is sent.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
 import secrets
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from .errors import ChaosInjectError, Interrupted, InvalidSpec
+from .session import RunBase
 from .spec import parse_duration_ns, parse_percent_ratio
 
 EXIT_OK, EXIT_ERROR = 0, 1
@@ -54,54 +55,90 @@ def _seconds(text: str, field: str) -> float:
     return parse_duration_ns(text, field=field) / 1e9
 
 
-class _HostRun:
-    """Ledger, status file, stop requests and signals for one host fault (no kernel objects of its own)."""
+class HostRun(RunBase):
+    """One host fault as a run: FaultSession's status file, stop requests and final record (RunBase), with
+    no kernel objects of its own. Use::
+
+        with run.running() as owner:   # Interrupted / ChaosInjectError end the block: stopped / failed
+            ...start the fault, owner.callback(undo)...
+            run.active()
+            run.hold(seconds, done)
+        status = run.finish(**outcome)
+    """
 
     def __init__(self, kind: str, describe: str, duration_s: float):
+        super().__init__(kind)
+        self.describe, self.duration_s = describe, duration_s
+        self._run_id = f"{kind}-{secrets.token_hex(4)}"
+        self.started = time.time()
+        self._t0 = self._clock()
+        self.extra: dict[str, Any] = {}
+        self.error: BaseException | None = None
+        self.stop_reason: str | None = None
+        self._final = "completed"
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    def _details(self) -> dict[str, Any]:
+        elapsed = (self._clock() - self._t0) / 1e9
+        return {"engine": "host", "flows": [], "fault": self.describe, "direction": None, "started": self.started,
+                "elapsed_s": elapsed, "duration_s": self.duration_s,
+                "remaining_s": max(0.0, self.duration_s - elapsed) if self._state == "running" else 0.0,
+                "rules": [], "counters": {}, "stop_reason": self.stop_reason,
+                "error": str(self.error) if self.error is not None and self._state == "failed" else None,
+                **self.extra}
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Any]:
+        """The run's owner (ledger; SIGINT/SIGTERM/SIGHUP end it); its undo callbacks run on every exit path.
+        An interruption or a ChaosInjectError inside ends the block and decides the final state."""
         from .kernel.owner import KernelOwner
 
-        self.kind, self.describe, self.duration_s = kind, describe, duration_s
-        self.run_id = f"{kind}-{secrets.token_hex(4)}"
-        self.owner = KernelOwner(self.run_id, meta={"kind": kind, "flows": [], "fault": describe,
-                                                    "engine": "host"})
-        self.started = time.time()
-        self.t0 = time.monotonic()
-        self.extra: dict[str, Any] = {}
-
-    def status(self, state: str, **more: Any) -> dict[str, Any]:
-        elapsed = time.monotonic() - self.t0
-        return {"run_id": self.run_id, "pid": os.getpid(), "kind": self.kind, "engine": "host", "state": state,
-                "flows": [], "fault": self.describe, "started": self.started, "updated": time.time(),
-                "elapsed_s": elapsed, "duration_s": self.duration_s,
-                "remaining_s": max(0.0, self.duration_s - elapsed) if state == "running" else 0.0,
-                "rules": [], "counters": {}, **self.extra, **more}
-
-    def write(self, state: str = "running") -> None:
-        self.owner.ledger.write_status(self.status(state))
-
-    def wait(self, seconds: float, done=lambda: False) -> str | None:
-        """Sleep up to ``seconds``; a `chaos-inject stop` request ends it early (returns that state)."""
-        end = time.monotonic() + seconds
-        written = time.monotonic()
-        while time.monotonic() < end and not done():
-            requested = self.owner.ledger.stop_requested()
-            if requested:
-                return requested if requested in ("stopped", "halted") else "stopped"
-            time.sleep(min(TICK_S, max(0.0, end - time.monotonic())))
-            if time.monotonic() - written >= STATUS_EVERY_S:  # the status file is fsynced: not every tick
-                self.write()
-                written = time.monotonic()
-        return None
-
-    def final(self, state: str, **more: Any) -> dict[str, Any]:
-        from .kernel.ledger import record_final
-
-        status = self.status(state, **more)
+        self._owner = KernelOwner(self.run_id, meta={"kind": self.kind, "flows": [], "fault": self.describe,
+                                                     "engine": "host"})
         try:
-            record_final(status)
-        except OSError:
-            pass
-        return status
+            with self._owner as owner:
+                yield owner
+        except Interrupted as exc:
+            self.error, self._final = exc, "stopped"
+            self.stop_reason = signal.Signals(exc.signum).name
+        except ChaosInjectError as exc:
+            self.error, self._final = exc, "failed"
+        else:
+            self._final = self._stop_state if self._stop.is_set() else "completed"
+
+    def active(self) -> None:
+        self._state = "running"
+        self._write_status()
+
+    def hold(self, seconds: float, done: Callable[[], bool] = lambda: False) -> None:
+        """Up to ``seconds``, until ``done()`` (polled every TICK_S) or a `chaos-inject stop RUN_ID`; the
+        status file is rewritten every STATUS_EVERY_S (it is fsynced: not every tick)."""
+        end = self._clock() + int(seconds * 1e9)
+        wait = lambda s: (time.sleep(s), done())[1]  # noqa: E731
+        while (now := self._clock()) < end and not done():
+            if self._wait_tick(wait, min(end, now + int(STATUS_EVERY_S * 1e9)), poll_ns=int(TICK_S * 1e9)):
+                return
+            self._write_status()
+
+    def finish(self, **outcome: Any) -> dict[str, Any]:
+        """The final state into the history (as every run's); returns that record."""
+        self._state = self._final
+        if self.stop_reason is None:
+            self.stop_reason = self._final
+        self.extra.update(outcome)
+        self._record_final()
+        return self._status()
+
+    def exit_code(self) -> int:
+        if isinstance(self.error, Interrupted):
+            return 128 + self.error.signum
+        if self._state == "failed":
+            print(f"chaos-inject: {self.error}", file=sys.stderr)
+            return EXIT_ERROR
+        return EXIT_OK
 
 
 def _report(status: dict[str, Any], as_json: bool, text: str) -> None:
@@ -117,30 +154,22 @@ def cmd_cpu_stress(args: argparse.Namespace) -> int:
     load = parse_percent_ratio(args.load, field="load") * 100
     duration_s = _seconds(args.duration, "duration")
     stress = CpuStress(args.workers, load, duration_s)  # validates workers, load, duration: nothing started yet
-    run = _HostRun("cpu-stress", f"cpu stress {args.workers} worker(s) at {load:g}% for {args.duration}",
-                   duration_s)
-    state, error = "completed", None
-    try:
-        with run.owner as owner:
-            stress.start()
-            owner.callback(stress.stop)  # workers end with the run on every exit path
-            run.extra["pids"] = stress.pids
-            run.write()
-            state = run.wait(duration_s + 1.0, done=lambda: (stress._sample(), not stress.running)[1]) or state
-    except Interrupted as exc:
-        state, error = "stopped", exc
-    except ChaosInjectError as exc:
-        state, error = "failed", exc
+    run = HostRun("cpu-stress", f"cpu stress {args.workers} worker(s) at {load:g}% for {args.duration}",
+                  duration_s)
+    with run.running() as owner:
+        stress.start()
+        owner.callback(stress.stop)  # workers end with the run on every exit path
+        run.extra["pids"] = stress.pids
+        run.active()
+        run.hold(duration_s + 1.0, done=lambda: not stress.poll())
     result = stress.stop()
-    status = run.final(state, stop_reason=_stop_reason(state, error),
-                       error=str(error) if error and state == "failed" else None,
-                       workers=result.workers, load_percent=result.load_percent,
-                       achieved_percent=round(result.achieved_percent, 2), cpu_s=round(result.cpu_s, 3),
-                       ran_s=round(result.elapsed_s, 3))
-    _report(status, args.json, f"cpu-stress {run.run_id}: {state}; {result.workers} worker(s) asked "
+    status = run.finish(workers=result.workers, load_percent=result.load_percent,
+                        achieved_percent=round(result.achieved_percent, 2), cpu_s=round(result.cpu_s, 3),
+                        ran_s=round(result.elapsed_s, 3))
+    _report(status, args.json, f"cpu-stress {run.run_id}: {run.state}; {result.workers} worker(s) asked "
             f"{result.load_percent:g}%, achieved {result.achieved_percent:.1f}% of one CPU each over "
             f"{result.elapsed_s:.1f}s (measured from /proc utime+stime)")
-    return _exit(state, error)
+    return run.exit_code()
 
 
 def cmd_kill_process(args: argparse.Namespace) -> int:
@@ -162,63 +191,39 @@ def cmd_kill_process(args: argparse.Namespace) -> int:
             raise Unsupported(f"cannot stop unit {args.service}: systemd is not PID 1 here; name the process "
                               "with --pid or --name and give --restart")
     targets = fault.choose_targets()  # fixed now: the ledger records them, inject() signals only them
-    run = _HostRun("kill-process", f"kill {fault.target}" + (f", held {args.hold}" if args.hold else ""), hold_s)
-    state, error, result = "completed", None, None
-    try:
-        with run.owner as owner:
-            # the restart entry goes into the ledger before any signal: `sweep` brings the service back if
-            # we die holding it down
-            entry = {"kind": "restart", "unit": args.service, "command": args.restart,
-                     "pids": {str(p): process_start_ticks(p) for p in targets}}
-            owner.ledger.append(entry)
+    run = HostRun("kill-process", f"kill {fault.target}" + (f", held {args.hold}" if args.hold else ""), hold_s)
+    with run.running() as owner:
+        # the restart entry goes into the ledger before any signal: `sweep` brings the service back if we die
+        # holding it down
+        entry = {"kind": "restart", "unit": args.service, "command": args.restart,
+                 "pids": {str(p): process_start_ticks(p) for p in targets}}
+        owner.ledger.append(entry)
 
-            def restore() -> None:  # once, on every exit path (owner's LIFO close)
-                fault.restore()
-                if entry in owner.ledger.entries:
-                    owner.ledger.remove_entry(entry)
+        def restore() -> None:  # on every exit path (owner's LIFO close); restore() itself runs once
+            fault.restore()
+            if entry in owner.ledger.entries:
+                owner.ledger.remove_entry(entry)
 
-            owner.callback(restore)
-            result = fault.inject()
-            run.extra.update(pids=list(result.pids), signals=dict(result.signals),
-                             stopped_s=round(result.stopped_s, 4))
-            run.write()
-            if hold_s:
-                state = run.wait(hold_s) or state
-            restore()
-    except Interrupted as exc:
-        state, error = "stopped", exc
-    except ChaosInjectError as exc:
-        state, error = "failed", exc
-    result = result or fault.result
-    status = run.final(state, stop_reason=_stop_reason(state, error),
-                       error=str(error) if error and state == "failed" else None,
-                       restarted=bool(result and result.restarted),
-                       restart_pid=result.restart_pid if result else None)
+        owner.callback(restore)
+        result = fault.inject()
+        run.extra.update(pids=list(result.pids), signals=dict(result.signals), stopped_s=round(result.stopped_s, 4))
+        run.active()
+        if hold_s:
+            run.hold(hold_s)
+        restore()  # here, not only at close: a failed restart is the run's error (failed), not a cleanup's
+    result = fault.result
+    status = run.finish(restarted=bool(result and result.restarted),
+                        restart_pid=result.restart_pid if result else None)
     if result is None:
-        text = f"kill-process {run.run_id}: {state}: {error}"
+        text = f"kill-process {run.run_id}: {run.state}: {run.error}"
     else:
-        text = (f"kill-process {run.run_id}: {state}; {fault.target}: "
+        text = (f"kill-process {run.run_id}: {run.state}; {fault.target}: "
                 + ", ".join(f"{p} {s}" for p, s in result.signals.items())
                 + f"; gone after {result.stopped_s * 1000:.1f} ms; "
                 + ("restarted" if result.restarted else "NOT restarted (no --restart)" if not args.service
                    else "not restarted"))
     _report(status, args.json, text)
-    return _exit(state, error)
+    return run.exit_code()
 
 
-def _stop_reason(state: str, error: BaseException | None) -> str | None:
-    if isinstance(error, Interrupted):
-        return signal.Signals(error.signum).name
-    return None if state == "completed" else state
-
-
-def _exit(state: str, error: BaseException | None) -> int:
-    if isinstance(error, Interrupted):
-        return 128 + error.signum
-    if state == "failed":
-        print(f"chaos-inject: {error}", file=sys.stderr)
-        return EXIT_ERROR
-    return EXIT_OK
-
-
-__all__ = ["add_host_parsers", "cmd_cpu_stress", "cmd_kill_process"]
+__all__ = ["HostRun", "add_host_parsers", "cmd_cpu_stress", "cmd_kill_process"]

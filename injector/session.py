@@ -83,7 +83,65 @@ def _stop_active_sessions() -> None:
             log.error("stopping run %s at exit: %s", session.run_id, exc)
 
 
-class FaultSession:
+class RunBase:
+    """What every run shares, a network fault (FaultSession) or a host fault (the CPU stress and process kill
+    commands): its id and kind, the status file `chaos-inject status` lists, stop requests from another process
+    (`chaos-inject stop RUN_ID`) and the final record in the history. A subclass says what its fault is
+    (``_details``) and owns ``self._owner``, the run's KernelOwner."""
+
+    def __init__(self, kind: str, *, extra_status: dict[str, Any] | None = None,
+                 clock: Callable[[], int] = time.monotonic_ns):
+        self.kind = kind
+        self._clock = clock
+        self._extra_status = dict(extra_status or {})
+        self._state = "pending"
+        self._owner: Any = None
+        self._stop = threading.Event()
+        self._stop_state = "stopped"
+
+    @property
+    def run_id(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def _details(self) -> dict[str, Any]:
+        """The fault's part of the status: engine, flows, fault, started, elapsed_s, remaining_s, duration_s,
+        counters, rules, stop_reason, error."""
+        raise NotImplementedError
+
+    def _status(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "pid": os.getpid(), "kind": self.kind, "state": self._state,
+                "updated": time.time(), **self._details(), **self._extra_status}
+
+    def _write_status(self) -> None:
+        self._owner.ledger.write_status(self._status())
+
+    def _record_final(self) -> None:
+        try:
+            record_final(self._status())
+        except OSError as exc:
+            log.warning("run %s: could not record its final state: %s", self.run_id, exc)
+
+    def _wait_tick(self, wait: Callable[[float], bool], until_ns: int, poll_ns: int = STOP_POLL_NS) -> bool:
+        """Wait until ``until_ns``; True if ``wait`` said so (stop(), the fault ended) or `chaos-inject stop
+        RUN_ID` asked from another process (its request file is looked at every ``poll_ns``)."""
+        while True:
+            left = until_ns - self._clock()
+            if left <= 0:
+                return False
+            if wait(min(left, poll_ns) / 1e9):
+                return True
+            requested = self._owner.ledger.stop_requested()
+            if requested:
+                self._stop_state = requested if requested in STOP_STATES else "stopped"
+                self._stop.set()
+                return True
+
+
+class FaultSession(RunBase):
     """One run of ``plan``. ``engine`` defaults to the plan's engine (``plan.engine``)."""
 
     def __init__(self, plan: Plan, engine: Any = None, *, kind: str = "library",
@@ -95,20 +153,14 @@ class FaultSession:
             from .engines.select import make_engine
 
             engine = make_engine(plan.engine)
-        self.plan = plan
+        super().__init__(kind, extra_status=extra_status, clock=clock)  # kind: cli | detached | library |
+        self.plan = plan                                                   # experiment, shown by `status`
         self.engine = engine
-        self.kind = kind                      # cli | detached | library | experiment: shown by `status`
         self.result = RunResult(plan=plan)
         self._on_progress = on_progress
-        self._clock = clock
         self._sleep = sleep
-        self._extra_status = dict(extra_status or {})
         self._on_active = on_active           # called once the fault is in place (--detach reports then)
-        self._state = "pending"
-        self._owner = None
         self._lock = threading.RLock()          # engine calls from the renew thread and the caller
-        self._stop = threading.Event()
-        self._stop_state = "stopped"
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop_thread: threading.Thread | None = None   # the thread renewing the lease (run() or _background)
@@ -124,10 +176,6 @@ class FaultSession:
     @property
     def run_id(self) -> str:
         return self.plan.run_id
-
-    @property
-    def state(self) -> str:
-        return self._state
 
     @property
     def active(self) -> bool:
@@ -148,7 +196,7 @@ class FaultSession:
     def start(self) -> "FaultSession":
         """Apply the fault and return once it is active; a daemon thread renews the lease."""
         self._claim()
-        owner = self._open_owner(handle_signals=False)
+        owner = self._new_owner(handle_signals=False).__enter__()  # the library's run: closed by _background
         try:
             self._apply(owner)
         except BaseException as exc:
@@ -163,7 +211,7 @@ class FaultSession:
         """Apply, renew in this thread until the duration ends (or a signal / stop request), undo; block."""
         self._claim()
         try:
-            with self._open_owner(handle_signals=handle_signals) as owner:
+            with self._new_owner(handle_signals=handle_signals) as owner:
                 self._apply(owner)
                 try:
                     self._loop(self._sleep_and_check)
@@ -262,17 +310,15 @@ class FaultSession:
             self._finish("failed")
             raise
 
-    def _open_owner(self, *, handle_signals: bool):
+    def _new_owner(self, *, handle_signals: bool):
         from .kernel.owner import KernelOwner
 
-        owner = KernelOwner(self.run_id, meta={**self.plan.to_dict(), "kind": self.kind},
-                            handle_signals=handle_signals)
-        owner.__enter__()
-        self._owner = owner  # pending: the ledger exists, the status file appears once the fault is active
-        return _Entered(owner)
+        # pending: the ledger exists once it is entered, the status file appears once the fault is active
+        self._owner = KernelOwner(self.run_id, meta={**self.plan.to_dict(), "kind": self.kind},
+                                  handle_signals=handle_signals)
+        return self._owner
 
     def _apply(self, owner) -> None:
-        owner = getattr(owner, "owner", owner)
         self._start_ns = self._clock()
         self._deadline_ns = self._start_ns + self.plan.duration_ns
         with self._lock:
@@ -290,10 +336,10 @@ class FaultSession:
         if self._on_active:
             self._on_active(self)
 
-    def _fail_before_active(self, entered, exc: BaseException) -> None:
+    def _fail_before_active(self, owner, exc: BaseException) -> None:
         self._error, self._error_raised = exc, True
         try:
-            entered.owner.__exit__(type(exc), exc, None)
+            owner.__exit__(type(exc), exc, None)
         except CleanupFailed as cleanup:
             log.error("run %s: undo after a failed apply: %s", self.run_id, cleanup)
         self._finish("failed")
@@ -304,13 +350,13 @@ class FaultSession:
 
     def _loop(self, wait: Callable[[float], bool]) -> None:
         self._loop_thread = threading.current_thread()
-        plan, ledger = self.plan, self._owner.ledger
+        plan = self.plan
         tick_ns = min(plan.lease_ns // 3, MAX_TICK_NS)
         while True:
             now = self._clock()
             if now >= self._deadline_ns:
                 return
-            if self._wait_tick(wait, ledger, now + min(tick_ns, self._deadline_ns - now)):
+            if self._wait_tick(wait, now + min(tick_ns, self._deadline_ns - now)):
                 return
             now = self._clock()
             with self._lock:
@@ -321,21 +367,6 @@ class FaultSession:
             if self._on_progress:
                 self._on_progress(Progress(plan.run_id, self.result.elapsed_ns, plan.duration_ns,
                                            self.result.counters))
-
-    def _wait_tick(self, wait: Callable[[float], bool], ledger, until_ns: int) -> bool:
-        """Wait until ``until_ns``; True if stopped meanwhile: stop() or `chaos-inject stop RUN_ID` from another
-        process (its request file is looked at every STOP_POLL_NS, so a stop takes effect within that)."""
-        while True:
-            left = until_ns - self._clock()
-            if left <= 0:
-                return False
-            if wait(min(left, STOP_POLL_NS) / 1e9):
-                return True
-            requested = ledger.stop_requested()
-            if requested:
-                self._stop_state = requested if requested in STOP_STATES else "stopped"
-                self._stop.set()
-                return True
 
     def _last_counters(self) -> None:
         # last word from the kernel before the objects go
@@ -382,40 +413,19 @@ class FaultSession:
             if state == "failed":
                 self.result.stop_reason = "failed"
                 self.result.error = repr(self._error) if self._error else None
-        try:
-            record_final(self._status())
-        except OSError as exc:
-            log.warning("run %s: could not record its final state: %s", self.run_id, exc)
+        self._record_final()
         self._done.set()
 
-    def _status(self) -> dict[str, Any]:
+    def _details(self) -> dict[str, Any]:
         plan, result = self.plan, self.result
         remaining = max(0, self._deadline_ns - self._clock()) if self._state == "running" else 0
-        return {"run_id": plan.run_id, "pid": os.getpid(), "engine": plan.engine, "kind": self.kind,
-                "state": self._state, "flows": [f.text or str(f) for f in plan.flows],
+        return {"engine": plan.engine, "flows": [f.text or str(f) for f in plan.flows],
                 "fault": "; ".join(f.describe() for f in plan.faults), "direction": plan.direction,
-                "started": result.started_wall, "updated": time.time(), "elapsed_s": result.elapsed_ns / 1e9,
+                "started": result.started_wall, "elapsed_s": result.elapsed_ns / 1e9,
                 "remaining_s": remaining / 1e9, "duration_s": plan.duration_ns / 1e9,
                 "counters": {str(k): v for k, v in result.counters.items()}, "rules": plan.to_dict()["rules"],
                 "stop_reason": result.stop_reason if self._state in FINAL_STATES else None,
-                "error": result.error, **self._extra_status}
-
-    def _write_status(self) -> None:
-        self._owner.ledger.write_status(self._status())
-
-
-class _Entered:
-    """The owner after __enter__, usable as ``with`` so run() keeps the owner's exit semantics
-    (a signal deferred during the last change is raised once everything is undone)."""
-
-    def __init__(self, owner):
-        self.owner = owner
-
-    def __enter__(self):
-        return self.owner
-
-    def __exit__(self, exc_type, exc, tb):
-        return self.owner.__exit__(exc_type, exc, tb)
+                "error": result.error}
 
 
 # -- building a run the way the CLI does ---------------------------------------------------------------------

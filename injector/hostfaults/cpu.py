@@ -96,6 +96,12 @@ class CpuStress:
             raise
         return self
 
+    def poll(self) -> bool:
+        """Whether a worker still runs; samples their CPU time first (the last sample before a worker exits is
+        what counts: call it often while waiting)."""
+        self._sample()
+        return self.running
+
     def _sample(self) -> None:
         for proc in self._procs:
             if proc.poll() is None:
@@ -107,10 +113,9 @@ class CpuStress:
     def wait(self, timeout: float | None = None) -> StressResult:
         """Until the workers reach their deadline."""
         end = None if timeout is None else time.monotonic() + timeout
-        while self.running:
+        while self.poll():
             if end is not None and time.monotonic() >= end:
                 raise TimeoutError("stress workers still running")
-            self._sample()
             time.sleep(0.05)
         return self._finish()
 

@@ -78,6 +78,28 @@ def test_cpu_stress_runs_measures_and_ends(run_dir):
     assert finished(run_dir)[result["run_id"]]["state"] == "completed"
 
 
+def test_host_and_network_runs_keep_the_same_records(run_dir, monkeypatch):
+    # one run mechanism (session.RunBase): a host fault's final record has every field of a network fault's
+    from injector.engines.fake import FakeEngine
+    from injector.kernel.ledger import recent_finished
+    from injector.plan import Interface, build_plan
+    from injector.session import FaultSession
+    from injector.spec import FaultSpec, parse_flow
+
+    monkeypatch.setenv("CHAOS_INJECT_RUN_DIR", str(run_dir))
+    plan = build_plan([(parse_flow("10.0.0.1->10.0.0.2/udp"), Interface("eth0"))], FaultSpec(loss_ratio=0.1),
+                      duration_ns=300_000_000, lease_ns=200_000_000, engine="fake")
+    FaultSession(plan, FakeEngine(), kind="cli").run(handle_signals=False)
+    done = cli(run_dir, "cpu-stress", "--load", "20%", "--duration", "300ms", "--json")
+    assert done.returncode == 0, done.stderr
+    records = {r["run_id"]: r for r in recent_finished()}
+    network, host = records[plan.run_id], records[json.loads(done.stdout)["run_id"]]
+    assert set(network) <= set(host), f"missing from a host run's record: {set(network) - set(host)}"
+    assert host["state"] == network["state"] == "completed"
+    assert host["stop_reason"] == network["stop_reason"] == "completed"
+    assert host["engine"] == "host" and host["kind"] == "cpu-stress" and host["error"] is None
+
+
 @pytest.mark.parametrize("how", ["stop", "SIGTERM"])
 def test_cpu_stress_ends_early_on_stop_or_sigterm(run_dir, how):
     proc = start(run_dir, "cpu-stress", "--load", "30%", "--duration", "60s", "--json")
