@@ -353,23 +353,34 @@ def test_unsteady_baseline_injects_nothing(lab):
 
 
 def test_latency_breach_halts_and_rolls_back_within_a_second(lab):
+    """The p95 guard (2x the baseline's bound) halts on a delay well above it. The baseline is ~60-80 requests
+    of the first second (enough for the p95's bound, which is then close to their maximum), so one scheduling
+    stall on a loaded machine inflates it (a 143 ms bound was seen at load 6: 2x that is above a 200 ms
+    fault). The delay is 500 ms (half the load's 1 s timeout) and only the latency guard is on (a timeout
+    under load must not turn this into an error-rate halt); if the measured threshold is still above the
+    fault, the machine cannot give this test its premise and it is skipped, saying so with the numbers."""
     lab.set_mode("ok")
     wait = {"type": "action", "name": "hold", "provider": {"type": "process", "path": "true"},
             "pauses": {"after": 30}}
-    t = time.monotonic()
-    code, j, log = lab.run(seed_like(lab, delay="200ms", method_extra=[wait],
-                                     halt={"latency_max_ratio": 2, "latency_quantile": 0.95,
+    delay_ms = 500
+    code, j, log = lab.run(seed_like(lab, delay=f"{delay_ms}ms", method_extra=[wait],
+                                     halt={"latency_max_ratio": 2, "latency_quantile": 0.95, "max_error_rate": None,
                                            "baseline": "8s"}), name="halt")
-    took = time.monotonic() - t
-    assert code == 1, log
+    assert j is not None, log
+    assert not lab.leftovers()
     ci = j["chaos-inject"]
+    threshold_ms = (ci["halt"].get("latency_threshold_ns") or 0) / 1e6
+    if ci["state"] != "halted" and threshold_ms >= 0.9 * delay_ms:
+        pytest.skip(f"machine too loaded for this test's premise: the baseline's p95 bound made the halt threshold "
+                    f"{threshold_ms:.0f} ms, not clearly below the {delay_ms} ms fault (load {os.getloadavg()[0]:.1f})")
+    assert code == 1, log
     assert ci["state"] == "halted" and j["status"] == "interrupted", log
     assert "latency breach" in ci["halt"]["breach"]
     assert ci["halt_faults_stopped_ns"] - ci["halt_detected_ns"] < 1e9, "fault not removed within 1 s"
     assert ci["rollbacks_done_ns"] - ci["halt_detected_ns"] < 1e9, "rollbacks not done within 1 s"
     assert ci["faults"][0]["state"] == "halted"
-    assert took < 30, "the 30 s hold was not cut short"
-    assert not lab.leftovers()
+    # the run's own clock: the wall time of the process also counts its start-up (25 s seen at load 9)
+    assert ci["rollbacks_done_ns"] - ci["phases"]["fault"]["start_ns"] < 30e9, "the 30 s hold was not cut short"
 
 
 def test_sigterm_runs_rollbacks(lab):
