@@ -141,6 +141,10 @@ class HostRun(RunBase):
         return EXIT_OK
 
 
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def _report(status: dict[str, Any], as_json: bool, text: str) -> None:
     if as_json:
         print(json.dumps(status, indent=1, default=str))
@@ -165,10 +169,12 @@ def cmd_cpu_stress(args: argparse.Namespace) -> int:
     result = stress.stop()
     status = run.finish(workers=result.workers, load_percent=result.load_percent,
                         achieved_percent=round(result.achieved_percent, 2), cpu_s=round(result.cpu_s, 3),
-                        ran_s=round(result.elapsed_s, 3))
+                        ran_s=round(result.elapsed_s, 3), waited_percent=_round(result.waited_percent, 2))
+    waited = "" if result.waited_percent is None else \
+        f"; each waited {result.waited_percent:.1f}% of the time for a CPU (the host's other load)"
     _report(status, args.json, f"cpu-stress {run.run_id}: {run.state}; {result.workers} worker(s) asked "
             f"{result.load_percent:g}%, achieved {result.achieved_percent:.1f}% of one CPU each over "
-            f"{result.elapsed_s:.1f}s (measured from /proc utime+stime)")
+            f"{result.elapsed_s:.1f}s (measured from /proc utime+stime){waited}")
     return run.exit_code()
 
 

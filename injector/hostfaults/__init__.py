@@ -4,7 +4,8 @@ No kernel objects: nothing for the ledger. Each fault is bounded by itself: a ki
 the fault ends (also on error), stress workers stop at their deadline even if the process that started them dies.
 """
 
-from .cpu import CpuStress, measure_cpu_load
+from .cpu import CpuShare, CpuStress, measure_cpu_load, measure_cpu_share
 from .process import KillResult, ProcessKill, find_processes, systemd_is_init
 
-__all__ = ["CpuStress", "KillResult", "ProcessKill", "find_processes", "measure_cpu_load", "systemd_is_init"]
+__all__ = ["CpuShare", "CpuStress", "KillResult", "ProcessKill", "find_processes", "measure_cpu_load",
+           "measure_cpu_share", "systemd_is_init"]

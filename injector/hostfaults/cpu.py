@@ -1,7 +1,9 @@
 """cpu_stress: N worker processes, each at L % of one CPU (busy/sleep duty cycle in short periods), for a duration.
 
 Workers are separate processes (the GIL would serialize threads) and end by themselves at the deadline or when
-this process dies. ``measure_cpu_load`` reads utime+stime from /proc/PID/stat: what the load really was.
+this process dies. ``measure_cpu_load`` reads utime+stime from /proc/PID/stat: what the load really was;
+``measure_cpu_share`` adds the time a worker was runnable but waited for a CPU (/proc/PID/schedstat): on a busy
+host a worker can get less than it asks, and that wait says the shortfall was the host's.
 """
 
 from __future__ import annotations
@@ -27,6 +29,35 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def cpu_wait_seconds(pid: int) -> float | None:
+    """Time the process was runnable but waiting for a CPU (run-queue delay, /proc/PID/schedstat field 2);
+    None where the kernel keeps no scheduler statistics (CONFIG_SCHED_INFO off)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except FileNotFoundError:
+        if Path(f"/proc/{pid}").exists():
+            return None
+        raise
+
+
+@dataclass
+class CpuShare:
+    load: float                 # CPU used, fraction of one CPU
+    waited: float | None        # runnable but waiting for a CPU, fraction of the window (None: not kept)
+
+
+def measure_cpu_share(pids: list[int], seconds: float) -> list[CpuShare]:
+    """Each process's CPU use over the next ``seconds`` and the share of them it waited for a CPU: a worker
+    that got less than it asked while it waited was refused the CPU by the host, not by its duty cycle."""
+    before = [(cpu_seconds(p), cpu_wait_seconds(p)) for p in pids]
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    after = [(cpu_seconds(p), cpu_wait_seconds(p)) for p in pids]
+    elapsed = time.monotonic() - t0
+    return [CpuShare((c1 - c0) / elapsed, None if w0 is None or w1 is None else (w1 - w0) / elapsed)
+            for (c0, w0), (c1, w1) in zip(before, after)]
+
+
 def measure_cpu_load(pids: list[int], seconds: float) -> list[float]:
     """Each process's CPU use over the next ``seconds``, as a fraction of one CPU."""
     before = [cpu_seconds(p) for p in pids]
@@ -44,11 +75,20 @@ class StressResult:
     duration_s: float
     elapsed_s: float = 0.0
     cpu_s: float = 0.0              # CPU time the workers used in total
+    waited_s: float | None = None   # time they were runnable but waited for a CPU (the host's other load)
 
     @property
     def achieved_percent(self) -> float:
         """Mean load per worker over the run, percent of one CPU."""
         return 100 * self.cpu_s / (self.workers * self.elapsed_s) if self.elapsed_s else 0.0
+
+    @property
+    def waited_percent(self) -> float | None:
+        """Mean time per worker spent waiting for a CPU, percent of the run: a load short of the request by
+        about this much was the host's doing."""
+        if self.waited_s is None or not self.elapsed_s:
+            return None
+        return 100 * self.waited_s / (self.workers * self.elapsed_s)
 
 
 class CpuStress:
@@ -71,6 +111,7 @@ class CpuStress:
         self.period_ns = period_ns
         self._procs: list[subprocess.Popen] = []
         self._cpu_at_exit: dict[int, float] = {}
+        self._wait_at_exit: dict[int, float | None] = {}
         self._started = 0.0
 
     @property
@@ -107,6 +148,7 @@ class CpuStress:
             if proc.poll() is None:
                 try:
                     self._cpu_at_exit[proc.pid] = cpu_seconds(proc.pid)
+                    self._wait_at_exit[proc.pid] = cpu_wait_seconds(proc.pid)
                 except (OSError, IndexError):
                     pass
 
@@ -137,6 +179,8 @@ class CpuStress:
         if self._started and not self.result.elapsed_s:
             self.result.elapsed_s = min(time.monotonic() - self._started, self.result.duration_s)
             self.result.cpu_s = sum(self._cpu_at_exit.values())
+            waits = list(self._wait_at_exit.values())
+            self.result.waited_s = None if not waits or None in waits else sum(waits)
         return self.result
 
     def __enter__(self) -> "CpuStress":

@@ -73,7 +73,9 @@ def test_cpu_stress_runs_measures_and_ends(run_dir):
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["state"] == "completed" and result["workers"] == 2 and result["load_percent"] == 50
-    assert 0 < result["achieved_percent"] <= 100 and result["cpu_s"] > 0  # measured from /proc, not assumed
+    assert result["cpu_s"] > 0 and result["waited_percent"] >= 0      # measured from /proc, not assumed
+    # never more than asked (+10 %); less only by the time the host measurably kept the workers waiting
+    assert 45 - result["waited_percent"] <= result["achieved_percent"] <= 55, result
     assert gone(result["pids"])
     assert finished(run_dir)[result["run_id"]]["state"] == "completed"
 
