@@ -2,7 +2,6 @@
 the time it waited for a CPU (/proc/PID/schedstat): on 2 shared cores at load 4 a 50 % worker was measured at
 42.7 %, the host's shortfall (it waited), not the stress's."""
 
-
 import pytest
 
 from injector.hostfaults import CpuStress, measure_cpu_share
