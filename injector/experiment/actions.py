@@ -62,38 +62,44 @@ def start_network_fault(flow: str, duration: str, delay: str | None = None, jitt
 
 
 def stop_network_fault(run_id: str | None = None) -> dict[str, Any]:
-    """Stop the fault ``run_id`` (or, without it, every fault this process started); returns their final
-    state and counters. Stopping what already ended is not an error (rollbacks may run twice)."""
+    """The rollback. With ``run_id``, stop that fault; without it, every fault this process started and still
+    holds, as :func:`stop_all_faults` (network faults, and held host faults: a pod-failure comes back, a CPU
+    stress ends), so a rollback leaves nothing of the method's on. Returns the network faults' final state
+    and counters and how many host faults were ended. Stopping what already ended is not an error
+    (rollbacks may run twice)."""
+    if run_id is None:
+        stopped, host_faults = _stop_everything("stopped")
+        return {"stopped": stopped, "host_faults_ended": host_faults}
     with _LOCK:
-        ids = [run_id] if run_id else list(_SESSIONS)
-        sessions = [(i, _SESSIONS.pop(i, None)) for i in ids]
-    out = []
-    for rid, session in sessions:
-        if session is None:
-            out.append({"run_id": rid, "state": "unknown (not started by this process)"})
-            continue
-        session.stop("stopped")
-        out.append(_describe(session))
-    return {"stopped": out}
+        session = _SESSIONS.pop(run_id, None)
+    if session is None:
+        return {"stopped": [{"run_id": run_id, "state": "unknown (not started by this process)"}]}
+    session.stop("stopped")
+    return {"stopped": [_describe(session)]}
 
 
 def stop_all_faults(state: str = "stopped") -> list[dict[str, Any]]:
     """Stop every fault this process started (the halt guard uses ``state="halted"``); held host faults
-    (a pod-failure, a CPU stress) end now too."""
+    (a pod-failure, a CPU stress) end now too. Returns the network faults' final state and counters."""
+    return _stop_everything(state)[0]
+
+
+def _stop_everything(state: str) -> tuple[list[dict[str, Any]], int]:
     import sys
 
-    if "injector.experiment.hostactions" in sys.modules:
-        sys.modules["injector.experiment.hostactions"].stop_all()
+    host_faults = 0
+    if "injector.experiment.hostactions" in sys.modules:  # not imported: no host fault was ever started
+        host_faults = sys.modules["injector.experiment.hostactions"].stop_all()
     with _LOCK:
-        sessions = list(_SESSIONS.items())
+        sessions = list(_SESSIONS.values())
         _SESSIONS.clear()
     out = []
-    for _, session in sessions:
+    for session in sessions:
         try:
             session.stop(state)
         finally:
             out.append(_describe(session))
-    return out
+    return out, host_faults
 
 
 def _hold(session) -> dict[str, Any]:

@@ -39,9 +39,9 @@ def _unregister(ev: threading.Event) -> None:
         done.set()
 
 
-def stop_all(wait_s: float = 15.0) -> None:
+def stop_all(wait_s: float = 15.0) -> int:
     """End every held host fault of this process now and wait (up to ``wait_s``) for their restores: the
-    runner may exit right after, and a killed service must come back first."""
+    runner may exit right after, and a killed service must come back first. Returns how many it ended."""
     with _LOCK:
         held = list(_HELD.items())
     for cancel, _ in held:
@@ -49,6 +49,7 @@ def stop_all(wait_s: float = 15.0) -> None:
     deadline = time.monotonic() + wait_s
     for _, done in held:
         done.wait(max(0.0, deadline - time.monotonic()))
+    return len(held)
 
 
 def _ancestors() -> set[int]:

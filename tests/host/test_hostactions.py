@@ -124,3 +124,30 @@ def test_restart_still_running_waits_for_the_hosts_port(host):
     with pytest.raises(RestartFailed, match="nothing accepts on .*:7412"):
         hostactions._restart(never, ready_s=0.5)
     assert time.monotonic() - t < 5
+
+
+def test_the_rollback_without_a_run_id_ends_a_held_host_fault_too(host):
+    """stop_network_fault() (a rollback's call) stops everything this process started, as stop_all_faults:
+    a pod-failure held by a background action comes back; naming a run id stops only that run."""
+    from injector.experiment.actions import stop_network_fault
+
+    svc = _service(host.server_ns)
+    deadline = time.monotonic() + 5
+    while svc.pid not in processes_in_netns(host.server_ns) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    out: dict = {}
+    action = threading.Thread(target=lambda: out.update(kill_hosts(["svc"], "pod-failure", duration="30s")),
+                              daemon=True)
+    action.start()
+    svc.wait(30)                                   # the hold has begun
+    time.sleep(0.2)
+    assert stop_network_fault("no-such-run")["stopped"][0]["state"].startswith("unknown")
+    assert action.is_alive(), "a rollback naming another run ended the host fault"
+    t = time.monotonic()
+    rolled_back = stop_network_fault()
+    assert rolled_back["host_faults_ended"] == 1 and time.monotonic() - t < 10
+    action.join(10)
+    assert not action.is_alive() and out["held_s"] < 10           # far below the 30 s hold
+    (entry,) = out["hosts"]
+    assert entry["restarted"] is True and _cmdlines(host.server_ns) == ["sleep 299"]
+    assert stop_network_fault()["host_faults_ended"] == 0          # a second rollback: nothing left, no error
