@@ -2,7 +2,8 @@
 """Host faults and run control: what they achieve and how long they take (run as root).
 
   cpu_stress   1 worker at 25 / 50 / 75 % of one CPU: its CPU use from /proc/PID/stat (utime+stime) over 3 s,
-               after 0.5 s to settle; --trials runs per load. 2 shared cores: other jobs steal from the worker.
+               after 0.5 s to settle, and the share of them it waited for a CPU (/proc/PID/schedstat); --trials
+               runs per load. 2 shared cores: other jobs steal from the worker (then it waited).
   kill_process a `sleep` we started, by pid: SIGTERM -> gone (ms); one that ignores SIGTERM: SIGKILL after a
                0.2 s grace -> gone.
   library      start_fault(partition) on a veth in throwaway namespaces: call -> fault active (includes the
@@ -31,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from injector.hostfaults import CpuStress, ProcessKill, measure_cpu_load  # noqa: E402
+from injector.hostfaults import CpuStress, ProcessKill, measure_cpu_share  # noqa: E402
 from injector.kernel.netns import Topology, unique_name  # noqa: E402
 
 
@@ -41,14 +42,16 @@ def fmt(values, unit="", scale=1.0, digits=1) -> str:
 
 
 def bench_cpu(trials: int) -> None:
-    print("cpu_stress, 1 worker, measured load (% of one CPU) over 3 s:")
+    print("cpu_stress, 1 worker, measured load (% of one CPU) over 3 s, and the time it waited for a CPU:")
     for load in (25, 50, 75):
-        measured = []
+        measured, waited = [], []
         for _ in range(trials):
             with CpuStress(1, load, 10) as stress:
                 time.sleep(0.5)
-                measured.append(measure_cpu_load(stress.pids, 3.0)[0])
-        print(f"  requested {load:3d} %: measured {fmt(measured, ' %', 100)}")
+                (share,) = measure_cpu_share(stress.pids, 3.0)
+            measured.append(share.load)
+            waited.append(share.waited if share.waited is not None else float("nan"))
+        print(f"  requested {load:3d} %: measured {fmt(measured, ' %', 100)}; waited {fmt(waited, ' %', 100)}")
 
 
 def bench_kill(trials: int) -> None:
