@@ -17,28 +17,14 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from injector.experiment.hostactions import kill_hosts  # noqa: E402
-from injector.kernel.netns import existing_namespaces  # noqa: E402
-from injector.lab.netlab import free_subnet  # noqa: E402
 from injector.lab import LabSpec, lab_down, lab_status, lab_up  # noqa: E402
-from injector.lab.netlab import restart_command  # noqa: E402
-
-
-def health(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=1) as resp:
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return None
+from injector.lab.netlab import free_subnet, http_get, lab_leftovers, restart_command  # noqa: E402
 
 
 def main() -> int:
@@ -56,7 +42,7 @@ def main() -> int:
             out = kill_hosts(["api"], "pod-kill")
             kill_return_s.append(time.monotonic() - t)
             assert out["hosts"][0]["restarted"], out
-            while health(info.api_url) != 200:
+            while http_get(f"{info.api_url}/health", timeout_s=1).status != 200:
                 if time.monotonic() - t > 30:
                     raise SystemExit("api not back after 30 s")
                 time.sleep(0.01)
@@ -66,11 +52,10 @@ def main() -> int:
             t = time.monotonic()
             subprocess.run(["/bin/sh", "-c", restart_command(spec, "api")], check=True, capture_output=True)
             cli_s.append(time.monotonic() - t)
-            assert health(info.api_url) == 200
+            assert http_get(f"{info.api_url}/health", timeout_s=1).status == 200
     finally:
         lab_down(spec)
-    left = [ns for ns in existing_namespaces() if ns.startswith(spec.prefix + "-")] + (
-        [str(spec.state_dir)] if spec.state_dir.exists() else [])
+    left = lab_leftovers(spec)
     med = statistics.median
     print(f"cycles {args.cycles}: pod-kill -> /health 200 again median {med(down_s):.2f} s "
           f"(min {min(down_s):.2f}, max {max(down_s):.2f}); kill_hosts returned after median "

@@ -15,14 +15,12 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from injector.kernel.netns import existing_namespaces  # noqa: E402
-from injector.lab.netlab import free_subnet  # noqa: E402
+from injector.lab.netlab import free_subnet, http_get, lab_leftovers  # noqa: E402
 from injector.lab import LabSpec, lab_down, lab_up  # noqa: E402
 
 
@@ -46,14 +44,12 @@ def main() -> int:
             ups.append(time.monotonic() - start)
             for k, v in info.timings_s.items():
                 stages.setdefault(k, []).append(v)
-            with urllib.request.urlopen(f"{info.api_url}/items", timeout=5) as resp:
-                assert resp.status == 200
+            assert http_get(f"{info.api_url}/items").status == 200
         finally:
             start = time.monotonic()
             lab_down(spec)
             downs.append(time.monotonic() - start)
-        left = [ns for ns in existing_namespaces() if ns.startswith(spec.prefix)] + (
-            [str(spec.state_dir)] if spec.state_dir.exists() else [])
+        left = lab_leftovers(spec, info.processes.values())
         assert not left, f"left behind: {left}"
         print(f"  cycle {i + 1}: up {ups[-1]:.2f} s, down {downs[-1]:.2f} s")
     print(f"lab up   median {statistics.median(ups):.2f} s (min {min(ups):.2f}, max {max(ups):.2f})")

@@ -31,12 +31,16 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 from ..errors import ChaosInjectError, CleanupFailed, InvalidSpec, NotPermitted, Unsupported
+from ..files import write_json_atomic
+from ..procfs import process_alive, process_start_ticks
 from . import definition as labdef
 
 DEFAULT_STATE_DIR = Path("/run/chaos-inject/lab")
@@ -147,9 +151,7 @@ class _State:
         self.save()
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1))
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, self.data, dir_mode=0o755)
 
 
 @contextlib.contextmanager
@@ -165,19 +167,9 @@ def _locked(state_dir: Path):
         os.close(fd)
 
 
-def _proc_starttime(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] == "Z":
-        return None  # a zombie has finished
-    return int(fields[19])
-
-
 def _alive(entry: dict) -> bool:
-    return _proc_starttime(entry["pid"]) == entry["starttime"]
+    """The process this entry recorded still runs (never a later process given the same pid)."""
+    return entry.get("starttime") is not None and process_alive(entry["pid"], entry["starttime"])
 
 
 # -- checks before anything is made ------------------------------------------------------------------------
@@ -287,7 +279,7 @@ def _spawn(state: _State, spec: LabSpec, role: str, argv: list[str], *, stop_sig
     _children[proc.pid] = proc
     start = None
     for _ in range(100):  # /proc entry appears with the fork; the start time never changes after
-        start = _proc_starttime(proc.pid)
+        start = process_start_ticks(proc.pid)
         if start is not None or proc.poll() is not None:
             break
         time.sleep(0.001)
@@ -308,8 +300,8 @@ def _tagged_processes(tag: str) -> list[dict]:
         except OSError:
             continue
         if needle in environ.split(b"\0"):
-            start = _proc_starttime(int(d.name))
-            if start is not None:
+            start = process_start_ticks(int(d.name))
+            if start is not None and process_alive(int(d.name), start):
                 found.append({"pid": int(d.name), "starttime": start})
     return found
 
@@ -343,6 +335,31 @@ def _http_ok(url: str, timeout_s: float = 1.0) -> bool:
             return resp.status == 200
     except urllib.error.HTTPError:
         return False
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    """One GET of a lab service: ``status`` is None when no HTTP answer came (refused, reset, timed out; ``error``
+    says which); ``elapsed_s`` runs to the whole body."""
+
+    status: int | None
+    elapsed_s: float
+    body: bytes = b""
+    error: str | None = None
+
+
+def http_get(url: str, timeout_s: float = 5.0) -> HttpReply:
+    """GET ``url``; an HTTP error status is a reply like any other (a 503 is what a database fault gives)."""
+    start = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            body = resp.read()
+            return HttpReply(resp.status, time.monotonic() - start, body)
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        return HttpReply(exc.code, time.monotonic() - start, body)
+    except OSError as exc:
+        return HttpReply(None, time.monotonic() - start, error=str(exc))
 
 
 def _tcp_open(address: str, port: int) -> bool:
@@ -673,6 +690,18 @@ def lab_down(spec: LabSpec | None = None) -> bool:
             return False
         _teardown(spec, state)
     return True
+
+
+def lab_leftovers(spec: LabSpec, pids: Iterable[int] = ()) -> list[str]:
+    """What of a lab is still there (for checks after ``lab down``): its namespaces, the host link, the state
+    directory, and which of ``pids`` (its processes) still run. Empty: nothing is left."""
+    from ..kernel.netns import existing_namespaces
+
+    left = [ns for ns in existing_namespaces() if ns.startswith(spec.prefix + "-")]
+    left += [spec.host_link] if Path(f"/sys/class/net/{spec.host_link}").exists() else []
+    left += [str(spec.state_dir)] if spec.state_dir.exists() else []
+    left += [f"pid {pid}" for pid in sorted(set(pids)) if process_alive(pid, None)]
+    return left
 
 
 @contextlib.contextmanager

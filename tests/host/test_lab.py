@@ -14,8 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,9 @@ import pytest
 
 from injector.kernel.netns import Topology, existing_namespaces
 from injector.lab import LabError, LabSpec, RequestLogRecorder, lab_down, lab_status, lab_up, prometheus_query
+from injector.lab.netlab import http_get, lab_leftovers
 from injector.plan import Interface
+from injector.procfs import process_alive
 from injector.record import Phases
 from injector.spec import FaultSpec, Inventory
 
@@ -40,33 +40,8 @@ def _free_subnet() -> str:
     return free_subnet("10.213")
 
 
-def _leftovers(spec: LabSpec, pids: dict[str, int]) -> list[str]:
-    found = [ns for ns in existing_namespaces() if ns.startswith(spec.prefix + "-")]
-    if Path(f"/sys/class/net/{spec.host_link}").exists():
-        found.append(spec.host_link)
-    if spec.state_dir.exists():
-        found.append(str(spec.state_dir))
-    for role, pid in pids.items():
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            continue
-        if state != "Z":
-            found.append(f"{role} pid {pid}")
-    return found
-
-
-def _get(url: str, timeout_s: float = 5.0) -> tuple[int, float, bytes]:
-    start = time.monotonic()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-            return resp.status, time.monotonic() - start, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, time.monotonic() - start, exc.read()
-
-
 def _metric(info, handler: str, status: int) -> float:
-    text = _get(f"{info.api_url}/metrics")[2].decode()
+    text = http_get(f"{info.api_url}/metrics").body.decode()
     key = f'http_requests_total{{handler="{handler}",status="{status}"}} '
     return sum(float(line[len(key):]) for line in text.splitlines() if line.startswith(key))
 
@@ -90,7 +65,8 @@ def lab():
         down_s = time.monotonic() - start
         print(f"\nlab timing: up {up_s:.2f} s, down {down_s:.2f} s")
     time.sleep(0.2)
-    assert not _leftovers(spec, pids), f"left behind: {_leftovers(spec, pids)}"
+    left = lab_leftovers(spec, pids.values())
+    assert not left, f"left behind: {left}"
 
 
 @pytest.fixture
@@ -115,10 +91,10 @@ def test_lab_is_up_and_up_again_is_idempotent(lab):
 
 def test_health_200_and_items_200(lab):
     _, info = lab
-    status, _, body = _get(f"{info.api_url}/health")
-    assert status == 200 and json.loads(body)["status"] == "ok"
-    status, _, body = _get(f"{info.api_url}/items")
-    assert status == 200 and len(json.loads(body)["items"]) == 20
+    health = http_get(f"{info.api_url}/health")
+    assert health.status == 200 and json.loads(health.body)["status"] == "ok"
+    items = http_get(f"{info.api_url}/items")
+    assert items.status == 200 and len(json.loads(items.body)["items"]) == 20
 
 
 def test_inventory_resolves_api_to_db_with_the_lab_netns(lab, run_dir_env):
@@ -146,15 +122,15 @@ def test_items_503_not_500_when_db_is_partitioned_and_recorder_sees_it(lab, run_
     with injected(flow, FaultSpec(partition=True), iface, duration_s=30):
         phases.mark("fault")
         time.sleep(0.2)
-        status, elapsed, body = _get(f"{info.api_url}/items")
-        assert status == 503, body
-        assert info.db_timeout_s * 0.9 < elapsed < info.db_timeout_s + 1.0, elapsed
-        assert _get(f"{info.api_url}/health")[0] == 200  # liveness does not touch the database
+        items = http_get(f"{info.api_url}/items")
+        assert items.status == 503, items
+        assert info.db_timeout_s * 0.9 < items.elapsed_s < info.db_timeout_s + 1.0, items.elapsed_s
+        assert http_get(f"{info.api_url}/health").status == 200  # liveness does not touch the database
         time.sleep(2.0)
         live = recorder.read_new()
     phases.mark("recovery")
     deadline = time.monotonic() + 10
-    while _get(f"{info.api_url}/items")[0] != 200:  # pooled connections that missed a deadline are replaced
+    while http_get(f"{info.api_url}/items").status != 200:  # pooled connections that missed a deadline are replaced
         assert time.monotonic() < deadline, "api did not recover after the partition"
         time.sleep(0.2)
     time.sleep(1.5)
@@ -198,9 +174,9 @@ def test_items_503_when_db_is_delayed_past_the_timeout(lab, run_dir_env):
             assert time.monotonic() < deadline, "injector did not become active"
             time.sleep(0.1)
         time.sleep(0.5)
-        results = [_get(f"{info.api_url}/items") for _ in range(3)]
-        assert [r[0] for r in results] == [503] * 3, results
-        assert all(0.9 * info.db_timeout_s < r[1] < info.db_timeout_s + 1.0 for r in results)
+        results = [http_get(f"{info.api_url}/items") for _ in range(3)]
+        assert [r.status for r in results] == [503] * 3, results
+        assert all(0.9 * info.db_timeout_s < r.elapsed_s < info.db_timeout_s + 1.0 for r in results)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         assert "delayed" in out
@@ -209,7 +185,7 @@ def test_items_503_when_db_is_delayed_past_the_timeout(lab, run_dir_env):
             proc.kill()
             proc.wait()
     deadline = time.monotonic() + 10
-    while _get(f"{info.api_url}/items")[0] != 200:
+    while http_get(f"{info.api_url}/items").status != 200:
         assert time.monotonic() < deadline, "api did not recover after the delay"
         time.sleep(0.2)
 
@@ -263,15 +239,8 @@ def test_lab_up_repairs_a_broken_lab(lab):
     repaired = lab_up(spec)
     print(f"\nlab repair (down + up): {time.monotonic() - start:.2f} s")
     assert lab_status(spec).up and repaired.processes["load"] != info.processes["load"]
-    assert _get(f"{repaired.api_url}/items")[0] == 200
-    assert not _alive_pid(info.processes["api"])  # the old api went with the old lab
-
-
-def _alive_pid(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert http_get(f"{repaired.api_url}/items").status == 200
+    assert not process_alive(info.processes["api"], None)  # the old api went with the old lab
 
 
 def test_request_log_rows_are_numpy_arrays(lab):
@@ -329,7 +298,8 @@ def test_lab_up_killed_half_way_is_removed_by_lab_down():
             proc.wait()
         assert lab_down(spec)
     time.sleep(0.2)
-    assert not _leftovers(spec, pids), _leftovers(spec, pids)
+    left = lab_leftovers(spec, [pid for pid in pids.values() if pid is not None])  # None: recorded before its pid
+    assert not left, left
 
 
 def test_lab_up_with_other_settings_than_the_running_lab_is_refused(lab):

@@ -13,8 +13,6 @@ import subprocess
 import sys
 import time
 import tomllib
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,8 +20,9 @@ import yaml
 
 from injector.experiment.foreign import load_any
 from injector.experiment.runner import RunOptions, run_experiment
-from injector.kernel.netns import existing_namespaces
 from injector.lab import LabSpec, lab_down, lab_restart, lab_status, lab_up
+from injector.lab.netlab import http_get, lab_leftovers
+from injector.procfs import process_alive
 
 from .labkit import free_subnet, needs_lab
 
@@ -37,21 +36,8 @@ def _free_subnet() -> str:
     return free_subnet("10.214")
 
 
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _health(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=1) as resp:
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return None
+def _health(info) -> int | None:
+    return http_get(f"{info.api_url}/health", timeout_s=1).status
 
 
 def _api_entries(spec: LabSpec) -> list[dict]:
@@ -73,10 +59,7 @@ def lab():
     finally:
         lab_down(spec)
     time.sleep(0.2)
-    left = [ns for ns in existing_namespaces() if ns.startswith(spec.prefix + "-")]
-    left += [spec.host_link] if Path(f"/sys/class/net/{spec.host_link}").exists() else []
-    left += [str(spec.state_dir)] if spec.state_dir.exists() else []
-    left += [f"pid {p}" for p in sorted(pids) if _running(p)]
+    left = lab_leftovers(spec, pids)
     assert not left, f"left behind: {left}"
 
 
@@ -101,15 +84,15 @@ def test_seed_pod_kill_restarts_the_api_under_the_lab(lab, tmp_path, monkeypatch
     assert action["status"] == "succeeded", action
     (host,) = action["output"]["hosts"]
     assert host["host"] == "api" and old in host["killed_pids"] and host["restarted"] is True, host
-    assert not _running(old)
+    assert not process_alive(old, None)
 
     # kill_hosts returned once the new api accepted on its port (not after a fixed 1 s watch of the command)
     with socket.create_connection((info.addresses["api"], info.ports["api"][0]), timeout=2):
         pass
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and _health(info.api_url) != 200:
+    while time.monotonic() < deadline and _health(info) != 200:
         time.sleep(0.1)
-    assert _health(info.api_url) == 200
+    assert _health(info) == 200
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not lab_status(spec).up:  # state.json saved after the service serves
         time.sleep(0.1)
@@ -118,7 +101,7 @@ def test_seed_pod_kill_restarts_the_api_under_the_lab(lab, tmp_path, monkeypatch
     new = status.info.processes["api"]
     pids.add(new)
     (entry,) = _api_entries(spec)                      # the old entry went with its process
-    assert new != old and entry["pid"] == new and entry["tag"] != old_entry["tag"] and _running(new)
+    assert new != old and entry["pid"] == new and entry["tag"] != old_entry["tag"] and process_alive(new, None)
     environ = Path(f"/proc/{new}/environ").read_bytes().split(b"\0")
     assert f"CHAOS_INJECT_LAB_TAG={entry['tag']}".encode() in environ   # tagged as the lab tags its processes
     assert os.stat(f"/proc/{new}/ns/net").st_ino == os.stat(f"/run/netns/{spec.netns('api')}").st_ino
@@ -131,7 +114,7 @@ def test_restart_of_a_running_service_and_refusals(lab):
     again = lab_restart("api", spec)               # running: stopped first, then started
     restart_s = time.monotonic() - t
     pids.add(again.processes["api"])
-    assert again.processes["api"] != old and not _running(old) and _health(info.api_url) == 200
+    assert again.processes["api"] != old and not process_alive(old, None) and _health(info) == 200
     assert lab_status(spec).up and len(_api_entries(spec)) == 1
     print(f"\nlab restart api (running api): {restart_s:.2f} s")
     from injector.errors import InvalidSpec

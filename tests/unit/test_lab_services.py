@@ -7,25 +7,32 @@ import os
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
 
+from injector.lab.api import _Server
 from injector.lab.loadgen import RECORD, LoadGenerator
+from injector.lab.netlab import http_get
 from injector.lab.requests import RequestLogRecorder, read_log
 from injector.record import Phases
 
 
-def _get(url: str, timeout_s: float = 5.0) -> tuple[int, float, bytes]:
-    start = time.monotonic()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-            return resp.status, time.monotonic() - start, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, time.monotonic() - start, exc.read()
+@pytest.fixture
+def serving():
+    """Serve an HTTP server on a thread for one test; returns its URL. Every server is shut down afterwards."""
+    servers = []
+
+    def serve(server) -> str:
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture
@@ -47,29 +54,21 @@ def _closed_port() -> int:
 
 
 @pytest.fixture
-def api_server():
+def api_server(serving):
     pytest.importorskip("psycopg", reason="python3-psycopg (Debian) is the api's driver: `sudo make setup`")
     from injector.lab.api import serve
-
-    servers = []
 
     def start(db_port: int, timeout_s: float):
         cfg = {"listen": "127.0.0.1", "port": 0, "db_timeout_s": timeout_s, "pool_size": 2, "items_limit": 5,
                "db": {"host": "127.0.0.1", "port": db_port, "dbname": "lab", "user": "lab", "password": "x"}}
-        server = serve(cfg)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
+        return serving(serve(cfg))
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return start
 
 
 def _metrics(url: str) -> dict[str, float]:
     out = {}
-    for line in _get(f"{url}/metrics")[2].decode().splitlines():
+    for line in http_get(f"{url}/metrics").body.decode().splitlines():
         if line and not line.startswith("#"):
             key, value = line.rsplit(" ", 1)
             out[key] = float(value)
@@ -78,10 +77,10 @@ def _metrics(url: str) -> dict[str, float]:
 
 def test_items_503_within_the_deadline_when_the_db_never_answers(api_server, silent_db):
     url = api_server(silent_db, 0.3)
-    status, elapsed, body = _get(f"{url}/items")
-    assert status == 503 and 0.28 < elapsed < 1.0, (status, elapsed)
-    assert json.loads(body)["error"] == "database unavailable"
-    assert _get(f"{url}/health")[0] == 200  # liveness does not touch the database
+    items = http_get(f"{url}/items")
+    assert items.status == 503 and 0.28 < items.elapsed_s < 1.0, items
+    assert json.loads(items.body)["error"] == "database unavailable"
+    assert http_get(f"{url}/health").status == 200  # liveness does not touch the database
     m = _metrics(url)
     assert m['http_requests_total{handler="/items",status="503"}'] == 1
     assert m['http_requests_total{handler="/items",status="500"}'] == 0  # present at 0: the seed query has data
@@ -94,10 +93,10 @@ def test_items_503_within_the_deadline_when_the_db_never_answers(api_server, sil
 
 def test_items_503_at_once_when_the_db_refuses(api_server):
     url = api_server(_closed_port(), 1.0)
-    status, elapsed, _ = _get(f"{url}/items")
-    assert status == 503 and elapsed < 0.5
-    assert _get(f"{url}/nothing")[0] == 404
-    assert 'handler="other",status="404"' in _get(f"{url}/metrics")[2].decode()
+    items = http_get(f"{url}/items")
+    assert items.status == 503 and items.elapsed_s < 0.5, items
+    assert http_get(f"{url}/nothing").status == 404
+    assert 'handler="other",status="404"' in http_get(f"{url}/metrics").body.decode()
 
 
 class _Echo(BaseHTTPRequestHandler):
@@ -118,26 +117,13 @@ class _Echo(BaseHTTPRequestHandler):
         pass
 
 
-class _Server(ThreadingHTTPServer):
-    request_queue_size = 256  # the default backlog of 5 drops SYNs when 50 requests/s pile up
-
-
 @pytest.fixture
-def http_target():
-    servers = []
-
+def http_target(serving):
     def start(delay_s: float = 0.0) -> str:
-        handler = type("H", (_Echo,), {"delay_s": delay_s})
-        server = _Server(("127.0.0.1", 0), handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
+        # the api's server class: a listen backlog for 50 requests/s (the default of 5 drops SYNs)
+        return serving(_Server(("127.0.0.1", 0), type("H", (_Echo,), {"delay_s": delay_s})))
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return start
 
 
 def _run_load(gen: LoadGenerator, seconds: float) -> None:
@@ -247,22 +233,16 @@ def test_recorder_satisfies_the_recorder_protocol():
     assert isinstance(RequestLogRecorder("/nonexistent"), Recorder)
 
 
-def test_a_bug_is_a_500_and_counted_as_one(capsys):
+def test_a_bug_is_a_500_and_counted_as_one(capsys, serving):
     """The 500 path exists (so the seed experiment can catch a real bug): an SQL error is not an outage."""
     pytest.importorskip("psycopg", reason="python3-psycopg (Debian) is the api's driver: `sudo make setup`")
-    from injector.lab.api import Metrics, QueryFailed, _Server, make_handler
+    from injector.lab.api import Metrics, QueryFailed, make_handler
 
     class BrokenDb:
         def query(self, sql, params):
             raise QueryFailed('relation "items" does not exist')
 
-    server = _Server(("127.0.0.1", 0), make_handler(BrokenDb(), Metrics(), 5))
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        assert _get(f"{url}/items")[0] == 500
-        assert _metrics(url)['http_requests_total{handler="/items",status="500"}'] == 1
-    finally:
-        server.shutdown()
-        server.server_close()
+    url = serving(_Server(("127.0.0.1", 0), make_handler(BrokenDb(), Metrics(), 5)))
+    assert http_get(f"{url}/items").status == 500
+    assert _metrics(url)['http_requests_total{handler="/items",status="500"}'] == 1
     assert "QueryFailed" in capsys.readouterr().err  # the traceback is logged
