@@ -7,27 +7,36 @@ import numpy as np
 
 from ._types import InvalidInput
 
-__all__ = ["check_confidence", "check_count", "check_counts", "check_samples", "check_quantile"]
+__all__ = ["check_alternative", "check_confidence", "check_count", "check_counts", "check_samples",
+           "check_quantile"]
+
+
+def _open_unit(value: object, name: str) -> float:
+    """A number strictly between 0 and 1."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{name} must be a number in (0, 1), got {value!r}") from None
+    if not (0.0 < v < 1.0):
+        raise InvalidInput(f"{name} must be in (0, 1), got {value!r}")
+    return v
 
 
 def check_confidence(confidence: float) -> float:
-    try:
-        c = float(confidence)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"confidence must be a number in (0, 1), got {confidence!r}") from None
-    if not (0.0 < c < 1.0):
-        raise InvalidInput(f"confidence must be in (0, 1), got {confidence!r}")
-    return c
+    return _open_unit(confidence, "confidence")
 
 
 def check_quantile(q: float) -> float:
-    try:
-        qq = float(q)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"quantile must be a number in (0, 1), got {q!r}") from None
-    if not (0.0 < qq < 1.0):
-        raise InvalidInput(f"quantile must be in (0, 1), got {q!r}")
-    return qq
+    return _open_unit(q, "quantile")
+
+
+ALTERNATIVES = ("two-sided", "greater", "less")
+
+
+def check_alternative(alternative: str) -> str:
+    if alternative not in ALTERNATIVES:
+        raise InvalidInput(f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}")
+    return alternative
 
 
 def check_count(value: object, name: str) -> int:

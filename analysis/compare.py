@@ -25,7 +25,7 @@ import numpy as np
 from scipy import special, stats
 
 from ._types import ConfidenceInterval, InvalidInput
-from ._validate import check_confidence, check_quantile, check_samples
+from ._validate import check_alternative, check_confidence, check_quantile, check_samples
 from .quantiles import order_statistic_ranks, _point_rank
 
 __all__ = [
@@ -308,8 +308,7 @@ def compare_latency(
     x = check_samples(baseline, "baseline", allow_empty=False)
     y = check_samples(fault, "fault", allow_empty=False)
     conf = check_confidence(confidence)
-    if alternative not in ("two-sided", "greater", "less"):
-        raise InvalidInput(f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}")
+    check_alternative(alternative)
     xs, ys = _sorted(x), _sorted(y)
     nx, ny = xs.size, ys.size
     N = nx * ny
@@ -411,8 +410,7 @@ def quantile_shift_test(baseline: object, fault: object, q: float = 0.99, *, alt
     y = check_samples(fault, "fault", allow_empty=False)
     q = check_quantile(q)
     conf = check_confidence(confidence)
-    if alternative not in ("greater", "less", "two-sided"):
-        raise InvalidInput(f"alternative must be 'greater', 'less' or 'two-sided', got {alternative!r}")
+    check_alternative(alternative)
     pooled = np.concatenate((x, y))
     r = _point_rank(pooled.size, q)
     t = float(np.partition(pooled, r - 1)[r - 1])
@@ -609,8 +607,7 @@ def tail_rank_test(baseline: object, fault: object, q: float = 0.99, *, tail: fl
     y = check_samples(fault, "fault", allow_empty=False)
     q = check_quantile(q)
     tail = check_quantile(tail)
-    if alternative not in ("greater", "less", "two-sided"):
-        raise InvalidInput(f"alternative must be 'greater', 'less' or 'two-sided', got {alternative!r}")
+    check_alternative(alternative)
     m, n = x.size, y.size
     N = m + n
     k = min(N, max(1, math.ceil((1.0 - tail) * N - 1e-9)))

@@ -8,7 +8,7 @@ import numpy as np
 from scipy import special, stats
 
 from ._types import ConfidenceInterval, InvalidInput
-from ._validate import check_confidence, check_counts
+from ._validate import check_alternative, check_confidence, check_counts
 
 __all__ = ["proportion_ci", "ProportionComparison", "compare_proportions", "required_trials_two_proportions"]
 
@@ -109,8 +109,7 @@ def compare_proportions(
     conf = check_confidence(confidence)
     if n1 == 0 or n2 == 0:
         raise InvalidInput("compare_proportions needs at least one trial in each group")
-    if alternative not in ("greater", "less", "two-sided"):
-        raise InvalidInput(f"alternative must be 'greater', 'less' or 'two-sided', got {alternative!r}")
+    check_alternative(alternative)
     if method not in ("auto", "z", "fisher"):
         raise InvalidInput(f"method must be 'auto', 'z' or 'fisher', got {method!r}")
     p1, p2 = x1 / n1, x2 / n2

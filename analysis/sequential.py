@@ -24,7 +24,7 @@ from scipy.optimize import brentq
 from scipy.special import betaln, logsumexp
 
 from ._types import ConfidenceInterval, InvalidInput
-from ._validate import check_count, check_counts, check_samples
+from ._validate import check_counts, check_samples
 
 __all__ = [
     "DEFAULT_RATIOS",
