@@ -83,12 +83,16 @@ class UdpReceiver:
 
 
 def send_udp(netns: str | None, dst: str, port: int, count: int, rate_pps: float, size: int = 64,
-             src: str | None = None, src_port: int = 0) -> int:
+             src: str | None = None, src_port: int = 0, sndbuf_bytes: int | None = None) -> int:
     """Send ``count`` sequence-numbered datagrams at ``rate_pps`` (bounded in count and time), from ``src``:``src_port``
-    when given (e.g. a server's port, to play a flow's replies)."""
+    when given (e.g. a server's port, to play a flow's replies). ``sndbuf_bytes`` forces the send buffer (root):
+    a datagram a fault holds as it is stays charged to its sender, whose sends would block once the default is
+    full."""
     family = socket.AF_INET6 if ":" in dst else socket.AF_INET
     sock = socket_in(netns, family, socket.SOCK_DGRAM)
     try:
+        if sndbuf_bytes:
+            sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_SNDBUFFORCE", 32), sndbuf_bytes)
         if src or src_port:
             sock.bind((src or "", src_port))
         interval = 1.0 / rate_pps
