@@ -190,6 +190,21 @@ def check_leftovers(namespaces: list[str]) -> list[str]:
     return [n for n in namespaces if n in listed]
 
 
+def release(net: "BenchNet | None", program=None) -> None:
+    """A benchmark's end: its namespaces first (veths, qdiscs and filters go with them, so nothing uses the
+    program any more), then the BPF program, each even if the other failed; a namespace still listed after
+    that is an error."""
+    try:
+        if net is not None:
+            net.close()
+    finally:
+        if program is not None:
+            program.close()
+    left = check_leftovers([net.a, net.b]) if net is not None else []
+    if left:
+        raise RuntimeError(f"namespaces left behind: {left}")
+
+
 # -- namespaces ----------------------------------------------------------------------------------------------
 def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, stdout=subprocess.DEVNULL)

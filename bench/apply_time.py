@@ -112,15 +112,7 @@ def run(args) -> dict[str, tuple[list[float], list[float]]]:
             "(c) spawn `tc` u32 filter add / del": (tc_add, tc_del),
         }
     finally:
-        try:
-            if net is not None:
-                net.close()  # the veth, clsact and filters go with the namespaces
-        finally:
-            if program is not None:
-                program.close()
-    left = C.check_leftovers([net.a, net.b]) if net is not None else []
-    if left:
-        raise RuntimeError(f"namespaces left behind: {left}")
+        C.release(net, program)
     return results
 
 

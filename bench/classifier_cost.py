@@ -255,15 +255,7 @@ def part2(args) -> tuple[list[tuple], dict]:
             except Exception:
                 echo.kill()
                 echo.wait()
-        try:
-            if net is not None:
-                net.close()  # the veths, their clsact qdiscs and all filters go with the namespaces
-        finally:
-            if program is not None:
-                program.close()
-    left = C.check_leftovers([net.a, net.b]) if net is not None else []
-    if left:
-        raise RuntimeError(f"namespaces left behind: {left}")
+        C.release(net, program)
     return rows, info
 
 

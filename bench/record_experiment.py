@@ -15,64 +15,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import begin  # noqa: E402
-from injector.kernel.netns import Topology, socket_in, unique_name  # noqa: E402
-
-
-def traffic(client_ns: str, server_ns: str, server_ip: str, done: threading.Event) -> list[threading.Thread]:
-    listener = socket_in(server_ns, socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((server_ip, 9000))
-    listener.listen(64)
-    listener.settimeout(0.2)
-
-    def echo(conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(5)
-            try:
-                while data := conn.recv(4096):
-                    conn.sendall(data)
-            except OSError:
-                pass
-
-    def serve() -> None:
-        with listener:
-            while not done.is_set():
-                try:
-                    conn, _ = listener.accept()
-                except OSError:
-                    continue
-                threading.Thread(target=echo, args=(conn,), daemon=True).start()
-
-    def client() -> None:
-        while not done.is_set():
-            try:
-                with socket_in(client_ns, socket.AF_INET, socket.SOCK_STREAM) as s:
-                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    s.settimeout(5)
-                    s.connect((server_ip, 9000))
-                    for _ in range(4):
-                        s.sendall(b"x" * 64)
-                        got = 0
-                        while got < 64:
-                            got += len(s.recv(64 - got) or b"")
-            except OSError:
-                pass
-            time.sleep(0.03)
-    threads = [threading.Thread(target=serve, daemon=True), threading.Thread(target=client, daemon=True)]
-    for t in threads:
-        t.start()
-    return threads
+from injector.kernel.netns import Topology, unique_name  # noqa: E402
+from injector.record.traffic import TcpEchoTraffic  # noqa: E402
 
 
 def one(delay_ms: int, fault_s: float, tmp: Path) -> dict[str, tuple[float, int]]:
@@ -80,8 +33,7 @@ def one(delay_ms: int, fault_s: float, tmp: Path) -> dict[str, tuple[float, int]
     from injector.experiment.spec import parse_experiment
 
     topo = Topology()
-    done = threading.Event()
-    threads: list[threading.Thread] = []
+    traffic = None
     try:
         api = topo.add_namespace(unique_name("br-api"))
         db = topo.add_namespace(unique_name("br-db"))
@@ -98,15 +50,14 @@ def one(delay_ms: int, fault_s: float, tmp: Path) -> dict[str, tuple[float, int]
             "extensions": [{"name": "chaos-inject", "halt": {"enabled": False, "recovery": "1s"},
                             "record": {"oneway": ["db->api"], "rtt": ["api->db"], "placement": "socket",
                                        "baseline": "2s"}}]}
-        threads = traffic(api, db, str(lb.ipv4.ip), done)
+        traffic = TcpEchoTraffic(api, db, str(lb.ipv4.ip), 9000)
         time.sleep(0.2)
         outcome = run_experiment(parse_experiment(doc), RunOptions(run_dir=tmp / f"run-{api}", handle_signals=False))
         summary = outcome.journal["chaos-inject"]["recorders"]["record"]
         return {s["source"]: (s["shift_ns"] / 1e6, s["fault_n"]) for s in summary["latency_shift"]}
     finally:
-        done.set()
-        for t in threads:
-            t.join(10)
+        if traffic is not None:
+            traffic.close()
         topo.close()
 
 

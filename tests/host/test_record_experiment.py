@@ -10,15 +10,13 @@ the recorders run. Traffic only between the test's namespaces.
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 
 import pandas as pd
 import pytest
 
 from injector.kernel import nfqueue
-from injector.kernel.netns import socket_in
+from injector.record.traffic import TcpEchoTraffic
 
 from .conftest import loaded_program_names
 
@@ -27,70 +25,6 @@ DELAY_MS = 20
 
 pytestmark = pytest.mark.skipif(nfqueue.nft_binary() is None,
                                 reason="nft missing (Debian package nftables; run `sudo make setup`)")
-
-
-class TcpTraffic:
-    """An echo server in the db namespace; a client in the api namespace opening a connection every ~30 ms
-    and exchanging a few messages on it."""
-
-    def __init__(self, pair, port: int):
-        self.done = threading.Event()
-        self.server_ip, self.port = str(pair.server.ipv4.ip), port
-        self.client_ns = pair.client_ns
-        self.listener = socket_in(pair.server_ns, socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((self.server_ip, port))
-        self.listener.listen(64)
-        self.listener.settimeout(0.2)
-        self.exchanges = 0
-        self.errors: list[str] = []
-        self.threads = [threading.Thread(target=self._serve, daemon=True),
-                        threading.Thread(target=self._client, daemon=True)]
-        for t in self.threads:
-            t.start()
-
-    def _serve(self) -> None:
-        while not self.done.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except (TimeoutError, socket.timeout):
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _echo(conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(5)
-            try:
-                while data := conn.recv(4096):
-                    conn.sendall(data)
-            except OSError:
-                pass
-
-    def _client(self) -> None:
-        while not self.done.is_set():
-            try:
-                with socket_in(self.client_ns, socket.AF_INET, socket.SOCK_STREAM) as s:
-                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    s.settimeout(5)
-                    s.connect((self.server_ip, self.port))
-                    for _ in range(4):
-                        s.sendall(b"x" * 64)
-                        got = 0
-                        while got < 64:
-                            got += len(s.recv(64 - got) or b"")
-                        self.exchanges += 1
-            except OSError as exc:
-                self.errors.append(repr(exc))
-            time.sleep(0.03)
-
-    def close(self) -> None:
-        self.done.set()
-        for t in self.threads:
-            t.join(timeout=10)
-        self.listener.close()
 
 
 def test_experiment_records_oneway_and_rtt_shift_per_source(pair, tmp_path, monkeypatch):
@@ -113,7 +47,7 @@ def test_experiment_records_oneway_and_rtt_shift_per_source(pair, tmp_path, monk
                         "record": {"oneway": ["db->api"], "rtt": ["api->db"], "placement": "socket",
                                    "baseline": "2s"}}]}
     run_dir = tmp_path / "exp"
-    traffic = TcpTraffic(pair, 9000)
+    traffic = TcpEchoTraffic(pair.client_ns, pair.server_ns, str(pair.server.ipv4.ip), 9000)
     try:
         time.sleep(0.2)
         outcome = run_experiment(parse_experiment(doc), RunOptions(run_dir=run_dir, handle_signals=False))
