@@ -12,6 +12,7 @@ Prints per-run figures and medians. Usage: python bench/experiment_halt.py [--ru
 from __future__ import annotations
 
 import argparse
+import http.server
 import os
 import statistics
 import sys
@@ -28,6 +29,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from injector.experiment import parse_experiment  # noqa: E402
 from injector.experiment.runner import RunOptions, run_experiment  # noqa: E402
 from injector.experiment.spec import GuardSpec  # noqa: E402
+
+
+class OkHandler(http.server.BaseHTTPRequestHandler):
+    """200 "ok" on keep-alive, no logging: the service the load generator measures (guard_baseline.py too)."""
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
 
 
 class TurnsBad:
@@ -88,7 +104,6 @@ def _mark(line: str, tmp: Path) -> None:
 
 
 def netns_run(tmp: Path) -> tuple[float, float, float]:
-    import http.server
     import socket
 
     from injector.kernel.netns import Topology, socket_in, unique_name
@@ -103,21 +118,7 @@ def netns_run(tmp: Path) -> tuple[float, float, float]:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((str(b.ipv4.ip), 8080))
         sock.listen(64)
-
-        class H(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-        srv = http.server.ThreadingHTTPServer((str(b.ipv4.ip), 8080), H, bind_and_activate=False)
+        srv = http.server.ThreadingHTTPServer((str(b.ipv4.ip), 8080), OkHandler, bind_and_activate=False)
         srv.socket.close()
         srv.socket = sock
         srv.daemon_threads = True

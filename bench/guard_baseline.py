@@ -27,23 +27,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-SERVER = r'''
+SERVER = f"""
 import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    def log_message(self, *a):
-        pass
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from experiment_halt import OkHandler
 http.server.ThreadingHTTPServer.daemon_threads = True
-s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OkHandler)
 print(s.server_address[1], flush=True)
 s.serve_forever()
-'''
+"""
 
 
 def trial(order: str, url: str) -> dict:
