@@ -153,8 +153,9 @@ class FaultSession(RunBase):
             from .engines.select import make_engine
 
             engine = make_engine(plan.engine)
-        super().__init__(kind, extra_status=extra_status, clock=clock)  # kind: cli | detached | library |
-        self.plan = plan                                                   # experiment, shown by `status`
+        # kind: cli | detached | library | experiment, shown by `status`
+        super().__init__(kind, extra_status=extra_status, clock=clock)
+        self.plan = plan
         self.engine = engine
         self.result = RunResult(plan=plan)
         self._on_progress = on_progress
