@@ -228,4 +228,5 @@ def stress_cpu(workers: int, load: float = 100, duration: str = "60s", hosts: li
         _unregister(cancel)
     r = stress.result
     return {"workers": r.workers, "hosts": list(hosts or []), "load_percent": r.load_percent,
-            "elapsed_s": round(r.elapsed_s, 3), "achieved_percent": round(r.achieved_percent, 1)}
+            "elapsed_s": round(r.elapsed_s, 3), "achieved_percent": round(r.achieved_percent, 1),
+            "waited_percent": None if r.waited_percent is None else round(r.waited_percent, 1)}

@@ -95,9 +95,10 @@ def test_pod_failure_needs_a_duration(host):
 
 def test_stress_cpu_runs_its_workers_for_the_duration():
     out = hostactions.stress_cpu(1, 50, "1s", hosts=["a", "b"])
-    # 2 shared cores: other test runs may take CPU from the workers, never give them more than asked
+    # 2 shared cores: other test runs may take CPU from the workers (they wait: measured), never give them more
+    # than asked; 1 s includes the workers' start, hence the wider margin below
     assert out["workers"] == 2 and 0.9 <= out["elapsed_s"] <= 3
-    assert 10 <= out["achieved_percent"] <= 75
+    assert 35 - out["waited_percent"] <= out["achieved_percent"] <= 60, out
 
 
 LISTEN = "import socket, time; s = socket.socket(); s.bind(('{ip}', 7411)); s.listen(); time.sleep(300)"
