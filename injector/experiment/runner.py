@@ -130,7 +130,6 @@ class _Run:
         self.halt_done = threading.Event()   # the guard's thread has stopped our faults
         self.halt_faults_stopped_ns: int | None = None
         self.method_started = False
-        self.method_start_ns: int | None = None
         self.method_error: BaseException | None = None     # the method's thread raised (reported by the main one)
         self.halt_status = "interrupted"       # journal status of a halt (fail-fast: "failed")
         self.rollbacks_done_ns: int | None = None
@@ -445,7 +444,6 @@ def run_experiment(exp: Experiment, opts: RunOptions | None = None) -> RunOutcom
                 r.say(f"guard: {n}")
             r.phases.mark("fault")
             r.method_started = True
-            r.method_start_ns = time.monotonic_ns()
             r.enter("method")
             cont = None
             if strategy in ("during-method-only", "continuously") and exp.hypothesis and exp.hypothesis.probes:
