@@ -366,3 +366,32 @@ def test_history_keeps_the_newest_runs_and_their_logs(monkeypatch, run_dir):
         time.sleep(0.01)
     assert [s["run_id"] for s in recent_finished()] == ["r2", "r3", "r4"]
     assert sorted(p.name for p in ledger_mod.history_dir().glob("*.log")) == ["r2.log", "r3.log", "r4.log"]
+
+
+def test_the_rollback_without_a_run_id_stops_network_and_held_host_faults(run_dir):
+    """stop_network_fault(None) = stop_all_faults: what this process started and holds, host faults included;
+    with a run id, only that run."""
+    from injector.experiment import actions, hostactions
+
+    first = FaultSession(make_plan(duration_ms=60_000), FakeEngine(), kind="experiment").start()
+    second = FaultSession(make_plan(duration_ms=60_000), FakeEngine(), kind="experiment").start()
+    actions.register_session(first)
+    actions.register_session(second)
+    cancel = hostactions._register()           # a held host fault, as kill_hosts/stress_cpu hold one
+    holder = threading.Thread(target=lambda: (cancel.wait(30), hostactions._unregister(cancel)), daemon=True)
+    holder.start()
+    try:
+        (one,) = actions.stop_network_fault(first.run_id)["stopped"]
+        assert one["run_id"] == first.run_id and one["state"] == "stopped"
+        assert second.state == "running" and not cancel.is_set()
+        out = actions.stop_network_fault()
+        assert second.run_id in [s["run_id"] for s in out["stopped"]] and second.state == "stopped"
+        assert out["host_faults_ended"] == 1 and cancel.is_set()
+        holder.join(5)
+        again = actions.stop_network_fault()                                               # a second rollback
+        assert again["host_faults_ended"] == 0 and second.run_id not in [s["run_id"] for s in again["stopped"]]
+    finally:
+        cancel.set()
+        for s in (first, second):
+            s.stop()
+    assert leftovers(run_dir) == []
