@@ -7,10 +7,12 @@ import os
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from injector.lab.api import _Server
 from injector.lab.loadgen import RECORD, LoadGenerator
@@ -101,8 +103,10 @@ def test_items_503_at_once_when_the_db_refuses(api_server):
 
 class _Echo(BaseHTTPRequestHandler):
     delay_s = 0.0
+    seen: list[str]  # the paths requested, in arrival order (one list per server)
 
     def do_GET(self):  # noqa: N802
+        self.seen.append(self.path)
         time.sleep(self.delay_s)
         code = 200 if self.path == "/items" else 503
         try:
@@ -119,47 +123,102 @@ class _Echo(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http_target(serving):
-    def start(delay_s: float = 0.0) -> str:
+    def start(delay_s: float = 0.0) -> tuple[str, list[str]]:
+        """(URL of a new target, the paths it is requested)."""
+        seen: list[str] = []
         # the api's server class: a listen backlog for 50 requests/s (the default of 5 drops SYNs)
-        return serving(_Server(("127.0.0.1", 0), type("H", (_Echo,), {"delay_s": delay_s})))
+        return serving(_Server(("127.0.0.1", 0), type("H", (_Echo,), {"delay_s": delay_s, "seen": seen}))), seen
 
     return start
 
 
-def _run_load(gen: LoadGenerator, seconds: float) -> None:
-    t = threading.Thread(target=gen.run)
-    t.start()
-    time.sleep(seconds)
-    gen.stop.set()
-    t.join(timeout=10)
-    assert not t.is_alive()
+STALL_S = 0.05  # a thread of this process woken this late: the machine, not the generator, set the timing
+
+
+@dataclass
+class LoadRun:
+    rows: object          # RequestRows of the log
+    seen: list[str]       # what the target received
+    ran_s: float          # the most the generator can have run (thread start to stop: the sleep may overshoot)
+    stop_ns: int          # CLOCK_MONOTONIC of the stop
+    stall_s: float        # the longest a probe thread of this process was woken late meanwhile
+
+
+def _run_load(http_target, log_dir, rate_per_s: float, timeout_s: float, delay_s: float = 0.0) -> LoadRun:
+    """One second of load against a new target. Timing claims hold only while the machine lets this process
+    run: a run during which a probe thread was woken > STALL_S late (measured: a loaded 2-core CI host stalled
+    the generator's own thread ~0.8 s) is repeated once, as the userspace delay tests repeat a stalled run."""
+    for attempt in range(2):
+        url, seen = http_target(delay_s=delay_s)
+        log = log_dir / f"requests-{attempt}.bin"
+        gen = LoadGenerator(f"{url}/items", log, rate_per_s=rate_per_s, timeout_s=timeout_s)
+        done, stall = threading.Event(), [0.0]
+
+        def probe() -> None:
+            while not done.is_set():
+                t = time.monotonic()
+                time.sleep(0.005)
+                stall[0] = max(stall[0], time.monotonic() - t - 0.005)
+        threads = [threading.Thread(target=gen.run), threading.Thread(target=probe, daemon=True)]
+        start = time.monotonic()
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        stop_ns = time.monotonic_ns()
+        gen.stop.set()
+        ran_s = time.monotonic() - start
+        threads[0].join(timeout=10)
+        done.set()
+        assert not threads[0].is_alive()
+        rows, end = read_log(log)
+        assert end == log.stat().st_size and end % RECORD.size == 0
+        if stall[0] < STALL_S:
+            break
+        print(f"this process was stalled {stall[0] * 1e3:.0f} ms during the run: once more")
+    return LoadRun(rows, seen, ran_s, stop_ns, stall[0])
+
+
+def _assert_rate(run: LoadRun, rate_per_s: float) -> None:
+    """The offered rate held: as many requests as the generator's own window (its first request to the stop)
+    allows, no more than its thread's whole life allows, spread over the window, not bunched.
+
+    Start times are the workers': a loaded machine wakes them late and unevenly (most gaps shorter, a few long;
+    the pool's first threads start slowly), so the spacing is judged by a robust slope of start time against
+    request number, with room for that (measured: 22 % short at load 9 on 2 cores); bunched requests give ~0."""
+    rows = run.rows
+    window_s = (run.stop_ns - int(rows.t_ns.min())) / 1e9
+    assert 0.9 * rate_per_s * window_s - 2 <= len(rows) <= rate_per_s * run.ran_s + 2, (
+        len(rows), window_s, run.ran_s, f"stalled {run.stall_s * 1e3:.0f} ms")
+    slope_ms = stats.theilslopes(np.sort(rows.t_ns) / 1e6, np.arange(len(rows))).slope
+    assert abs(slope_ms * rate_per_s / 1e3 - 1.0) < 0.35, (
+        f"{slope_ms:.2f} ms between requests (stalled {run.stall_s * 1e3:.0f} ms)")
 
 
 def test_load_generator_keeps_its_rate_and_logs_every_request(http_target, tmp_path):
-    log = tmp_path / "requests.bin"
-    gen = LoadGenerator(f"{http_target()}/items", log, rate_per_s=100, timeout_s=1.0)
-    _run_load(gen, 1.0)
-    rows, end = read_log(log)
-    assert end == log.stat().st_size and end % RECORD.size == 0
-    assert 90 <= len(rows) <= 110, len(rows)
+    run = _run_load(http_target, tmp_path, rate_per_s=100, timeout_s=1.0)
+    rows = run.rows
+    assert len(rows) == len(run.seen)  # each request the target answered is logged, once
     assert (rows.status == 200).all() and rows.ok.all()
-    gaps = np.diff(np.sort(rows.t_ns)) / 1e6
-    assert abs(np.median(gaps) - 10.0) < 1.0  # ms between request starts
-    assert (rows.latency_ns > 0).all() and np.median(rows.latency_ns) < 50e6
+    _assert_rate(run, 100)
+    # each latency is its own request's: answered, so within the 1 s whole-request deadline (+ scheduling)
+    assert (rows.latency_ns > 0).all() and rows.latency_ns.max() < 1.5e9, rows.latency_ns.max()
 
 
 def test_load_generator_is_open_loop_and_logs_timeouts_as_status_0(http_target, tmp_path):
     """A target slower than the client's timeout: the offered rate holds and every request is a 0."""
-    log = tmp_path / "requests.bin"
-    gen = LoadGenerator(f"{http_target(delay_s=0.5)}/items", log, rate_per_s=50, timeout_s=0.2)
-    _run_load(gen, 1.0)
-    rows, _ = read_log(log)
-    assert 40 <= len(rows) <= 60, len(rows)
+    run = _run_load(http_target, tmp_path, rate_per_s=50, timeout_s=0.2, delay_s=0.5)
+    rows = run.rows
+    _assert_rate(run, 50)
+    deadline = time.monotonic() + 5
+    while len(run.seen) < len(rows) and time.monotonic() < deadline:  # the target may accept the last ones late
+        time.sleep(0.05)
+    assert len(run.seen) == len(rows)  # each request sent is logged, once, though none was answered in time
     assert (rows.status == 0).all() and not rows.ok.any()
     latency_s = rows.latency_ns / 1e9
-    # the timeout bounds the whole request; the slack above it is thread scheduling on a busy machine
-    assert abs(np.median(latency_s) - 0.2) < 0.02, np.median(latency_s)
-    assert (latency_s > 0.19).all() and (latency_s < 0.35).all(), latency_s
+    # the client gave up at its 0.2 s timeout, never before, and did not wait for the 0.5 s answer; what lies
+    # above 0.2 s is thread scheduling (measured at load 7-9 on 2 cores: median 0.227 s, max 0.37 s)
+    assert 0.19 < np.median(latency_s) < 0.25, np.median(latency_s)
+    assert (latency_s > 0.19).all() and (latency_s < 0.5).all(), latency_s
 
 
 def _write_log(path, rows) -> None:
