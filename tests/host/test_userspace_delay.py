@@ -208,19 +208,27 @@ def test_ipv6_flow_is_delayed(pair, engines):
     assert_undelayed(v4)
 
 
-def test_tcp_connect_and_request_pay_the_delay(pair, engines):
+def serve_one_connection(pair, handle, *, port: int = 9000) -> tuple[socket.socket, threading.Thread]:
+    """A TCP listener on server:port whose first connection ``handle`` serves on a thread (close the listener)."""
     server = socket_in(pair.server_ns, socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind((str(pair.server.ipv4.ip), 9000))
+    server.bind((str(pair.server.ipv4.ip), port))
     server.listen(4)
 
     def serve() -> None:
         conn, _ = server.accept()
         with conn:
-            while data := conn.recv(64):
-                conn.sendall(data)
+            handle(conn)
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
+    return server, thread
+
+
+def test_tcp_connect_and_request_pay_the_delay(pair, engines):
+    def echo(conn: socket.socket) -> None:
+        while data := conn.recv(64):
+            conn.sendall(data)
+    server, _ = serve_one_connection(pair, echo)
     engine = engines({"delay_ns": 20 * MS}, flow=f"{pair.client.ipv4.ip}->{pair.server.ipv4.ip}:9000/tcp")
     try:
         client = socket_in(pair.client_ns, socket.AF_INET, socket.SOCK_STREAM)
@@ -246,20 +254,14 @@ def test_tcp_connect_and_request_pay_the_delay(pair, engines):
 def test_egress_tcp_bulk_is_not_throttled_by_held_packets(pair, engines):
     """Egress originals are dropped once copied: a held packet does not count against the sender's small-queue
     limit (holding the originals gave 2.3 Mbit/s at 20 ms on this machine)."""
-    server = socket_in(pair.server_ns, socket.AF_INET, socket.SOCK_STREAM)
-    server.bind((str(pair.server.ipv4.ip), 9000))
-    server.listen(1)
     received = []
 
-    def serve() -> None:
-        conn, _ = server.accept()
-        with conn:
-            total = 0
-            while data := conn.recv(1 << 20):
-                total += len(data)
+    def count(conn: socket.socket) -> None:
+        total = 0
+        while data := conn.recv(1 << 20):
+            total += len(data)
         received.append(total)
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    server, thread = serve_one_connection(pair, count)
     engine = engines({"delay_ns": 20 * MS}, flow=f"{pair.client.ipv4.ip}->{pair.server.ipv4.ip}:9000/tcp")
     try:
         client = socket_in(pair.client_ns, socket.AF_INET, socket.SOCK_STREAM)
