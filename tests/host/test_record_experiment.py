@@ -61,21 +61,28 @@ def test_experiment_records_oneway_and_rtt_shift_per_source(pair, tmp_path, monk
     parts = {p.name.split("-")[0] for p in (run_dir / "samples").glob("*.parquet")}
     assert {"oneway", "rtt"} <= parts
     df = pd.concat(pd.read_parquet(p) for p in (run_dir / "samples").glob("*.parquet"))
-    shift = {}
+    shift, median_shift = {}, {}
     for source in ("oneway", "rtt"):
         rows = df[df["source"].astype(str) == source]
         base = rows.loc[rows["phase"] == "baseline", "latency_ns"]
         fault = rows.loc[rows["phase"] == "fault", "latency_ns"]
         assert len(base) > 50 and len(fault) > 50, (source, len(base), len(fault))
         assert set(rows["flow"].astype(str)) == {"db->api" if source == "oneway" else "api->db"}
-        shift[source] = (fault.median() - base.median()) / MS
+        median_shift[source] = (fault.median() - base.median()) / MS
+        # A TCP RTT sample also holds the peer's time to answer (the ACK rides on the echo): on a loaded
+        # host that adds an upward tail to both phases (baseline p90 8 ms at load 9; once, at load 13, the
+        # baseline median itself). The delay moves the whole distribution: its low decile shows it cleanly.
+        shift[source] = (fault.quantile(0.1) - base.quantile(0.1)) / MS
     # the held replies: one-way db->api pays the delay once, and so does each RTT (the ACK comes back late)
     for source, ms in shift.items():
         assert DELAY_MS - 1 < ms < DELAY_MS + 5, shift
-    # the same shifts, as the run's summary states them (per source, with a CI)
+    # one-way has no peer in it: its median moves by the delay too
+    assert DELAY_MS - 1 < median_shift["oneway"] < DELAY_MS + 5, median_shift
+    # the run's summary states the median shifts of these samples (per source, with a CI)
     stated = {(s["source"], s["flow"]): s["shift_ns"] / MS for s in summary["latency_shift"]}
     assert set(stated) == {("oneway", "db->api"), ("rtt", "api->db")}
-    assert all(DELAY_MS - 1 < v < DELAY_MS + 5 for v in stated.values()), stated
+    assert stated[("oneway", "db->api")] == pytest.approx(median_shift["oneway"], abs=0.05), stated
+    assert stated[("rtt", "api->db")] == pytest.approx(median_shift["rtt"], abs=0.05), stated
     assert len(summary["shifts"]) == 2
     report = (run_dir / "report.md").read_text()
     assert "## Measured latency shift per source" in report
