@@ -236,6 +236,17 @@ def _fmt_lat(v: float, ns: bool) -> str:
     return _ms(v) if ns else f"{v:.4g}"
 
 
+def _against_limit(ci: ConfidenceInterval, limit: float, desc: str, limit_text: str,
+                   undecided: str) -> tuple[Outcome, str]:
+    """Held when the whole interval is below the limit, violated when it is all at or above, else inconclusive
+    (``undecided`` says what would decide it)."""
+    if ci.high < limit:
+        return Outcome.HELD, f"{desc} is below the {limit_text} limit"
+    if ci.low >= limit:
+        return Outcome.VIOLATED, f"{desc} is above the {limit_text} limit"
+    return Outcome.INCONCLUSIVE, f"{desc} straddles the {limit_text} limit{undecided}"
+
+
 def _abs_latency(phase: str, est: QuantileEstimate, limit: float, ns: bool) -> Check:
     name = f"p{_qname(est.q)}"
     if est.interval is None:
@@ -243,12 +254,7 @@ def _abs_latency(phase: str, est: QuantileEstimate, limit: float, ns: bool) -> C
                      f"{name} cannot be judged against {_fmt_lat(limit, ns)}: {est.reason}", est)
     lo, hi = est.interval.low, est.interval.high
     ci = f"{name} {_fmt_lat(est.estimate, ns)} ({est.confidence:.0%} CI {_fmt_lat(lo, ns)}-{_fmt_lat(hi, ns)}, n={est.n})"
-    if hi < limit:
-        out, why = Outcome.HELD, f"{ci} is below the {_fmt_lat(limit, ns)} limit"
-    elif lo >= limit:
-        out, why = Outcome.VIOLATED, f"{ci} is above the {_fmt_lat(limit, ns)} limit"
-    else:
-        out, why = Outcome.INCONCLUSIVE, f"{ci} straddles the {_fmt_lat(limit, ns)} limit: more samples needed"
+    out, why = _against_limit(est.interval, limit, ci, _fmt_lat(limit, ns), ": more samples needed")
     brief = f"{name} {_fmt_lat(est.estimate, ns)}, CI up to {_fmt_lat(hi, ns)}, limit {_fmt_lat(limit, ns)}"
     return Check(phase, "latency", "absolute", out, est.estimate, limit, est.interval, why, est, brief)
 
@@ -260,13 +266,8 @@ def _abs_errors(phase: str, errors: int, requests: int, limit: float, conf: floa
     ci = proportion_ci(errors, requests, conf, "clopper-pearson")
     rate = errors / requests
     desc = f"error rate {rate:.3%} ({errors}/{requests}, {conf:.0%} CI {ci.low:.3%}-{ci.high:.3%})"
-    if ci.high < limit:
-        out, why = Outcome.HELD, f"{desc} is below the {limit:.3%} limit"
-    elif ci.low >= limit:
-        out, why = Outcome.VIOLATED, f"{desc} is above the {limit:.3%} limit"
-    else:
-        need = "" if errors else f"; with no errors, about {math.ceil(-math.log((1 - conf) / 2) / limit)} requests are needed"
-        out, why = Outcome.INCONCLUSIVE, f"{desc} straddles the {limit:.3%} limit{need}"
+    need = "" if errors else f"; with no errors, about {math.ceil(-math.log((1 - conf) / 2) / limit)} requests are needed"
+    out, why = _against_limit(ci, limit, desc, f"{limit:.3%}", need)
     brief = f"error rate {rate:.2%} ({errors}/{requests}), CI up to {ci.high:.2%}, limit {limit:.2%}"
     return Check(phase, "error_rate", "absolute", out, rate, limit, ci, why, ci, brief)
 
