@@ -52,7 +52,8 @@ def main() -> int:
             t = time.monotonic()
             subprocess.run(["/bin/sh", "-c", restart_command(spec, "api")], check=True, capture_output=True)
             cli_s.append(time.monotonic() - t)
-            assert http_get(f"{info.api_url}/health", timeout_s=1).status == 200
+            reply = http_get(f"{info.api_url}/health", timeout_s=1)
+            assert reply.status == 200, reply
     finally:
         lab_down(spec)
     left = lab_leftovers(spec)
