@@ -37,64 +37,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from injector.lab.engine_process import EngineProcess  # noqa: E402  (the engine in a child, as the CLI runs it)
+
 BASE_PORT = 9001
 SUBNET_INDEX = {"netem": 1, "edt": 2, "userspace": 3}
 ENGINES = ("netem", "edt", "userspace")
-
-
-# -- the engine, in a child process --------------------------------------------------------------------------
-def child(spec: dict) -> int:
-    """Apply one engine to one flow per delay; print 'ready'; hold until stdin closes (or SIGTERM); print the
-    counters as JSON. The KernelOwner undoes everything on the way out."""
-    from injector.engines.select import make_engine
-    from injector.errors import Interrupted
-    from injector.kernel.owner import KernelOwner
-    from injector.plan import Interface, build_plan
-    from injector.spec import FaultSpec, parse_flow
-
-    iface = Interface(spec["ifname"], spec["netns"])
-    targets = [(parse_flow(f"{spec['src']}->{spec['dst']}:{BASE_PORT + i}/udp"), iface, FaultSpec(delay_ns=d))
-               for i, d in enumerate(spec["delays"])]
-    plan = build_plan(targets, duration_ns=3600 * 10**9, engine=spec["engine"])
-    engine = make_engine(spec["engine"])
-    counters: dict = {}
-    started = time.monotonic()
-    try:
-        with KernelOwner(plan.run_id, meta=plan.to_dict()) as owner:
-            engine.apply(plan, owner, time.monotonic_ns() + plan.duration_ns)
-            print(f"ready {time.monotonic() - started:.1f}", flush=True)
-            try:
-                sys.stdin.read()
-            finally:
-                counters = {str(k): v for k, v in engine.counters().items()}
-    except Interrupted:
-        pass
-    print(json.dumps(counters), flush=True)
-    return 0
-
-
-class EngineProcess:
-    def __init__(self, spec: dict, run_dir: str):
-        env = {**os.environ, "CHAOS_INJECT_RUN_DIR": run_dir}
-        self.proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                     cwd=str(REPO))
-        line = self.proc.stdout.readline()
-        if not line.startswith("ready"):
-            self.kill()
-            raise RuntimeError(f"engine {spec['engine']} did not start: {line!r} {self.proc.stderr.read()[-2000:]}")
-        self.load_s = float(line.split()[1])
-
-    def stop(self) -> dict:
-        out, err = self.proc.communicate(input="", timeout=60)
-        if self.proc.returncode != 0:
-            raise RuntimeError(f"engine exited {self.proc.returncode}: {err[-2000:]}")
-        return json.loads(out.strip().splitlines()[-1])
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 # -- traffic: injector.lab.traffic.measure_one_way (SO_TIMESTAMPNS arrival - send stamp) -------------------
@@ -150,8 +97,9 @@ def run_engine(name: str, delays: list[int], count: int, rate: float, run_dir: s
         base_med = quantile(base, 0.5) if base else 0.0
         base_p99 = quantile(base, 0.99) if base else 0.0
         spawned = True  # from here on, a child that dies half-way may leave state: sweep it on the way out
-        engine = EngineProcess({"engine": name, "netns": client_ns, "ifname": client.ifname, "src": src,
-                                "dst": dst, "delays": delays}, run_dir)
+        engine = EngineProcess({"engine": name, "netns": client_ns, "ifname": client.ifname, "targets": [
+            {"flow": f"{src}->{dst}:{BASE_PORT + i}/udp", "fault": {"delay_ns": d}} for i, d in enumerate(delays)]},
+            run_dir=run_dir)
         print(f"# {name} on {where}: engine applied in {engine.load_s:.1f} s; baseline one-way median "
               f"{base_med / 1e3:.1f} us, p99 {base_p99 / 1e3:.1f} us ({len(base)}/{count})", file=sys.stderr,
               flush=True)
@@ -252,10 +200,7 @@ def main() -> int:
     parser.add_argument("--vm", action="store_true",
                         help="netem and edt inside the VM (scripts/vm/run.sh), userspace on this host, one table")
     parser.add_argument("--vm-series", default="6.1", help=argparse.SUPPRESS)
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        return child(json.loads(args.child))
     if os.geteuid() != 0:
         sys.exit("this benchmark needs root (network namespaces, tc, BPF, nftables): run it with sudo")
 

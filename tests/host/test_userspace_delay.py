@@ -1,6 +1,6 @@
 """Userspace (NFQUEUE) delay engine on this kernel: delay, jitter, untargeted flows, clean-up, SIGKILL + sweep.
 
-The engine runs in a child process (this file with ``--child``), as the CLI runs it: its own process and GIL,
+The engine runs in a child process (injector.lab.engine_process), as the CLI runs it: its own process and GIL,
 so the measuring threads here do not disturb its timing. Traffic only between the ``pair`` namespaces.
 
 Tolerances: the engine's stated precision (UserspaceEngine docstring) is a median error of ~0.1 ms and a p99 under
@@ -14,107 +14,52 @@ repeated once.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
 import statistics
 import struct
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+import pytest
+
+from injector.engines.userspace import JitterModel, UserspaceEngine, _RuleState
+from injector.errors import InvalidSpec, Unsupported
+from injector.kernel import nfqueue
+from injector.kernel.ledger import Ledger
+from injector.kernel.netns import Topology, existing_namespaces, socket_in, unique_name
+from injector.kernel.owner import KernelOwner
+from injector.kernel.rtnl import open_rtnl
+from injector.kernel.sweep import sweep
+from injector.lab.engine_process import EngineProcess
+from injector.lab.traffic import UdpReceiver, measure_one_way, send_udp
+from injector.plan import Interface, build_plan
+from injector.spec import FaultSpec, parse_flow
+
 STAMP = struct.Struct("!IQ")  # sequence, send time (CLOCK_MONOTONIC ns)
 MS = 1_000_000
-
-
-def _child(spec: dict) -> int:
-    """Apply the engine for one flow; 'ready'; run until stdin closes (or SIGTERM); print the counters."""
-    sys.path.insert(0, str(REPO))
-    from injector.engines.userspace import UserspaceEngine
-    from injector.errors import Interrupted
-    from injector.kernel.owner import KernelOwner
-    from injector.plan import Interface, build_plan
-    from injector.spec import FaultSpec, parse_flow
-
-    fault = FaultSpec(**spec["fault"])
-    plan = build_plan([(parse_flow(spec["flow"]), Interface(spec["ifname"], spec["netns"]))], fault,
-                      direction=spec.get("direction", "egress"), duration_ns=600 * 10**9, seed=spec.get("seed"))
-    engine = UserspaceEngine()
-    counters = {}
-    try:
-        with KernelOwner(plan.run_id, meta=plan.to_dict()) as owner:
-            engine.apply(plan, owner, time.monotonic_ns() + plan.duration_ns)
-            print("ready " + plan.run_id, flush=True)
-            try:
-                sys.stdin.read()
-            finally:
-                counters = engine.counters()
-    except Interrupted:
-        pass
-    print(json.dumps({str(k): v for k, v in counters.items()}), flush=True)
-    return 0
-
-
-if __name__ == "__main__" and "--child" in sys.argv:
-    sys.exit(_child(json.loads(sys.argv[sys.argv.index("--child") + 1])))
-
-import pytest  # noqa: E402
-
-from injector.engines.userspace import JitterModel, UserspaceEngine, _RuleState  # noqa: E402
-from injector.errors import InvalidSpec, Unsupported  # noqa: E402
-from injector.kernel import nfqueue  # noqa: E402
-from injector.kernel.ledger import Ledger  # noqa: E402
-from injector.kernel.netns import Topology, existing_namespaces, socket_in, unique_name  # noqa: E402
-from injector.kernel.rtnl import open_rtnl  # noqa: E402
-from injector.kernel.owner import KernelOwner  # noqa: E402
-from injector.kernel.sweep import sweep  # noqa: E402
-from injector.lab.traffic import UdpReceiver, measure_one_way, send_udp  # noqa: E402
-from injector.plan import Interface, build_plan  # noqa: E402
-from injector.spec import FaultSpec, parse_flow  # noqa: E402
 
 pytestmark = pytest.mark.skipif(nfqueue.nft_binary() is None,
                                 reason="nft missing (Debian package nftables; run `sudo make setup`)")
 
 
-class Engine:
-    """The engine in a child process, removed (SIGKILL) if a test fails before stopping it."""
-
-    def __init__(self, run_dir: Path, pair, fault: dict, *, port: int = 9000, direction: str = "egress",
-                 seed: int | None = None, flow: str | None = None):
-        flow = flow or f"{pair.client.ipv4.ip}->{pair.server.ipv4.ip}:{port}/udp"
-        spec = {"flow": flow, "netns": pair.client_ns, "ifname": pair.client.ifname, "fault": fault,
-                "direction": direction, "seed": seed}
-        env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(run_dir), "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                     cwd=str(REPO))
-        line = self.proc.stdout.readline().split()
-        if not line or line[0] != "ready":
-            self.kill()
-            raise AssertionError(f"engine did not start: {line} {self.proc.stderr.read()}")
-        self.run_id = line[1]
-
-    def stop(self) -> dict:
-        out, err = self.proc.communicate(input="", timeout=30)
-        assert self.proc.returncode == 0, err
-        return json.loads(out.strip().splitlines()[-1])
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+def start_engine(run_dir: Path, pair, fault: dict, *, port: int = 9000, direction: str = "egress",
+           seed: int | None = None, flow: str | None = None) -> EngineProcess:
+    """The engine in a child process for one flow (default: client -> server:port/udp) on the client's link."""
+    flow = flow or f"{pair.client.ipv4.ip}->{pair.server.ipv4.ip}:{port}/udp"
+    return EngineProcess({"netns": pair.client_ns, "ifname": pair.client.ifname, "direction": direction,
+                          "seed": seed, "targets": [{"flow": flow, "fault": fault}]}, run_dir=run_dir)
 
 
 @pytest.fixture
 def engines(run_dir, pair):
-    started: list[Engine] = []
+    started: list[EngineProcess] = []
 
-    def start(fault: dict, **kw) -> Engine:
-        engine = Engine(run_dir, pair, fault, **kw)
+    def start(fault: dict, **kw) -> EngineProcess:
+        engine = start_engine(run_dir, pair, fault, **kw)
         started.append(engine)
         return engine
     yield start
