@@ -23,6 +23,12 @@ def process_start_ticks(pid: int) -> int | None:
     return None if fields is None else int(fields[19])
 
 
+def parent_pid(pid: int) -> int | None:
+    """Field 4 of /proc/PID/stat; None when there is no such process."""
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[1])
+
+
 def process_alive(pid: int, start_ticks: int | None) -> bool:
     """The process runs (a zombie has finished) and, when ``start_ticks`` is given, is still the same one."""
     fields = _stat_fields(pid)  # one read: state and start time of the same process

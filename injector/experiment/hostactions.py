@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..procfs import parent_pid
+
 __all__ = ["kill_hosts", "stress_cpu", "stop_all", "processes_in_netns"]
 
 _LOCK = threading.Lock()
@@ -54,13 +56,9 @@ def stop_all(wait_s: float = 15.0) -> int:
 
 def _ancestors() -> set[int]:
     out, pid = set(), os.getpid()
-    while pid > 1:
+    while pid is not None and pid > 1:
         out.add(pid)
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            pid = int(stat.rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
+        pid = parent_pid(pid)
     return out
 
 

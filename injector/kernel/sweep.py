@@ -6,14 +6,13 @@ ended; then every marked clsact (kernel/clsact.py) that nothing uses any more is
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import clsact
-from .ledger import Ledger, history_dir, record_final
+from .ledger import Ledger, final_record, record_final
 from .undo import undo_entry
 
 log = logging.getLogger(__name__)
@@ -63,12 +62,8 @@ def _record_swept(ledger: Ledger, last_status: dict[str, Any] | None) -> None:
     """The final state of a run whose owner died: what its last status said, ended as failed."""
     if ledger.meta.get("kind") == "recording":
         return  # a recorder's own ledger (clsact fallback), not a run: its run has a ledger of its own
-    path = history_dir() / f"{ledger.run_id}.json"
-    try:
-        if json.loads(path.read_text()).get("state"):
-            return  # the owner recorded how it ended before it died (e.g. a failed undo kept the ledger)
-    except (FileNotFoundError, json.JSONDecodeError):
-        pass
+    if (final_record(ledger.run_id) or {}).get("state"):
+        return  # the owner recorded how it ended before it died (e.g. a failed undo kept the ledger)
     status = dict(last_status or {})
     active = bool(last_status)  # the status file appears once the fault is active
     status.update({

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from injector.files import write_json_atomic
-from injector.procfs import process_alive, process_start_ticks
+from injector.procfs import parent_pid, process_alive, process_start_ticks
 
 
 def test_a_running_process_is_alive_only_under_its_own_start_time():
@@ -22,7 +22,7 @@ def test_a_running_process_is_alive_only_under_its_own_start_time():
 
 def test_no_such_process():
     beyond = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # no pid can be this
-    assert process_start_ticks(beyond) is None
+    assert process_start_ticks(beyond) is None and parent_pid(beyond) is None
     assert not process_alive(beyond, None)
 
 
@@ -51,6 +51,7 @@ def test_a_command_name_with_parentheses_and_spaces_is_parsed(tmp_path):
         ticks = process_start_ticks(child.pid)
         assert ticks is not None and process_alive(child.pid, ticks)
         assert ticks >= process_start_ticks(os.getpid())  # started after us
+        assert parent_pid(child.pid) == os.getpid()  # the fields after the odd name are read right
     finally:
         child.kill()
         child.wait()
