@@ -38,7 +38,7 @@ def one_run(tmp: Path, i: int) -> dict:
     env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(tmp / "run-root")}
     start = time.monotonic()
     out = subprocess.run([sys.executable, "-m", "injector.cli", "demo", "-q", "--record", str(record),
-                          "--lab-prefix", prefix, "--lab-subnet", free_subnet(), "--lab-state-dir", str(state)],
+                          "--lab-prefix", prefix, "--lab-subnet", free_subnet("10.214"), "--lab-state-dir", str(state)],
                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     wall = time.monotonic() - start
     left = [ns for ns in existing_namespaces() if ns.startswith(prefix + "-")] + ([str(state)] if state.exists() else [])
