@@ -51,7 +51,7 @@ from .compare import QuantileDifference, _quantile_difference_from_bounds
 from .proportions import ProportionComparison, compare_proportions, proportion_ci
 from .quantiles import DEFAULT_QUANTILES, QuantileEstimate, _qname, quantile_table
 
-__all__ = ["PHASES", "EXPECTATIONS", "PhaseData", "SteadyStateSpec", "Check", "Verdict", "evaluate",
+__all__ = ["PHASES", "EXPECTATIONS", "PhaseData", "Recovery", "SteadyStateSpec", "Check", "Verdict", "evaluate",
            "phases_from_run"]
 
 PHASES: tuple[str, ...] = ("baseline", "fault", "recovery")
@@ -125,12 +125,75 @@ class SteadyStateSpec:
 
 
 @dataclass(frozen=True)
+class Recovery:
+    """The recovery's first moments, from :func:`phases_from_run`: the settle window left out of the recovery's
+    steady-state checks, and the time to recover.
+
+    ``start_ns``: the recovery's start (its ``meta.json`` window: when the fault's removal finished; None if the
+    run has no recovery window). ``settle_ns``: the declared settle time; samples with ``start_ns <= t_ns <
+    start_ns + settle_ns`` are the ``excluded_*`` ones (``excluded_samples``: latency samples of the judged
+    source). ``requests``/``errors``: every request of the recovery phase, the settle window included.
+    ``last_error_ns``: ``t_ns`` (the request's start) of its last failed request, None if none failed.
+    """
+
+    start_ns: int | None
+    settle_ns: int = 0
+    excluded_samples: int = 0
+    excluded_requests: int = 0
+    excluded_errors: int = 0
+    requests: int = 0
+    errors: int = 0
+    last_error_ns: int | None = None
+
+    @property
+    def time_to_recover_ns(self) -> int | None:
+        """From the recovery's start to the start of its last failed request (0 if that one started
+        earlier, e.g. labelled at the boundary); None with no failed request or no known start."""
+        if self.last_error_ns is None or self.start_ns is None:
+            return None
+        return max(0, int(self.last_error_ns) - int(self.start_ns))
+
+    def settle_text(self) -> str:
+        if self.settle_ns <= 0:
+            return ""
+        extra = (f", {self.excluded_samples} latency samples" if self.excluded_samples != self.excluded_requests
+                 else "")
+        return (f"first {_secs(self.settle_ns)} after the fault's removal not judged: {self.excluded_requests} "
+                f"requests, {self.excluded_errors} errors{extra}")
+
+    def recover_text(self) -> str:
+        """"time to recover ..." when the recovery has request samples, else ""."""
+        if self.requests == 0:
+            return ""
+        ttr = self.time_to_recover_ns
+        if ttr is None:
+            return f"time to recover: no error in recovery ({self.requests} requests)"
+        return (f"time to recover: {ttr / 1e9:.3f} s (the last failed request of the recovery started "
+                f"{ttr / 1e9:.3f} s after the fault's removal; {self.errors} of {self.requests} requests failed)")
+
+    def to_record(self) -> dict:
+        ttr = self.time_to_recover_ns
+        return {"start_ns": self.start_ns, "settle_ns": self.settle_ns, "settle_s": self.settle_ns / 1e9,
+                "excluded": {"samples": self.excluded_samples, "requests": self.excluded_requests,
+                             "errors": self.excluded_errors},
+                "requests": self.requests, "errors": self.errors, "last_error_ns": self.last_error_ns,
+                "time_to_recover_s": None if ttr is None else ttr / 1e9,
+                "settle_text": self.settle_text(), "recover_text": self.recover_text()}
+
+
+def _secs(ns: int) -> str:
+    return f"{ns / 1e9:g} s"
+
+
+@dataclass(frozen=True)
 class PhaseData:
-    """Latency samples (any unit consistent with the spec; ns for runs) and request outcome counts."""
+    """Latency samples (any unit consistent with the spec; ns for runs) and request outcome counts.
+    ``recovery``: for the recovery phase of a run, what its settle window left out and the time to recover."""
 
     latencies: Any
     errors: int = 0
     requests: int = 0
+    recovery: Recovery | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +217,7 @@ class Verdict:
     checks: tuple[Check, ...]
     quantiles: Mapping[str, Mapping[float, QuantileEstimate]] = field(default_factory=dict, repr=False)
     expect: Mapping[str, str] = field(default_factory=dict)   # phase -> "steady" | "deviation"
+    recovery: Recovery | None = None   # the recovery's settle window and time to recover (runs only)
 
     def expectation(self, phase: str) -> str:
         return self.expect.get(phase, "steady")
@@ -209,11 +273,16 @@ class Verdict:
             head = f"{what}: {o.value.upper()}"
             show = checks if o is Outcome.HELD else [c for c in checks if c.outcome is o]
         detail = "; ".join(c.brief or c.reason for c in show)
-        return f"{name}: {head}" + (f" ({detail})" if detail else "")
+        line = f"{name}: {head}" + (f" ({detail})" if detail else "")
+        if name == "recovery" and self.recovery is not None and self.recovery.settle_text():
+            line += f"; {self.recovery.settle_text()}"
+        return line
 
     def summary(self) -> str:
         lines = [f"steady state: {self.outcome.value.upper()}"]
         lines += [f"  {self.phase_summary(p)}" for p in self.phases()]
+        if self.recovery is not None and self.recovery.recover_text():
+            lines.append(f"  recovery: {self.recovery.recover_text()}")
         for c in self.checks:
             lines.append(f"  [{c.outcome.value:>12}] {c.phase:<8} {c.metric:<10} {c.kind:<8} {c.reason}")
         return "\n".join(lines)
@@ -466,15 +535,24 @@ def evaluate(phases: Mapping[str, PhaseData], spec: SteadyStateSpec | None = Non
                              "no samples in this phase: whether the fault took effect cannot be judged",
                              expect="deviation") for m in metrics]
     quantiles = {n: {qq: est for (qq, cc), est in t.items() if cc == conf} for n, t in tables.items()}
-    return Verdict(spec, tuple(checks), quantiles, {n: expect.get(n, "steady") for n in [*order, *expect]})
+    rec = phases["recovery"].recovery if "recovery" in phases else None
+    return Verdict(spec, tuple(checks), quantiles, {n: expect.get(n, "steady") for n in [*order, *expect]}, rec)
 
 
-def phases_from_run(run: Any, *, source: str | None = None, flow: str | None = None) -> dict[str, PhaseData]:
+def phases_from_run(run: Any, *, source: str | None = None, flow: str | None = None,
+                    settle_ns: int = 0) -> dict[str, PhaseData]:
     """Per-phase latencies (ns) and request error counts from a loaded run directory.
 
     ``source``: which latency samples to judge ("request", "rtt" or "oneway"); by default "request" if the
     run has any, else "rtt", else "oneway". Errors/requests always come from ``source == "request"`` rows.
+
+    ``settle_ns``: recovery samples with ``t_ns < start + settle_ns`` (start: the recovery window's
+    ``start_ns`` in ``meta.json``) are left out of the recovery's PhaseData (a declared settle time: the
+    transient while the system re-settles is measured, not judged as steady state). The recovery's PhaseData
+    carries a :class:`Recovery` saying what was left out and the time to recover; 0 changes nothing else.
     """
+    if isinstance(settle_ns, bool) or not isinstance(settle_ns, (int, np.integer)) or settle_ns < 0:
+        raise InvalidInput(f"settle_ns must be a non-negative integer (ns), got {settle_ns!r}")
     df = run.samples
     if flow is not None:
         df = df[df["flow"] == flow]
@@ -484,11 +562,31 @@ def phases_from_run(run: Any, *, source: str | None = None, flow: str | None = N
     out: dict[str, PhaseData] = {}
     phase_col = df["phase"].astype(str)
     src = df["source"].astype(str)
+    t = df["t_ns"].to_numpy().astype(np.int64)
+    is_lat = (src == source).to_numpy()
+    is_req = (src == "request").to_numpy()
+    failed = ~df["ok"].to_numpy().astype(bool)
+    window = (getattr(run, "meta", None) or {}).get("phases", {}).get("recovery")
+    start = int(window["start_ns"]) if window else None
     for name in PHASES:
         in_phase = (phase_col == name).to_numpy()
-        lat = df["latency_ns"].to_numpy()[in_phase & (src == source).to_numpy()]
-        req = in_phase & (src == "request").to_numpy()
-        ok = df["ok"].to_numpy()[req]
-        if in_phase.any():
-            out[name] = PhaseData(lat, int(ok.size - np.count_nonzero(ok)), int(ok.size))
+        if not in_phase.any():
+            continue
+        judged = in_phase
+        rec = None
+        if name == "recovery":
+            if start is None and settle_ns > 0:
+                raise InvalidInput("a settle time needs the recovery's start: the run's meta.json has no "
+                                   "recovery window")
+            # the one place the settle window is applied: [start, start + settle) is not judged
+            settling = in_phase & (t < start + settle_ns) if settle_ns > 0 else np.zeros_like(in_phase)
+            judged = in_phase & ~settling
+            req_fail = in_phase & is_req & failed
+            rec = Recovery(start, int(settle_ns), int(np.count_nonzero(settling & is_lat)),
+                           int(np.count_nonzero(settling & is_req)), int(np.count_nonzero(settling & is_req & failed)),
+                           int(np.count_nonzero(in_phase & is_req)), int(np.count_nonzero(req_fail)),
+                           int(t[req_fail].max()) if req_fail.any() else None)
+        lat = df["latency_ns"].to_numpy()[judged & is_lat]
+        req = judged & is_req
+        out[name] = PhaseData(lat, int(np.count_nonzero(req & failed)), int(np.count_nonzero(req)), rec)
     return out
