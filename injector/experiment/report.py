@@ -102,6 +102,7 @@ def render_markdown(journal: dict, verdict_text: str | None, plots: list[str]) -
              *([f"- recorded samples: steady state **{ci['verdict'].upper()}** (" + ", ".join(
                  f"{p} {o}" for p, o in (ci.get("verdict_phases") or {}).items()) + "; verdict below)"]
                if ci.get("verdict") else []),
+             *[f"- {t}" for t in ((ci.get("recovery") or {}).get(k) for k in ("recover_text", "settle_text")) if t],
              f"- started {journal['start']}, took {journal.get('duration', 0):.1f} s; hypothesis strategy "
              f"{ci.get('hypothesis_strategy')}, rollback strategy {ci.get('rollback_strategy')}", ""]
     lines += ["## What held", ""] + ([f"- {h}" for h in held] or ["- (nothing checked)"]) + [""]
@@ -247,7 +248,9 @@ def write_run_data(run_dir: Path, journal: dict, phases, recorders: list, faults
 
         run = load_run(run_dir)
         spec, expect, origin = verdict_spec(verdict, guard)
-        verdict = evaluate(phases_from_run(run, source=verdict.source if verdict else None), spec, expect=expect)
+        settle_ns = verdict.recovery_settle_ns if verdict else 0
+        verdict = evaluate(phases_from_run(run, source=verdict.source if verdict else None, settle_ns=settle_ns),
+                           spec, expect=expect)
         phase_lines = {p: verdict.phase_summary(p) for p in verdict.phases()}
         verdict_text = verdict.summary()
         spec_text = (f"spec: {spec.describe()}\nfrom: {origin}\nexpected: " +
@@ -256,13 +259,20 @@ def write_run_data(run_dir: Path, journal: dict, phases, recorders: list, faults
         if onset:
             spec_text += (f"\nfault phase: from the fault's activation, {onset['seconds']:.3f} s after the method "
                           f"started; samples in between are in no phase (not judged)")
+        rec = verdict.recovery
+        if settle_ns:
+            spec_text += (f"\nrecovery settle: {settle_ns / 1e9:g} s (the `verdict` block's recovery_settle): "
+                          f"recovery samples in the first {settle_ns / 1e9:g} s after the fault's removal are "
+                          f"measured, not judged")
         (run_dir / "verdict.json").write_text(json.dumps(
             {"outcome": verdict.outcome.value, "spec": dataclasses.asdict(spec), "spec_from": origin,
              "spec_text": spec.describe(), "expect": {p: verdict.expectation(p) for p in verdict.phases()},
              "phases": {p: {"outcome": verdict.phase_outcome(p).value, "summary": phase_lines[p]}
                         for p in verdict.phases()},
-             "checks": verdict.to_records()}, indent=1, default=str))
+             "checks": verdict.to_records(), "recovery": rec.to_record() if rec else None}, indent=1, default=str))
         ci["verdict"] = verdict.outcome.value
+        if rec is not None:   # time to recover and what the settle window left out
+            ci["recovery"] = rec.to_record()
         ci["verdict_phases"] = {p: verdict.phase_outcome(p).value for p in verdict.phases()}
         verdict_text = spec_text + "\n\n" + verdict_text
         try:

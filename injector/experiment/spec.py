@@ -181,11 +181,14 @@ class VerdictSpec:
     ``settings``: the ``analysis.SteadyStateSpec`` fields the block gave (latencies in ns, rates as ratios);
     the others come from the guard as without a block. ``expect``: per phase "steady" (judged against the
     spec) or "deviation" (the fault is meant to move it: tested for a change against the baseline).
-    ``source``: which latency samples are judged (request, rtt, oneway; default: the first present)."""
+    ``source``: which latency samples are judged (request, rtt, oneway; default: the first present).
+    ``recovery_settle_ns``: recovery samples within this long after the recovery's start are not judged
+    (``analysis.phases_from_run(settle_ns=)``); 0: every recovery sample is."""
 
     settings: Mapping[str, Any] = field(default_factory=lambda: freeze({}))
     expect: Mapping[str, str] = field(default_factory=lambda: freeze({}))
     source: str | None = None
+    recovery_settle_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -589,7 +592,8 @@ def _guard(ext: Mapping, path: str, err: _Errors) -> GuardSpec:
 
 
 _VERDICT_KEYS = ("quantile", "latency_max", "latency_max_ratio", "max_error_rate", "error_rate_vs_baseline",
-                 "error_rate_tolerance", "error_rate_margin", "confidence", "alpha", "source", "expect")
+                 "error_rate_tolerance", "error_rate_margin", "confidence", "alpha", "source", "expect",
+                 "recovery_settle")
 
 
 def _verdict(v: Any, path: str, err: _Errors) -> VerdictSpec | None:
@@ -633,6 +637,15 @@ def _verdict(v: Any, path: str, err: _Errors) -> VerdictSpec | None:
             out["error_rate_vs_baseline"] = v["error_rate_vs_baseline"]
         else:
             err.add(f"{path}.error_rate_vs_baseline", "must be true or false")
+    settle, rs = 0, v.get("recovery_settle")
+    if isinstance(rs, (str, int, float)) and str(rs).strip().startswith("-"):
+        err.add(f"{path}.recovery_settle", f"must not be negative: a duration such as \"2s\" (got {rs!r})")
+    elif not (rs is None or (rs == 0 and not isinstance(rs, bool))
+              or (isinstance(rs, str) and re.fullmatch(r"(0+\.?0*|\.0+)\s*(ns|us|ms|s|m|h)?", rs.strip()))):
+        try:   # a duration string ("2s"): 0 / "0s" / null keep every recovery sample judged
+            settle = parse_duration_ns(str(rs), field=f"{path}.recovery_settle")
+        except InvalidSpec as exc:
+            err.add(f"{path}.recovery_settle", str(exc).split(": ", 1)[-1])
     src = v.get("source")
     if src is not None and src not in ("request", "rtt", "oneway"):
         err.add(f"{path}.source", f"must be request, rtt or oneway, got {src!r}")
@@ -656,7 +669,7 @@ def _verdict(v: Any, path: str, err: _Errors) -> VerdictSpec | None:
                                          "error_rate_vs_baseline")):
         err.add(path, "every check is off (latency_max, latency_max_ratio, max_error_rate null and "
                       "error_rate_vs_baseline false): nothing would be judged")
-    return VerdictSpec(freeze(out), freeze(expect), src)
+    return VerdictSpec(freeze(out), freeze(expect), src, settle)
 
 
 def parse_experiment(doc: Any, *, source: str | None = None) -> Experiment:

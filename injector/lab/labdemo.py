@@ -131,8 +131,10 @@ def _verdict_lines(run_dir: Path) -> list[str]:
         v = json.loads((run_dir / "verdict.json").read_text())
     except (OSError, ValueError):
         return ["recorded samples: no verdict (no samples were recorded)"]
+    recover = (v.get("recovery") or {}).get("recover_text")
     return [f"recorded samples: steady state {v['outcome'].upper()} ({v.get('spec_text', '')})"] + \
-        [f"  {ph['summary']}" for ph in (v.get("phases") or {}).values()]
+        [f"  {ph['summary']}" for ph in (v.get("phases") or {}).values()] + \
+        ([f"  recovery: {recover}"] if recover else [])
 
 
 def _say(line: str) -> None:

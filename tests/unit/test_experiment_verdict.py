@@ -229,3 +229,65 @@ def test_without_a_verdict_block_the_samples_do_not_change_the_exit_code(tmp_pat
     assert verdict["outcome"] == "violated"
     assert _outcome(out) == ("completed", "completed", False, 0, 0)
     assert out.journal["chaos-inject"]["verdict_declared"] is False
+
+
+# -- recovery_settle: the recovery's first moments measured (time to recover), judged only after it ------------
+def test_recovery_settle_is_parsed_and_bad_values_are_refused_with_their_path():
+    assert parse_experiment(_doc({"recovery_settle": "2s"})).verdict.recovery_settle_ns == 2_000_000_000
+    for off in (0, "0s", None):
+        assert parse_experiment(_doc({"recovery_settle": off})).verdict.recovery_settle_ns == 0
+    assert parse_experiment(_doc({"quantile": 0.9})).verdict.recovery_settle_ns == 0     # absent: today's behaviour
+    for bad, why in (("-1s", "must not be negative"), (-2, "must not be negative"), ("soon", "not a duration"),
+                     (2, "not a duration"), (True, "not a duration"), ("", "not a duration")):
+        with pytest.raises(ExperimentInvalid) as exc:
+            parse_experiment(_doc({"recovery_settle": bad}))
+        assert [p for p, _ in exc.value.errors] == ["extensions[0].verdict.recovery_settle"]
+        assert why in exc.value.errors[0][1]
+
+
+class _EarlyRecoveryErrors(_Requests):
+    """Clean baseline, the fault's 503s, and 600 recovery requests 50 us apart from the recovery's start whose
+    first 40 fail (the transient: the last failure starts 1.95 ms after the fault's removal)."""
+
+    def write(self, run_dir, phases: Phases):
+        w = phases.windows()
+        t = [np.linspace(w[p]["start_ns"], w[p]["end_ns"] - 1, 500).astype(np.int64) for p in ("baseline", "fault")]
+        t.append(w["recovery"]["start_ns"] + 50_000 * np.arange(600, dtype=np.int64))
+        assert t[-1][-1] < w["recovery"]["end_ns"]
+        ok = [np.ones(500, bool), np.arange(500) >= 430, np.arange(600) >= 40]
+        t, ok = np.concatenate(t), np.concatenate(ok)
+        n = write_samples(run_dir, "request-0", phases, t_ns=t, flow="load->api", source="request",
+                          latency_ns=np.where(ok, 2_000_000, 1_000_000_000), ok=ok, status=np.where(ok, 200, 503))
+        return {"samples": n, "lost": 0}
+
+
+def _run_settle(tmp_path, settle):
+    block = dict(SEED_LIKE, **({"recovery_settle": settle} if settle is not None else {}))
+    out = run_experiment(parse_experiment(_doc(block, recovery="60ms")), RunOptions(
+        run_dir=tmp_path / "out", recorders=[_EarlyRecoveryErrors(None)], handle_signals=False))
+    d = tmp_path / "out"
+    return out, (d / "report.md").read_text(), json.loads((d / "verdict.json").read_text())
+
+
+def test_errors_only_in_the_settle_window_hold_with_the_time_to_recover_reported(tmp_path):
+    out, report, verdict = _run_settle(tmp_path, "5ms")
+    assert verdict["outcome"] == "held" and out.exit_code == 0
+    rec = verdict["recovery"]
+    assert rec["settle_ns"] == 5_000_000 and rec["excluded"] == {"samples": 100, "requests": 100, "errors": 40}
+    assert rec["time_to_recover_s"] == pytest.approx(39 * 50e-6) and (rec["requests"], rec["errors"]) == (600, 40)
+    assert out.journal["chaos-inject"]["recovery"] == rec
+    assert "recovery: steady state restored: HELD (error rate 0.00% (0/500)" in report
+    assert "first 0.005 s after the fault's removal not judged: 100 requests, 40 errors" in report
+    assert "- time to recover: 0.002 s (the last failed request of the recovery started 0.002 s after the fault's " \
+           "removal; 40 of 600 requests failed)" in report
+    assert "recovery settle: 0.005 s (the `verdict` block's recovery_settle)" in report
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "time to recover: 0.002 s" in html and "not judged: 100 requests, 40 errors" in html
+
+
+def test_without_a_settle_time_the_transient_is_judged(tmp_path):
+    out, report, verdict = _run_settle(tmp_path, None)
+    assert verdict["outcome"] == "violated" and verdict["phases"]["recovery"]["outcome"] == "violated"
+    assert out.exit_code == 1 and verdict["recovery"]["settle_ns"] == 0
+    assert verdict["recovery"]["time_to_recover_s"] == pytest.approx(39 * 50e-6)
+    assert "not judged" not in verdict["phases"]["recovery"]["summary"] and "- time to recover: 0.002 s" in report

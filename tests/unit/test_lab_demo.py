@@ -132,6 +132,9 @@ def test_the_lab_experiments_verdict_answers_its_question():
     assert spec.latency_max_ns is None and spec.latency_max_ratio is None
     assert expect == {"baseline": "steady", "fault": "deviation", "recovery": "steady"}
     assert exp.verdict.source == "request" and "`verdict` block" in origin
+    # the api's 1 s database deadline plus a reconnect: the recovery is judged from 2 s after the fault's removal
+    assert exp.verdict.recovery_settle_ns == 2_000_000_000
+    assert "recovery_settle" in exp.document["extensions"][1]["why"]
     # the baseline pause alone gives enough requests for a 0-error 95 % bound below the limit
     conf = resolve_configuration(exp, {"api_url": "http://a:1", "prometheus_url": "http://p:2"})
     rate = load_definition()["load"]["rate_per_s"]
@@ -157,3 +160,22 @@ def test_demo_verdict_needs_the_recorded_samples_to_hold_too():
     assert verdict_of(outcome(samples="inconclusive")) == verdict_of(outcome(samples=None)) == "inconclusive"
     assert verdict_of(outcome(deviated=True)) == "deviated"
     assert verdict_of(outcome(state="halted")) == "halted"
+
+
+def test_demo_prints_the_time_to_recover_and_what_the_settle_window_left_out(tmp_path):
+    from injector.lab.labdemo import _verdict_lines
+
+    assert _verdict_lines(tmp_path) == ["recorded samples: no verdict (no samples were recorded)"]
+    rec = {"settle_text": "first 2 s after the fault's removal not judged: 100 requests, 8 errors",
+           "recover_text": "time to recover: 0.825 s (the last failed request of the recovery started 0.825 s after "
+                           "the fault's removal; 8 of 1205 requests failed)"}
+    (tmp_path / "verdict.json").write_text(json.dumps({
+        "outcome": "held", "spec_text": "error rate < 1.00%", "recovery": rec,
+        "phases": {"recovery": {"summary": "recovery: steady state restored: HELD (...); " + rec["settle_text"]}}}))
+    lines = _verdict_lines(tmp_path)
+    assert lines[0] == "recorded samples: steady state HELD (error rate < 1.00%)"
+    assert lines[1].endswith("; first 2 s after the fault's removal not judged: 100 requests, 8 errors")
+    assert lines[2] == "  recovery: " + rec["recover_text"]
+    # a verdict.json from before the recovery record: no time-to-recover line
+    (tmp_path / "verdict.json").write_text(json.dumps({"outcome": "held", "phases": {}}))
+    assert len(_verdict_lines(tmp_path)) == 1
