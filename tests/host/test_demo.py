@@ -77,6 +77,10 @@ def _check_run_dir(run_dir: Path) -> None:
     assert "  baseline: steady state before the fault: HELD (error rate 0.00% (0/" in report
     assert "  fault: deviated as expected (error rate " in report
     assert "  recovery: steady state restored: HELD (error rate 0.00% (0/" in report
+    # the declared 2 s settle: the recovery's first moment is measured (time to recover), not judged, and said so
+    assert "; first 2 s after the fault's removal not judged: " in report
+    assert "recovery settle: 2 s (the `verdict` block's recovery_settle)" in report
+    assert "- time to recover: " in report and "  recovery: time to recover: " in report
     assert "fault phase: from the fault's activation, " in report
     assert "recorded samples: steady state **HELD** (baseline held, fault deviated, recovery held" in report
     verdict = json.loads((run_dir / "verdict.json").read_text())
@@ -92,6 +96,10 @@ def _check_run_dir(run_dir: Path) -> None:
     assert html.count("src='data:image/png;base64,") == 2
     journal = json.loads((run_dir / "journal.json").read_text())
     assert journal["chaos-inject"]["verdict"] == "held"
+    rec = verdict["recovery"]
+    assert rec == journal["chaos-inject"]["recovery"] and rec["settle_ns"] == 2_000_000_000
+    assert rec["requests"] > 200 and rec["excluded"]["requests"] > 0
+    assert (rec["time_to_recover_s"] is None) == (rec["errors"] == 0)
     onset = journal["chaos-inject"]["fault_onset"]          # the fault phase starts when the delay is active
     assert 0 < onset["seconds"] < 5 and onset["end_ns"] == journal["chaos-inject"]["phases"]["fault"]["start_ns"]
     assert journal["chaos-inject"]["phases"]["baseline"]["end_ns"] == onset["start_ns"]
@@ -130,6 +138,8 @@ def test_demo_end_to_end_twice_leaves_nothing(demo, tmp_path):
     out = _demo(args, env, tmp_path / "run1")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "verdict: HELD" in out.stdout and f"report: {tmp_path / 'run1' / 'report.md'}" in out.stdout
+    assert "  recovery: time to recover: " in out.stdout and "first 2 s after the fault's removal not judged" \
+        in out.stdout
     assert "recorded samples: steady state HELD" in out.stdout and "  fault: deviated as expected" in out.stdout
     assert "taken down" in out.stdout
     _check_run_dir(tmp_path / "run1")
