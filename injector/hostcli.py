@@ -117,7 +117,11 @@ class HostRun(RunBase):
         """Up to ``seconds``, until ``done()`` (polled every TICK_S) or a `chaos-inject stop RUN_ID`; the
         status file is rewritten every STATUS_EVERY_S (it is fsynced: not every tick)."""
         end = self._clock() + int(seconds * 1e9)
-        wait = lambda s: (time.sleep(s), done())[1]  # noqa: E731
+
+        def wait(s: float) -> bool:  # _wait_tick's contract: sleep, then say whether the hold is over
+            time.sleep(s)
+            return done()
+
         while (now := self._clock()) < end and not done():
             if self._wait_tick(wait, min(end, now + int(STATUS_EVERY_S * 1e9)), poll_ns=int(TICK_S * 1e9)):
                 return
