@@ -36,6 +36,7 @@ __all__ = [
     "order_statistic_ranks",
     "quantile_ci",
     "quantile_cis",
+    "quantile_ci_dependent",
     "quantile_table",
 ]
 
@@ -211,3 +212,33 @@ def quantile_table(x: object, requests: Sequence[tuple[float, float]], *, _valid
                                               ConfidenceInterval(float(part[lo - 1]), float(part[hi - 1])),
                                               conf, (lo, hi), cov)
     return out
+
+
+def quantile_ci_dependent(a: np.ndarray, q: float, confidence: float, vif: float, est: float | None = None
+                          ) -> QuantileEstimate:
+    """The order-statistic interval of the q-quantile for a dependent series worth ``n / vif`` independent
+    samples (``vif``: variance inflation of the q-exceedance indicator, see :mod:`analysis.dependence`).
+
+    The equal-tailed ranks (l, u) at the effective size n_eff = floor(n / vif) are mapped to the same quantile
+    levels of the n samples: ranks floor(l n / n_eff) and ceil(u n / n_eff). A phase too short for its
+    dependence (no interval at n_eff) is inconclusive and the reason gives the length it would need.
+    ``coverage`` is the nominal coverage at n_eff (asymptotic under dependence).
+    """
+    n = int(a.size)
+    ne = int(math.floor(n / vif))
+    r = _point_rank(n, q)
+    ranks = order_statistic_ranks(ne, q, confidence) if ne > 0 else None
+    if ranks is None:
+        need = min_samples_for_quantile(q, confidence)
+        estimate = float(np.partition(a, r - 1)[r - 1]) if est is None else est
+        return QuantileEstimate(
+            q, n, estimate, None, confidence, None, None,
+            f"phase too short for its dependence: a two-sided {confidence:.1%} interval for p{_qname(q)} needs "
+            f"effective n >= {need}; n={n} but effective n={ne} (variance inflation {vif:.3g}), so about "
+            f"{math.ceil(need * vif)} samples are needed at this dependence")
+    lo = max(1, int(math.floor(ranks[0] * n / ne)))
+    hi = min(n, int(math.ceil(ranks[1] * n / ne)))
+    part = np.partition(a, sorted({r - 1, lo - 1, hi - 1}))
+    return QuantileEstimate(q, n, float(part[r - 1]), ConfidenceInterval(float(part[lo - 1]), float(part[hi - 1])),
+                            confidence, (lo, hi), ranks[2],
+                            f"dependent samples: effective n={ne} of {n}, interval widened for dependence")

@@ -39,6 +39,7 @@ verdict is inconclusive, not held.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -48,8 +49,9 @@ import numpy as np
 from ._types import ConfidenceInterval, InvalidInput, Outcome
 from ._validate import check_confidence, check_count, check_quantile, check_samples
 from .compare import QuantileDifference, _quantile_difference_from_bounds
+from .dependence import Dependence, indicator_dependence
 from .proportions import ProportionComparison, compare_proportions, proportion_ci
-from .quantiles import DEFAULT_QUANTILES, QuantileEstimate, _qname, quantile_table
+from .quantiles import DEFAULT_QUANTILES, QuantileEstimate, _qname, quantile_ci_dependent, quantile_table
 
 __all__ = ["PHASES", "EXPECTATIONS", "PhaseData", "Recovery", "SteadyStateSpec", "Check", "Verdict", "evaluate",
            "phases_from_run"]
@@ -194,6 +196,8 @@ class PhaseData:
     errors: int = 0
     requests: int = 0
     recovery: Recovery | None = None
+    ordered: bool = True          # latencies in time order (False: pooled samples, dependence not estimable)
+    error_flags: Any = None       # per request in time order, True = failed (None: counts only)
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,8 @@ class Check:
     evidence: Any = field(default=None, repr=False)
     brief: str = ""              # the numbers in a few words, for one-line phase summaries
     expect: str = "steady"       # "deviation": a change test against the baseline (kind "change")
+    n: int | None = None         # samples (latency) or requests (error rate) of the phase
+    n_eff: float | None = None   # effective n given the dependence found in time order (== n if none)
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,7 @@ class Verdict:
     quantiles: Mapping[str, Mapping[float, QuantileEstimate]] = field(default_factory=dict, repr=False)
     expect: Mapping[str, str] = field(default_factory=dict)   # phase -> "steady" | "deviation"
     recovery: Recovery | None = None   # the recovery's settle window and time to recover (runs only)
+    dependence: Mapping[str, Mapping[str, Dependence]] = field(default_factory=dict, repr=False)  # phase -> metric
 
     def expectation(self, phase: str) -> str:
         return self.expect.get(phase, "steady")
@@ -285,6 +292,9 @@ class Verdict:
             lines.append(f"  recovery: {self.recovery.recover_text()}")
         for c in self.checks:
             lines.append(f"  [{c.outcome.value:>12}] {c.phase:<8} {c.metric:<10} {c.kind:<8} {c.reason}")
+        for p in self.phases():
+            for d in self.dependence.get(p, {}).values():
+                lines.append(f"  dependence {p:<8} {d.text()}")
         return "\n".join(lines)
 
     def to_records(self) -> list[dict]:
@@ -292,7 +302,8 @@ class Verdict:
             {"phase": c.phase, "expect": c.expect, "metric": c.metric, "kind": c.kind, "outcome": c.outcome.value,
              "observed": c.observed, "limit": c.limit,
              "low": c.interval.low if c.interval else math.nan,
-             "high": c.interval.high if c.interval else math.nan, "reason": c.reason}
+             "high": c.interval.high if c.interval else math.nan, "reason": c.reason,
+             "n": c.n, "n_eff": c.n_eff}
             for c in self.checks
         ]
 
@@ -328,11 +339,13 @@ def _abs_latency(phase: str, est: QuantileEstimate, limit: float, ns: bool) -> C
     return Check(phase, "latency", "absolute", out, est.estimate, limit, est.interval, why, est, brief)
 
 
-def _abs_errors(phase: str, errors: int, requests: int, limit: float, conf: float) -> Check:
+def _abs_errors(phase: str, errors: int, requests: int, limit: float, conf: float,
+                eff: PhaseData | None = None) -> Check:
+    """``eff``: the effective counts (dependent errors) the interval is computed from; the text shows the real ones."""
     if requests == 0:
         return Check(phase, "error_rate", "absolute", Outcome.INCONCLUSIVE, math.nan, limit, None,
                      "no requests recorded in this phase")
-    ci = proportion_ci(errors, requests, conf, "clopper-pearson")
+    ci = proportion_ci(eff.errors if eff else errors, eff.requests if eff else requests, conf, "clopper-pearson")
     rate = errors / requests
     desc = f"error rate {rate:.3%} ({errors}/{requests}, {conf:.0%} CI {ci.low:.3%}-{ci.high:.3%})"
     need = "" if errors else f"; with no errors, about {math.ceil(-math.log((1 - conf) / 2) / limit)} requests are needed"
@@ -358,19 +371,23 @@ def _rel_latency(phase: str, d: QuantileDifference, factor: float) -> Check:
     return Check(phase, "latency", "relative", out, d.ratio, factor, d.ratio_interval, why, d, brief)
 
 
-def _rel_errors(phase: str, base: PhaseData, cur: PhaseData, spec: SteadyStateSpec) -> Check:
+def _rel_errors(phase: str, base: PhaseData, cur: PhaseData, spec: SteadyStateSpec,
+                eb: PhaseData | None = None, ec: PhaseData | None = None) -> Check:
+    """``eb``/``ec``: effective counts of the baseline/phase (dependent errors) the test uses; text: real counts."""
+    eb, ec = eb or base, ec or cur
     tol = spec.tolerance
     if base.requests == 0 or cur.requests == 0:
         return Check(phase, "error_rate", "relative", Outcome.INCONCLUSIVE, math.nan, tol, None,
                      "no requests in this phase or in the baseline: cannot compare error rates")
-    r: ProportionComparison = compare_proportions(base.errors, base.requests, cur.errors, cur.requests,
+    r: ProportionComparison = compare_proportions(eb.errors, eb.requests, ec.errors, ec.requests,
                                                   alternative="greater", confidence=spec.confidence)
+    effect = cur.errors / cur.requests - base.errors / base.requests
     desc = (f"error rate {cur.errors / cur.requests:.3%} vs baseline {base.errors / base.requests:.3%} "
-            f"(increase {r.effect:+.3%}, {spec.confidence:.0%} CI {r.interval.low:+.3%} to {r.interval.high:+.3%}, "
+            f"(increase {effect:+.3%}, {spec.confidence:.0%} CI {r.interval.low:+.3%} to {r.interval.high:+.3%}, "
             f"{r.method} p={r.pvalue:.3g})")
     margin = spec.error_rate_margin
     if margin > 0:
-        one_sided = compare_proportions(base.errors, base.requests, cur.errors, cur.requests,
+        one_sided = compare_proportions(eb.errors, eb.requests, ec.errors, ec.requests,
                                         alternative="greater", confidence=1 - 2 * spec.alpha).interval
         significant = one_sided.low > margin
         what = f"higher than baseline by more than the {margin:.3%} margin"
@@ -384,37 +401,40 @@ def _rel_errors(phase: str, base: PhaseData, cur: PhaseData, spec: SteadyStateSp
     else:
         out, why = Outcome.INCONCLUSIVE, (f"{desc}: not significantly higher, but an increase up to "
                                           f"{r.interval.high:.3%} cannot be ruled out (tolerance {tol:.3%})")
-    brief = (f"vs baseline {r.effect:+.2%}, p={r.pvalue:.2g}, increase CI up to {r.interval.high:+.2%}, "
+    brief = (f"vs baseline {effect:+.2%}, p={r.pvalue:.2g}, increase CI up to {r.interval.high:+.2%}, "
              f"tolerance {tol:.2%}")
-    return Check(phase, "error_rate", "relative", out, r.effect, tol, r.interval, why, r, brief)
+    return Check(phase, "error_rate", "relative", out, effect, tol, r.interval, why, r, brief)
 
 
-def _change_errors(phase: str, base: PhaseData, cur: PhaseData, spec: SteadyStateSpec, alpha: float) -> Check:
+def _change_errors(phase: str, base: PhaseData, cur: PhaseData, spec: SteadyStateSpec, alpha: float,
+                   eb: PhaseData | None = None, ec: PhaseData | None = None) -> Check:
     """Expected deviation: did the error rate change vs the baseline (two-sided, at ``alpha``)?"""
     if base.requests == 0 or cur.requests == 0:
         return Check(phase, "error_rate", "change", Outcome.INCONCLUSIVE, math.nan, 0.0, None,
                      "no requests in this phase or in the baseline: cannot compare error rates",
                      expect="deviation")
     conf = 1 - alpha
-    r = compare_proportions(base.errors, base.requests, cur.errors, cur.requests, alternative="two-sided",
+    eb, ec = eb or base, ec or cur
+    r = compare_proportions(eb.errors, eb.requests, ec.errors, ec.requests, alternative="two-sided",
                             confidence=conf)
+    effect = cur.errors / cur.requests - base.errors / base.requests
     rate, brate = cur.errors / cur.requests, base.errors / base.requests
     lo, hi = r.interval.low, r.interval.high
     ci = f"{conf * 100:.3g}% CI {lo:+.3%} to {hi:+.3%}"
     desc = (f"error rate {rate:.3%} ({cur.errors}/{cur.requests}) vs baseline {brate:.3%} "
-            f"({base.errors}/{base.requests}): {r.effect:+.3%}, {ci}, {r.method} p={r.pvalue:.3g} two-sided")
+            f"({base.errors}/{base.requests}): {effect:+.3%}, {ci}, {r.method} p={r.pvalue:.3g} two-sided")
     margin = spec.error_rate_margin
     if margin > 0:
         changed, test = lo > margin or hi < -margin, f"beyond the {margin:.3%} margin"
     else:
         changed, test = r.pvalue < alpha, f"at alpha {alpha:.3g}"
-    way = "higher" if r.effect > 0 else "lower"
+    way = "higher" if effect > 0 else "lower"
     if changed:
         out, why = Outcome.DEVIATED, f"{desc}: significantly {way} than baseline {test}"
     else:
         out, why = Outcome.NO_CHANGE, f"{desc}: no significant change {test} (a change within the CI cannot be ruled out)"
-    brief = f"error rate {rate:.1%} vs {brate:.1%}, {r.effect:+.1%}, p={r.pvalue:.2g}"
-    return Check(phase, "error_rate", "change", out, r.effect, 0.0, r.interval, why, r, brief, "deviation")
+    brief = f"error rate {rate:.1%} vs {brate:.1%}, {effect:+.1%}, p={r.pvalue:.2g}"
+    return Check(phase, "error_rate", "change", out, effect, 0.0, r.interval, why, r, brief, "deviation")
 
 
 def _change_latency(phase: str, b: QuantileEstimate, c: QuantileEstimate, conf: float, ns: bool) -> Check:
@@ -467,6 +487,7 @@ def evaluate(phases: Mapping[str, PhaseData], spec: SteadyStateSpec | None = Non
     each_dev = math.sqrt(1 - alpha_each)
     checks: list[Check] = []
     tables: dict[str, dict] = {}
+    deps: dict[str, dict[str, Dependence]] = {}
     bad: dict[str, str] = {}
     order = [p for p in PHASES if p in phases] + [p for p in phases if p not in PHASES]
     for name in order:
@@ -477,12 +498,19 @@ def evaluate(phases: Mapping[str, PhaseData], spec: SteadyStateSpec | None = Non
             requests = check_count(pd_.requests, f"{name} requests")
             if errors > requests:
                 raise InvalidInput(f"{name}: errors ({errors}) exceed requests ({requests})")
+            flags = None
+            if pd_.error_flags is not None:
+                flags = np.asarray(pd_.error_flags).astype(bool).ravel()
+                if flags.size != requests or int(np.count_nonzero(flags)) != errors:
+                    raise InvalidInput(f"{name}: error_flags ({flags.size} requests, {int(np.count_nonzero(flags))} "
+                                       f"failed) disagree with requests={requests}, errors={errors}")
         except InvalidInput as exc:
             bad[name] = str(exc)
             continue
         reqs = [(qq, conf) for qq in sorted(set(DEFAULT_QUANTILES) | {q})] + [(q, each), (q, each_dev)]
-        tables[name] = quantile_table(a, reqs, _validated=True)
-        del a
+        tables[name] = t = quantile_table(a, reqs, _validated=True)
+        deps[name] = _phase_dependence(a, t, q, (conf, each, each_dev), pd_.ordered, flags, errors, requests)
+        del a, flags
     for name in order:
         deviation = expect.get(name) == "deviation"
         if name in bad:
@@ -501,7 +529,9 @@ def evaluate(phases: Mapping[str, PhaseData], spec: SteadyStateSpec | None = Non
                 continue
             for m in metrics:
                 if m == "error_rate":
-                    checks.append(_change_errors(name, phases["baseline"], pd_, spec, alpha_each))
+                    checks.append(_change_errors(name, phases["baseline"], pd_, spec, alpha_each,
+                                                 _effective(phases["baseline"], deps["baseline"]),
+                                                 _effective(pd_, deps[name])))
                 else:
                     checks.append(_change_latency(name, tables["baseline"][(q, each_dev)], t[(q, each_dev)],
                                                   1 - alpha_each, latency_unit_ns))
@@ -509,7 +539,8 @@ def evaluate(phases: Mapping[str, PhaseData], spec: SteadyStateSpec | None = Non
         if spec.latency_max_ns is not None:
             checks.append(_abs_latency(name, t[(q, conf)], spec.latency_max_ns, latency_unit_ns))
         if spec.max_error_rate is not None:
-            checks.append(_abs_errors(name, int(pd_.errors), int(pd_.requests), spec.max_error_rate, conf))
+            checks.append(_abs_errors(name, int(pd_.errors), int(pd_.requests), spec.max_error_rate, conf,
+                                      _effective(pd_, deps[name])))
         if name == "baseline":
             continue
         if "baseline" not in phases or "baseline" in bad:
@@ -528,7 +559,8 @@ def evaluate(phases: Mapping[str, PhaseData], spec: SteadyStateSpec | None = Non
             d = _quantile_difference_from_bounds(q, conf, bx, by, b.reason, c.reason)
             checks.append(_rel_latency(name, d, spec.latency_max_ratio))
         if spec.error_rate_vs_baseline:
-            checks.append(_rel_errors(name, phases["baseline"], pd_, spec))
+            checks.append(_rel_errors(name, phases["baseline"], pd_, spec,
+                                      _effective(phases["baseline"], deps["baseline"]), _effective(pd_, deps[name])))
     for name, e in expect.items():
         if e == "deviation" and name not in phases:
             checks += [Check(name, m, "change", Outcome.INCONCLUSIVE, math.nan, math.nan, None,
@@ -536,7 +568,61 @@ def evaluate(phases: Mapping[str, PhaseData], spec: SteadyStateSpec | None = Non
                              expect="deviation") for m in metrics]
     quantiles = {n: {qq: est for (qq, cc), est in t.items() if cc == conf} for n, t in tables.items()}
     rec = phases["recovery"].recovery if "recovery" in phases else None
-    return Verdict(spec, tuple(checks), quantiles, {n: expect.get(n, "steady") for n in [*order, *expect]}, rec)
+    checks = [_with_dependence(c, deps) for c in checks]
+    return Verdict(spec, tuple(checks), quantiles, {n: expect.get(n, "steady") for n in [*order, *expect]}, rec,
+                   deps)
+
+
+def _phase_dependence(a: np.ndarray, table: dict, q: float, confs: tuple[float, ...], ordered: bool,
+                      flags: np.ndarray | None, errors: int, requests: int) -> dict[str, Dependence]:
+    """Dependence of the q-exceedances and of the errors in time order; widens the q-quantile intervals of
+    ``table`` in place when the exceedances are dependent (see :mod:`analysis.dependence`)."""
+    out: dict[str, Dependence] = {}
+    if a.size:
+        est = table[(q, confs[0])].estimate
+        d = indicator_dependence(a > est, f"p{_qname(q)} exceedances", ordered=ordered)
+        if d.applied:
+            for c in set(confs):
+                table[(q, c)] = quantile_ci_dependent(a, q, c, d.vif, est)
+        out["latency"] = d
+    if requests:
+        if flags is None:
+            out["error_rate"] = Dependence("errors (counts only, no per-request time order)", requests, errors, 1.0,
+                                           math.nan, math.nan, False, 0, 0, math.nan, math.nan, False)
+        else:
+            out["error_rate"] = indicator_dependence(flags, "errors")
+    return out
+
+
+def _effective(pd_: PhaseData, dep: Mapping[str, Dependence]) -> PhaseData:
+    """Error and request counts scaled to the effective number of requests when errors are dependent."""
+    d = dep.get("error_rate")
+    if d is None or not d.applied:
+        return pd_
+    n = max(1, int(round(pd_.requests / d.vif)))
+    return PhaseData(pd_.latencies, min(n, int(round(pd_.errors / d.vif))), n, pd_.recovery, pd_.ordered)
+
+
+def _with_dependence(c: Check, deps: Mapping[str, Mapping[str, Dependence]]) -> Check:
+    """The check with n, effective n and, when dependence widened its interval, a sentence saying so."""
+    own = deps.get(c.phase, {}).get(c.metric)
+    if own is None:
+        return c
+    involved = [(c.phase, own)]
+    if c.kind in ("relative", "change") and "baseline" in deps and c.metric in deps["baseline"]:
+        involved.append(("baseline", deps["baseline"][c.metric]))
+    notes = []
+    wide = [(p, d) for p, d in involved if d.applied]
+    if wide:
+        notes.append("dependence in time order widened the interval: " + ", ".join(
+            f"{p} effective n {d.n_eff:.0f} of {d.n} ({d.what} in episodes of {d.episode:.3g}, variance inflation "
+            f"{d.vif:.3g})" for p, d in wide))
+    loose = [p for p, d in involved if not d.ordered]
+    if loose:
+        notes.append(f"{' and '.join(loose)}: no time order, treated as independent")
+    reason = c.reason + ("; " + "; ".join(notes) if notes else "")
+    brief = c.brief + (f", effective n {own.n_eff:.0f} of {own.n}" if own.applied and c.brief else "")
+    return dataclasses.replace(c, reason=reason, brief=brief, n=own.n, n_eff=own.n_eff)
 
 
 def phases_from_run(run: Any, *, source: str | None = None, flow: str | None = None,
@@ -586,7 +672,9 @@ def phases_from_run(run: Any, *, source: str | None = None, flow: str | None = N
                            int(np.count_nonzero(settling & is_req)), int(np.count_nonzero(settling & is_req & failed)),
                            int(np.count_nonzero(in_phase & is_req)), int(np.count_nonzero(req_fail)),
                            int(t[req_fail].max()) if req_fail.any() else None)
-        lat = df["latency_ns"].to_numpy()[judged & is_lat]
+        sel = judged & is_lat
+        lat = df["latency_ns"].to_numpy()[sel][np.argsort(t[sel], kind="stable")]  # time order: dependence
         req = judged & is_req
-        out[name] = PhaseData(lat, int(np.count_nonzero(req & failed)), int(np.count_nonzero(req)), rec)
+        flags = failed[req][np.argsort(t[req], kind="stable")]
+        out[name] = PhaseData(lat, int(np.count_nonzero(flags)), int(flags.size), rec, True, flags)
     return out
