@@ -269,7 +269,9 @@ def write_run_data(run_dir: Path, journal: dict, phases, recorders: list, faults
              "spec_text": spec.describe(), "expect": {p: verdict.expectation(p) for p in verdict.phases()},
              "phases": {p: {"outcome": verdict.phase_outcome(p).value, "summary": phase_lines[p]}
                         for p in verdict.phases()},
-             "checks": verdict.to_records(), "recovery": rec.to_record() if rec else None}, indent=1, default=str))
+             "checks": verdict.to_records(), "recovery": rec.to_record() if rec else None,
+             "dependence": {p: {m: d.to_record() for m, d in ds.items()} for p, ds in verdict.dependence.items()}},
+            indent=1, default=str))
         ci["verdict"] = verdict.outcome.value
         if rec is not None:   # time to recover and what the settle window left out
             ci["recovery"] = rec.to_record()

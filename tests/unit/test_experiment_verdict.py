@@ -116,6 +116,11 @@ def test_expected_deviation_reads_as_the_experiment_means_it(tmp_path):
     assert "fault: deviated as expected (error rate 86.0% vs 0.0%, +86.0%" in report
     assert "recovery: steady state restored: HELD (error rate 0.00% (0/600)" in report
     assert "baseline: steady state before the fault: HELD" in report
+    # the dependence found in time order, per phase and metric, in the report and verdict.json
+    assert "dependence baseline p99 exceedances: n=" in report
+    assert set(verdict["dependence"]) == {"baseline", "fault", "recovery"}
+    assert verdict["dependence"]["fault"]["error_rate"]["n"] == 500
+    assert all(c["n"] is not None and c["n_eff"] <= c["n"] for c in verdict["checks"])
     assert "from: the experiment's `verdict` block" in report and "spec: error rate < 1.00%" in report
     assert "recorded samples: steady state **HELD** (baseline held, fault deviated, recovery held" in report
     assert verdict["spec"]["max_error_rate"] == 0.01
