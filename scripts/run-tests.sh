@@ -9,13 +9,14 @@
 # truly cannot run a tier (no root, no bcc, no way to fetch a kernel); CI never sets it.
 # KERNEL_SERIES="6.1 6.12" runs the kernel tier on several kernels (make test-kernels).
 # For this script's own test (tests/unit/test_run_tests.py): CHAOS_INJECT_TIER_UNIT / _HOST (test paths),
-# CHAOS_INJECT_KERNEL_TIER (the kernel tier's script), CHAOS_INJECT_QEMU (the QEMU binary looked for).
+# CHAOS_INJECT_KERNEL_TIER (the kernel tier's script), CHAOS_INJECT_QEMU (the QEMU binary looked for),
+# CHAOS_INJECT_TEST_LOGS (where the tier logs go; default .cache/test-logs).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 py=$here/.venv/bin/python
-logdir=$here/.cache/test-logs
+logdir=${CHAOS_INJECT_TEST_LOGS:-$here/.cache/test-logs}
 mkdir -p "$logdir"
 series_list=${KERNEL_SERIES:-6.1}
 allow_skip=${CHAOS_INJECT_ALLOW_SKIP:-0}

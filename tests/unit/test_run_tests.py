@@ -36,11 +36,13 @@ def run(tiers: Path, *, unit="passing", host="passing", qemu="sh", allow=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAOS_INJECT_", "KERNEL_SERIES"))}
     env.update(CHAOS_INJECT_TIER_UNIT=str(tiers / unit), CHAOS_INJECT_TIER_HOST=str(tiers / host),
                CHAOS_INJECT_KERNEL_TIER=str(tiers / "kernel-tier.sh"), CHAOS_INJECT_QEMU=qemu,
+               CHAOS_INJECT_TEST_LOGS=str(tiers / "logs"),   # not .cache/test-logs: `make test` may be writing there
                PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     if allow is not None:
         env["CHAOS_INJECT_ALLOW_SKIP"] = allow
     proc = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=300)
     summary = proc.stdout.split("=== summary")[-1]
+    assert sorted(p.name for p in (tiers / "logs").iterdir()) == ["host.log", "kernel-6.1.log", "unit.log"]
     return proc.returncode, summary
 
 
