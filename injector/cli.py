@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "schedule":
             from .schedule import cmd_schedule
 
-            return cmd_schedule(args)
+            return cmd_schedule(args, build_parser=build_parser, cmd_inject=cmd_inject)
         if args.command in ("cpu-stress", "kill-process"):
             from .hostcli import cmd_cpu_stress, cmd_kill_process
 
@@ -337,7 +337,9 @@ def _save_summary(recording, summary: dict) -> None:
     """The achieved-vs-requested summary, saved with the run (summary.json beside meta.json)."""
     summary = {**summary, "latency_shift": recording.meta.get("latency_shift", []),
                "recorders": recording.summaries}
-    (recording.run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    from .files import write_json_atomic
+
+    write_json_atomic(recording.run_dir / "summary.json", summary, dir_mode=0o755, sort_keys=False, default=str)
 
 
 class _ProgressPrinter:

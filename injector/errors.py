@@ -53,3 +53,16 @@ class Interrupted(ChaosInjectError):
 
         self.signum = signum
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+class ExperimentInvalid(InvalidSpec):
+    """The experiment file does not validate; ``errors`` lists ``(field path, problem)``, all of them.
+
+    Defined here (not in experiment/spec.py, which re-exports it) so that the recorders, a floor below the
+    experiment package, can raise it without importing it."""
+
+    def __init__(self, errors: list[tuple[str, str]], source: str | None = None):
+        self.errors = list(errors)
+        head = f"{source}: " if source else ""
+        lines = [f"{path}: {msg}" if path else msg for path, msg in self.errors]
+        super().__init__(head + f"{len(lines)} problem(s) in the experiment:\n  " + "\n  ".join(lines))

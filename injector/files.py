@@ -1,22 +1,35 @@
-"""Atomic JSON files: a reader (another process, a crash-time sweep) sees the old file or the new one, whole."""
+"""Atomic JSON files: a reader (another process, a crash-time sweep) sees the old file or the new one, whole.
+
+The one writer of JSON state and run files: ledgers and markers (kernel/), the lab's state, an experiment's
+status and journal, a run directory's meta.json, counters.json and verdict.json.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
-def write_json_atomic(path: Path, data: Any, *, dir_mode: int = 0o700) -> None:
+def write_json_atomic(path: Path, data: Any, *, dir_mode: int = 0o700, sort_keys: bool = True,
+                      default: Callable[[Any], Any] | None = None) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``.
 
-    A missing directory is made with ``dir_mode`` (private by default: run state is root's).
+    A missing directory is made with ``dir_mode`` (private by default: run state is root's). ``sort_keys=False``
+    keeps the mapping's order (journals, reports); ``default`` is json's hook for objects it cannot encode.
     """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")  # per process: two writers never share a temporary file
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    # per process and thread: two writers never share a temporary file
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, indent=1, sort_keys=sort_keys, default=default)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

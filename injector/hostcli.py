@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterator
 
 from .errors import ChaosInjectError, Interrupted, InvalidSpec
 from .session import RunBase
-from .spec import parse_duration_ns, parse_percent_ratio
+from .spec import parse_percent_ratio
+from .spec.units import parse_duration_s
 
 EXIT_OK, EXIT_ERROR = 0, 1
 TICK_S = 0.05          # stop requests and CPU samples (the last sample before a worker exits counts)
@@ -49,10 +50,6 @@ def add_host_parsers(sub) -> None:
     kill.add_argument("--hold", help="keep it down this long, then restart (default: restart at once, as "
                       "pod-kill; without --restart a pid/name target stays down)")
     kill.add_argument("--json", action="store_true")
-
-
-def _seconds(text: str, field: str) -> float:
-    return parse_duration_ns(text, field=field) / 1e9
 
 
 class HostRun(RunBase):
@@ -160,7 +157,7 @@ def cmd_cpu_stress(args: argparse.Namespace) -> int:
     from .hostfaults.cpu import CpuStress
 
     load = parse_percent_ratio(args.load, field="load") * 100
-    duration_s = _seconds(args.duration, "duration")
+    duration_s = parse_duration_s(args.duration, field="duration")
     stress = CpuStress(args.workers, load, duration_s)  # validates workers, load, duration: nothing started yet
     run = HostRun("cpu-stress", f"cpu stress {args.workers} worker(s) at {load:g}% for {args.duration}",
                   duration_s)
@@ -186,8 +183,8 @@ def cmd_kill_process(args: argparse.Namespace) -> int:
     from .hostfaults.process import ProcessKill
     from .kernel.ledger import process_start_ticks
 
-    grace_s = _seconds(args.grace, "grace")
-    hold_s = _seconds(args.hold, "hold") if args.hold else 0.0
+    grace_s = parse_duration_s(args.grace, field="grace")
+    hold_s = parse_duration_s(args.hold, field="hold") if args.hold else 0.0
     if args.restart is not None and not args.restart.strip():
         raise InvalidSpec("the restart command is empty", field="--restart")
     fault = ProcessKill(args.service, pid=args.pid, name=args.name, restart_command=args.restart,

@@ -28,7 +28,8 @@ from typing import Iterator, Sequence
 from .errors import InvalidSpec
 from .hostfaults.cpu import CpuStress
 from .hostfaults.process import KillResult, ProcessKill
-from .session import FaultSession, _duration, start_fault
+from .session import FaultSession, start_fault
+from .spec.units import parse_duration_s
 
 log = logging.getLogger(__name__)
 DEFAULT_DURATION = "300s"
@@ -105,7 +106,7 @@ def kill_process(service_name: str | None = None, *, pid: int | None = None, nam
                         mode=mode, seed=seed)
     timer = None
     if duration is not None:  # restore() runs once, whichever of the timer and the block's end comes first
-        timer = threading.Timer(_duration(duration, "duration") / 1e9, fault.restore)
+        timer = threading.Timer(parse_duration_s(duration, field="duration"), fault.restore)
         timer.daemon = True
     with fault as result:
         if timer is not None:
@@ -120,6 +121,6 @@ def kill_process(service_name: str | None = None, *, pid: int | None = None, nam
 @contextlib.contextmanager
 def cpu_stress(workers: int = 1, load: float = 80, duration=None) -> Iterator[CpuStress]:
     """``workers`` processes each at ``load`` % of one CPU (Chaos Mesh StressChaos stressors.cpu)."""
-    seconds = _duration(_bounded(duration), "duration") / 1e9
+    seconds = parse_duration_s(_bounded(duration), field="duration")
     with CpuStress(workers, load, seconds) as stress:
         yield stress

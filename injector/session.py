@@ -31,6 +31,7 @@ from typing import Any, Callable
 from .errors import ChaosInjectError, CleanupFailed, Interrupted, InvalidSpec
 from .kernel.ledger import FINAL_STATES, record_final
 from .plan import Plan
+from .spec.units import parse_duration_ns
 
 log = logging.getLogger(__name__)
 MAX_TICK_NS = 1_000_000_000
@@ -479,24 +480,6 @@ def prepare(flows: list[str], fault, *, interface: str | None = None, netns: str
     return Prepared(plan, why, selections)
 
 
-def _duration(value, field: str, *, allow_zero: bool = False) -> int:
-    """'200ms' / '1.5s' (a string with its unit) or a datetime.timedelta -> ns. Bare numbers are refused:
-    their unit would be a guess."""
-    import datetime
-
-    from .spec import parse_duration_ns
-
-    if isinstance(value, datetime.timedelta):
-        ns = round(value.total_seconds() * 1e9)
-        if ns < 0 or (ns == 0 and not allow_zero):
-            raise InvalidSpec("must be positive", text=str(value), field=field)
-        return ns
-    if not isinstance(value, str):
-        raise InvalidSpec("give a duration with its unit, e.g. '200ms' or '30s' (or a timedelta)",
-                          text=repr(value), field=field)
-    return parse_duration_ns(value, field=field, allow_zero=allow_zero)
-
-
 def _percent(value, field: str) -> float:
     from .spec import parse_percent_ratio
 
@@ -518,8 +501,8 @@ def fault_from_options(*, delay=None, jitter=None, distribution=None, correlatio
         partition=bool(partition),
         corrupt_ratio=_percent(corrupt, "corrupt") if corrupt is not None else 0.0,
         duplicate_ratio=_percent(duplicate, "duplicate") if duplicate is not None else 0.0,
-        delay_ns=_duration(delay, "delay") if delay is not None else 0,
-        jitter_ns=_duration(jitter, "jitter", allow_zero=True) if jitter is not None else 0,
+        delay_ns=parse_duration_ns(delay, field="delay") if delay is not None else 0,
+        jitter_ns=parse_duration_ns(jitter, field="jitter", allow_zero=True) if jitter is not None else 0,
         distribution=distribution,
         delay_correlation_ratio=_percent(correlation, "correlation") if correlation is not None else 0.0,
         reorder_ratio=_percent(reorder, "reorder") if reorder is not None else 0.0,
@@ -554,8 +537,8 @@ def start_fault(flow: str | list[str] | None = None, interface: str | None = Non
                                loss=loss, loss_burst=loss_burst, partition=partition, corrupt=corrupt,
                                duplicate=duplicate, reorder=reorder, rate=rate)
     prepared = prepare(flow if isinstance(flow, list) else [flow], fault, interface=interface, netns=netns,
-                       direction=direction, duration_ns=_duration(duration, "duration"),
-                       lease_ns=_duration(lease, "lease"), seed=seed, engine=engine, inventory=inventory,
+                       direction=direction, duration_ns=parse_duration_ns(duration, field="duration"),
+                       lease_ns=parse_duration_ns(lease, field="lease"), seed=seed, engine=engine, inventory=inventory,
                        percent=parse_percent(percent) if percent is not None else None)
     session = FaultSession(prepared.plan, kind=kind, extra_status={"engine_reason": prepared.why})
     return session.start()

@@ -3,16 +3,27 @@
 #   unit   no root: specs, plan, runner with a fake engine, analysis, notebooks
 #   host   root + bcc on this kernel, in throwaway network namespaces (eBPF engine, CLI lifecycle)
 #   kernel a stock Debian kernel under QEMU, for what this kernel lacks (netem, fq)
-# Exit status is non-zero if any tier failed, or if a tier that must run collected no test.
+# Exit status is non-zero if any tier failed, or if a tier that must run collected no test, or skipped every
+# test it collected (a tier cannot pass by skipping), or if the kernel tier could not run on a machine that has
+# QEMU: each with the reason. CHAOS_INJECT_ALLOW_SKIP=1 turns these skips into a stated SKIPPED, for a machine that
+# truly cannot run a tier (no root, no bcc, no way to fetch a kernel); CI never sets it.
 # KERNEL_SERIES="6.1 6.12" runs the kernel tier on several kernels (make test-kernels).
+# For this script's own test (tests/unit/test_run_tests.py): CHAOS_INJECT_TIER_UNIT / _HOST (test paths),
+# CHAOS_INJECT_KERNEL_TIER (the kernel tier's script), CHAOS_INJECT_QEMU (the QEMU binary looked for),
+# CHAOS_INJECT_TEST_LOGS (where the tier logs go; default .cache/test-logs).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 py=$here/.venv/bin/python
-logdir=$here/.cache/test-logs
+logdir=${CHAOS_INJECT_TEST_LOGS:-$here/.cache/test-logs}
 mkdir -p "$logdir"
 series_list=${KERNEL_SERIES:-6.1}
+allow_skip=${CHAOS_INJECT_ALLOW_SKIP:-0}
+unit_tests=${CHAOS_INJECT_TIER_UNIT:-tests/unit}
+host_tests=${CHAOS_INJECT_TIER_HOST:-tests/host}
+kernel_tier=${CHAOS_INJECT_KERNEL_TIER:-scripts/vm/kernel-tier.sh}
+qemu=${CHAOS_INJECT_QEMU:-qemu-system-x86_64}
 declare -a lines=()
 failed=0
 total_passed=0 total_failed=0 total_skipped=0
@@ -29,11 +40,33 @@ tally() {  # tally <tier> <exit code> <log>
   p=$(count passed "$summary"); f=$(count failed "$summary"); e=$(count error "$summary"); s=$(count skipped "$summary")
   total_passed=$((total_passed + p)); total_failed=$((total_failed + f + e)); total_skipped=$((total_skipped + s))
   case "$rc" in
-    0) lines+=("$tier: ${summary:-ok}") ;;
+    0) if [ "$p" -eq 0 ] && [ "$s" -gt 0 ]; then
+         skipped_tier "$tier" "every test skipped ($summary): $(skip_reasons "$log")"
+       else
+         lines+=("$tier: ${summary:-ok}")
+       fi ;;
     5) lines+=("$tier: FAILED: no tests collected"); failed=1 ;;
-    77) lines+=("$tier: SKIPPED: $(tail -1 "$log")") ;;
+    77) local reason; reason=$(tr -d '\r' < "$log" | grep -v '^===' | grep -v '^[[:space:]]*$' | tail -1)
+        if [[ $tier == kernel-* ]] && command -v "$qemu" >/dev/null 2>&1; then
+          skipped_tier "$tier" "could not run on a machine that has QEMU ($(command -v "$qemu")): $reason"
+        else
+          lines+=("$tier: SKIPPED: $reason")
+        fi ;;
     *) lines+=("$tier: FAILED (exit $rc): ${summary:-see $log}"); failed=1 ;;
   esac
+}
+
+skip_reasons() {  # the first three distinct reasons from pytest's short summary (-ra): "SKIPPED [n] file:line: why"
+  tr -d '\r' < "$1" | sed -nE 's/^SKIPPED \[[0-9]+\] [^ ]+: //p' | sort -u | head -3 | paste -sd ';' -
+}
+
+skipped_tier() {  # skipped_tier <tier> <why>: a failure, unless CHAOS_INJECT_ALLOW_SKIP=1 says this machine cannot
+  if [ "$allow_skip" = 1 ]; then
+    lines+=("$1: SKIPPED (allowed by CHAOS_INJECT_ALLOW_SKIP=1): $2")
+  else
+    lines+=("$1: FAILED: $2 (a tier this machine should run did not; CHAOS_INJECT_ALLOW_SKIP=1 if it truly cannot)")
+    failed=1
+  fi
 }
 
 run_tier() {  # run_tier <name> <command...>
@@ -44,10 +77,10 @@ run_tier() {  # run_tier <name> <command...>
   tally "$name" "${PIPESTATUS[0]}" "$log"
 }
 
-run_tier unit "$py" -m pytest tests/unit -q -p no:cacheprovider
-run_tier host "$py" -m pytest tests/host -q -p no:cacheprovider
+run_tier unit "$py" -m pytest $unit_tests -q -ra -p no:cacheprovider
+run_tier host "$py" -m pytest $host_tests -q -ra -p no:cacheprovider
 for series in $series_list; do
-  run_tier "kernel-$series" bash scripts/vm/kernel-tier.sh "$series"
+  run_tier "kernel-$series" bash "$kernel_tier" "$series"
 done
 
 echo

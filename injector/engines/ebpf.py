@@ -12,7 +12,7 @@ from .common import LeasedRules, interface_links, require_root
 from ..kernel.owner import KernelOwner
 from ..plan import Interface, Plan
 from .rules import compile_rules
-from .select import STATELESS
+from .features import EBPF_FEATURES
 
 ARPHRD_ETHER, ARPHRD_LOOPBACK, ARPHRD_NONE = 1, 772, 65534
 L2_LEN_BY_TYPE = {ARPHRD_ETHER: 14, ARPHRD_LOOPBACK: 14, ARPHRD_NONE: 0}
@@ -30,7 +30,7 @@ def _step(what: str, fn: Callable[..., None], *args: object) -> Callable[[], Non
 
 class EbpfEngine:
     name = "ebpf"
-    features = STATELESS
+    features = EBPF_FEATURES
 
     def __init__(self) -> None:
         self._rules: LeasedRules | None = None

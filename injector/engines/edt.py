@@ -24,12 +24,11 @@ from ..plan import Plan
 from ..kernel import tc
 from .common import add_ifb, redirect_ingress, replaceable_root, root_entry
 from .ebpf import EbpfEngine
-from .select import STATELESS
+from .features import EDT_FEATURES
 
 FQ_MAJOR = 0xC1C0
 FQ_HANDLE = FQ_MAJOR << 16
 TCA_FQ_PLIMIT, TCA_FQ_FLOW_PLIMIT, TCA_FQ_HORIZON, TCA_FQ_HORIZON_DROP = 1, 2, 14, 15
-EDT_FEATURES = STATELESS | {"delay", "jitter", "distribution"}
 
 
 def fq_attrs(plan: Plan) -> bytes:

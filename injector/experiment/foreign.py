@@ -295,7 +295,7 @@ def translate_chaos_mesh(docs: list[Any], inventory, *, seed: int, source: str =
         if sched is not None:
             cron = sched.get("cron") if isinstance(sched, Mapping) else None
             try:
-                from ..schedule import parse_schedule
+                from ..cron import parse_schedule
 
                 parse_schedule(str(cron))
                 p.notes.append(f"{path}: scheduler.cron {cron!r}: this run is one round; to repeat it: "

@@ -104,7 +104,7 @@ def kill_hosts(hosts: list[str], action: str = "pod-kill", duration: str | None 
     (mandatory) for ``pod-failure`` / ``stop``. Returns per host what was killed and whether it restarted."""
     from ..errors import InvalidSpec
     from ..hostfaults import ProcessKill
-    from ..session import _duration
+    from ..spec.units import parse_duration_s
 
     held = action in ("pod-failure", "stop")
     if action not in ("pod-kill", "pod-failure", "terminate", "stop", "reboot"):
@@ -112,8 +112,8 @@ def kill_hosts(hosts: list[str], action: str = "pod-kill", duration: str | None 
                           field="action")
     if held and duration is None:
         raise InvalidSpec(f"{action} needs a duration: the service must come back", field="duration")
-    hold_s = _duration(duration, "duration") / 1e9 if held else 0.0
-    grace_s = _duration(grace, "grace", allow_zero=True) / 1e9
+    hold_s = parse_duration_s(duration, field="duration") if held else 0.0
+    grace_s = parse_duration_s(grace, field="grace", allow_zero=True)
     report: dict[str, Any] = {"action": action, "hosts": []}
     kills: list[tuple[Any, list]] = []
     chosen = [(h, processes_in_netns(h.netns)) for h in _hosts(list(hosts), inventory)]
@@ -209,11 +209,11 @@ def stress_cpu(workers: int, load: float = 100, duration: str = "60s", hosts: li
     """``workers`` CPU workers at ``load`` % of one CPU, per selected host (Chaos Mesh: per pod), for
     ``duration``. The hosts share this machine's CPUs."""
     from ..hostfaults import CpuStress
-    from ..session import _duration
+    from ..spec.units import parse_duration_s
 
     n = max(1, len(hosts or []))
     cancel = _register()
-    stress = CpuStress(int(workers) * n, float(load), _duration(duration, "duration") / 1e9)
+    stress = CpuStress(int(workers) * n, float(load), parse_duration_s(duration, field="duration"))
     try:
         with stress:
             while not cancel.is_set():

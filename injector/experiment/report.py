@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
-import json
 import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..files import write_json_atomic
 from .spec import GuardSpec, VerdictSpec
 
 __all__ = ["write_run_data", "write_report", "ReportParts", "render_markdown", "verdict_spec"]
@@ -241,8 +241,8 @@ def write_run_data(run_dir: Path, journal: dict, phases, recorders: list, faults
                 "engine": faults[0]["engine"] if faults else "none", "kernel": os.uname().release, "seed": None,
                 "phases": phases.windows(), "experiment": journal["experiment"].get("title"),
                 "recorders": summaries}
-        (run_dir / "meta.json").write_text(json.dumps(meta, indent=1))
-        (run_dir / "counters.json").write_text(json.dumps(_counters(faults), indent=1))
+        write_json_atomic(run_dir / "meta.json", meta, dir_mode=0o755, sort_keys=False)
+        write_json_atomic(run_dir / "counters.json", _counters(faults), dir_mode=0o755, sort_keys=False)
     if has_samples:
         from analysis import evaluate, load_run, phases_from_run
 
@@ -264,14 +264,14 @@ def write_run_data(run_dir: Path, journal: dict, phases, recorders: list, faults
             spec_text += (f"\nrecovery settle: {settle_ns / 1e9:g} s (the `verdict` block's recovery_settle): "
                           f"recovery samples in the first {settle_ns / 1e9:g} s after the fault's removal are "
                           f"measured, not judged")
-        (run_dir / "verdict.json").write_text(json.dumps(
+        write_json_atomic(run_dir / "verdict.json",
             {"outcome": verdict.outcome.value, "spec": dataclasses.asdict(spec), "spec_from": origin,
              "spec_text": spec.describe(), "expect": {p: verdict.expectation(p) for p in verdict.phases()},
              "phases": {p: {"outcome": verdict.phase_outcome(p).value, "summary": phase_lines[p]}
                         for p in verdict.phases()},
              "checks": verdict.to_records(), "recovery": rec.to_record() if rec else None,
              "dependence": {p: {m: d.to_record() for m, d in ds.items()} for p, ds in verdict.dependence.items()}},
-            indent=1, default=str))
+            dir_mode=0o755, sort_keys=False, default=str)
         ci["verdict"] = verdict.outcome.value
         if rec is not None:   # time to recover and what the settle window left out
             ci["recovery"] = rec.to_record()

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from ..files import write_json_atomic
 from .guard import HaltGuard
 from .loader import check_environment, resolve_configuration, resolve_secrets
 from .providers import ActivityFailed, RunContext, run_provider, within_tolerance
@@ -106,10 +107,7 @@ def _jsonable(v: Any) -> Any:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_jsonable(data), indent=1))
-    os.replace(tmp, path)
+    write_json_atomic(path, _jsonable(data), dir_mode=0o755, sort_keys=False)
 
 
 class _Run:

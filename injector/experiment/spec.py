@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from ..errors import InvalidSpec
+from ..errors import ExperimentInvalid, InvalidSpec
+from ..extension import EXTENSION_NAME
+from ..record.experiment import record_errors  # the record block (one-way / RTT samples): its shape only
 
 __all__ = [
     "ExperimentInvalid", "Experiment", "Hypothesis", "Activity", "Pauses", "Tolerance", "PythonProvider",
@@ -27,18 +29,7 @@ DRY_MODES = ("probes", "actions", "activities", "pause")
 HYPOTHESIS_STRATEGIES = ("default", "before-method-only", "after-method-only", "during-method-only", "continuously")
 ROLLBACK_STRATEGIES = ("default", "always", "never", "deviated")
 TOLERANCE_TYPES = ("probe", "regex", "jsonpath", "range", "statistical")
-EXTENSION_NAME = "chaos-inject"
 _VAR = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
-
-
-class ExperimentInvalid(InvalidSpec):
-    """The experiment file does not validate; ``errors`` lists ``(field path, problem)``, all of them."""
-
-    def __init__(self, errors: list[tuple[str, str]], source: str | None = None):
-        self.errors = list(errors)
-        head = f"{source}: " if source else ""
-        lines = [f"{path}: {msg}" if path else msg for path, msg in self.errors]
-        super().__init__(head + f"{len(lines)} problem(s) in the experiment:\n  " + "\n  ".join(lines))
 
 
 def freeze(value: Any) -> Any:
@@ -751,8 +742,6 @@ def parse_experiment(doc: Any, *, source: str | None = None) -> Experiment:
             guard = _guard(e, f"extensions[{i}]", err)
             if "verdict" in e:
                 verdict = _verdict(e["verdict"], f"extensions[{i}].verdict", err)
-    from ..record.experiment import record_errors  # the record block (one-way / RTT samples): its shape only
-
     for p, problem in record_errors(exts)[1]:
         err.add(p, problem)
     if err.items:

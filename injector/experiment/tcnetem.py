@@ -282,11 +282,12 @@ _OURS: dict[tuple[str | None, str], Any] = {}     # (netns, interface) -> FaultS
 
 
 def _start(cmd: TcNetem, settings: TcSettings, netns: str | None):
-    from ..session import FaultSession, _duration, prepare
+    from ..session import FaultSession, prepare
+    from ..spec.units import parse_duration_ns
     from . import actions
 
     prepared = prepare(["*->*"], cmd.fault, interface=cmd.interface, netns=netns, direction="egress",
-                       duration_ns=_duration(settings.duration, "tc_duration"), seed=cmd.seed)
+                       duration_ns=parse_duration_ns(settings.duration, field="tc_duration"), seed=cmd.seed)
     session = FaultSession(prepared.plan, kind="experiment",
                            extra_status={"engine_reason": prepared.why, "translated_from": cmd.text})
     session.start()

@@ -25,14 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Unsupported
-from ..record.histogram import BUCKETS as HIST_BUCKETS
-from ..record.store import PHASES as _PHASE_NAMES
 from . import abi
+from .abi import HIST_BUCKETS, RECORD_PHASES
 from .bpf import BPF_LINK_CREATE, bpf_syscall, import_bcc, load_bpf, prog_test_run
 
 RECORD_SOURCE = abi.BPF_DIR / "record.bpf.c"
 MAX_FILTERS = 16
-PHASES = len(_PHASE_NAMES)     # the histogram map's phase index (record_abi.h), numpy-only modules' constants
+PHASES = len(RECORD_PHASES)    # the histogram map's phase index (record_abi.h)
 
 F_EVENTS = 1
 

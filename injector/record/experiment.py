@@ -30,9 +30,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import ExperimentInvalid
+from ..extension import EXTENSION_NAME
+
 log = logging.getLogger("chaos_inject.experiment")
 
-EXTENSION_NAME = "chaos-inject"
 RECORD_KEYS = ("oneway", "rtt", "placement", "cgroup", "baseline")
 PLACEMENTS = ("tc", "socket")
 DEFAULT_BASELINE_S = 2.0
@@ -120,8 +122,6 @@ def recording_for(exp, inventory=None) -> "ExperimentRecording | None":
     """The recorders an experiment's ``record`` block asks for, resolved and built, not started; None without
     a block. Anything wrong (a bad block, an unknown host, a flow that cannot be recorded) raises
     ExperimentInvalid naming the field, before anything runs."""
-    from ..experiment.spec import ExperimentInvalid
-
     spec, errors = record_errors(getattr(exp, "extensions", ()))
     if errors:
         raise ExperimentInvalid(errors)

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SUB_BITS = 7
+from ..kernel.abi import HIST_BUCKETS as BUCKETS
+from ..kernel.abi import HIST_MAX_MSB as MAX_MSB
+from ..kernel.abi import HIST_SUB_BITS as SUB_BITS
+
 SUB = 1 << SUB_BITS
-MAX_MSB = 39
-BUCKETS = (MAX_MSB - SUB_BITS + 2) * SUB
 REL_ERROR = 1 / (2 * SUB)
 
 

@@ -20,7 +20,6 @@ The directory's layout is docs/run-directory.md; ``analysis.load_run`` reads it.
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import secrets
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import write_json_atomic
 from .store import PHASES, Phases, Recorder
 
 # engine counter names -> counters.json names (docs/run-directory.md); others keep their own name
@@ -153,7 +153,7 @@ class Recording:
         # provisional: says the recorders are attached and when the baseline began; finish() rewrites it
         self.meta["state"] = "recording"
         self.meta["phases"] = self.phases.windows()
-        (self.run_dir / "meta.json").write_text(json.dumps(_jsonable(self.meta), indent=1))
+        write_json_atomic(self.run_dir / "meta.json", _jsonable(self.meta), dir_mode=0o755, sort_keys=False)
 
     def mark(self, phase: str) -> int:
         t = self.phases.mark(phase)
@@ -202,8 +202,8 @@ class Recording:
         self.meta["recorders"] = self.summaries
         self.meta["latency_shift"] = [asdict(s) for s in self.shifts]
         self.meta["lost_events"] = sum(int(s.get("lost", 0)) for s in self.summaries)
-        (self.run_dir / "meta.json").write_text(json.dumps(_jsonable(self.meta), indent=1))
-        (self.run_dir / "counters.json").write_text(json.dumps(self.counters, indent=1))
+        write_json_atomic(self.run_dir / "meta.json", _jsonable(self.meta), dir_mode=0o755, sort_keys=False)
+        write_json_atomic(self.run_dir / "counters.json", self.counters, dir_mode=0o755, sort_keys=False)
         if errors:
             raise RuntimeError(f"recording: {len(errors)} recorder(s) failed: {errors}") from errors[0]
         return self.meta

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-PHASES = ("baseline", "fault", "recovery")
+from ..kernel.abi import RECORD_PHASES as PHASES
 SOURCES = ("oneway", "rtt", "request")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 
@@ -22,10 +23,18 @@ _DURATION_RE = re.compile(rf"^{_NUMBER}\s*(ns|us|µs|ms|s|min|m|h)$")
 _PERCENT_RE = re.compile(rf"^{_NUMBER}\s*%?$")
 
 
-def parse_duration_ns(text: str, *, field: str = "duration", allow_zero: bool = False) -> int:
-    """'200ms' -> 200_000_000. A unit is mandatory: a bare number is ambiguous."""
+def parse_duration_ns(text, *, field: str = "duration", allow_zero: bool = False) -> int:
+    """'200ms' -> 200_000_000; a datetime.timedelta too (the library API). The one duration parser: the CLI,
+    the library, host faults, schedules and experiment files all come here. A unit is mandatory: a bare number
+    is ambiguous."""
+    if isinstance(text, datetime.timedelta):
+        ns = round(text.total_seconds() * 1e9)
+        if ns < 0 or (ns == 0 and not allow_zero):
+            raise InvalidSpec("duration must be greater than zero", text=str(text), field=field)
+        return ns
     if not isinstance(text, str):
-        raise InvalidSpec("expected a duration string such as '200ms' or '60s'", text=repr(text), field=field)
+        raise InvalidSpec("give a duration with its unit, e.g. '200ms' or '30s' (or a timedelta)",
+                          text=repr(text), field=field)
     match = _DURATION_RE.match(text.strip())
     if not match:
         raise InvalidSpec("not a duration; use a number with a unit: ns, us, ms, s, m, h (e.g. '200ms')",
@@ -37,6 +46,11 @@ def parse_duration_ns(text: str, *, field: str = "duration", allow_zero: bool = 
     if ns == 0 and not allow_zero:
         raise InvalidSpec("duration must be greater than zero", text=text, field=field)
     return ns
+
+
+def parse_duration_s(text, *, field: str = "duration", allow_zero: bool = False) -> float:
+    """parse_duration_ns in seconds (host faults, timers)."""
+    return parse_duration_ns(text, field=field, allow_zero=allow_zero) / 1e9
 
 
 def parse_percent_ratio(text: str, *, field: str) -> float:

@@ -355,24 +355,30 @@ def test_unsteady_baseline_injects_nothing(lab):
 def test_latency_breach_halts_and_rolls_back_within_a_second(lab):
     """The p95 guard (2x the baseline's bound) halts on a delay well above it. The baseline is ~60-80 requests
     of the first second (enough for the p95's bound, which is then close to their maximum), so one scheduling
-    stall on a loaded machine inflates it (a 143 ms bound was seen at load 6: 2x that is above a 200 ms
-    fault). The delay is 500 ms (half the load's 1 s timeout) and only the latency guard is on (a timeout
-    under load must not turn this into an error-rate halt); if the measured threshold is still above the
-    fault, the machine cannot give this test its premise and it is skipped, saying so with the numbers."""
+    stall on a loaded machine inflates it (a 143 ms bound was seen at load 6: a 286 ms threshold). The delay is
+    800 ms (below the load's 1 s timeout; only the latency guard is on, so a timeout under load cannot turn
+    this into an error-rate halt): the premise, a threshold clearly below the fault, then needs a baseline p95
+    bound under 360 ms, 2.5x the worst seen. A run whose baseline still missed it is run again (a wait for a
+    quieter baseline, at most 3 runs), and the test fails with the numbers if none had its premise."""
     lab.set_mode("ok")
     wait = {"type": "action", "name": "hold", "provider": {"type": "process", "path": "true"},
             "pauses": {"after": 30}}
-    delay_ms = 500
-    code, j, log = lab.run(seed_like(lab, delay=f"{delay_ms}ms", method_extra=[wait],
-                                     halt={"latency_max_ratio": 2, "latency_quantile": 0.95, "max_error_rate": None,
-                                           "baseline": "8s"}), name="halt")
-    assert j is not None, log
-    assert not lab.leftovers()
-    ci = j["chaos-inject"]
-    threshold_ms = (ci["halt"].get("latency_threshold_ns") or 0) / 1e6
-    if ci["state"] != "halted" and threshold_ms >= 0.9 * delay_ms:
-        pytest.skip(f"machine too loaded for this test's premise: the baseline's p95 bound made the halt threshold "
-                    f"{threshold_ms:.0f} ms, not clearly below the {delay_ms} ms fault (load {os.getloadavg()[0]:.1f})")
+    delay_ms = 800
+    thresholds = []
+    for attempt in range(3):
+        code, j, log = lab.run(seed_like(lab, delay=f"{delay_ms}ms", method_extra=[wait],
+                                         halt={"latency_max_ratio": 2, "latency_quantile": 0.95,
+                                               "max_error_rate": None, "baseline": "8s"}), name=f"halt{attempt}")
+        assert j is not None, log
+        assert not lab.leftovers()
+        ci = j["chaos-inject"]
+        threshold_ms = (ci["halt"].get("latency_threshold_ns") or 0) / 1e6
+        if ci["state"] == "halted" or threshold_ms < 0.9 * delay_ms:
+            break
+        thresholds.append(f"{threshold_ms:.0f} ms at load {os.getloadavg()[0]:.1f}")
+    else:
+        raise AssertionError(f"no run had the premise: the baseline's p95 bound made the halt threshold "
+                             f"{', '.join(thresholds)}, not clearly below the {delay_ms} ms fault")
     assert code == 1, log
     assert ci["state"] == "halted" and j["status"] == "interrupted", log
     assert "latency breach" in ci["halt"]["breach"]

@@ -2,45 +2,26 @@
 what the host had to give: on 2 shared cores at load 4 a 50 % worker was measured at 42.7 %, the host's
 shortfall (no CPU was idle; the worker waited for one, /proc/PID/schedstat), not the stress's."""
 
-import os
-import time
-
 import pytest
 
 from injector.hostfaults import CpuStress, measure_cpu_share
 
 ASKED, TOLERANCE = 0.5, 0.05      # +-10 % of the request
-SPARE_NEEDED = 0.5                # CPUs idle besides the worker over the window for it to be judged
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def idle_cpus() -> float:
-    """Idle + iowait time of all CPUs so far, seconds (/proc/stat)."""
-    fields = open("/proc/stat").readline().split()
-    return (int(fields[4]) + int(fields[5])) / CLK_TCK
 
 
 def test_one_worker_at_50_percent_is_within_10_percent_of_the_request():
-    # each attempt is a fresh worker measured from its start (a worker held off the CPU earlier catches up later,
-    # which would count as load in a later window); it is judged only when the host left CPU idle beside it
-    attempts = []
-    for _ in range(4):
-        with CpuStress(workers=1, load_percent=ASKED * 100, duration_s=5) as stress:
-            idle0, t0 = idle_cpus(), time.monotonic()
-            (share,) = measure_cpu_share(stress.pids, 2.5)
-            spare = (idle_cpus() - idle0) / (time.monotonic() - t0)
-        assert not stress.running
-        attempts.append((share, spare))
-        assert share.load <= ASKED + TOLERANCE, f"measured {share.load:.3f} of one CPU, asked {ASKED} (+10 %)"
-        if spare >= SPARE_NEEDED:
-            break
-    else:
-        pytest.skip("the host had no CPU to spare in any attempt (idle beside the worker: "
-                    + ", ".join(f"{spare:.2f} CPU, worker got {s.load:.2f} and waited {s.waited or 0:.0%}"
-                                for s, spare in attempts)
-                    + f"; judged at >= {SPARE_NEEDED} CPU idle): it could not offer one worker half a CPU")
-    assert abs(share.load - ASKED) <= TOLERANCE, \
-        f"measured {share.load:.3f} of one CPU with {spare:.2f} CPU idle beside it, asked {ASKED} (+-10 %)"
+    """Judged on any machine, busy or not: above, never more than asked (+10 %); below, by at most 10 % plus the
+    share of the window the kernel kept the worker runnable but waiting for a CPU (/proc/PID/schedstat), the
+    host's shortfall, measured, not the stress's (an idle host waits ~0: the +-10 % band itself)."""
+    with CpuStress(workers=1, load_percent=ASKED * 100, duration_s=5) as stress:
+        (share,) = measure_cpu_share(stress.pids, 2.5)
+    assert not stress.running
+    if share.waited is None:
+        pytest.skip("this kernel keeps no /proc/PID/schedstat (CONFIG_SCHED_INFO): the wait cannot be measured")
+    assert share.load <= ASKED + TOLERANCE, f"measured {share.load:.3f} of one CPU, asked {ASKED} (+10 %)"
+    assert share.load >= ASKED - TOLERANCE - share.waited, \
+        (f"measured {share.load:.3f} of one CPU, asked {ASKED}: below -10 % by more than the "
+         f"{share.waited:.1%} of the window it waited for a CPU")
 
 
 def test_stress_ends_at_its_duration():

@@ -3,12 +3,12 @@
 The engine runs in a child process (injector.lab.engine_process), as the CLI runs it: its own process and GIL,
 so the measuring threads here do not disturb its timing. Traffic only between the ``pair`` namespaces.
 
-Tolerances: the engine's stated precision (UserspaceEngine docstring) is a median error of ~0.1 ms and a p99 under
-1 ms on a quiet host. Another job on the same 2-core CI machine can stall every thread for ms (even real-time
-ones; measured: the engine's own p99 lateness reached 6 ms), and stalls only ever make packets late. So the tests
-judge: never early (p1), the lower quintile within 1 ms of the request, the median within a loaded-host
-allowance of 3 ms; and a measurement during which the engine reports its own releases late by > 2 ms at p99 is
-repeated once.
+Tolerances: the README's measured precision (bench/delay_engines.py) is a median error of +0.13 to +0.14 ms and a
+p99 of +1.2 to +3.2 ms on the loaded 2-core host. Another job on the same machine can stall every thread for ms
+(even real-time ones; measured: the engine's own p99 lateness reached 6 ms), and stalls only ever make packets
+late. So the tests judge: never early (p1), the lower quintile within 1 ms of the request, the median of hundreds
+of packets within 1 ms (MEDIAN_ALLOWANCE), tails and few-sample medians within 3 ms (LOADED_HOST_ALLOWANCE); and a
+measurement during which the engine reports its own releases late by > 2 ms at p99 is repeated once.
 """
 
 from __future__ import annotations
@@ -82,18 +82,25 @@ def one_way(pair, *, count: int = 1000, rate_pps: float = 1000.0, port: int = 90
     return measure_one_way(pair.client_ns, pair.server_ns, str(server), port, count, rate_pps).latencies_ns
 
 
+# The median of hundreds of packets: README's measured error is +0.13 to +0.14 ms (bench/delay_engines.py
+# --engines userspace; +0.08 to +0.09 ms at load 4.8 on 2 cores, 2026-12-05); a stall moves the median only if it
+# holds half the packets, so 1 ms is ~7x the stated figure, not a loaded-host guess.
+MEDIAN_ALLOWANCE = 1 * MS
+# Tails and medians of a few samples (20 TCP round trips, a p95, a spread) do move with one stall of the shared
+# machine (the engine's own p99 lateness was measured at 6 ms, the bench's p99 error at up to 10 ms under load).
 LOADED_HOST_ALLOWANCE = 3 * MS
 
 
 def assert_added(added: list[float], requested_ns: int) -> None:
-    """Added delays match a request: never early, mostly precise, median within the loaded-host allowance."""
+    """Added delays match a request: never early, mostly precise, median within the stated precision's margin."""
     assert quantile(added, 0.01) > requested_ns - 0.2 * MS, "packets left early"
     assert quantile(added, 0.2) < requested_ns + 1 * MS, f"lower quintile {quantile(added, 0.2) / MS:.2f} ms"
-    assert statistics.median(added) < requested_ns + LOADED_HOST_ALLOWANCE
+    median = statistics.median(added)
+    assert median < requested_ns + MEDIAN_ALLOWANCE, f"median error {(median - requested_ns) / MS:+.3f} ms"
 
 
 def assert_undelayed(latencies: list[int], base: float = 0.0) -> None:
-    assert quantile(latencies, 0.2) - base < 0.5 * MS and statistics.median(latencies) - base < LOADED_HOST_ALLOWANCE
+    assert quantile(latencies, 0.2) - base < 0.5 * MS and statistics.median(latencies) - base < MEDIAN_ALLOWANCE
 
 
 def baseline(pair, *, reverse: bool = False, v6: bool = False) -> float:

@@ -54,6 +54,24 @@ def test_doctor_lists_every_engine_and_choice():
     assert "loss          ebpf" in text
 
 
+def test_doctor_cites_measured_precision_with_its_source():
+    """Every delay engine's precision in `doctor` is a measured figure with the bench script and document that
+    printed it, not a constant; the userspace one is the README's own."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    text = select.doctor_report(THIS_HOST)
+    for name in ("netem", "edt", "userspace"):
+        precision = select.ENGINES[name].precision
+        assert precision in text
+        assert re.search(r"median \+[0-9.]+ to \+[0-9.]+ ms, p99 \+[0-9.]+ to \+[0-9.]+ ms", precision), precision
+        scripts = re.findall(r"(?:bench/)?(\w+\.py)", precision)
+        assert scripts and all((root / "bench" / s).is_file() for s in scripts), precision
+    figure = re.search(r"median \+.*? ms, p99 \+.*? ms", select.ENGINES["userspace"].precision).group(0)
+    assert figure in (root / "README.md").read_text()
+
+
 def test_delay_specs_validate():
     assert FaultSpec(delay_ns=5, jitter_ns=1, distribution="pareto").features() == ("delay", "jitter",
                                                                                     "distribution")

@@ -1,0 +1,1 @@
+"""Fault engines: ebpf, netem, edt, userspace (and the fake for tests); select.py chooses one."""
