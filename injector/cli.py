@@ -247,7 +247,11 @@ def cmd_inject(args: argparse.Namespace) -> int:
                        inventory=inventory, percent=percent, probe_kernel=not args.dry_run)
     plan, engine_name, why = prepared.plan, prepared.plan.engine, prepared.why
     if args.dry_run:
+        from .engines.dryrun import dry_run_warnings
+
         print(prepared.describe(percent))
+        for warning in dry_run_warnings(fault, args.engine):
+            print(warning)
         print("dry run: nothing was changed")
         return EXIT_OK
     if args.detach:
