@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  ?= $(CURDIR)/.venv
 PY    := $(VENV)/bin/python
 
-.PHONY: setup demo test test-kernels test-unit test-host bench clean sweep
+.PHONY: setup demo test test-kernels test-unit test-host bench clean sweep notebook
 
 setup:            ## apt packages, kernel headers for bcc, venv with pinned pip packages (idempotent)
 	VENV=$(VENV) bash scripts/setup-host.sh
@@ -31,6 +31,9 @@ bench: setup      ## prints figures; see bench/README.md
 	$(PY) bench/verdict_speed.py
 	$(PY) bench/record_rate.py
 	$(PY) bench/host_faults.py
+
+notebook: setup   ## JupyterLab on a run's post-experiment notebook: make notebook RUN=chaos-runs/demo-...
+	$(VENV)/bin/chaos-inject notebook $(RUN)
 
 sweep: setup      ## remove what dead runs left behind
 	$(VENV)/bin/chaos-inject sweep

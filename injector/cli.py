@@ -18,17 +18,18 @@ from .spec.units import format_duration_ns, parse_rate_bps
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNSUPPORTED, EXIT_NO_EFFECT = 0, 1, 2, 3, 4
 SUBCOMMANDS = ("inject", "sweep", "status", "demo", "doctor", "lab", "run", "stop", "schedule", "cpu-stress",
-               "kill-process")
+               "kill-process", "notebook")
 
 EPILOG = """\
 examples:
-  sudo chaos-inject --flow api->db --loss 10% --duration 60s
+  sudo chaos-inject --flow 'api->db' --loss 10% --duration 60s
+  sudo chaos-inject --from api --to db --loss 10% --duration 60s     (the same flow, no quoting needed)
   sudo chaos-inject --flow '10.0.0.1->10.0.0.2:5432/tcp' --loss-burst 1%,25% --duration 2m
   sudo chaos-inject --flow 'api->[fd00::2]:53/udp' --partition --duration 30s --direction both
-  sudo chaos-inject --flow api->db --loss 5% --duration 60s --dry-run
+  sudo chaos-inject --flow 'api->db' --loss 5% --duration 60s --dry-run
   sudo chaos-inject status --json      sudo chaos-inject sweep      sudo chaos-inject demo
-  sudo chaos-inject --flow api->db --delay 200ms --duration 60s --detach    (then: chaos-inject stop RUN_ID)
-  sudo chaos-inject schedule '@every 10m' --count 6 -- --flow api->db --loss 5% --duration 60s
+  sudo chaos-inject --flow 'api->db' --delay 200ms --duration 60s --detach    (then: chaos-inject stop RUN_ID)
+  sudo chaos-inject schedule '@every 10m' --count 6 -- --flow 'api->db' --loss 5% --duration 60s
 
 direction is seen from the flow's source: egress faults SRC->DST packets as they leave the source's
 interface, ingress faults the DST->SRC replies as they arrive there, both does both.
@@ -47,9 +48,12 @@ exit codes: 0 done, 1 failed, 2 bad input, 3 not supported here / not root, 4 th
 
 def _add_inject_arguments(p: argparse.ArgumentParser) -> None:
     target = p.add_argument_group("target")
-    target.add_argument("--flow", action="append", required=True, metavar="SRC->DST[/tcp|/udp]",
+    target.add_argument("--flow", action="append", metavar="'SRC->DST[/tcp|/udp]'",
                         help="flow to fault; sides are inventory names, IP, CIDR, IP:PORT, [IPv6]:PORT or '*'. "
-                             "Repeatable.")
+                             "Quote it: unquoted, the shell reads '>' as a redirect. Repeatable.")
+    target.add_argument("--from", dest="flow_from", metavar="SRC", help="with --to: the flow SRC->DST, no quoting "
+                        "needed (--from api --to db)")
+    target.add_argument("--to", dest="flow_to", metavar="DST[/tcp|/udp]", help="the flow's destination (with --from)")
     target.add_argument("--inventory", metavar="FILE", help="TOML inventory of names (default: "
                         "$CHAOS_INJECT_INVENTORY, else /etc/chaos-inject/inventory.toml)")
     target.add_argument("--interface", metavar="IFNAME", help="attach here instead of the route lookup")
@@ -134,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .hostcli import add_host_parsers
 
     add_host_parsers(sub)
+    from .notebook import add_notebook_parser
+
+    add_notebook_parser(sub)
     return parser
 
 
@@ -181,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
             from .hostcli import cmd_cpu_stress, cmd_kill_process
 
             return (cmd_cpu_stress if args.command == "cpu-stress" else cmd_kill_process)(args)
+        if args.command == "notebook":
+            from .notebook import cmd_notebook
+
+            return cmd_notebook(args)
         if args.command == "demo":
             from .lab.labdemo import cmd_demo
 
@@ -223,6 +234,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
     from .blast import parse_percent
     from .session import prepare
 
+    flows = _flows_from_args(args)
     inventory = Inventory.discover(args.inventory)
     fault = parse_fault(args)
     duration_ns = parse_duration_ns(args.duration, field="duration")
@@ -230,12 +242,16 @@ def cmd_inject(args: argparse.Namespace) -> int:
     percent = parse_percent(args.percent) if args.percent is not None else None
     baseline_ns, recovery_ns = _check_record_args(args)
     # without the capability probe for a dry run: it would create (and remove) a namespace
-    prepared = prepare(args.flow, fault, interface=args.interface, netns=args.netns, direction=args.direction,
+    prepared = prepare(flows, fault, interface=args.interface, netns=args.netns, direction=args.direction,
                        duration_ns=duration_ns, lease_ns=lease_ns, seed=args.seed, engine=args.engine,
                        inventory=inventory, percent=percent, probe_kernel=not args.dry_run)
     plan, engine_name, why = prepared.plan, prepared.plan.engine, prepared.why
     if args.dry_run:
+        from .engines.dryrun import dry_run_warnings
+
         print(prepared.describe(percent))
+        for warning in dry_run_warnings(fault, args.engine):
+            print(warning)
         print("dry run: nothing was changed")
         return EXIT_OK
     if args.detach:
@@ -301,6 +317,24 @@ def cmd_inject(args: argparse.Namespace) -> int:
         print("chaos-inject: no packet matched the flow: the fault had no effect", file=sys.stderr)
         return EXIT_NO_EFFECT
     return EXIT_OK
+
+
+def _flows_from_args(args: argparse.Namespace) -> list[str]:
+    """--flow (repeatable) and --from/--to; a flow cut by a shell redirect is explained, naming the file."""
+    from .spec.shellsafe import cut_flow_message, looks_cut, redirect_target
+
+    flows = list(args.flow or [])
+    for text in flows:
+        if looks_cut(text):
+            raise InvalidSpec(cut_flow_message(text, created=redirect_target()), field="flow")
+    if (args.flow_from is None) != (args.flow_to is None):
+        raise InvalidSpec("--from and --to go together (--from SRC --to DST is the flow SRC->DST)",
+                          field="from" if args.flow_to is None else "to")
+    if args.flow_from is not None:
+        flows.append(f"{args.flow_from}->{args.flow_to}")
+    if not flows:
+        raise InvalidSpec("no flow: give --flow 'SRC->DST' (quoted) or --from SRC --to DST", field="flow")
+    return flows
 
 
 def _summary_json(plan, result, summaries) -> dict:

@@ -20,6 +20,7 @@ apt_packages=(
   iproute2 kmod iputils-ping bpftool iptables ethtool nftables   # nftables: the userspace delay engine
   prometheus   # experiment tests run a real Prometheus (our own binary invocation; the service is not used)
   postgresql python3-psycopg   # the netns lab's db and the api's driver (`chaos-inject lab up` runs its own instances)
+  chromium   # headless browser: the host tier opens JupyterLab on a run and the HTML report
   ruby   # `ruby -c` syntax-checks vagrant/Vagrantfile in the unit tier (vagrant itself is not needed)
 )
 missing=()

@@ -211,6 +211,12 @@ def check_environment(exp: Experiment) -> list[str]:
         elif isinstance(p, ProcessProvider):
             if "${" not in p.path and shutil.which(p.path) is None:
                 errors.append((f"{path}.path", f"executable {p.path!r} not found"))
+            if isinstance(p.arguments, str):
+                from ..spec.shellsafe import process_arguments_problem
+
+                problem = process_arguments_problem(p.arguments)
+                if problem:
+                    errors.append((f"{path}.arguments", problem))
     for a in acts:
         t: Tolerance | None = a.tolerance
         if t is not None and t.note:

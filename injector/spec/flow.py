@@ -85,6 +85,10 @@ def parse_flow(text: str, inventory: Inventory | None = None) -> FlowSpec:
     if not isinstance(text, str) or not text.strip():
         raise InvalidSpec("empty flow; expected SRC->DST, e.g. 'api->db' or '10.0.0.1->10.0.0.2:5432/tcp'",
                           text=text if isinstance(text, str) else repr(text), field="flow")
+    from .shellsafe import cut_flow_message, looks_cut
+
+    if looks_cut(text):
+        raise InvalidSpec(cut_flow_message(text), field="flow")
     raw = text.strip()
     protocol: Protocol | None = None
     suffix = _PROTO_SUFFIX_RE.search(raw)
