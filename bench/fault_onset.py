@@ -3,10 +3,10 @@
 
 A probe sends one UDP datagram every 1 ms from namespace a to namespace b (port 9000; sequence number inside)
 and b records which arrived. Each trial starts a partition of that flow through one path and takes the send
-time of the first datagram that never arrived (all later ones up to the check are lost too, which is checked):
-that minus the command's start is the onset (1 ms resolution). Paths, each in a fresh Python process:
+time of the first of 20 consecutive datagrams that never arrived (single losses before are the machine's, and
+counted): that minus the command's start is the onset (1 ms resolution). Paths, each in a fresh Python process:
 
-  cli       `chaos-inject --flow ... --partition --duration 1s` (foreground; waits for its exit, code 0)
+  cli       `chaos-inject --flow ... --partition --duration 3s` (foreground; waits for its exit, code 0)
   detach    `chaos-inject ... --detach --json`, then `chaos-inject stop RUN_ID`
   library   `python -c "from injector import partition; with partition(flow=..., netns=...): ..."`
 
@@ -14,7 +14,8 @@ Then the breakdown, in-process in fresh interpreters: interpreter start, the inj
 capability probe, the bcc compile + load of the classifier. Medians (min-max) of --trials (default 10) per path.
 "Warm" only: files in the page cache, the machine up (a cold first run after boot cannot be made here).
 
-Usage: sudo .venv/bin/python bench/fault_onset.py [--trials N] [--only cli,detach,library,breakdown]
+Usage: sudo .venv/bin/python bench/fault_onset.py [--trials N] [--only cli,detach,library,breakdown] [--tree DIR]
+(--tree: the breakdown also for another checkout, e.g. the main branch, interleaved)
 Network rule: two namespaces of its own (ci-bench-a/b-<hex>) on 10.198.3.0/30; removed on every exit.
 """
 
@@ -39,6 +40,7 @@ from injector.kernel.netns import Topology, socket_in, unique_name  # noqa: E402
 
 PORT = 9000
 INTERVAL_S = 0.001
+RUN_LOST = 20  # consecutive lost datagrams (20 ms) that mark a partition's onset
 IN_FLIGHT_S = 0.2  # a datagram not received after this is lost (veth delivers in µs; a loaded host's threads lag)
 
 
@@ -90,17 +92,19 @@ class WireProbe:
         with self.lock:
             return len(self.sent)
 
-    def onset(self, first_seq: int, t0: float, until_seq: int) -> float:
-        """Send time of the first datagram of the trailing lost run in [first_seq, until_seq), minus t0 (a
-        partition loses every datagram from its onset on; a datagram lost earlier was the machine's, not ours)."""
+    def onset(self, first_seq: int, t0: float, until_seq: int) -> float | None:
+        """Send time of the first datagram of the first run of RUN_LOST consecutive lost ones in
+        [first_seq, until_seq), minus t0; None if there is none yet. (A partition loses every datagram while it
+        is active; a single datagram lost earlier was the machine's, counted in ``stray``.)"""
         with self.lock:
-            seq = until_seq
-            while seq > first_seq and (seq - 1) not in self.got:
-                seq -= 1
-            if seq == until_seq:
-                raise RuntimeError("datagrams still arrive: the fault is not active")
-            self.stray += sum(1 for s in range(first_seq, seq) if s not in self.got)
-            return self.sent[seq] - t0
+            run = 0
+            for seq in range(first_seq, until_seq):
+                run = run + 1 if seq not in self.got else 0
+                if run == RUN_LOST:
+                    start = seq - RUN_LOST + 1
+                    self.stray += sum(1 for s in range(first_seq, start) if s not in self.got)
+                    return self.sent[start] - t0
+            return None
 
     def wait_flowing(self, timeout_s: float = 10.0) -> int:
         """After a fault's removal: the sequence from which datagrams arrive again."""
@@ -126,27 +130,27 @@ def fmt(values: list[float]) -> str:
     return f"{statistics.median(ms):.0f} ms ({min(ms):.0f}-{max(ms):.0f}, n={len(ms)})"
 
 
-def trial(probe: WireProbe, start, finish, timeout_s: float = 60.0) -> float:
+def trial(probe: WireProbe, start, finish, timeout_s: float = 120.0) -> float:
     """start() begins the command (it may return before the fault is active); the onset is read off the wire
-    once datagrams older than IN_FLIGHT_S stopped arriving; then finish(handle) ends the run."""
+    from datagrams older than IN_FLIGHT_S; then finish(handle) ends the run."""
     first = probe.mark()
     t0 = time.monotonic()
     handle = start()
-    deadline = t0 + timeout_s
-    while True:
-        now = time.monotonic()
-        with probe.lock:
-            old_enough = [s for s in range(first, len(probe.sent)) if probe.sent[s] < now - IN_FLIGHT_S]
-            lost = next((s for s in old_enough if s not in probe.got), None)
-        if lost is not None and now - probe.sent[lost] >= 2 * IN_FLIGHT_S:
-            break
-        if now > deadline:
-            finish(handle)
-            raise RuntimeError(f"no datagram lost within {timeout_s:.0f}s: the fault never became active")
-        time.sleep(0.005)
-    until = next(s for s in range(len(probe.sent) - 1, -1, -1) if probe.sent[s] < time.monotonic() - IN_FLIGHT_S)
-    onset = probe.onset(first, t0, until)
-    finish(handle)
+    try:
+        while True:
+            with probe.lock:
+                now = time.monotonic()
+                until = len(probe.sent)
+                while until > first and probe.sent[until - 1] > now - IN_FLIGHT_S:
+                    until -= 1
+            onset = probe.onset(first, t0, until)
+            if onset is not None:
+                break
+            if now - t0 > timeout_s:
+                raise RuntimeError(f"no datagram lost within {timeout_s:.0f}s: the fault never became active")
+            time.sleep(0.01)
+    finally:
+        finish(handle)
     probe.wait_flowing()
     return onset
 
@@ -155,6 +159,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--only", default="cli,detach,library,breakdown")
+    parser.add_argument("--tree", action="append", default=[], help="breakdown: also measure this checkout")
     args = parser.parse_args()
     C.begin("fault_onset")
     only = set(args.only.split(","))
@@ -177,7 +182,7 @@ def main() -> int:
 
             if "cli" in only:
                 def start_cli():
-                    return subprocess.Popen([*cli, "--duration", "1s", "-q"], env=env, stdout=subprocess.DEVNULL,
+                    return subprocess.Popen([*cli, "--duration", "3s", "-q"], env=env, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.PIPE, text=True)
 
                 def finish_cli(proc):
@@ -214,7 +219,7 @@ def main() -> int:
             for path, values in results.items():
                 print(f"{path:8s} command -> first packet affected on the wire: {fmt(values)}")
             if "breakdown" in only:
-                breakdown(args.trials, py, env)
+                breakdown(args.trials, py, env, [str(C.REPO), *args.tree])
         finally:
             if probe is not None:
                 probe.close()
@@ -233,9 +238,11 @@ BREAKDOWN = """
 import json, sys, time
 t = [time.perf_counter()]
 from injector import cli
+from injector.blast import parse_percent
 from injector.session import prepare
 from injector.engines.select import make_engine
 from injector.runner import run_plan
+from injector.summary import summarize
 import injector.engines.ebpf
 t.append(time.perf_counter())
 from injector.kernel.probe import probe
@@ -248,22 +255,26 @@ print(json.dumps([b - a for a, b in zip(t, t[1:])]))
 """
 
 
-def breakdown(trials: int, py: str, env: dict) -> None:
-    start, imports, probe, compile_ = [], [], [], []
+def breakdown(trials: int, py: str, env: dict, trees: list[str]) -> None:
+    """Per tree (this checkout, then --tree ones, interleaved): `python -c` run from a tree imports its package."""
+    start: list[float] = []
+    phases = {tree: ([], [], []) for tree in trees}
     for _ in range(trials):
         t0 = time.monotonic()
         subprocess.run([py, "-c", "pass"], env=env, check=True)
         start.append(time.monotonic() - t0)
-        out = subprocess.run([py, "-c", BREAKDOWN], env=env, check=True, capture_output=True, text=True)
-        i, p, c = json.loads(out.stdout)
-        imports.append(i)
-        probe.append(p)
-        compile_.append(c)
+        for tree in trees:
+            out = subprocess.run([py, "-c", BREAKDOWN], env=env, cwd=tree, check=True, capture_output=True,
+                                 text=True)
+            for values, value in zip(phases[tree], json.loads(out.stdout)):
+                values.append(value)
     print("where the time goes (fresh interpreters):")
-    print(f"  interpreter start (python -c pass)       {fmt(start)}")
-    print(f"  imports of the inject path               {fmt(imports)}")
-    print(f"  capability probe (netns + qdisc tries)   {fmt(probe)}")
-    print(f"  bcc compile + load of the classifier     {fmt(compile_)}")
+    print(f"  interpreter start (python -c pass)                 {fmt(start)}")
+    for tree, (imports, probe, compile_) in phases.items():
+        print(f"  {tree}:")
+        print(f"    imports cmd_inject makes before the fault      {fmt(imports)}")
+        print(f"    capability probe (a netns, qdisc tries)        {fmt(probe)}")
+        print(f"    bcc compile + load of the classifier           {fmt(compile_)}")
 
 
 if __name__ == "__main__":
