@@ -31,6 +31,8 @@ bench: setup      ## prints figures; see bench/README.md
 	$(PY) bench/verdict_speed.py
 	$(PY) bench/record_rate.py
 	$(PY) bench/host_faults.py
+	$(PY) bench/fault_onset.py
+	$(PY) bench/startup_time.py
 
 sweep: setup      ## remove what dead runs left behind
 	$(VENV)/bin/chaos-inject sweep
