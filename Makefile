@@ -31,6 +31,8 @@ bench: setup      ## prints figures; see bench/README.md
 	$(PY) bench/verdict_speed.py
 	$(PY) bench/record_rate.py
 	$(PY) bench/host_faults.py
+	$(PY) bench/fault_onset.py
+	$(PY) bench/startup_time.py
 
 notebook: setup   ## JupyterLab on a run's post-experiment notebook: make notebook RUN=chaos-runs/demo-...
 	$(VENV)/bin/chaos-inject notebook $(RUN)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -102,7 +103,37 @@ def _add_inject_arguments(p: argparse.ArgumentParser) -> None:
                         "sees holds after tc ingress, and TCP RTT samples of its connections")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands whose parser lives in their own module: (module, the function that adds it). A run builds only its own
+# command's parser; the others are a line of help each, so `--help` and `status` import none of those modules
+# (start-up time: bench/startup_time.py). The help lines are the modules' own (tests/unit/test_cli_startup.py).
+_COMMAND_PARSERS = {
+    "demo": (".lab.labdemo", "add_demo_parser"),
+    "run": (".experiment.cli", "add_run_parser"),
+    "lab": (".lab.labcli", "add_lab_parser"),
+    "stop": (".supervisor", "add_stop_parser"),
+    "schedule": (".schedule", "add_schedule_parser"),
+    "cpu-stress": (".hostcli", "add_host_parsers"),
+    "kill-process": (".hostcli", "add_host_parsers"),
+    "notebook": (".notebook", "add_notebook_parser"),
+}
+_COMMAND_HELP = {
+    "demo": "the seed's experiment on the netns lab: delay api->db, 503 not 500, report (what `make demo` runs); "
+            "--quick: a loss fault between two throwaway namespaces",
+    "run": "run a Chaos Toolkit experiment file (JSON or YAML)",
+    "lab": "the netns lab: api, PostgreSQL, Prometheus and a load generator in namespaces of their own",
+    "stop": "end a running fault (CLI, detached or library run) and wait for its rollback",
+    "schedule": "run a fault (or an experiment) at each tick of a schedule, never overlapping: schedule SPEC "
+                "[--count N] -- <inject args | run FILE>",
+    "cpu-stress": "N worker processes, each at L %% of one CPU, for a duration (Chaos Mesh StressChaos cpu); "
+                  "measured load reported",
+    "kill-process": "stop a systemd unit, or processes by pid/name (SIGTERM, SIGKILL after --grace); with --hold, "
+                    "restart them after it (Chaos Mesh pod-kill/pod-failure)",
+    "notebook": "open the post-experiment notebook on a run directory in JupyterLab",
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``command`` (the first argument), only that command's own parser in full."""
     parser = argparse.ArgumentParser(
         prog="chaos-inject", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Per-flow network faults (delay, jitter, loss, burst loss, partition, corruption, duplication, "
@@ -120,27 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--recent", type=int, metavar="N", help="also list the last N finished runs with their "
                         "final state (default: 5 in text, 0 with --json)")
     sub.add_parser("doctor", help="what this kernel supports, and which engine serves which fault")
-    from .lab.labdemo import add_demo_parser
-
-    add_demo_parser(sub)
-    from .experiment.cli import add_run_parser
-
-    add_run_parser(sub)
-    from .lab.labcli import add_lab_parser
-
-    add_lab_parser(sub)
-    from .supervisor import add_stop_parser
-
-    add_stop_parser(sub)
-    from .schedule import add_schedule_parser
-
-    add_schedule_parser(sub)
-    from .hostcli import add_host_parsers
-
-    add_host_parsers(sub)
-    from .notebook import add_notebook_parser
-
-    add_notebook_parser(sub)
+    for name, (module, adder) in _COMMAND_PARSERS.items():
+        if name in sub.choices:
+            continue  # added with another command by the same function (cpu-stress, kill-process)
+        if command is None or _COMMAND_PARSERS.get(command) == (module, adder):
+            getattr(importlib.import_module(module, __package__), adder)(sub)
+        else:  # only its line in the list of commands: its module is not imported
+            sub.add_parser(name, help=_COMMAND_HELP[name], add_help=False)
     return parser
 
 
@@ -152,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     job = None
     if argv and argv[0] == "schedule" and "--" in argv:  # everything after -- is the scheduled job's command
         job, argv = argv[argv.index("--") + 1:], argv[:argv.index("--")]
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv[0] if argv else "").parse_args(argv)
     if args.command == "schedule":
         args.job = job
     try:
@@ -196,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             from .lab.labdemo import cmd_demo
 
             return cmd_demo(args)
-        build_parser().print_help()
+        build_parser("").print_help()
         return EXIT_USAGE
     except InvalidSpec as exc:
         print(f"chaos-inject: invalid input: {exc}", file=sys.stderr)
@@ -449,7 +466,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     recent = args.recent if args.recent is not None else (0 if args.json else 5)
     finished = recent_finished(recent) if recent > 0 else []
-    from .experiment.runner import live_experiments
+    from .livestatus import live_experiments
 
     experiments = live_experiments()
     if args.json:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..files import write_json_atomic
+from ..livestatus import experiments_dir, live_experiments  # noqa: F401  (status reads them without this module)
 from .guard import HaltGuard
 from .loader import check_environment, resolve_configuration, resolve_secrets
 from .providers import ActivityFailed, RunContext, run_provider, within_tolerance
@@ -76,12 +77,6 @@ class RunOutcome:
     state: str
     exit_code: int
     run_dir: Path | None
-
-
-def experiments_dir() -> Path:
-    from ..kernel.ledger import run_root
-
-    return run_root() / "experiments"
 
 
 def _now_iso() -> str:
@@ -716,19 +711,3 @@ def _guarded(r: _Run, fn: Callable, ctx: RunContext) -> None:
         fn(ctx)
     except BaseException as exc:  # noqa: BLE001 - the main thread reports it
         r.method_error = exc
-
-
-def live_experiments() -> list[dict[str, Any]]:
-    """Status of the experiments running now (for `chaos-inject status`); files of dead runners are skipped."""
-    from ..kernel.ledger import process_alive
-
-    out = []
-    d = experiments_dir()
-    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
-        try:
-            st = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(st.get("pid"), int) and process_alive(st["pid"], None):
-            out.append(st)
-    return out

@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""Time from a command to the first packet it affects, measured on the wire; and where that time goes.
+
+A probe sends one UDP datagram every 1 ms from namespace a to namespace b (port 9000; sequence number inside)
+and b records which arrived. Each trial starts a partition of that flow through one path and takes the send
+time of the first of 20 consecutive datagrams that never arrived (single losses before are the machine's, and
+counted): that minus the command's start is the onset (1 ms resolution). Paths, each in a fresh Python process:
+
+  cli       `chaos-inject --flow ... --partition --duration 3s` (foreground; waits for its exit, code 0)
+  detach    `chaos-inject ... --detach --json`, then `chaos-inject stop RUN_ID`
+  library   `python -c "from injector import partition; with partition(flow=..., netns=...): ..."`
+
+Then the breakdown, in-process in fresh interpreters: interpreter start, the inject path's imports, the
+capability probe, the bcc compile + load of the classifier. Medians (min-max) of --trials (default 10) per path.
+"Warm" only: files in the page cache, the machine up (a cold first run after boot cannot be made here).
+
+Usage: sudo .venv/bin/python bench/fault_onset.py [--trials N] [--only cli,detach,library,breakdown] [--tree DIR]
+(--tree: the breakdown also for another checkout, e.g. the main branch, interleaved)
+Network rule: two namespaces of its own (ci-bench-a/b-<hex>) on 10.198.3.0/30; removed on every exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+from injector.kernel.netns import Topology, socket_in, unique_name  # noqa: E402
+
+PORT = 9000
+INTERVAL_S = 0.001
+RUN_LOST = 20  # consecutive lost datagrams (20 ms) that mark a partition's onset
+IN_FLIGHT_S = 0.2  # a datagram not received after this is lost (veth delivers in µs; a loaded host's threads lag)
+
+
+class WireProbe:
+    """Datagrams a -> b every INTERVAL_S; send times by sequence number, and the set that arrived."""
+
+    def __init__(self, ns_a: str, ns_b: str, src: str, dst: str):
+        self.tx = socket_in(ns_a, socket.AF_INET, socket.SOCK_DGRAM)
+        self.rx = socket_in(ns_b, socket.AF_INET, socket.SOCK_DGRAM)
+        self.rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        self.rx.bind((dst, PORT))
+        self.rx.settimeout(0.2)
+        self.tx.bind((src, 0))
+        self.dst = dst
+        self.sent: list[float] = []
+        self.got: set[int] = set()
+        self.stray = 0  # datagrams lost before an onset (the machine's, not a fault's)
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._send, daemon=True),
+                        threading.Thread(target=self._recv, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _send(self) -> None:
+        next_t = time.monotonic()
+        while not self.stopping.is_set():
+            with self.lock:
+                seq = len(self.sent)
+                self.sent.append(time.monotonic())
+            self.tx.sendto(seq.to_bytes(8, "big"), (self.dst, PORT))
+            next_t += INTERVAL_S
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_t = time.monotonic()
+
+    def _recv(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                data = self.rx.recv(64)
+            except socket.timeout:
+                continue
+            with self.lock:
+                self.got.add(int.from_bytes(data[:8], "big"))
+
+    def mark(self) -> int:
+        with self.lock:
+            return len(self.sent)
+
+    def onset(self, first_seq: int, t0: float, until_seq: int) -> float | None:
+        """Send time of the first datagram of the first run of RUN_LOST consecutive lost ones in
+        [first_seq, until_seq), minus t0; None if there is none yet. (A partition loses every datagram while it
+        is active; a single datagram lost earlier was the machine's, counted in ``stray``.)"""
+        with self.lock:
+            run = 0
+            for seq in range(first_seq, until_seq):
+                run = run + 1 if seq not in self.got else 0
+                if run == RUN_LOST:
+                    start = seq - RUN_LOST + 1
+                    self.stray += sum(1 for s in range(first_seq, start) if s not in self.got)
+                    return self.sent[start] - t0
+            return None
+
+    def wait_flowing(self, timeout_s: float = 10.0) -> int:
+        """After a fault's removal: the sequence from which datagrams arrive again."""
+        deadline = time.monotonic() + timeout_s
+        start = self.mark()
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+            with self.lock:
+                if any(s in self.got for s in range(start, len(self.sent))):
+                    return len(self.sent)
+        raise RuntimeError("the flow did not pass again after the fault's removal")
+
+    def close(self) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(timeout=2)
+        self.tx.close()
+        self.rx.close()
+
+
+def fmt(values: list[float]) -> str:
+    ms = [v * 1e3 for v in values]
+    return f"{statistics.median(ms):.0f} ms ({min(ms):.0f}-{max(ms):.0f}, n={len(ms)})"
+
+
+def trial(probe: WireProbe, start, finish, timeout_s: float = 120.0) -> float:
+    """start() begins the command (it may return before the fault is active); the onset is read off the wire
+    from datagrams older than IN_FLIGHT_S; then finish(handle) ends the run."""
+    first = probe.mark()
+    t0 = time.monotonic()
+    handle = start()
+    try:
+        while True:
+            with probe.lock:
+                now = time.monotonic()
+                until = len(probe.sent)
+                while until > first and probe.sent[until - 1] > now - IN_FLIGHT_S:
+                    until -= 1
+            onset = probe.onset(first, t0, until)
+            if onset is not None:
+                break
+            if now - t0 > timeout_s:
+                raise RuntimeError(f"no datagram lost within {timeout_s:.0f}s: the fault never became active")
+            time.sleep(0.01)
+    finally:
+        finish(handle)
+    probe.wait_flowing()
+    return onset
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--only", default="cli,detach,library,breakdown")
+    parser.add_argument("--tree", action="append", default=[], help="breakdown: also measure this checkout")
+    args = parser.parse_args()
+    C.begin("fault_onset")
+    only = set(args.only.split(","))
+    py = sys.executable
+    topo = Topology()
+    probe = None
+    run_ids: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="ci-bench-run-") as run_dir:
+        env = {**os.environ, "CHAOS_INJECT_RUN_DIR": run_dir}
+        try:
+            a = topo.add_namespace(unique_name("ci-bench-a"))
+            b = topo.add_namespace(unique_name("ci-bench-b"))
+            client, server = topo.connect(a, b, "10.198.3.0/30", "fd00:198:3::/64")
+            src, dst = str(client.ipv4.ip), str(server.ipv4.ip)
+            flow = f"{src}->{dst}:{PORT}/udp"
+            probe = WireProbe(a, b, src, dst)
+            probe.wait_flowing()
+            cli = [py, "-m", "injector.cli", "--flow", flow, "--netns", a, "--partition"]
+            results: dict[str, list[float]] = {}
+
+            if "cli" in only:
+                def start_cli():
+                    return subprocess.Popen([*cli, "--duration", "3s", "-q"], env=env, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.PIPE, text=True)
+
+                def finish_cli(proc):
+                    _, err = proc.communicate(timeout=60)
+                    if proc.returncode != 0:
+                        raise RuntimeError(f"chaos-inject exited {proc.returncode}: {err}")
+                results["cli"] = [trial(probe, start_cli, finish_cli) for _ in range(args.trials)]
+            if "detach" in only:
+                def start_detach():
+                    out = subprocess.run([*cli, "--duration", "60s", "--detach", "--json"], env=env, check=True,
+                                         capture_output=True, text=True, timeout=120)
+                    run_ids.append(json.loads(out.stdout)["run_id"])
+                    return run_ids[-1]
+
+                def finish_detach(run_id):
+                    subprocess.run([py, "-m", "injector.cli", "stop", run_id], env=env, check=True,
+                                   capture_output=True, timeout=60)
+                    run_ids.remove(run_id)
+                results["detach"] = [trial(probe, start_detach, finish_detach) for _ in range(args.trials)]
+            if "library" in only:
+                code = ("import sys, time\nfrom injector import partition\n"
+                        f"with partition(flow={flow!r}, netns={a!r}, duration='60s'):\n"
+                        "    sys.stdin.readline()\n")
+
+                def start_library():
+                    return subprocess.Popen([py, "-c", code], env=env, stdin=subprocess.PIPE, text=True)
+
+                def finish_library(proc):
+                    proc.communicate("\n", timeout=60)
+                    if proc.returncode != 0:
+                        raise RuntimeError(f"library run exited {proc.returncode}")
+                results["library"] = [trial(probe, start_library, finish_library) for _ in range(args.trials)]
+            print(f"(datagrams lost before an onset, not counted as the fault's: {probe.stray})")
+            for path, values in results.items():
+                print(f"{path:8s} command -> first packet affected on the wire: {fmt(values)}")
+            if "breakdown" in only:
+                breakdown(args.trials, py, env, [str(C.REPO), *args.tree])
+        finally:
+            if probe is not None:
+                probe.close()
+            if run_ids:
+                subprocess.run([py, "-m", "injector.cli", "stop", *run_ids], env=env, capture_output=True)
+            subprocess.run([py, "-m", "injector.cli", "sweep"], env=env, capture_output=True)
+            topo.close()
+    left = C.check_leftovers(topo.namespaces)
+    if left:
+        print(f"LEFT BEHIND: {left}")
+        return 1
+    return 0
+
+
+BREAKDOWN = """
+import json, sys, time
+t = [time.perf_counter()]
+from injector import cli
+from injector.blast import parse_percent
+from injector.session import prepare
+from injector.engines.select import make_engine
+from injector.runner import run_plan
+from injector.summary import summarize
+import injector.engines.ebpf
+t.append(time.perf_counter())
+from injector.kernel.probe import probe
+probe()
+t.append(time.perf_counter())
+from injector.kernel.bpf import ClassifierConfig, ClassifierProgram
+ClassifierProgram(ClassifierConfig()).close()
+t.append(time.perf_counter())
+print(json.dumps([b - a for a, b in zip(t, t[1:])]))
+"""
+
+
+def breakdown(trials: int, py: str, env: dict, trees: list[str]) -> None:
+    """Per tree (this checkout, then --tree ones, interleaved): `python -c` run from a tree imports its package."""
+    start: list[float] = []
+    phases = {tree: ([], [], []) for tree in trees}
+    for _ in range(trials):
+        t0 = time.monotonic()
+        subprocess.run([py, "-c", "pass"], env=env, check=True)
+        start.append(time.monotonic() - t0)
+        for tree in trees:
+            out = subprocess.run([py, "-c", BREAKDOWN], env=env, cwd=tree, check=True, capture_output=True,
+                                 text=True)
+            for values, value in zip(phases[tree], json.loads(out.stdout)):
+                values.append(value)
+    print("where the time goes (fresh interpreters):")
+    print(f"  interpreter start (python -c pass)                 {fmt(start)}")
+    for tree, (imports, probe, compile_) in phases.items():
+        print(f"  {tree}:")
+        print(f"    imports cmd_inject makes before the fault      {fmt(imports)}")
+        print(f"    capability probe (a netns, qdisc tries)        {fmt(probe)}")
+        print(f"    bcc compile + load of the classifier           {fmt(compile_)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""CLI start-up: `chaos-inject --help` and `chaos-inject status`, wall and CPU time per invocation.
+
+Each figure is the median (min-max) of --trials fresh processes, interleaved with `python -c pass` (the
+interpreter's own floor). CPU time (user + system, from getrusage of the child) is what the command itself
+costs; wall time on a shared, loaded machine adds the time it waited for a CPU. `--tree DIR` measures another
+checkout beside this one in the same run (`python -m injector.cli` run from DIR imports DIR's package), e.g.
+the main branch: `--tree /work/main`.
+
+Usage: .venv/bin/python bench/startup_time.py [--trials 20] [--tree DIR ...]   (status lists this host's runs:
+as root it reads /run/chaos-inject; no change is made)
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+
+def timed(argv: list[str], cwd: str) -> tuple[float, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def fmt(values: list[float]) -> str:
+    ms = [v * 1e3 for v in values]
+    return f"{statistics.median(ms):4.0f} ms ({min(ms):.0f}-{max(ms):.0f})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--tree", action="append", default=[], help="another checkout to measure beside this one")
+    args = parser.parse_args()
+    print(f"# startup_time  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}  {C.machine()}  code "
+          f"{C.code_version()}  load {Path('/proc/loadavg').read_text().split()[0]}")
+    trees = [str(C.REPO), *args.tree]
+    cases = [("python -c pass", [sys.executable, "-c", "pass"], [str(C.REPO)])]
+    for tree in trees:
+        for what in ("--help", "status"):
+            cases.append((f"{what:6s} {tree}", [sys.executable, "-m", "injector.cli", what], [tree]))
+    walls: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+    cpus: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+    for _ in range(args.trials):
+        for name, argv, (cwd,) in cases:
+            wall, cpu = timed(argv, cwd)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    print(f"{'':40s} {'wall, median (min-max)':26s} CPU (user+sys), median (min-max); n={args.trials} each")
+    for name, _, _ in cases:
+        print(f"{name:40s} {fmt(walls[name]):26s} {fmt(cpus[name])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""CLI start-up: a command builds only its own parser; `--help` and `status` stay off the heavy modules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from injector import cli
+
+
+def _commands(parser) -> list[tuple[str, str]]:
+    (sub,) = [a for a in parser._actions if a.dest == "command"]
+    return [(a.dest, a.help) for a in sub._choices_actions]
+
+
+def test_the_lazy_help_lines_are_the_modules_own():
+    full = _commands(cli.build_parser())
+    assert [name for name, _ in full] == list(cli.SUBCOMMANDS[:3]) + ["doctor"] + list(cli._COMMAND_PARSERS)
+    for command in ["", "status", *cli._COMMAND_PARSERS]:
+        assert _commands(cli.build_parser(command)) == full, command
+
+
+def test_each_command_parses_as_with_the_whole_parser():
+    cases = [["status", "--json"], ["stop", "--all"], ["cpu-stress", "--load", "50%", "--duration", "1s"],
+             ["kill-process", "--pid", "1"], ["run", "x.json", "--dry-run"], ["lab", "status"],
+             ["schedule", "@every 10m", "--count", "2"]]
+    for argv in cases:
+        assert vars(cli.build_parser(argv[0]).parse_args(argv)) == vars(cli.build_parser().parse_args(argv)), argv
+
+
+def _imported_by(argv: list[str]) -> set[str]:
+    code = ("import contextlib, io, json, sys\nfrom injector import cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n        cli.main(json.loads(sys.argv[1]))\n    except SystemExit:\n        pass\n"
+            "print(json.dumps(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(argv)], capture_output=True, text=True,
+                         check=True, timeout=60)
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+def test_help_and_status_import_no_heavy_module():
+    heavy = {"numpy", "scipy", "pandas", "analysis", "bcc", "pyroute2", "injector.library", "injector.session",
+             "injector.experiment", "injector.lab", "injector.schedule", "injector.hostcli", "injector.supervisor"}
+    for argv in (["--help"], ["status", "--recent", "0"]):
+        assert not _imported_by(argv) & heavy, argv
+
+
+def test_the_inject_path_imports_no_statistics_before_the_fault():
+    # what cmd_inject imports before the fault is active (the summary imports analysis afterwards)
+    code = ("import sys\nfrom injector import cli\nfrom injector.session import prepare\n"
+            "from injector.engines.select import make_engine\nfrom injector.runner import run_plan\n"
+            "from injector.summary import summarize\nimport injector.supervisor, injector.engines.ebpf\n"
+            "print(sorted(m for m in ('numpy', 'scipy', 'pandas', 'analysis') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
