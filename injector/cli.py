@@ -146,6 +146,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     _add_inject_arguments(inject)
     sweep = sub.add_parser("sweep", help="remove what dead runs left behind (live runs are left alone)")
     sweep.add_argument("--json", action="store_true")
+    sweep.add_argument("--dry-run", action="store_true", help="say what would be removed, change nothing")
     status = sub.add_parser("status", help="list active faults (state, counters) and recently finished runs")
     status.add_argument("--json", action="store_true")
     status.add_argument("--recent", type=int, metavar="N", help="also list the last N finished runs with their "
@@ -424,8 +425,21 @@ class _ProgressPrinter:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .kernel.sweep import sweep
+    from .kernel.sweep import leftovers, sweep
 
+    if getattr(args, "dry_run", False):
+        runs = leftovers()
+        if args.json:
+            print(json.dumps({"dry_run": True, "dead_runs": runs}, indent=1))
+            return EXIT_OK
+        for run in runs:
+            print(f"dead run {run['run_id']} ({run['kind']}, pid {run['pid']}): sweep would")
+            for action in run["actions"]:
+                print(f"  {action['action']}")
+            if not run["actions"]:
+                print("  delete its empty ledger")
+        print(f"{len(runs)} dead run(s); nothing changed (dry run)")
+        return EXIT_OK
     report = sweep()
     if args.json:
         print(json.dumps({"swept_runs": report.swept_runs, "removed": report.removed,
@@ -451,6 +465,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .kernel.ledger import Ledger
+    from .kernel.sweep import describe
 
     runs = []
     for ledger in Ledger.all():
@@ -461,7 +476,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                      "kind": ledger.meta.get("kind", "cli"),
                      # the status file is written once the fault is active: before that, pending
                      "state": (status.get("state", "running") if status else "pending") if alive else "dead",
-                     "objects": len(ledger.entries), "status": status})
+                     "objects": len(ledger.entries), "status": status,
+                     **({} if alive else {"sweep_would": [describe(e) for e in reversed(ledger.entries)]})})
     from .kernel.ledger import recent_finished
 
     recent = args.recent if args.recent is not None else (0 if args.json else 5)
@@ -486,6 +502,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         state = run["state"] if run["alive"] else "DEAD (its rules have expired; run `chaos-inject sweep`)"
         print(f"{run['run_id']}  pid {run['pid']}  {run['kind']}  {state}  flows {', '.join(run['flows'] or [])}  "
               f"{st.get('fault', '')}")
+        if not run["alive"]:
+            for action in run.get("sweep_would", []):
+                print(f"  sweep would: {action}")
         if st:
             print(f"  elapsed {st.get('elapsed_s', 0):.1f}s, remaining {st.get('remaining_s', 0):.1f}s")
             for rule in st.get("rules", []):

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import crashpoints
 from ..errors import Busy
 from . import tc
 from .ledger import _write_atomic, run_root
@@ -145,19 +146,26 @@ def _ensure(where: Where, run_id: str) -> bool:
         if read_marker(where.netns, where.ifname, where.ifindex) is None:
             _drop_marker(where.netns, where.ifname, where.ifindex)  # stale: for a namespace that is gone
         return False
-    _drop_marker(where.netns, where.ifname, where.ifindex)  # a marker without its clsact is stale
+    # Marked first, created second (like every ledger entry): a SIGKILL between the two leaves a marker
+    # without a clsact, which release()/sweep drop. The other order leaked an empty unmarked clsact, which no
+    # sweep may remove (crash-point walk, issue #18). What remains: an operator who adds a clsact on this very
+    # interface after such a crash and before `sweep`, and attaches nothing to it, has that empty clsact removed.
+    with crashpoints.step("write clsact marker"):
+        _write_atomic(marker_path(where.netns, where.ifname, where.ifindex),
+                      {"netns": where.netns, "netns_ino": netns_inode(where.netns), "ifname": where.ifname,
+                       "ifindex": where.ifindex, "created_by": run_id, "pid": os.getpid(), "created": time.time()})
     try:
-        tc.add_clsact(where.ifindex, where.netns)
+        with crashpoints.step("add clsact"):
+            tc.add_clsact(where.ifindex, where.netns)
     except NetlinkError as exc:
         from ..errors import ApplyFailed
 
+        _drop_marker(where.netns, where.ifname, where.ifindex)
         raise ApplyFailed(f"adding a clsact qdisc on {where.ifname}"
                           + (f" (netns {where.netns})" if where.netns else "") + f" failed: {exc}") from exc
-    # Created first, marked second: a SIGKILL between the two leaves an empty unmarked clsact (leaked), never
-    # a marker on a clsact that someone else may add meanwhile (which we would then delete).
-    _write_atomic(marker_path(where.netns, where.ifname, where.ifindex),
-                  {"netns": where.netns, "netns_ino": netns_inode(where.netns), "ifname": where.ifname,
-                   "ifindex": where.ifindex, "created_by": run_id, "pid": os.getpid(), "created": time.time()})
+    except BaseException:
+        _drop_marker(where.netns, where.ifname, where.ifindex)
+        raise
     return True
 
 
@@ -204,7 +212,8 @@ def release(netns: str | None, ifname: str, ifindex: int) -> Released:
                 _write_atomic(marker_path(netns, ifname, ifindex), marker)
             return Released(False, why, in_use=True)
         try:
-            tc.delete_clsact(ifindex, netns)
+            with crashpoints.step("delete clsact"):
+                tc.delete_clsact(ifindex, netns)
         except NetlinkError as exc:
             if not is_gone(exc):
                 raise

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import crashpoints
 from ..files import write_json_atomic as _write_atomic  # clsact markers write through it too
 from ..procfs import process_alive, process_start_ticks  # noqa: F401  (callers import them from here)
 
@@ -36,7 +37,8 @@ def history_dir() -> Path:
 
 
 def record_final(status: dict[str, Any]) -> None:
-    _write_atomic(history_dir() / f"{status['run_id']}.json", status)
+    with crashpoints.step("write history"):
+        _write_atomic(history_dir() / f"{status['run_id']}.json", status)
     old = sorted(history_dir().glob("*.json"), key=lambda p: p.stat().st_mtime)[:-HISTORY_KEEP]
     for path in old:
         path.unlink(missing_ok=True)
@@ -103,8 +105,9 @@ class Ledger:
     def save(self) -> None:
         if self.pid_start_ticks is None:
             self.pid_start_ticks = process_start_ticks(self.pid)
-        _write_atomic(self.path, {"run_id": self.run_id, "pid": self.pid, "pid_start_ticks": self.pid_start_ticks,
-                                  "created": self.created, "meta": self.meta, "entries": self.entries})
+        with crashpoints.step("write ledger"):
+            _write_atomic(self.path, {"run_id": self.run_id, "pid": self.pid, "pid_start_ticks": self.pid_start_ticks,
+                                      "created": self.created, "meta": self.meta, "entries": self.entries})
 
     def append(self, entry: dict[str, Any]) -> None:
         self.entries.append(entry)
@@ -115,7 +118,8 @@ class Ledger:
         self.save()
 
     def write_status(self, status: dict[str, Any]) -> None:
-        _write_atomic(self.status_path, status)
+        with crashpoints.step("write status", once=True):  # rewritten each tick: one crash point
+            _write_atomic(self.status_path, status)
 
     def read_status(self) -> dict[str, Any] | None:
         try:
@@ -124,8 +128,9 @@ class Ledger:
             return None
 
     def delete(self) -> None:
-        for path in (self.stop_path, self.status_path, self.path):
-            path.unlink(missing_ok=True)
+        with crashpoints.step("delete ledger"):
+            for path in (self.stop_path, self.status_path, self.path):
+                path.unlink(missing_ok=True)
 
     @property
     def owner_alive(self) -> bool:

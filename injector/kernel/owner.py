@@ -13,6 +13,7 @@ import signal
 import threading
 from typing import Any, Callable, TypeVar
 
+from .. import crashpoints
 from ..errors import CleanupFailed, Interrupted
 from .ledger import Ledger
 from .undo import undo_entry
@@ -70,7 +71,8 @@ class KernelOwner:
         try:
             self.ledger.append(entry)
             try:
-                result = make()
+                with crashpoints.step(f"create {entry['kind']}"):
+                    result = make()
             except BaseException:
                 self.ledger.remove_entry(entry)
                 raise
@@ -95,10 +97,12 @@ class KernelOwner:
                 entry, undo = self._stack.pop()
                 try:
                     if entry is not None:
-                        undo_entry(entry)
+                        with crashpoints.step(f"undo {entry['kind']}"):
+                            undo_entry(entry)
                         self.ledger.remove_entry(entry)
                     elif undo is not None:
-                        undo()
+                        with crashpoints.step("release in-process object"):
+                            undo()
                 except Exception as exc:  # keep going: one failed undo must not strand the rest
                     log.error("undo failed for %s: %s", entry or undo, exc)
                     failures.append((entry or {"kind": "callback"}, exc))

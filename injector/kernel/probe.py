@@ -19,6 +19,7 @@ from ..spec.fault import FaultSpec
 from . import rawnl
 from .headers import find_kernel_headers
 from .netem import netem_attrs, prio_attrs
+from .owner import KernelOwner
 from .rtnl import NetlinkError, open_rtnl
 
 
@@ -63,9 +64,12 @@ def probe() -> Capabilities:
     headers = find_kernel_headers()
     results = {"clsact": False, "netem": False, "fq": False, "prio": False, "ifb": False}
     if root:
-        name = f"ci-probe-{os.getpid()}-{secrets.token_hex(2)}"
-        _netns.create(name)
-        try:
+        tag = f"{os.getpid()}-{secrets.token_hex(2)}"
+        name = f"ci-probe-{tag}"
+        # ledgered before it is made (a run ledger of kind "probe"): a kill -9 at any point leaves something
+        # `chaos-inject sweep` removes (issue #18: a killed probe left its namespace behind)
+        with KernelOwner(f"probe-{tag}", meta={"kind": "probe", "netns": name}) as owner:
+            owner.create({"kind": "netns", "name": name}, lambda: _netns.create(name))
             with open_rtnl(name) as rtnl:
                 lo = rtnl.link_lookup(ifname="lo")[0]
                 rtnl.link("set", index=lo, state="up")
@@ -84,8 +88,6 @@ def probe() -> Capabilities:
                     results["ifb"] = True
                 except NetlinkError:
                     pass
-        finally:
-            _netns.remove(name)
     return Capabilities(
         kernel=platform.release(), root=root, bcc=has_bcc, bcc_headers=str(headers) if headers else None,
         btf=Path("/sys/kernel/btf/vmlinux").exists(),

@@ -29,6 +29,42 @@ class SweepReport:
     clsacts_kept: list[dict] = field(default_factory=list)   # marked clsacts still in use, with the reason
 
 
+def describe(entry: dict[str, Any]) -> str:
+    """What undoing a ledger entry does, in words (`sweep --dry-run`, `status`)."""
+    kind = entry.get("kind")
+    where = (f" on {entry['ifname']}" if entry.get("ifname") else "") + (
+        f" (netns {entry['netns']})" if entry.get("netns") else "")
+    if kind == "netns":
+        return f"remove network namespace {entry['name']}"
+    if kind == "restart":
+        return f"restart what the run killed (if it is down): {entry.get('unit') or entry.get('command')}"
+    if kind == "root-qdisc":
+        previous = (entry.get("previous") or {}).get("kind") if isinstance(entry.get("previous"), dict) else None
+        return f"remove our root qdisc{where}" + (f" and put back the previous root ({previous})"
+                                                   if entry.get("previous") else "")
+    if kind == "clsact":
+        return f"release clsact{where} (deleted only if chaos-inject made it and nothing is attached)"
+    if kind == "bpf-filter":
+        return f"remove {entry.get('hook')} filter {entry.get('name')}{where}"
+    if kind == "nft-table":
+        return f"delete nft table {entry.get('name')}" + (f" (netns {entry['netns']})" if entry.get("netns") else "")
+    if kind == "link":
+        return f"delete {entry.get('link_kind')} device {entry.get('ifname')}" + (
+            f" (netns {entry['netns']})" if entry.get("netns") else "")
+    return f"undo {kind}{where}"
+
+
+def leftovers() -> list[dict[str, Any]]:
+    """Dead runs' ledgers and what `sweep` would do with each, last-made first (nothing is changed)."""
+    out = []
+    for ledger in Ledger.all():
+        if ledger.owner_alive:
+            continue
+        out.append({"run_id": ledger.run_id, "pid": ledger.pid, "kind": ledger.meta.get("kind", "cli"),
+                    "actions": [{"entry": e, "action": describe(e)} for e in reversed(ledger.entries)]})
+    return out
+
+
 def sweep(include_live: bool = False) -> SweepReport:
     report = SweepReport()
     for ledger in Ledger.all():
@@ -60,8 +96,8 @@ def sweep(include_live: bool = False) -> SweepReport:
 
 def _record_swept(ledger: Ledger, last_status: dict[str, Any] | None) -> None:
     """The final state of a run whose owner died: what its last status said, ended as failed."""
-    if ledger.meta.get("kind") == "recording":
-        return  # a recorder's own ledger (clsact fallback), not a run: its run has a ledger of its own
+    if ledger.meta.get("kind") in ("recording", "probe"):
+        return  # a recorder's own ledger (clsact fallback) or the capability probe's: not runs
     if (final_record(ledger.run_id) or {}).get("state"):
         return  # the owner recorded how it ended before it died (e.g. a failed undo kept the ledger)
     status = dict(last_status or {})

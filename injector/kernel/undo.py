@@ -81,6 +81,15 @@ def _undo_link(entry: dict[str, Any]) -> None:
         return  # the namespace is gone, and the device with it
 
 
+def _undo_netns(entry: dict[str, Any]) -> None:
+    """A throwaway namespace we made (the capability probe's ``ci-probe-<pid>-<hex>``): its name is ours alone
+    (pid and random part); removing it removes everything made inside it."""
+    from pyroute2 import netns as _netns
+
+    if entry["name"] in _netns.listnetns():
+        _netns.remove(entry["name"])
+
+
 def _undo_restart(entry: dict[str, Any]) -> str:
     """A `kill-process` run died holding its target down: bring it back, as its restore would have.
 
@@ -113,6 +122,7 @@ def _undo_restart(entry: dict[str, Any]) -> str:
 UNDO: dict[str, Callable[[dict[str, Any]], None]] = {
     "restart": _undo_restart,
     "link": _undo_link,
+    "netns": _undo_netns,
     "root-qdisc": _undo_root_qdisc,
     "clsact": _undo_clsact,
     "bpf-filter": _undo_filter,
