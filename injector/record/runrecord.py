@@ -9,7 +9,9 @@ Where recorders attach, per rule (rule.match is in packet direction):
   destination's inventory interface for an ingress rule); matched at the receiver's interface (tc placement)
   or, with ``cgroup``, by sockets of that cgroup (socket placement). A side without a known interface
   (inventory ``interface`` + ``netns``) leaves the flow without one-way samples, and the notes say so.
-* RTT: with ``cgroup``, TCP connections of the flow made by processes in that cgroup.
+* RTT: TCP connections of the flow made by processes in ``cgroup``; without one, by any process of this host
+  or its namespaces (sock_ops on the cgroup v2 root, the flow filtered in the kernel), so ``--record`` alone
+  records RTT for a TCP flow.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def recorders_for_plan(plan: Plan, *, cgroup: str | Path | None = None) -> tuple
         except ValueError as exc:
             notes.append(f"#{rule.rule_id}: not recorded: {exc}")
             continue
-        if cgroup is not None and packets.protocol in (None, "tcp", 6):
+        if packets.protocol in (None, "tcp", 6):
             rtt_flows.append(packets)
         spec = flows.get(rule.flow)
         far = Interface(spec.dst.interface, spec.dst.netns) if spec and spec.dst.interface else None
@@ -62,13 +64,37 @@ def recorders_for_plan(plan: Plan, *, cgroup: str | Path | None = None) -> tuple
         if not placement_sees(plan.engine, rule.match.hook, placement):
             notes.append(f"#{rule.rule_id}: one-way samples at the {placement} placement do not include what the "
                          f"{plan.engine} engine holds on {rule.match.hook}" + _advice(plan.engine, rule.match.hook))
-    return build_recorders(groups, rtt_flows, cgroup=cgroup, rtt_field="flow"), notes
+    rtt_cgroup = cgroup
+    if rtt_flows and cgroup is None:
+        rtt_cgroup, why = _rtt_root(rtt_flows)
+        if why:
+            notes.append(why)
+            rtt_flows = []
+    return build_recorders(groups, rtt_flows, cgroup=cgroup, rtt_cgroup=rtt_cgroup, rtt_field="flow"), notes
+
+
+def _rtt_root(flows: list[PacketFlow]) -> tuple[Path | None, str | None]:
+    """(the cgroup v2 root, None) for RTT of every process's connections, or (None, why not) when there is
+    no cgroup v2 hierarchy or more flows than one RTT recorder holds (given a cgroup, that is an error; here
+    RTT was not asked for by name, so the run goes on and the note says what would make it possible)."""
+    from ..errors import InvalidSpec
+    from ..kernel.record_bpf import cgroup2_root  # ctypes only: importable without bcc or root
+    from .build import rtt_flows as kept_rtt_flows
+
+    try:
+        kept_rtt_flows(flows, field="flow")
+        return cgroup2_root(), None
+    except InvalidSpec as exc:
+        return None, f"no TCP RTT samples: {exc}"
+    except Exception as exc:  # Unsupported: no cgroup v2 mounted
+        return None, (f"no TCP RTT samples: {exc} (mount one: `mount -t cgroup2 none /sys/fs/cgroup`, or give "
+                      "--record-cgroup)")
 
 
 def _advice(engine: str, hook: str) -> str:
     if engine == "userspace" and hook == "egress":
         return (" (it takes packets in the sender's OUTPUT hook, before any tc hook; measure its delay with "
-                "--direction ingress and --record-cgroup, or from TCP RTT with --record-cgroup)")
+                "--direction ingress and --record-cgroup, or from TCP RTT, recorded for a /tcp flow)")
     return " (record at the socket placement: --record-cgroup with the receiving process in it)"
 
 

@@ -167,3 +167,23 @@ def test_the_record_facade_exports_what_it_imports():
 
     public = {n for n in vars(facade) if not n.startswith("_") and not isinstance(getattr(facade, n), type(facade))}
     assert set(facade.__all__) == public
+
+
+def test_the_summary_states_the_achieved_hold_beside_the_requested_delay():
+    from injector.engines.userspace import _median_ci
+    from injector.summary import format_summary, summarize
+
+    plan = _plan("egress")
+    holds = sorted(20_000_000 + 1_000 * i for i in range(101))  # 20.000 .. 20.100 ms
+    ci = _median_ci(holds)
+    assert ci["delay_samples"] == 101 and ci["delay_p50_ci_low_ns"] < 20_050_000 < ci["delay_p50_ci_high_ns"]
+    counters = {plan.rules[0].rule_id: {"matched_packets": 101, "delayed_packets": 101, "delay_p50_ns": 20_050_000,
+                                        "delay_p99_ns": 20_099_000, **ci}}
+    (summary,) = summarize(plan, counters)
+    assert summary.requested_delay_ns == 20_000_000
+    text = format_summary([summary])
+    assert ("delay     requested 20.000 ms: achieved median 20.050 ms, p99 20.099 ms, 95% CI of the median "
+            f"[{ci['delay_p50_ci_low_ns'] / 1e6:.3f}, {ci['delay_p50_ci_high_ns'] / 1e6:.3f}] ms "
+            "(hold per packet over 101 packets") in text
+    assert "CI" not in format_summary(summarize(plan, {plan.rules[0].rule_id: {
+        "matched_packets": 3, **_median_ci([1, 2, 3]), "delay_p50_ns": 2, "delay_p99_ns": 3}}))  # too few for one
