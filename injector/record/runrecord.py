@@ -6,7 +6,8 @@ was undone; writes the run directory and returns the Recording with the measured
 
 Where recorders attach, per rule (rule.match is in packet direction):
 * one-way: stamped at the packets' sender interface (the rule's own interface for an egress rule; the flow
-  destination's inventory interface for an ingress rule); matched at the receiver's interface (tc placement)
+  destination's inventory interface for an ingress rule; without one, the peer of the rule's interface when
+  that is a veth whose other end is on this host, in any namespace); matched at the receiver's interface (tc placement)
   or, with ``cgroup``, by sockets of that cgroup (socket placement). A side without a known interface
   (inventory ``interface`` + ``netns``) leaves the flow without one-way samples, and the notes say so.
 * RTT: TCP connections of the flow made by processes in ``cgroup``; without one, by any process of this host
@@ -46,17 +47,22 @@ def recorders_for_plan(plan: Plan, *, cgroup: str | Path | None = None) -> tuple
             rtt_flows.append(packets)
         spec = flows.get(rule.flow)
         far = Interface(spec.dst.interface, spec.dst.netns) if spec and spec.dst.interface else None
+        if far is None and rule.interface is not None:
+            far = _peer_of(rule.interface)
         if rule.match.hook == "egress":
             sender, receiver = rule.interface, far
         else:
             sender, receiver = far, rule.interface
         if sender is None:
             notes.append(f"#{rule.rule_id}: no one-way samples: the sender of {packets.src}->{packets.dst} has no "
-                         "interface in the inventory (give the destination host `interface` and `netns`)")
+                         f"interface in the inventory and {rule.interface} is not a veth whose peer is on this "
+                         "host (give the destination host `interface` and `netns`)")
             continue
         if cgroup is None and receiver is None:
             notes.append(f"#{rule.rule_id}: no one-way samples: the receiver has no interface in the inventory "
-                         "(or give --record-cgroup holding the receiving process)")
+                         f"and {rule.interface} is not a veth whose peer is on this host (give the destination "
+                         "host `interface` and `netns` in the inventory, or --record-cgroup holding the receiving "
+                         "process)")
             continue
         key = (sender, None if cgroup is not None else receiver)
         groups.setdefault(key, []).append(packets)
@@ -71,6 +77,15 @@ def recorders_for_plan(plan: Plan, *, cgroup: str | Path | None = None) -> tuple
             notes.append(why)
             rtt_flows = []
     return build_recorders(groups, rtt_flows, cgroup=cgroup, rtt_cgroup=rtt_cgroup, rtt_field="flow"), notes
+
+
+def _peer_of(iface: Interface) -> Interface | None:
+    """The other end of the rule's interface when it is a veth with its peer on this host (the flow's next
+    hop: packets leaving one end arrive at the other), found without an inventory; else None."""
+    from ..kernel.peers import veth_peer  # read-only netlink queries
+
+    peer = veth_peer(iface.name, iface.netns)
+    return None if peer is None else Interface(peer[0], peer[1], how=f"veth peer of {iface.name}")
 
 
 def _rtt_root(flows: list[PacketFlow]) -> tuple[Path | None, str | None]:

@@ -105,7 +105,9 @@ def test_cli_record_measures_the_delay_and_writes_the_run_directory(pair, run_di
     assert meta["lost_events"] == 0
     run = load_run(out_dir)
     counts = run.samples.groupby("phase", observed=True).size()
-    assert counts["baseline"] > 500 and counts["fault"] > 500 and counts["recovery"] > 200
+    # the sender paces by sleep(2 ms): ~400/s on an idle host, less under load (a run at load ~2 had 495 in
+    # the fault's ~2.9 s); the counts only show that traffic flowed in every phase, the shift's CI judges it
+    assert counts["baseline"] > 250 and counts["fault"] > 250 and counts["recovery"] > 100, counts
     counters = json.loads((out_dir / "counters.json").read_text())
     assert counters["0"]["matched"] > 500 and counters["0"]["flow"] == "client->server/udp"
     summary = json.loads((out_dir / "summary.json").read_text())
@@ -193,10 +195,15 @@ def test_cli_plain_record_gives_rtt_rows_per_phase_for_a_tcp_flow(pair, run_dir,
     print(out, err)
     assert proc.returncode == 0, err
     assert traffic.connections > 30 and len(traffic.errors) < 3, traffic.errors[:3]
-    assert "rtt    at sock_ops" in out and "no one-way samples" in out  # what it could not record, and why
+    assert "rtt    at sock_ops" in out
+    # one-way without an inventory: the client's veth peer is the receiver; it cannot see this engine's egress
+    # hold (taken before any tc hook), and the note says so
+    assert "oneway at tc" in out and "OUTPUT hook" in out
     meta = json.loads((out_dir / "meta.json").read_text())
     (rec,) = [r for r in meta["recorders"] if r["source"] == "rtt"]
     assert rec["cgroup"] == str(cgroup2_root()) and rec["lost"] == 0
+    (oneway,) = [r for r in meta["recorders"] if r["source"] == "oneway"]
+    assert oneway["receiver"] == f"{pair.server.ifname} (netns {pair.server_ns})" and oneway["samples"] > 100
     run = load_run(out_dir)
     rtt = run.samples[run.samples["source"].astype(str) == "rtt"]
     per_phase = {ph: g["latency_ns"] for ph, g in rtt.groupby("phase", observed=True)}
