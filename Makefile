@@ -30,6 +30,7 @@ bench: setup      ## prints figures; see bench/README.md
 	$(PY) bench/delay_engines.py --vm
 	$(PY) bench/verdict_speed.py
 	$(PY) bench/record_rate.py
+	$(PY) bench/record_overhead.py
 	$(PY) bench/host_faults.py
 
 sweep: setup      ## remove what dead runs left behind

@@ -76,7 +76,12 @@ def recorders_for_plan(plan: Plan, *, cgroup: str | Path | None = None) -> tuple
         if why:
             notes.append(why)
             rtt_flows = []
-    return build_recorders(groups, rtt_flows, cgroup=cgroup, rtt_cgroup=rtt_cgroup, rtt_field="flow"), notes
+    recorders = build_recorders(groups, rtt_flows, cgroup=cgroup, rtt_cgroup=rtt_cgroup, rtt_field="flow")
+    if cgroup is None:
+        for r in recorders:
+            if r.source == "rtt":
+                r.optional = True  # not asked for by name: if it cannot attach, the run goes on with a note
+    return recorders, notes
 
 
 def _peer_of(iface: Interface) -> Interface | None:
@@ -207,9 +212,16 @@ def format_recording(rec: Recording, plan: Plan, notes: list[str]) -> str:
                 lines.append(f"  arrived   {f['flow']} {f['src']}->{f['dst']}: {matched}/{stamped} stamped packets "
                              f"seen {where} ({(stamped - matched) / stamped:.2%} dropped on the way or still in "
                              "flight when recording stopped)")
+    hooks: dict[str, set[str]] = {}
+    for rule in plan.rules:
+        if plan.fault_of(rule).delay_ns:
+            hooks.setdefault(rule.flow, set()).add(rule.match.hook)
     for shift in rec.shifts:
         want = requested.get((shift.flow, shift.source))
         ask = f"; requested +{want / 1e6:.3f} ms" if want else ""
+        if want and shift.source == "oneway" and shift.placement in ("tc", "socket") and not any(
+                placement_sees(plan.engine, hook, shift.placement) for hook in hooks.get(shift.flow, ())):
+            ask += f" (not visible at the {shift.placement} placement: see the note)"
         lines.append(f"  latency   {shift.flow}: {shift.describe()}{ask}")
     lines += [f"  note: {n}" for n in notes]
     return "\n".join(lines)

@@ -198,7 +198,7 @@ def test_cli_plain_record_gives_rtt_rows_per_phase_for_a_tcp_flow(pair, run_dir,
     assert "rtt    at sock_ops" in out
     # one-way without an inventory: the client's veth peer is the receiver; it cannot see this engine's egress
     # hold (taken before any tc hook), and the note says so
-    assert "oneway at tc" in out and "OUTPUT hook" in out
+    assert "oneway at tc" in out and "OUTPUT hook" in out and "(not visible at the tc placement" in out
     meta = json.loads((out_dir / "meta.json").read_text())
     (rec,) = [r for r in meta["recorders"] if r["source"] == "rtt"]
     assert rec["cgroup"] == str(cgroup2_root()) and rec["lost"] == 0
