@@ -30,6 +30,7 @@ bench: setup      ## prints figures; see bench/README.md
 	$(PY) bench/delay_engines.py --vm
 	$(PY) bench/verdict_speed.py
 	$(PY) bench/record_rate.py
+	$(PY) bench/record_overhead.py
 	$(PY) bench/host_faults.py
 	$(PY) bench/fault_onset.py
 	$(PY) bench/startup_time.py

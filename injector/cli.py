@@ -93,14 +93,14 @@ def _add_inject_arguments(p: argparse.ArgumentParser) -> None:
     record = p.add_argument_group("recording (docs/run-directory.md)")
     record.add_argument("--record", metavar="DIR", help="record latency before, during and after the fault and "
                         "write the run directory DIR (one-way packet latency where both ends' interfaces are in the "
-                        "inventory; TCP RTT with --record-cgroup)")
+                        "inventory; TCP RTT of a TCP flow's connections made by any process of this host)")
     record.add_argument("--baseline", default="5s", metavar="DURATION",
                         help="with --record: recording before the fault is applied (default %(default)s)")
     record.add_argument("--recovery", default="5s", metavar="DURATION",
                         help="with --record: recording after it was removed (default %(default)s)")
     record.add_argument("--record-cgroup", metavar="DIR", help="with --record: a cgroup v2 directory holding the "
                         "receiving (or connecting) process: one-way latency matched at its sockets, which also "
-                        "sees holds after tc ingress, and TCP RTT samples of its connections")
+                        "sees holds after tc ingress, and TCP RTT samples of its connections only")
 
 
 # Commands whose parser lives in their own module: (module, the function that adds it). A run builds only its own

@@ -41,6 +41,7 @@ class FlowSummary:
     flow: str
     counters: dict[str, int]
     achieved: tuple[Achieved, ...]
+    requested_delay_ns: int = 0
 
 
 def totals_by_flow(plan: Plan, counters: dict[int, dict[str, int]]) -> dict[str, dict[str, int]]:
@@ -80,7 +81,8 @@ def summarize(plan: Plan, counters: dict[int, dict[str, int]]) -> list[FlowSumma
             # packets without payload (pure ACKs) cannot be corrupted, so this ratio can sit below the request
             achieved.append(_achieved("corrupt", fault.corrupt_ratio, total.get("corrupted_packets"),
                                       survivors))
-        out.append(FlowSummary(flow=flow, counters=total, achieved=tuple(a for a in achieved if a)))
+        out.append(FlowSummary(flow=flow, counters=total, achieved=tuple(a for a in achieved if a),
+                               requested_delay_ns=fault.delay_ns))
     return out
 
 
@@ -91,6 +93,19 @@ def _achieved(what: str, requested: float, events: int | None, trials: int) -> A
 
     return Achieved(what=what, requested_ratio=requested, events=events, trials=trials,
                     interval=proportion_ci(events, trials, CONFIDENCE, "clopper-pearson"))
+
+
+def format_hold(c: dict[str, int], requested_ns: int) -> str:
+    """The delay engine's achieved hold per packet (its delay_* counters) beside the request."""
+    ci = ""
+    if "delay_p50_ci_low_ns" in c:
+        ci = (f", {CONFIDENCE:.0%} CI of the median [{c['delay_p50_ci_low_ns'] / 1e6:.3f}, "
+              f"{c['delay_p50_ci_high_ns'] / 1e6:.3f}] ms")
+    n = f" over {c['delay_samples']} packets" if c.get("delay_samples") else ""
+    asked = f"requested {requested_ns / 1e6:.3f} ms: " if requested_ns else ""
+    return (f"  delay     {asked}achieved median {c['delay_p50_ns'] / 1e6:.3f} ms, p99 "
+            f"{c.get('delay_p99_ns', 0) / 1e6:.3f} ms{ci} (hold per packet{n}, held in userspace: from its "
+            "receipt off NFQUEUE to the verdict that releases it)")
 
 
 def format_summary(summaries: list[FlowSummary]) -> str:
@@ -104,8 +119,7 @@ def format_summary(summaries: list[FlowSummary]) -> str:
         lines.append(f"flow {summary.flow}: matched {c.get('matched_packets', 0)} packets "
                      f"({c.get('matched_bytes', 0)} bytes)" + (f", {counted}" if counted else ""))
         if "delay_p50_ns" in c:
-            lines.append(f"  delay     achieved added delay median {c['delay_p50_ns'] / 1e6:.3f} ms, "
-                         f"p99 {c.get('delay_p99_ns', 0) / 1e6:.3f} ms (held in userspace)")
+            lines.append(format_hold(c, summary.requested_delay_ns))
         for a in summary.achieved:
             if not a.trials:
                 lines.append(f"  {a.what:9s} requested {format_ratio_percent(a.requested_ratio)}, "

@@ -367,6 +367,7 @@ class UserspaceEngine:
                    "released_early_packets": st.released_early, "netlink_errors": self._errors,
                    "resend_errors": sum(r.errors for r in self._resenders if r is not None)}
             if samples:
+                row.update(_median_ci(samples))
                 row.update(delay_p50_ns=_quantile(samples, 0.5), delay_p99_ns=_quantile(samples, 0.99),
                            delay_min_ns=samples[0], delay_max_ns=st.max_hold_ns,
                            release_late_p50_ns=_quantile(late, 0.5), release_late_p99_ns=_quantile(late, 0.99))
@@ -575,6 +576,18 @@ def _queue_maxlen(fault: FaultSpec) -> int:
 
 def _rule_seed(root: int, rule: PlannedRule) -> int:
     return int.from_bytes(hashlib.sha256(f"{root}:{rule.rule_id}".encode()).digest()[:8], "big")
+
+
+def _median_ci(ordered) -> dict[str, int]:
+    """95 % distribution-free interval of the median hold (order statistics of the reservoir, a uniform
+    sample of the run's holds) and its sample count; none below the 6 samples such an interval needs."""
+    from analysis.quantiles import order_statistic_ranks
+
+    ranks = order_statistic_ranks(len(ordered), 0.5, 0.95)
+    out = {"delay_samples": len(ordered)}
+    if ranks is not None:
+        out.update(delay_p50_ci_low_ns=ordered[ranks[0] - 1], delay_p50_ci_high_ns=ordered[ranks[1] - 1])
+    return out
 
 
 def _quantile(sorted_values: list[int], q: float) -> int:

@@ -41,9 +41,11 @@ def rtt_flows(flows: list[PacketFlow], *, field: str) -> list[PacketFlow]:
 
 
 def build_recorders(oneway: Mapping[tuple[Interface, Interface | None], list[PacketFlow]], rtt: list[PacketFlow],
-                    *, cgroup: str | os.PathLike[str] | None, rtt_field: str) -> list:
+                    *, cgroup: str | os.PathLike[str] | None, rtt_field: str,
+                    rtt_cgroup: str | os.PathLike[str] | None = None) -> list:
     """One-way recorders per (sender, receiver) interface pair, at most MAX_FLOWS flows each (receiver None:
-    the socket placement, on ``cgroup``), and one RTT recorder on ``cgroup`` for ``rtt``. Built, not started."""
+    the socket placement, on ``cgroup``), and one RTT recorder on ``rtt_cgroup`` (default ``cgroup``) for
+    ``rtt``. Built, not started."""
     rtt = rtt_flows(rtt, field=rtt_field) if rtt else []
     recorders: list = []
     for (sender, receiver), flows in oneway.items():
@@ -54,7 +56,7 @@ def build_recorders(oneway: Mapping[tuple[Interface, Interface | None], list[Pac
             else:
                 recorders.append(OneWayRecorder(chunk, sender=sender, cgroup=cgroup))
     if rtt:
-        recorders.append(RttRecorder(rtt, cgroup=cgroup))
+        recorders.append(RttRecorder(rtt, cgroup=rtt_cgroup if rtt_cgroup is not None else cgroup))
     return recorders
 
 

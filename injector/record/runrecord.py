@@ -6,10 +6,13 @@ was undone; writes the run directory and returns the Recording with the measured
 
 Where recorders attach, per rule (rule.match is in packet direction):
 * one-way: stamped at the packets' sender interface (the rule's own interface for an egress rule; the flow
-  destination's inventory interface for an ingress rule); matched at the receiver's interface (tc placement)
+  destination's inventory interface for an ingress rule; without one, the peer of the rule's interface when
+  that is a veth whose other end is on this host, in any namespace); matched at the receiver's interface (tc placement)
   or, with ``cgroup``, by sockets of that cgroup (socket placement). A side without a known interface
   (inventory ``interface`` + ``netns``) leaves the flow without one-way samples, and the notes say so.
-* RTT: with ``cgroup``, TCP connections of the flow made by processes in that cgroup.
+* RTT: TCP connections of the flow made by processes in ``cgroup``; without one, by any process of this host
+  or its namespaces (sock_ops on the cgroup v2 root, the flow filtered in the kernel), so ``--record`` alone
+  records RTT for a TCP flow.
 """
 
 from __future__ import annotations
@@ -40,21 +43,26 @@ def recorders_for_plan(plan: Plan, *, cgroup: str | Path | None = None) -> tuple
         except ValueError as exc:
             notes.append(f"#{rule.rule_id}: not recorded: {exc}")
             continue
-        if cgroup is not None and packets.protocol in (None, "tcp", 6):
+        if packets.protocol in (None, "tcp", 6):
             rtt_flows.append(packets)
         spec = flows.get(rule.flow)
         far = Interface(spec.dst.interface, spec.dst.netns) if spec and spec.dst.interface else None
+        if far is None and rule.interface is not None:
+            far = _peer_of(rule.interface)
         if rule.match.hook == "egress":
             sender, receiver = rule.interface, far
         else:
             sender, receiver = far, rule.interface
         if sender is None:
             notes.append(f"#{rule.rule_id}: no one-way samples: the sender of {packets.src}->{packets.dst} has no "
-                         "interface in the inventory (give the destination host `interface` and `netns`)")
+                         f"interface in the inventory and {rule.interface} is not a veth whose peer is on this "
+                         "host (give the destination host `interface` and `netns`)")
             continue
         if cgroup is None and receiver is None:
             notes.append(f"#{rule.rule_id}: no one-way samples: the receiver has no interface in the inventory "
-                         "(or give --record-cgroup holding the receiving process)")
+                         f"and {rule.interface} is not a veth whose peer is on this host (give the destination "
+                         "host `interface` and `netns` in the inventory, or --record-cgroup holding the receiving "
+                         "process)")
             continue
         key = (sender, None if cgroup is not None else receiver)
         groups.setdefault(key, []).append(packets)
@@ -62,13 +70,51 @@ def recorders_for_plan(plan: Plan, *, cgroup: str | Path | None = None) -> tuple
         if not placement_sees(plan.engine, rule.match.hook, placement):
             notes.append(f"#{rule.rule_id}: one-way samples at the {placement} placement do not include what the "
                          f"{plan.engine} engine holds on {rule.match.hook}" + _advice(plan.engine, rule.match.hook))
-    return build_recorders(groups, rtt_flows, cgroup=cgroup, rtt_field="flow"), notes
+    rtt_cgroup = cgroup
+    if rtt_flows and cgroup is None:
+        rtt_cgroup, why = _rtt_root(rtt_flows)
+        if why:
+            notes.append(why)
+            rtt_flows = []
+    recorders = build_recorders(groups, rtt_flows, cgroup=cgroup, rtt_cgroup=rtt_cgroup, rtt_field="flow")
+    if cgroup is None:
+        for r in recorders:
+            if r.source == "rtt":
+                r.optional = True  # not asked for by name: if it cannot attach, the run goes on with a note
+    return recorders, notes
+
+
+def _peer_of(iface: Interface) -> Interface | None:
+    """The other end of the rule's interface when it is a veth with its peer on this host (the flow's next
+    hop: packets leaving one end arrive at the other), found without an inventory; else None."""
+    from ..kernel.peers import veth_peer  # read-only netlink queries
+
+    peer = veth_peer(iface.name, iface.netns)
+    return None if peer is None else Interface(peer[0], peer[1], how=f"veth peer of {iface.name}")
+
+
+def _rtt_root(flows: list[PacketFlow]) -> tuple[Path | None, str | None]:
+    """(the cgroup v2 root, None) for RTT of every process's connections, or (None, why not) when there is
+    no cgroup v2 hierarchy or more flows than one RTT recorder holds (given a cgroup, that is an error; here
+    RTT was not asked for by name, so the run goes on and the note says what would make it possible)."""
+    from ..errors import InvalidSpec
+    from ..kernel.record_bpf import cgroup2_root  # ctypes only: importable without bcc or root
+    from .build import rtt_flows as kept_rtt_flows
+
+    try:
+        kept_rtt_flows(flows, field="flow")
+        return cgroup2_root(), None
+    except InvalidSpec as exc:
+        return None, f"no TCP RTT samples: {exc}"
+    except Exception as exc:  # Unsupported: no cgroup v2 mounted
+        return None, (f"no TCP RTT samples: {exc} (mount one: `mount -t cgroup2 none /sys/fs/cgroup`, or give "
+                      "--record-cgroup)")
 
 
 def _advice(engine: str, hook: str) -> str:
     if engine == "userspace" and hook == "egress":
         return (" (it takes packets in the sender's OUTPUT hook, before any tc hook; measure its delay with "
-                "--direction ingress and --record-cgroup, or from TCP RTT with --record-cgroup)")
+                "--direction ingress and --record-cgroup, or from TCP RTT, recorded for a /tcp flow)")
     return " (record at the socket placement: --record-cgroup with the receiving process in it)"
 
 
@@ -166,9 +212,16 @@ def format_recording(rec: Recording, plan: Plan, notes: list[str]) -> str:
                 lines.append(f"  arrived   {f['flow']} {f['src']}->{f['dst']}: {matched}/{stamped} stamped packets "
                              f"seen {where} ({(stamped - matched) / stamped:.2%} dropped on the way or still in "
                              "flight when recording stopped)")
+    hooks: dict[str, set[str]] = {}
+    for rule in plan.rules:
+        if plan.fault_of(rule).delay_ns:
+            hooks.setdefault(rule.flow, set()).add(rule.match.hook)
     for shift in rec.shifts:
         want = requested.get((shift.flow, shift.source))
         ask = f"; requested +{want / 1e6:.3f} ms" if want else ""
+        if want and shift.source == "oneway" and shift.placement in ("tc", "socket") and not any(
+                placement_sees(plan.engine, hook, shift.placement) for hook in hooks.get(shift.flow, ())):
+            ask += f" (not visible at the {shift.placement} placement: see the note)"
         lines.append(f"  latency   {shift.flow}: {shift.describe()}{ask}")
     lines += [f"  note: {n}" for n in notes]
     return "\n".join(lines)

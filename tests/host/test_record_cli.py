@@ -9,6 +9,7 @@ in the client's PREROUTING: the recording matches at the sockets of a cgroup of 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -104,7 +105,9 @@ def test_cli_record_measures_the_delay_and_writes_the_run_directory(pair, run_di
     assert meta["lost_events"] == 0
     run = load_run(out_dir)
     counts = run.samples.groupby("phase", observed=True).size()
-    assert counts["baseline"] > 500 and counts["fault"] > 500 and counts["recovery"] > 200
+    # the sender paces by sleep(2 ms): ~400/s on an idle host, less under load (a run at load ~2 had 495 in
+    # the fault's ~2.9 s); the counts only show that traffic flowed in every phase, the shift's CI judges it
+    assert counts["baseline"] > 250 and counts["fault"] > 250 and counts["recovery"] > 100, counts
     counters = json.loads((out_dir / "counters.json").read_text())
     assert counters["0"]["matched"] > 500 and counters["0"]["flow"] == "client->server/udp"
     summary = json.loads((out_dir / "summary.json").read_text())
@@ -168,6 +171,49 @@ def test_cli_record_tcp_rtt_measures_an_egress_delay_one_way_cannot_see(pair, ru
     assert 19.5 * MS <= rtt["shift_ns"] <= 23 * MS, rtt
     assert meta["lost_events"] == 0
     assert not cgroup.pids()
+
+
+def test_cli_plain_record_gives_rtt_rows_per_phase_for_a_tcp_flow(pair, run_dir, tmp_path):
+    """`--record DIR` alone, a flow named by addresses (no inventory, no cgroup): sock_ops on the cgroup v2 root
+    samples the flow's TCP connections (the client is in no cgroup of ours), in the baseline, the fault and the
+    recovery. The 20 ms egress delay (userspace engine, held before any tc hook) shows in the RTT: judged on
+    the low decile, since an RTT sample also holds the peer's answer time, which load inflates (see
+    test_record_experiment); the bounds [19, 25] ms hold the engine's stated precision (median +0.14 ms, p99
+    +3.2 ms) plus the sampling of the decile. The engine's own achieved hold is stated beside the request."""
+    client_ip, server_ip = str(pair.client.ipv4.ip), str(pair.server.ipv4.ip)
+    out_dir = tmp_path / "rec"
+    traffic = TcpEchoTraffic(pair.client_ns, pair.server_ns, server_ip, PORT)
+    proc = None
+    try:
+        proc = start(run_dir, "--flow", f"{client_ip}->{server_ip}:{PORT}/tcp", "--netns", pair.client_ns,
+                     "--delay", "20ms", "--duration", "3s", "--baseline", "2s", "--recovery", "2s",
+                     "--record", str(out_dir))
+        out, err = proc.communicate(timeout=300)  # compiling the recorders under load: minutes, not seconds
+    finally:
+        _end(proc)
+        traffic.close()
+    print(out, err)
+    assert proc.returncode == 0, err
+    assert traffic.connections > 30 and len(traffic.errors) < 3, traffic.errors[:3]
+    assert "rtt    at sock_ops" in out
+    # one-way without an inventory: the client's veth peer is the receiver; it cannot see this engine's egress
+    # hold (taken before any tc hook), and the note says so
+    assert "oneway at tc" in out and "OUTPUT hook" in out and "(not visible at the tc placement" in out
+    meta = json.loads((out_dir / "meta.json").read_text())
+    (rec,) = [r for r in meta["recorders"] if r["source"] == "rtt"]
+    assert rec["cgroup"] == str(cgroup2_root()) and rec["lost"] == 0
+    (oneway,) = [r for r in meta["recorders"] if r["source"] == "oneway"]
+    assert oneway["receiver"] == f"{pair.server.ifname} (netns {pair.server_ns})" and oneway["samples"] > 100
+    run = load_run(out_dir)
+    rtt = run.samples[run.samples["source"].astype(str) == "rtt"]
+    per_phase = {ph: g["latency_ns"] for ph, g in rtt.groupby("phase", observed=True)}
+    assert all(len(per_phase.get(ph, ())) >= 20 for ph in ("baseline", "fault", "recovery")), \
+        {ph: len(v) for ph, v in per_phase.items()}
+    low = {ph: v.quantile(0.1) / MS for ph, v in per_phase.items()}
+    print("RTT low decile per phase (ms):", low)
+    assert 19 <= low["fault"] - low["baseline"] <= 25, low
+    assert abs(low["recovery"] - low["baseline"]) < 5, low  # the delay is gone once the fault is removed
+    assert re.search(r"delay\s+requested 20\.000 ms: achieved median 2\d\.\d{3} ms, p99 \d+\.\d{3} ms", out), out
 
 
 def _end(proc) -> None:

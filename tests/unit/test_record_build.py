@@ -91,3 +91,16 @@ def test_build_recorders_places_by_receiver():
     recs = build_recorders({(Interface("va", "a"), Interface("vb", "b")): [flow], (Interface("va", "a"), None): [flow]},
                            [flow], cgroup=cgroup2_root(), rtt_field="x")
     assert [(r.source, r.placement) for r in recs] == [("oneway", "tc"), ("oneway", "socket"), ("rtt", "sock_ops")]
+
+
+def test_a_tcp_flow_records_rtt_without_a_cgroup_on_the_cgroup_v2_root():
+    """`--record` alone: RTT of the flow's connections made by any process (sock_ops on the cgroup v2 root,
+    the flow filtered in the kernel); UDP flows get none; more pairs than a recorder holds: a note, no error
+    (nobody asked for RTT by name), naming the limit."""
+    recs, notes = recorders_for_plan(_plan(PORTS[:2]))
+    (rtt,) = [r for r in recs if r.source == "rtt"]
+    assert rtt.cgroup == cgroup2_root() and [f.dport for f in rtt.flows] == PORTS[:2]
+    assert not [r for r in recorders_for_plan(_plan(PORTS[:2], protocol="udp"))[0] if r.source == "rtt"]
+    recs, notes = recorders_for_plan(_plan(PORTS))
+    assert not [r for r in recs if r.source == "rtt"] and [r for r in recs if r.source == "oneway"]
+    assert any(n.startswith("no TCP RTT samples") and f"at most {MAX_FLOWS}" in n for n in notes), notes

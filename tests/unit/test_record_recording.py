@@ -167,3 +167,60 @@ def test_the_record_facade_exports_what_it_imports():
 
     public = {n for n in vars(facade) if not n.startswith("_") and not isinstance(getattr(facade, n), type(facade))}
     assert set(facade.__all__) == public
+
+
+def test_the_summary_states_the_achieved_hold_beside_the_requested_delay():
+    from injector.engines.userspace import _median_ci
+    from injector.summary import format_summary, summarize
+
+    plan = _plan("egress")
+    holds = sorted(20_000_000 + 1_000 * i for i in range(101))  # 20.000 .. 20.100 ms
+    ci = _median_ci(holds)
+    assert ci["delay_samples"] == 101 and ci["delay_p50_ci_low_ns"] < 20_050_000 < ci["delay_p50_ci_high_ns"]
+    counters = {plan.rules[0].rule_id: {"matched_packets": 101, "delayed_packets": 101, "delay_p50_ns": 20_050_000,
+                                        "delay_p99_ns": 20_099_000, **ci}}
+    (summary,) = summarize(plan, counters)
+    assert summary.requested_delay_ns == 20_000_000
+    text = format_summary([summary])
+    assert ("delay     requested 20.000 ms: achieved median 20.050 ms, p99 20.099 ms, 95% CI of the median "
+            f"[{ci['delay_p50_ci_low_ns'] / 1e6:.3f}, {ci['delay_p50_ci_high_ns'] / 1e6:.3f}] ms "
+            "(hold per packet over 101 packets") in text
+    assert "CI" not in format_summary(summarize(plan, {plan.rules[0].rule_id: {
+        "matched_packets": 3, **_median_ci([1, 2, 3]), "delay_p50_ns": 2, "delay_p99_ns": 3}}))  # too few for one
+
+
+def test_a_one_way_shift_its_placement_cannot_see_is_marked_beside_the_request():
+    from types import SimpleNamespace
+
+    from injector.record.runrecord import format_recording
+
+    plan = _plan("egress")  # userspace engine, egress: held before any tc hook
+    flow = plan.rules[0].flow
+    shifts = [latency_shift(flow, "oneway", [5_000] * 50, [6_000] * 50, placement="tc"),
+              latency_shift(flow, "rtt", [30_000] * 50, [20_030_000] * 50, placement="sock_ops")]
+    text = format_recording(SimpleNamespace(run_dir="d", summaries=[], shifts=shifts), plan, [])
+    oneway, rtt = [line for line in text.splitlines() if line.startswith("  latency")]
+    assert "(oneway at tc" in oneway and "requested +20.000 ms (not visible at the tc placement: see the note)" in oneway
+    assert "(rtt at sock_ops" in rtt and rtt.endswith("requested +20.000 ms")
+
+
+def test_an_optional_recorder_that_cannot_start_leaves_a_note_and_the_run_goes_on(tmp_path):
+    class Failing(FakeRecorder):
+        source = "rtt"
+
+        def start(self):
+            raise OSError("EPERM attaching sock_ops")
+
+    fake, failing = FakeRecorder(), Failing()
+    failing.optional = True
+    notes: list[str] = []
+    with Recording(tmp_path / "r", [failing, fake], flow="a->b", fault={}, engine="fake",
+                   meta={"notes": notes}) as rec:
+        rec.mark("fault")
+        rec.mark("recovery")
+    assert fake.started and fake.stopped and not failing.stopped
+    assert notes == ["no rtt samples: it did not start: EPERM attaching sock_ops"]  # the list the summary prints
+    assert [s["source"] for s in rec.summaries] == ["oneway"]
+    required = Failing()
+    with pytest.raises(OSError, match="EPERM"):
+        Recording(tmp_path / "s", [required], flow="a->b", fault={}, engine="fake").start()
