@@ -464,8 +464,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .kernel.ledger import Ledger
-    from .kernel.sweep import describe
+    from .kernel.ledger import Ledger, describe
 
     runs = []
     for ledger in Ledger.all():

@@ -156,3 +156,28 @@ class Ledger:
             except (json.JSONDecodeError, KeyError):
                 continue  # half-written by a crash between tmp write and rename cannot happen; foreign file
         return out
+
+
+def describe(entry: dict[str, Any]) -> str:
+    """What undoing a ledger entry does, in words (`sweep --dry-run`, `status`)."""
+    kind = entry.get("kind")
+    where = (f" on {entry['ifname']}" if entry.get("ifname") else "") + (
+        f" (netns {entry['netns']})" if entry.get("netns") else "")
+    if kind == "netns":
+        return f"remove network namespace {entry['name']}"
+    if kind == "restart":
+        return f"restart what the run killed (if it is down): {entry.get('unit') or entry.get('command')}"
+    if kind == "root-qdisc":
+        previous = (entry.get("previous") or {}).get("kind") if isinstance(entry.get("previous"), dict) else None
+        return f"remove our root qdisc{where}" + (f" and put back the previous root ({previous})"
+                                                   if entry.get("previous") else "")
+    if kind == "clsact":
+        return f"release clsact{where} (deleted only if chaos-inject made it and nothing is attached)"
+    if kind == "bpf-filter":
+        return f"remove {entry.get('hook')} filter {entry.get('name')}{where}"
+    if kind == "nft-table":
+        return f"delete nft table {entry.get('name')}" + (f" (netns {entry['netns']})" if entry.get("netns") else "")
+    if kind == "link":
+        return f"delete {entry.get('link_kind')} device {entry.get('ifname')}" + (
+            f" (netns {entry['netns']})" if entry.get("netns") else "")
+    return f"undo {kind}{where}"
