@@ -50,6 +50,8 @@ BRIDGE = "br0"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DB_INIT = REPO_ROOT / "vagrant" / "provision" / "db-init.sh"
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,8}$")
+# kernel modules the lab's links need (a stock distribution kernel builds them as modules, not always loaded)
+LAB_MODULES = ("bridge", "veth")
 
 
 class LabError(ChaosInjectError, RuntimeError):
@@ -174,6 +176,52 @@ def _alive(entry: dict) -> bool:
 
 # -- checks before anything is made ------------------------------------------------------------------------
 
+def ensure_modules(modules: Iterable[str] = LAB_MODULES, *, sys_module: Path = Path("/sys/module"),
+                   modules_dir: Path | None = None, modprobe: str = "modprobe") -> list[str]:
+    """Load the kernel modules the lab needs (``bridge``, ``veth``) unless they are loaded or built in; returns
+    the ones loaded here. A module this kernel has as a module but cannot load raises Unsupported naming it,
+    before anything is made. Without a modules directory (a kernel with no loadable modules) nothing can be
+    loaded and the links are tried as they are (a missing kind then fails with the error of ``_link_add``)."""
+    modules_dir = modules_dir or Path("/lib/modules") / os.uname().release
+    try:
+        builtin = {Path(line).name.split(".", 1)[0].replace("-", "_")
+                   for line in (modules_dir / "modules.builtin").read_text().split()}
+    except OSError:
+        builtin = set()
+    loaded, missing = [], []
+    for mod in modules:
+        if (sys_module / mod).exists() or mod in builtin or not modules_dir.is_dir():
+            continue   # loaded, built in, or no module of this kernel can be loaded anyway
+        tool = shutil.which(modprobe)
+        res = subprocess.run([tool, mod], capture_output=True, text=True) if tool else None
+        if res is not None and res.returncode == 0:
+            loaded.append(mod)
+        else:
+            why = "no modprobe (apt-get install kmod)" if res is None else \
+                (res.stderr.strip() or f"modprobe exited {res.returncode}")
+            missing.append(f"{mod} ({why})")
+    if missing:
+        raise Unsupported(f"the lab needs the kernel module(s) {'; '.join(missing)}: install this kernel's "
+                          f"modules ({os.uname().release}; Debian: the linux-image package ships them) or load "
+                          "them with modprobe")
+    return loaded
+
+
+def _link_add(ipr, kind: str, **kw) -> None:
+    """``link add`` naming the kernel module a failure most likely means (EOPNOTSUPP: the kind is unknown)."""
+    import errno
+
+    from ..kernel.rtnl import NetlinkError
+
+    try:
+        ipr.link("add", kind=kind, **kw)
+    except NetlinkError as exc:
+        if exc.code == errno.EOPNOTSUPP:
+            raise LabError(f"this kernel cannot make a {kind} link (Operation not supported): the {kind} module is "
+                           f"not loaded or not built (`modprobe {kind}`)") from exc
+        raise
+
+
 def _preflight(spec: LabSpec) -> None:
     if os.geteuid() != 0:
         raise NotPermitted("the lab creates network namespaces and runs PostgreSQL as user postgres: run as root")
@@ -191,6 +239,7 @@ def _preflight(spec: LabSpec) -> None:
         missing.append("python3-psycopg (the api's database driver)")
     if missing:
         raise Unsupported("the lab needs: " + "; ".join(missing) + " — run `sudo make setup`")
+    ensure_modules()
     from ..kernel.netns import existing_namespaces
 
     ours = {spec.netns(r) for r in labdef.ROLES} | {spec.bridge_netns}
@@ -432,17 +481,17 @@ def _build(state: _State, spec: LabSpec) -> LabInfo:
         state.add({"kind": "netns", "name": ns})
         topo.add_namespace(ns)
     with open_rtnl(spec.bridge_netns) as net:
-        net.link("add", ifname=BRIDGE, kind="bridge")
+        _link_add(net, "bridge", ifname=BRIDGE)
         net.link("set", index=net.link_lookup(ifname=BRIDGE)[0], state="up")
     state.add({"kind": "link", "name": spec.host_link})
     with open_rtnl() as host:
-        host.link("add", ifname=spec.host_link, kind="veth", peer={"ifname": "host", "net_ns_fd": spec.bridge_netns})
+        _link_add(host, "veth", ifname=spec.host_link, peer={"ifname": "host", "net_ns_fd": spec.bridge_netns})
         index = host.link_lookup(ifname=spec.host_link)[0]
         host.addr("add", index=index, address=labdef.host_address(spec.subnet, d), prefixlen=prefixlen)
         host.link("set", index=index, state="up")
     for role in labdef.ROLES:
         with open_rtnl(spec.netns(role)) as rns:
-            rns.link("add", ifname=LAB_IFNAME, kind="veth", peer={"ifname": role, "net_ns_fd": spec.bridge_netns})
+            _link_add(rns, "veth", ifname=LAB_IFNAME, peer={"ifname": role, "net_ns_fd": spec.bridge_netns})
             index = rns.link_lookup(ifname=LAB_IFNAME)[0]
             rns.addr("add", index=index, address=addrs[role], prefixlen=prefixlen)
             rns.link("set", index=index, state="up")
