@@ -116,6 +116,11 @@ class LabInfo:
     load_rate_per_s: float
     processes: dict[str, int] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)   # lab up, per stage (for bench/lab_startup.py)
+    capacity_per_s: float | None = None   # the api's /items throughput measured at lab up (None: not measured)
+    rate_note: str = ""                   # how the load's rate was chosen
+
+    def load_text(self) -> str:
+        return f"{self.load_rate_per_s:g} requests/s" + (f" ({self.rate_note})" if self.rate_note else "")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -460,6 +465,57 @@ def _serves(spec: LabSpec, role: str):
     return lambda: Path(info.request_log).exists()
 
 
+LOAD_FRACTION = 0.4     # the load's share of the measured capacity: well below it, room for a fault's extra work
+MIN_RATE_PER_S = 2.0
+
+
+def measure_capacity(url: str, concurrency: int, *, min_s: float = 2.0, max_s: float = 10.0,
+                     min_answers: int = 40) -> float:
+    """The api's throughput in 200 answers per second: ``concurrency`` closed-loop clients (the api's in-flight
+    limit) for at least ``min_s`` and ``min_answers`` answers (at most ``max_s``). Measured before the load
+    generator starts, from this process (its HTTP client costs about what the load generator's does)."""
+    import threading
+
+    if not http_get(url, 10).status == 200:        # warm: the first query opens a pooled connection
+        raise LabError(f"api does not answer {url} with 200 before its capacity is measured")
+    done = threading.Event()
+    lock = threading.Lock()
+    ok = [0]
+
+    def client() -> None:
+        while not done.is_set():
+            if http_get(url, 5).status == 200:
+                with lock:
+                    ok[0] += 1
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(max(1, concurrency))]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    while True:
+        time.sleep(0.1)
+        elapsed = time.monotonic() - start
+        with lock:
+            n = ok[0]
+        if elapsed >= max_s or (elapsed >= min_s and n >= min_answers):
+            break
+    done.set()
+    for t in threads:
+        t.join(10)
+    return n / elapsed
+
+
+def load_rate(capacity_per_s: float, default_per_s: float) -> tuple[float, str]:
+    """The load's rate from the measured capacity: the definition's rate, lowered to LOAD_FRACTION of the
+    capacity where that is less (whole requests per second, at least MIN_RATE_PER_S); and a note saying so."""
+    cap = max(MIN_RATE_PER_S, float(int(capacity_per_s * LOAD_FRACTION)))
+    if cap >= default_per_s:
+        return default_per_s, (f"api capacity measured at lab up: {capacity_per_s:.0f}/s, the load "
+                               f"{default_per_s / max(capacity_per_s, 1e-9):.0%} of it")
+    return cap, (f"lowered from {default_per_s:g}/s: api capacity measured at lab up {capacity_per_s:.1f}/s, the load "
+                 f"runs at {LOAD_FRACTION:.0%} of it")
+
+
 def _build(state: _State, spec: LabSpec) -> LabInfo:
     from ..kernel.netns import Topology
     from ..kernel.rtnl import open_rtnl
@@ -511,9 +567,6 @@ def _build(state: _State, spec: LabSpec) -> LabInfo:
     labdef.write_files({"api.json": json.dumps(api_cfg, indent=2)}, conf / "api")
     labdef.write_files(labdef.render_prometheus(addrs, d), conf / "prometheus")
     info = _info(spec, {})
-    load_cfg = json.loads(labdef.render_load(addrs, log_path=info.request_log, definition=d)["load.json"])
-    load_cfg["rate_per_s"] = info.load_rate_per_s
-    labdef.write_files({"load.json": json.dumps(load_cfg, indent=2)}, conf / "load")
 
     # Prometheus first: it takes its targets in only after its discovery manager's first ~5 s tick, which
     # then overlaps with the database's initdb instead of adding to it
@@ -531,6 +584,16 @@ def _build(state: _State, spec: LabSpec) -> LabInfo:
     if not _http_ok(f"{info.api_url}/items", timeout_s=5):
         raise LabError(f"api answers /health but /items fails: database not usable\n{_log_tail(spec, 'api')}")
     stage("api_start")
+    # the load runs well below what the api can serve here (a TCG VM serves a fraction of what this host does)
+    info.capacity_per_s = measure_capacity(f"{info.api_url}/items", int(api_cfg.get("max_in_flight", 8)))
+    stage("capacity")
+    if spec.load_rate_per_s is None:
+        info.load_rate_per_s, info.rate_note = load_rate(info.capacity_per_s, info.load_rate_per_s)
+    else:
+        info.rate_note = f"as asked; api capacity measured at lab up: {info.capacity_per_s:.0f}/s"
+    load_cfg = json.loads(labdef.render_load(addrs, log_path=info.request_log, definition=d)["load.json"])
+    load_cfg["rate_per_s"] = info.load_rate_per_s
+    labdef.write_files({"load.json": json.dumps(load_cfg, indent=2)}, conf / "load")
     pids["load"] = _start_service(state, spec, "load")
     stage("load_start")
     _wait_ready(spec, "prometheus", pids["prometheus"], lambda: _http_ok(f"{info.prometheus_url}/-/ready"))
