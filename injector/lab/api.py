@@ -282,7 +282,7 @@ _OVERLOAD_REPLY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: applicati
 class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # listen backlog: the default 5 drops SYNs under bursts
     daemon_threads = True
-    max_connections = 128
+    max_connections = 256
     metrics: Metrics | None = None
 
     def __init__(self, *args, **kw) -> None:
@@ -328,10 +328,10 @@ class _Server(ThreadingHTTPServer):
 def serve(cfg: dict) -> ThreadingHTTPServer:
     pool_size = int(cfg.get("pool_size", 8))
     db = Db(cfg["db"], float(cfg.get("db_timeout_s", 1.0)), pool_size)
-    admission = Admission(int(cfg.get("max_in_flight", pool_size)), int(cfg.get("max_queue", 8 * pool_size)),
+    admission = Admission(int(cfg.get("max_in_flight", pool_size)), int(cfg.get("max_queue", 16 * pool_size)),
                           float(cfg.get("queue_wait_s", 1.0)))
     metrics = Metrics()
-    server_cls = type("_LabServer", (_Server,), {"max_connections": int(cfg.get("max_connections", 128)),
+    server_cls = type("_LabServer", (_Server,), {"max_connections": int(cfg.get("max_connections", 256)),
                                                  "metrics": metrics})
     return server_cls((cfg["listen"], int(cfg["port"])),
                       make_handler(db, metrics, int(cfg.get("items_limit", 20)), admission))
