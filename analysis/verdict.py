@@ -146,6 +146,30 @@ class Recovery:
     requests: int = 0
     errors: int = 0
     last_error_ns: int | None = None
+    tail_start_ns: int | None = None   # the recovery's last third (by time, to its last request): from here
+    tail_requests: int = 0
+    tail_errors: int = 0
+
+    # a recovery still failing at the end: at least this many requests in its last third, half or more failed
+    METASTABLE_MIN_REQUESTS = 10
+    METASTABLE_ERROR_SHARE = 0.5
+
+    @property
+    def metastable(self) -> bool:
+        """The service still failed at the end of the recording, long after the fault was removed: half or more
+        of the requests in the recovery's last third failed (and there were at least 10). Not a fault that
+        never ended (the recovery starts once the fault's removal finished): a failure the service keeps up by
+        itself under its load, a metastable failure."""
+        return (self.tail_requests >= self.METASTABLE_MIN_REQUESTS
+                and self.tail_errors >= self.METASTABLE_ERROR_SHARE * self.tail_requests)
+
+    def metastable_text(self) -> str:
+        if not self.metastable or self.start_ns is None or self.tail_start_ns is None:
+            return ""
+        return (f"METASTABLE FAILURE: the fault was removed, yet {self.tail_errors} of {self.tail_requests} "
+                f"requests still failed in the recovery's last third (from {(self.tail_start_ns - self.start_ns) / 1e9:.1f} s "
+                f"after the removal): the service did not come back by itself (overload kept up by its own load, "
+                f"not the fault)")
 
     @property
     def time_to_recover_ns(self) -> int | None:
@@ -168,6 +192,8 @@ class Recovery:
         if self.requests == 0:
             return ""
         ttr = self.time_to_recover_ns
+        if self.metastable:
+            return self.metastable_text() + f" ({self.errors} of {self.requests} recovery requests failed)"
         if ttr is None:
             return f"time to recover: no error in recovery ({self.requests} requests)"
         return (f"time to recover: {ttr / 1e9:.3f} s (the last failed request of the recovery started "
@@ -180,6 +206,8 @@ class Recovery:
                              "errors": self.excluded_errors},
                 "requests": self.requests, "errors": self.errors, "last_error_ns": self.last_error_ns,
                 "time_to_recover_s": None if ttr is None else ttr / 1e9,
+                "tail": {"start_ns": self.tail_start_ns, "requests": self.tail_requests, "errors": self.tail_errors},
+                "metastable": self.metastable,
                 "settle_text": self.settle_text(), "recover_text": self.recover_text()}
 
 
@@ -668,10 +696,16 @@ def phases_from_run(run: Any, *, source: str | None = None, flow: str | None = N
             settling = in_phase & (t < start + settle_ns) if settle_ns > 0 else np.zeros_like(in_phase)
             judged = in_phase & ~settling
             req_fail = in_phase & is_req & failed
+            tail_start, tail = None, np.zeros_like(in_phase)
+            if start is not None and (in_phase & is_req).any():
+                last = int(t[in_phase & is_req].max())
+                tail_start = start + 2 * max(0, last - start) // 3
+                tail = in_phase & is_req & (t >= tail_start)
             rec = Recovery(start, int(settle_ns), int(np.count_nonzero(settling & is_lat)),
                            int(np.count_nonzero(settling & is_req)), int(np.count_nonzero(settling & is_req & failed)),
                            int(np.count_nonzero(in_phase & is_req)), int(np.count_nonzero(req_fail)),
-                           int(t[req_fail].max()) if req_fail.any() else None)
+                           int(t[req_fail].max()) if req_fail.any() else None, tail_start,
+                           int(np.count_nonzero(tail)), int(np.count_nonzero(tail & failed)))
         sel = judged & is_lat
         lat = df["latency_ns"].to_numpy()[sel][np.argsort(t[sel], kind="stable")]  # time order: dependence
         req = judged & is_req

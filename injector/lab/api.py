@@ -6,6 +6,12 @@
 - ``GET /health``: liveness only, 200 while the process serves; it does **not** touch the database (so a
   database fault shows in ``/items`` and the error rate, not as a dead api). Its JSON body carries the last
   ``/items`` database outcome for information.
+- Load shedding, as a real service does, so that it recovers once a fault is gone instead of collapsing under
+  its own backlog: at most ``max_in_flight`` ``/items`` requests work on the database at once (default: the
+  pool size, so a burst never opens more connections than the pool keeps); up to ``max_queue`` more wait at most
+  ``queue_wait_s`` for a slot; beyond that **503 at once** (``{"error": "overloaded"}``, ``Retry-After``). At
+  most ``max_connections`` connections are served at once; one more is answered 503 by the accepting thread
+  and closed (counted under ``handler="overload"``).
 - ``GET /metrics``: Prometheus text format: ``http_requests_total{handler,status}`` and the histogram
   ``http_request_duration_seconds{handler}`` (requests to ``/metrics`` itself are not counted).
 
@@ -17,9 +23,11 @@ from __future__ import annotations
 import argparse
 import bisect
 import collections
+import contextlib
 import json
 import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -134,6 +142,38 @@ class Db:
             conn.finish()  # a connection that missed its deadline may still get an answer: never reuse it
 
 
+class Admission:
+    """Bounded concurrency and a bounded wait queue: ``enter()`` True when the caller may work (then it must
+    ``leave()``), False at once when ``max_queue`` callers already wait, or after ``wait_s`` without a slot."""
+
+    def __init__(self, max_in_flight: int, max_queue: int, wait_s: float) -> None:
+        if max_in_flight < 1 or max_queue < 0 or wait_s < 0:
+            raise ValueError("max_in_flight >= 1, max_queue >= 0, queue_wait_s >= 0")
+        self.slots = threading.BoundedSemaphore(max_in_flight)
+        self.max_queue, self.wait_s = max_queue, wait_s
+        self.waiting = 0
+        self.lock = threading.Lock()
+
+    def enter(self) -> bool:
+        if self.slots.acquire(blocking=False):
+            return True
+        with self.lock:
+            if self.waiting >= self.max_queue:
+                return False
+            self.waiting += 1
+        try:
+            return self.slots.acquire(timeout=self.wait_s) if self.wait_s > 0 else False
+        finally:
+            with self.lock:
+                self.waiting -= 1
+
+    def leave(self) -> None:
+        self.slots.release()
+
+
+OVERLOADED = b'{"error": "overloaded"}'
+
+
 class Metrics:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -170,7 +210,7 @@ class Metrics:
         return "\n".join(out) + "\n"
 
 
-def make_handler(db: Db, metrics: Metrics, items_limit: int):
+def make_handler(db: Db, metrics: Metrics, items_limit: int, admission: Admission | None = None):
     last_db = {"ok": None, "error": None}
 
     class Handler(BaseHTTPRequestHandler):
@@ -212,6 +252,15 @@ def make_handler(db: Db, metrics: Metrics, items_limit: int):
                 return 200, json.dumps({"status": "ok", "last_db": last_db}).encode(), ()
             if path != "/items":
                 return 404, b'{"error": "not found"}', ()
+            if admission is not None and not admission.enter():
+                return 503, OVERLOADED, (("Retry-After", "1"),)   # shed: no database work for it
+            try:
+                return self._items()
+            finally:
+                if admission is not None:
+                    admission.leave()
+
+        def _items(self) -> tuple[int, bytes, tuple]:
             try:
                 rows = db.query(b"SELECT id, name, price_cents FROM items ORDER BY id LIMIT $1",
                                 [str(items_limit).encode()])
@@ -226,14 +275,66 @@ def make_handler(db: Db, metrics: Metrics, items_limit: int):
     return Handler
 
 
+_OVERLOAD_REPLY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                   b"Connection: close\r\nContent-Length: " + str(len(OVERLOADED)).encode() + b"\r\n\r\n" + OVERLOADED)
+
+
 class _Server(ThreadingHTTPServer):
-    request_queue_size = 256  # listen backlog: the default 5 drops SYNs under bursts at 50 requests/s
+    request_queue_size = 128  # listen backlog: the default 5 drops SYNs under bursts
     daemon_threads = True
+    max_connections = 256
+    metrics: Metrics | None = None
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.active = threading.BoundedSemaphore(self.max_connections)
+
+    def process_request(self, request, client_address) -> None:
+        if not self.active.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.active.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.active.release()
+
+    def _refuse(self, request) -> None:
+        """Over ``max_connections``: a 503 from the accepting thread, no thread, no parsing (the request, read
+        as far as it has arrived, is discarded so that closing does not reset the connection before the reply)."""
+        start = time.monotonic()
+        try:
+            request.setblocking(False)
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                request.recv(65536)
+            request.setblocking(True)
+            request.settimeout(0.2)
+            request.sendall(_OVERLOAD_REPLY)
+            request.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        finally:
+            self.shutdown_request(request)
+        if self.metrics is not None:
+            self.metrics.observe("overload", 503, time.monotonic() - start)
 
 
 def serve(cfg: dict) -> ThreadingHTTPServer:
-    db = Db(cfg["db"], float(cfg.get("db_timeout_s", 1.0)), int(cfg.get("pool_size", 8)))
-    return _Server((cfg["listen"], int(cfg["port"])), make_handler(db, Metrics(), int(cfg.get("items_limit", 20))))
+    pool_size = int(cfg.get("pool_size", 8))
+    db = Db(cfg["db"], float(cfg.get("db_timeout_s", 1.0)), pool_size)
+    admission = Admission(int(cfg.get("max_in_flight", pool_size)), int(cfg.get("max_queue", 16 * pool_size)),
+                          float(cfg.get("queue_wait_s", 1.0)))
+    metrics = Metrics()
+    server_cls = type("_LabServer", (_Server,), {"max_connections": int(cfg.get("max_connections", 256)),
+                                                 "metrics": metrics})
+    return server_cls((cfg["listen"], int(cfg["port"])),
+                      make_handler(db, metrics, int(cfg.get("items_limit", 20)), admission))
 
 
 def main(argv: list[str] | None = None) -> int:

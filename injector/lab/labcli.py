@@ -22,7 +22,8 @@ def add_lab_parser(sub) -> None:
     lab.add_argument("role", nargs="?", choices=ROLES, help="restart: the role whose service to restart")
     lab.add_argument("--json", action="store_true", help="print the lab's addresses, URLs and paths as JSON")
     lab.add_argument("--db-timeout", type=float, metavar="SECONDS", help="api's database deadline (default 1)")
-    lab.add_argument("--rate", type=float, metavar="PER_S", help="load generator's requests per second (default 50)")
+    lab.add_argument("--rate", type=float, metavar="PER_S", help="load generator's requests per second (default: 50, or 40%% of the api's capacity measured "
+                          "at lab up where that is less)")
     lab.add_argument("--prefix", default="cilab", help=argparse.SUPPRESS)       # parallel labs (tests)
     lab.add_argument("--subnet", default="10.213.0.0/24", help=argparse.SUPPRESS)
     lab.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help=argparse.SUPPRESS)
@@ -37,7 +38,7 @@ def _print_info(info) -> None:
     print(f"  api         {info.api_url}   (db timeout {info.db_timeout_s:g} s)")
     print(f"  prometheus  {info.prometheus_url}")
     print(f"  inventory   {info.inventory_path}")
-    print(f"  requests    {info.request_log} ({info.load_rate_per_s:g}/s)")
+    print(f"  requests    {info.request_log} ({info.load_text()})")
 
 
 def run_lab_command(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -73,6 +74,24 @@ def _wait_for_metrics(info, window: str, timeout_s: float = 20.0) -> None:
         time.sleep(0.25)
 
 
+MAX_BASELINE_S = 120.0
+
+
+def baseline_for_rate(baseline_s: float, rate_per_s: float) -> tuple[float, str]:
+    """The experiment's baseline pause is sized for the definition's 50 requests/s (12 s: ~600 requests, what the
+    1 % error-rate verdict needs, see its `why`). A lab whose load was lowered to its measured capacity gets the
+    same number of requests in a longer pause (at most MAX_BASELINE_S; the after-hypothesis waits as long, so
+    the recovery grows with it); returns (seconds, why) with why "" when unchanged."""
+    from .definition import load_definition
+
+    wanted = baseline_s * float(load_definition()["load"]["rate_per_s"])
+    need = min(MAX_BASELINE_S, float(math.ceil(wanted / rate_per_s)))
+    if need <= baseline_s:
+        return baseline_s, ""
+    return need, (f"{wanted:.0f} requests at {rate_per_s:g}/s (the load the lab's capacity allows)"
+                  + (f", capped at {MAX_BASELINE_S:g} s" if need == MAX_BASELINE_S else ""))
+
+
 def phase_summary(samples) -> list[dict]:
     """Per phase of the request samples: how many, which HTTP statuses (0: no answer), median latency."""
     df = samples[samples["source"].astype(str) == "request"]
@@ -110,7 +129,7 @@ def _print_measured(run_dir: Path, journal: dict, out) -> None:
 @dataclass
 class DemoResult:
     exit_code: int
-    verdict: str            # held | deviated | inconclusive | halted | failed | stopped
+    verdict: str            # held | deviated | metastable | inconclusive | halted | failed | stopped
     run_dir: Path
 
 
@@ -120,8 +139,10 @@ def verdict_of(outcome) -> str:
     j = outcome.journal
     if outcome.state != "completed":
         return outcome.state
-    if j["deviated"]:
+    if j["deviated"] and not (j["chaos-inject"].get("recovery") or {}).get("metastable"):
         return "deviated"
+    if (j["chaos-inject"].get("recovery") or {}).get("metastable"):
+        return "metastable"     # the fault was removed and the lab still failed at the end: not the fault's doing
     samples = j["chaos-inject"].get("verdict")
     return {"held": "held", "violated": "deviated"}.get(samples, "inconclusive")
 
@@ -172,10 +193,15 @@ def run_lab_demo(run_dir: Path | None = None, *, spec=None, keep_lab: bool = Fal
             info = lab_up(spec)
             if not was_up:
                 out(f"lab up in {time.monotonic() - started:.1f} s: api {info.api_url}, prometheus "
-                    f"{info.prometheus_url}, {info.load_rate_per_s:g} requests/s, db timeout {info.db_timeout_s:g} s")
+                    f"{info.prometheus_url}, load {info.load_text()}, db timeout {info.db_timeout_s:g} s")
             variables = {"api_url": info.api_url, "prometheus_url": info.prometheus_url,
                          # past the api's deadline, whatever the lab was started with
                          "db_delay": f"{max(2.0, 2 * info.db_timeout_s):g}s"}
+            baseline_s, why_longer = baseline_for_rate(float(resolve_configuration(exp, variables)["baseline_s"]),
+                                                       info.load_rate_per_s)
+            if why_longer:
+                variables["baseline_s"] = baseline_s
+                out(f"baseline {baseline_s:g} s: {why_longer}")
             conf = resolve_configuration(exp, variables)
             _wait_for_metrics(info, str(conf.get("rate_window", "10s")))
             recorder = RequestLogRecorder(info.request_log)
@@ -196,11 +222,14 @@ def run_lab_demo(run_dir: Path | None = None, *, spec=None, keep_lab: bool = Fal
     _print_measured(run_dir, outcome.journal, out)
     for line in _verdict_lines(run_dir):
         out(line)
-    why = ci.get("reason") or {
+    why = (ci.get("reason") if verdict != "metastable" else None) or {
         "held": "the api answered 503, never 500, while the database timed out (the fault took effect), and "
                 "the error rate was back under 1 %",
         "deviated": "the recorded samples violate the steady state (see above)",
-        "inconclusive": "the probes held, but the recorded samples cannot confirm it (see above)"}.get(verdict, "")
+        "inconclusive": "the probes held, but the recorded samples cannot confirm it (see above)",
+        "metastable": "the lab did not recover after the fault was removed (it still failed at the end of the "
+                      "recording): a metastable failure of the lab under its load, not a fault that never ended; "
+                      "see the recovery line above"}.get(verdict, "")
     out(f"verdict: {verdict.upper()}" + (f": {why}" if why else ""))
     out(f"report: {run_dir / 'report.md'} (and report.html)")
     code = outcome.exit_code if outcome.exit_code or verdict == "held" else 1

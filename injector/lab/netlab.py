@@ -50,6 +50,8 @@ BRIDGE = "br0"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DB_INIT = REPO_ROOT / "vagrant" / "provision" / "db-init.sh"
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,8}$")
+# kernel modules the lab's links need (a stock distribution kernel builds them as modules, not always loaded)
+LAB_MODULES = ("bridge", "veth")
 
 
 class LabError(ChaosInjectError, RuntimeError):
@@ -114,6 +116,11 @@ class LabInfo:
     load_rate_per_s: float
     processes: dict[str, int] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)   # lab up, per stage (for bench/lab_startup.py)
+    capacity_per_s: float | None = None   # the api's /items throughput measured at lab up (None: not measured)
+    rate_note: str = ""                   # how the load's rate was chosen
+
+    def load_text(self) -> str:
+        return f"{self.load_rate_per_s:g} requests/s" + (f" ({self.rate_note})" if self.rate_note else "")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -174,6 +181,52 @@ def _alive(entry: dict) -> bool:
 
 # -- checks before anything is made ------------------------------------------------------------------------
 
+def ensure_modules(modules: Iterable[str] = LAB_MODULES, *, sys_module: Path = Path("/sys/module"),
+                   modules_dir: Path | None = None, modprobe: str = "modprobe") -> list[str]:
+    """Load the kernel modules the lab needs (``bridge``, ``veth``) unless they are loaded or built in; returns
+    the ones loaded here. A module this kernel has as a module but cannot load raises Unsupported naming it,
+    before anything is made. Without a modules directory (a kernel with no loadable modules) nothing can be
+    loaded and the links are tried as they are (a missing kind then fails with the error of ``_link_add``)."""
+    modules_dir = modules_dir or Path("/lib/modules") / os.uname().release
+    try:
+        builtin = {Path(line).name.split(".", 1)[0].replace("-", "_")
+                   for line in (modules_dir / "modules.builtin").read_text().split()}
+    except OSError:
+        builtin = set()
+    loaded, missing = [], []
+    for mod in modules:
+        if (sys_module / mod).exists() or mod in builtin or not modules_dir.is_dir():
+            continue   # loaded, built in, or no module of this kernel can be loaded anyway
+        tool = shutil.which(modprobe)
+        res = subprocess.run([tool, mod], capture_output=True, text=True) if tool else None
+        if res is not None and res.returncode == 0:
+            loaded.append(mod)
+        else:
+            why = "no modprobe (apt-get install kmod)" if res is None else \
+                (res.stderr.strip() or f"modprobe exited {res.returncode}")
+            missing.append(f"{mod} ({why})")
+    if missing:
+        raise Unsupported(f"the lab needs the kernel module(s) {'; '.join(missing)}: install this kernel's "
+                          f"modules ({os.uname().release}; Debian: the linux-image package ships them) or load "
+                          "them with modprobe")
+    return loaded
+
+
+def _link_add(ipr, kind: str, **kw) -> None:
+    """``link add`` naming the kernel module a failure most likely means (EOPNOTSUPP: the kind is unknown)."""
+    import errno
+
+    from ..kernel.rtnl import NetlinkError
+
+    try:
+        ipr.link("add", kind=kind, **kw)
+    except NetlinkError as exc:
+        if exc.code == errno.EOPNOTSUPP:
+            raise LabError(f"this kernel cannot make a {kind} link (Operation not supported): the {kind} module is "
+                           f"not loaded or not built (`modprobe {kind}`)") from exc
+        raise
+
+
 def _preflight(spec: LabSpec) -> None:
     if os.geteuid() != 0:
         raise NotPermitted("the lab creates network namespaces and runs PostgreSQL as user postgres: run as root")
@@ -191,6 +244,7 @@ def _preflight(spec: LabSpec) -> None:
         missing.append("python3-psycopg (the api's database driver)")
     if missing:
         raise Unsupported("the lab needs: " + "; ".join(missing) + " — run `sudo make setup`")
+    ensure_modules()
     from ..kernel.netns import existing_namespaces
 
     ours = {spec.netns(r) for r in labdef.ROLES} | {spec.bridge_netns}
@@ -411,6 +465,57 @@ def _serves(spec: LabSpec, role: str):
     return lambda: Path(info.request_log).exists()
 
 
+LOAD_FRACTION = 0.4     # the load's share of the measured capacity: well below it, room for a fault's extra work
+MIN_RATE_PER_S = 2.0
+
+
+def measure_capacity(url: str, concurrency: int, *, min_s: float = 2.0, max_s: float = 10.0,
+                     min_answers: int = 40) -> float:
+    """The api's throughput in 200 answers per second: ``concurrency`` closed-loop clients (the api's in-flight
+    limit) for at least ``min_s`` and ``min_answers`` answers (at most ``max_s``). Measured before the load
+    generator starts, from this process (its HTTP client costs about what the load generator's does)."""
+    import threading
+
+    if not http_get(url, 10).status == 200:        # warm: the first query opens a pooled connection
+        raise LabError(f"api does not answer {url} with 200 before its capacity is measured")
+    done = threading.Event()
+    lock = threading.Lock()
+    ok = [0]
+
+    def client() -> None:
+        while not done.is_set():
+            if http_get(url, 5).status == 200:
+                with lock:
+                    ok[0] += 1
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(max(1, concurrency))]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    while True:
+        time.sleep(0.1)
+        elapsed = time.monotonic() - start
+        with lock:
+            n = ok[0]
+        if elapsed >= max_s or (elapsed >= min_s and n >= min_answers):
+            break
+    done.set()
+    for t in threads:
+        t.join(10)
+    return n / elapsed
+
+
+def load_rate(capacity_per_s: float, default_per_s: float) -> tuple[float, str]:
+    """The load's rate from the measured capacity: the definition's rate, lowered to LOAD_FRACTION of the
+    capacity where that is less (whole requests per second, at least MIN_RATE_PER_S); and a note saying so."""
+    cap = max(MIN_RATE_PER_S, float(int(capacity_per_s * LOAD_FRACTION)))
+    if cap >= default_per_s:
+        return default_per_s, (f"api capacity measured at lab up: {capacity_per_s:.0f}/s, the load "
+                               f"{default_per_s / max(capacity_per_s, 1e-9):.0%} of it")
+    return cap, (f"lowered from {default_per_s:g}/s: api capacity measured at lab up {capacity_per_s:.1f}/s, the load "
+                 f"runs at {LOAD_FRACTION:.0%} of it")
+
+
 def _build(state: _State, spec: LabSpec) -> LabInfo:
     from ..kernel.netns import Topology
     from ..kernel.rtnl import open_rtnl
@@ -432,17 +537,17 @@ def _build(state: _State, spec: LabSpec) -> LabInfo:
         state.add({"kind": "netns", "name": ns})
         topo.add_namespace(ns)
     with open_rtnl(spec.bridge_netns) as net:
-        net.link("add", ifname=BRIDGE, kind="bridge")
+        _link_add(net, "bridge", ifname=BRIDGE)
         net.link("set", index=net.link_lookup(ifname=BRIDGE)[0], state="up")
     state.add({"kind": "link", "name": spec.host_link})
     with open_rtnl() as host:
-        host.link("add", ifname=spec.host_link, kind="veth", peer={"ifname": "host", "net_ns_fd": spec.bridge_netns})
+        _link_add(host, "veth", ifname=spec.host_link, peer={"ifname": "host", "net_ns_fd": spec.bridge_netns})
         index = host.link_lookup(ifname=spec.host_link)[0]
         host.addr("add", index=index, address=labdef.host_address(spec.subnet, d), prefixlen=prefixlen)
         host.link("set", index=index, state="up")
     for role in labdef.ROLES:
         with open_rtnl(spec.netns(role)) as rns:
-            rns.link("add", ifname=LAB_IFNAME, kind="veth", peer={"ifname": role, "net_ns_fd": spec.bridge_netns})
+            _link_add(rns, "veth", ifname=LAB_IFNAME, peer={"ifname": role, "net_ns_fd": spec.bridge_netns})
             index = rns.link_lookup(ifname=LAB_IFNAME)[0]
             rns.addr("add", index=index, address=addrs[role], prefixlen=prefixlen)
             rns.link("set", index=index, state="up")
@@ -462,9 +567,6 @@ def _build(state: _State, spec: LabSpec) -> LabInfo:
     labdef.write_files({"api.json": json.dumps(api_cfg, indent=2)}, conf / "api")
     labdef.write_files(labdef.render_prometheus(addrs, d), conf / "prometheus")
     info = _info(spec, {})
-    load_cfg = json.loads(labdef.render_load(addrs, log_path=info.request_log, definition=d)["load.json"])
-    load_cfg["rate_per_s"] = info.load_rate_per_s
-    labdef.write_files({"load.json": json.dumps(load_cfg, indent=2)}, conf / "load")
 
     # Prometheus first: it takes its targets in only after its discovery manager's first ~5 s tick, which
     # then overlaps with the database's initdb instead of adding to it
@@ -482,6 +584,16 @@ def _build(state: _State, spec: LabSpec) -> LabInfo:
     if not _http_ok(f"{info.api_url}/items", timeout_s=5):
         raise LabError(f"api answers /health but /items fails: database not usable\n{_log_tail(spec, 'api')}")
     stage("api_start")
+    # the load runs well below what the api can serve here (a TCG VM serves a fraction of what this host does)
+    info.capacity_per_s = measure_capacity(f"{info.api_url}/items", int(api_cfg.get("max_in_flight", 8)))
+    stage("capacity")
+    if spec.load_rate_per_s is None:
+        info.load_rate_per_s, info.rate_note = load_rate(info.capacity_per_s, info.load_rate_per_s)
+    else:
+        info.rate_note = f"as asked; api capacity measured at lab up: {info.capacity_per_s:.0f}/s"
+    load_cfg = json.loads(labdef.render_load(addrs, log_path=info.request_log, definition=d)["load.json"])
+    load_cfg["rate_per_s"] = info.load_rate_per_s
+    labdef.write_files({"load.json": json.dumps(load_cfg, indent=2)}, conf / "load")
     pids["load"] = _start_service(state, spec, "load")
     stage("load_start")
     _wait_ready(spec, "prometheus", pids["prometheus"], lambda: _http_ok(f"{info.prometheus_url}/-/ready"))

@@ -152,14 +152,38 @@ def test_demo_verdict_needs_the_recorded_samples_to_hold_too():
 
     from injector.lab.labdemo import verdict_of
 
-    def outcome(state="completed", deviated=False, samples="held"):
-        return SimpleNamespace(state=state, journal={"deviated": deviated, "chaos-inject": {"verdict": samples}})
+    def outcome(state="completed", deviated=False, samples="held", metastable=None):
+        ci = {"verdict": samples, **({"recovery": {"metastable": metastable}} if metastable is not None else {})}
+        return SimpleNamespace(state=state, journal={"deviated": deviated, "chaos-inject": ci})
 
     assert verdict_of(outcome()) == "held"
     assert verdict_of(outcome(samples="violated")) == "deviated"
     assert verdict_of(outcome(samples="inconclusive")) == verdict_of(outcome(samples=None)) == "inconclusive"
     assert verdict_of(outcome(deviated=True)) == "deviated"
     assert verdict_of(outcome(state="halted")) == "halted"
+    # the fault removed, the lab still failing at the end: said as such, not as a deviation by the fault
+    assert verdict_of(outcome(deviated=True, samples="violated", metastable=True)) == "metastable"
+    assert verdict_of(outcome(deviated=True, samples="violated", metastable=False)) == "deviated"
+
+
+def test_a_lab_whose_load_was_lowered_gets_a_baseline_with_as_many_requests():
+    from injector.lab.labdemo import MAX_BASELINE_S, baseline_for_rate
+
+    assert baseline_for_rate(12, 50) == (12, "")
+    assert baseline_for_rate(12, 80) == (12, "")
+    seconds, why = baseline_for_rate(12, 14)
+    assert seconds == 43 and why.startswith("600 requests at 14/s")
+    assert baseline_for_rate(12, 2)[0] == MAX_BASELINE_S
+
+
+def test_the_load_rate_is_the_definitions_unless_the_measured_capacity_says_lower():
+    from injector.lab.netlab import MIN_RATE_PER_S, load_rate
+
+    rate, note = load_rate(600.0, 50.0)
+    assert rate == 50 and note == "api capacity measured at lab up: 600/s, the load 8% of it"
+    rate, note = load_rate(36.6, 50.0)
+    assert rate == 14 and note.startswith("lowered from 50/s: api capacity measured at lab up 36.6/s")
+    assert load_rate(0.0, 50.0)[0] == MIN_RATE_PER_S
 
 
 def test_demo_prints_the_time_to_recover_and_what_the_settle_window_left_out(tmp_path):

@@ -305,3 +305,51 @@ def test_a_bug_is_a_500_and_counted_as_one(capsys, serving):
     assert http_get(f"{url}/items").status == 500
     assert _metrics(url)['http_requests_total{handler="/items",status="500"}'] == 1
     assert "QueryFailed" in capsys.readouterr().err  # the traceback is logged
+
+
+def test_api_sheds_load_beyond_its_concurrency_and_queue_with_a_fast_503(serving, silent_db):
+    """2 requests may work on the (silent) database, 1 more may wait 0.3 s for a slot: of 5 at once, 2 get the
+    database's 503 after its 3 s deadline, 3 the overload 503 well before (none waits for the database)."""
+    pytest.importorskip("psycopg", reason="python3-psycopg (Debian) is the api's driver: `sudo make setup`")
+    from injector.lab.api import serve
+
+    cfg = {"listen": "127.0.0.1", "port": 0, "db_timeout_s": 3.0, "pool_size": 2, "items_limit": 5,
+           "max_in_flight": 2, "max_queue": 1, "queue_wait_s": 0.3,
+           "db": {"host": "127.0.0.1", "port": silent_db, "dbname": "lab", "user": "lab", "password": "x"}}
+    url = serving(serve(cfg))
+    replies: list = [None] * 5
+    threads = [threading.Thread(target=lambda i=i: replies.__setitem__(i, http_get(f"{url}/items", 10)))
+               for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    errors = sorted(json.loads(r.body)["error"] for r in replies)
+    assert [r.status for r in replies] == [503] * 5
+    assert errors == ["database unavailable"] * 2 + ["overloaded"] * 3, replies
+    assert all(r.elapsed_s < 2.5 for r in replies if b"overloaded" in r.body), replies   # shed, not queued
+    assert all(r.elapsed_s >= 2.9 for r in replies if b"unavailable" in r.body), replies
+    assert _metrics(url)['http_requests_total{handler="/items",status="503"}'] == 5
+
+
+def test_api_answers_503_without_a_thread_past_max_connections(serving):
+    pytest.importorskip("psycopg", reason="python3-psycopg (Debian) is the api's driver: `sudo make setup`")
+    from injector.lab.api import serve
+
+    cfg = {"listen": "127.0.0.1", "port": 0, "max_connections": 1,
+           "db": {"host": "127.0.0.1", "port": _closed_port(), "dbname": "lab", "user": "lab", "password": "x"}}
+    url = serving(serve(cfg))
+    port = int(url.rsplit(":", 1)[1])
+    idle = socket.create_connection(("127.0.0.1", port))   # holds the one connection slot (no request sent)
+    try:
+        deadline = time.monotonic() + 10
+        reply = http_get(f"{url}/health", 5)
+        while reply.status != 503 and time.monotonic() < deadline:   # until the idle one was accepted first
+            reply = http_get(f"{url}/health", 5)
+        assert reply.status == 503 and json.loads(reply.body) == {"error": "overloaded"}, reply
+    finally:
+        idle.close()
+    deadline = time.monotonic() + 10
+    while (reply := http_get(f"{url}/metrics", 5)).status != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)   # the slot is free once the idle connection's thread saw it close
+    assert 'http_requests_total{handler="overload",status="503"}' in reply.body.decode()

@@ -158,3 +158,25 @@ def test_a_settle_time_needs_the_recovery_window():
         phases_from_run(run, settle_ns=SETTLE)
     r = phases_from_run(run)["recovery"].recovery     # settle 0: judged as before, no start to measure from
     assert r.start_ns is None and r.time_to_recover_ns is None
+
+
+def test_a_recovery_still_failing_at_its_end_is_a_metastable_failure_not_a_late_recovery():
+    # 30 s of recovery at 50/s: everything fails to the end (what the 6.1 VM did before the api shed load)
+    stuck = evaluate(phases_from_run(_demo_like(_requests("recovery", S, 20 * MS, 1500, failed=set(range(1500)))),
+                                     settle_ns=SETTLE), SPEC, expect=EXPECT)
+    r = stuck.recovery
+    assert r.metastable and (r.tail_requests, r.tail_errors) == (500, 500) and r.tail_start_ns == S + 2 * 29_980 * MS // 3
+    assert r.recover_text().startswith("METASTABLE FAILURE: the fault was removed, yet 500 of 500 requests")
+    assert r.to_record()["metastable"] is True and stuck.outcome is Outcome.VIOLATED
+    # the same errors in the first two thirds only: it recovered late, not metastable
+    late = phases_from_run(_demo_like(_requests("recovery", S, 20 * MS, 1500, failed=set(range(1000)))),
+                           settle_ns=SETTLE)["recovery"].recovery
+    assert not late.metastable and late.tail_errors == 0 and late.recover_text().startswith("time to recover")
+    # just under half of the last third failing is not called metastable; half is
+    half = set(range(1000, 1250))
+    assert phases_from_run(_demo_like(_requests("recovery", S, 20 * MS, 1500, failed=half)))["recovery"].recovery.metastable
+    assert not phases_from_run(_demo_like(_requests("recovery", S, 20 * MS, 1500, failed=set(range(1000, 1249))))
+                               )["recovery"].recovery.metastable
+    # too few requests to say
+    assert not phases_from_run(_demo_like(_requests("recovery", S, 1000 * MS, 20, failed=set(range(20))))
+                               )["recovery"].recovery.metastable
