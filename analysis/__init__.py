@@ -1,6 +1,6 @@
 """chaos-inject analysis: steady-state statistics (numpy/scipy only; importable without root, bcc or pyroute2).
 
-Plots live in :mod:`analysis.plots` (the only matplotlib user); it is not imported here.
+Plots live in :mod:`chaosinject.analysis.plots` (the only matplotlib user); it is not imported here.
 """
 from __future__ import annotations
 

@@ -217,7 +217,7 @@ def quantile_table(x: object, requests: Sequence[tuple[float, float]], *, _valid
 def quantile_ci_dependent(a: np.ndarray, q: float, confidence: float, vif: float, est: float | None = None
                           ) -> QuantileEstimate:
     """The order-statistic interval of the q-quantile for a dependent series worth ``n / vif`` independent
-    samples (``vif``: variance inflation of the q-exceedance indicator, see :mod:`analysis.dependence`).
+    samples (``vif``: variance inflation of the q-exceedance indicator, see :mod:`chaosinject.analysis.dependence`).
 
     The equal-tailed ranks (l, u) at the effective size n_eff = floor(n / vif) are mapped to the same quantile
     levels of the n samples: ranks floor(l n / n_eff) and ceil(u n / n_eff). A phase too short for its

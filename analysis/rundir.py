@@ -1,6 +1,6 @@
 """Run directory: loader and a seeded synthetic example run (schema in docs/run-directory.md).
 
-pandas/pyarrow are imported lazily, so ``import analysis`` stays numpy/scipy only.
+pandas/pyarrow are imported lazily, so ``from chaosinject import analysis`` stays numpy/scipy only.
 """
 from __future__ import annotations
 

@@ -604,7 +604,7 @@ def evaluate(phases: Mapping[str, PhaseData], spec: SteadyStateSpec | None = Non
 def _phase_dependence(a: np.ndarray, table: dict, q: float, confs: tuple[float, ...], ordered: bool,
                       flags: np.ndarray | None, errors: int, requests: int) -> dict[str, Dependence]:
     """Dependence of the q-exceedances and of the errors in time order; widens the q-quantile intervals of
-    ``table`` in place when the exceedances are dependent (see :mod:`analysis.dependence`)."""
+    ``table`` in place when the exceedances are dependent (see :mod:`chaosinject.analysis.dependence`)."""
     out: dict[str, Dependence] = {}
     if a.size:
         est = table[(q, confs[0])].estimate

@@ -23,9 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from injector.engines.rules import compile_rules  # noqa: E402
-from injector.plan import Interface, PlannedRule, RuleMatch  # noqa: E402
-from injector.spec.fault import FaultSpec  # noqa: E402
+from chaosinject.engines.rules import compile_rules  # noqa: E402
+from chaosinject.plan import Interface, PlannedRule, RuleMatch  # noqa: E402
+from chaosinject.spec.fault import FaultSpec  # noqa: E402
 
 # Addresses the benchmarks give their own namespaces (nothing else is ever addressed).
 BENCH_V4 = ipaddress.ip_network("10.198.0.0/24")
@@ -88,7 +88,7 @@ def code_version() -> str:
     return f"{head}{' + uncommitted injector/bpf edits' if dirty else ''}"
 
 
-# -- test packets (BPF_PROG_TEST_RUN itself: injector.kernel.bpf.prog_test_run) ----------------------------------
+# -- test packets (BPF_PROG_TEST_RUN itself: chaosinject.kernel.bpf.prog_test_run) ----------------------------------
 def udp4_frame(src: str, dst: str, sport: int, dport: int, payload: bytes = b"chaos-inject bench") -> bytes:
     """Ethernet + IPv4 + UDP frame (checksums are not looked at by the classifier)."""
     udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload

@@ -5,7 +5,7 @@ Warm: the classifier is compiled and loaded, the interface already has a clsact 
 holds 1,000 other rules. One throwaway namespace pair (veth), nothing else touched. Measured, interleaved in
 every iteration so the shared CPU's drift hits all alike:
   (a) one rule into / out of the BPF map: ClassifierProgram.put_rules([rule]) / .delete_rule(key)
-  (b) our cls_bpf filter attached / detached: injector.kernel.tc.add_bpf_filter / delete_bpf_filter
+  (b) our cls_bpf filter attached / detached: chaosinject.kernel.tc.add_bpf_filter / delete_bpf_filter
       (each opens a pyroute2 NetNS socket; delete first lists the filters to check the name)
       reference: the same netlink requests on one netlink socket (opened in the namespace) kept open
   (c) `tc -n NS filter add dev D egress prio P protocol ip u32 match ... classid 1:1` / `tc -n NS filter del
@@ -25,9 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from injector.kernel import tc  # noqa: E402
-from injector.kernel.bpf import ClassifierConfig, ClassifierProgram  # noqa: E402
-from injector.kernel.rtnl import open_rtnl  # noqa: E402
+from chaosinject.kernel import tc  # noqa: E402
+from chaosinject.kernel.bpf import ClassifierConfig, ClassifierProgram  # noqa: E402
+from chaosinject.kernel.rtnl import open_rtnl  # noqa: E402
 
 GOAL_MS = 5.0
 FILTER_NAME = "chaos-inject:bench-apply"

@@ -31,9 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from injector.kernel import tc  # noqa: E402
-from injector.kernel.bpf import ClassifierConfig, ClassifierProgram, import_bcc, prog_test_run  # noqa: E402
-from injector.kernel.netns import socket_in  # noqa: E402
+from chaosinject.kernel import tc  # noqa: E402
+from chaosinject.kernel.bpf import ClassifierConfig, ClassifierProgram, import_bcc, prog_test_run  # noqa: E402
+from chaosinject.kernel.netns import socket_in  # noqa: E402
 
 TEST_RUN_COUNTS = (1, 1000, 65536)
 VETH_COUNTS = (0, 1, 1000, 10000, 30000, 65536)

@@ -44,9 +44,9 @@ def main() -> None:
     # under /run, where real ledgers live (tmpfs on most hosts; this VM's /run is on ext4: every fsync counts)
     with tempfile.TemporaryDirectory(prefix="ci-bench-run-", dir="/run") as run_root:
         os.environ["CHAOS_INJECT_RUN_DIR"] = run_root
-        from injector.kernel import clsact, tc
-        from injector.kernel.netns import Topology, unique_name
-        from injector.kernel.owner import KernelOwner
+        from chaosinject.kernel import clsact, tc
+        from chaosinject.kernel.netns import Topology, unique_name
+        from chaosinject.kernel.owner import KernelOwner
 
         topo = Topology()
         try:
@@ -86,7 +86,7 @@ def main() -> None:
         print(f"owned use+release (deleted)   {fmt(owned, ' ms', 1e3)}")
         print(f"shared use+release (kept)     {fmt(shared, ' ms', 1e3)}")
 
-        cli = [sys.executable, "-m", "injector.cli"]
+        cli = [sys.executable, "-m", "chaosinject.cli"]
         achieved, walls = [], []
         for _ in range(3):
             t = time.perf_counter()

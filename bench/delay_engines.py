@@ -37,17 +37,17 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from injector.lab.engine_process import EngineProcess  # noqa: E402  (the engine in a child, as the CLI runs it)
+from chaosinject.lab.engine_process import EngineProcess  # noqa: E402  (the engine in a child, as the CLI runs it)
 
 BASE_PORT = 9001
 SUBNET_INDEX = {"netem": 1, "edt": 2, "userspace": 3}
 ENGINES = ("netem", "edt", "userspace")
 
 
-# -- traffic: injector.lab.traffic.measure_one_way (SO_TIMESTAMPNS arrival - send stamp) -------------------
+# -- traffic: chaosinject.lab.traffic.measure_one_way (SO_TIMESTAMPNS arrival - send stamp) -------------------
 def measure(client_ns: str, server_ns: str, dst: str, port: int, count: int, rate: float,
             drain_s: float = 0.4) -> tuple[list[int], float]:
-    from injector.lab.traffic import measure_one_way
+    from chaosinject.lab.traffic import measure_one_way
 
     got = measure_one_way(client_ns, server_ns, dst, port, count, rate, drain_s=drain_s)
     return got.latencies_ns, got.send_rate
@@ -70,10 +70,10 @@ def where_label() -> str:
 
 
 def run_engine(name: str, delays: list[int], count: int, rate: float, run_dir: str) -> list[dict]:
-    from injector.engines.select import engine_info
-    from injector.kernel.netns import Topology, unique_name
-    from injector.kernel.probe import probe
-    from injector.kernel.sweep import sweep
+    from chaosinject.engines.select import engine_info
+    from chaosinject.kernel.netns import Topology, unique_name
+    from chaosinject.kernel.probe import probe
+    from chaosinject.kernel.sweep import sweep
 
     where = where_label()
     rows = [{"engine": name, "where": where, "kernel": platform.release(), "delay_ns": d, "count": count}
@@ -185,7 +185,7 @@ def run_vm_part(engines: list[str], args) -> list[dict]:
 
 
 def parse_delays(text: str) -> list[int]:
-    from injector.spec.units import parse_duration_ns
+    from chaosinject.spec.units import parse_duration_ns
 
     return [parse_duration_ns(item) for item in text.split(",") if item]
 

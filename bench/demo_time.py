@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.lab_startup import free_subnet  # noqa: E402
-from injector.kernel.netns import existing_namespaces  # noqa: E402
+from chaosinject.kernel.netns import existing_namespaces  # noqa: E402
 
 
 def one_run(tmp: Path, i: int) -> dict:
@@ -37,7 +37,7 @@ def one_run(tmp: Path, i: int) -> dict:
     record = tmp / f"run{i}"
     env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(tmp / "run-root")}
     start = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "injector.cli", "demo", "-q", "--record", str(record),
+    out = subprocess.run([sys.executable, "-m", "chaosinject.cli", "demo", "-q", "--record", str(record),
                           "--lab-prefix", prefix, "--lab-subnet", free_subnet("10.214"), "--lab-state-dir", str(state)],
                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     wall = time.monotonic() - start
@@ -51,7 +51,7 @@ def one_run(tmp: Path, i: int) -> dict:
     meta = json.loads((record / "meta.json").read_text())
     for name, w in meta["phases"].items():
         row[f"{name}_s"] = (w["end_ns"] - w["start_ns"]) / 1e9
-    from analysis import load_run
+    from chaosinject.analysis import load_run
 
     df = load_run(record).samples
     fault = df[df["phase"].astype(str) == "fault"]
@@ -61,7 +61,7 @@ def one_run(tmp: Path, i: int) -> dict:
     counters = json.loads((record / "counters.json").read_text())
     holds = [c["delay_p50_ns"] for c in counters.values() if "delay_p50_ns" in c]
     row["engine_hold_p50_ms"] = holds[0] / 1e6 if holds else float("nan")
-    from analysis import proportion_ci
+    from chaosinject.analysis import proportion_ci
 
     for name in ("baseline", "recovery"):
         part = df[(df["phase"].astype(str) == name) & (df["source"].astype(str) == "request")]

@@ -26,9 +26,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from injector.experiment import parse_experiment  # noqa: E402
-from injector.experiment.runner import RunOptions, run_experiment  # noqa: E402
-from injector.experiment.spec import GuardSpec  # noqa: E402
+from chaosinject.experiment import parse_experiment  # noqa: E402
+from chaosinject.experiment.runner import RunOptions, run_experiment  # noqa: E402
+from chaosinject.experiment.spec import GuardSpec  # noqa: E402
 
 
 class OkHandler(http.server.BaseHTTPRequestHandler):
@@ -106,7 +106,7 @@ def _mark(line: str, tmp: Path) -> None:
 def netns_run(tmp: Path) -> tuple[float, float, float]:
     import socket
 
-    from injector.kernel.netns import Topology, socket_in, unique_name
+    from chaosinject.kernel.netns import Topology, socket_in, unique_name
 
     topo = Topology()
     srv = None
@@ -127,12 +127,12 @@ def netns_run(tmp: Path) -> tuple[float, float, float]:
         flow = f"{a.ipv4.ip}->{b.ipv4.ip}:8080/tcp"
         exp = parse_experiment({"title": "bench", "method": [
             {"type": "action", "name": "delay", "provider": {
-                "type": "python", "module": "injector.experiment.actions", "func": "start_network_fault",
+                "type": "python", "module": "chaosinject.experiment.actions", "func": "start_network_fault",
                 "arguments": {"flow": flow, "delay": "100ms", "duration": "60s", "netns": c}}},
             {"type": "action", "name": "wait", "provider": {"type": "process", "path": "true"},
              "pauses": {"after": 30}}],
             "rollbacks": [{"type": "action", "name": "undo", "provider": {
-                "type": "python", "module": "injector.experiment.actions", "func": "stop_network_fault"}}],
+                "type": "python", "module": "chaosinject.experiment.actions", "func": "stop_network_fault"}}],
             "extensions": [{"name": "chaos-inject", "load": {"url": url, "rate": 100, "netns": c},
                             "recovery": 0, "halt": {"latency_quantile": 0.95, "baseline": "5s"}}]})
         o = run_experiment(exp, RunOptions(run_dir=tmp / f"run-netns-{time.monotonic_ns()}", handle_signals=False))

@@ -8,7 +8,7 @@ counted): that minus the command's start is the onset (1 ms resolution). Paths, 
 
   cli       `chaos-inject --flow ... --partition --duration 3s` (foreground; waits for its exit, code 0)
   detach    `chaos-inject ... --detach --json`, then `chaos-inject stop RUN_ID`
-  library   `python -c "from injector import partition; with partition(flow=..., netns=...): ..."`
+  library   `python -c "from chaosinject import partition; with partition(flow=..., netns=...): ..."`
 
 Then the breakdown, in-process in fresh interpreters: interpreter start, the inject path's imports, the
 capability probe, the bcc compile + load of the classifier. Medians (min-max) of --trials (default 10) per path.
@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from injector.kernel.netns import Topology, socket_in, unique_name  # noqa: E402
+from chaosinject.kernel.netns import Topology, socket_in, unique_name  # noqa: E402
 
 PORT = 9000
 INTERVAL_S = 0.001
@@ -177,7 +177,7 @@ def main() -> int:
             flow = f"{src}->{dst}:{PORT}/udp"
             probe = WireProbe(a, b, src, dst)
             probe.wait_flowing()
-            cli = [py, "-m", "injector.cli", "--flow", flow, "--netns", a, "--partition"]
+            cli = [py, "-m", "chaosinject.cli", "--flow", flow, "--netns", a, "--partition"]
             results: dict[str, list[float]] = {}
 
             if "cli" in only:
@@ -198,7 +198,7 @@ def main() -> int:
                     return run_ids[-1]
 
                 def finish_detach(run_id):
-                    subprocess.run([py, "-m", "injector.cli", "stop", run_id], env=env, check=True,
+                    subprocess.run([py, "-m", "chaosinject.cli", "stop", run_id], env=env, check=True,
                                    capture_output=True, timeout=60)
                     run_ids.remove(run_id)
                 results["detach"] = [trial(probe, start_detach, finish_detach) for _ in range(args.trials)]
@@ -224,8 +224,8 @@ def main() -> int:
             if probe is not None:
                 probe.close()
             if run_ids:
-                subprocess.run([py, "-m", "injector.cli", "stop", *run_ids], env=env, capture_output=True)
-            subprocess.run([py, "-m", "injector.cli", "sweep"], env=env, capture_output=True)
+                subprocess.run([py, "-m", "chaosinject.cli", "stop", *run_ids], env=env, capture_output=True)
+            subprocess.run([py, "-m", "chaosinject.cli", "sweep"], env=env, capture_output=True)
             topo.close()
     left = C.check_leftovers(topo.namespaces)
     if left:
@@ -237,18 +237,18 @@ def main() -> int:
 BREAKDOWN = """
 import json, sys, time
 t = [time.perf_counter()]
-from injector import cli
-from injector.blast import parse_percent
-from injector.session import prepare
-from injector.engines.select import make_engine
-from injector.runner import run_plan
-from injector.summary import summarize
-import injector.engines.ebpf
+from chaosinject import cli
+from chaosinject.blast import parse_percent
+from chaosinject.session import prepare
+from chaosinject.engines.select import make_engine
+from chaosinject.runner import run_plan
+from chaosinject.summary import summarize
+import chaosinject.engines.ebpf
 t.append(time.perf_counter())
-from injector.kernel.probe import probe
+from chaosinject.kernel.probe import probe
 probe()
 t.append(time.perf_counter())
-from injector.kernel.bpf import ClassifierConfig, ClassifierProgram
+from chaosinject.kernel.bpf import ClassifierConfig, ClassifierProgram
 ClassifierProgram(ClassifierConfig()).close()
 t.append(time.perf_counter())
 print(json.dumps([b - a for a, b in zip(t, t[1:])]))

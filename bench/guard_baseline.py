@@ -42,9 +42,9 @@ def trial(order: str, url: str) -> dict:
     sys.path.insert(0, str(REPO))
     import numpy as np
 
-    from injector.experiment.guard import HaltGuard
-    from injector.experiment.load import HttpLoad
-    from injector.experiment.spec import GuardSpec
+    from chaosinject.experiment.guard import HaltGuard
+    from chaosinject.experiment.load import HttpLoad
+    from chaosinject.experiment.spec import GuardSpec
 
     spec = GuardSpec(latency_max_ratio=2.0, latency_quantile=0.95, baseline_max_s=8.0)
     load = HttpLoad(url, 100)

@@ -32,8 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from injector.hostfaults import CpuStress, ProcessKill, measure_cpu_share  # noqa: E402
-from injector.kernel.netns import Topology, unique_name  # noqa: E402
+from chaosinject.hostfaults import CpuStress, ProcessKill, measure_cpu_share  # noqa: E402
+from chaosinject.kernel.netns import Topology, unique_name  # noqa: E402
 
 
 def fmt(values, unit="", scale=1.0, digits=1) -> str:
@@ -80,7 +80,7 @@ def pair(topo: Topology, k: int):
 
 
 def bench_library(trials: int, run_dir: str) -> None:
-    from injector import start_fault
+    from chaosinject import start_fault
 
     os.environ["CHAOS_INJECT_RUN_DIR"] = run_dir
     topo = Topology()
@@ -103,7 +103,7 @@ def bench_library(trials: int, run_dir: str) -> None:
 
 def bench_detach(trials: int, run_dir: str) -> None:
     env = {**os.environ, "CHAOS_INJECT_RUN_DIR": run_dir}
-    cli = [sys.executable, "-m", "injector.cli"]
+    cli = [sys.executable, "-m", "chaosinject.cli"]
     topo = Topology()
     run_ids = []
     try:

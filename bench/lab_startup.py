@@ -20,8 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from injector.lab.netlab import free_subnet, http_get, lab_leftovers  # noqa: E402
-from injector.lab import LabSpec, lab_down, lab_up  # noqa: E402
+from chaosinject.lab.netlab import free_subnet, http_get, lab_leftovers  # noqa: E402
+from chaosinject.lab import LabSpec, lab_down, lab_up  # noqa: E402
 
 
 def main() -> int:

@@ -24,13 +24,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import begin  # noqa: E402
-from injector.kernel.netns import Topology, unique_name  # noqa: E402
-from injector.record.traffic import TcpEchoTraffic  # noqa: E402
+from chaosinject.kernel.netns import Topology, unique_name  # noqa: E402
+from chaosinject.record.traffic import TcpEchoTraffic  # noqa: E402
 
 
 def one(delay_ms: int, fault_s: float, tmp: Path) -> dict[str, tuple[float, int]]:
-    from injector.experiment.runner import RunOptions, run_experiment
-    from injector.experiment.spec import parse_experiment
+    from chaosinject.experiment.runner import RunOptions, run_experiment
+    from chaosinject.experiment.spec import parse_experiment
 
     topo = Topology()
     traffic = None
@@ -44,7 +44,7 @@ def one(delay_ms: int, fault_s: float, tmp: Path) -> dict[str, tuple[float, int]
                              f'interface = "{lb.ifname}"\n')
         os.environ["CHAOS_INJECT_INVENTORY"] = str(inventory)
         doc = {"title": "bench", "method": [{"type": "action", "name": "delay", "provider": {
-            "type": "python", "module": "injector.experiment.actions", "func": "network_delay",
+            "type": "python", "module": "chaosinject.experiment.actions", "func": "network_delay",
             "arguments": {"flow": "api->db/tcp", "delay": f"{delay_ms}ms", "duration": f"{fault_s}s",
                           "direction": "ingress", "engine": "userspace"}}}],
             "extensions": [{"name": "chaos-inject", "halt": {"enabled": False, "recovery": "1s"},

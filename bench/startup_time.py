@@ -4,7 +4,7 @@
 Each figure is the median (min-max) of --trials fresh processes, interleaved with `python -c pass` (the
 interpreter's own floor). CPU time (user + system, from getrusage of the child) is what the command itself
 costs; wall time on a shared, loaded machine adds the time it waited for a CPU. `--tree DIR` measures another
-checkout beside this one in the same run (`python -m injector.cli` run from DIR imports DIR's package), e.g.
+checkout beside this one in the same run (`python -m chaosinject.cli` run from DIR imports DIR's package), e.g.
 the main branch: `--tree /work/main`.
 
 Usage: .venv/bin/python bench/startup_time.py [--trials 20] [--tree DIR ...]   (status lists this host's runs:
@@ -50,7 +50,7 @@ def main() -> int:
     cases = [("python -c pass", [sys.executable, "-c", "pass"], [str(C.REPO)])]
     for tree in trees:
         for what in ("--help", "status"):
-            cases.append((f"{what:6s} {tree}", [sys.executable, "-m", "injector.cli", what], [tree]))
+            cases.append((f"{what:6s} {tree}", [sys.executable, "-m", "chaosinject.cli", what], [tree]))
     walls: dict[str, list[float]] = {name: [] for name, _, _ in cases}
     cpus: dict[str, list[float]] = {name: [] for name, _, _ in cases}
     for _ in range(args.trials):

@@ -19,8 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import begin  # noqa: E402
-from injector.experiment import RunOptions, parse_experiment, run_experiment  # noqa: E402
-from injector.kernel.netns import Topology, unique_name  # noqa: E402
+from chaosinject.experiment import RunOptions, parse_experiment, run_experiment  # noqa: E402
+from chaosinject.kernel.netns import Topology, unique_name  # noqa: E402
 
 CONNECT_MS = r'''
 import socket, statistics, sys, time

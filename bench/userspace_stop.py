@@ -27,12 +27,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import begin  # noqa: E402
-from injector.engines.userspace import UserspaceEngine  # noqa: E402
-from injector.kernel import nfqueue  # noqa: E402
-from injector.kernel.netns import Topology, socket_in, unique_name  # noqa: E402
-from injector.kernel.owner import KernelOwner  # noqa: E402
-from injector.plan import Interface, build_plan  # noqa: E402
-from injector.spec import FaultSpec, parse_flow  # noqa: E402
+from chaosinject.engines.userspace import UserspaceEngine  # noqa: E402
+from chaosinject.kernel import nfqueue  # noqa: E402
+from chaosinject.kernel.netns import Topology, socket_in, unique_name  # noqa: E402
+from chaosinject.kernel.owner import KernelOwner  # noqa: E402
+from chaosinject.plan import Interface, build_plan  # noqa: E402
+from chaosinject.spec import FaultSpec, parse_flow  # noqa: E402
 
 CASES = (("ingress", 64), ("egress", 64), ("egress", 3000))
 

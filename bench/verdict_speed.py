@@ -23,7 +23,7 @@ import scipy  # noqa: E402
 from scipy import stats  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import analysis  # noqa: E402
+from chaosinject import analysis  # noqa: E402
 
 
 def peak_rss_mb() -> float:

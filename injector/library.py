@@ -1,7 +1,7 @@
 """Public context managers: the seed's ``network_latency``/``packet_loss``/``kill_process`` signatures, kept
 compatible, with per-flow options and the CLI's guarantees (ledger ownership, lease, rollback on every exit).
 
-    from injector import network_latency
+    from chaosinject import network_latency
     with network_latency("eth0", latency_ms=3000):            # the seed's call: every packet leaving eth0
         time.sleep(30)
     with network_latency(flow="api->db", latency_ms=200, jitter_ms=0, duration="60s") as fault:

@@ -1,6 +1,6 @@
 """Run a plan in the foreground: apply through an engine, renew the lease until the deadline, undo, report.
 
-The mechanism is injector.session.FaultSession (shared with --detach and the library); this is its blocking,
+The mechanism is chaosinject.session.FaultSession (shared with --detach and the library); this is its blocking,
 signal-handling form as the CLI uses it.
 """
 

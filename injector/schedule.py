@@ -142,7 +142,7 @@ def cmd_schedule(args, *, build_parser: Callable, cmd_inject: Callable) -> int:
 
     def run_job(n: int) -> int:
         print(f"schedule: run {n} starts: chaos-inject {' '.join(job)}", file=sys.stderr, flush=True)
-        proc = subprocess.Popen([sys.executable, "-m", "injector.cli", *job])
+        proc = subprocess.Popen([sys.executable, "-m", "chaosinject.cli", *job])
         current["proc"] = proc
         code = proc.wait()
         current["proc"] = None

@@ -435,7 +435,7 @@ class FaultSession(RunBase):
 class Prepared:
     plan: Plan
     why: str                      # why this engine
-    selections: list              # blast-radius choices (injector.blast.Selection), empty without percent
+    selections: list              # blast-radius choices (chaosinject.blast.Selection), empty without percent
 
     def describe(self, percent: float | None = None) -> str:
         text = self.plan.describe()

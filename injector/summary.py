@@ -9,7 +9,7 @@ from .plan import Plan
 from .spec.units import format_ratio_percent
 
 if TYPE_CHECKING:  # analysis (scipy, numpy) is imported when a summary is made, after the fault: off the inject path
-    from analysis import ConfidenceInterval
+    from chaosinject.analysis import ConfidenceInterval
 
 CONFIDENCE = 0.95
 
@@ -89,7 +89,7 @@ def summarize(plan: Plan, counters: dict[int, dict[str, int]]) -> list[FlowSumma
 def _achieved(what: str, requested: float, events: int | None, trials: int) -> Achieved | None:
     if events is None:
         return None  # this engine does not count it
-    from analysis import proportion_ci
+    from chaosinject.analysis import proportion_ci
 
     return Achieved(what=what, requested_ratio=requested, events=events, trials=trials,
                     interval=proportion_ci(events, trials, CONFIDENCE, "clopper-pearson"))

@@ -47,7 +47,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Kernel headers for bcc: the distribution's package for this kernel when it exists,
-# else Debian's headers (amd64 + common) merged into one tree that injector.kernel.headers finds.
+# else Debian's headers (amd64 + common) merged into one tree that chaosinject.kernel.headers finds.
 kver=$(uname -r)
 if [ -e "/lib/modules/$kver/build/include" ]; then
   log "kernel headers: /lib/modules/$kver/build"

@@ -581,7 +581,7 @@ def _rule_seed(root: int, rule: PlannedRule) -> int:
 def _median_ci(ordered) -> dict[str, int]:
     """95 % distribution-free interval of the median hold (order statistics of the reservoir, a uniform
     sample of the run's holds) and its sample count; none below the 6 samples such an interval needs."""
-    from analysis.quantiles import order_statistic_ranks
+    from chaosinject.analysis.quantiles import order_statistic_ranks
 
     ranks = order_statistic_ranks(len(ordered), 0.5, 0.95)
     out = {"delay_samples": len(ordered)}

@@ -88,8 +88,8 @@ def _stop_everything(state: str) -> tuple[list[dict[str, Any]], int]:
     import sys
 
     host_faults = 0
-    if "injector.experiment.hostactions" in sys.modules:  # not imported: no host fault was ever started
-        host_faults = sys.modules["injector.experiment.hostactions"].stop_all()
+    if "chaosinject.experiment.hostactions" in sys.modules:  # not imported: no host fault was ever started
+        host_faults = sys.modules["chaosinject.experiment.hostactions"].stop_all()
     with _LOCK:
         sessions = list(_SESSIONS.values())
         _SESSIONS.clear()

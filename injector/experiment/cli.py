@@ -116,12 +116,12 @@ def describe_plan(exp, conf: dict, guard, warnings: list[str], tc_lines: dict | 
         extra = (" [background]" if a.background else "") + (
             f" pauses {a.pauses.before or 0}/{a.pauses.after or 0}s" if a.pauses.before or a.pauses.after else "")
         fault = ""
-        if isinstance(p, PythonProvider) and p.module == "injector.experiment.actions":
+        if isinstance(p, PythonProvider) and p.module == "chaosinject.experiment.actions":
             if p.func in FAULT_FUNCS:
                 fault = "  <- FAULT: would apply " + ", ".join(f"{k}={v}" for k, v in thaw(p.arguments).items())
             else:
                 fault = "  <- stops the faults this run started"
-        elif isinstance(p, PythonProvider) and p.module == "injector.experiment.hostactions":
+        elif isinstance(p, PythonProvider) and p.module == "chaosinject.experiment.hostactions":
             fault = "  <- HOST FAULT: would " + {"kill_hosts": "kill the processes in the hosts' netns",
                                                   "stress_cpu": "run CPU stress workers"}.get(p.func, p.func)
         if tc_lines and a.path in tc_lines:

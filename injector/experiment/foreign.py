@@ -36,8 +36,8 @@ from .spec import ExperimentInvalid
 __all__ = ["detect_kind", "translate_document", "load_any"]
 
 CHAOS_MESH_API = "chaos-mesh.org/"
-ACTIONS = "injector.experiment.actions"
-HOSTACTIONS = "injector.experiment.hostactions"
+ACTIONS = "chaosinject.experiment.actions"
+HOSTACTIONS = "chaosinject.experiment.hostactions"
 DEFAULT_PROMETHEUS = "http://prometheus:9090"   # the seed's Prometheus
 DEFAULT_HOLD = "60s"                            # pod-failure / a NetworkChaos without duration
 

@@ -10,7 +10,7 @@ query is compared with its ``max`` on each look (an aggregated rate from Prometh
 smoothed statistic; one value above the limit halts).
 
 Any source with ``read_new()`` returning a mapping with ``latency_ns`` and ``ok`` arrays can feed it (the
-built-in :class:`~injector.experiment.load.HttpLoad`, the lab's request recorder).
+built-in :class:`~chaosinject.experiment.load.HttpLoad`, the lab's request recorder).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class HaltGuard:
             # import the monitors' package now, before any load starts: imported later (0.5 s of numpy/scipy,
             # holding the GIL) it stalls the in-process load generator during the baseline and inflates the
             # baseline's latency bound, and with it the halt threshold
-            import analysis  # noqa: F401
+            from chaosinject import analysis  # noqa: F401
 
     @property
     def watching(self) -> bool:
@@ -79,7 +79,7 @@ class HaltGuard:
         """Until enough baseline latencies for the quantile's confidence bound, or ``baseline_max_s``."""
         if not self.spec.enabled or not self.sources or self.spec.latency_max_ratio is None:
             return
-        from analysis import min_samples_for_quantile
+        from chaosinject.analysis import min_samples_for_quantile
 
         need = min_samples_for_quantile(self.spec.latency_quantile, 0.95)
         deadline = time.monotonic() + self.spec.baseline_max_s
@@ -93,7 +93,7 @@ class HaltGuard:
             return
         if not self.watching:
             return
-        from analysis import ErrorRateMonitor, InvalidInput, QuantileExceedanceMonitor
+        from chaosinject.analysis import ErrorRateMonitor, InvalidInput, QuantileExceedanceMonitor
 
         with self._lock:
             base = np.concatenate(self._baseline) if self._baseline else np.zeros(0)

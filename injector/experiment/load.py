@@ -5,7 +5,7 @@ keep-alive connection, take the next slot of one schedule, so slow answers do no
 worker is busy; then missed slots are skipped, not bunched), records CLOCK_MONOTONIC send time, latency,
 success and status, and
 exposes them twice: ``read_new()`` (what arrived since the last call: the halt guard's feed) and the
-``injector.record.Recorder`` protocol (``source = "request"``; ``write`` puts them in the run directory).
+``chaosinject.record.Recorder`` protocol (``source = "request"``; ``write`` puts them in the run directory).
 A request counts as failed on a connection error, a timeout (latency = the time waited) or a status >= 500.
 """
 

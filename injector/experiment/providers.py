@@ -299,7 +299,7 @@ def _samples(value: Any) -> tuple[Any, int, int]:
 
 
 def _statistical(act: Activity, t: dict, value: Any, ctx: RunContext) -> tuple[bool, str]:
-    from analysis import Outcome, PhaseData, SteadyStateSpec, evaluate
+    from chaosinject.analysis import Outcome, PhaseData, SteadyStateSpec, evaluate
 
     from ..spec.units import parse_duration_ns
 

@@ -1,5 +1,5 @@
 """The run directory of an experiment: samples (recorders), meta.json, counters.json, verdict.json and a
-report (Markdown and HTML with plots from analysis.plots when samples exist), beside journal.json.
+report (Markdown and HTML with plots from chaosinject.analysis.plots when samples exist), beside journal.json.
 
 The report says what held, what failed and what was surprising, from the journal and the verdict.
 """
@@ -198,7 +198,7 @@ def verdict_spec(verdict: VerdictSpec | None, guard: GuardSpec):
     """(SteadyStateSpec, expect per phase, where it came from) for the recorded-samples verdict: the
     experiment's ``verdict`` block over the guard-derived default (every phase steady, the guard's error
     rate, quantile and latency ratio, no absolute latency limit, error rate not higher than baseline)."""
-    from analysis import SteadyStateSpec
+    from chaosinject.analysis import SteadyStateSpec
 
     base = dict(quantile=guard.latency_quantile, latency_max_ns=None, max_error_rate=guard.max_error_rate,
                 latency_max_ratio=guard.latency_max_ratio, error_rate_vs_baseline=True)
@@ -244,7 +244,7 @@ def write_run_data(run_dir: Path, journal: dict, phases, recorders: list, faults
         write_json_atomic(run_dir / "meta.json", meta, dir_mode=0o755, sort_keys=False)
         write_json_atomic(run_dir / "counters.json", _counters(faults), dir_mode=0o755, sort_keys=False)
     if has_samples:
-        from analysis import evaluate, load_run, phases_from_run
+        from chaosinject.analysis import evaluate, load_run, phases_from_run
 
         run = load_run(run_dir)
         spec, expect, origin = verdict_spec(verdict, guard)
@@ -278,7 +278,7 @@ def write_run_data(run_dir: Path, journal: dict, phases, recorders: list, faults
         ci["verdict_phases"] = {p: verdict.phase_outcome(p).value for p in verdict.phases()}
         verdict_text = spec_text + "\n\n" + verdict_text
         try:
-            from analysis import plots as P
+            from chaosinject.analysis import plots as P
 
             for name, fig in (("latency_cdf.png", P.latency_cdf(run, verdict=verdict)),
                               ("latency_over_time.png", P.latency_over_time(run))):

@@ -63,7 +63,7 @@ class RunOptions:
     variables: dict[str, Any] = field(default_factory=dict)
     guard: GuardSpec | None = None             # overrides the experiment's extension block
     sample_sources: list[Any] = field(default_factory=list)   # live read_new() feeds for the guard
-    recorders: list[Any] = field(default_factory=list)        # injector.record.Recorder objects
+    recorders: list[Any] = field(default_factory=list)        # chaosinject.record.Recorder objects
     handle_signals: bool = True
     progress: Callable[[str], None] | None = None
     env: dict[str, str] | None = None

@@ -174,7 +174,7 @@ class VerdictSpec:
     spec) or "deviation" (the fault is meant to move it: tested for a change against the baseline).
     ``source``: which latency samples are judged (request, rtt, oneway; default: the first present).
     ``recovery_settle_ns``: recovery samples within this long after the recovery's start are not judged
-    (``analysis.phases_from_run(settle_ns=)``); 0: every recovery sample is."""
+    (``chaosinject.analysis.phases_from_run(settle_ns=)``); 0: every recovery sample is."""
 
     settings: Mapping[str, Any] = field(default_factory=lambda: freeze({}))
     expect: Mapping[str, str] = field(default_factory=lambda: freeze({}))

@@ -1,6 +1,6 @@
 """The per-flow classifier program: compile (bcc), load, and read/write its maps.
 
-This module and the rest of injector.kernel are the only places that import bcc.
+This module and the rest of chaosinject.kernel are the only places that import bcc.
 """
 
 from __future__ import annotations

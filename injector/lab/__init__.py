@@ -1,9 +1,9 @@
 """Targets to inject into: throwaway namespaces with traffic (demo, host tests) and the netns lab.
 
-The lab's Python API (imported lazily: ``injector.lab.api`` and ``injector.lab.loadgen`` run on the Vagrant VMs
+The lab's Python API (imported lazily: ``chaosinject.lab.api`` and ``chaosinject.lab.loadgen`` run on the Vagrant VMs
 with Debian's python3 alone, without the injector's dependencies)::
 
-    from injector.lab import lab_up, lab_down, lab_status, LabSpec
+    from chaosinject.lab import lab_up, lab_down, lab_status, LabSpec
     info = lab_up()            # LabInfo: addresses, api_url, prometheus_url, inventory_path, request_log
     ...
     lab_down()
@@ -19,7 +19,7 @@ _WHERE = {"RequestLogRecorder": "requests", "RequestRows": "requests", "read_log
 
 def __getattr__(name: str):
     if name not in __all__:
-        raise AttributeError(f"module 'injector.lab' has no attribute {name!r}")
+        raise AttributeError(f"module 'chaosinject.lab' has no attribute {name!r}")
     import importlib
 
     module = importlib.import_module(f".{_WHERE.get(name, 'netlab')}", __name__)

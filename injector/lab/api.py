@@ -1,4 +1,4 @@
-"""The lab's api service: ``python3 -m injector.lab.api --config api.json``.
+"""The lab's api service: ``python3 -m chaosinject.lab.api --config api.json``.
 
 - ``GET /items``: a query to PostgreSQL with a client-side deadline (``db_timeout_s``, default 1 s) covering
   connect + query. A deadline passed or a database that cannot be reached answers **503** (with
@@ -338,7 +338,7 @@ def serve(cfg: dict) -> ThreadingHTTPServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python3 -m injector.lab.api")
+    ap = argparse.ArgumentParser(prog="python3 -m chaosinject.lab.api")
     ap.add_argument("--config", required=True, type=Path)
     ap.add_argument("--db-timeout", type=float, help="seconds; overrides db_timeout_s of the config")
     args = ap.parse_args(argv)

@@ -1,7 +1,7 @@
 """A fault held by a child process, as the CLI holds one: its own process and GIL, so the measuring threads of a
 test or benchmark do not disturb the engine's timing (nor it theirs).
 
-    python -m injector.lab.engine_process SPEC_JSON
+    python -m chaosinject.lab.engine_process SPEC_JSON
 
 SPEC: ``netns`` and ``ifname`` (where), ``targets`` (a list of ``{"flow": "SRC->DST:PORT/udp", "fault":
 FaultSpec keyword arguments}``), optional ``engine`` (default: userspace), ``direction``, ``seed``. The child

@@ -25,7 +25,7 @@ EXPERIMENT = "db-timeout.json"
 
 
 def experiment_path() -> Path:
-    return Path(str(resources.files("injector.lab") / "experiments" / EXPERIMENT))
+    return Path(str(resources.files("chaosinject.lab") / "experiments" / EXPERIMENT))
 
 
 class _Terminated(KeyboardInterrupt):
@@ -109,7 +109,7 @@ def phase_summary(samples) -> list[dict]:
 def _print_measured(run_dir: Path, journal: dict, out) -> None:
     """What the run measured: the requests per phase, and the hold the delay engine measured per packet."""
     try:
-        from analysis import load_run
+        from chaosinject.analysis import load_run
 
         rows = phase_summary(load_run(run_dir).samples)
     except Exception as exc:  # noqa: BLE001 - the report is written; the summary is a courtesy

@@ -1,9 +1,9 @@
-"""The lab's load generator: ``python3 -m injector.lab.loadgen --config load.json``.
+"""The lab's load generator: ``python3 -m chaosinject.lab.loadgen --config load.json``.
 
 Open loop: requests start on a fixed schedule (``rate_per_s``) whatever the api's latency, each on its own
 worker, so a slow api does not slow the offered load (no coordinated omission). Every request appends one
 fixed-size record to the log: CLOCK_MONOTONIC start ``t_ns``, ``latency_ns``, HTTP ``status`` (0 on timeout
-or connection error). ``injector.lab.requests`` reads the log. Standard library only (the Vagrant VMs run it).
+or connection error). ``chaosinject.lab.requests`` reads the log. Standard library only (the Vagrant VMs run it).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class LoadGenerator:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python3 -m injector.lab.loadgen")
+    ap = argparse.ArgumentParser(prog="python3 -m chaosinject.lab.loadgen")
     ap.add_argument("--config", required=True, type=Path)
     ap.add_argument("--rate", type=float, help="requests per second; overrides the config")
     args = ap.parse_args(argv)

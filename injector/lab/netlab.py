@@ -4,7 +4,7 @@ Layout (names from the prefix, addresses from ``lab.json``; default prefix ``cil
 
     root ns: <prefix>-host 10.213.0.1/24 ──veth──┐
     <prefix>-net:  bridge br0 ── host, api, db, prometheus, load (veth peers)
-    <prefix>-api:  lab0 10.213.0.10  api service :8080 (python3 -m injector.lab.api)
+    <prefix>-api:  lab0 10.213.0.10  api service :8080 (python3 -m chaosinject.lab.api)
     <prefix>-db:   lab0 10.213.0.11  PostgreSQL :5432 (own cluster, initdb by vagrant/provision/db-init.sh)
     <prefix>-prometheus: lab0 .12    Prometheus :9090 (own config and storage)
     <prefix>-load: lab0 10.213.0.13  load generator -> api /items, request log
@@ -679,7 +679,7 @@ def restart_command(spec: LabSpec, role: str) -> str:
     pod-kill in the role's namespace; it works from any namespace)."""
     import shlex
 
-    return (f"PYTHONPATH={shlex.quote(str(REPO_ROOT))} exec {shlex.quote(sys.executable)} -m injector.cli lab "
+    return (f"PYTHONPATH={shlex.quote(str(REPO_ROOT))} exec {shlex.quote(sys.executable)} -m chaosinject.cli lab "
             f"restart {role} --prefix {spec.prefix} --subnet {spec.subnet} --state-dir "
             f"{shlex.quote(str(spec.state_dir))}")
 

@@ -1,6 +1,6 @@
 """The load generator's request log as a sample source (``source="request"``) and a live feed for halt guards.
 
-The log is a flat file of fixed-size little-endian records (``injector.lab.loadgen.RECORD``): request start
+The log is a flat file of fixed-size little-endian records (``chaosinject.lab.loadgen.RECORD``): request start
 ``t_ns`` (CLOCK_MONOTONIC, the injector's clock), ``latency_ns``, HTTP ``status`` (0: timeout or connection
 error). Records are appended when a request ends, so the file is in completion order.
 """
@@ -62,7 +62,7 @@ def read_log(path: str | os.PathLike, start: int = 0, end: int | None = None) ->
 
 
 class RequestLogRecorder:
-    """``injector.record.Recorder`` for the lab's requests: what the load generator logged between start()
+    """``chaosinject.record.Recorder`` for the lab's requests: what the load generator logged between start()
     and stop() becomes ``samples/<part>.parquet`` with ``source="request"``."""
 
     source = "request"

@@ -2,7 +2,7 @@
 
 ``Recording`` runs recorders around a fault: ``OneWayRecorder`` (per-packet one-way latency between two ends
 on this host), ``RttRecorder`` (TCP RTT via sock_ops); both keep in-kernel log-linear histograms
-(``Histogram``) and count lost ring-buffer events. The BPF side lives in injector.kernel.record_bpf.
+(``Histogram``) and count lost ring-buffer events. The BPF side lives in chaosinject.kernel.record_bpf.
 """
 
 from .bpfrec import PacketFlow

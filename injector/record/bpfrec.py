@@ -1,6 +1,6 @@
 """What the BPF recorders share: flows to record, a reader thread draining the ring, phases, writing.
 
-Recorders built on this load their own copy of bpf/record.bpf.c (injector.kernel.record_bpf), so two
+Recorders built on this load their own copy of bpf/record.bpf.c (chaosinject.kernel.record_bpf), so two
 recorders never share maps; each reads its ring buffer in numpy batches from one thread.
 """
 

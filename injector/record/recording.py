@@ -2,7 +2,7 @@
 
 Usage (the CLI's ``--record DIR`` and the experiment runner do the same)::
 
-    from injector.record import Recording, OneWayRecorder, PacketFlow
+    from chaosinject.record import Recording, OneWayRecorder, PacketFlow
 
     rec = Recording("runs/r1", [OneWayRecorder(flows, sender=..., cgroup=...)],
                     flow="api->db", fault=fault.to_dict(), engine="userspace", seed=None)
@@ -15,7 +15,7 @@ Usage (the CLI's ``--record DIR`` and the experiment runner do the same)::
     # leaving the block stops the recorders and writes meta.json, counters.json, samples/, histograms/
     rec.shifts                     # measured latency shift per flow (fault median - baseline median, CI)
 
-The directory's layout is docs/run-directory.md; ``analysis.load_run`` reads it.
+The directory's layout is docs/run-directory.md; ``chaosinject.analysis.load_run`` reads it.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class LatencyShift:
 def latency_shift(flow: str, source: str, baseline, fault, confidence: float = 0.95, *, placement: str = ""
                   ) -> LatencyShift | None:
     """Fault median - baseline median, and analysis's conservative CI for it; None without samples."""
-    from analysis import quantile_difference_ci
+    from chaosinject.analysis import quantile_difference_ci
 
     b = np.asarray(baseline, dtype=np.float64)
     f = np.asarray(fault, dtype=np.float64)

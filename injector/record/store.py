@@ -1,7 +1,7 @@
 """The run directory's sample files, and the phase clock every recorder labels its samples with.
 
 Every source (one-way packets, sock_ops RTT, the lab's requests) writes its own part
-``samples/<source>-<n>.parquet``; ``analysis.load_run`` concatenates the parts. Phases are windows on
+``samples/<source>-<n>.parquet``; ``chaosinject.analysis.load_run`` concatenates the parts. Phases are windows on
 CLOCK_MONOTONIC, which every network namespace on the host shares, so a sample taken in another process
 or in the kernel is labelled by its timestamp alone.
 """

@@ -11,18 +11,18 @@ from dataclasses import dataclass
 
 import pytest
 
-from injector.engines.ebpf import EbpfEngine
-from injector.kernel.netns import Link, Topology, existing_namespaces, unique_name
-from injector.kernel.owner import KernelOwner
-from injector.plan import Interface, build_plan
-from injector.spec import FaultSpec, parse_flow
+from chaosinject.engines.ebpf import EbpfEngine
+from chaosinject.kernel.netns import Link, Topology, existing_namespaces, unique_name
+from chaosinject.kernel.owner import KernelOwner
+from chaosinject.plan import Interface, build_plan
+from chaosinject.spec import FaultSpec, parse_flow
 
 
 def _skip_reason() -> str | None:
     if os.geteuid() != 0:
         return "host tier needs root (network namespaces, clsact, BPF)"
     try:
-        from injector.kernel.headers import find_kernel_headers
+        from chaosinject.kernel.headers import find_kernel_headers
         import bcc  # noqa: F401
     except ImportError:
         return "bcc is not importable (Debian python3-bpfcc; run `sudo make setup`)"

@@ -12,13 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-from injector.experiment.hostactions import processes_in_netns
-from injector.lab.traffic import UdpReceiver, send_udp
+from chaosinject.experiment.hostactions import processes_in_netns
+from chaosinject.lab.traffic import UdpReceiver, send_udp
 
 from .conftest import our_filters, qdiscs
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "injector.cli"]
+CLI = [sys.executable, "-m", "chaosinject.cli"]
 SECOND_ADDRESS = "10.201.0.6"          # in the pair's 10.201.0.0/29, beside the server's own address
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import analysis
+from chaosinject import analysis
 
 from .browser import Browser, why_not
 
@@ -46,7 +46,7 @@ def test_notebook_command_opens_the_run_in_jupyterlab(tmp_path):
         pid = int(re.search(r"pid (\d+);", "".join(lines)).group(1))   # JupyterLab's, as printed
         assert "jupyter" in Path(f"/proc/{pid}/cmdline").read_text()
         # the run's copy, pointed at the run; the shipped notebook is untouched
-        copy = json.loads((run / "analysis.ipynb").read_text())
+        copy = json.loads((run / "chaosinject.analysis.ipynb").read_text())
         assert copy["metadata"]["chaos_inject"]["run_dir"] == str(run)
         shipped = Path(analysis.__file__).resolve().parents[1] / "notebooks" / "post_experiment_analysis.ipynb"
         assert all(not c.get("outputs") for c in json.loads(shipped.read_text())["cells"])
@@ -82,8 +82,8 @@ def test_notebook_command_opens_the_run_in_jupyterlab(tmp_path):
 
 def _report(run_dir: Path) -> dict:
     """A report through the experiment's own writer, on a synthetic run's samples (no lab needed)."""
-    from injector.experiment.report import write_report, write_run_data
-    from injector.experiment.spec import GuardSpec
+    from chaosinject.experiment.report import write_report, write_run_data
+    from chaosinject.experiment.spec import GuardSpec
 
     analysis.example_run(run_dir, rng=7)
     (run_dir / "samples").mkdir()

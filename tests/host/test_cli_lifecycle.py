@@ -12,12 +12,12 @@ import time
 
 import pytest
 
-from analysis import proportion_ci
-from injector.lab.traffic import UdpReceiver, send_udp
+from chaosinject.analysis import proportion_ci
+from chaosinject.lab.traffic import UdpReceiver, send_udp
 
 from .conftest import our_filters, qdiscs
 
-CLI = [sys.executable, "-m", "injector.cli"]
+CLI = [sys.executable, "-m", "chaosinject.cli"]
 
 
 def cli(run_dir, *args, **kw):
@@ -149,7 +149,7 @@ def test_status_and_sweep_with_nothing_running(run_dir, args):
 
 
 def test_a_missing_namespace_is_an_error_and_is_not_created(run_dir):
-    from injector.kernel.netns import existing_namespaces
+    from chaosinject.kernel.netns import existing_namespaces
 
     result = cli(run_dir, "--flow", "10.201.0.1->10.201.0.2", "--loss", "1%", "--duration", "2s",
                  "--netns", "ci-h-nonexistent")

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from injector.engines.ebpf import EbpfEngine
-from injector.kernel import clsact
-from injector.kernel.owner import KernelOwner
-from injector.kernel.sweep import sweep
-from injector.plan import Interface, build_plan
-from injector.spec import FaultSpec, parse_flow
+from chaosinject.engines.ebpf import EbpfEngine
+from chaosinject.kernel import clsact
+from chaosinject.kernel.owner import KernelOwner
+from chaosinject.kernel.sweep import sweep
+from chaosinject.plan import Interface, build_plan
+from chaosinject.spec import FaultSpec, parse_flow
 
 from .conftest import our_filters, qdiscs
 from .test_cli_lifecycle import cli, delivered, start
@@ -76,7 +76,7 @@ def test_two_overlapping_runs_on_one_interface(pair, run_dir, first_to_end):
 
 def test_a_recorder_sharing_the_interface(pair, run_dir):
     pytest.importorskip("numpy")
-    from injector.record import OneWayRecorder, PacketFlow
+    from chaosinject.record import OneWayRecorder, PacketFlow
 
     iface = pair.client_iface
     server_ip = str(pair.server.ipv4.ip)
@@ -182,8 +182,8 @@ def test_concurrent_users_in_two_processes_never_lose_a_clsact(pair, run_dir):
     would attach to a clsact the other has just judged empty and deleted (the add fails)."""
     script = textwrap.dedent(f"""
         import subprocess, sys
-        from injector.kernel import clsact, tc
-        from injector.kernel.owner import KernelOwner
+        from chaosinject.kernel import clsact, tc
+        from chaosinject.kernel.owner import KernelOwner
         ns, dev = {pair.client_ns!r}, {pair.client.ifname!r}
         index = tc.link_index(dev, ns)
         for i in range(25):

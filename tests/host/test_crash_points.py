@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from injector.kernel import nfqueue
-from injector.kernel.netns import existing_namespaces
-from injector.kernel.sweep import sweep
+from chaosinject.kernel import nfqueue
+from chaosinject.kernel.netns import existing_namespaces
+from chaosinject.kernel.sweep import sweep
 
-CLI = [sys.executable, "-m", "injector.cli"]
+CLI = [sys.executable, "-m", "chaosinject.cli"]
 SOAK_TRIALS = int(os.environ.get("CHAOS_INJECT_SOAK_TRIALS", "10"))  # issue #18 asks 200: set it to run them
 # "after step N" and "before step N+1" leave the same state behind (every kernel or filesystem change is a step;
 # what happens between two steps is in-process only), so CI walks before every step and after the last: every

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from injector.kernel.netns import existing_namespaces
-from injector.lab import LabSpec, lab_down, lab_status, lab_up
-from injector.lab.netlab import TAG_ENV
+from chaosinject.kernel.netns import existing_namespaces
+from chaosinject.lab import LabSpec, lab_down, lab_status, lab_up
+from chaosinject.lab.netlab import TAG_ENV
 
 from .labkit import free_subnet, needs_lab
 
-CLI = [sys.executable, "-m", "injector.cli"]
+CLI = [sys.executable, "-m", "chaosinject.cli"]
 TITLE = "API handles database connection timeout"
 
 pytestmark = needs_lab
@@ -111,7 +111,7 @@ def _check_run_dir(run_dir: Path) -> None:
     assert fault["flows"] == ["api->db/tcp"] and fault["state"] == "stopped"
     assert fault["engine"] in ("userspace", "netem", "edt")
 
-    from analysis import load_run
+    from chaosinject.analysis import load_run
 
     df = load_run(run_dir).samples
     phase = df["phase"].astype(str)

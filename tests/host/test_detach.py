@@ -9,12 +9,12 @@ import subprocess
 import sys
 import time
 
-from injector.kernel.ledger import process_alive
-from injector.lab.traffic import UdpReceiver, send_udp
+from chaosinject.kernel.ledger import process_alive
+from chaosinject.lab.traffic import UdpReceiver, send_udp
 
 from .conftest import our_filters, qdiscs
 
-CLI = [sys.executable, "-m", "injector.cli"]
+CLI = [sys.executable, "-m", "chaosinject.cli"]
 
 
 def env(run_dir):
@@ -147,7 +147,7 @@ def test_errors_before_the_fault_is_active_come_from_the_foreground(pair, run_di
 
 def test_stop_all_ends_several_detached_runs(pair, run_dir):
     # one run per interface (runs sharing one clsact: tests/host/test_clsact_sharing.py)
-    from injector.plan import Interface
+    from chaosinject.plan import Interface
 
     server_iface = Interface(pair.server.ifname, pair.server_ns)
     pids = []
@@ -260,8 +260,8 @@ def test_a_detached_delay_is_held_by_the_supervisor(pair, run_dir):
 
     import pytest
 
-    from injector.kernel import nfqueue
-    from injector.lab.traffic import measure_one_way
+    from chaosinject.kernel import nfqueue
+    from chaosinject.lab.traffic import measure_one_way
 
     if nfqueue.nft_binary() is None:
         pytest.skip("nft missing (Debian package nftables; run `sudo make setup`)")

@@ -8,9 +8,9 @@ import threading
 import numpy as np
 import pytest
 
-from analysis import proportion_ci
-from injector.lab.traffic import UdpReceiver, send_udp
-from injector.spec import FaultSpec, parse_loss_burst
+from chaosinject.analysis import proportion_ci
+from chaosinject.lab.traffic import UdpReceiver, send_udp
+from chaosinject.spec import FaultSpec, parse_loss_burst
 
 from .conftest import injected, qdiscs
 
@@ -153,7 +153,7 @@ def test_duplication(pair):
 
 def test_tcp_under_loss_retransmits_and_delivers(pair):
     server_ip = str(pair.server.ipv4.ip)
-    from injector.kernel.netns import socket_in
+    from chaosinject.kernel.netns import socket_in
 
     listener = socket_in(pair.server_ns, socket.AF_INET, socket.SOCK_STREAM)
     listener.bind((server_ip, 9100))
@@ -220,10 +220,10 @@ def test_clsact_we_made_is_removed(pair):
 def test_two_flows_with_their_own_faults_in_one_run(pair):
     import time
 
-    from injector.engines.ebpf import EbpfEngine
-    from injector.kernel.owner import KernelOwner
-    from injector.plan import build_plan
-    from injector.spec import parse_flow
+    from chaosinject.engines.ebpf import EbpfEngine
+    from chaosinject.kernel.owner import KernelOwner
+    from chaosinject.plan import build_plan
+    from chaosinject.spec import parse_flow
 
     server_ip, client_ip = str(pair.server.ipv4.ip), str(pair.client.ipv4.ip)
     targets = [(parse_flow(f"{client_ip}->{server_ip}:9000/udp"), pair.client_iface, FaultSpec(loss_ratio=0.3)),

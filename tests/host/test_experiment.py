@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from injector.kernel.netns import Topology, existing_namespaces, unique_name
+from chaosinject.kernel.netns import Topology, existing_namespaces, unique_name
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-CHAOS_INJECT = [sys.executable, "-m", "injector.cli"]
+CHAOS_INJECT = [sys.executable, "-m", "chaosinject.cli"]
 
 SERVICE = r'''
 import http.server, sys, threading
@@ -192,7 +192,7 @@ def lab(tmp_path_factory):
         _wait_http(client, f"{lab.api}/health")
         _wait_http(client, f"{lab.prometheus}/-/ready")
         # steady traffic from the client namespace, so the error-rate query has data
-        from injector.experiment.load import HttpLoad
+        from chaosinject.experiment.load import HttpLoad
 
         load = HttpLoad(f"{lab.api}/api", 20, netns=client)
         load.start()
@@ -227,11 +227,11 @@ def seed_like(lab: Lab, *, delay: str = "30ms", method_extra: list | None = None
     probes[1]["provider"]["url"] = lab.prometheus
     assert probes[1]["provider"]["query"] == ERROR_RATE
     exp["method"] = [{"type": "action", "name": "add-network-delay-to-api", "provider": {
-        "type": "python", "module": "injector.experiment.actions", "func": "start_network_fault",
+        "type": "python", "module": "chaosinject.experiment.actions", "func": "start_network_fault",
         "arguments": {"flow": flow, "delay": delay, "duration": "60s", "netns": lab.client_ns}}},
         *(method_extra or [])]
     exp["rollbacks"] = [{"type": "action", "name": "remove-network-delay", "provider": {
-        "type": "python", "module": "injector.experiment.actions", "func": "stop_network_fault"}},
+        "type": "python", "module": "chaosinject.experiment.actions", "func": "stop_network_fault"}},
         *(rollback_extra or [])]
     exp["extensions"] = [{"name": "chaos-inject", "load": {"url": f"{lab.api}/api", "rate": 100},
                           "recovery": "1s", "halt": halt or {"latency_max_ratio": None, "baseline": "0s"}}]
@@ -436,13 +436,13 @@ def test_real_chaos_toolkit_runs_our_extension(lab):
              "provider": {"type": "http", "url": f"{lab.api}/health", "timeout": 3}}]},
         "method": [
             {"type": "action", "name": "delay", "provider": {
-                "type": "python", "module": "injector.experiment.actions", "func": "start_network_fault",
+                "type": "python", "module": "chaosinject.experiment.actions", "func": "start_network_fault",
                 "arguments": {"flow": flow, "delay": "20ms", "duration": "30s", "netns": lab.client_ns}}},
             {"type": "probe", "name": "samples", "provider": {
-                "type": "python", "module": "injector.experiment.probes", "func": "http_latency_samples",
+                "type": "python", "module": "chaosinject.experiment.probes", "func": "http_latency_samples",
                 "arguments": {"url": f"{lab.api}/api", "count": 5}}}],
         "rollbacks": [{"type": "action", "name": "undo", "provider": {
-            "type": "python", "module": "injector.experiment.actions", "func": "stop_network_fault"}}],
+            "type": "python", "module": "chaosinject.experiment.actions", "func": "stop_network_fault"}}],
     }
     path = lab.tmp / "ctk.json"
     path.write_text(json.dumps(exp))

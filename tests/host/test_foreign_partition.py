@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from injector.experiment.foreign import load_any
-from injector.experiment.runner import RunOptions, run_experiment
+from chaosinject.experiment.foreign import load_any
+from chaosinject.experiment.runner import RunOptions, run_experiment
 
 SEED = Path(__file__).resolve().parents[2] / "injector/experiment/examples/seed-chaos-mesh.yaml"
 
@@ -59,7 +59,7 @@ def test_seed_network_chaos_partition(pair, tmp_path, monkeypatch):
     lines: list[str] = []
 
     def probe():
-        from injector.experiment.actions import active_sessions, stop_network_fault
+        from chaosinject.experiment.actions import active_sessions, stop_network_fault
 
         try:
             deadline = time.monotonic() + 20           # the eBPF engine compiles its program first (bcc)

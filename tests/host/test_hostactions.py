@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from injector.experiment import hostactions
-from injector.experiment.hostactions import kill_hosts, processes_in_netns
+from chaosinject.experiment import hostactions
+from chaosinject.experiment.hostactions import kill_hosts, processes_in_netns
 
 
 def _service(ns: str) -> subprocess.Popen:
@@ -80,14 +80,14 @@ def test_pod_failure_holds_then_halt_ends_it(host):
 
 
 def test_kill_of_an_empty_netns_is_refused(host):
-    from injector.errors import ChaosInjectError
+    from chaosinject.errors import ChaosInjectError
 
     with pytest.raises(ChaosInjectError, match="no process in the netns of bare"):
         kill_hosts(["bare"], "pod-kill")
 
 
 def test_pod_failure_needs_a_duration(host):
-    from injector.errors import InvalidSpec
+    from chaosinject.errors import InvalidSpec
 
     with pytest.raises(InvalidSpec, match="duration"):
         kill_hosts(["svc"], "pod-failure")
@@ -110,8 +110,8 @@ def test_restart_still_running_waits_for_the_hosts_port(host):
     import dataclasses
     import sys
 
-    from injector.hostfaults.process import RestartFailed
-    from injector.spec import Inventory
+    from chaosinject.hostfaults.process import RestartFailed
+    from chaosinject.spec import Inventory
 
     svc = Inventory.discover().get("svc")
     slow = dataclasses.replace(svc, ports=(7411,), restart=f"sleep 1.5; exec {sys.executable} -c "
@@ -130,7 +130,7 @@ def test_restart_still_running_waits_for_the_hosts_port(host):
 def test_the_rollback_without_a_run_id_ends_a_held_host_fault_too(host):
     """stop_network_fault() (a rollback's call) stops everything this process started, as stop_all_faults:
     a pod-failure held by a background action comes back; naming a run id stops only that run."""
-    from injector.experiment.actions import stop_network_fault
+    from chaosinject.experiment.actions import stop_network_fault
 
     svc = _service(host.server_ns)
     deadline = time.monotonic() + 5

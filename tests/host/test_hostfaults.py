@@ -4,7 +4,7 @@ shortfall (no CPU was idle; the worker waited for one, /proc/PID/schedstat), not
 
 import pytest
 
-from injector.hostfaults import CpuStress, measure_cpu_share
+from chaosinject.hostfaults import CpuStress, measure_cpu_share
 
 ASKED, TOLERANCE = 0.5, 0.05      # +-10 % of the request
 

@@ -19,19 +19,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from injector.kernel.netns import Topology, existing_namespaces
-from injector.lab import LabError, LabSpec, RequestLogRecorder, lab_down, lab_status, lab_up, prometheus_query
-from injector.lab.netlab import http_get, lab_leftovers
-from injector.plan import Interface
-from injector.procfs import process_alive
-from injector.record import Phases
-from injector.spec import FaultSpec, Inventory
+from chaosinject.kernel.netns import Topology, existing_namespaces
+from chaosinject.lab import LabError, LabSpec, RequestLogRecorder, lab_down, lab_status, lab_up, prometheus_query
+from chaosinject.lab.netlab import http_get, lab_leftovers
+from chaosinject.plan import Interface
+from chaosinject.procfs import process_alive
+from chaosinject.record import Phases
+from chaosinject.spec import FaultSpec, Inventory
 
 from .conftest import injected
 from .labkit import free_subnet, needs_lab
 
 SEED_QUERY = ("sum(rate(http_requests_total{status=~'5..'}[1m])) / sum(rate(http_requests_total[1m])) * 100")
-CLI = [sys.executable, "-m", "injector.cli"]
+CLI = [sys.executable, "-m", "chaosinject.cli"]
 
 pytestmark = needs_lab
 
@@ -146,7 +146,7 @@ def test_items_503_not_500_when_db_is_partitioned_and_recorder_sees_it(lab, run_
         "fault": {"partition": True}, "engine": "ebpf", "kernel": os.uname().release, "seed": None,
         "phases": phases.windows()}))
     (run / "counters.json").write_text("{}")
-    from analysis import load_run
+    from chaosinject.analysis import load_run
 
     df = load_run(run).samples
     assert summary["samples"] == len(df) > 200
@@ -246,7 +246,7 @@ def test_lab_up_repairs_a_broken_lab(lab):
 def test_request_log_rows_are_numpy_arrays(lab):
     """read_log hands numpy arrays (for halt guards): one row per request, in completion order."""
     _, info = lab
-    from injector.lab import read_log
+    from chaosinject.lab import read_log
 
     rows, end = read_log(info.request_log)
     assert isinstance(rows.t_ns, np.ndarray) and rows.t_ns.dtype == np.int64 and end % 24 == 0

@@ -18,16 +18,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from injector.experiment.foreign import load_any
-from injector.experiment.runner import RunOptions, run_experiment
-from injector.lab import LabSpec, lab_down, lab_restart, lab_status, lab_up
-from injector.lab.netlab import http_get, lab_leftovers
-from injector.procfs import process_alive
+from chaosinject.experiment.foreign import load_any
+from chaosinject.experiment.runner import RunOptions, run_experiment
+from chaosinject.lab import LabSpec, lab_down, lab_restart, lab_status, lab_up
+from chaosinject.lab.netlab import http_get, lab_leftovers
+from chaosinject.procfs import process_alive
 
 from .labkit import free_subnet, needs_lab
 
 SEED = Path(__file__).resolve().parents[2] / "injector/experiment/examples/seed-chaos-mesh.yaml"
-CLI = [sys.executable, "-m", "injector.cli"]
+CLI = [sys.executable, "-m", "chaosinject.cli"]
 
 pytestmark = needs_lab
 
@@ -117,7 +117,7 @@ def test_restart_of_a_running_service_and_refusals(lab):
     assert again.processes["api"] != old and not process_alive(old, None) and _health(info) == 200
     assert lab_status(spec).up and len(_api_entries(spec)) == 1
     print(f"\nlab restart api (running api): {restart_s:.2f} s")
-    from injector.errors import InvalidSpec
+    from chaosinject.errors import InvalidSpec
 
     with pytest.raises(InvalidSpec, match="lab role"):
         lab_restart("web", spec)

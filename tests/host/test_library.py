@@ -11,11 +11,11 @@ import sys
 
 import pytest
 
-from injector import network_latency, packet_loss, partition, start_fault
-from injector.errors import InvalidSpec
-from injector.kernel import nfqueue
-from injector.kernel.ledger import Ledger, recent_finished
-from injector.lab.traffic import UdpReceiver, measure_one_way, send_udp
+from chaosinject import network_latency, packet_loss, partition, start_fault
+from chaosinject.errors import InvalidSpec
+from chaosinject.kernel import nfqueue
+from chaosinject.kernel.ledger import Ledger, recent_finished
+from chaosinject.lab.traffic import UdpReceiver, measure_one_way, send_udp
 
 from .conftest import our_filters, qdiscs
 
@@ -45,7 +45,7 @@ def test_packet_loss_takes_effect_is_listed_and_leaves_nothing(pair, run_dir):
         (ledger,) = Ledger.all()
         assert ledger.meta["kind"] == "library" and ledger.owner_alive
         assert ledger.read_status()["state"] == "running"
-        (shown,) = json.loads(subprocess.run([sys.executable, "-m", "injector.cli", "status", "--json"],
+        (shown,) = json.loads(subprocess.run([sys.executable, "-m", "chaosinject.cli", "status", "--json"],
                                              capture_output=True, text=True, check=True,
                                              env={**os.environ, "CHAOS_INJECT_RUN_DIR": str(run_dir)}).stdout)
         assert (shown["run_id"], shown["kind"], shown["state"]) == (fault.run_id, "library", "running")

@@ -18,12 +18,12 @@ import time
 
 import pytest
 
-from analysis import load_run
-from injector.kernel import nfqueue
-from injector.kernel.netns import socket_in
-from injector.kernel.record_bpf import cgroup2_root
-from injector.record.build import MAX_FLOWS
-from injector.record.traffic import TcpEchoTraffic
+from chaosinject.analysis import load_run
+from chaosinject.kernel import nfqueue
+from chaosinject.kernel.netns import socket_in
+from chaosinject.kernel.record_bpf import cgroup2_root
+from chaosinject.record.build import MAX_FLOWS
+from chaosinject.record.traffic import TcpEchoTraffic
 
 from .test_cli_lifecycle import cli, start, wait_active
 from .test_record_oneway import cgroup, socket_in_cgroup  # noqa: F401 - fixture

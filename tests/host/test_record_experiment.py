@@ -15,8 +15,8 @@ import time
 import pandas as pd
 import pytest
 
-from injector.kernel import nfqueue
-from injector.record.traffic import TcpEchoTraffic
+from chaosinject.kernel import nfqueue
+from chaosinject.record.traffic import TcpEchoTraffic
 
 from .conftest import loaded_program_names
 
@@ -28,8 +28,8 @@ pytestmark = pytest.mark.skipif(nfqueue.nft_binary() is None,
 
 
 def test_experiment_records_oneway_and_rtt_shift_per_source(pair, tmp_path, monkeypatch):
-    from injector.experiment.runner import RunOptions, run_experiment
-    from injector.experiment.spec import parse_experiment
+    from chaosinject.experiment.runner import RunOptions, run_experiment
+    from chaosinject.experiment.spec import parse_experiment
 
     inventory = tmp_path / "inventory.toml"
     inventory.write_text(
@@ -40,7 +40,7 @@ def test_experiment_records_oneway_and_rtt_shift_per_source(pair, tmp_path, monk
     monkeypatch.setenv("CHAOS_INJECT_INVENTORY", str(inventory))
     doc = {"title": "db replies 20 ms late", "method": [{
         "type": "action", "name": "delay db replies", "provider": {
-            "type": "python", "module": "injector.experiment.actions", "func": "network_delay",
+            "type": "python", "module": "chaosinject.experiment.actions", "func": "network_delay",
             "arguments": {"flow": "api->db/tcp", "delay": f"{DELAY_MS}ms", "duration": "4s",
                           "direction": "ingress", "engine": "userspace"}}}],
         "extensions": [{"name": "chaos-inject", "halt": {"enabled": False, "recovery": "1s"},

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis import proportion_ci
-from injector.lab.traffic import UdpReceiver, send_udp
-from injector.plan import Interface
-from injector.record import OneWayRecorder, PacketFlow
-from injector.spec import FaultSpec
+from chaosinject.analysis import proportion_ci
+from chaosinject.lab.traffic import UdpReceiver, send_udp
+from chaosinject.plan import Interface
+from chaosinject.record import OneWayRecorder, PacketFlow
+from chaosinject.spec import FaultSpec
 
 from .conftest import injected
 from .test_record_oneway import clean_bpf, links_of, loaded  # noqa: F401 - fixture
@@ -81,8 +81,8 @@ def test_ipv6_one_way(pair, clean_bpf):
 CHILD = r"""
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from injector.plan import Interface
-from injector.record import OneWayRecorder, PacketFlow
+from chaosinject.plan import Interface
+from chaosinject.record import OneWayRecorder, PacketFlow
 rec = OneWayRecorder([PacketFlow("x", sys.argv[2], sys.argv[3], protocol="udp")],
                      sender=Interface(sys.argv[4], sys.argv[5]), receiver=Interface(sys.argv[6], sys.argv[7]))
 rec.start()
@@ -118,7 +118,7 @@ def test_a_killed_recorder_leaves_no_program_or_link(pair):
 
 def test_a_recorder_following_a_phases_object_splits_its_histograms(pair, clean_bpf, tmp_path):
     """For callers that only mark a Phases object (the experiment runner): follow() moves the kernel's phase."""
-    from injector.record import Phases
+    from chaosinject.record import Phases
 
     server_ip = str(pair.server.ipv4.ip)
     flow = PacketFlow("c->s", str(pair.client.ipv4.ip), server_ip, dport=9000, protocol="udp")
@@ -147,8 +147,8 @@ def test_tcp_one_way_and_histogram_only_mode(pair, clean_bpf, tmp_path):
     only the in-kernel histograms (for rates where raw events would be too many)."""
     import socket
 
-    from injector.kernel.netns import socket_in
-    from injector.record import Phases
+    from chaosinject.kernel.netns import socket_in
+    from chaosinject.record import Phases
 
     from .test_record_rtt import echo_server
 
@@ -193,7 +193,7 @@ def test_tcp_one_way_and_histogram_only_mode(pair, clean_bpf, tmp_path):
 
 
 def test_raw_events_beyond_max_events_are_counted_not_kept():
-    from injector.record.bpfrec import BpfRecorder
+    from chaosinject.record.bpfrec import BpfRecorder
 
     class Bench(BpfRecorder):
         source = "oneway"
@@ -214,8 +214,8 @@ def test_raw_events_beyond_max_events_are_counted_not_kept():
 
 def test_stop_reads_everything_left_in_the_ring():
     """More than one read's worth (MAX_BATCH) waiting at stop: all of it is read, none left behind."""
-    from injector.kernel.record_bpf import MAX_BATCH
-    from injector.record.bpfrec import BpfRecorder
+    from chaosinject.kernel.record_bpf import MAX_BATCH
+    from chaosinject.record.bpfrec import BpfRecorder
 
     class Bench(BpfRecorder):
         source = "oneway"
@@ -237,8 +237,8 @@ def test_stop_reads_everything_left_in_the_ring():
 def test_prog_test_run_runs_the_program_repeat_times_in_the_kernel():
     """The one BPF_PROG_TEST_RUN helper (benchmarks and these tests): the kernel runs the program ``repeat``
     times (its counters say so), returns its verdict and a mean time per run."""
-    from injector.kernel.bpf import prog_test_run
-    from injector.kernel.record_bpf import RecordConfig, RecordProgram
+    from chaosinject.kernel.bpf import prog_test_run
+    from chaosinject.kernel.record_bpf import RecordConfig, RecordProgram
 
     program = RecordProgram(RecordConfig(ring_pages=64))
     try:

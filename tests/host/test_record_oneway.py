@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 
 import tests.host.test_userspace_delay as usd
-from injector.kernel import nfqueue
-from injector.kernel.netns import socket_in, unique_name
-from injector.kernel.record_bpf import Cgroup, RecordConfig, RecordProgram, cgroup2_root
-from injector.plan import Interface
-from injector.record import OneWayRecorder, PacketFlow, Recording, placement_sees
-from injector.record.histogram import REL_ERROR, exact_quantile
+from chaosinject.kernel import nfqueue
+from chaosinject.kernel.netns import socket_in, unique_name
+from chaosinject.kernel.record_bpf import Cgroup, RecordConfig, RecordProgram, cgroup2_root
+from chaosinject.plan import Interface
+from chaosinject.record import OneWayRecorder, PacketFlow, Recording, placement_sees
+from chaosinject.record.histogram import REL_ERROR, exact_quantile
 
 MS = 1_000_000
 PORT = 9000
@@ -219,7 +219,7 @@ def test_userspace_ingress_delay_is_measured_at_the_socket_and_not_at_tc_ingress
         h = at_socket.histogram(0, ph)
         assert abs(h.total - len(phase_of(sock_ev, ph))) <= 2  # a sample at a phase edge may fall either side
     # the directory loads with the documented columns
-    from analysis import load_run
+    from chaosinject.analysis import load_run
 
     run = load_run(run_dir)
     assert list(run.samples.columns)[:7] == ["t_ns", "phase", "flow", "source", "latency_ns", "ok", "status"]
@@ -259,7 +259,7 @@ def test_bad_recorder_input_is_refused_before_anything_is_loaded(pair, cgroup, c
     with pytest.raises(ValueError, match="different IP versions"):
         PacketFlow("a->b", "10.0.0.1", "fd00::2")
     rec = OneWayRecorder([flow], sender=Interface("no-such-if", pair.client_ns), cgroup=cgroup.path)
-    from injector.errors import Unsupported
+    from chaosinject.errors import Unsupported
 
     with pytest.raises(Unsupported, match="no interface"):
         rec.start()

@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-from injector.kernel.netns import socket_in
-from injector.record import PacketFlow, RttRecorder
+from chaosinject.kernel.netns import socket_in
+from chaosinject.record import PacketFlow, RttRecorder
 from tests.host.test_record_oneway import cgroup, clean_bpf, socket_in_cgroup  # noqa: F401 - fixtures
 
 PORT = 9100

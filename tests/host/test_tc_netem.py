@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from injector.experiment import RunOptions, load_experiment, run_experiment
-from injector.kernel.netns import existing_namespaces
+from chaosinject.experiment import RunOptions, load_experiment, run_experiment
+from chaosinject.kernel.netns import existing_namespaces
 
 # median time (ms) of 5 TCP connects to a closed port on the server: one round trip, SYN -> RST
 CONNECT_MS = r'''
@@ -122,7 +122,7 @@ def test_untranslatable_netem_is_refused_before_anything_runs(eth0_pair, tmp_pat
     pair = eth0_pair
     before = _tc(pair.client_ns, "qdisc", "show", "dev", "eth0")
     exp = _experiment(tmp_path, pair, "200ms 10ms distribution bogus")
-    from injector.experiment.spec import ExperimentInvalid
+    from chaosinject.experiment.spec import ExperimentInvalid
 
     with pytest.raises(ExperimentInvalid, match=r"method\[0\].provider.arguments: .*distribution"):
         run_experiment(exp, RunOptions(run_dir=tmp_path / "run"))

@@ -114,7 +114,7 @@ def make_netns():
 def engine_pair(tmp_path, monkeypatch):
     """(ns_a, ns_b, end_a, end_b): two throwaway namespaces joined by a veth pair, made by the injector's own
     Topology, with a private run directory for ledgers. Removed at teardown, even on failure."""
-    from injector.kernel.netns import Topology, unique_name
+    from chaosinject.kernel.netns import Topology, unique_name
 
     monkeypatch.setenv("CHAOS_INJECT_RUN_DIR", str(tmp_path / "run"))
     topo = Topology()

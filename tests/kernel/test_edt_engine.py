@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from injector.engines.edt import EdtEngine
-from injector.kernel.owner import KernelOwner
-from injector.lab.traffic import UdpReceiver, send_udp
-from injector.plan import Interface, build_plan
-from injector.spec import FaultSpec, parse_flow
+from chaosinject.engines.edt import EdtEngine
+from chaosinject.kernel.owner import KernelOwner
+from chaosinject.lab.traffic import UdpReceiver, send_udp
+from chaosinject.plan import Interface, build_plan
+from chaosinject.spec import FaultSpec, parse_flow
 from nslab import qdisc_text
 
 pytestmark = pytest.mark.kernel
@@ -84,7 +84,7 @@ def test_edt_ingress_through_our_ifb_and_nothing_left(engine_pair):
 
 
 def test_edt_flows_with_their_own_faults_and_ge_loss(engine_pair):
-    from injector.spec import parse_loss_burst
+    from chaosinject.spec import parse_loss_burst
 
     a, b, end_a, end_b = engine_pair
     src, dst = str(end_a.ipv4.ip), str(end_b.ipv4.ip)
@@ -123,7 +123,7 @@ def test_cli_edt_kill_9_lease_expiry_and_sweep(engine_pair, tmp_path):
     dst = str(end_b.ipv4.ip)
     before = qdisc_text(a, end_a.ifname)
     env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(tmp_path / "run")}
-    proc = subprocess.Popen([sys.executable, "-m", "injector.cli", "--flow", f"{end_a.ipv4.ip}->{dst}:9000/udp",
+    proc = subprocess.Popen([sys.executable, "-m", "chaosinject.cli", "--flow", f"{end_a.ipv4.ip}->{dst}:9000/udp",
                              "--netns", a, "--delay", "40ms", "--engine", "edt", "--duration", "600s", "--lease",
                              "2s", "-q"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -149,7 +149,7 @@ def test_cli_edt_kill_9_lease_expiry_and_sweep(engine_pair, tmp_path):
     low, high = DELAY_TOLERANCE_MS
     assert 40 + low <= statistics.median(ns / 1e6 for ns in rx.latencies_ns) <= 40 + high
     assert statistics.median(ns / 1e6 for ns in after.latencies_ns) < 5
-    swept = subprocess.run([sys.executable, "-m", "injector.cli", "sweep"], env=env, capture_output=True, text=True,
+    swept = subprocess.run([sys.executable, "-m", "chaosinject.cli", "sweep"], env=env, capture_output=True, text=True,
                            timeout=120)
     assert swept.returncode == 0 and "swept 1 dead run" in swept.stdout, swept.stdout + swept.stderr
     assert qdisc_text(a, end_a.ifname) == before

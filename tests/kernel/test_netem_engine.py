@@ -10,14 +10,14 @@ import time
 import numpy as np
 import pytest
 
-from injector.engines.netem import NetemEngine
-from injector.kernel import rawnl
-from injector.kernel.owner import KernelOwner
-from injector.kernel.sweep import sweep
-from injector.kernel.tc import link_index
-from injector.lab.traffic import UdpReceiver, send_udp
-from injector.plan import Interface, build_plan
-from injector.spec import FaultSpec, parse_flow, parse_loss_burst
+from chaosinject.engines.netem import NetemEngine
+from chaosinject.kernel import rawnl
+from chaosinject.kernel.owner import KernelOwner
+from chaosinject.kernel.sweep import sweep
+from chaosinject.kernel.tc import link_index
+from chaosinject.lab.traffic import UdpReceiver, send_udp
+from chaosinject.plan import Interface, build_plan
+from chaosinject.spec import FaultSpec, parse_flow, parse_loss_burst
 from nslab import qdisc_text
 
 pytestmark = pytest.mark.kernel
@@ -152,7 +152,7 @@ def test_cli_netem_jitter_then_kill_9_lease_expiry_and_sweep(engine_pair, tmp_pa
     a_ip, dst = str(end_a.ipv4.ip), str(end_b.ipv4.ip)
     before = qdisc_text(a, end_a.ifname)
     env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(tmp_path / "run")}
-    proc = subprocess.Popen([sys.executable, "-m", "injector.cli", "--flow", f"{a_ip}->{dst}:9000/udp", "--netns", a,
+    proc = subprocess.Popen([sys.executable, "-m", "chaosinject.cli", "--flow", f"{a_ip}->{dst}:9000/udp", "--netns", a,
                              "--delay", "40ms", "--jitter", "10ms", "--distribution", "normal", "--engine", "netem",
                              "--duration", "600s", "--lease", "2s", "-q"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -176,7 +176,7 @@ def test_cli_netem_jitter_then_kill_9_lease_expiry_and_sweep(engine_pair, tmp_pa
     assert 37 <= p50 <= 40 + DELAY_TOLERANCE_MS[1] + 2, (p10, p50, p90)
     assert 15 <= p90 - p10 <= 40, (p10, p90)  # normal, sigma 10 ms: 25.6 ms between p10 and p90
     assert statistics.median(after) < 5
-    swept = subprocess.run([sys.executable, "-m", "injector.cli", "sweep", "--json"], env=env, capture_output=True,
+    swept = subprocess.run([sys.executable, "-m", "chaosinject.cli", "sweep", "--json"], env=env, capture_output=True,
                            text=True, timeout=120)
     assert swept.returncode == 0, swept.stderr
     assert json.loads(swept.stdout)["swept_runs"]
@@ -185,8 +185,8 @@ def test_cli_netem_jitter_then_kill_9_lease_expiry_and_sweep(engine_pair, tmp_pa
 
 
 def test_probe_finds_netem_fq_prio_and_auto_picks_netem_for_delay():
-    from injector.engines.select import choose_engine
-    from injector.kernel.probe import probe
+    from chaosinject.engines.select import choose_engine
+    from chaosinject.kernel.probe import probe
 
     probe.cache_clear()
     caps = probe()
@@ -196,7 +196,7 @@ def test_probe_finds_netem_fq_prio_and_auto_picks_netem_for_delay():
 
 
 def test_four_state_loss_through_netem(engine_pair):
-    from injector.spec import parse_loss_state
+    from chaosinject.spec import parse_loss_state
 
     a, b, end_a, end_b = engine_pair
     gi = parse_loss_state("5%,40%,10%,30%,1%")

@@ -2,10 +2,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from injector import cli
-from injector.errors import InvalidSpec
-from injector.kernel import tc
-from injector.spec import FlowSpec, parse_duration_ns, parse_flow, parse_loss_burst, parse_percent_ratio
+from chaosinject import cli
+from chaosinject.errors import InvalidSpec
+from chaosinject.kernel import tc
+from chaosinject.spec import FlowSpec, parse_duration_ns, parse_flow, parse_loss_burst, parse_percent_ratio
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def no_kernel(monkeypatch):
 
     for name in ("add_clsact", "delete_clsact", "add_bpf_filter", "delete_bpf_filter"):
         monkeypatch.setattr(tc, name, forbidden)
-    monkeypatch.setattr("injector.kernel.bpf.ClassifierProgram.__init__", forbidden)
+    monkeypatch.setattr("chaosinject.kernel.bpf.ClassifierProgram.__init__", forbidden)
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(no_kernel, capsys):

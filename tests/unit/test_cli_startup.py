@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from injector import cli
+from chaosinject import cli
 
 
 def _commands(parser) -> list[tuple[str, str]]:
@@ -40,17 +40,17 @@ def _imported_by(argv: list[str]) -> set[str]:
 
 
 def test_help_and_status_import_no_heavy_module():
-    heavy = {"numpy", "scipy", "pandas", "analysis", "bcc", "pyroute2", "injector.library", "injector.session",
-             "injector.experiment", "injector.lab", "injector.schedule", "injector.hostcli", "injector.supervisor"}
+    heavy = {"numpy", "scipy", "pandas", "analysis", "bcc", "pyroute2", "chaosinject.library", "chaosinject.session",
+             "chaosinject.experiment", "chaosinject.lab", "chaosinject.schedule", "chaosinject.hostcli", "chaosinject.supervisor"}
     for argv in (["--help"], ["status", "--recent", "0"]):
         assert not _imported_by(argv) & heavy, argv
 
 
 def test_the_inject_path_imports_no_statistics_before_the_fault():
     # what cmd_inject imports before the fault is active (the summary imports analysis afterwards)
-    code = ("import sys\nfrom injector import cli\nfrom injector.session import prepare\n"
-            "from injector.engines.select import make_engine\nfrom injector.runner import run_plan\n"
-            "from injector.summary import summarize\nimport injector.supervisor, injector.engines.ebpf\n"
+    code = ("import sys\nfrom injector import cli\nfrom chaosinject.session import prepare\n"
+            "from chaosinject.engines.select import make_engine\nfrom chaosinject.runner import run_plan\n"
+            "from chaosinject.summary import summarize\nimport chaosinject.supervisor, chaosinject.engines.ebpf\n"
             "print(sorted(m for m in ('numpy', 'scipy', 'pandas', 'analysis') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"

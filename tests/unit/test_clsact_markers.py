@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from injector.errors import ApplyFailed
-from injector.kernel import clsact
-from injector.kernel.owner import KernelOwner
-from injector.kernel.rtnl import NetlinkError
-from injector.kernel.tc import FilterInfo
+from chaosinject.errors import ApplyFailed
+from chaosinject.kernel import clsact
+from chaosinject.kernel.owner import KernelOwner
+from chaosinject.kernel.rtnl import NetlinkError
+from chaosinject.kernel.tc import FilterInfo
 
 
 class FakeKernel:

@@ -8,9 +8,9 @@ import textwrap
 
 import pytest
 
-from injector import crashpoints
-from injector.kernel.ledger import Ledger
-from injector.kernel.sweep import describe, leftovers
+from chaosinject import crashpoints
+from chaosinject.kernel.ledger import Ledger
+from chaosinject.kernel.sweep import describe, leftovers
 
 
 @pytest.mark.parametrize("text, expected", [(None, None), ("", None), ("3", (3, "before")),
@@ -43,7 +43,7 @@ def test_trace_numbers_every_step_and_once_steps_once(tmp_path, monkeypatch):
 
 SCRIPT = textwrap.dedent("""
     import pathlib, sys
-    from injector import crashpoints
+    from chaosinject import crashpoints
     out = pathlib.Path(sys.argv[1])
     for n in (1, 2, 3):
         with crashpoints.step(f"s{n}"):
@@ -81,7 +81,7 @@ def test_leftovers_describe_what_sweep_would_do_last_first(tmp_path, monkeypatch
 
 
 def test_every_undo_kind_has_words():
-    from injector.kernel.undo import UNDO
+    from chaosinject.kernel.undo import UNDO
 
     for kind in UNDO:
         assert not describe({"kind": kind, "name": "n", "ifname": "i"}).startswith("undo ")

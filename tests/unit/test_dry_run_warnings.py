@@ -2,8 +2,8 @@
 
 import pytest
 
-from injector.engines.dryrun import dry_run_warnings, kernel_has_qdisc
-from injector.spec import FaultSpec
+from chaosinject.engines.dryrun import dry_run_warnings, kernel_has_qdisc
+from chaosinject.spec import FaultSpec
 
 
 def _none(module, symbol):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from injector.errors import InvalidSpec
-from injector.spec.units import parse_duration_ns, parse_duration_s
+from chaosinject.errors import InvalidSpec
+from chaosinject.spec.units import parse_duration_ns, parse_duration_s
 
 ROOT = Path(__file__).resolve().parents[2]
 

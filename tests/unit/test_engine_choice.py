@@ -2,11 +2,11 @@ import dataclasses
 
 import pytest
 
-from injector.engines import select
-from injector.errors import InvalidSpec, Unsupported
-from injector.kernel.probe import Capabilities
-from injector.spec import FaultSpec
-from injector.spec.units import parse_rate_bps
+from chaosinject.engines import select
+from chaosinject.errors import InvalidSpec, Unsupported
+from chaosinject.kernel.probe import Capabilities
+from chaosinject.spec import FaultSpec
+from chaosinject.spec.units import parse_rate_bps
 
 THIS_HOST = Capabilities(kernel="6.18", root=True, bcc=True, bcc_headers="/h", btf=True, clsact=True, netem=False,
                          fq=False, prio=False, ifb=True, nfqueue=True, nft=True)

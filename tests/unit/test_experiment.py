@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from injector.experiment import ExperimentInvalid, discover, load_experiment, parse_experiment
-from injector.experiment.jsonpath import JsonPathError, jsonpath_values, parse_jsonpath
-from injector.experiment.loader import check_environment, resolve_configuration, substitute
-from injector.experiment.prometheus import parse_time, query_value
-from injector.experiment.providers import RunContext, within_tolerance
-from injector.experiment.runner import RunOptions, run_experiment
-from injector.experiment.spec import GuardSpec
+from chaosinject.experiment import ExperimentInvalid, discover, load_experiment, parse_experiment
+from chaosinject.experiment.jsonpath import JsonPathError, jsonpath_values, parse_jsonpath
+from chaosinject.experiment.loader import check_environment, resolve_configuration, substitute
+from chaosinject.experiment.prometheus import parse_time, query_value
+from chaosinject.experiment.providers import RunContext, within_tolerance
+from chaosinject.experiment.runner import RunOptions, run_experiment
+from chaosinject.experiment.spec import GuardSpec
 
 SEED = Path("/work/shared/seed/chaos-experiment.json")
 HERE_SEED = Path(__file__).resolve().parents[2] / "injector/experiment/examples/seed-experiment.json"
@@ -89,7 +89,7 @@ def test_invalid_files_run_nothing(tmp_path):
                                                             "provider": {"type": "python", "module": "json"}}]}
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(doc))
-    from injector.cli import main
+    from chaosinject.cli import main
 
     assert main(["run", str(path), "--record", str(tmp_path / "out")]) == 2
     assert not marker.exists() and not (tmp_path / "out").exists()
@@ -408,7 +408,7 @@ def test_status_file_is_removed_and_history_kept(tmp_path):
 
 # -- our actions / probes as an extension ---------------------------------------------------------------
 def test_discover_lists_every_exported_function():
-    from injector.experiment import actions, probes
+    from chaosinject.experiment import actions, probes
 
     d = discover()
     names = {(a["type"], a["name"]) for a in d["activities"]}
@@ -423,11 +423,11 @@ def test_discover_lists_every_exported_function():
 
 def test_dry_run_prints_faults_and_touches_nothing(tmp_path, capsys):
     doc = {"title": "t", "method": [{"type": "action", "name": "delay", "provider": {
-        "type": "python", "module": "injector.experiment.actions", "func": "start_network_fault",
+        "type": "python", "module": "chaosinject.experiment.actions", "func": "start_network_fault",
         "arguments": {"flow": "10.0.0.1->10.0.0.2:80/tcp", "delay": "100ms", "duration": "30s"}}}]}
     path = tmp_path / "e.json"
     path.write_text(json.dumps(doc))
-    from injector.cli import main
+    from chaosinject.cli import main
 
     assert main(["run", str(path), "--dry-run"]) == 0
     printed = capsys.readouterr().out
@@ -523,7 +523,7 @@ def test_prometheus_guard_halts(tmp_path, fake_prometheus):
 
 @pytest.mark.parametrize("name", ["seed-experiment.json", "api-delay.yaml"])
 def test_examples_validate_and_dry_run(name, capsys):
-    from injector.cli import main
+    from chaosinject.cli import main
 
     path = HERE_SEED.parent / name
     exp = load_experiment(path)
@@ -537,8 +537,8 @@ def test_examples_validate_and_dry_run(name, capsys):
 def test_load_generator_holds_its_rate_with_slow_answers_and_records(tmp_path):
     import http.server
 
-    from injector.experiment.load import HttpLoad
-    from injector.record import Phases
+    from chaosinject.experiment.load import HttpLoad
+    from chaosinject.record import Phases
 
     class Slow(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -581,7 +581,7 @@ def test_load_generator_holds_its_rate_with_slow_answers_and_records(tmp_path):
 
 
 def test_parse_vars_reads_json_values():
-    from injector.experiment import parse_vars
+    from chaosinject.experiment import parse_vars
 
     assert parse_vars(["a=1", "b=x", "c=[1, 2]", "d=a=b"]) == {"a": 1, "b": "x", "c": [1, 2], "d": "a=b"}
     with pytest.raises(ExperimentInvalid, match="expected key=value"):
@@ -608,11 +608,11 @@ def test_invalid_environment_leaves_no_status_file(tmp_path):
 
 
 def test_facade_exports_resolve():
-    import injector.experiment as facade
+    import chaosinject.experiment as facade
 
     for name in facade.__all__:
         assert getattr(facade, name) is not None, name
-    from injector.experiment import RunOptions as RO, run_experiment as rx   # lazy names import too
+    from chaosinject.experiment import RunOptions as RO, run_experiment as rx   # lazy names import too
     assert RO is RunOptions and rx is run_experiment
 
 
@@ -647,8 +647,8 @@ def test_secrets_reach_python_providers_by_scope_and_refs_reuse_activities(tmp_p
 
 
 def test_var_files(tmp_path, capsys):
-    from injector.cli import main
-    from injector.experiment.loader import read_var_file
+    from chaosinject.cli import main
+    from chaosinject.experiment.loader import read_var_file
 
     (tmp_path / "v.env").write_text("# comment\nport=9090\nhost=db\n")
     (tmp_path / "v.yaml").write_text("configuration:\n  host: api\n")

@@ -40,9 +40,9 @@ def test_chaos_discover_finds_our_actions_and_probes(tmp_path):
     d = json.loads(out.read_text())
     assert d["extension"]["name"] == "chaos-inject"
     found = {(a["type"], a["mod"], a["name"]) for a in d["activities"]}
-    assert {("action", "injector.experiment.actions", "start_network_fault"),
-            ("action", "injector.experiment.actions", "stop_network_fault"),
-            ("probe", "injector.experiment.probes", "http_latency_samples")} <= found
+    assert {("action", "chaosinject.experiment.actions", "start_network_fault"),
+            ("action", "chaosinject.experiment.actions", "stop_network_fault"),
+            ("probe", "chaosinject.experiment.probes", "http_latency_samples")} <= found
     for kind, mod, name in found:   # each is callable the way an experiment file names it
         assert callable(getattr(importlib.import_module(mod), name)), (kind, mod, name)
     start = next(a for a in d["activities"] if a["name"] == "start_network_fault")

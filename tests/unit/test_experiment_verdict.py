@@ -10,12 +10,12 @@ import time
 import numpy as np
 import pytest
 
-from injector.experiment import ExperimentInvalid, parse_experiment
-from injector.experiment import runner as runner_mod
-from injector.experiment.report import verdict_spec
-from injector.experiment.runner import RunOptions, run_experiment
-from injector.experiment.spec import GuardSpec
-from injector.record.store import Phases, write_samples
+from chaosinject.experiment import ExperimentInvalid, parse_experiment
+from chaosinject.experiment import runner as runner_mod
+from chaosinject.experiment.report import verdict_spec
+from chaosinject.experiment.runner import RunOptions, run_experiment
+from chaosinject.experiment.spec import GuardSpec
+from chaosinject.record.store import Phases, write_samples
 
 
 @pytest.fixture(autouse=True)
@@ -170,7 +170,7 @@ def test_fault_phase_starts_when_the_fault_became_active():
 
 
 def test_dry_run_plan_names_the_verdict_spec():
-    from injector.experiment.cli import describe_plan
+    from chaosinject.experiment.cli import describe_plan
 
     exp = parse_experiment(_doc(SEED_LIKE))
     plan = describe_plan(exp, {}, exp.guard, [])

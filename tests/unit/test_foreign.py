@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from injector.experiment.foreign import detect_kind, load_any, translate_chaos_mesh, translate_fis
-from injector.experiment.spec import ExperimentInvalid
-from injector.spec import Inventory
+from chaosinject.experiment.foreign import detect_kind, load_any, translate_chaos_mesh, translate_fis
+from chaosinject.experiment.spec import ExperimentInvalid
+from chaosinject.spec import Inventory
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "injector/experiment/examples"
 CHAOS_MESH = EXAMPLES / "seed-chaos-mesh.yaml"
@@ -220,7 +220,7 @@ def test_load_any_parses_into_an_experiment(tmp_path, inv):
 
 
 def test_dry_run_shows_the_translation(tmp_path, capsys):
-    from injector.cli import main
+    from chaosinject.cli import main
 
     inv_path = tmp_path / "inv.toml"
     inv_path.write_text(INVENTORY)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from injector.kernel.ledger import process_alive
+from chaosinject.kernel.ledger import process_alive
 
-CLI = [sys.executable, "-m", "injector.cli"]
+CLI = [sys.executable, "-m", "chaosinject.cli"]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -82,11 +82,11 @@ def test_cpu_stress_runs_measures_and_ends(run_dir):
 
 def test_host_and_network_runs_keep_the_same_records(run_dir, monkeypatch):
     # one run mechanism (session.RunBase): a host fault's final record has every field of a network fault's
-    from injector.engines.fake import FakeEngine
-    from injector.kernel.ledger import recent_finished
-    from injector.plan import Interface, build_plan
-    from injector.session import FaultSession
-    from injector.spec import FaultSpec, parse_flow
+    from chaosinject.engines.fake import FakeEngine
+    from chaosinject.kernel.ledger import recent_finished
+    from chaosinject.plan import Interface, build_plan
+    from chaosinject.session import FaultSession
+    from chaosinject.spec import FaultSpec, parse_flow
 
     monkeypatch.setenv("CHAOS_INJECT_RUN_DIR", str(run_dir))
     plan = build_plan([(parse_flow("10.0.0.1->10.0.0.2/udp"), Interface("eth0"))], FaultSpec(loss_ratio=0.1),
@@ -233,7 +233,7 @@ def test_usable_as_a_process_action_of_an_experiment_file(run_dir, tmp_path):
         "title": "CPU stress from an experiment file", "description": "process action",
         "method": [{"type": "action", "name": "stress", "provider": {
             "type": "process", "path": sys.executable,
-            "arguments": ["-m", "injector.cli", "cpu-stress", "--load", "30%", "--duration", "1s", "--json"]}}]}))
+            "arguments": ["-m", "chaosinject.cli", "cpu-stress", "--load", "30%", "--duration", "1s", "--json"]}}]}))
     journal_path = tmp_path / "journal.json"
     done = subprocess.run([*CLI, "run", str(experiment), "--journal-path", str(journal_path), "-q"],
                           capture_output=True, text=True, env=env(run_dir), timeout=120, cwd=tmp_path)

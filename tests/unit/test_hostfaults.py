@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from injector.errors import InvalidSpec, Unsupported
-from injector.hostfaults import CpuStress, ProcessKill, find_processes
-from injector.hostfaults.process import KillFailed, RestartFailed
+from chaosinject.errors import InvalidSpec, Unsupported
+from chaosinject.hostfaults import CpuStress, ProcessKill, find_processes
+from chaosinject.hostfaults.process import KillFailed, RestartFailed
 
 TRAPS_TERM = "trap '' TERM; while :; do sleep 0.05; done"
 
@@ -177,7 +177,7 @@ def test_cpu_workers_end_at_their_deadline_by_themselves():
 
 def test_cpu_workers_end_when_their_parent_dies():
     # a parent that starts a long stress and is SIGKILLed: its workers notice within one period
-    code = ("import sys, time; sys.path.insert(0, %r); from injector.hostfaults import CpuStress; "
+    code = ("import sys, time; sys.path.insert(0, %r); from chaosinject.hostfaults import CpuStress; "
             "s = CpuStress(1, 10, 60).start(); print(s.pids[0], flush=True); time.sleep(60)") % os.getcwd()
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     worker = int(parent.stdout.readline())
@@ -190,7 +190,7 @@ def test_cpu_workers_end_when_their_parent_dies():
 
 
 def test_library_kill_process_with_a_duration_restarts_at_the_earlier_end(victims, tmp_path):
-    from injector import kill_process
+    from chaosinject import kill_process
 
     proc = victims(["sleep", "60"])
     marker = tmp_path / "restarted"
@@ -236,7 +236,7 @@ def test_choose_targets_fixes_the_pids_before_the_kill(victims):
 
 
 def test_library_cpu_stress_runs_and_ends_with_the_block():
-    from injector import cpu_stress
+    from chaosinject import cpu_stress
 
     with cpu_stress(workers=1, load=20, duration="10s") as stress:
         assert stress.running and len(stress.pids) == 1
@@ -246,7 +246,7 @@ def test_library_cpu_stress_runs_and_ends_with_the_block():
 
 
 def test_cpu_stress_workers_end_when_the_block_raises():
-    from injector import cpu_stress
+    from chaosinject import cpu_stress
 
     with pytest.raises(KeyError):
         with cpu_stress(workers=2, load=10, duration="30s") as stress:

@@ -112,23 +112,23 @@ def _explain(graph, component) -> str:
 def test_no_import_circle():
     graph = import_graph(ROOT)
     assert len(graph) > 100                         # the walk saw the house, not an empty directory
-    assert "injector.engines.ebpf" in graph["injector.engines.select"]   # function-level imports are edges
+    assert "chaosinject.engines.ebpf" in graph["chaosinject.engines.select"]   # function-level imports are edges
     found = circles(graph)
     assert not found, "import circles:\n" + "\n".join(_explain(graph, c) for c in found)
 
 
 # The floors of docs/architecture.md: a module imports its own floor and the floors below, never above.
 FLOORS = {
-    0: ("analysis", "injector.errors", "injector.extension", "injector.files", "injector.procfs", "injector.spec",
-        "injector.cron", "injector.plan", "injector.blast", "injector.crashpoints"),
-    1: ("injector.kernel",),
-    2: ("injector.engines", "injector.hostfaults"),
-    3: ("injector", "injector.session", "injector.runner", "injector.summary", "injector.targets",
-        "injector.library", "injector.livestatus"),
-    4: ("injector.record", "injector.experiment"),
-    5: ("injector.lab",),
-    6: ("injector.cli", "injector.hostcli", "injector.supervisor", "injector.schedule",
-        "injector.notebook"),
+    0: ("analysis", "chaosinject.errors", "chaosinject.extension", "chaosinject.files", "chaosinject.procfs", "chaosinject.spec",
+        "chaosinject.cron", "chaosinject.plan", "chaosinject.blast", "chaosinject.crashpoints"),
+    1: ("chaosinject.kernel",),
+    2: ("chaosinject.engines", "chaosinject.hostfaults"),
+    3: ("injector", "chaosinject.session", "chaosinject.runner", "chaosinject.summary", "chaosinject.targets",
+        "chaosinject.library", "chaosinject.livestatus"),
+    4: ("chaosinject.record", "chaosinject.experiment"),
+    5: ("chaosinject.lab",),
+    6: ("chaosinject.cli", "chaosinject.hostcli", "chaosinject.supervisor", "chaosinject.schedule",
+        "chaosinject.notebook"),
 }
 
 
@@ -172,9 +172,9 @@ def test_the_walk_finds_a_circle_hidden_in_a_function(tmp_path):
 
 
 def test_shared_names_have_one_source():
-    from injector.engines import ebpf, edt, features, select
-    from injector.experiment import spec
-    from injector.record import experiment as record_experiment
+    from chaosinject.engines import ebpf, edt, features, select
+    from chaosinject.experiment import spec
+    from chaosinject.record import experiment as record_experiment
 
     assert select.ENGINES["ebpf"].serves is features.EBPF_FEATURES is ebpf.EbpfEngine.features
     assert select.ENGINES["edt"].serves is features.EDT_FEATURES is edt.EdtEngine.features

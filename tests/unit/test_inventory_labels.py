@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from injector.errors import InvalidSpec
-from injector.spec import Inventory
+from chaosinject.errors import InvalidSpec
+from chaosinject.spec import Inventory
 
 
 def _inv(extra_api: str = "", extra_db: str = "", extra_plain: str = "") -> Inventory:

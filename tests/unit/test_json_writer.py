@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from injector.files import write_json_atomic
+from chaosinject.files import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from injector.errors import InvalidSpec
-from injector.lab import definition as labdef
-from injector.lab.netlab import LabSpec
-from injector.spec import Inventory, parse_flow
-from injector.spec.inventory import DEFAULT_PATHS
+from chaosinject.errors import InvalidSpec
+from chaosinject.lab import definition as labdef
+from chaosinject.lab.netlab import LabSpec
+from chaosinject.spec import Inventory, parse_flow
+from chaosinject.spec.inventory import DEFAULT_PATHS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -156,7 +156,7 @@ def test_vagrantfile_defines_the_vms_of_the_definition(tmp_path):
 
 
 def test_lab_facade_all_is_complete():
-    import injector.lab as lab
+    import chaosinject.lab as lab
 
     for name in lab.__all__:
         assert getattr(lab, name) is not None

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from injector.experiment import load_experiment, parse_experiment
-from injector.experiment import runner as runner_mod
-from injector.experiment.cli import describe_plan
-from injector.experiment.loader import resolve_configuration
-from injector.experiment.runner import RunOptions, run_experiment
-from injector.lab.labdemo import experiment_path, phase_summary
-from injector.record.store import Phases
+from chaosinject.experiment import load_experiment, parse_experiment
+from chaosinject.experiment import runner as runner_mod
+from chaosinject.experiment.cli import describe_plan
+from chaosinject.experiment.loader import resolve_configuration
+from chaosinject.experiment.runner import RunOptions, run_experiment
+from chaosinject.lab.labdemo import experiment_path, phase_summary
+from chaosinject.record.store import Phases
 
 SEED = Path(__file__).resolve().parents[2] / "injector/experiment/examples/seed-experiment.json"
 
@@ -121,8 +121,8 @@ def test_phase_summary_counts_statuses_per_phase():
 def test_the_lab_experiments_verdict_answers_its_question():
     import math
 
-    from injector.experiment.report import verdict_spec
-    from injector.lab.definition import load_definition
+    from chaosinject.experiment.report import verdict_spec
+    from chaosinject.lab.definition import load_definition
 
     exp = load_experiment(experiment_path())
     spec, expect, origin = verdict_spec(exp.verdict, exp.guard)
@@ -150,7 +150,7 @@ def probe_range(exp, name):
 def test_demo_verdict_needs_the_recorded_samples_to_hold_too():
     from types import SimpleNamespace
 
-    from injector.lab.labdemo import verdict_of
+    from chaosinject.lab.labdemo import verdict_of
 
     def outcome(state="completed", deviated=False, samples="held", metastable=None):
         ci = {"verdict": samples, **({"recovery": {"metastable": metastable}} if metastable is not None else {})}
@@ -167,7 +167,7 @@ def test_demo_verdict_needs_the_recorded_samples_to_hold_too():
 
 
 def test_a_lab_whose_load_was_lowered_gets_a_baseline_with_as_many_requests():
-    from injector.lab.labdemo import MAX_BASELINE_S, baseline_for_rate
+    from chaosinject.lab.labdemo import MAX_BASELINE_S, baseline_for_rate
 
     assert baseline_for_rate(12, 50) == (12, "")
     assert baseline_for_rate(12, 80) == (12, "")
@@ -177,7 +177,7 @@ def test_a_lab_whose_load_was_lowered_gets_a_baseline_with_as_many_requests():
 
 
 def test_the_load_rate_is_the_definitions_unless_the_measured_capacity_says_lower():
-    from injector.lab.netlab import MIN_RATE_PER_S, load_rate
+    from chaosinject.lab.netlab import MIN_RATE_PER_S, load_rate
 
     rate, note = load_rate(600.0, 50.0)
     assert rate == 50 and note == "api capacity measured at lab up: 600/s, the load 8% of it"
@@ -187,7 +187,7 @@ def test_the_load_rate_is_the_definitions_unless_the_measured_capacity_says_lowe
 
 
 def test_demo_prints_the_time_to_recover_and_what_the_settle_window_left_out(tmp_path):
-    from injector.lab.labdemo import _verdict_lines
+    from chaosinject.lab.labdemo import _verdict_lines
 
     assert _verdict_lines(tmp_path) == ["recorded samples: no verdict (no samples were recorded)"]
     rec = {"settle_text": "first 2 s after the fault's removal not judged: 100 requests, 8 errors",

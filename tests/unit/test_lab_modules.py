@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from injector.errors import Unsupported
-from injector.lab.netlab import ensure_modules
+from chaosinject.errors import Unsupported
+from chaosinject.lab.netlab import ensure_modules
 
 
 def _modprobe(tmp_path, *, fails: bool):

@@ -9,11 +9,11 @@ import sys
 import tomllib
 from pathlib import Path
 
-from injector.lab import definition as labdef
-from injector.lab.netlab import LabSpec, restart_command
-from injector.spec import Inventory
+from chaosinject.lab import definition as labdef
+from chaosinject.lab.netlab import LabSpec, restart_command
+from chaosinject.spec import Inventory
 
-CLI = [sys.executable, "-m", "injector.cli"]
+CLI = [sys.executable, "-m", "chaosinject.cli"]
 
 
 def test_inventory_carries_a_restart_command_per_role():
@@ -25,7 +25,7 @@ def test_inventory_carries_a_restart_command_per_role():
     for role in labdef.ROLES:
         argv = shlex.split(inv.get(role).restart)
         assert argv[0] == f"PYTHONPATH={Path(labdef.__file__).resolve().parents[2]}" and argv[1] == "exec"
-        assert argv[2:] == [sys.executable, "-m", "injector.cli", "lab", "restart", role, "--prefix", "cixy",
+        assert argv[2:] == [sys.executable, "-m", "chaosinject.cli", "lab", "restart", role, "--prefix", "cixy",
                             "--subnet", "10.213.7.0/24", "--state-dir", "/run/chaos-inject/lab x"]
     # without restart commands (the Vagrant lab's inventory) there is no restart key
     plain = Inventory.from_mapping(tomllib.loads(labdef.render_inventory(addrs)), source="lab")

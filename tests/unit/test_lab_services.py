@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from injector.lab.api import _Server
-from injector.lab.loadgen import RECORD, LoadGenerator
-from injector.lab.netlab import http_get
-from injector.lab.requests import RequestLogRecorder, read_log
-from injector.record import Phases
+from chaosinject.lab.api import _Server
+from chaosinject.lab.loadgen import RECORD, LoadGenerator
+from chaosinject.lab.netlab import http_get
+from chaosinject.lab.requests import RequestLogRecorder, read_log
+from chaosinject.record import Phases
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def _closed_port() -> int:
 @pytest.fixture
 def api_server(serving):
     pytest.importorskip("psycopg", reason="python3-psycopg (Debian) is the api's driver: `sudo make setup`")
-    from injector.lab.api import serve
+    from chaosinject.lab.api import serve
 
     def start(db_port: int, timeout_s: float):
         cfg = {"listen": "127.0.0.1", "port": 0, "db_timeout_s": timeout_s, "pool_size": 2, "items_limit": 5,
@@ -250,7 +250,7 @@ def test_recorder_reads_between_start_and_stop_and_live(tmp_path):
 
 def test_recorder_write_is_what_analysis_load_run_reads(tmp_path):
     pytest.importorskip("pandas")
-    from analysis import load_run
+    from chaosinject.analysis import load_run
 
     log = tmp_path / "requests.bin"
     rec = RequestLogRecorder(log)
@@ -287,7 +287,7 @@ def test_recorder_refuses_use_before_start(tmp_path):
 
 
 def test_recorder_satisfies_the_recorder_protocol():
-    from injector.record.store import Recorder
+    from chaosinject.record.store import Recorder
 
     assert isinstance(RequestLogRecorder("/nonexistent"), Recorder)
 
@@ -295,7 +295,7 @@ def test_recorder_satisfies_the_recorder_protocol():
 def test_a_bug_is_a_500_and_counted_as_one(capsys, serving):
     """The 500 path exists (so the seed experiment can catch a real bug): an SQL error is not an outage."""
     pytest.importorskip("psycopg", reason="python3-psycopg (Debian) is the api's driver: `sudo make setup`")
-    from injector.lab.api import Metrics, QueryFailed, make_handler
+    from chaosinject.lab.api import Metrics, QueryFailed, make_handler
 
     class BrokenDb:
         def query(self, sql, params):
@@ -311,7 +311,7 @@ def test_api_sheds_load_beyond_its_concurrency_and_queue_with_a_fast_503(serving
     """2 requests may work on the (silent) database, 1 more may wait 0.3 s for a slot: of 5 at once, 2 get the
     database's 503 after its 3 s deadline, 3 the overload 503 well before (none waits for the database)."""
     pytest.importorskip("psycopg", reason="python3-psycopg (Debian) is the api's driver: `sudo make setup`")
-    from injector.lab.api import serve
+    from chaosinject.lab.api import serve
 
     cfg = {"listen": "127.0.0.1", "port": 0, "db_timeout_s": 3.0, "pool_size": 2, "items_limit": 5,
            "max_in_flight": 2, "max_queue": 1, "queue_wait_s": 0.3,
@@ -334,7 +334,7 @@ def test_api_sheds_load_beyond_its_concurrency_and_queue_with_a_fast_503(serving
 
 def test_api_answers_503_without_a_thread_past_max_connections(serving):
     pytest.importorskip("psycopg", reason="python3-psycopg (Debian) is the api's driver: `sudo make setup`")
-    from injector.lab.api import serve
+    from chaosinject.lab.api import serve
 
     cfg = {"listen": "127.0.0.1", "port": 0, "max_connections": 1,
            "db": {"host": "127.0.0.1", "port": _closed_port(), "dbname": "lab", "user": "lab", "password": "x"}}

@@ -2,8 +2,8 @@ import struct
 
 import pytest
 
-from injector.kernel import netem, rawnl
-from injector.spec import FaultSpec, parse_loss_burst
+from chaosinject.kernel import netem, rawnl
+from chaosinject.spec import FaultSpec, parse_loss_burst
 
 
 def options_of(attrs: bytes) -> tuple[tuple, dict[int, bytes]]:
@@ -60,9 +60,9 @@ def test_unknown_distribution_file_is_a_clear_error(monkeypatch):
 
 
 def test_fq_options_size_the_horizon_and_limits_for_the_delay():
-    from injector.engines.edt import TCA_FQ_HORIZON, TCA_FQ_HORIZON_DROP, TCA_FQ_PLIMIT, fq_attrs
-    from injector.plan import Interface, build_plan
-    from injector.spec import parse_flow
+    from chaosinject.engines.edt import TCA_FQ_HORIZON, TCA_FQ_HORIZON_DROP, TCA_FQ_PLIMIT, fq_attrs
+    from chaosinject.plan import Interface, build_plan
+    from chaosinject.spec import parse_flow
 
     plan = build_plan([(parse_flow("10.0.0.1->10.0.0.2"), Interface("eth0"))], FaultSpec(delay_ns=8 * 10**9),
                       duration_ns=10**9)
@@ -77,7 +77,7 @@ def test_fq_options_size_the_horizon_and_limits_for_the_delay():
 def test_four_state_model_encodes_in_the_kernel_order_and_predicts_its_loss():
     import numpy as np
 
-    from injector.spec import parse_loss_state
+    from chaosinject.spec import parse_loss_state
 
     gi = parse_loss_state("5%,40%,10%,30%,1%")  # p13 p31 p32 p23 p14, netem's order
     _, extra = options_of(netem.netem_attrs(FaultSpec(loss_state=gi)))

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from injector.experiment import parse_experiment
-from injector.experiment.runner import RunOptions, _no_effect, run_experiment
+from chaosinject.experiment import parse_experiment
+from chaosinject.experiment.runner import RunOptions, _no_effect, run_experiment
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +71,7 @@ def test_fault_that_matched_no_packet_is_no_effect():
 def test_a_run_reports_only_the_faults_it_started(tmp_path, monkeypatch):
     """Faults of an earlier run in the same process (a schedule, a notebook, a test suite) are not this run's:
     neither listed in its journal nor judged by its no-effect rule."""
-    import injector.experiment.actions as actions
+    import chaosinject.experiment.actions as actions
 
     import time
 

@@ -3,11 +3,11 @@ import ipaddress
 
 import pytest
 
-from injector.engines.rules import compile_rules
-from injector.errors import InvalidSpec
-from injector.kernel import abi
-from injector.plan import Interface, build_plan
-from injector.spec import FaultSpec, Inventory, parse_flow, parse_loss_burst
+from chaosinject.engines.rules import compile_rules
+from chaosinject.errors import InvalidSpec
+from chaosinject.kernel import abi
+from chaosinject.plan import Interface, build_plan
+from chaosinject.spec import FaultSpec, Inventory, parse_flow, parse_loss_burst
 
 IFACE = Interface("veth0", "ns-a")
 LOSS = FaultSpec(loss_ratio=0.1)

@@ -1,4 +1,4 @@
-"""injector.procfs (process identity) and injector.files (atomic JSON): what the ledger and the lab rely on."""
+"""chaosinject.procfs (process identity) and chaosinject.files (atomic JSON): what the ledger and the lab rely on."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from injector.files import write_json_atomic
-from injector.procfs import parent_pid, process_alive, process_start_ticks
+from chaosinject.files import write_json_atomic
+from chaosinject.procfs import parent_pid, process_alive, process_start_ticks
 
 
 def test_a_running_process_is_alive_only_under_its_own_start_time():

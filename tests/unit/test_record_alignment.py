@@ -1,7 +1,7 @@
 from types import SimpleNamespace
 
-from injector.record import Phases
-from injector.record.runrecord import _align_to_the_fault
+from chaosinject.record import Phases
+from chaosinject.record.runrecord import _align_to_the_fault
 
 
 def _phases():

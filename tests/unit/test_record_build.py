@@ -4,15 +4,15 @@ with the limit named (nothing built)."""
 
 import pytest
 
-from injector.errors import InvalidSpec
-from injector.experiment.spec import ExperimentInvalid, parse_experiment
-from injector.kernel.record_bpf import MAX_FILTERS, cgroup2_root
-from injector.plan import Interface, build_plan
-from injector.record import PacketFlow
-from injector.record.build import MAX_FLOWS, build_recorders, rtt_flows
-from injector.record.experiment import recording_for
-from injector.record.runrecord import recorders_for_plan
-from injector.spec import FaultSpec, Inventory, parse_flow
+from chaosinject.errors import InvalidSpec
+from chaosinject.experiment.spec import ExperimentInvalid, parse_experiment
+from chaosinject.kernel.record_bpf import MAX_FILTERS, cgroup2_root
+from chaosinject.plan import Interface, build_plan
+from chaosinject.record import PacketFlow
+from chaosinject.record.build import MAX_FLOWS, build_recorders, rtt_flows
+from chaosinject.record.experiment import recording_for
+from chaosinject.record.runrecord import recorders_for_plan
+from chaosinject.spec import FaultSpec, Inventory, parse_flow
 
 PORTS = list(range(9000, 9000 + MAX_FLOWS + 1))  # one more than a recorder holds
 

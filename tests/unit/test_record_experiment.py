@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from injector.experiment.spec import ExperimentInvalid, parse_experiment
-from injector.kernel.record_bpf import cgroup2_root
-from injector.record.experiment import record_errors, recording_for
-from injector.record.oneway import OneWayRecorder
-from injector.record.rtt import RttRecorder
-from injector.spec import Inventory
+from chaosinject.experiment.spec import ExperimentInvalid, parse_experiment
+from chaosinject.kernel.record_bpf import cgroup2_root
+from chaosinject.record.experiment import record_errors, recording_for
+from chaosinject.record.oneway import OneWayRecorder
+from chaosinject.record.rtt import RttRecorder
+from chaosinject.spec import Inventory
 
 INVENTORY = """
 [hosts.api]
@@ -129,7 +129,7 @@ def test_parse_experiment_lists_record_problems_with_the_others():
 def test_dry_run_names_what_would_be_recorded(tmp_path, capsys):
     import json
 
-    from injector.cli import main
+    from chaosinject.cli import main
 
     doc = {"title": "t", "method": [{"type": "action", "name": "a", "provider": {"type": "process", "path": "true"}}],
            "extensions": ext({"oneway": ["db->api"], "rtt": ["api->db"], "placement": "socket"})}

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from injector.record.histogram import (BUCKETS, REL_ERROR, SUB, Histogram, bucket_bounds, bucket_of, bucket_value,
+from chaosinject.record.histogram import (BUCKETS, REL_ERROR, SUB, Histogram, bucket_bounds, bucket_of, bucket_value,
                                        exact_quantile)
 
 
@@ -71,7 +71,7 @@ def test_empty_histogram_and_bad_quantiles():
 
 
 def test_ring_records_decode_up_to_the_first_busy_one_and_skip_discarded():
-    from injector.kernel.record_bpf import RB_BUSY, RB_DISCARD, RECORD_DTYPE, decode_records
+    from chaosinject.kernel.record_bpf import RB_BUSY, RB_DISCARD, RECORD_DTYPE, decode_records
 
     recs = np.zeros(5, RECORD_DTYPE)
     recs["len"] = 24
@@ -91,7 +91,7 @@ def test_histograms_written_by_a_recorder_read_back(tmp_path):
     """The histograms/ part format round-trips into Histogram objects per flow and phase."""
     import pandas as pd
 
-    from injector.record.histogram import histogram_of, read_histograms
+    from chaosinject.record.histogram import histogram_of, read_histograms
 
     assert read_histograms(tmp_path).empty
     rng = np.random.default_rng(3)

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from analysis import load_run
-from injector.plan import Interface, build_plan
-from injector.record import PacketFlow, Recording, latency_shift, placement_sees, write_samples
-from injector.record.recording import engine_counters
-from injector.record.runrecord import recorders_for_plan
-from injector.spec import FaultSpec, Inventory, parse_flow
+from chaosinject.analysis import load_run
+from chaosinject.plan import Interface, build_plan
+from chaosinject.record import PacketFlow, Recording, latency_shift, placement_sees, write_samples
+from chaosinject.record.recording import engine_counters
+from chaosinject.record.runrecord import recorders_for_plan
+from chaosinject.spec import FaultSpec, Inventory, parse_flow
 
 
 def test_packet_flow_validation_and_filter_bytes():
@@ -130,8 +130,8 @@ def test_latency_shift_needs_both_phases_and_engine_counters_rename():
 
 
 def test_record_run_phases_and_ctrl_c_in_the_baseline(tmp_path, monkeypatch):
-    import injector.record.runrecord as rr
-    from injector.errors import Interrupted
+    import chaosinject.record.runrecord as rr
+    from chaosinject.errors import Interrupted
 
     monkeypatch.setattr(rr, "recorders_for_plan", lambda plan, cgroup=None: ([FakeRecorder()], ["a note"]))
     plan = _plan("egress")
@@ -155,7 +155,7 @@ def test_record_run_phases_and_ctrl_c_in_the_baseline(tmp_path, monkeypatch):
 
 
 def test_requested_shift_per_source():
-    from injector.record.runrecord import requested_shifts
+    from chaosinject.record.runrecord import requested_shifts
 
     assert requested_shifts(_plan("egress")) == {("client->server/udp", "oneway"): 20_000_000,
                                                  ("client->server/udp", "rtt"): 20_000_000}
@@ -163,15 +163,15 @@ def test_requested_shift_per_source():
 
 
 def test_the_record_facade_exports_what_it_imports():
-    import injector.record as facade
+    import chaosinject.record as facade
 
     public = {n for n in vars(facade) if not n.startswith("_") and not isinstance(getattr(facade, n), type(facade))}
     assert set(facade.__all__) == public
 
 
 def test_the_summary_states_the_achieved_hold_beside_the_requested_delay():
-    from injector.engines.userspace import _median_ci
-    from injector.summary import format_summary, summarize
+    from chaosinject.engines.userspace import _median_ci
+    from chaosinject.summary import format_summary, summarize
 
     plan = _plan("egress")
     holds = sorted(20_000_000 + 1_000 * i for i in range(101))  # 20.000 .. 20.100 ms
@@ -192,7 +192,7 @@ def test_the_summary_states_the_achieved_hold_beside_the_requested_delay():
 def test_a_one_way_shift_its_placement_cannot_see_is_marked_beside_the_request():
     from types import SimpleNamespace
 
-    from injector.record.runrecord import format_recording
+    from chaosinject.record.runrecord import format_recording
 
     plan = _plan("egress")  # userspace engine, egress: held before any tc hook
     flow = plan.rules[0].flow

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from analysis import load_run
-from injector.record import Phases, write_samples
+from chaosinject.analysis import load_run
+from chaosinject.record import Phases, write_samples
 
 
 def test_phases_label_by_window_and_reject_unknown_names():

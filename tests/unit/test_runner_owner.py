@@ -4,16 +4,16 @@ import subprocess
 
 import pytest
 
-from injector.engines.fake import FakeEngine
-from injector.errors import CleanupFailed
-from injector.kernel import undo
-from injector.kernel.ledger import Ledger
-from injector.kernel.owner import KernelOwner
-from injector.kernel.sweep import sweep
-from injector.plan import Interface, build_plan
-from injector.runner import lease_expiry, run_plan
-from injector.spec import FaultSpec, parse_flow
-from injector.summary import summarize
+from chaosinject.engines.fake import FakeEngine
+from chaosinject.errors import CleanupFailed
+from chaosinject.kernel import undo
+from chaosinject.kernel.ledger import Ledger
+from chaosinject.kernel.owner import KernelOwner
+from chaosinject.kernel.sweep import sweep
+from chaosinject.plan import Interface, build_plan
+from chaosinject.runner import lease_expiry, run_plan
+from chaosinject.spec import FaultSpec, parse_flow
+from chaosinject.summary import summarize
 
 SECOND = 1_000_000_000
 

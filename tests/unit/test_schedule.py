@@ -4,8 +4,8 @@ import datetime as dt
 
 import pytest
 
-from injector.errors import InvalidSpec
-from injector.schedule import Cron, Every, parse_schedule, run_schedule
+from chaosinject.errors import InvalidSpec
+from chaosinject.schedule import Cron, Every, parse_schedule, run_schedule
 
 S = 1_000_000_000
 T0 = dt.datetime(2026, 11, 27, 1, 23, 45)  # a Friday
@@ -137,7 +137,7 @@ def test_ctrl_c_between_ticks_ends_the_schedule_at_once(tmp_path):
     import time
 
     env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(tmp_path / "run")}
-    proc = subprocess.Popen([sys.executable, "-m", "injector.cli", "schedule", "@every 60s", "--", "--flow",
+    proc = subprocess.Popen([sys.executable, "-m", "chaosinject.cli", "schedule", "@every 60s", "--", "--flow",
                              "127.0.0.1->127.0.0.2", "--interface", "lo", "--loss", "1%", "--duration", "1s"],
                             stderr=subprocess.PIPE, text=True, env=env)
     try:

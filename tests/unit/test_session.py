@@ -7,13 +7,13 @@ import time
 
 import pytest
 
-from injector.blast import apply_percent, parse_percent
-from injector.engines.fake import FakeEngine
-from injector.errors import ChaosInjectError, InvalidSpec
-from injector.kernel.ledger import Ledger, recent_finished
-from injector.plan import Interface, build_plan
-from injector.session import FaultSession, fault_from_options, prepare, start_fault
-from injector.spec import FaultSpec, Inventory, parse_flow
+from chaosinject.blast import apply_percent, parse_percent
+from chaosinject.engines.fake import FakeEngine
+from chaosinject.errors import ChaosInjectError, InvalidSpec
+from chaosinject.kernel.ledger import Ledger, recent_finished
+from chaosinject.plan import Interface, build_plan
+from chaosinject.session import FaultSession, fault_from_options, prepare, start_fault
+from chaosinject.spec import FaultSpec, Inventory, parse_flow
 
 MS = 1_000_000
 
@@ -249,7 +249,7 @@ def test_a_slow_apply_renews_at_once_and_the_duration_counts_from_activation():
 
 
 def test_cli_dry_run_shows_the_blast_radius(tmp_path, capsys):
-    from injector.cli import main
+    from chaosinject.cli import main
 
     inventory = tmp_path / "inventory.toml"
     inventory.write_text('[hosts.api]\naddresses = ["10.0.0.1"]\n'
@@ -269,7 +269,7 @@ def test_cli_dry_run_shows_the_blast_radius(tmp_path, capsys):
 
 
 def test_the_package_facade_exports_what_it_lists():
-    import injector
+    import chaosinject as injector
 
     for name in injector.__all__:
         assert getattr(injector, name) is not None
@@ -279,14 +279,14 @@ def test_the_package_facade_exports_what_it_lists():
 
 # -- detach, with the fake engine (the supervisor is a real double-forked process) -----------------------------
 def _fake_engines(monkeypatch, **kw):
-    import injector.engines.select as select
+    import chaosinject.engines.select as select
 
     monkeypatch.setattr(select, "make_engine", lambda name: FakeEngine(**kw))
 
 
 def test_detach_returns_when_active_and_stop_ends_the_supervisor(monkeypatch, run_dir):
-    from injector.kernel.ledger import process_alive
-    from injector.supervisor import detach, stop_runs
+    from chaosinject.kernel.ledger import process_alive
+    from chaosinject.supervisor import detach, stop_runs
 
     _fake_engines(monkeypatch)
     plan = make_plan(duration_ms=60_000)
@@ -306,8 +306,8 @@ def test_detach_returns_when_active_and_stop_ends_the_supervisor(monkeypatch, ru
 
 
 def test_an_error_in_the_supervisor_comes_back_with_the_cli_exit_code(monkeypatch, run_dir):
-    from injector.errors import Unsupported
-    from injector.supervisor import DetachFailed, detach
+    from chaosinject.errors import Unsupported
+    from chaosinject.supervisor import DetachFailed, detach
 
     _fake_engines(monkeypatch, fail_on_apply=Unsupported("no clsact on this interface"))
     with pytest.raises(DetachFailed, match="no clsact") as err:
@@ -318,7 +318,7 @@ def test_an_error_in_the_supervisor_comes_back_with_the_cli_exit_code(monkeypatc
 
 
 def test_stop_refuses_unknown_runs_and_reports_finished_ones(run_dir):
-    from injector.supervisor import stop_runs
+    from chaosinject.supervisor import stop_runs
 
     with pytest.raises(InvalidSpec, match="no such run"):
         stop_runs(["20990101-000000-beef"])
@@ -356,7 +356,7 @@ def test_stop_from_a_progress_callback_of_a_foreground_run():
 
 
 def test_history_keeps_the_newest_runs_and_their_logs(monkeypatch, run_dir):
-    import injector.kernel.ledger as ledger_mod
+    import chaosinject.kernel.ledger as ledger_mod
 
     monkeypatch.setattr(ledger_mod, "HISTORY_KEEP", 3)
     for i in range(5):
@@ -371,7 +371,7 @@ def test_history_keeps_the_newest_runs_and_their_logs(monkeypatch, run_dir):
 def test_the_rollback_without_a_run_id_stops_network_and_held_host_faults(run_dir):
     """stop_network_fault(None) = stop_all_faults: what this process started and holds, host faults included;
     with a run id, only that run."""
-    from injector.experiment import actions, hostactions
+    from chaosinject.experiment import actions, hostactions
 
     first = FaultSession(make_plan(duration_ms=60_000), FakeEngine(), kind="experiment").start()
     second = FaultSession(make_plan(duration_ms=60_000), FakeEngine(), kind="experiment").start()

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from injector.cli import EPILOG, _flows_from_args, build_parser
-from injector.errors import InvalidSpec
-from injector.experiment import ExperimentInvalid, parse_experiment
-from injector.experiment.loader import check_environment
-from injector.spec import parse_flow
-from injector.spec.shellsafe import cut_flow_message, looks_cut, process_arguments_problem
+from chaosinject.cli import EPILOG, _flows_from_args, build_parser
+from chaosinject.errors import InvalidSpec
+from chaosinject.experiment import ExperimentInvalid, parse_experiment
+from chaosinject.experiment.loader import check_environment
+from chaosinject.spec import parse_flow
+from chaosinject.spec.shellsafe import cut_flow_message, looks_cut, process_arguments_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).with_name("chaos-inject")

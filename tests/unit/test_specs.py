@@ -2,8 +2,8 @@ import ipaddress
 
 import pytest
 
-from injector.errors import InvalidSpec
-from injector.spec import (FaultSpec, GilbertElliott, Inventory, parse_duration_ns, parse_flow, parse_loss_burst,
+from chaosinject.errors import InvalidSpec
+from chaosinject.spec import (FaultSpec, GilbertElliott, Inventory, parse_duration_ns, parse_flow, parse_loss_burst,
                            parse_percent_ratio)
 
 INVENTORY = Inventory.from_mapping({"hosts": {

@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from injector.kernel import undo
-from injector.kernel.ledger import Ledger, history_dir, record_final, recent_finished
-from injector.kernel.sweep import SWEPT_ERROR, sweep
+from chaosinject.kernel import undo
+from chaosinject.kernel.ledger import Ledger, history_dir, record_final, recent_finished
+from chaosinject.kernel.sweep import SWEPT_ERROR, sweep
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +87,7 @@ def test_live_runs_are_not_recorded():
 def test_final_record_reads_one_run_by_its_id():
     record_final({"run_id": "r-a", "state": "completed"})
     record_final({"run_id": "r-b", "state": "stopped"})
-    from injector.kernel.ledger import final_record
+    from chaosinject.kernel.ledger import final_record
 
     assert final_record("r-a") == {"run_id": "r-a", "state": "completed"}
     assert final_record("r-b")["state"] == "stopped"

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from injector.errors import InvalidSpec
-from injector.experiment import load_experiment
-from injector.experiment.spec import ExperimentInvalid
-from injector.experiment.tcnetem import (TcSettings, check_experiment, describe_translation, parse_netem_args,
+from chaosinject.errors import InvalidSpec
+from chaosinject.experiment import load_experiment
+from chaosinject.experiment.spec import ExperimentInvalid
+from chaosinject.experiment.tcnetem import (TcSettings, check_experiment, describe_translation, parse_netem_args,
                                          parse_tc, tc_settings)
 
 
@@ -142,7 +142,7 @@ def test_check_experiment_lists_translations_and_refusals(tmp_path):
 
 
 def test_dry_run_shows_the_seed_translation(capsys):
-    from injector.cli import main
+    from chaosinject.cli import main
 
     assert main(["run", "injector/experiment/examples/seed-experiment.json", "--dry-run"]) == 0
     out = capsys.readouterr().out

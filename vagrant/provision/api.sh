@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# api VM: the api service (python3 -m injector.lab.api) and the inventory chaos-inject uses on this VM.
+# api VM: the api service (python3 -m chaosinject.lab.api) and the inventory chaos-inject uses on this VM.
 set -euo pipefail
 here=/vagrant/vagrant/provision
 bash "$here/render.sh" api
-PYTHONPATH=/vagrant python3 -m injector.lab.definition render inventory --out /etc/chaos-inject
+PYTHONPATH=/vagrant python3 -m chaosinject.lab.definition render inventory --out /etc/chaos-inject
 systemctl enable --now chaos-lab-api

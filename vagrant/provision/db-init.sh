@@ -2,7 +2,7 @@
 # Create the lab's PostgreSQL cluster: initdb as user postgres, our generated config, the seeded table.
 # Shared by the netns lab (injector/lab/netlab.py runs it for every `lab up`) and the db VM (vagrant/provision/db.sh).
 #   db-init.sh DATADIR CONFDIR
-# CONFDIR holds what `python3 -m injector.lab.definition render db` wrote: lab.conf, pg_hba.conf, seed-*.sql,
+# CONFDIR holds what `python3 -m chaosinject.lab.definition render db` wrote: lab.conf, pg_hba.conf, seed-*.sql,
 # dbname; the log goes there too (initdb.log).
 # Nothing is started: seeding uses single-user mode, so no listening socket exists before the caller starts it.
 set -euo pipefail

@@ -1,5 +1,5 @@
 """Seeded generators of dependent latency series (and bursty errors) with known marginal quantiles, for the
-calibration suite of :mod:`analysis.dependence`. Latencies in ms; each generator returns a series in time order."""
+calibration suite of :mod:`chaosinject.analysis.dependence`. Latencies in ms; each generator returns a series in time order."""
 from __future__ import annotations
 
 import math

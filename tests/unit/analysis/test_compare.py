@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import special, stats
 
-from analysis import (
+from chaosinject.analysis import (
     InvalidInput,
     compare_latency,
     hodges_lehmann,

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from analysis import Outcome, PhaseData, SteadyStateSpec, evaluate, indicator_dependence, quantile_ci
-from analysis.quantiles import quantile_ci_dependent
+from chaosinject.analysis import Outcome, PhaseData, SteadyStateSpec, evaluate, indicator_dependence, quantile_ci
+from chaosinject.analysis.quantiles import quantile_ci_dependent
 
 from dependent_synth import GENERATORS, bursty_errors, independent_errors
 

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-import analysis
+from chaosinject import analysis
 
 SUBMODULES = ["_types", "proportions", "quantiles", "compare", "sequential", "verdict", "rundir"]
 
@@ -40,7 +40,7 @@ def test_import_does_not_pull_bcc_pyroute2_or_matplotlib():
 
 
 def test_plots_is_the_matplotlib_user_and_uses_agg():
-    code = "import analysis.plots, matplotlib; print(matplotlib.get_backend())"
+    code = "import chaosinject.analysis.plots, matplotlib; print(matplotlib.get_backend())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().lower() == "agg"
 

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import stats
 
-import analysis
-from analysis import ConfidenceInterval, InvalidInput, proportion_ci
+from chaosinject import analysis
+from chaosinject.analysis import ConfidenceInterval, InvalidInput, proportion_ci
 
 
 @pytest.mark.parametrize("method,scipy_method", [("clopper-pearson", "exact"), ("wilson", "wilson")])

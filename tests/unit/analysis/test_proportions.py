@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis import InvalidInput, compare_proportions, required_trials_two_proportions
+from chaosinject.analysis import InvalidInput, compare_proportions, required_trials_two_proportions
 
 
 def test_required_trials_for_01_to_02_percent_matches_the_textbook_formula():

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import stats
 
-from analysis import InvalidInput, min_samples_for_quantile, order_statistic_ranks, quantile_ci, quantile_cis
+from chaosinject.analysis import InvalidInput, min_samples_for_quantile, order_statistic_ranks, quantile_ci, quantile_cis
 
 from analysis_synth import DISTRIBUTIONS
 

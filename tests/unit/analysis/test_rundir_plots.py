@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import analysis
-from analysis import InvalidRun, Outcome, evaluate, example_run, load_run, phases_from_run
+from chaosinject import analysis
+from chaosinject.analysis import InvalidRun, Outcome, evaluate, example_run, load_run, phases_from_run
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_schema_errors_are_invalid_run(tmp_path, run):
 def test_plots_return_figures(run):
     import matplotlib.figure
 
-    from analysis import plots
+    from chaosinject.analysis import plots
 
     ph = phases_from_run(run)
     v = evaluate(ph)

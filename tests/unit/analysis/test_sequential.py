@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from analysis import (
+from chaosinject.analysis import (
     ErrorRateMonitor,
     InvalidInput,
     QuantileExceedanceMonitor,
@@ -122,7 +122,7 @@ def test_confidence_sequence_is_time_uniform(p):
 @settings(max_examples=80, deadline=None)
 @given(n=st.integers(1, 10**6), frac=st.floats(0, 1), alpha=st.sampled_from([0.01, 0.05]))
 def test_confidence_sequence_is_the_level_set(n, frac, alpha):
-    from analysis import proportion_confidence_sequence, proportion_ci
+    from chaosinject.analysis import proportion_confidence_sequence, proportion_ci
     x = int(round(frac * n))
     cs = proportion_confidence_sequence(x, n, alpha)
     assert 0.0 <= cs.low <= x / n <= cs.high <= 1.0

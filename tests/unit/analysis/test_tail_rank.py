@@ -1,4 +1,4 @@
-"""The upper-tail linear rank test (analysis.tail_rank_test): exactness, calibration and power."""
+"""The upper-tail linear rank test (chaosinject.analysis.tail_rank_test): exactness, calibration and power."""
 import itertools
 import math
 
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import stats
 
-from analysis import InvalidInput, TailRankTest, quantile_shift_test, tail_rank_test
-from analysis.compare import _tail_pvalue_exact, _tail_pvalue_mixture
+from chaosinject.analysis import InvalidInput, TailRankTest, quantile_shift_test, tail_rank_test
+from chaosinject.analysis.compare import _tail_pvalue_exact, _tail_pvalue_mixture
 from analysis_synth import DISTRIBUTIONS
 
 

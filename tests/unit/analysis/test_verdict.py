@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from analysis import InvalidInput, Outcome, PhaseData, SteadyStateSpec, evaluate
+from chaosinject.analysis import InvalidInput, Outcome, PhaseData, SteadyStateSpec, evaluate
 
 MS = 1e6
 

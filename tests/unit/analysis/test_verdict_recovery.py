@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import InvalidInput, Outcome, PhaseData, SteadyStateSpec, evaluate, phases_from_run
-from analysis.rundir import Run
+from chaosinject.analysis import InvalidInput, Outcome, PhaseData, SteadyStateSpec, evaluate, phases_from_run
+from chaosinject.analysis.rundir import Run
 
 S = 50_000_000_000          # the recovery's start (the fault's removal finished), CLOCK_MONOTONIC ns
 SETTLE = 2_000_000_000
