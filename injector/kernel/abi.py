@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+from importlib import resources
 from pathlib import Path
 
-BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+# bpf/ is the package chaosinject.bpf (its C sources are package data): found in an install and a checkout alike
+BPF_DIR = Path(str(resources.files("chaosinject.bpf")))
 INCLUDE_DIR = BPF_DIR / "include"
 
 HOOK_EGRESS = 0

@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--interface", default=None, help="inventory: the VMs' lab interface (e.g. eth1)")
     r.add_argument("--data-dir", type=Path, default=Path("/var/lib/chaos-inject/lab"),
                    help="services' state: DATA_DIR/ROLE (the db cluster, Prometheus' storage)")
-    r.add_argument("--pythonpath", default="/vagrant", help="where the injector package is (the synced repo)")
+    r.add_argument("--pythonpath", default="/opt/chaos-inject/python",
+                   help="where chaosinject is importable (the Vagrant VMs: a link to the synced checkout)")
     sub.add_parser("addresses", help="role -> VM address, as JSON")
     args = ap.parse_args(argv)
     addrs = vagrant_addresses()

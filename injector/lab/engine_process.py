@@ -16,9 +16,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _child(spec: dict) -> int:
@@ -54,12 +51,11 @@ class EngineProcess:
     normally and returns the counters by rule ("0", "1", ...); ``kill()`` is for a failed test (sweep after)."""
 
     def __init__(self, spec: dict, *, run_dir: str | os.PathLike | None = None) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = dict(os.environ)   # sys.executable finds the installed chaosinject (editable or wheel)
         if run_dir is not None:
             env["CHAOS_INJECT_RUN_DIR"] = str(run_dir)
         self.proc = subprocess.Popen([sys.executable, "-m", __name__, json.dumps(spec)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                     cwd=str(REPO))
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         line = self.proc.stdout.readline().split()
         if len(line) != 3 or line[0] != "ready":
             self.kill()

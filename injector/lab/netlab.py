@@ -5,7 +5,7 @@ Layout (names from the prefix, addresses from ``lab.json``; default prefix ``cil
     root ns: <prefix>-host 10.213.0.1/24 ──veth──┐
     <prefix>-net:  bridge br0 ── host, api, db, prometheus, load (veth peers)
     <prefix>-api:  lab0 10.213.0.10  api service :8080 (python3 -m chaosinject.lab.api)
-    <prefix>-db:   lab0 10.213.0.11  PostgreSQL :5432 (own cluster, initdb by vagrant/provision/db-init.sh)
+    <prefix>-db:   lab0 10.213.0.11  PostgreSQL :5432 (own cluster, initdb by chaosinject/lab/db-init.sh)
     <prefix>-prometheus: lab0 .12    Prometheus :9090 (own config and storage)
     <prefix>-load: lab0 10.213.0.13  load generator -> api /items, request log
 
@@ -47,8 +47,7 @@ DEFAULT_STATE_DIR = Path("/run/chaos-inject/lab")
 INVENTORY_NAME = "inventory.toml"
 LAB_IFNAME = "lab0"                    # the lab interface inside every role namespace
 BRIDGE = "br0"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DB_INIT = REPO_ROOT / "vagrant" / "provision" / "db-init.sh"
+DB_INIT = Path(__file__).resolve().parent / "db-init.sh"   # package data; the Vagrant db VM runs it too
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,8}$")
 # kernel modules the lab's links need (a stock distribution kernel builds them as modules, not always loaded)
 LAB_MODULES = ("bridge", "veth")
@@ -325,7 +324,7 @@ def _spawn(state: _State, spec: LabSpec, role: str, argv: list[str], *, stop_sig
     tag = f"{spec.prefix}-{role}-{os.urandom(6).hex()}"
     entry = {"kind": "process", "role": role, "tag": tag, "pid": None, "starttime": None, "signal": int(stop_signal)}
     state.add(entry)
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", TAG_ENV: tag}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", TAG_ENV: tag}   # sys.executable finds the installed chaosinject
     with open(logs / f"{role}.log", "ab") as log:
         proc = subprocess.Popen(["ip", "netns", "exec", spec.netns(role), *argv], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, cwd=spec.state_dir, env=env,
@@ -679,7 +678,7 @@ def restart_command(spec: LabSpec, role: str) -> str:
     pod-kill in the role's namespace; it works from any namespace)."""
     import shlex
 
-    return (f"PYTHONPATH={shlex.quote(str(REPO_ROOT))} exec {shlex.quote(sys.executable)} -m chaosinject.cli lab "
+    return (f"exec {shlex.quote(sys.executable)} -m chaosinject.cli lab "
             f"restart {role} --prefix {spec.prefix} --subnet {spec.subnet} --state-dir "
             f"{shlex.quote(str(spec.state_dir))}")
 

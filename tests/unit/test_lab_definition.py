@@ -94,7 +94,7 @@ def test_render_cli_writes_every_role_for_the_vms(tmp_path):
     assert (tmp_path / "db" / "chaos-lab-db.service").exists() and (tmp_path / "db" / "lab.conf").exists()
     assert "192.168.56.11" in (tmp_path / "db" / "lab.conf").read_text()
     unit = (tmp_path / "api" / "chaos-lab-api.service").read_text()
-    assert f"--config {tmp_path / 'api' / 'api.json'}" in unit and "PYTHONPATH=/vagrant" in unit
+    assert f"--config {tmp_path / 'api' / 'api.json'}" in unit and "PYTHONPATH=/opt/chaos-inject/python" in unit
     assert Inventory.load(tmp_path / "inventory" / "inventory.toml").get("db").addresses[0].exploded == "192.168.56.11"
 
 

@@ -24,8 +24,8 @@ def test_inventory_carries_a_restart_command_per_role():
     inv = Inventory.from_mapping(tomllib.loads(text), source="lab")
     for role in labdef.ROLES:
         argv = shlex.split(inv.get(role).restart)
-        assert argv[0] == f"PYTHONPATH={Path(labdef.__file__).resolve().parents[2]}" and argv[1] == "exec"
-        assert argv[2:] == [sys.executable, "-m", "chaosinject.cli", "lab", "restart", role, "--prefix", "cixy",
+        assert argv[0] == "exec"
+        assert argv[1:] == [sys.executable, "-m", "chaosinject.cli", "lab", "restart", role, "--prefix", "cixy",
                             "--subnet", "10.213.7.0/24", "--state-dir", "/run/chaos-inject/lab x"]
     # without restart commands (the Vagrant lab's inventory) there is no restart key
     plain = Inventory.from_mapping(tomllib.loads(labdef.render_inventory(addrs)), source="lab")

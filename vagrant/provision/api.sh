@@ -3,5 +3,5 @@
 set -euo pipefail
 here=/vagrant/vagrant/provision
 bash "$here/render.sh" api
-PYTHONPATH=/vagrant python3 -m chaosinject.lab.definition render inventory --out /etc/chaos-inject
+PYTHONPATH=/opt/chaos-inject/python python3 -m chaosinject.lab.definition render inventory --out /etc/chaos-inject
 systemctl enable --now chaos-lab-api

@@ -9,3 +9,6 @@ apt-get install -y -qq --no-install-recommends python3 python3-psycopg postgresq
 rm -f /usr/sbin/policy-rc.d
 systemctl disable --now postgresql prometheus >/dev/null 2>&1 || true
 install -d -m 0755 /etc/chaos-inject/lab /var/lib/chaos-inject/lab
+# the import name chaosinject over the synced checkout, without installing it: a link named chaosinject to its
+# injector/ folder (chaosinject/__init__.py then finds analysis/ beside it); render.sh and the units use this path
+install -d -m 0755 /opt/chaos-inject/python && ln -sfn /vagrant/injector /opt/chaos-inject/python/chaosinject

@@ -4,6 +4,6 @@
 set -euo pipefail
 role=$1
 out=/etc/chaos-inject/lab/$role
-PYTHONPATH=/vagrant python3 -m chaosinject.lab.definition render "$role" --out "$out"
+PYTHONPATH=/opt/chaos-inject/python python3 -m chaosinject.lab.definition render "$role" --out "$out"
 install -m 0644 "$out/chaos-lab-$role.service" /etc/systemd/system/
 systemctl daemon-reload
