@@ -164,7 +164,12 @@ def substitute(data: Any, configuration: Mapping[str, Any], secrets: Mapping[str
 
 
 def load_experiment(path: str | os.PathLike) -> Experiment:
-    return parse_experiment(read_document(path), source=str(path))
+    """An experiment file, or a journal (ours or chaostoolkit's): the experiment it recorded."""
+    doc = read_document(path)
+    if (isinstance(doc, dict) and isinstance(doc.get("experiment"), dict) and "title" not in doc
+            and "steady_states" in doc and "status" in doc):
+        doc = doc["experiment"]
+    return parse_experiment(doc, source=str(path))
 
 
 def check_environment(exp: Experiment) -> list[str]:

@@ -8,6 +8,7 @@ and nothing runs. Nested free-form values (arguments, headers, configuration) ar
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import numbers
 import re
@@ -263,6 +264,32 @@ def _secrets_list(p: Mapping, path: str, err: _Errors) -> tuple[str, ...]:
     return ()
 
 
+# Module paths written before the import name chaosinject (experiment files, journals): `injector.X` and
+# `analysis.X` are read as chaosinject.X / chaosinject.analysis.X when that module of ours exists. An alias at
+# load time, not packages: the top-level names injector and analysis belong to whoever installed them (PyPI).
+LEGACY_MODULES = {"injector": "chaosinject", "analysis": "chaosinject.analysis"}
+# Chaos Toolkit's layout names the same functions: read as the modules our runner knows them by
+LAYOUT_MODULES = {"chaosinject.network.actions": "chaosinject.experiment.actions",
+                  "chaosinject.network.probes": "chaosinject.experiment.probes",
+                  "chaosinject.host.actions": "chaosinject.experiment.hostactions"}
+
+
+def current_module(module: str) -> str:
+    """``module`` under its current name: an old path of ours (``injector.experiment.actions``) becomes
+    ``chaosinject.experiment.actions``; anything else is returned unchanged."""
+    if module in LAYOUT_MODULES:
+        return LAYOUT_MODULES[module]
+    head, dot, rest = module.partition(".")
+    if head not in LEGACY_MODULES or not rest:
+        return module
+    new = f"{LEGACY_MODULES[head]}.{rest}"
+    try:
+        found = importlib.util.find_spec(new) is not None
+    except (ImportError, ValueError):
+        found = False
+    return LAYOUT_MODULES.get(new, new) if found else module
+
+
 def _provider(p: Any, path: str, err: _Errors) -> Provider | None:
     if not isinstance(p, Mapping):
         err.add(path, "required (a mapping with a type)" if p is None else "must be a mapping")
@@ -282,7 +309,7 @@ def _provider(p: Any, path: str, err: _Errors) -> Provider | None:
             args = {}
         if module is None or func is None:
             return None
-        return PythonProvider(module, func, freeze(args), _secrets_list(p, path, err))
+        return PythonProvider(current_module(module), func, freeze(args), _secrets_list(p, path, err))
     if kind == "process":
         exe = _str(p, "path", path, err, required=True)
         args = p.get("arguments", "")
