@@ -275,8 +275,8 @@ LAYOUT_MODULES = {"chaosinject.network.actions": "chaosinject.experiment.actions
 
 
 def current_module(module: str) -> str:
-    """``module`` under its current name: an old path of ours (``injector.experiment.actions``) becomes
-    ``chaosinject.experiment.actions``; anything else is returned unchanged."""
+    """``module`` under its current name: a path of ours written under the old top-level names (``injector``,
+    ``analysis``) becomes the chaosinject one; anything else is returned unchanged."""
     if module in LAYOUT_MODULES:
         return LAYOUT_MODULES[module]
     head, dot, rest = module.partition(".")
