@@ -14,19 +14,13 @@ if _Path(__file__).parent.name != "injector" and _Path(__file__).resolve().paren
     __path__.append(str(_Path(__file__).resolve().parent.parent))
 
 
-def discover(discover_system: bool = True) -> dict:
-    """Chaos Toolkit discovery (``chaos discover chaos-inject``: chaoslib imports the top-level package and calls
-    this): see :func:`chaosinject.experiment.discover`."""
-    from .experiment import discover as _discover
-
-    return _discover(discover_system=discover_system)
-
-
 # the library API (see docs/library.md), loaded when first asked for: `chaos-inject --help`/`status` and the
 # inject path import only what they use (importing the package loads neither pyroute2, bcc nor numpy)
 _LAZY = {"cpu_stress": "library", "kill_process": "library", "network_latency": "library",
          "packet_loss": "library", "partition": "library",
-         "FaultSession": "session", "RunResult": "session", "start_fault": "session"}
+         "FaultSession": "session", "RunResult": "session", "start_fault": "session",
+         # Chaos Toolkit discovery: `chaos discover chaos-inject` imports the top-level package and calls this
+         "discover": "experiment"}
 
 __all__ = ["FaultSession", "discover", "RunResult", "__version__", "cpu_stress", "kill_process", "network_latency",
            "packet_loss", "partition", "start_fault"]
