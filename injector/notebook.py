@@ -1,7 +1,7 @@
 """`chaos-inject notebook [RUN_DIR]`: the post-experiment notebook on one run, in JupyterLab.
 
 The shipped notebook (notebooks/post_experiment_analysis.ipynb) is copied into the run directory as
-``chaosinject.analysis.ipynb`` with RUN_DIR set to that run (the shipped one stays clean), executed once so that it opens with
+``analysis.ipynb`` with RUN_DIR set to that run (the shipped one stays clean), executed once so that it opens with
 its tables and figures, and JupyterLab is started on it: bound to 127.0.0.1 (``--ip`` to change), with a random
 token, ``--allow-root``, no browser. It runs in the foreground in a session of its own; Ctrl-C or SIGTERM stops
 it (SIGTERM to JupyterLab, which shuts its kernels down, SIGKILL after 15 s) and its runtime directory is removed.
@@ -22,12 +22,13 @@ import sys
 import tempfile
 import threading
 import time
+from importlib import resources
 from pathlib import Path
 
 from .errors import ChaosInjectError, InvalidSpec
 
-SHIPPED = Path(__file__).resolve().parents[1] / "notebooks" / "post_experiment_analysis.ipynb"
-COPY_NAME = "chaosinject.analysis.ipynb"
+SHIPPED = Path(str(resources.files("chaosinject.notebooks") / "post_experiment_analysis.ipynb"))
+COPY_NAME = "analysis.ipynb"
 INLINE = "module://matplotlib_inline.backend_inline"
 _RUN_DIR_LINE = re.compile(r'^RUN_DIR = Path\(os\.environ\.get\("CHAOS_RUN_DIR", "example-run"\)\)$', re.M)
 

@@ -46,7 +46,7 @@ def test_notebook_command_opens_the_run_in_jupyterlab(tmp_path):
         pid = int(re.search(r"pid (\d+);", "".join(lines)).group(1))   # JupyterLab's, as printed
         assert "jupyter" in Path(f"/proc/{pid}/cmdline").read_text()
         # the run's copy, pointed at the run; the shipped notebook is untouched
-        copy = json.loads((run / "chaosinject.analysis.ipynb").read_text())
+        copy = json.loads((run / "analysis.ipynb").read_text())
         assert copy["metadata"]["chaos_inject"]["run_dir"] == str(run)
         shipped = Path(analysis.__file__).resolve().parents[1] / "notebooks" / "post_experiment_analysis.ipynb"
         assert all(not c.get("outputs") for c in json.loads(shipped.read_text())["cells"])

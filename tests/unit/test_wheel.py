@@ -99,6 +99,8 @@ def test_wheel_installs_everything_and_clashes_with_nothing(venv):
         ex = resources.files("chaosinject.experiment") / "examples"
         out["examples"] = sorted(p.name for p in ex.iterdir())
         out["seed"] = load_experiment(Path(str(ex / "seed-experiment.json"))).title
+        from chaosinject import notebook
+        out["notebook"] = notebook.SHIPPED.is_file() and str(notebook.SHIPPED).startswith(sys.prefix)
         out["alias"] = current_module("injector.experiment.actions")  # rename.py: keep
         failed = []
         for m in pkgutil.walk_packages(chaosinject.__path__, "chaosinject."):
@@ -119,6 +121,7 @@ def test_wheel_installs_everything_and_clashes_with_nothing(venv):
     assert out["file"].startswith(site) and out["analysis"].startswith(site), out
     assert {"classifier.bpf.c", "record.bpf.c", "include/chaos_abi.h", "include/record_abi.h"} <= set(out["bpf"])
     assert out["lab"] == [True, True, True]
+    assert out["notebook"], "the shipped notebook is not in the installed package"
     assert {"seed-experiment.json", "seed-chaos-mesh.yaml", "api-delay.yaml"} <= set(out["examples"])
     assert out["seed"] and out["alias"] == "chaosinject.experiment.actions"
     assert out["failed"] == [], out["failed"]
