@@ -138,7 +138,9 @@ def cmd_schedule(args, *, build_parser: Callable, cmd_inject: Callable) -> int:
         got["signum"] = signum
         raise KeyboardInterrupt  # same path as Ctrl-C: end the running job, then leave
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    # SIGINT too: a shell starting us in the background hands down SIGINT ignored, and Python then keeps it
+    # ignored; a Ctrl-C (or `kill -INT`) must still end the running job and the schedule
+    previous = {sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def run_job(n: int) -> int:
         print(f"schedule: run {n} starts: chaos-inject {' '.join(job)}", file=sys.stderr, flush=True)
@@ -166,7 +168,8 @@ def cmd_schedule(args, *, build_parser: Callable, cmd_inject: Callable) -> int:
         print("schedule: stopped; the running job (if any) was ended and rolled back", file=sys.stderr)
         return 128 + got.get("signum", signal.SIGINT)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(f"schedule: {report.runs} run(s), {report.failures} failed, {report.skipped_ticks} tick(s) skipped "
           "while a run was still going", file=sys.stderr)
     return 1 if report.failures else 0
