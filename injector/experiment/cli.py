@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .spec import DRY_MODES, HYPOTHESIS_STRATEGIES, ROLLBACK_STRATEGIES
+from .model import DRY_MODES, HYPOTHESIS_STRATEGIES, ROLLBACK_STRATEGIES
 
 __all__ = ["add_run_parser", "cmd_run"]
 
@@ -70,7 +70,7 @@ def add_run_parser(sub) -> None:
 
 def _guard_from_args(exp, args):
     from ..spec.units import parse_percent_ratio
-    from .spec import LoadSpec
+    from .model import LoadSpec
 
     g = exp.guard
     if args.no_guard:
@@ -93,10 +93,10 @@ FAULT_FUNCS = {"start_network_fault", "network_delay", "network_loss", "network_
 
 def describe_plan(exp, conf: dict, guard, warnings: list[str], tc_lines: dict | None = None) -> str:
     from .loader import substitute
-    from .spec import PythonProvider
+    from .model import PythonProvider
 
     def thaw(v):   # what the run would pass: frozen spec values with ${name} resolved
-        from .spec import thaw as _thaw
+        from .model import thaw as _thaw
 
         return substitute(_thaw(v), conf)
 

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .spec import GuardSpec
+from .model import GuardSpec
 
 __all__ = ["HaltGuard"]
 

@@ -22,7 +22,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
 from .loader import CHAOSPROMETHEUS_MODULE, substitute
-from .spec import (Activity, HttpProvider, ProcessProvider, PrometheusProvider, PythonProvider, Tolerance, thaw)
+from .model import (Activity, HttpProvider, ProcessProvider, PrometheusProvider, PythonProvider, Tolerance, thaw)
 
 __all__ = ["ActivityFailed", "RunContext", "run_provider", "within_tolerance"]
 

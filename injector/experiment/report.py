@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..files import write_json_atomic
-from .spec import GuardSpec, VerdictSpec
+from .model import GuardSpec, VerdictSpec
 
 __all__ = ["write_run_data", "write_report", "ReportParts", "render_markdown", "verdict_spec"]
 

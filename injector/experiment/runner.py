@@ -35,7 +35,7 @@ from ..livestatus import experiments_dir, live_experiments  # noqa: F401  (statu
 from .guard import HaltGuard
 from .loader import check_environment, resolve_configuration, resolve_secrets
 from .providers import ActivityFailed, RunContext, run_provider, within_tolerance
-from .spec import Activity, Experiment, GuardSpec, thaw
+from .model import Activity, Experiment, GuardSpec, thaw
 
 __all__ = ["RunOptions", "RunOutcome", "run_experiment", "experiments_dir", "EXIT_INTERRUPTED"]
 
