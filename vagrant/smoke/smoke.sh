@@ -163,7 +163,10 @@ ip netns add "$ns"
 ip -n "$ns" link set lo up
 log "namespace $ns (lo only, no route out); work directory $work"
 rc=0
-ip netns exec "$ns" unshare --mount --propagation private -- "$here/smoke.sh" --inner "$work" || rc=$?
+# in the background and waited for, so that SIGTERM/SIGINT reach our trap at once (cleanup kills the namespace's
+# processes, the inner script included)
+ip netns exec "$ns" unshare --mount --propagation private -- "$here/smoke.sh" --inner "$work" &
+wait $! || rc=$?
 up=$(awk '$1=="up"{print $2}' "$work/timings" 2>/dev/null); destroy=$(awk '$1=="destroy"{print $2}' "$work/timings" 2>/dev/null)
 log "timings: box build ${built} s$( [ "${box_secs%.*}" -lt 5 ] && echo " (cached: ${box_secs} s this run)"), vagrant up ${up:-n/a} s, destroy ${destroy:-n/a} s"
 [ "$rc" = 0 ] && log "PASS" || log "FAIL (rc $rc)"
