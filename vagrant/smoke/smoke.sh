@@ -141,9 +141,10 @@ cleanup() {
   trap - EXIT INT TERM
   if ip netns list | grep -qw "$ns"; then
     # every process in the namespace is ours (we made it): libvirtd, dnsmasq, qemu, vagrant's ssh if any survived
-    left=$(ip netns pids "$ns" 2>/dev/null || true)
+    left=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ' || true)
     if [ -n "$left" ]; then
-      log "processes left in $ns: $left: SIGTERM"; kill -TERM $left 2>/dev/null || true; rc=1
+      # after a clean run nothing is left (a failure then); after an interruption this is the teardown
+      log "processes left in $ns: ${left}: SIGTERM"; kill -TERM $left 2>/dev/null || true; [ "$rc" != 0 ] || rc=1
       for _ in $(seq 1 50); do [ -z "$(ip netns pids "$ns" 2>/dev/null)" ] && break; sleep 0.1; done
       left=$(ip netns pids "$ns" 2>/dev/null || true)
       [ -z "$left" ] || kill -KILL $left 2>/dev/null || true
