@@ -9,7 +9,8 @@
 # that fills the whole disk (no partition table, no bootloader) and converted to qcow2. The box's Vagrantfile
 # boots the box's own vmlinuz/initrd.img with libvirt's direct kernel boot (Vagrantfile.box).
 # Cache: .cache/vagrant-box/<inputs hash>/ (hash of this script, customize.sh, packages.txt, Vagrantfile.box, suite, size);
-# a complete cached box is reused, any input change builds a new one. Env: BOX_CACHE, BOX_MIRROR.
+# a complete cached box is reused, any input change builds a new one. Packages come from the suite, its updates and
+# its security archive (the current stable kernel). Env: BOX_CACHE, BOX_MIRROR, BOX_SECURITY_MIRROR.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,6 +20,7 @@ suite=bookworm
 size_gb=8                                  # virtual disk size (qcow2 is thin: the file holds only what is used)
 box_name=chaos-inject/debian12
 mirror=${BOX_MIRROR:-http://deb.debian.org/debian}
+security_mirror=${BOX_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 log() { printf '[vagrant-box] %s\n' "$*" >&2; }
 die() { printf 'vagrant-box: %s\n' "$*" >&2; exit 1; }
 
@@ -67,7 +69,7 @@ work=$(mktemp -d "$cache/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT                         # a failed or interrupted build leaves nothing behind
 t0=$(date +%s.%N)
 root=$work/root
-log "mmdebstrap $suite ($(packages | wc -l) packages) from $mirror"
+log "mmdebstrap $suite (+updates, security; $(packages | wc -l) packages) from $mirror"
 # essential hook: initramfs-tools' settings before the kernel is installed (its initramfs is built once, with them);
 # customize hook: the vagrant user, ssh, network, fstab; services the lab runs itself are disabled.
 mmdebstrap --variant=apt --quiet \
@@ -75,7 +77,8 @@ mmdebstrap --variant=apt --quiet \
   --include="$(packages | paste -sd,)" \
   --essential-hook='mkdir -p "$1/etc/initramfs-tools/conf.d" && printf "MODULES=most\nCOMPRESS=zstd\n" > "$1/etc/initramfs-tools/conf.d/chaos-box.conf"' \
   --customize-hook="$here/customize.sh \"\$1\" \"$key\"" \
-  "$suite" "$root" "$mirror" >&2
+  "$suite" "$root" "deb $mirror $suite main" "deb $mirror $suite-updates main" \
+  "deb $security_mirror $suite-security main" >&2
 
 kver=$(ls "$root/boot" | sed -n 's/^vmlinuz-//p' | sort -V | tail -1)
 [ -n "$kver" ] && [ -s "$root/boot/initrd.img-$kver" ] || die "no kernel/initramfs in the built root filesystem"
