@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  ?= $(CURDIR)/.venv
 PY    := $(VENV)/bin/python
 
-.PHONY: setup demo test test-kernels test-unit test-host bench clean sweep notebook
+.PHONY: setup demo test test-kernels test-unit test-host bench clean sweep notebook vagrant-box vagrant-smoke test-vms
 
 setup:            ## apt packages, kernel headers for bcc, venv with pinned pip packages (idempotent)
 	VENV=$(VENV) bash scripts/setup-host.sh
@@ -22,6 +22,16 @@ test-unit: setup
 
 test-host: setup
 	$(PY) -m pytest tests/host -q
+
+vagrant-box:      ## the local Vagrant box (libvirt, Debian 12 stock kernel) from Debian packages; cached in .cache/vagrant-box
+	bash scripts/vagrant-setup.sh
+	bash vagrant/box/build.sh
+
+vagrant-smoke: vagrant-box  ## one VM from the box under vagrant-libvirt (QEMU TCG) in a namespace of its own: up, netem check, destroy
+	bash vagrant/smoke/smoke.sh
+
+test-vms: setup vagrant-box  ## the VM tier (not in `make test`): tests/vms, the vagrant smoke as a test
+	CHAOS_INJECT_VM_TIER=1 $(PY) -m pytest tests/vms -q
 
 bench: setup      ## prints figures; see bench/README.md
 	$(PY) bench/classifier_cost.py
