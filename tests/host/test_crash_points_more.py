@@ -1,10 +1,10 @@
-"""Crash safety (issue #18), the commands after doctor and inject: `inject --detach` (its supervisor),
-`kill-process --hold --restart`, `cpu-stress` and `lab up`/`lab down`, walked like test_crash_points.py. Each command is traced
-once to count its steps, then killed (SIGKILL, by itself) right before each step and right after the last
-(``CHAOS_INJECT_CRASH_WALK=full``: both sides of every step). A crash point may be in a process the command
-started (the detached supervisor): the walk waits until no process of the command is left (every process
-whose environment carries the test's run directory), then `sweep`s twice: the first leaves nothing of ours,
-the second finds nothing to do.
+"""Crash safety (issue #18), the commands after doctor and inject: `inject --detach` (its supervisor), `stop`,
+`kill-process --hold --restart`, `cpu-stress` and `lab up`/`lab down`, walked like test_crash_points.py. Each
+command is traced once to count its steps, then killed (SIGKILL, by itself) right before each step and right
+after the last (``CHAOS_INJECT_CRASH_WALK=full``: both sides of every step). A crash point may be in a process
+the command started (the detached supervisor): the walk waits until no process of the command is left (every
+process whose environment carries the test's run directory), then `sweep`s twice: the first leaves nothing of
+ours, the second finds nothing to do.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Callable
 import pytest
 
 from chaosinject.kernel import nfqueue
-from chaosinject.kernel.ledger import process_alive
+from chaosinject.kernel.ledger import final_record, process_alive
 from chaosinject.kernel.sweep import sweep
 
 from .labkit import needs_lab
@@ -195,7 +195,7 @@ def test_walk_kill_process_hold_restart(pair, run_dir, tmp_path):
 
 
 # the lab: ~6-30 s a bring-up, 33 steps in `lab up` and 21 in `lab down`: CI walks a seeded sample of 3 steps of
-# each (CHAOS_INJECT_LAB_WALK_STEPS=N); CHAOS_INJECT_CRASH_WALK=lab (or full) walks every step (~7 min)
+# each (CHAOS_INJECT_LAB_WALK_STEPS=N); CHAOS_INJECT_CRASH_WALK=lab (or full) walks every step (311 s)
 LAB_STEPS = "all" if os.environ.get("CHAOS_INJECT_CRASH_WALK") in ("lab", "full") else \
     os.environ.get("CHAOS_INJECT_LAB_WALK_STEPS", "3")
 
@@ -263,3 +263,43 @@ def test_walk_lab_up_and_down(run_dir, tmp_path):
     finally:
         lab_cli("down")
         wait_no_command_processes(run_dir, "the walk's end")
+
+
+@pytest.mark.skipif(nfqueue.nft_binary() is None, reason="nft missing (Debian package nftables)")
+def test_walk_stop_of_a_detached_run(pair, run_dir, tmp_path):
+    """`stop RUN_ID` killed right before and right after its step (the stop request it writes): the run goes on,
+    or ends by itself on the request; a second `stop` ends it or finds it gone; then nothing is left."""
+    args = inject_args(pair, "--delay", "5ms", "--engine", "userspace") + ["--detach"]
+    args[args.index("--duration") + 1] = "60s"
+    before = snapshot(pair)
+
+    def detached() -> str:
+        done = run_cli(run_dir, args)
+        assert done.returncode == 0, done.stderr[-1500:]
+        return done.stdout.split()[0]
+
+    trace = tmp_path / "trace-stop"
+    run_id = detached()
+    stopped = run_cli(run_dir, ["stop", run_id], trace=trace)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    steps = [line.split("\t", 1)[1] for line in trace.read_text().splitlines()]
+    assert steps == ["write stop request"], steps
+    wait_no_command_processes(run_dir, "stop: traced")
+    for when in ("before", "after"):
+        where = f"stop: step 1/1 {when} (write stop request)"
+        run_id = detached()
+        done = run_cli(run_dir, ["stop", run_id], crash_at=f"1:{when}")
+        assert done.returncode == -9, f"{where}: exit {done.returncode}: {done.stderr[-1500:]}"
+        if when == "after":  # the request was written: the run ends on it (its owner reads it each tick)
+            end = time.monotonic() + PROCESS_WAIT_S
+            while final_record(run_id) is None and time.monotonic() < end:
+                time.sleep(0.05)
+            assert (final_record(run_id) or {}).get("state") == "stopped", f"{where}: {final_record(run_id)}"
+        again = run_cli(run_dir, ["stop", run_id])
+        assert again.returncode == 0, f"{where}: second stop: {again.stdout} {again.stderr}"
+        wait_no_command_processes(run_dir, where)
+        first, second = sweep(), sweep()
+        assert not (first.failures or first.swept_runs), f"{where}: the run was not ended by its owner: {first}"
+        assert not (second.failures or second.removed or second.swept_runs), f"{where}: {second}"
+        assert_nothing_left(run_dir, pair, before, done.pid, where)
+    print("\ncrash points: stop: 1 step, 2 crash points walked: write stop request")
