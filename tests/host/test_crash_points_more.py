@@ -19,7 +19,7 @@ from typing import Callable
 import pytest
 
 from chaosinject.kernel import nfqueue
-from chaosinject.kernel.ledger import final_record, process_alive
+from chaosinject.kernel.ledger import Ledger, final_record, process_alive
 from chaosinject.kernel.sweep import sweep
 
 from .labkit import needs_lab
@@ -57,6 +57,11 @@ def wait_no_command_processes(run_dir: Path, where: str, spare: Callable[[int], 
         time.sleep(0.05)
     assert not left, f"{where}: processes still running after {PROCESS_WAIT_S:.0f}s: " \
                      f"{[(pid, _cmdline(pid)) for pid in left]}"
+    # a process being killed loses its environment (its memory) before it is dead: wait for every run's owner
+    # to be gone too, or sweep would take a dying owner for a live one and leave its run alone
+    while (live := [ledger.run_id for ledger in Ledger.all() if ledger.owner_alive]) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not live, f"{where}: runs whose owner still lives after {PROCESS_WAIT_S:.0f}s: {live}"
 
 
 class Walk:
