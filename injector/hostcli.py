@@ -180,7 +180,7 @@ def cmd_cpu_stress(args: argparse.Namespace) -> int:
 
 
 def cmd_kill_process(args: argparse.Namespace) -> int:
-    from .hostfaults.process import ProcessKill
+    from .hostfaults.process import RESTART_MARKER_ENV, ProcessKill
     from .kernel.ledger import process_start_ticks
 
     grace_s = parse_duration_s(args.grace, field="grace")
@@ -203,7 +203,8 @@ def cmd_kill_process(args: argparse.Namespace) -> int:
         # the restart entry goes into the ledger before any signal: `sweep` brings the service back if we die
         # holding it down
         entry = {"kind": "restart", "unit": args.service, "command": args.restart,
-                 "pids": {str(p): process_start_ticks(p) for p in targets}}
+                 "pids": {str(p): process_start_ticks(p) for p in targets}, "marker": run.run_id}
+        fault.restart_env = {RESTART_MARKER_ENV: run.run_id}  # sweep sees what our restart already started
         owner.ledger.append(entry)
 
         def restore() -> None:  # on every exit path (owner's LIFO close); restore() itself runs once

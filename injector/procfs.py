@@ -35,3 +35,23 @@ def process_alive(pid: int, start_ticks: int | None) -> bool:
     if fields is None or fields[0] == "Z":
         return False
     return start_ticks is None or int(fields[19]) == start_ticks
+
+
+RESTART_MARKER_ENV = "CHAOS_INJECT_RESTARTED_BY"   # value: the run id whose restart command started the process
+
+
+def restarted_by(run_id: str) -> list[int]:
+    """Live processes whose environment carries ``RESTART_MARKER_ENV=run_id``: what that run's restart command
+    started (kill-process), and their children, unless they cleared their environment."""
+    marker = f"{RESTART_MARKER_ENV}={run_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0") and process_alive(int(entry.name), None):
+            found.append(int(entry.name))
+    return found

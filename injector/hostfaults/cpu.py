@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import crashpoints
 from ..errors import ChaosInjectError, InvalidSpec
 
 WORKER = Path(__file__).with_name("_cpu_worker.py")
@@ -130,8 +131,9 @@ class CpuStress:
         self._started = time.monotonic()
         try:
             for _ in range(self.result.workers):
-                self._procs.append(subprocess.Popen([sys.executable, "-S", str(WORKER), *args],
-                                                    stdin=subprocess.DEVNULL))
+                with crashpoints.step("start cpu worker"):  # it ends by itself if we die (parent gone)
+                    self._procs.append(subprocess.Popen([sys.executable, "-S", str(WORKER), *args],
+                                                        stdin=subprocess.DEVNULL))
         except BaseException:
             self.stop()
             raise

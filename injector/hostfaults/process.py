@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .. import crashpoints
 from ..errors import ChaosInjectError, InvalidSpec, Unsupported
 from ..kernel.ledger import process_alive, process_start_ticks
+from ..procfs import RESTART_MARKER_ENV, restarted_by  # noqa: F401  (callers import them from here)
 
 log = logging.getLogger(__name__)
 MODES = ("single", "one", "all")   # single: the name must match exactly one process; one: a seeded pick; all
@@ -129,6 +131,9 @@ class ProcessKill:
         self._restored = False
         self._restore_lock = threading.Lock()   # a duration timer and the block's end may restore at once
         self._chosen: list[int] | None = None
+        # added to the restart command's environment: a run marks what it restarted (RESTART_MARKER_ENV), so
+        # `sweep` does not start it a second time after a crash between the restart and the ledger's update
+        self.restart_env: dict[str, str] = {}
 
     @property
     def target(self) -> str:
@@ -192,14 +197,17 @@ class ProcessKill:
         if not process_alive(pid, ticks):  # gone, or the pid now belongs to another process: leave it
             return
         try:
-            os.kill(pid, signum)
+            with crashpoints.step(f"send {signal.Signals(signum).name}"):
+                os.kill(pid, signum)
             result.signals[pid] = signal.Signals(signum).name
         except ProcessLookupError:
             pass
 
     def _systemctl(self, verb: str) -> None:
         try:
-            done = self._run(["systemctl", verb, self.service_name], capture_output=True, text=True, timeout=90)
+            with crashpoints.step(f"systemctl {verb}"):
+                done = self._run(["systemctl", verb, self.service_name], capture_output=True, text=True,
+                                 timeout=90)
         except FileNotFoundError:
             raise Unsupported("systemctl is not installed") from None
         if done.returncode != 0:
@@ -238,9 +246,11 @@ class ProcessKill:
             return self.result
         argv = ["/bin/sh", "-c", self.restart_command] if isinstance(self.restart_command, str) \
             else list(self.restart_command)
+        env = {**os.environ, **self.restart_env} if self.restart_env else None
         with tempfile.TemporaryFile() as errors:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
-                                    start_new_session=True)  # the service must not die with us
+            with crashpoints.step("start restart command"):
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                                        start_new_session=True, env=env)  # the service must not die with us
             try:
                 code = proc.wait(timeout=self.restart_wait_s)
             except subprocess.TimeoutExpired:

@@ -94,7 +94,10 @@ class Ledger:
 
     def request_stop(self, state: str = "stopped") -> None:
         self.stop_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.stop_path.write_text(state)
+        with crashpoints.step("write stop request"):  # `delete()` removes it with the ledger
+            self.stop_path.write_text(state)
+        if not self.path.exists():  # the run ended meanwhile, its delete() perhaps before our request came
+            self.stop_path.unlink(missing_ok=True)
 
     def stop_requested(self) -> str | None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Callable
 
 from . import tc
@@ -93,27 +94,38 @@ def _undo_netns(entry: dict[str, Any]) -> None:
 def _undo_restart(entry: dict[str, Any]) -> str:
     """A `kill-process` run died holding its target down: bring it back, as its restore would have.
 
-    Nothing is started if every recorded process is still alive (the run died before signalling any)."""
+    Nothing is started if every recorded process is still alive (the run died before signalling any), nor if
+    a process started by the run's own restart is (it died between the restart and the ledger's update)."""
     import subprocess
+    import tempfile
 
+    from ..procfs import RESTART_MARKER_ENV, restarted_by
     from .ledger import process_alive
 
     pids = entry.get("pids") or {}
     if pids and all(process_alive(int(pid), ticks) for pid, ticks in pids.items()):
         return "nothing was killed"
+    marker = entry.get("marker")
+    if marker and entry.get("command") and restarted_by(marker):
+        return "already restarted"  # the run died after its restart, before the ledger said so
+    env = {**os.environ, RESTART_MARKER_ENV: marker} if marker else None
     if entry.get("unit"):
         argv = ["systemctl", "start", entry["unit"]]
     elif entry.get("command"):
         argv = ["/bin/sh", "-c", entry["command"]]
     else:
         return "no restart command: it stays down"
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)  # the service must not die with sweep
-    try:
-        code = proc.wait(timeout=1.0)
-    except subprocess.TimeoutExpired:
-        return f"restarted (pid {proc.pid})"  # still running: it is the service
-    err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+    # stderr to a file, not a pipe: a command that backgrounds the service (`api &`) leaves it holding the
+    # pipe open, and reading to its end hung sweep for as long as the service ran
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                                start_new_session=True, env=env)  # the service must not die with sweep
+        try:
+            code = proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            return f"restarted (pid {proc.pid})"  # still running: it is the service
+        errors.seek(0)
+        err = errors.read().decode(errors="replace").strip()
     if code != 0:
         raise RuntimeError(f"restart {argv!r} exited {code}: {err}")
     return "restarted"

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from .. import crashpoints
 from ..errors import ChaosInjectError, CleanupFailed, InvalidSpec, NotPermitted, Unsupported
 from ..files import write_json_atomic
 from ..procfs import process_alive, process_start_ticks
@@ -157,7 +158,8 @@ class _State:
         self.save()
 
     def save(self) -> None:
-        write_json_atomic(self.path, self.data, dir_mode=0o755)
+        with crashpoints.step("write lab state"):
+            write_json_atomic(self.path, self.data, dir_mode=0o755)
 
 
 @contextlib.contextmanager
@@ -325,7 +327,7 @@ def _spawn(state: _State, spec: LabSpec, role: str, argv: list[str], *, stop_sig
     entry = {"kind": "process", "role": role, "tag": tag, "pid": None, "starttime": None, "signal": int(stop_signal)}
     state.add(entry)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", TAG_ENV: tag}   # sys.executable finds the installed chaosinject
-    with open(logs / f"{role}.log", "ab") as log:
+    with open(logs / f"{role}.log", "ab") as log, crashpoints.step("start lab process"):
         proc = subprocess.Popen(["ip", "netns", "exec", spec.netns(role), *argv], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, cwd=spec.state_dir, env=env,
                                 start_new_session=True)  # its own process group: down ends its children too
@@ -534,19 +536,22 @@ def _build(state: _State, spec: LabSpec) -> LabInfo:
     # namespaces: recorded first, then made
     for ns in (spec.bridge_netns, *(spec.netns(r) for r in labdef.ROLES)):
         state.add({"kind": "netns", "name": ns})
-        topo.add_namespace(ns)
-    with open_rtnl(spec.bridge_netns) as net:
+        with crashpoints.step("create netns"):
+            topo.add_namespace(ns)
+    with open_rtnl(spec.bridge_netns) as net, crashpoints.step("create bridge"):
         _link_add(net, "bridge", ifname=BRIDGE)
         net.link("set", index=net.link_lookup(ifname=BRIDGE)[0], state="up")
     state.add({"kind": "link", "name": spec.host_link})
     with open_rtnl() as host:
-        _link_add(host, "veth", ifname=spec.host_link, peer={"ifname": "host", "net_ns_fd": spec.bridge_netns})
+        with crashpoints.step("create host veth"):
+            _link_add(host, "veth", ifname=spec.host_link, peer={"ifname": "host", "net_ns_fd": spec.bridge_netns})
         index = host.link_lookup(ifname=spec.host_link)[0]
         host.addr("add", index=index, address=labdef.host_address(spec.subnet, d), prefixlen=prefixlen)
         host.link("set", index=index, state="up")
     for role in labdef.ROLES:
         with open_rtnl(spec.netns(role)) as rns:
-            _link_add(rns, "veth", ifname=LAB_IFNAME, peer={"ifname": role, "net_ns_fd": spec.bridge_netns})
+            with crashpoints.step("create veth"):
+                _link_add(rns, "veth", ifname=LAB_IFNAME, peer={"ifname": role, "net_ns_fd": spec.bridge_netns})
             index = rns.link_lookup(ifname=LAB_IFNAME)[0]
             rns.addr("add", index=index, address=addrs[role], prefixlen=prefixlen)
             rns.link("set", index=index, state="up")
@@ -573,7 +578,9 @@ def _build(state: _State, spec: LabSpec) -> LabInfo:
     pids["prometheus"] = _start_service(state, spec, "prometheus", wait=False)
     stage("prometheus_start")
     # db: the provisioning script initialises the cluster, we run the postmaster in its namespace
-    result = subprocess.run(["bash", str(DB_INIT), str(db_dir), str(conf / "db")], capture_output=True, text=True)
+    with crashpoints.step("init database"):
+        result = subprocess.run(["bash", str(DB_INIT), str(db_dir), str(conf / "db")], capture_output=True,
+                                text=True)
     if result.returncode != 0:
         raise LabError(f"db-init.sh failed: {result.stderr.strip() or result.stdout.strip()}")
     stage("db_init")
@@ -603,8 +610,9 @@ def _build(state: _State, spec: LabSpec) -> LabInfo:
 
     netns = {r: spec.netns(r) for r in labdef.ROLES}
     inventory = Path(info.inventory_path)
-    inventory.write_text(labdef.render_inventory(addrs, netns=netns, interface=LAB_IFNAME, definition=d,
-                                                 restart={r: restart_command(spec, r) for r in labdef.ROLES}))
+    with crashpoints.step("write inventory"):
+        inventory.write_text(labdef.render_inventory(addrs, netns=netns, interface=LAB_IFNAME, definition=d,
+                                                     restart={r: restart_command(spec, r) for r in labdef.ROLES}))
     info.processes = pids
     info.timings_s = timings
     return info
@@ -757,26 +765,14 @@ def _reap(pid: int) -> None:
 
 def _teardown(spec: LabSpec, state: _State) -> None:
     """Undo state["made"], last first; every step is tried; failures raise CleanupFailed at the end."""
-    from ..kernel.netns import Topology
-    from ..kernel.rtnl import NetlinkError, open_rtnl
+    from ..kernel.rtnl import NetlinkError
 
     failures = []
     for entry in reversed(state.data["made"]):
         try:
             kind = entry["kind"]
-            if kind == "process":
-                _stop_process(entry)
-            elif kind == "link":
-                with open_rtnl() as host:
-                    found = host.link_lookup(ifname=entry["name"])
-                    if found:
-                        host.link("del", index=found[0])
-            elif kind == "netns":
-                Topology(namespaces=[entry["name"]]).close()
-            elif kind == "dir":
-                path = Path(entry["path"])
-                if path.exists():
-                    shutil.rmtree(path)
+            with crashpoints.step(f"remove lab {kind}"):
+                _undo_made(entry)
             state.data["made"].remove(entry)
             if kind != "dir":
                 state.save()
@@ -788,12 +784,36 @@ def _teardown(spec: LabSpec, state: _State) -> None:
         raise CleanupFailed("lab down could not remove: " + "; ".join(f"{e} ({x})" for e, x in failures), failures)
 
 
+def _undo_made(entry: dict) -> None:
+    """Remove one object state["made"] records (one gone already: nothing to do)."""
+    from ..kernel.netns import Topology
+    from ..kernel.rtnl import open_rtnl
+
+    kind = entry["kind"]
+    if kind == "process":
+        _stop_process(entry)
+    elif kind == "link":
+        with open_rtnl() as host:
+            found = host.link_lookup(ifname=entry["name"])
+            if found:
+                host.link("del", index=found[0])
+    elif kind == "netns":
+        Topology(namespaces=[entry["name"]]).close()
+    elif kind == "dir":
+        path = Path(entry["path"])
+        if path.exists():
+            shutil.rmtree(path)
+
+
 def lab_down(spec: LabSpec | None = None) -> bool:
     """Remove exactly what ``lab up`` recorded; False when there was no lab recorded."""
     spec = spec or LabSpec()
     if os.geteuid() != 0:
         raise NotPermitted("the lab's namespaces and processes belong to root: run as root")
     if not (spec.state_dir / "state.json").exists():
+        # `lab up` killed between making the state directory and writing its first state: an empty directory
+        with contextlib.suppress(OSError):
+            spec.state_dir.rmdir()  # only if empty: a file in it is not ours to remove
         return False
     with _locked(spec.state_dir):
         state = _State(spec)
