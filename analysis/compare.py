@@ -55,6 +55,13 @@ class LatencyComparison:
     (``None`` if n is too small); ``effect`` the relative shift ``shift / median(baseline)``;
     ``classification`` one of "higher", "lower", "pass" (no material difference) or "inconclusive",
     following Kayenta: significant AND beyond the effect-size threshold.
+
+    Dependent samples (``ordered=True``, the default: each sample in time order): each sample's pooled
+    midranks in time order are tested for serial dependence (:func:`chaosinject.analysis.series_dependence`);
+    U is a linear rank statistic, so with variance inflations ``VIF_b``, ``VIF_f`` of the two rank series its
+    null variance is multiplied by ``(n_b VIF_f + n_f VIF_b) / N``. When either is dependent, the p-value is
+    normal with that variance and the Moses interval's rank C uses it (a wider interval); ``dependence``: the
+    two :class:`Dependence` records (baseline, fault).
     """
 
     statistic: float
@@ -69,6 +76,11 @@ class LatencyComparison:
     n_baseline: int
     n_fault: int
     reason: str
+    dependence: tuple[Dependence, Dependence] | None = None
+
+    @property
+    def dependent(self) -> bool:
+        return self.dependence is not None and any(d.applied for d in self.dependence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +325,7 @@ def compare_latency(
     allowed_increase: float = 0.10,
     allowed_decrease: float = 0.10,
     groups: int = 65_536,
+    ordered: bool = True,
 ) -> LatencyComparison:
     """Mann-Whitney U test with Hodges-Lehmann shift and its CI, classified Kayenta-style.
 
@@ -324,14 +337,26 @@ def compare_latency(
     y = check_samples(fault, "fault", allow_empty=False)
     conf = check_confidence(confidence)
     check_alternative(alternative)
-    xs, ys = _sorted(x), _sorted(y)
+    if ordered:
+        ox, oy = np.argsort(x, kind="stable"), np.argsort(y, kind="stable")
+        xs, ys = x[ox], y[oy]
+        deps = (series_dependence(_midranks_in_time(xs, ys, ox), "baseline pooled ranks"),
+                series_dependence(_midranks_in_time(ys, xs, oy), "fault pooled ranks"))
+        del ox, oy
+    else:
+        xs, ys = _sorted(x), _sorted(y)
+        deps = (series_dependence(xs, "baseline pooled ranks", ordered=False),
+                series_dependence(ys, "fault pooled ranks", ordered=False))
+    dependent = any(d.applied for d in deps)
     nx, ny = xs.size, ys.size
     N = nx * ny
     u, ties = _u_and_ties(xs, ys)
     ntot = nx + ny
     var = nx * ny / 12.0 * ((ntot + 1) - ties / (ntot * (ntot - 1))) if ntot > 1 else 0.0
+    if dependent:
+        var *= (nx * deps[1].vif + ny * deps[0].vif) / ntot
     sd = math.sqrt(max(var, 0.0))
-    if ntot <= _EXACT_LIMIT:
+    if ntot <= _EXACT_LIMIT and not dependent:
         p = float(stats.mannwhitneyu(y, x, alternative=alternative).pvalue)
     elif sd == 0.0:
         p = 1.0
@@ -374,7 +399,19 @@ def compare_latency(
             cls, reason = "pass", (
                 f"no material shift: {shift:.4g} ({effect:+.1%} of baseline median), "
                 f"{conf:.0%} CI [{interval.low:.4g}, {interval.high:.4g}]")
-    return LatencyComparison(u, p, alternative, shift, err, interval, effect, cls, conf, nx, ny, reason)
+    if dependent:
+        reason += "; ranks dependent in time order: test and interval widened"
+    return LatencyComparison(u, p, alternative, shift, err, interval, effect, cls, conf, nx, ny, reason, deps)
+
+
+def _midranks_in_time(s: np.ndarray, other: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Pooled midranks of the sorted sample ``s`` (against the sorted ``other``), put back in time order
+    (``order``: the argsort that sorted it). Sorted queries: each searchsorted walks the arrays in order."""
+    lo = np.searchsorted(s, s, "left") + np.searchsorted(other, s, "left")
+    hi = np.searchsorted(s, s, "right") + np.searchsorted(other, s, "right")
+    out = np.empty(s.size)
+    out[order] = 0.5 * (lo + hi + 1)
+    return out
 
 
 def _quantile_with_ranks(a: np.ndarray, q: float, conf: float):

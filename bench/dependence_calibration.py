@@ -9,11 +9,13 @@ latency, GC-like pauses, independent lognormal; n = 20,000 per phase):
 - p99 95 % interval coverage (among conclusive intervals), share of phases too short for their dependence,
   and the independence-assuming interval's coverage;
 - A/A false-positive rate at alpha 5 % of the verdict's p99 change test (expected deviation), of
-  ``quantile_shift_test`` and ``tail_rank_test`` (one-sided), new and old;
+  ``quantile_shift_test`` and ``tail_rank_test`` (one-sided), of ``compare_latency``'s Mann-Whitney p-value
+  (two-sided) and the share of its 98 % Hodges-Lehmann shift intervals that exclude 0 (nominal 2 %), new and old;
 - for bursty and independent errors: A/A rate of "error rate significantly higher than baseline" and the 95 %
   error-rate interval's coverage, new and old (counts only);
 - power at alpha 5 % for +5 % p99 (fault = baseline x 1.05) at n = 1e5 per phase, new and old: the verdict's
-  p99 change test, quantile_shift_test and tail_rank_test, on independent and AR(1) data.
+  p99 change test, quantile_shift_test and tail_rank_test, on independent and AR(1) data, and the time of
+  one compare_latency at n = 1e5 + 1e5, new and old.
 Each figure is one seeded run of R repetitions (standard error ~ sqrt(p (1 - p) / R): 0.007 at p = 0.05,
 R = 1000). Single-threaded (OMP/BLAS threads 1).
 """
@@ -36,7 +38,8 @@ sys.path.insert(0, str(HERE))
 import _common as C  # noqa: E402
 
 sys.path.insert(0, str(C.REPO / "tests" / "unit" / "analysis"))
-from chaosinject.analysis import Outcome, PhaseData, evaluate, quantile_shift_test, tail_rank_test  # noqa: E402
+from chaosinject.analysis import (Outcome, PhaseData, compare_latency, evaluate, quantile_shift_test,  # noqa: E402
+                                  tail_rank_test)
 from dependent_synth import GENERATORS, bursty_errors, independent_errors  # noqa: E402
 from test_dependence_calibration import LAT_ONLY, aa_errors, aa_latency, aa_tail_tests, coverage  # noqa: E402
 
@@ -46,7 +49,8 @@ def power(name: str, reps: int, n: int, seed: int = 17) -> dict[str, float]:
     gen, _ = GENERATORS[name]
     rng = np.random.default_rng(seed)
     hits = dict.fromkeys(("verdict", "verdict_old", "shift", "shift_old", "tail", "tail_old"), 0)
-    for _ in range(reps):
+    secs: dict[str, list[float]] = {"mw": [], "mw_old": []}
+    for i in range(reps):
         x, y = gen(rng, n), gen(rng, n) * 1.05
         for suffix, ordered in (("", True), ("_old", False)):
             ph = {"baseline": PhaseData(x, ordered=ordered), "fault": PhaseData(y, ordered=ordered)}
@@ -54,7 +58,13 @@ def power(name: str, reps: int, n: int, seed: int = 17) -> dict[str, float]:
             hits["verdict" + suffix] += v.phase_outcome("fault") is Outcome.DEVIATED
             hits["shift" + suffix] += quantile_shift_test(x, y, ordered=ordered).pvalue < 0.05
             hits["tail" + suffix] += tail_rank_test(x, y, ordered=ordered).pvalue < 0.05
-    return {k: v / reps for k, v in hits.items()}
+            if i < 10:
+                t0 = time.perf_counter()
+                compare_latency(x, y, ordered=ordered)
+                secs["mw" + suffix].append(time.perf_counter() - t0)
+    out = {k: v / reps for k, v in hits.items()}
+    out.update({k: float(np.median(v)) for k, v in secs.items()})
+    return out
 
 
 def main() -> None:
@@ -70,16 +80,17 @@ def main() -> None:
           f"'old' = the same data without time order (independence assumed)")
     print(f"{'generator':<12} {'p99 95% CI coverage':<32} | A/A false positives at alpha 5 %, new / old")
     print(f"{'':<12} {'new (inconclusive)   old':<32} | {'verdict p99 change':<20} {'quantile_shift_test':<20} "
-          f"{'tail_rank_test':<20}")
+          f"{'tail_rank_test':<20} {'Mann-Whitney p':<20} HL 98 % CI excludes 0")
     for name in GENERATORS:
         t0 = time.perf_counter()
         cov, inc, old = coverage(name, R, seed=101)
         aa_new = aa_latency(name, R // 2, seed=102)
         aa_old = aa_latency(name, R // 2, seed=102, ordered=False)
-        qs, tr = aa_tail_tests(name, R // 2, seed=104)
-        qs_old, tr_old = aa_tail_tests(name, R // 2, seed=104, ordered=False)
+        qs, tr, mw, ci = aa_tail_tests(name, R // 2, seed=104, mann_whitney=True)
+        qs_old, tr_old, mw_old, ci_old = aa_tail_tests(name, R // 2, seed=104, ordered=False, mann_whitney=True)
         print(f"{name:<12} {cov:.3f} ({inc:.3f})        {old:.3f}    | {aa_new:.3f} / {aa_old:.3f}        "
-              f"{qs:.3f} / {qs_old:.3f}        {tr:.3f} / {tr_old:.3f}   [{time.perf_counter() - t0:.0f} s]",
+              f"{qs:.3f} / {qs_old:.3f}        {tr:.3f} / {tr_old:.3f}        {mw:.3f} / {mw_old:.3f}        "
+              f"{ci:.3f} / {ci_old:.3f}   [{time.perf_counter() - t0:.0f} s]",
               flush=True)
     for name, gen in (("bursty errors", bursty_errors), ("independent errors", independent_errors)):
         f_new, c_new = aa_errors(gen, R, seed=103)
@@ -91,7 +102,8 @@ def main() -> None:
         p = power(name, P, 100_000)
         print(f"power, p99 x1.05, n=1e5 per phase, {name:<11} ({P} reps), new / old: verdict p99 change "
               f"{p['verdict']:.3f} / {p['verdict_old']:.3f}, quantile_shift_test {p['shift']:.3f} / "
-              f"{p['shift_old']:.3f}, tail_rank_test {p['tail']:.3f} / {p['tail_old']:.3f}  "
+              f"{p['shift_old']:.3f}, tail_rank_test {p['tail']:.3f} / {p['tail_old']:.3f}; one compare_latency "
+              f"{p['mw']:.2f} s / {p['mw_old']:.2f} s (median of 10)  "
               f"[{time.perf_counter() - t0:.0f} s]", flush=True)
 
 

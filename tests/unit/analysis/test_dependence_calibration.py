@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from chaosinject.analysis import (Outcome, PhaseData, SteadyStateSpec, evaluate, indicator_dependence, quantile_ci,
-                                  quantile_shift_test, series_dependence, tail_rank_test)
+from chaosinject.analysis import (Outcome, PhaseData, SteadyStateSpec, compare_latency, evaluate, indicator_dependence,
+                                  quantile_ci, quantile_shift_test, series_dependence, tail_rank_test)
 from chaosinject.analysis.quantiles import quantile_ci_dependent
 
 from dependent_synth import GENERATORS, bursty_errors, independent_errors
@@ -56,16 +56,22 @@ def aa_latency(name: str, reps: int, seed: int = 11, n: int = N, ordered: bool =
     return hits / reps
 
 
-def aa_tail_tests(name: str, reps: int, seed: int = 19, n: int = N, ordered: bool = True) -> tuple[float, float]:
-    """A/A false-positive rates at alpha 5 % of (quantile_shift_test, tail_rank_test), one-sided 'greater'."""
+def aa_tail_tests(name: str, reps: int, seed: int = 19, n: int = N, ordered: bool = True,
+                  mann_whitney: bool = False) -> tuple[float, ...]:
+    """A/A false-positive rates at alpha 5 % of (quantile_shift_test, tail_rank_test), one-sided 'greater', and
+    with ``mann_whitney`` of compare_latency's two-sided p-value (and share of its 98 % shift CIs excluding 0)."""
     gen, _ = GENERATORS[name]
     rng = np.random.default_rng(seed)
-    qs = tr = 0
+    qs = tr = mw = ci = 0
     for _ in range(reps):
         x, y = gen(rng, n), gen(rng, n)
         qs += quantile_shift_test(x, y, ordered=ordered).pvalue < 0.05
         tr += tail_rank_test(x, y, ordered=ordered).pvalue < 0.05
-    return qs / reps, tr / reps
+        if mann_whitney:
+            r = compare_latency(x, y, ordered=ordered, groups=256)
+            mw += r.pvalue < 0.05
+            ci += r.interval is not None and not (r.interval.low <= 0.0 <= r.interval.high)
+    return (qs / reps, tr / reps) + ((mw / reps, ci / reps) if mann_whitney else ())
 
 
 def aa_errors(gen, reps: int, seed: int = 13, n: int = N, flags: bool = True) -> tuple[float, float]:
@@ -107,14 +113,15 @@ def test_aa_p99_change_false_positives(name):
 @pytest.mark.parametrize("name", sorted(GENERATORS))
 def test_aa_quantile_shift_and_tail_rank_tests_false_positives(name):
     reps = 150
-    qs, tr = aa_tail_tests(name, reps)
+    qs, tr, mw, ci = aa_tail_tests(name, reps, mann_whitney=True)
     assert qs <= _fpr_bound(reps) and tr <= _fpr_bound(reps), (qs, tr)
+    assert mw <= _fpr_bound(reps) and ci <= _fpr_bound(reps, 0.02), (mw, ci)   # the shift CI is at 98 %
 
 
 def test_tail_tests_without_time_order_are_what_the_old_methods_get_wrong():
-    # the same Markov episodes without time order: exact / permutation laws of independent samples, ~35-40 %
-    qs, tr = aa_tail_tests("markov", 60, ordered=False)
-    assert qs > 0.2 and tr > 0.2, (qs, tr)
+    # the same Markov episodes without time order: exact / permutation laws of independent samples, ~35-65 %
+    qs, tr, mw, ci = aa_tail_tests("markov", 60, ordered=False, mann_whitney=True)
+    assert qs > 0.2 and tr > 0.2 and mw > 0.3 and ci > 0.3, (qs, tr, mw, ci)
 
 
 def test_series_dependence_equals_indicator_dependence_on_events_and_sees_dependent_scores():
