@@ -26,6 +26,7 @@ from scipy import special, stats
 
 from ._types import ConfidenceInterval, InvalidInput
 from ._validate import check_alternative, check_confidence, check_quantile, check_samples
+from .dependence import Dependence, indicator_dependence, series_dependence
 from .quantiles import order_statistic_ranks, _point_rank
 
 __all__ = [
@@ -54,6 +55,14 @@ class LatencyComparison:
     (``None`` if n is too small); ``effect`` the relative shift ``shift / median(baseline)``;
     ``classification`` one of "higher", "lower", "pass" (no material difference) or "inconclusive",
     following Kayenta: significant AND beyond the effect-size threshold.
+
+    Dependent samples (``ordered=True``, the default: each sample in time order): each sample's pooled
+    midranks in time order (interpolated between ~8,000 pooled order statistics: within N / 4096 of the exact
+    ranks) are tested for serial dependence (:func:`chaosinject.analysis.series_dependence`);
+    U is a linear rank statistic, so with variance inflations ``VIF_b``, ``VIF_f`` of the two rank series its
+    null variance is multiplied by ``(n_b VIF_f + n_f VIF_b) / N``. When either is dependent, the p-value is
+    normal with that variance and the Moses interval's rank C uses it (a wider interval); ``dependence``: the
+    two :class:`Dependence` records (baseline, fault).
     """
 
     statistic: float
@@ -68,6 +77,11 @@ class LatencyComparison:
     n_baseline: int
     n_fault: int
     reason: str
+    dependence: tuple[Dependence, Dependence] | None = None
+
+    @property
+    def dependent(self) -> bool:
+        return self.dependence is not None and any(d.applied for d in self.dependence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +128,14 @@ class QuantileShiftTest:
     number of fault samples above it, given the total number above, is hypergeometric: an exact
     conditional test (Mood's median test generalised to any quantile). ``statistic`` is the fault
     exceedance count, ``effect`` the difference of exceedance fractions and ``interval`` its Newcombe CI.
+
+    Dependent samples (``ordered=True``, the default: each sample in time order): the exceedances of each
+    sample are tested for serial dependence (:func:`chaosinject.analysis.indicator_dependence`). When either
+    sample's are dependent, ``method`` is ``"dependence-normal"``: the difference of exceedance fractions is
+    referred to a normal law with the pooled-proportion variance inflated per sample,
+    ``p (1 - p) (VIF_b / n_b + VIF_f / n_f)``, and ``interval`` is the Newcombe CI on the effective counts
+    (counts / VIF). Otherwise ``method`` is ``"hypergeometric"`` (the exact test). ``dependence``: the two
+    :class:`Dependence` records (baseline, fault).
     """
 
     q: float
@@ -125,6 +147,12 @@ class QuantileShiftTest:
     exceed_fault: int
     effect: float
     interval: ConfidenceInterval
+    method: str = "hypergeometric"
+    dependence: tuple[Dependence, Dependence] | None = None
+
+    @property
+    def dependent(self) -> bool:
+        return self.dependence is not None and any(d.applied for d in self.dependence)
 
 
 def _sorted(a: np.ndarray) -> np.ndarray:
@@ -298,6 +326,7 @@ def compare_latency(
     allowed_increase: float = 0.10,
     allowed_decrease: float = 0.10,
     groups: int = 65_536,
+    ordered: bool = True,
 ) -> LatencyComparison:
     """Mann-Whitney U test with Hodges-Lehmann shift and its CI, classified Kayenta-style.
 
@@ -310,13 +339,23 @@ def compare_latency(
     conf = check_confidence(confidence)
     check_alternative(alternative)
     xs, ys = _sorted(x), _sorted(y)
+    if ordered:
+        g, rg = _rank_knots(xs, ys)
+        deps = (series_dependence(np.interp(x, g, rg), "baseline pooled ranks"),
+                series_dependence(np.interp(y, g, rg), "fault pooled ranks"))
+    else:
+        deps = (series_dependence(xs, "baseline pooled ranks", ordered=False),
+                series_dependence(ys, "fault pooled ranks", ordered=False))
+    dependent = any(d.applied for d in deps)
     nx, ny = xs.size, ys.size
     N = nx * ny
     u, ties = _u_and_ties(xs, ys)
     ntot = nx + ny
     var = nx * ny / 12.0 * ((ntot + 1) - ties / (ntot * (ntot - 1))) if ntot > 1 else 0.0
+    if dependent:
+        var *= (nx * deps[1].vif + ny * deps[0].vif) / ntot
     sd = math.sqrt(max(var, 0.0))
-    if ntot <= _EXACT_LIMIT:
+    if ntot <= _EXACT_LIMIT and not dependent:
         p = float(stats.mannwhitneyu(y, x, alternative=alternative).pvalue)
     elif sd == 0.0:
         p = 1.0
@@ -359,9 +398,22 @@ def compare_latency(
             cls, reason = "pass", (
                 f"no material shift: {shift:.4g} ({effect:+.1%} of baseline median), "
                 f"{conf:.0%} CI [{interval.low:.4g}, {interval.high:.4g}]")
-    return LatencyComparison(u, p, alternative, shift, err, interval, effect, cls, conf, nx, ny, reason)
+    if dependent:
+        reason += "; ranks dependent in time order: test and interval widened"
+    return LatencyComparison(u, p, alternative, shift, err, interval, effect, cls, conf, nx, ny, reason, deps)
 
 
+def _rank_knots(xs: np.ndarray, ys: np.ndarray, per_sample: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled midranks at up to ``per_sample`` + 1 evenly spaced order statistics of each sorted sample (the
+    extremes included): ``np.interp`` over them gives every value's pooled midrank within N / per_sample of the
+    exact one, at the cost of an interpolation instead of a sort (the dependence estimate needs the ranks in
+    time order)."""
+    def picks(s: np.ndarray) -> np.ndarray:
+        return s[np.unique(np.linspace(0, s.size - 1, min(s.size, per_sample + 1)).astype(np.int64))]
+    g = np.unique(np.concatenate((picks(xs), picks(ys))))
+    rg = 0.5 * (np.searchsorted(xs, g, "left") + np.searchsorted(ys, g, "left")
+                + np.searchsorted(xs, g, "right") + np.searchsorted(ys, g, "right") + 1)
+    return g, rg
 def _quantile_with_ranks(a: np.ndarray, q: float, conf: float):
     n = a.size
     r = _point_rank(n, q)
@@ -402,8 +454,11 @@ def quantile_difference_ci(baseline: object, fault: object, q: float = 0.99, con
 
 
 def quantile_shift_test(baseline: object, fault: object, q: float = 0.99, *, alternative: str = "greater",
-                        confidence: float = 0.95) -> QuantileShiftTest:
-    """Exact conditional test that the fault q-quantile is higher (or lower / different) than baseline's."""
+                        confidence: float = 0.95, ordered: bool = True) -> QuantileShiftTest:
+    """Conditional test that the fault q-quantile is higher (or lower / different) than baseline's: exact
+    (hypergeometric) for independent samples, widened for the dependence found in time order (see
+    :class:`QuantileShiftTest`). ``ordered=False``: the samples carry no time order (pooled): treated as
+    independent, which the ``dependence`` records say."""
     from .proportions import _newcombe_diff
 
     x = check_samples(baseline, "baseline", allow_empty=False)
@@ -415,8 +470,28 @@ def quantile_shift_test(baseline: object, fault: object, q: float = 0.99, *, alt
     r = _point_rank(pooled.size, q)
     t = float(np.partition(pooled, r - 1)[r - 1])
     del pooled
-    bx = int(np.count_nonzero(x > t))
-    by = int(np.count_nonzero(y > t))
+    ix, iy = x > t, y > t
+    bx = int(np.count_nonzero(ix))
+    by = int(np.count_nonzero(iy))
+    name = f"exceedances of the pooled q={q:g} quantile"
+    deps = (indicator_dependence(ix, "baseline " + name, ordered=ordered),
+            indicator_dependence(iy, "fault " + name, ordered=ordered))
+    del ix, iy
+    eff = by / y.size - bx / x.size
+    if any(d.applied for d in deps):
+        vx, vy = deps[0].vif, deps[1].vif
+        N = x.size + y.size
+        pp = (bx + by) / N
+        sd = math.sqrt(pp * (1 - pp) * (vx / x.size + vy / y.size))
+        if sd == 0.0:
+            p = 1.0
+        else:
+            z = eff / sd
+            p = {"greater": special.ndtr(-z), "less": special.ndtr(z)}.get(alternative, 2 * special.ndtr(-abs(z)))
+        nx_, ny_ = max(1, round(x.size / vx)), max(1, round(y.size / vy))   # effective sizes
+        ci = _newcombe_diff(min(nx_, round(bx / vx)), nx_, min(ny_, round(by / vy)), ny_, conf)
+        return QuantileShiftTest(q, t, by, float(min(1.0, p)), alternative, bx, by, eff, ci, "dependence-normal",
+                                 deps)
     N, K, n = x.size + y.size, bx + by, y.size
     hg = stats.hypergeom(N, K, n)
     if alternative == "greater":
@@ -425,9 +500,8 @@ def quantile_shift_test(baseline: object, fault: object, q: float = 0.99, *, alt
         p = float(hg.cdf(by))
     else:
         p = float(min(1.0, 2 * min(hg.sf(by - 1), hg.cdf(by))))
-    eff = by / y.size - bx / x.size
     return QuantileShiftTest(q, t, by, min(1.0, p), alternative, bx, by, eff,
-                             _newcombe_diff(bx, x.size, by, y.size, conf))
+                             _newcombe_diff(bx, x.size, by, y.size, conf), "hypergeometric", deps)
 
 
 _EXACT_PERMUTATIONS = 20_000  # tied scores: enumerate every label assignment when C(N, n_fault) <= this
@@ -462,6 +536,14 @@ class TailRankTest:
     baseline quantile is not positive); ``threshold`` the lowest pooled value with a positive score;
     ``tail_baseline`` / ``tail_fault`` how many of each sample have a positive score. With no rank
     information (all positive scores tied, e.g. constant data) ``pvalue`` is 1 and ``inconclusive`` True.
+
+    Dependent samples (``ordered=True``, the default: each sample in time order): each sample's score series
+    (its values' tail scores in time order, 0 below the tail) is tested for serial dependence
+    (:func:`chaosinject.analysis.series_dependence`). ``T - null_mean = (m n / N) (mean fault score - mean
+    baseline score)``, so with variance inflations ``VIF_b``, ``VIF_f`` of the two score series the null
+    variance becomes ``null_sd^2 (m VIF_f + n VIF_b) / N``. When either is dependent, ``null_sd`` is that,
+    ``method`` is ``"dependence-normal"`` and the p-value normal (continuity-corrected for integer scores);
+    ``dependence``: the two :class:`Dependence` records (baseline, fault).
     """
 
     statistic: float
@@ -479,24 +561,30 @@ class TailRankTest:
     null_sd: float
     method: str
     reason: str = ""
+    dependence: tuple[Dependence, Dependence] | None = None
 
     @property
     def inconclusive(self) -> bool:
         return self.null_sd == 0.0
 
+    @property
+    def dependent(self) -> bool:
+        return self.dependence is not None and any(d.applied for d in self.dependence)
 
-def _tail_scores(x: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Averaged tail scores of the positive-score pooled values, their fault labels and the threshold.
+
+def _tail_scores(x: np.ndarray, y: np.ndarray, k: int, in_time: bool = False):
+    """Averaged tail scores of the positive-score pooled values, their fault labels and the threshold; with
+    ``in_time``, also each sample's scores in its own (time) order (0 below the tail).
 
     Only the top k pooled values (plus values tied with the k-th largest) are sorted: one np.partition
     of the pooled sample, then a sort of those L >= k values.
     """
     N = x.size + y.size
     t = float(np.partition(np.concatenate((x, y)), N - k)[N - k])
-    xt, yt = x[x >= t], y[y >= t]
-    v = np.concatenate((xt, yt))
+    px, py = np.flatnonzero(x >= t), np.flatnonzero(y >= t)
+    v = np.concatenate((x[px], y[py]))
     lab = np.zeros(v.size, dtype=bool)
-    lab[xt.size:] = True
+    lab[px.size:] = True
     order = np.argsort(v, kind="stable")
     v, lab = v[order], lab[order]
     L = v.size
@@ -504,10 +592,17 @@ def _tail_scores(x: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     np.maximum(raw, 0.0, out=raw)
     starts = np.flatnonzero(np.concatenate(([True], v[1:] != v[:-1])))
     if starts.size == L:
-        return raw, lab, t
-    counts = np.diff(np.append(starts, L))
-    avg = np.add.reduceat(raw, starts) / counts
-    return np.repeat(avg, counts), lab, t
+        a = raw
+    else:
+        counts = np.diff(np.append(starts, L))
+        a = np.repeat(np.add.reduceat(raw, starts) / counts, counts)
+    if not in_time:
+        return a, lab, t
+    back = np.empty(L)
+    back[order] = a          # scores in the order of concatenate((x[px], y[py]))
+    sx, sy = np.zeros(x.size), np.zeros(y.size)
+    sx[px], sy[py] = back[:px.size], back[px.size:]
+    return a, lab, t, sx, sy
 
 
 def _hypergeom_pmf(s: np.ndarray, N: int, L: int, n: int) -> np.ndarray:
@@ -590,7 +685,7 @@ def _tail_pvalue_enumerated(T: float, scores: np.ndarray, n: int, alternative: s
 
 
 def tail_rank_test(baseline: object, fault: object, q: float = 0.99, *, tail: float = 0.98,
-                   alternative: str = "greater") -> TailRankTest:
+                   alternative: str = "greater", ordered: bool = True) -> TailRankTest:
     """Linear rank test restricted to the pooled upper tail (above the ``tail`` quantile); see TailRankTest.
 
     ``alternative="greater"`` (default): the fault's upper tail is stochastically higher. ``q`` only sets
@@ -601,7 +696,7 @@ def tail_rank_test(baseline: object, fault: object, q: float = 0.99, *, tail: fl
     p99. Measured at 1e5 samples per phase with the fault = baseline x 1.05: power 1.0 (lognormal,
     bimodal) and ~0.96 (Lomax, tail index 3) at the 5 % level, against ~0.9 for the single-threshold
     :func:`quantile_shift_test`; ``tail=0.97`` raises the Lomax power to ~0.99 at the cost of weighting
-    p97..p99 more.
+    p97..p99 more. ``ordered=False``: the samples carry no time order (pooled): treated as independent.
     """
     x = check_samples(baseline, "baseline", allow_empty=False)
     y = check_samples(fault, "fault", allow_empty=False)
@@ -611,7 +706,10 @@ def tail_rank_test(baseline: object, fault: object, q: float = 0.99, *, tail: fl
     m, n = x.size, y.size
     N = m + n
     k = min(N, max(1, math.ceil((1.0 - tail) * N - 1e-9)))
-    a, lab, t = _tail_scores(x, y, k)
+    a, lab, t, sx, sy = _tail_scores(x, y, k, in_time=True)
+    deps = (series_dependence(sx, "baseline tail scores", ordered=ordered),
+            series_dependence(sy, "fault tail scores", ordered=ordered))
+    del sx, sy
     T = float(a[lab].sum())
     tail_fault = int(np.count_nonzero(lab & (a > 0)))
     tail_baseline = int(np.count_nonzero(~lab & (a > 0)))
@@ -628,9 +726,18 @@ def tail_rank_test(baseline: object, fault: object, q: float = 0.99, *, tail: fl
     effect = by / bx if bx > 0 else math.nan
     if sd == 0.0:
         return TailRankTest(T, 1.0, alternative, 0.0, effect, q, tail, k, t, tail_baseline, tail_fault,
-                            mean, 0.0, "none", "all tail scores tied: no rank information")
-    z = (T - mean) / sd
+                            mean, 0.0, "none", "all tail scores tied: no rank information", deps)
     integer = bool(np.all(a == np.round(a)))
+    if any(d.applied for d in deps):
+        sd *= math.sqrt((m * deps[1].vif + n * deps[0].vif) / N)
+        z = (T - mean) / sd
+        cc = 0.5 / sd if integer else 0.0
+        pg, pl = float(special.ndtr(-(z - cc))), float(special.ndtr(z + cc))
+        p = {"greater": pg, "less": pl}.get(alternative, 2 * min(pg, pl))
+        return TailRankTest(T, min(1.0, p), alternative, z, effect, q, tail, k, t, tail_baseline, tail_fault,
+                            mean, sd, "dependence-normal", "tail scores dependent in time order: null variance "
+                            "inflated", deps)
+    z = (T - mean) / sd
     if integer and a.size <= _EXACT_TAIL:
         p, method = _tail_pvalue_exact(T, a, N, n, alternative), "exact"
     elif N <= 64 and math.comb(N, n) <= _EXACT_PERMUTATIONS:
@@ -641,4 +748,4 @@ def tail_rank_test(baseline: object, fault: object, q: float = 0.99, *, tail: fl
         p = _tail_pvalue_mixture(T, a, N, n, alternative, 0.5 if integer else 0.0)
         method = "hypergeometric-normal"
     return TailRankTest(T, p, alternative, z, effect, q, tail, k, t, tail_baseline, tail_fault, mean, sd,
-                        method)
+                        method, "", deps)

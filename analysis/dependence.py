@@ -22,6 +22,10 @@ declared when that test rejects at ``DEPENDENCE_ALPHA`` (5 %), and then the inte
 treated as independent and nothing changes (independent data keep the exact order-statistic and
 Clopper-Pearson intervals, except in the 5 % of phases where the test falsely fires and widens them).
 
+Rank tests (:func:`chaosinject.analysis.tail_rank_test`) sum real-valued scores, not 0/1 events:
+:func:`series_dependence` is the same estimate and test for any series, with the series' variance in place of
+``p (1 - p)`` (``events``: the nonzero scores, ``episode``: the mean run of consecutive nonzero scores).
+
 Samples that carry no time order (pooled from several sources) cannot be tested: :func:`indicator_dependence`
 with ``ordered=False`` says so in its text, and the verdict treats them as independent *with that caveat shown*.
 """
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special, stats
 
-__all__ = ["DEPENDENCE_ALPHA", "Dependence", "batch_count", "indicator_dependence"]
+__all__ = ["DEPENDENCE_ALPHA", "Dependence", "batch_count", "indicator_dependence", "series_dependence"]
 
 DEPENDENCE_ALPHA = 0.05
 _MIN_BATCH = 4  # fewer samples per batch than this: too short to estimate anything
@@ -130,6 +134,41 @@ def indicator_dependence(ind: object, what: str, *, ordered: bool = True,
     counts = np.add.reduceat(a[: B * m].astype(np.int32), np.arange(0, B * m, m)).astype(np.float64)
     means = counts / m
     vif_hat = float(m * means.var(ddof=1) / (p * (1 - p)))
+    pvalue = float(stats.chi2.sf((B - 1) * vif_hat, B - 1))
+    applied = pvalue < alpha and vif_hat > 1.0
+    vif = 1.0
+    if applied:
+        z = float(special.ndtri(0.975))
+        t = float(stats.t.ppf(0.975, B - 1))
+        vif = vif_hat * (t / z) ** 2
+    return Dependence(what, n, k, vif, vif_hat, pvalue, applied, B, m, lag1, episode)
+
+
+def series_dependence(values: object, what: str, *, ordered: bool = True,
+                      alpha: float = DEPENDENCE_ALPHA) -> Dependence:
+    """Batch-means dependence of a real-valued series in time order (e.g. a rank test's scores, 0 for most
+    samples): ``VIF_hat = m * s^2(batch means) / s^2(values)``, the same test and widening as
+    :func:`indicator_dependence` (which it equals on a 0/1 series)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    n = int(v.size)
+    nz = v != 0
+    k = int(np.count_nonzero(nz))
+    if not ordered:
+        return Dependence(what, n, k, 1.0, math.nan, math.nan, False, 0, 0, math.nan, math.nan, False)
+    _, episode = _lag1_and_episode(nz, k / n if n else 0.0)
+    var = float(v.var()) if n else 0.0
+    lag1 = 0.0
+    if n >= 2 and var > 0:
+        c = v - v.mean()
+        lag1 = float(np.dot(c[1:], c[:-1]) / (n - 1) / var)
+    B = batch_count(n)
+    m = n // B if n else 0
+    if m < _MIN_BATCH:
+        return Dependence(what, n, k, 1.0, math.nan, math.nan, False, 0, 0, lag1, episode)
+    if var == 0.0:
+        return Dependence(what, n, k, 1.0, 1.0, 1.0, False, B, m, lag1, episode)
+    means = np.add.reduceat(v[: B * m], np.arange(0, B * m, m)) / m
+    vif_hat = float(m * means.var(ddof=1) / var)
     pvalue = float(stats.chi2.sf((B - 1) * vif_hat, B - 1))
     applied = pvalue < alpha and vif_hat > 1.0
     vif = 1.0

@@ -76,16 +76,17 @@ def machine() -> str:
     return f"{platform.node()} kernel {platform.release()}, {cpus} CPUs ({model})"
 
 
-def code_version() -> str:
-    """Commit of the checkout, and whether the code the benchmark imports (injector/, bpf/) has local edits."""
+def code_version(paths: tuple[str, ...] = ("injector", "bpf")) -> str:
+    """Commit of the checkout, and whether the code the benchmark imports (``paths``: injector/, bpf/ unless
+    told) has local edits."""
     try:
         head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "injector", "bpf"],
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", *paths],
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return f"{head}{' + uncommitted injector/bpf edits' if dirty else ''}"
+    return f"{head}{' + uncommitted ' + '/'.join(paths) + ' edits' if dirty else ''}"
 
 
 # -- test packets (BPF_PROG_TEST_RUN itself: chaosinject.kernel.bpf.prog_test_run) ----------------------------------

@@ -1,6 +1,7 @@
-"""Calibration of the dependence-aware verdict on seeded dependent series (Markov congestion episodes, AR(1) on
-log latency, GC-like pauses, bursty errors) and on independent ones: interval coverage 93-97 %, A/A false
-positives <= 5 % + 3 SE at alpha 5 %. Deterministic (fixed seeds); ~25 s on the shared 2-core machine."""
+"""Calibration of the dependence-aware verdict and two-sample tail tests on seeded dependent series (Markov
+congestion episodes, AR(1) on log latency, GC-like pauses, bursty errors) and on independent ones: interval
+coverage 93-97 %, A/A false positives <= 5 % + 3 SE at alpha 5 %. Deterministic (fixed seeds); ~35 s on the
+shared 2-core machine."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from chaosinject.analysis import Outcome, PhaseData, SteadyStateSpec, evaluate, indicator_dependence, quantile_ci
+from chaosinject.analysis import (Outcome, PhaseData, SteadyStateSpec, compare_latency, evaluate, indicator_dependence,
+                                  quantile_ci, quantile_shift_test, series_dependence, tail_rank_test)
 from chaosinject.analysis.quantiles import quantile_ci_dependent
 
 from dependent_synth import GENERATORS, bursty_errors, independent_errors
@@ -54,6 +56,25 @@ def aa_latency(name: str, reps: int, seed: int = 11, n: int = N, ordered: bool =
     return hits / reps
 
 
+def aa_tail_tests(name: str, reps: int, seed: int = 19, n: int = N, ordered: bool = True,
+                  mann_whitney: bool = False, groups: int = 256) -> tuple[float, ...]:
+    """A/A false-positive rates at alpha 5 % of (quantile_shift_test, tail_rank_test), one-sided 'greater', and
+    with ``mann_whitney`` of compare_latency's two-sided p-value (and share of its 98 % shift CIs excluding 0;
+    ``groups`` < n widens that interval, which is conservative: the unit tier uses 256 for speed)."""
+    gen, _ = GENERATORS[name]
+    rng = np.random.default_rng(seed)
+    qs = tr = mw = ci = 0
+    for _ in range(reps):
+        x, y = gen(rng, n), gen(rng, n)
+        qs += quantile_shift_test(x, y, ordered=ordered).pvalue < 0.05
+        tr += tail_rank_test(x, y, ordered=ordered).pvalue < 0.05
+        if mann_whitney:
+            r = compare_latency(x, y, ordered=ordered, groups=groups)
+            mw += r.pvalue < 0.05
+            ci += r.interval is not None and not (r.interval.low <= 0.0 <= r.interval.high)
+    return (qs / reps, tr / reps) + ((mw / reps, ci / reps) if mann_whitney else ())
+
+
 def aa_errors(gen, reps: int, seed: int = 13, n: int = N, flags: bool = True) -> tuple[float, float]:
     """(share of A/A runs where 'error rate significantly higher than baseline' fires,
         coverage of the absolute error-rate interval for the true rate 1 %)"""
@@ -88,6 +109,47 @@ def test_p99_interval_coverage_on_dependent_and_independent_series(name, reps):
 def test_aa_p99_change_false_positives(name):
     reps = 150
     assert aa_latency(name, reps) <= _fpr_bound(reps)
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_aa_quantile_shift_and_tail_rank_tests_false_positives(name):
+    reps = 150
+    qs, tr, mw, ci = aa_tail_tests(name, reps, mann_whitney=True)
+    assert qs <= _fpr_bound(reps) and tr <= _fpr_bound(reps), (qs, tr)
+    assert mw <= _fpr_bound(reps) and ci <= _fpr_bound(reps, 0.02), (mw, ci)   # the shift CI is at 98 %
+
+
+def test_tail_tests_without_time_order_are_what_the_old_methods_get_wrong():
+    # the same Markov episodes without time order: exact / permutation laws of independent samples, ~35-65 %
+    qs, tr, mw, ci = aa_tail_tests("markov", 60, ordered=False, mann_whitney=True)
+    assert qs > 0.2 and tr > 0.2 and mw > 0.3 and ci > 0.3, (qs, tr, mw, ci)
+
+
+def test_series_dependence_equals_indicator_dependence_on_events_and_sees_dependent_scores():
+    rng = np.random.default_rng(23)
+    ev = rng.random(20_000) < 0.03
+    a, b = indicator_dependence(ev, "e"), series_dependence(ev, "e")
+    assert b.vif_estimate == pytest.approx(a.vif_estimate, rel=1e-9) and b.pvalue == pytest.approx(a.pvalue, rel=1e-9)
+    assert b.events == a.events and b.episode == a.episode
+    x = GENERATORS["markov"][0](rng, 20_000)
+    scores = np.where(x > np.quantile(x, 0.98), x, 0.0)
+    d = series_dependence(scores, "tail scores")
+    assert d.applied and d.vif > 5 and d.lag1 > 0.1 and d.episode > 1.1   # measured 31, 0.20, 1.32 (independent: ~1, ~0, ~1.02)
+    assert not series_dependence(scores, "tail scores", ordered=False).ordered
+
+
+def test_dependent_tail_test_results_say_so():
+    rng = np.random.default_rng(29)
+    x, y = (GENERATORS["markov"][0](rng, 20_000) for _ in range(2))
+    r = tail_rank_test(x, y)
+    assert r.dependent and r.method == "dependence-normal" and r.dependence[0].applied
+    old = tail_rank_test(x, y, ordered=False)
+    assert r.null_sd > 2 * old.null_sd and r.statistic == old.statistic and r.null_mean == old.null_mean
+    s = quantile_shift_test(x, y)
+    assert s.dependent and s.method == "dependence-normal"
+    o = quantile_shift_test(x, y, ordered=False)
+    assert o.method == "hypergeometric" and not o.dependent
+    assert (s.interval.high - s.interval.low) > 2 * (o.interval.high - o.interval.low)
 
 
 def test_aa_without_time_order_is_what_the_old_method_gets_wrong():

@@ -127,7 +127,10 @@ def test_tail_rank_test_power_plus_5_percent_p99_at_1e5_per_phase(name):
     results = [tail_rank_test(gen(rng, n), gen(rng, n) * 1.05) for _ in range(reps)]
     power = np.mean([r.pvalue < 0.05 for r in results])
     assert power >= 0.9  # measured: 1.0 lognormal, 1.0 bimodal, ~0.96 Lomax
-    assert all(r.method == "hypergeometric-normal" and r.k == 4000 for r in results)
+    assert all(r.k == 4000 for r in results)
+    # independent samples: the mixture law, except where the dependence test (alpha 5 % per sample) fires
+    assert all(r.method == ("dependence-normal" if r.dependent else "hypergeometric-normal") for r in results)
+    assert sum(r.dependent for r in results) <= stats.binom.ppf(0.999, reps, 0.0975)   # 1 - 0.95^2 per pair
     assert np.median([r.effect for r in results]) == pytest.approx(1.05, abs=0.02)
 
 

@@ -1,0 +1,113 @@
+"""Benchmark: calibration and power of the dependence-aware statistics (analysis/dependence.py) on longer runs
+than the unit-tier suite (tests/unit/analysis/test_dependence_calibration.py), beside the independence-assuming
+methods (the same data marked as having no time order, ``ordered=False``). Needs nothing (no root).
+
+    .venv/bin/python bench/dependence_calibration.py [--reps 1000] [--power-reps 200]
+
+Prints, per generator of tests/unit/analysis/dependent_synth.py (Markov congestion episodes, AR(1) on log
+latency, GC-like pauses, independent lognormal; n = 20,000 per phase):
+- p99 95 % interval coverage (among conclusive intervals), share of phases too short for their dependence,
+  and the independence-assuming interval's coverage;
+- A/A false-positive rate at alpha 5 % of the verdict's p99 change test (expected deviation), of
+  ``quantile_shift_test`` and ``tail_rank_test`` (one-sided), of ``compare_latency``'s Mann-Whitney p-value
+  (two-sided) and the share of its 98 % Hodges-Lehmann shift intervals that exclude 0 (nominal 2 %; default
+  ``groups``, so the interval is the exact Moses interval at this n), new and old;
+- for bursty and independent errors: A/A rate of "error rate significantly higher than baseline" and the 95 %
+  error-rate interval's coverage, new and old (counts only);
+- power at alpha 5 % for +5 % p99 (fault = baseline x 1.05) at n = 1e5 per phase, new and old: the verdict's
+  p99 change test, quantile_shift_test and tail_rank_test, on independent and AR(1) data, and the time of
+  one compare_latency at n = 1e5 + 1e5, new and old.
+Each figure is one seeded run of R repetitions (standard error ~ sqrt(p (1 - p) / R): 0.007 at p = 0.05,
+R = 1000). Single-threaded (OMP/BLAS threads 1).
+"""
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import _common as C  # noqa: E402
+
+sys.path.insert(0, str(C.REPO / "tests" / "unit" / "analysis"))
+from chaosinject.analysis import (Outcome, PhaseData, compare_latency, evaluate, quantile_shift_test,  # noqa: E402
+                                  tail_rank_test)
+from dependent_synth import GENERATORS, bursty_errors, independent_errors  # noqa: E402
+from test_dependence_calibration import LAT_ONLY, aa_errors, aa_latency, aa_tail_tests, coverage  # noqa: E402
+
+
+def power(name: str, reps: int, n: int, seed: int = 17) -> dict[str, float]:
+    """Share of runs (fault = baseline x 1.05) each test detects at alpha 5 %, new (time order) and old."""
+    gen, _ = GENERATORS[name]
+    rng = np.random.default_rng(seed)
+    hits = dict.fromkeys(("verdict", "verdict_old", "shift", "shift_old", "tail", "tail_old"), 0)
+    secs: dict[str, list[float]] = {"mw": [], "mw_old": []}
+    for i in range(reps):
+        x, y = gen(rng, n), gen(rng, n) * 1.05
+        for suffix, ordered in (("", True), ("_old", False)):
+            ph = {"baseline": PhaseData(x, ordered=ordered), "fault": PhaseData(y, ordered=ordered)}
+            v = evaluate(ph, LAT_ONLY, latency_unit_ns=False, expect={"fault": "deviation"})
+            hits["verdict" + suffix] += v.phase_outcome("fault") is Outcome.DEVIATED
+            hits["shift" + suffix] += quantile_shift_test(x, y, ordered=ordered).pvalue < 0.05
+            hits["tail" + suffix] += tail_rank_test(x, y, ordered=ordered).pvalue < 0.05
+            if i < 10:
+                t0 = time.perf_counter()
+                compare_latency(x, y, ordered=ordered)
+                secs["mw" + suffix].append(time.perf_counter() - t0)
+    out = {k: v / reps for k, v in hits.items()}
+    out.update({k: float(np.median(v)) for k, v in secs.items()})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=1000, help="repetitions per calibration figure")
+    ap.add_argument("--power-reps", type=int, default=200, help="repetitions per power figure (n = 1e5)")
+    args = ap.parse_args()
+    R, P = args.reps, args.power_reps
+    print(f"# dependence_calibration  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}  {C.machine()}  "
+          f"code {C.code_version(('analysis', 'tests/unit/analysis'))}  load "
+          f"{Path('/proc/loadavg').read_text().split()[0]}")
+    print(f"n = 20000 per phase, {R} seeded repetitions per figure (A/A: {R // 2}); "
+          f"'old' = the same data without time order (independence assumed)")
+    print(f"{'generator':<12} {'p99 95% CI coverage':<32} | A/A false positives at alpha 5 %, new / old")
+    print(f"{'':<12} {'new (inconclusive)   old':<32} | {'verdict p99 change':<20} {'quantile_shift_test':<20} "
+          f"{'tail_rank_test':<20} {'Mann-Whitney p':<20} HL 98 % CI excludes 0")
+    for name in GENERATORS:
+        t0 = time.perf_counter()
+        cov, inc, old = coverage(name, R, seed=101)
+        aa_new = aa_latency(name, R // 2, seed=102)
+        aa_old = aa_latency(name, R // 2, seed=102, ordered=False)
+        qs, tr, mw, ci = aa_tail_tests(name, R // 2, seed=104, mann_whitney=True, groups=65_536)
+        qs_old, tr_old, mw_old, ci_old = aa_tail_tests(name, R // 2, seed=104, ordered=False, mann_whitney=True,
+                                                       groups=65_536)
+        print(f"{name:<12} {cov:.3f} ({inc:.3f})        {old:.3f}    | {aa_new:.3f} / {aa_old:.3f}        "
+              f"{qs:.3f} / {qs_old:.3f}        {tr:.3f} / {tr_old:.3f}        {mw:.3f} / {mw_old:.3f}        "
+              f"{ci:.3f} / {ci_old:.3f}   [{time.perf_counter() - t0:.0f} s]",
+              flush=True)
+    for name, gen in (("bursty errors", bursty_errors), ("independent errors", independent_errors)):
+        f_new, c_new = aa_errors(gen, R, seed=103)
+        f_old, c_old = aa_errors(gen, R, seed=103, flags=False)
+        print(f"{name:<18} A/A 'higher than baseline' new {f_new:.3f} old {f_old:.3f} | "
+              f"error-rate 95 % CI coverage new {c_new:.3f} old {c_old:.3f}", flush=True)
+    for name in ("independent", "ar1"):
+        t0 = time.perf_counter()
+        p = power(name, P, 100_000)
+        print(f"power, p99 x1.05, n=1e5 per phase, {name:<11} ({P} reps), new / old: verdict p99 change "
+              f"{p['verdict']:.3f} / {p['verdict_old']:.3f}, quantile_shift_test {p['shift']:.3f} / "
+              f"{p['shift_old']:.3f}, tail_rank_test {p['tail']:.3f} / {p['tail_old']:.3f}; one compare_latency "
+              f"{p['mw']:.2f} s / {p['mw_old']:.2f} s (median of 10)  "
+              f"[{time.perf_counter() - t0:.0f} s]", flush=True)
+
+
+if __name__ == "__main__":
+    main()
