@@ -155,6 +155,9 @@ class StopOutcome:
     state: str | None = None
 
 
+FINAL_RECORD_GRACE_S = 2.0   # ledger gone, final record not yet written: the owner's last moment
+
+
 def stop_runs(run_ids: list[str] | None, *, timeout_s: float = 15.0, state: str = "stopped") -> list[StopOutcome]:
     """Ask the owners of ``run_ids`` (None: every live run) to end them, and wait until their ledgers are gone.
 
@@ -167,6 +170,12 @@ def stop_runs(run_ids: list[str] | None, *, timeout_s: float = 15.0, state: str 
         targets = [ledger for ledger in ledgers.values() if ledger.owner_alive]
     else:
         finished = {r: final_record(r) for r in run_ids if r not in ledgers}
+        # an owner deletes its ledger just before it writes its final record: a run in that moment is neither
+        # live nor finished, so give it a moment before calling it unknown
+        grace_end = time.monotonic() + FINAL_RECORD_GRACE_S
+        while any(final is None for final in finished.values()) and time.monotonic() < grace_end:
+            time.sleep(0.05)
+            finished = {r: final or final_record(r) for r, final in finished.items()}
         missing = [r for r, final in finished.items() if final is None]
         if missing:
             raise InvalidSpec("no such run (see `chaos-inject status`)", text=", ".join(missing), field="run id")

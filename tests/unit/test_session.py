@@ -328,6 +328,22 @@ def test_stop_refuses_unknown_runs_and_reports_finished_ones(run_dir):
     assert outcome.outcome == "already-gone" and outcome.state == "stopped"
 
 
+def test_stop_waits_out_the_moment_between_ledger_and_final_record(run_dir):
+    import threading
+
+    from chaosinject.kernel.ledger import record_final
+    from chaosinject.supervisor import stop_runs
+
+    run_id = "20990101-000000-cafe"   # its ledger is gone; the owner writes the final record 0.3 s later
+    writer = threading.Timer(0.3, record_final, [{"run_id": run_id, "state": "completed", "updated": time.time()}])
+    writer.start()
+    try:
+        (outcome,) = stop_runs([run_id])
+    finally:
+        writer.join()
+    assert outcome.outcome == "already-gone" and outcome.state == "completed"
+
+
 def test_wait_on_a_session_never_started_is_an_error_not_a_hang():
     with pytest.raises(ChaosInjectError, match="never started"):
         FaultSession(make_plan(), FakeEngine()).wait(timeout=1)
