@@ -39,6 +39,7 @@ bench: setup      ## prints figures; see bench/README.md
 	$(PY) bench/lab_startup.py
 	$(PY) bench/delay_engines.py --vm
 	$(PY) bench/verdict_speed.py
+	$(PY) bench/dependence_calibration.py
 	$(PY) bench/record_rate.py
 	$(PY) bench/record_overhead.py
 	$(PY) bench/host_faults.py
