@@ -5,7 +5,10 @@ Checks (runbook defaults, configurable in the experiment's ``chaos-inject`` exte
 - p99 > ``latency_max_ratio`` (2) x the baseline's: :class:`analysis.QuantileExceedanceMonitor` with its
   threshold from the baseline's upper confidence bound of p99.
 Both are anytime-valid: the guard looks every ``interval`` (0.2 s) for as long as the method runs and the
-probability of a false alarm stays <= ``alpha`` (1 %) each, whatever the number of looks. A Prometheus
+probability of a false alarm stays <= ``alpha`` (1 %) each, whatever the number of looks. Both are
+dependence-aware (congestion episodes, error bursts): the baseline's samples and request outcomes, kept in
+time order, give each monitor its prior variance inflation, and the monitored stream its running one; the
+evidence is tempered by it (see :mod:`chaosinject.analysis.sequential`). The notes say what was found. A Prometheus
 query is compared with its ``max`` on each look (an aggregated rate from Prometheus is already a
 smoothed statistic; one value above the limit halts).
 
@@ -47,6 +50,7 @@ class HaltGuard:
         self.armed_at_ns: int | None = None
         self.looks = 0
         self._baseline: list[np.ndarray] = []
+        self._baseline_ok: list[np.ndarray] = []   # the baseline's request outcomes in time order (error bursts)
         self._armed = False
         self._errors = None
         self._latency = None
@@ -97,22 +101,28 @@ class HaltGuard:
 
         with self._lock:
             base = np.concatenate(self._baseline) if self._baseline else np.zeros(0)
+            # one source: its baseline is in time order; several: interleaved by look, pooled (no time order),
+            # so no prior inflation is taken from it (the notes say so)
+            ordered = len(self.sources) == 1
+            base_ok = np.concatenate(self._baseline_ok) if self._baseline_ok and ordered else None
             if self.spec.max_error_rate is not None and self.sources:
-                self._errors = ErrorRateMonitor(self.spec.max_error_rate, alpha=self.spec.alpha)
+                self._errors = ErrorRateMonitor(self.spec.max_error_rate, alpha=self.spec.alpha,
+                                                baseline_ok=base_ok)
             if self.spec.latency_max_ratio is not None and self.sources:
                 try:
                     self._latency = QuantileExceedanceMonitor.from_baseline(
                         base, factor=self.spec.latency_max_ratio, quantile=self.spec.latency_quantile,
-                        alpha=self.spec.alpha)
+                        alpha=self.spec.alpha, ordered=ordered)
                     self.notes.append(
                         f"latency guard: halt if p{self.spec.latency_quantile * 100:g} > "
                         f"{self._latency.latency_threshold / 1e6:.3f} ms ({self.spec.latency_max_ratio:g}x the "
-                        f"baseline's upper bound, {base.size} baseline samples)")
+                        f"baseline's upper bound, {base.size} baseline samples; {self._latency.dependence_text()})")
                 except InvalidInput as exc:
                     self.notes.append(f"latency guard off: {exc}")
             if self._errors is not None:
                 self.notes.append(f"error-rate guard: halt if the error rate is above "
-                                  f"{self.spec.max_error_rate:.2%} (alpha {self.spec.alpha:g})")
+                                  f"{self.spec.max_error_rate:.2%} (alpha {self.spec.alpha:g}; "
+                                  f"{self._errors.dependence_text()})")
             if self.spec.prometheus_query:
                 self.notes.append(f"prometheus guard: halt if {self.spec.prometheus_query!r} > "
                                   f"{self.spec.prometheus_max:g}")
@@ -147,7 +157,9 @@ class HaltGuard:
             with self._lock:
                 if not self._armed:
                     if self.armed_at_ns is None:
-                        self._baseline.append(lat[ok])    # failed requests' timeouts are not normal latency
+                        # failed requests' timeouts are not normal latency
+                        self._baseline.append(lat[ok])
+                        self._baseline_ok.append(ok.ravel())
                     continue
                 if self._errors is not None and ok.size and self._errors.update_ok(ok):
                     return f"error rate breach: {self._errors.reason()}"

@@ -1,7 +1,7 @@
-"""Calibration of the dependence-aware verdict and two-sample tail tests on seeded dependent series (Markov
-congestion episodes, AR(1) on log latency, GC-like pauses, bursty errors) and on independent ones: interval
-coverage 93-97 %, A/A false positives <= 5 % + 3 SE at alpha 5 %. Deterministic (fixed seeds); ~35 s on the
-shared 2-core machine."""
+"""Calibration of the dependence-aware verdict, two-sample tail tests and halt-guard monitors on seeded
+dependent series (Markov congestion episodes, AR(1) on log latency, GC-like pauses, bursty errors) and on
+independent ones: interval coverage 93-97 %, A/A false positives <= 5 % + 3 SE at alpha 5 %, sequential
+monitors' false alarms under continuous peeking <= 5 % + 3 SE. Deterministic (fixed seeds)."""
 from __future__ import annotations
 
 import math
@@ -9,8 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from chaosinject.analysis import (Outcome, PhaseData, SteadyStateSpec, compare_latency, evaluate, indicator_dependence,
-                                  quantile_ci, quantile_shift_test, series_dependence, tail_rank_test)
+from chaosinject.analysis import (ErrorRateMonitor, Outcome, PhaseData, QuantileExceedanceMonitor, SteadyStateSpec,
+                                  compare_latency, evaluate, indicator_dependence, mixture_log_evidence, quantile_ci,
+                                  quantile_shift_test, series_dependence, tail_rank_test)
 from chaosinject.analysis.quantiles import quantile_ci_dependent
 
 from dependent_synth import GENERATORS, bursty_errors, independent_errors
@@ -202,3 +203,84 @@ def test_pooled_samples_are_flagged_not_silently_independent():
                  SteadyStateSpec(latency_max_ns=1e9), latency_unit_ns=False)
     assert all("no time order, treated as independent" in c.reason for c in v.phase("baseline"))
     assert "no time order (pooled)" in v.summary() and "counts only" in v.summary()
+
+
+def monitor_false_alarms(name: str, reps: int, seed: int = 31, n_base: int = N, n: int = N, look: int = 100,
+                         alpha: float = 0.05, dependence: bool = True) -> float:
+    """Share of H0 streams on which the halt guard's latency monitor ever breaches, looking after every ``look``
+    samples. Worst case of H0: the threshold is the generator's true p99 (exceedance rate exactly p0 = 1 %);
+    the prior inflation comes from a baseline of the same process, as :meth:`QuantileExceedanceMonitor.
+    from_baseline` takes it (its own p99 exceedances in time order). Vectorised: the tempered evidence of a
+    monitor with that prior is :func:`mixture_log_evidence` with ``inflation`` (checked on one stream)."""
+    gen, qf = GENERATORS[name]
+    t = qf(Q)
+    rng = np.random.default_rng(seed)
+    infl = np.ones(reps)
+    ex = np.empty((reps, n // look))
+    for i in range(reps):
+        base = gen(rng, n_base)
+        if dependence:
+            infl[i] = indicator_dependence(base > quantile_ci(base, Q).estimate, "b").vif
+        x = gen(rng, n)
+        ex[i] = (x[: n // look * look] > t).reshape(-1, look).sum(axis=1)
+        if i == 0:
+            m = QuantileExceedanceMonitor(t, Q, alpha, prior_inflation=infl[0], dependence=dependence)
+            for j in range(0, n // look * look, look):
+                m.update_latencies(x[j:j + look])
+    le = mixture_log_evidence(ex.cumsum(axis=1), np.arange(1, n // look + 1) * look, 1 - Q, inflation=infl[:, None])
+    assert m.log_evidence == pytest.approx(le[0, -1], rel=1e-9, abs=1e-9)
+    return float((le.max(axis=1) >= math.log(1 / alpha)).mean())
+
+
+def error_monitor_false_alarms(gen, reps: int, seed: int = 37, n: int = N, look: int = 100, alpha: float = 0.05,
+                               dependence: bool = True) -> float:
+    """The same for the error-rate monitor at its H0 boundary (p0 = the generator's 1 % rate), prior from a
+    baseline's request outcomes in time order."""
+    rng = np.random.default_rng(seed)
+    infl = np.ones(reps)
+    ev = np.empty((reps, n // look))
+    for i in range(reps):
+        b, f = gen(rng, n), gen(rng, n)
+        if dependence:
+            infl[i] = ErrorRateMonitor(0.01, alpha, baseline_ok=~b).inflation
+        ev[i] = f.reshape(-1, look).sum(axis=1)
+    le = mixture_log_evidence(ev.cumsum(axis=1), np.arange(1, n // look + 1) * look, 0.01, inflation=infl[:, None])
+    return float((le.max(axis=1) >= math.log(1 / alpha)).mean())
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_latency_monitor_false_alarms_under_continuous_peeking(name):
+    reps = 200
+    assert monitor_false_alarms(name, reps) <= _fpr_bound(reps)
+
+
+def test_latency_monitor_without_dependence_is_what_goes_wrong():
+    # the plain mixture SPRT on Markov episodes: the first congestion episode halts most streams
+    assert monitor_false_alarms("markov", 60, dependence=False) > 0.3
+
+
+@pytest.mark.parametrize("gen", [bursty_errors, independent_errors])
+def test_error_monitor_false_alarms_under_continuous_peeking(gen):
+    reps = 200
+    assert error_monitor_false_alarms(gen, reps) <= _fpr_bound(reps)
+    if gen is bursty_errors:
+        assert error_monitor_false_alarms(gen, 60, dependence=False) > 0.3
+
+
+def test_dependence_aware_monitors_still_halt_on_a_breach_and_say_what_they_found():
+    rng = np.random.default_rng(41)
+    gen, _ = GENERATORS["markov"]
+    m = QuantileExceedanceMonitor.from_baseline(gen(rng, N), factor=1.0, alpha=0.01)
+    assert m.inflation > 5 and "evidence tempered for dependence" in m.reason()
+    looks = 0
+    while not m.update_latencies(gen(rng, 100) * 2.0) and looks < 200:   # p99 doubled
+        looks += 1
+    assert m.breached and looks < 50
+    e = ErrorRateMonitor(0.05, baseline_ok=~bursty_errors(rng, N, 0.01))
+    assert e.inflation > 5 and "DEPENDENT" in e.reason()
+    # every request failing: the price of bursts of ~20 in the baseline (inflation ~80) is a halt after ~230
+    # failed requests instead of ~4 (an independent baseline halts on the first look)
+    assert [e.update_ok(np.zeros(100, bool)) for _ in range(3)] == [False, False, True]
+    assert ErrorRateMonitor(0.05, baseline_ok=np.ones(N, bool)).update_ok(np.zeros(20, bool))
+    pooled = QuantileExceedanceMonitor.from_baseline(gen(rng, N), ordered=False)
+    assert pooled.inflation == 1.0 and "without time order" in pooled.reason()
