@@ -44,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any, Mapping
 
 import numpy as np
@@ -379,6 +380,18 @@ def _abs_errors(phase: str, errors: int, requests: int, limit: float, conf: floa
     rate = errors / requests
     desc = f"error rate {rate:.3%} ({errors}/{requests}, {conf:.0%} CI {ci.low:.3%}-{ci.high:.3%})"
     need = "" if errors else f"; with no errors, about {math.ceil(-math.log((1 - conf) / 2) / limit)} requests are needed"
+    if eff is not None and eff.requests < requests:   # dependent errors: the length this dependence needs
+        vif = requests / eff.requests
+        p = min(max(rate, 1.0 / requests), 1 - 1e-12)
+        gap = abs(p - limit)
+        z = NormalDist().inv_cdf((1 + conf) / 2)
+        n_need = (z * z * p * (1 - p) / (gap * gap) if gap > 0 else math.inf) if errors else (
+            -math.log((1 - conf) / 2) / limit)
+        if math.isfinite(n_need):
+            need = (f"; errors dependent in time order (effective n {eff.requests} of {requests}): about "
+                    f"{math.ceil(n_need * vif)} requests would be needed at this dependence")
+        else:
+            need = f"; errors dependent in time order (effective n {eff.requests} of {requests})"
     out, why = _against_limit(ci, limit, desc, f"{limit:.3%}", need)
     brief = f"error rate {rate:.2%} ({errors}/{requests}), CI up to {ci.high:.2%}, limit {limit:.2%}"
     return Check(phase, "error_rate", "absolute", out, rate, limit, ci, why, ci, brief)

@@ -91,6 +91,22 @@ def _guard_from_args(exp, args):
 FAULT_FUNCS = {"start_network_fault", "network_delay", "network_loss", "network_partition", "network_fault"}
 
 
+def _dependence_line(dep: dict) -> str:
+    """One line for the CLI: where the verdict found dependence in time order (intervals widened, effective n)
+    or samples without time order; "" when every phase's samples were independent."""
+    parts = []
+    for phase, metrics in dep.items():
+        for metric, d in metrics.items():
+            if d.get("widened"):
+                parts.append(f"{phase} {metric.replace('_', ' ')} effective n {d['n_eff']:.0f} of {d['n']} "
+                             f"(dependent in time order: intervals widened)")
+            elif not d.get("ordered", True) and metric == "latency":
+                parts.append(f"{phase} {metric} without time order (treated as independent)")
+    if not parts:
+        return ""
+    return "verdict dependence: " + "; ".join(parts)
+
+
 def describe_plan(exp, conf: dict, guard, warnings: list[str], tc_lines: dict | None = None) -> str:
     from .loader import substitute
     from .model import PythonProvider
@@ -207,4 +223,7 @@ def cmd_run(args) -> int:
     print(f"experiment {j['chaos-inject']['run_id']}: {outcome.state} (status {j['status']}, deviated "
           f"{str(j['deviated']).lower()}); {j['chaos-inject'].get('reason') or 'ran to the end'}; "
           f"report {outcome.run_dir}/report.md")
+    dep = _dependence_line(j["chaos-inject"].get("verdict_dependence") or {})
+    if dep:
+        print(dep)
     return outcome.exit_code

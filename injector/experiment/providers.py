@@ -288,14 +288,18 @@ def within_tolerance(act: Activity, value: Any, ctx: RunContext) -> tuple[bool, 
     return False, f"unknown tolerance {tol.kind}"
 
 
-def _samples(value: Any) -> tuple[Any, int, int]:
+def _samples(value: Any) -> tuple[Any, int, int, Any, bool]:
+    """latencies, errors, requests, per-request failure flags and whether the arrays are in time order (a probe
+    output may say ``"ordered": False`` when it pooled samples from several sources: the verdict then
+    treats them as independent and says so, instead of estimating dependence from a meaningless order)."""
     import numpy as np
 
     if not isinstance(value, Mapping) or "latency_ns" not in value:
         raise ValueError("a statistical tolerance needs a probe output with latency_ns (and ok) arrays")
     lat = np.asarray(value["latency_ns"], dtype=np.float64)
-    ok = np.asarray(value.get("ok", np.ones(lat.shape, bool)), dtype=bool)
-    return lat, int(ok.size - np.count_nonzero(ok)), int(ok.size)
+    ok = np.asarray(value.get("ok", np.ones(lat.shape, bool)), dtype=bool).ravel()
+    ordered = bool(value.get("ordered", True))
+    return lat, int(ok.size - np.count_nonzero(ok)), int(ok.size), (~ok if ordered else None), ordered
 
 
 def _statistical(act: Activity, t: dict, value: Any, ctx: RunContext) -> tuple[bool, str]:
@@ -304,7 +308,7 @@ def _statistical(act: Activity, t: dict, value: Any, ctx: RunContext) -> tuple[b
     from ..spec.units import parse_duration_ns
 
     try:
-        lat, errors, requests = _samples(value)
+        lat, errors, requests, flags, ordered = _samples(value)
     except ValueError as exc:
         return False, str(exc)
     asked = {k for k in ("latency_max", "latency_max_ratio", "max_error_rate") if k in t}
@@ -315,7 +319,7 @@ def _statistical(act: Activity, t: dict, value: Any, ctx: RunContext) -> tuple[b
         latency_max_ratio=t.get("latency_max_ratio", None if asked else 2.0),
         error_rate_vs_baseline=bool(t.get("error_rate_vs_baseline", False)),
         confidence=float(t.get("confidence", 0.95)), alpha=float(t.get("alpha", 0.05)))
-    current = PhaseData(lat, errors, requests)
+    current = PhaseData(lat, errors, requests, ordered=ordered, error_flags=flags)
     phases = {"baseline": current}
     name = "baseline"
     if ctx.phase != "before" and act.name in ctx.baselines:

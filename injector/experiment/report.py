@@ -276,12 +276,17 @@ def write_run_data(run_dir: Path, journal: dict, phases, recorders: list, faults
         if rec is not None:   # time to recover and what the settle window left out
             ci["recovery"] = rec.to_record()
         ci["verdict_phases"] = {p: verdict.phase_outcome(p).value for p in verdict.phases()}
+        # n and effective n per phase and metric (the CLI's summary says when dependence widened an interval)
+        ci["verdict_dependence"] = {p: {m: {"n": d.n, "n_eff": d.n_eff, "widened": d.applied, "ordered": d.ordered}
+                                        for m, d in ds.items()} for p, ds in verdict.dependence.items()}
         verdict_text = spec_text + "\n\n" + verdict_text
         try:
             from chaosinject.analysis import plots as P
 
             for name, fig in (("latency_cdf.png", P.latency_cdf(run, verdict=verdict)),
-                              ("latency_over_time.png", P.latency_over_time(run))):
+                              ("latency_over_time.png", P.latency_over_time(run)),
+                              # the dependence the verdict found per phase (autocorrelation of p99 exceedances)
+                              ("dependence.png", P.dependence_figure(run, verdict=verdict))):
                 fig.savefig(run_dir / name, dpi=80)
                 plots.append(name)
         except Exception as exc:  # noqa: BLE001 - a plot problem leaves the text report

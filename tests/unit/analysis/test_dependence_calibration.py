@@ -284,3 +284,21 @@ def test_dependence_aware_monitors_still_halt_on_a_breach_and_say_what_they_foun
     assert ErrorRateMonitor(0.05, baseline_ok=np.ones(N, bool)).update_ok(np.zeros(20, bool))
     pooled = QuantileExceedanceMonitor.from_baseline(gen(rng, N), ordered=False)
     assert pooled.inflation == 1.0 and "without time order" in pooled.reason()
+
+
+def test_dependent_errors_too_few_for_their_dependence_are_inconclusive_with_the_length_needed():
+    f = np.zeros(3_000, bool)
+    for start in (100, 1_100, 2_100):   # three bursts of 40 failed requests (+ ~54 single ones): 5.8 %, limit 8 %
+        f[start:start + 40] = True
+    rng = np.random.default_rng(43)
+    f[rng.integers(0, 3_000, 60)] = True   # and scattered single errors
+    v = evaluate({"baseline": PhaseData(np.ones(10), int(f.sum()), f.size, error_flags=f)},
+                 SteadyStateSpec(latency_max_ns=None, max_error_rate=0.08, latency_max_ratio=None),
+                 latency_unit_ns=False)
+    (c,) = v.phase("baseline")
+    assert c.outcome is Outcome.INCONCLUSIVE and c.n == 3_000 and c.n_eff < 1_000
+    assert "requests would be needed at this dependence" in c.reason and "widened the interval" in c.reason
+    old = evaluate({"baseline": PhaseData(np.ones(10), int(f.sum()), f.size)},
+                   SteadyStateSpec(latency_max_ns=None, max_error_rate=0.08, latency_max_ratio=None),
+                   latency_unit_ns=False)
+    assert old.phase("baseline")[0].outcome is Outcome.HELD   # counts only: binomial interval, too sure
