@@ -14,6 +14,9 @@ latency, GC-like pauses, independent lognormal; n = 20,000 per phase):
   ``groups``, so the interval is the exact Moses interval at this n), new and old;
 - for bursty and independent errors: A/A rate of "error rate significantly higher than baseline" and the 95 %
   error-rate interval's coverage, new and old (counts only);
+- the halt guard's sequential monitors: share of H0 streams (latency threshold = the true p99, error rate at
+  the 1 % limit; 20,000 samples looked at every 100) that ever breach at alpha 5 %, dependence-aware (prior
+  inflation from a 20,000-sample baseline of the same process) and plain (independence assumed);
 - power at alpha 5 % for +5 % p99 (fault = baseline x 1.05) at n = 1e5 per phase, new and old: the verdict's
   p99 change test, quantile_shift_test and tail_rank_test, on independent and AR(1) data, and the time of
   one compare_latency at n = 1e5 + 1e5, new and old.
@@ -42,7 +45,8 @@ sys.path.insert(0, str(C.REPO / "tests" / "unit" / "analysis"))
 from chaosinject.analysis import (Outcome, PhaseData, compare_latency, evaluate, quantile_shift_test,  # noqa: E402
                                   tail_rank_test)
 from dependent_synth import GENERATORS, bursty_errors, independent_errors  # noqa: E402
-from test_dependence_calibration import LAT_ONLY, aa_errors, aa_latency, aa_tail_tests, coverage  # noqa: E402
+from test_dependence_calibration import (LAT_ONLY, aa_errors, aa_latency, aa_tail_tests, coverage,  # noqa: E402
+                                        error_monitor_false_alarms, monitor_false_alarms)
 
 
 def power(name: str, reps: int, n: int, seed: int = 17) -> dict[str, float]:
@@ -72,6 +76,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=1000, help="repetitions per calibration figure")
     ap.add_argument("--power-reps", type=int, default=200, help="repetitions per power figure (n = 1e5)")
+    ap.add_argument("--only", choices=("all", "monitors", "power"), default="all",
+                    help="run only the monitors' or the power section (the rest is unchanged code)")
     args = ap.parse_args()
     R, P = args.reps, args.power_reps
     print(f"# dependence_calibration  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}  {C.machine()}  "
@@ -79,34 +85,49 @@ def main() -> None:
           f"{Path('/proc/loadavg').read_text().split()[0]}")
     print(f"n = 20000 per phase, {R} seeded repetitions per figure (A/A: {R // 2}); "
           f"'old' = the same data without time order (independence assumed)")
-    print(f"{'generator':<12} {'p99 95% CI coverage':<32} | A/A false positives at alpha 5 %, new / old")
-    print(f"{'':<12} {'new (inconclusive)   old':<32} | {'verdict p99 change':<20} {'quantile_shift_test':<20} "
-          f"{'tail_rank_test':<20} {'Mann-Whitney p':<20} HL 98 % CI excludes 0")
-    for name in GENERATORS:
-        t0 = time.perf_counter()
-        cov, inc, old = coverage(name, R, seed=101)
-        aa_new = aa_latency(name, R // 2, seed=102)
-        aa_old = aa_latency(name, R // 2, seed=102, ordered=False)
-        qs, tr, mw, ci = aa_tail_tests(name, R // 2, seed=104, mann_whitney=True, groups=65_536)
-        qs_old, tr_old, mw_old, ci_old = aa_tail_tests(name, R // 2, seed=104, ordered=False, mann_whitney=True,
-                                                       groups=65_536)
-        print(f"{name:<12} {cov:.3f} ({inc:.3f})        {old:.3f}    | {aa_new:.3f} / {aa_old:.3f}        "
-              f"{qs:.3f} / {qs_old:.3f}        {tr:.3f} / {tr_old:.3f}        {mw:.3f} / {mw_old:.3f}        "
-              f"{ci:.3f} / {ci_old:.3f}   [{time.perf_counter() - t0:.0f} s]",
-              flush=True)
-    for name, gen in (("bursty errors", bursty_errors), ("independent errors", independent_errors)):
-        f_new, c_new = aa_errors(gen, R, seed=103)
-        f_old, c_old = aa_errors(gen, R, seed=103, flags=False)
-        print(f"{name:<18} A/A 'higher than baseline' new {f_new:.3f} old {f_old:.3f} | "
-              f"error-rate 95 % CI coverage new {c_new:.3f} old {c_old:.3f}", flush=True)
-    for name in ("independent", "ar1"):
-        t0 = time.perf_counter()
-        p = power(name, P, 100_000)
-        print(f"power, p99 x1.05, n=1e5 per phase, {name:<11} ({P} reps), new / old: verdict p99 change "
-              f"{p['verdict']:.3f} / {p['verdict_old']:.3f}, quantile_shift_test {p['shift']:.3f} / "
-              f"{p['shift_old']:.3f}, tail_rank_test {p['tail']:.3f} / {p['tail_old']:.3f}; one compare_latency "
-              f"{p['mw']:.2f} s / {p['mw_old']:.2f} s (median of 10)  "
-              f"[{time.perf_counter() - t0:.0f} s]", flush=True)
+    if args.only == "all":
+        print(f"{'generator':<12} {'p99 95% CI coverage':<32} | A/A false positives at alpha 5 %, new / old")
+        print(f"{'':<12} {'new (inconclusive)   old':<32} | {'verdict p99 change':<20} {'quantile_shift_test':<20} "
+              f"{'tail_rank_test':<20} {'Mann-Whitney p':<20} HL 98 % CI excludes 0")
+        for name in GENERATORS:
+            t0 = time.perf_counter()
+            cov, inc, old = coverage(name, R, seed=101)
+            aa_new = aa_latency(name, R // 2, seed=102)
+            aa_old = aa_latency(name, R // 2, seed=102, ordered=False)
+            qs, tr, mw, ci = aa_tail_tests(name, R // 2, seed=104, mann_whitney=True, groups=65_536)
+            qs_old, tr_old, mw_old, ci_old = aa_tail_tests(name, R // 2, seed=104, ordered=False, mann_whitney=True,
+                                                           groups=65_536)
+            print(f"{name:<12} {cov:.3f} ({inc:.3f})        {old:.3f}    | {aa_new:.3f} / {aa_old:.3f}        "
+                  f"{qs:.3f} / {qs_old:.3f}        {tr:.3f} / {tr_old:.3f}        {mw:.3f} / {mw_old:.3f}        "
+                  f"{ci:.3f} / {ci_old:.3f}   [{time.perf_counter() - t0:.0f} s]",
+                  flush=True)
+        for name, gen in (("bursty errors", bursty_errors), ("independent errors", independent_errors)):
+            f_new, c_new = aa_errors(gen, R, seed=103)
+            f_old, c_old = aa_errors(gen, R, seed=103, flags=False)
+            print(f"{name:<18} A/A 'higher than baseline' new {f_new:.3f} old {f_old:.3f} | "
+                  f"error-rate 95 % CI coverage new {c_new:.3f} old {c_old:.3f}", flush=True)
+    if args.only in ("all", "monitors"):
+        print("halt-guard monitors, false alarms under continuous peeking at alpha 5 %, new / old:", flush=True)
+        for name in GENERATORS:
+            new, old = monitor_false_alarms(name, R, seed=105), monitor_false_alarms(name, R, seed=105, dependence=False)
+            print(f"  latency monitor  {name:<12} {new:.3f} / {old:.3f}", flush=True)
+        for name, gen in (("bursty errors", bursty_errors), ("independent errors", independent_errors)):
+            new = error_monitor_false_alarms(gen, R, seed=106)
+            old = error_monitor_false_alarms(gen, R, seed=106, dependence=False)
+            print(f"  error monitor    {name:<18} {new:.3f} / {old:.3f}", flush=True)
+    if args.only == "power":   # the verdict's p99 change test alone (its rule changed): A/A and power
+        for name in GENERATORS:
+            print(f"A/A verdict p99 change {name:<12} {aa_latency(name, R // 2, seed=102):.3f} / "
+                  f"{aa_latency(name, R // 2, seed=102, ordered=False):.3f}", flush=True)
+    if args.only in ("all", "power"):
+        for name in ("independent", "ar1"):
+            t0 = time.perf_counter()
+            p = power(name, P, 100_000)
+            print(f"power, p99 x1.05, n=1e5 per phase, {name:<11} ({P} reps), new / old: verdict p99 change "
+                  f"{p['verdict']:.3f} / {p['verdict_old']:.3f}, quantile_shift_test {p['shift']:.3f} / "
+                  f"{p['shift_old']:.3f}, tail_rank_test {p['tail']:.3f} / {p['tail_old']:.3f}; one compare_latency "
+                  f"{p['mw']:.2f} s / {p['mw_old']:.2f} s (median of 10)  "
+                  f"[{time.perf_counter() - t0:.0f} s]", flush=True)
 
 
 if __name__ == "__main__":
