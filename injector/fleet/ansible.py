@@ -84,6 +84,17 @@ class AnsibleRounds:
         self._lock = threading.Lock()
 
     def close(self) -> None:
+        """End the SSH connections this session kept open (ControlPersist masters), then remove its folder. A
+        controller killed before this leaves them to end by themselves after ControlPersist (30 s) idle."""
+        import glob
+        import subprocess
+
+        for socket_path in glob.glob(os.path.join(self.private, "cp", "*")):
+            try:
+                subprocess.run(["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "chaos-inject-fleet"],
+                               capture_output=True, timeout=5, check=False)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
         shutil.rmtree(self.private, ignore_errors=True)
 
     def __enter__(self) -> "AnsibleRounds":

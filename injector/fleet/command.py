@@ -153,6 +153,7 @@ def _run(args, rounds, progress, name, plan, task, host_flows, hosts, duration_n
     try:
         try:
             progress.phase = "apply"
+            applied_start = time.monotonic()
             applied = rounds.run("fault", task, hosts, extravars=host_flows)
             if not applied.ok:
                 failed = [h for h in hosts if applied.outcomes[h].status != "ok"]
@@ -173,11 +174,21 @@ def _run(args, rounds, progress, name, plan, task, host_flows, hosts, duration_n
             interval = heartbeat_ns / 3e9
             end = active_at + duration_ns / 1e9
             progress.phase = "renew"
+            last_start = applied_start
+            slow_said = False
             while time.monotonic() < end:
-                time.sleep(max(0.0, min(interval, end - time.monotonic())))
+                # renewals are paced by their starts: a round takes seconds (an ansible-playbook per round)
+                time.sleep(max(0.0, min(last_start + interval - time.monotonic(), end - time.monotonic())))
                 if time.monotonic() >= end:
                     break
+                last_start = time.monotonic()
                 tick = rounds.run("fault", task, hosts, extravars=host_flows)
+                took = time.monotonic() - last_start
+                if took > interval and not slow_said:
+                    slow_said = True
+                    print(f"chaos-inject: WARNING: a renewal round took {took:.1f}s, more than a third of the "
+                          f"heartbeat timeout ({args.heartbeat_timeout}): hosts may end their fault early; give a "
+                          "longer --heartbeat-timeout", file=sys.stderr)
                 for h, out in tick.outcomes.items():
                     if out.status == "ok":
                         last[h] = out.result

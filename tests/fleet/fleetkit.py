@@ -42,6 +42,39 @@ def in_ns(ns: str, *cmd: str, timeout: float = 60, check: bool = False) -> subpr
                           check=check)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc), parents before children."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop(0)
+        out.append(child)
+        todo += children.get(child, [])
+    return out
+
+
+def processes_using(folder: Path) -> list[int]:
+    """PIDs whose command line names ``folder`` (an sshd's config, a controller's SSH master socket)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                if str(folder) in Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+                    out.append(int(entry))
+            except OSError:
+                continue
+    return out
+
+
 def skip_reason() -> str | None:
     if os.geteuid() != 0:
         return "fleet tier needs root (network namespaces, sshd, BPF)"
@@ -103,14 +136,20 @@ class Fleet:
         return path
 
     def controller(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        """chaos-inject run in the controller's namespace."""
-        return in_ns(self.ctl_ns, CHAOS, *args, timeout=timeout)
+        """chaos-inject run in the controller's namespace (its temporary folders in the test's)."""
+        return in_ns(self.ctl_ns, "env", f"TMPDIR={self.tmp}", CHAOS, *args, timeout=timeout)
+
+    @property
+    def tmp(self) -> Path:
+        path = self.work / "tmp"
+        path.mkdir(exist_ok=True)
+        return path
 
     def spawn_controller(self, *args: str, log: Path) -> subprocess.Popen:
         handle = open(log, "w")
         # ip netns exec execs chaos-inject: the Popen's pid is the controller's
         return subprocess.Popen(["ip", "netns", "exec", self.ctl_ns, CHAOS, *args], stdout=handle,
-                                stderr=subprocess.STDOUT, text=True)
+                                stderr=subprocess.STDOUT, text=True, env={**os.environ, "TMPDIR": str(self.tmp)})
 
     def chaos(self, host: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """chaos-inject on one host, as its sshd sessions see it (its namespace, its state directory)."""
@@ -139,7 +178,15 @@ class Fleet:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def stop_sshd(self, host: str) -> None:
+        """Its sessions first (children of the listener, by PID: a controller's ControlPersist connection keeps
+        one), then the listener; while the namespace still exists, so every TCP connection closes."""
         h = self.hosts[host]
+        if h.proc and h.proc.poll() is None:
+            for pid in reversed(descendants(h.proc.pid)):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         if h.proc and h.proc.poll() is None:
             h.proc.send_signal(signal.SIGTERM)
             try:
@@ -174,6 +221,17 @@ class Fleet:
                 problems.append(f"{name}: ledgers {[p.name for p in self.ledgers(name)]}")
                 self.chaos(name, "stop", "--all", timeout=30)
                 self.chaos(name, "sweep", timeout=30)
+        deadline = time.monotonic() + 10          # the controllers' SSH masters end with their connections
+        while processes_using(self.work) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = processes_using(self.work)
+        if left:
+            problems.append(f"processes left: {left}")
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         for ns in reversed(self.namespaces):
             ip("netns", "del", ns, check=False)
         if self.created_run_sshd:
@@ -243,7 +301,7 @@ def _build(fleet: Fleet, count: int) -> None:
             f"ListenAddress {address}:22", f"HostKey {hostkey}", f"PidFile {hostdir / 'sshd.pid'}",
             f"AuthorizedKeysFile {authorized}", "PermitRootLogin prohibit-password", "PubkeyAuthentication yes",
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-            "X11Forwarding no", "PrintMotd no", "MaxSessions 50", "MaxStartups 100:30:200",
+            "X11Forwarding no", "PrintMotd no", "ClientAliveInterval 2", "ClientAliveCountMax 3", "MaxSessions 50", "MaxStartups 100:30:200",
             f"SetEnv CHAOS_INJECT_RUN_DIR={state}", "Subsystem sftp internal-sftp", "LogLevel ERROR", ""]))
         fleet.hosts[name] = SshHost(name, ns, address, state, conf)
         fleet.start_sshd(name)
