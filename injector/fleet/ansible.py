@@ -156,7 +156,10 @@ class AnsibleRounds:
                 limit=",".join(hosts), extravars=extravars or {}, envvars=self._env(), forks=min(self.forks,
                                                                                                  len(hosts)),
                 quiet=not self.verbose, event_handler=handler, cmdline="--check" if check else None,
-                rotate_artifacts=1)
+                rotate_artifacts=1,
+                # without a cancel callback ansible-runner installs SIGINT/SIGTERM handlers of its own (and keeps
+                # them): a round always runs to its end; the caller decides what a signal means between rounds
+                cancel_callback=lambda: False)
         for host in hosts:          # a host the play never reached (e.g. no match in the inventory)
             outcomes.setdefault(host, HostOutcome(host, "failed", {"msg": "no result from Ansible for this host"}))
         if runner.rc not in (0, 2, 4) and all(o.status == "failed" for o in outcomes.values()):

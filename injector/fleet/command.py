@@ -18,6 +18,7 @@ import json
 import secrets
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -134,79 +135,75 @@ def cmd_fleet_inject(args, flows: list[str], fault) -> int:
                     left_out=unreachable)
 
 
-class _Stop(Exception):
-    def __init__(self, signum: int):
-        self.signum = signum
-
-
 def _run(args, rounds, progress, name, plan, task, host_flows, hosts, duration_ns, heartbeat_ns, *,
          left_out) -> int:
+    """Apply, renew, end. A signal (SIGINT, SIGTERM, SIGHUP) is noted and acted on between rounds: the round
+    under way finishes (seconds), then every host is rolled back."""
     absent = {"name": name, "state": "absent"}
+    stop = threading.Event()
+    stopped: list[str] = []
 
     def on_signal(signum, _frame):
-        raise _Stop(signum)
+        if not stopped:
+            stopped.append(signal.Signals(signum).name)
+            print(f"chaos-inject: {stopped[0]}: rolling back every host after the current round", file=sys.stderr)
+        stop.set()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     started = time.monotonic()
-    stopped_by = None
-    last: dict[str, Any] = {}
     try:
-        try:
-            progress.phase = "apply"
-            applied_start = time.monotonic()
-            applied = rounds.run("fault", task, hosts, extravars=host_flows)
-            if not applied.ok:
-                failed = [h for h in hosts if applied.outcomes[h].status != "ok"]
-                print("chaos-inject: the fault failed on " + "; ".join(
-                    f"{h}: {applied.outcomes[h].status}: {applied.outcomes[h].message}" for h in failed)
-                    + "; rolling back every reachable host", file=sys.stderr)
-                progress.phase = "rollback"
-                back = rounds.run("fault", absent, [h for h in hosts if applied.outcomes[h].status != "unreachable"])
-                left = back.hosts("failed") + back.hosts("unreachable")
-                if left:
-                    print(f"chaos-inject: rollback did not reach {', '.join(left)}: their faults end within the "
-                          f"heartbeat timeout ({args.heartbeat_timeout}); then `chaos-inject sweep --inventory`",
-                          file=sys.stderr)
-                return EXIT_ERROR
-            active_at = time.monotonic()
-            _say(args, f"fault active on {len(hosts)} host(s) {active_at - started:.1f}s after the command")
-            last = {h: applied.outcomes[h].result for h in hosts}
-            interval = heartbeat_ns / 3e9
-            end = active_at + duration_ns / 1e9
-            progress.phase = "renew"
-            last_start = applied_start
-            slow_said = False
-            while time.monotonic() < end:
-                # renewals are paced by their starts: a round takes seconds (an ansible-playbook per round)
-                time.sleep(max(0.0, min(last_start + interval - time.monotonic(), end - time.monotonic())))
-                if time.monotonic() >= end:
-                    break
-                last_start = time.monotonic()
-                tick = rounds.run("fault", task, hosts, extravars=host_flows)
-                took = time.monotonic() - last_start
-                if took > interval and not slow_said:
-                    slow_said = True
-                    print(f"chaos-inject: WARNING: a renewal round took {took:.1f}s, more than a third of the "
-                          f"heartbeat timeout ({args.heartbeat_timeout}): hosts may end their fault early; give a "
-                          "longer --heartbeat-timeout", file=sys.stderr)
-                for h, out in tick.outcomes.items():
-                    if out.status == "ok":
-                        last[h] = out.result
-                    else:
-                        print(f"chaos-inject: renewal failed on {h} ({out.status}: {out.message}); its fault ends "
-                              f"within {args.heartbeat_timeout} unless the next renewal reaches it", file=sys.stderr)
-                if all(last.get(h, {}).get("run_state") not in ("running", None) for h in hosts):
-                    break                                   # every host's run has ended by itself
-        except _Stop as stop:
-            stopped_by = signal.Signals(stop.signum).name
-            print(f"chaos-inject: {stopped_by}: rolling back every host", file=sys.stderr)
+        progress.phase = "apply"
+        applied_start = time.monotonic()
+        applied = rounds.run("fault", task, hosts, extravars=host_flows)
+        if not applied.ok:
+            failed = [h for h in hosts if applied.outcomes[h].status != "ok"]
+            print("chaos-inject: the fault failed on " + "; ".join(
+                f"{h}: {applied.outcomes[h].status}: {applied.outcomes[h].message}" for h in failed)
+                + "; rolling back every reachable host", file=sys.stderr)
+            progress.phase = "rollback"
+            back = rounds.run("fault", absent, [h for h in hosts if applied.outcomes[h].status != "unreachable"])
+            left = back.hosts("failed") + back.hosts("unreachable")
+            if left:
+                print(f"chaos-inject: rollback did not reach {', '.join(left)}: their faults end within the "
+                      f"heartbeat timeout ({args.heartbeat_timeout}); then `chaos-inject sweep --inventory`",
+                      file=sys.stderr)
+            return EXIT_ERROR
+        active_at = time.monotonic()
+        _say(args, f"fault active on {len(hosts)} host(s) {active_at - started:.1f}s after the command")
+        last = {h: applied.outcomes[h].result for h in hosts}
+        interval = heartbeat_ns / 3e9
+        end = active_at + duration_ns / 1e9
+        progress.phase = "renew"
+        last_start = applied_start
+        slow_said = False
+        while time.monotonic() < end and not stop.is_set():
+            # renewals are paced by their starts: a round takes seconds (an ansible-playbook per round)
+            if stop.wait(max(0.0, min(last_start + interval - time.monotonic(), end - time.monotonic()))):
+                break
+            if time.monotonic() >= end:
+                break
+            last_start = time.monotonic()
+            tick = rounds.run("fault", task, hosts, extravars=host_flows)
+            took = time.monotonic() - last_start
+            if took > interval and not slow_said:
+                slow_said = True
+                print(f"chaos-inject: WARNING: a renewal round took {took:.1f}s, more than a third of the "
+                      f"heartbeat timeout ({args.heartbeat_timeout}): hosts may end their fault early; give a "
+                      "longer --heartbeat-timeout", file=sys.stderr)
+            for h, out in tick.outcomes.items():
+                if out.status == "ok":
+                    last[h] = out.result
+                else:
+                    print(f"chaos-inject: renewal failed on {h} ({out.status}: {out.message}); its fault ends "
+                          f"within {args.heartbeat_timeout} unless the next renewal reaches it", file=sys.stderr)
+            if all(last.get(h, {}).get("run_state") not in ("running", None) for h in hosts):
+                break                                   # every host's run has ended by itself
         progress.phase = "end"
-        for s in old:          # the final round runs to its end
-            signal.signal(s, signal.SIG_IGN)
         final = rounds.run("fault", absent, hosts)
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+    stopped_by = stopped[0] if stopped else None
     result = _result_json(name, plan, final.outcomes, left_out=left_out, stopped_by=stopped_by)
     if args.record:
         write_fleet_run_dir(args.record, result)

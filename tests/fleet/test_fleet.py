@@ -141,6 +141,31 @@ def test_controller_kill9_every_host_clean_within_its_heartbeat(clean):
     assert fleet.ping("h2", "h4", count=3)
 
 
+def test_controller_sigint_rolls_back_every_host(clean):
+    fleet = clean
+    inv = fleet.inventory({"web": ["h1", "h2"], "db": ["h3", "h4"]})
+    log = fleet.work / "sigint.log"
+    ctl = fleet.spawn_controller("--inventory", str(inv), "--flow", "web->db", "--loss", "30%",
+                                 "--duration", "120s", "--heartbeat-timeout", "30s", "--json", log=log)
+    try:
+        wait_until(lambda: active_on(fleet, ["h1", "h2"]), 60, "the loss active on web")
+        ctl.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        ctl.wait(60)
+        took = time.monotonic() - t0
+    finally:
+        if ctl.poll() is None:
+            ctl.kill()
+            ctl.wait(10)
+    out = log.read_text()
+    assert ctl.returncode == 130, out
+    assert took < 30, f"rollback took {took:.1f}s: it must not wait for the heartbeat (30 s)"
+    result = json.loads(out[out.index("{"):])
+    assert result["stopped_by"] == "SIGINT" and {h["state"] for h in result["hosts"]} == {"stopped"}
+    for host in fleet.hosts:
+        assert_host_clean(fleet, host)
+
+
 def test_unreachable_host_refuses_and_allow_unreachable_runs_on_the_rest(clean):
     fleet = clean
     # 'down' is h4's address on a port nothing listens on: unreachable for Ansible, and never touched

@@ -242,3 +242,30 @@ def test_a_stale_heartbeat_halts_the_run(tmp_path, monkeypatch):
     assert engine.steps[-1] == ("undo",)
     final = json.loads(next((tmp_path / "run" / "history").glob("*.json")).read_text())
     assert "heartbeat lost" in final["halt"] and final["heartbeat"]["timeout_s"] == 0.4
+
+
+def test_the_collection_documents_its_modules_and_its_playbook_parses(tmp_path):
+    """ansible-doc reads each module's DOCUMENTATION/EXAMPLES/RETURN (a YAML error fails it); the example
+    playbook and the install role pass ansible-playbook --syntax-check."""
+    import subprocess
+    import sys
+
+    from chaosinject.fleet.ansible import collections_path
+
+    bindir = os.path.dirname(sys.executable)
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": collections_path(), "ANSIBLE_HOME": str(tmp_path / "home"),
+           "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+    for module in ("fault", "status", "sweep", "run_archive"):
+        doc = subprocess.run([os.path.join(bindir, "ansible-doc"), "--json", f"chaosinject.fleet.{module}"],
+                             env=env, capture_output=True, text=True, timeout=120)
+        assert doc.returncode == 0, doc.stderr
+        assert json.loads(doc.stdout)[f"chaosinject.fleet.{module}"]["doc"]["short_description"]
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(YAML.replace("web:", "api:"))
+    role_play = tmp_path / "install.yml"
+    role_play.write_text("- hosts: api\n  roles: [chaosinject.fleet.install]\n")
+    for playbook in (os.path.join(collections_path(), "ansible_collections/chaosinject/fleet/playbooks/"
+                                  "seed_experiment.yml"), str(role_play)):
+        check = subprocess.run([os.path.join(bindir, "ansible-playbook"), "--syntax-check", "-i", str(inventory),
+                                playbook], env=env, capture_output=True, text=True, timeout=120)
+        assert check.returncode == 0, check.stdout + check.stderr

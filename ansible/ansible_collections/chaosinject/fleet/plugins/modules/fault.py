@@ -10,32 +10,62 @@ DOCUMENTATION = r"""
 module: fault
 short_description: A network fault of chaos-inject on this host, kept alive by the controller's heartbeat
 description:
-  - Runs the target's C(chaos-inject) with C(--detach --json --heartbeat): the fault is active when the task
+  - "Runs the target's C(chaos-inject) with C(--detach --json --heartbeat FILE): the fault is active when the task
     returns, and ends by itself (state halted) when its heartbeat file is not renewed within I(heartbeat_timeout),
     at I(duration), or with I(state=absent). The rules' in-kernel lease (I(lease)) ends the fault if the
-    supervisor itself dies.
-  - Idempotent by I(name): with I(state=present) an existing live run of that name is not applied again; its
-    heartbeat is renewed and its counters returned (this is how the controller renews). A finished run of that
-    name is reported, not restarted.
-  - Check mode runs C(chaos-inject --dry-run) and returns the plan.
+    supervisor itself dies."
+  - "Idempotent by I(name): with I(state=present) a live run of that name is not applied again; its heartbeat is
+    renewed and its counters returned (this is how the controller renews). A finished run of that name is
+    reported, not restarted."
+  - "Check mode runs C(chaos-inject --dry-run) and returns the plan."
 options:
-  name: {description: The fleet run's name (one per run; the controller makes it), required: true, type: str}
-  state: {description: present or absent, choices: [present, absent], default: present, type: str}
-  flows: {description: Flows as chaos-inject takes them (addresses; this host is their source), type: list,
-          elements: str}
+  name:
+    description: "The fleet run's name (one per run; the controller makes it)."
+    required: true
+    type: str
+  state:
+    description: "present or absent."
+    choices: [present, absent]
+    default: present
+    type: str
+  flows:
+    description: "Flows as chaos-inject takes them: addresses, this host being their source."
+    type: list
+    elements: str
   fault:
-    description: Fault options named as the CLI's, e.g. C({delay: 200ms}), C({loss: 10%}), C({partition: true})
+    description: "Fault options named as the CLI's, e.g. C({delay: 200ms}), C({loss: 10%}), C({partition: true})."
     type: dict
-  direction: {description: egress, ingress or both, type: str, default: egress}
-  engine: {description: auto, ebpf, netem, edt or userspace, type: str, default: auto}
-  duration: {description: Hard limit (e.g. 60s), type: str}
-  lease: {description: In-kernel rule lease (default chaos-inject's), type: str}
-  heartbeat_timeout: {description: How stale the heartbeat may get before the fault ends, type: str,
-                      default: 15s}
-  seed: {description: Seed of the in-kernel PRNG, type: int}
-  executable: {description: The target's chaos-inject, type: str, default: chaos-inject}
-  state_dir: {description: The target's state directory (CHAOS_INJECT_RUN_DIR), type: path}
-author: chaos-inject
+  direction:
+    description: "egress, ingress or both."
+    type: str
+    default: egress
+    choices: [egress, ingress, both]
+  engine:
+    description: "auto, ebpf, netem, edt or userspace."
+    type: str
+    default: auto
+    choices: [auto, ebpf, netem, edt, userspace]
+  duration:
+    description: "Hard limit, e.g. 60s."
+    type: str
+  lease:
+    description: "In-kernel rule lease (default chaos-inject's)."
+    type: str
+  heartbeat_timeout:
+    description: "How stale the heartbeat may get before the fault ends."
+    type: str
+    default: 15s
+  seed:
+    description: "Seed of the in-kernel PRNG."
+    type: int
+  executable:
+    description: "The target's chaos-inject."
+    type: str
+    default: chaos-inject
+  state_dir:
+    description: "The target's state directory (CHAOS_INJECT_RUN_DIR)."
+    type: path
+author: chaos-inject developers
 """
 
 EXAMPLES = r"""
@@ -49,11 +79,22 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-run_id: {description: The local run id (chaos-inject status / stop), type: str, returned: when a run exists}
-run_state: {description: running, completed, stopped, halted or failed, type: str, returned: always}
-counters: {description: Per rule, what the kernel counted (matched, dropped, delayed, ...), type: dict,
-           returned: when a run exists}
-plan: {description: The dry-run plan (check mode), type: str, returned: check mode}
+run_id:
+  description: "The local run id (chaos-inject status / stop)."
+  type: str
+  returned: when a run exists
+run_state:
+  description: "planned, running, completed, stopped, halted, failed or absent."
+  type: str
+  returned: always
+counters:
+  description: "Per rule, what the kernel counted (matched, dropped, delayed, ...)."
+  type: dict
+  returned: when a run exists
+plan:
+  description: "The dry-run plan (check mode)."
+  type: str
+  returned: check mode
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -10,9 +10,14 @@ DOCUMENTATION = r"""
 module: run_archive
 short_description: Pack a chaos-inject run directory into one tar.gz, for ansible.builtin.fetch
 options:
-  path: {description: The run directory on the target, required: true, type: path}
-  dest: {description: Where the archive goes (default PATH.tar.gz), type: path}
-author: chaos-inject
+  path:
+    description: "The run directory on the target."
+    required: true
+    type: path
+  dest:
+    description: "Where the archive goes (default PATH.tar.gz)."
+    type: path
+author: chaos-inject developers
 """
 
 EXAMPLES = r"""
@@ -22,8 +27,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-archive: {description: The tar.gz on the target, type: str, returned: always}
-files: {description: How many files it holds, type: int, returned: always}
+archive:
+  description: "The tar.gz on the target."
+  type: str
+  returned: always
+files:
+  description: "How many files it holds."
+  type: int
+  returned: always
 """
 
 import os

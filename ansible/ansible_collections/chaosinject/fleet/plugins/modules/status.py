@@ -8,12 +8,19 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 module: status
-short_description: The runs of chaos-inject on this host (chaos-inject status --json), and its fleet runs
+short_description: "The runs of chaos-inject on this host (chaos-inject status --json), and its fleet runs"
 options:
-  name: {description: Only this fleet run (its local run and final record), type: str}
-  executable: {description: The target's chaos-inject, type: str, default: chaos-inject}
-  state_dir: {description: The target's state directory (CHAOS_INJECT_RUN_DIR), type: path}
-author: chaos-inject
+  name:
+    description: "Only this fleet run."
+    type: str
+  executable:
+    description: "The target's chaos-inject."
+    type: str
+    default: chaos-inject
+  state_dir:
+    description: "The target's state directory (CHAOS_INJECT_RUN_DIR)."
+    type: path
+author: chaos-inject developers
 """
 
 EXAMPLES = r"""
@@ -22,9 +29,18 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-runs: {description: Every live run (chaos-inject status --json), type: list, returned: always}
-fleet_runs: {description: Fleet run name -> local run id, live or not, type: dict, returned: always}
-active: {description: Number of live runs, type: int, returned: always}
+runs:
+  description: "Every live run (chaos-inject status --json)."
+  type: list
+  returned: always
+fleet_runs:
+  description: "Fleet run name: its local run id, whether it is alive, its state."
+  type: dict
+  returned: always
+active:
+  description: "Number of live runs."
+  type: int
+  returned: always
 """
 
 import glob

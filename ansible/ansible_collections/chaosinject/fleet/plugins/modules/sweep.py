@@ -8,16 +8,24 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 module: sweep
-short_description: Clean this host of chaos-inject faults - every fleet run stopped, what dead runs left removed
+short_description: "Clean this host of chaos-inject faults: fleet runs stopped, what dead runs left removed"
 description:
-  - Stops every fleet run remembered on this host (its heartbeat removed, so it cannot outlive the stop), then
-    runs C(chaos-inject sweep --json), which removes what dead runs left and leaves other live runs alone.
-  - With I(stop_all), every live run of this host is stopped too (C(chaos-inject stop --all)).
+  - "Stops every fleet run remembered on this host (its heartbeat removed, so it cannot outlive the stop), then
+    runs C(chaos-inject sweep --json), which removes what dead runs left and leaves other live runs alone."
+  - "With I(stop_all), every live run of this host is stopped too."
 options:
-  stop_all: {description: Also stop live runs that are not the fleet's, type: bool, default: false}
-  executable: {description: The target's chaos-inject, type: str, default: chaos-inject}
-  state_dir: {description: The target's state directory (CHAOS_INJECT_RUN_DIR), type: path}
-author: chaos-inject
+  stop_all:
+    description: "Also stop live runs that are not the fleet's."
+    type: bool
+    default: false
+  executable:
+    description: "The target's chaos-inject."
+    type: str
+    default: chaos-inject
+  state_dir:
+    description: "The target's state directory (CHAOS_INJECT_RUN_DIR)."
+    type: path
+author: chaos-inject developers
 """
 
 EXAMPLES = r"""
@@ -25,8 +33,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-stopped: {description: Local run ids stopped, type: list, returned: always}
-swept: {description: chaos-inject sweep --json's report, type: dict, returned: always}
+stopped:
+  description: "Local run ids stopped."
+  type: list
+  returned: always
+swept:
+  description: "The report of chaos-inject sweep --json."
+  type: dict
+  returned: always
 """
 
 import glob
