@@ -21,6 +21,7 @@ from ..errors import ChaosInjectError, Unsupported
 
 COLLECTIONS_ENV = "CHAOS_INJECT_COLLECTIONS_PATH"
 # host variables the tasks read: the target's chaos-inject and state directory
+CHAOS_INJECT_TASKS = ("fault", "status", "sweep")     # the modules that call the target's chaos-inject
 TASK_VARS = {"executable": "{{ chaos_inject_bin | default('chaos-inject') }}",
              "state_dir": "{{ chaos_inject_state_dir | default(omit) }}"}
 
@@ -129,7 +130,8 @@ class AnsibleRounds:
         if not hosts:
             return Round(task, {}, 0)
         play = {"name": f"chaos-inject {task}", "hosts": "all", "gather_facts": False,
-                "tasks": [{"name": task, f"chaosinject.fleet.{task}": {**TASK_VARS, **args}}]}
+                "tasks": [{"name": task, f"chaosinject.fleet.{task}": {
+                    **(TASK_VARS if task in CHAOS_INJECT_TASKS else {}), **args}}]}
         outcomes: dict[str, HostOutcome] = {}
 
         def handler(event: dict) -> bool:

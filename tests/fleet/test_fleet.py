@@ -44,9 +44,9 @@ def test_group_delay_measured_on_the_wire(clean):
     assert before and max(before) < 100
     log = fleet.work / "delay.log"
     ctl = fleet.spawn_controller("--inventory", str(inv), "--flow", "web->db", "--delay", "200ms",
-                                 "--duration", "14s", "--heartbeat-timeout", "10s", "--json", log=log)
+                                 "--duration", "25s", "--heartbeat-timeout", "60s", "--json", log=log)
     try:
-        wait_until(lambda: active_on(fleet, ["h1", "h2"]), 60, "the delay active on web")
+        wait_until(lambda: active_on(fleet, ["h1", "h2"]), 180, "the delay active on web")
         web_to_db = fleet.ping("h1", "h3", count=5) + fleet.ping("h2", "h4", count=5)
         web_to_web = fleet.ping("h1", "h2", count=5)
         db_to_db = fleet.ping("h3", "h4", count=5)
@@ -79,10 +79,10 @@ def test_group_partition_and_one_run_directory(clean):
     inv = fleet.inventory({"web": ["h1", "h2"], "db": ["h3", "h4"]})
     record = fleet.work / "partition-run"
     log = fleet.work / "partition.log"
-    ctl = fleet.spawn_controller("--inventory", str(inv), "--flow", "web->db", "--partition", "--duration", "16s",
-                                 "--heartbeat-timeout", "10s", "--record", str(record), "-q", log=log)
+    ctl = fleet.spawn_controller("--inventory", str(inv), "--flow", "web->db", "--partition", "--duration", "25s",
+                                 "--heartbeat-timeout", "60s", "--record", str(record), "-q", log=log)
     try:
-        wait_until(lambda: active_on(fleet, ["h1", "h2"]), 60, "the partition active on web")
+        wait_until(lambda: active_on(fleet, ["h1", "h2"]), 180, "the partition active on web")
         t0 = time.monotonic()
         cut = fleet.ping("h1", "h3", count=4) + fleet.ping("h2", "h4", count=4)
         cut_took = time.monotonic() - t0
@@ -100,7 +100,7 @@ def test_group_partition_and_one_run_directory(clean):
     merged = json.loads((record / "fleet.json").read_text())
     assert merged["verdict"] == "ok" and {h["host"] for h in merged["hosts"]} == {"h1", "h2"}
     assert all(h["verdict"] == "ok" and h["state"] == "completed" and h["totals"]["dropped_packets"] >= 4
-               for h in merged["hosts"])
+               for h in merged["hosts"]), merged["hosts"]
     rows = (record / "counters.csv").read_text().splitlines()
     assert rows[0].startswith("host,rule,") and "dropped_packets" in rows[0]
     assert {r.split(",")[0] for r in rows[1:]} == {"h1", "h2"} and len(rows) == 1 + 4   # 2 hosts x 2 rules
@@ -113,23 +113,23 @@ def test_controller_kill9_every_host_clean_within_its_heartbeat(clean):
     inv = fleet.inventory({"web": ["h1", "h2"], "db": ["h3", "h4"]})
     log = fleet.work / "kill9.log"
     ctl = fleet.spawn_controller("--inventory", str(inv), "--flow", "web->db", "--partition",
-                                 "--duration", "120s", "--heartbeat-timeout", "10s", log=log)
+                                 "--duration", "120s", "--heartbeat-timeout", "20s", log=log)
     try:
-        wait_until(lambda: active_on(fleet, ["h1", "h2"]), 60, "the partition active on web")
+        wait_until(lambda: active_on(fleet, ["h1", "h2"]), 180, "the partition active on web")
         assert fleet.ping("h1", "h3", count=2) == []
-        # the last renewal may have just happened: the hosts must be clean within the heartbeat timeout (10 s),
-        # plus the supervisor's poll (0.1 s) and its rollback
+        # the last renewal may have just happened: the hosts must be clean within the heartbeat timeout (20 s),
+        # plus the supervisor's poll (0.1 s) and its rollback (seconds on a loaded 2-core machine)
         os.kill(ctl.pid, signal.SIGKILL)
         killed = time.monotonic()
         ctl.wait(10)
-        wait_until(lambda: not any(fleet.live_runs(h) or fleet.ledgers(h) for h in fleet.hosts), 30,
+        wait_until(lambda: not any(fleet.live_runs(h) or fleet.ledgers(h) for h in fleet.hosts), 60,
                    "every host's fault ended after the controller died", step=0.1)
         took = time.monotonic() - killed
     finally:
         if ctl.poll() is None:
             ctl.kill()
             ctl.wait(10)
-    assert took <= 10 + 2.5, f"hosts clean {took:.1f}s after kill -9 (heartbeat 10s)"
+    assert took <= 20 + 8, f"hosts clean {took:.1f}s after kill -9 (heartbeat 20s)"
     for host in ("h1", "h2"):
         records = [json.loads(p.read_text()) for p in (fleet.hosts[host].state_dir / "fleet").glob("*.json")]
         assert len(records) == 1       # the fault module's note of the fleet run (sweep --inventory drops it)
@@ -148,7 +148,7 @@ def test_controller_sigint_rolls_back_every_host(clean):
     ctl = fleet.spawn_controller("--inventory", str(inv), "--flow", "web->db", "--loss", "30%",
                                  "--duration", "120s", "--heartbeat-timeout", "30s", "--json", log=log)
     try:
-        wait_until(lambda: active_on(fleet, ["h1", "h2"]), 60, "the loss active on web")
+        wait_until(lambda: active_on(fleet, ["h1", "h2"]), 180, "the loss active on web")
         ctl.send_signal(signal.SIGINT)
         t0 = time.monotonic()
         ctl.wait(60)
@@ -195,7 +195,7 @@ def test_sweep_inventory_leaves_nothing(clean):
     ctl = fleet.spawn_controller("--inventory", str(inv), "--flow", "web->db", "--loss", "50%",
                                  "--duration", "120s", "--heartbeat-timeout", "60s", log=log)
     try:
-        wait_until(lambda: active_on(fleet, ["h1", "h2"]), 60, "the loss active on web")
+        wait_until(lambda: active_on(fleet, ["h1", "h2"]), 180, "the loss active on web")
     finally:
         os.kill(ctl.pid, signal.SIGKILL)
         ctl.wait(10)
@@ -223,10 +223,10 @@ def test_percent_blast_radius_over_hosts(clean):
     assert f"PERCENT(34) of 3 = ceil(1.02) -> 2, seed 7 -> {', '.join(expected)}" in dry.stderr
     assert all(fleet.live_runs(h) == [] for h in fleet.hosts)      # a dry run changes nothing
     log = fleet.work / "percent.log"
-    ctl = fleet.spawn_controller("--inventory", str(inv), "--flow", "web->db", "--partition", "--duration", "8s",
-                                 "--percent", "34", "--seed", "7", "--json", log=log)
+    ctl = fleet.spawn_controller("--inventory", str(inv), "--flow", "web->db", "--partition", "--duration", "20s",
+                                 "--heartbeat-timeout", "60s", "--percent", "34", "--seed", "7", "--json", log=log)
     try:
-        wait_until(lambda: active_on(fleet, expected), 60, "the partition active on the chosen hosts")
+        wait_until(lambda: active_on(fleet, expected), 180, "the partition active on the chosen hosts")
         carrying = sorted(h for h in fleet.hosts if fleet.live_runs(h))
         ctl.wait(120)
     finally:
@@ -246,7 +246,7 @@ def test_percent_blast_radius_over_hosts(clean):
 DIRECT = """
 import json, sys
 from chaosinject.fleet.ansible import AnsibleRounds
-inv, src, dst = sys.argv[1:4]
+inv, src, dst, history = sys.argv[1:5]
 task = {"name": "direct-1", "flows": [f"{src}->{dst}"], "fault": {"loss": "100%"}, "duration": "60s",
         "heartbeat_timeout": "30s"}
 out = {}
@@ -260,6 +260,7 @@ with AnsibleRounds(inv) as rounds:
     one("status", "status", args={})
     one("gone", "fault", args={"name": "direct-1", "state": "absent"})
     one("again", "fault", args={"name": "direct-1", "state": "absent"})
+    one("archive", "run_archive", args={"path": history})
 print(json.dumps(out, default=str))
 """
 
@@ -273,7 +274,8 @@ def test_ansible_collection_modules_directly(clean):
     script.write_text(DIRECT)
     import sys
     ran = subprocess.run(["ip", "netns", "exec", fleet.ctl_ns, "env", f"TMPDIR={fleet.tmp}", sys.executable, str(script), str(inv),
-                          fleet.hosts["h1"].address, fleet.hosts["h2"].address], capture_output=True, text=True,
+                          fleet.hosts["h1"].address, fleet.hosts["h2"].address,
+                          str(fleet.hosts["h1"].state_dir / "history")], capture_output=True, text=True,
                          timeout=300)
     assert ran.returncode == 0, ran.stderr
     out = json.loads(ran.stdout.strip().splitlines()[-1])
@@ -283,4 +285,9 @@ def test_ansible_collection_modules_directly(clean):
     assert out["status"]["fleet_runs"]["direct-1"]["alive"] is True
     assert out["gone"]["changed"] is True and out["gone"]["run_state"] == "stopped"
     assert out["again"]["changed"] is False
+    import tarfile                      # the run directory, packed on the host for ansible.builtin.fetch
+    with tarfile.open(out["archive"]["archive"]) as tar:
+        names = tar.getnames()
+    assert f"history/{out['first']['run_id']}.json" in names and out["archive"]["files"] >= 1
+    os.unlink(out["archive"]["archive"])
     assert_host_clean(fleet, "h1")

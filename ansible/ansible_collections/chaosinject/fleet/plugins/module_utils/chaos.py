@@ -64,6 +64,24 @@ def live_runs(module):
     return dict((r.get("run_id"), r) for r in (data or []) if r.get("alive") and r.get("run_id"))
 
 
+def live_status(module, run_id):
+    """The status of a live run, read from its files (cheap: no chaos-inject process, which matters on every
+    renewal): ``<state dir>/runs/<run id>.status.json`` while its owner process lives; else None."""
+    if not run_id or "/" in run_id:
+        return None
+    runs = os.path.join(run_root(module), "runs")
+    if not os.path.exists(os.path.join(runs, run_id + ".json")):
+        return None                                     # no ledger: the run has ended
+    status = read_record(os.path.join(runs, run_id + ".status.json"))
+    if not status:
+        return {"state": "pending"}
+    try:
+        os.kill(int(status.get("pid", 0)), 0)
+    except (OSError, ValueError, TypeError):
+        return None                                     # its owner is dead (sweep's business)
+    return status
+
+
 def final_record(module, run_id):
     path = os.path.join(run_root(module), "history", run_id + ".json")
     try:

@@ -97,6 +97,8 @@ plan:
   returned: check mode
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.chaosinject.fleet.plugins.module_utils import chaos
 
@@ -130,11 +132,10 @@ def present(module, record_path, heartbeat_path):
     record = chaos.read_record(record_path)
     if record:
         run_id = record["run_id"]
-        live = chaos.live_runs(module).get(run_id)
-        if live:
-            if not module.check_mode:
-                chaos.touch(heartbeat_path)
-            status = live.get("status") or {}
+        if not module.check_mode and os.path.exists(heartbeat_path):
+            chaos.touch(heartbeat_path)                 # first: a renewal must land even on a slow host
+        status = chaos.live_status(module, run_id)
+        if status:
             return dict(changed=False, run_id=run_id, run_state=status.get("state", "running"),
                         counters=status.get("counters", {}), remaining_s=status.get("remaining_s"))
         final = chaos.final_record(module, run_id) or {}
@@ -156,6 +157,7 @@ def present(module, record_path, heartbeat_path):
     if rc != 0 or not data or not data.get("run_id"):
         chaos.remove(heartbeat_path)
         module.fail_json(msg="chaos-inject refused or failed (exit %d): %s" % (rc, err.strip()), rc=rc, stderr=err)
+    chaos.touch(heartbeat_path)      # the fault is active only now: its heartbeat counts from here
     chaos.write_record(record_path, {"run_id": data["run_id"], "pid": data.get("pid"), "args": args})
     return dict(changed=True, run_id=data["run_id"], run_state="running", counters={}, pid=data.get("pid"))
 
@@ -165,13 +167,13 @@ def absent(module, record_path, heartbeat_path):
     if not record:
         return dict(changed=False, run_state="absent")
     run_id = record["run_id"]
-    live = chaos.live_runs(module).get(run_id)
+    live = chaos.live_status(module, run_id)
     if module.check_mode:
         return dict(changed=True, run_id=run_id, run_state="running" if live else "gone")
     if live:
         chaos.run_json(module, ["stop", run_id, "--json"], check_rc=False)
     final = chaos.final_record(module, run_id) or {}
-    still = chaos.live_runs(module).get(run_id)
+    still = chaos.live_status(module, run_id)
     if still:
         module.fail_json(msg="run %s did not stop; see chaos-inject status on this host" % run_id, run_id=run_id)
     chaos.remove(heartbeat_path)
