@@ -56,7 +56,12 @@ def _add_inject_arguments(p: argparse.ArgumentParser) -> None:
                         "needed (--from api --to db)")
     target.add_argument("--to", dest="flow_to", metavar="DST[/tcp|/udp]", help="the flow's destination (with --from)")
     target.add_argument("--inventory", metavar="FILE", help="TOML inventory of names (default: "
-                        "$CHAOS_INJECT_INVENTORY, else /etc/chaos-inject/inventory.toml)")
+                        "$CHAOS_INJECT_INVENTORY, else /etc/chaos-inject/inventory.toml); an Ansible inventory "
+                        "(YAML or INI, not .toml) runs the fault on its hosts through Ansible: the fleet")
+    target.add_argument("--count", metavar="N", help="with an Ansible inventory: fault N hosts of each source "
+                        "group (FIS COUNT(N)), chosen with --seed")
+    target.add_argument("--allow-unreachable", action="store_true", help="with an Ansible inventory: run on the "
+                        "reachable hosts when some are not (default: refuse the run)")
     target.add_argument("--interface", metavar="IFNAME", help="attach here instead of the route lookup")
     target.add_argument("--netns", metavar="NAME", help="network namespace of the flow's source")
     target.add_argument("--direction", choices=DIRECTIONS, default="egress")
@@ -84,6 +89,10 @@ def _add_inject_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--lease", default=format_duration_ns(DEFAULT_LEASE_NS), metavar="DURATION",
                      help="rules switch themselves off this long after the injector stops renewing them "
                           "(default %(default)s)")
+    run.add_argument("--heartbeat", metavar="FILE", help="dead-man switch: end the fault (state halted) when FILE "
+                     "was not touched for --heartbeat-timeout (a remote controller renews it; the fleet does)")
+    run.add_argument("--heartbeat-timeout", default="15s", metavar="DURATION",
+                     help="with --heartbeat: how stale FILE may get (default %(default)s)")
     run.add_argument("--seed", type=int, help="seed the in-kernel PRNG: the same packets meet the same fate")
     run.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     run.add_argument("--detach", action="store_true", help="return once the fault is active, leaving a supervisor "
@@ -146,6 +155,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     _add_inject_arguments(inject)
     sweep = sub.add_parser("sweep", help="remove what dead runs left behind (live runs are left alone)")
     sweep.add_argument("--json", action="store_true")
+    sweep.add_argument("--inventory", metavar="FILE", help="an Ansible inventory: stop every fleet fault and sweep "
+                       "every host of it (through Ansible)")
     sweep.add_argument("--dry-run", action="store_true", help="say what would be removed, change nothing")
     status = sub.add_parser("status", help="list active faults (state, counters) and recently finished runs")
     status.add_argument("--json", action="store_true")
@@ -253,12 +264,25 @@ def cmd_inject(args: argparse.Namespace) -> int:
     from .session import prepare
 
     flows = _flows_from_args(args)
+    if args.inventory and _is_ansible_inventory(args.inventory):
+        from .fleet.command import cmd_fleet_inject
+
+        return cmd_fleet_inject(args, flows, parse_fault(args))
+    if args.count is not None or args.allow_unreachable:
+        raise InvalidSpec("--count and --allow-unreachable choose hosts of an Ansible inventory (--inventory "
+                          "hosts.yml)", field="count" if args.count is not None else "allow-unreachable")
     inventory = Inventory.discover(args.inventory)
     fault = parse_fault(args)
     duration_ns = parse_duration_ns(args.duration, field="duration")
     lease_ns = parse_duration_ns(args.lease, field="lease")
     percent = parse_percent(args.percent) if args.percent is not None else None
     baseline_ns, recovery_ns = _check_record_args(args)
+    heartbeat = None
+    if args.heartbeat and not args.detach:
+        raise InvalidSpec("--heartbeat is for a detached run (--detach), which a remote controller keeps alive",
+                          field="heartbeat")
+    if args.heartbeat:
+        heartbeat = (args.heartbeat, parse_duration_ns(args.heartbeat_timeout, field="heartbeat-timeout"))
     # without the capability probe for a dry run: it would create (and remove) a namespace
     prepared = prepare(flows, fault, interface=args.interface, netns=args.netns, direction=args.direction,
                        duration_ns=duration_ns, lease_ns=lease_ns, seed=args.seed, engine=args.engine,
@@ -275,7 +299,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
     if args.detach:
         from .supervisor import report_detached
 
-        return report_detached(prepared, percent, as_json=args.json, quiet=args.quiet)
+        return report_detached(prepared, percent, as_json=args.json, quiet=args.quiet, heartbeat=heartbeat)
 
     from .engines.select import make_engine
     from .runner import run_plan
@@ -424,7 +448,19 @@ class _ProgressPrinter:
             print(file=sys.stderr)
 
 
+def _is_ansible_inventory(path: str) -> bool:
+    """Our TOML inventory ends in .toml; anything else given to --inventory is Ansible's (YAML, INI, a folder)."""
+    return not str(path).endswith(".toml")
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
+    if getattr(args, "inventory", None):
+        if not _is_ansible_inventory(args.inventory):
+            raise InvalidSpec("sweep --inventory takes an Ansible inventory (YAML or INI); a local sweep needs none",
+                              text=args.inventory, field="inventory")
+        from .fleet.command import cmd_fleet_sweep
+
+        return cmd_fleet_sweep(args)
     from .kernel.sweep import leftovers, sweep
 
     if getattr(args, "dry_run", False):

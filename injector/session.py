@@ -99,6 +99,7 @@ class RunBase:
         self._owner: Any = None
         self._stop = threading.Event()
         self._stop_state = "stopped"
+        self._heartbeat: tuple[str, int] | None = None   # (file, timeout ns): see _heartbeat_lost
 
     @property
     def run_id(self) -> str:
@@ -140,6 +141,25 @@ class RunBase:
                 self._stop_state = requested if requested in STOP_STATES else "stopped"
                 self._stop.set()
                 return True
+            if self._heartbeat_lost():
+                self._stop_state = "halted"
+                self._extra_status["halt"] = "heartbeat lost: the controller stopped renewing it"
+                log.warning("run %s: heartbeat %s not renewed for %.1fs: ending the fault", self.run_id,
+                            self._heartbeat[0], self._heartbeat[1] / 1e9)
+                self._stop.set()
+                return True
+
+    def _heartbeat_lost(self) -> bool:
+        """A dead-man switch for a remote controller (the fleet): the run ends when the heartbeat file's mtime is
+        older than its timeout (wall clock: another process touches it), or the file is gone."""
+        if self._heartbeat is None:
+            return False
+        path, timeout_ns = self._heartbeat
+        try:
+            age_ns = time.time_ns() - os.stat(path).st_mtime_ns
+        except FileNotFoundError:
+            return True
+        return age_ns > timeout_ns
 
 
 class FaultSession(RunBase):
@@ -149,7 +169,8 @@ class FaultSession(RunBase):
                  on_progress: Callable[[Progress], None] | None = None,
                  clock: Callable[[], int] = time.monotonic_ns, sleep: Callable[[float], None] = time.sleep,
                  extra_status: dict[str, Any] | None = None,
-                 on_active: Callable[["FaultSession"], None] | None = None):
+                 on_active: Callable[["FaultSession"], None] | None = None,
+                 heartbeat: tuple[str, int] | None = None):
         if engine is None:
             from .engines.select import make_engine
 
@@ -162,6 +183,9 @@ class FaultSession(RunBase):
         self._on_progress = on_progress
         self._sleep = sleep
         self._on_active = on_active           # called once the fault is in place (--detach reports then)
+        if heartbeat is not None:             # (file, timeout ns): the run ends when the file goes stale
+            self._heartbeat = (str(heartbeat[0]), int(heartbeat[1]))
+            self._extra_status["heartbeat"] = {"file": self._heartbeat[0], "timeout_s": self._heartbeat[1] / 1e9}
         self._lock = threading.RLock()          # engine calls from the renew thread and the caller
         self._done = threading.Event()
         self._thread: threading.Thread | None = None

@@ -55,7 +55,8 @@ def log_path_for(run_id: str) -> str:
     return str(history_dir() / f"{run_id}.log")
 
 
-def detach(plan: Plan, engine_name: str, *, timeout_s: float = 120.0) -> Detached:
+def detach(plan: Plan, engine_name: str, *, timeout_s: float = 120.0,
+           heartbeat: tuple[str, int] | None = None) -> Detached:
     """Start the supervisor; return once the fault is active. Raises DetachFailed with the supervisor's error."""
     log_path = log_path_for(plan.run_id)
     os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
@@ -69,7 +70,7 @@ def detach(plan: Plan, engine_name: str, *, timeout_s: float = 120.0) -> Detache
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
-            _supervise(plan, engine_name, write_end, log_path)
+            _supervise(plan, engine_name, write_end, log_path, heartbeat)
         finally:
             os._exit(EXIT_ERROR)  # never back into the caller's stack (or a test runner's)
     os.close(write_end)
@@ -98,7 +99,8 @@ def detach(plan: Plan, engine_name: str, *, timeout_s: float = 120.0) -> Detache
     return Detached(plan.run_id, int(report["pid"]), log_path)
 
 
-def _supervise(plan: Plan, engine_name: str, report_fd: int, log_path: str) -> None:
+def _supervise(plan: Plan, engine_name: str, report_fd: int, log_path: str,
+               heartbeat: tuple[str, int] | None = None) -> None:
     os.chdir("/")
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
@@ -133,7 +135,8 @@ def _supervise(plan: Plan, engine_name: str, report_fd: int, log_path: str) -> N
     try:
         session = FaultSession(plan, make_engine(engine_name), kind="detached",
                                extra_status={"log": log_path},
-                               on_active=lambda s: report({"ok": True, "pid": os.getpid()}))
+                               on_active=lambda s: report({"ok": True, "pid": os.getpid()}),
+                               heartbeat=heartbeat)
         log.info("run %s: supervisor pid %d, engine %s", plan.run_id, os.getpid(), engine_name)
         result = session.run(handle_signals=True)
         log.info("run %s ended: %s after %.1fs; counters %s", plan.run_id, result.state, result.elapsed_ns / 1e9,
@@ -215,14 +218,15 @@ def _final_state(run_id: str, wait_s: float = 2.0) -> str | None:
 
 
 # -- command line ----------------------------------------------------------------------------------------------
-def report_detached(prepared, percent: float | None, *, as_json: bool, quiet: bool) -> int:
+def report_detached(prepared, percent: float | None, *, as_json: bool, quiet: bool,
+                    heartbeat: tuple[str, int] | None = None) -> int:
     """``inject --detach``: start the supervisor; print the run id once the fault is active."""
     plan = prepared.plan
     if not quiet and not as_json:
         print(prepared.describe(percent), file=sys.stderr)
         print(f"engine {plan.engine}: {prepared.why}", file=sys.stderr)
     try:
-        detached = detach(plan, plan.engine)
+        detached = detach(plan, plan.engine, heartbeat=heartbeat)
     except DetachFailed as exc:
         print(f"chaos-inject: {exc}", file=sys.stderr)
         return exc.exit_code

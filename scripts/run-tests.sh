@@ -2,13 +2,14 @@
 # Every test tier this machine can run, each reporting its counts (or why it was skipped):
 #   unit   no root: specs, plan, runner with a fake engine, analysis, notebooks
 #   host   root + bcc on this kernel, in throwaway network namespaces (eBPF engine, CLI lifecycle)
+#   fleet  root: 4 sshd "hosts" in namespaces of the test, faults through Ansible (chaos-inject --inventory)
 #   kernel a stock Debian kernel under QEMU, for what this kernel lacks (netem, fq)
 # Exit status is non-zero if any tier failed, or if a tier that must run collected no test, or skipped every
 # test it collected (a tier cannot pass by skipping), or if the kernel tier could not run on a machine that has
 # QEMU: each with the reason. CHAOS_INJECT_ALLOW_SKIP=1 turns these skips into a stated SKIPPED, for a machine that
 # truly cannot run a tier (no root, no bcc, no way to fetch a kernel); CI never sets it.
 # KERNEL_SERIES="6.1 6.12" runs the kernel tier on several kernels (make test-kernels).
-# For this script's own test (tests/unit/test_run_tests.py): CHAOS_INJECT_TIER_UNIT / _HOST (test paths),
+# For this script's own test (tests/unit/test_run_tests.py): CHAOS_INJECT_TIER_UNIT / _HOST / _FLEET (test paths),
 # CHAOS_INJECT_KERNEL_TIER (the kernel tier's script), CHAOS_INJECT_QEMU (the QEMU binary looked for),
 # CHAOS_INJECT_TEST_LOGS (where the tier logs go; default .cache/test-logs).
 set -uo pipefail
@@ -22,6 +23,7 @@ series_list=${KERNEL_SERIES:-6.1}
 allow_skip=${CHAOS_INJECT_ALLOW_SKIP:-0}
 unit_tests=${CHAOS_INJECT_TIER_UNIT:-tests/unit}
 host_tests=${CHAOS_INJECT_TIER_HOST:-tests/host}
+fleet_tests=${CHAOS_INJECT_TIER_FLEET:-tests/fleet}
 kernel_tier=${CHAOS_INJECT_KERNEL_TIER:-scripts/vm/kernel-tier.sh}
 qemu=${CHAOS_INJECT_QEMU:-qemu-system-x86_64}
 declare -a lines=()
@@ -79,6 +81,7 @@ run_tier() {  # run_tier <name> <command...>
 
 run_tier unit "$py" -m pytest $unit_tests -q -ra -p no:cacheprovider
 run_tier host "$py" -m pytest $host_tests -q -ra -p no:cacheprovider
+run_tier fleet "$py" -m pytest $fleet_tests -q -ra -p no:cacheprovider
 for series in $series_list; do
   run_tier "kernel-$series" bash "$kernel_tier" "$series"
 done

@@ -21,6 +21,7 @@ apt_packages=(
   prometheus   # experiment tests run a real Prometheus (our own binary invocation; the service is not used)
   postgresql python3-psycopg   # the netns lab's db and the api's driver (`chaos-inject lab up` runs its own instances)
   chromium   # headless browser: the host tier opens JupyterLab on a run and the HTML report
+  openssh-server   # the fleet tier's hosts: a real sshd per test namespace (the system service is not used)
   ruby   # `ruby -c` syntax-checks vagrant/Vagrantfile in the unit tier (vagrant itself is not needed)
 )
 missing=()
@@ -40,8 +41,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if [ -n "${own_policy:-}" ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
   if [ -d /run/systemd/system ]; then   # ... nor at the next boot, for the ones installed just now
-    for unit in prometheus postgresql; do
-      printf '%s\n' "${missing[@]}" | grep -qx "$unit" && systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    for unit in prometheus postgresql ssh; do
+      printf '%s\n' "${missing[@]}" | grep -qx "${unit/#ssh/openssh-server}" && systemctl disable --now "$unit" >/dev/null 2>&1 || true
     done
   fi
 fi

@@ -129,7 +129,7 @@ FLOORS = {
     3: ("chaosinject", "chaosinject.session", "chaosinject.runner", "chaosinject.summary", "chaosinject.targets",
         "chaosinject.library", "chaosinject.livestatus"),
     4: ("chaosinject.record", "chaosinject.experiment"),
-    5: ("chaosinject.lab",),
+    5: ("chaosinject.lab", "chaosinject.fleet"),
     6: ("chaosinject.cli", "chaosinject.hostcli", "chaosinject.supervisor", "chaosinject.schedule",
         "chaosinject.notebook", "chaosinject.network", "chaosinject.host"),
 }
@@ -151,6 +151,19 @@ def test_imports_go_down_the_floors_only():
     upward = [f"{a} (floor {floor_of(a)}) -> {b} (floor {floor_of(b)})"
               for a in sorted(graph) for b in sorted(graph[a]) if floor_of(b) > floor_of(a)]
     assert not upward, "imports up a floor:\n" + "\n".join(upward)
+
+
+def test_the_fleet_room_touches_no_kernel():
+    """chaosinject.fleet drives other hosts' chaos-inject through Ansible: it plans and runs rounds, and never
+    imports the layers that touch this host's kernel (kernel, engines, runs, recorders)."""
+    graph = import_graph(ROOT)
+    fleet = {m: graph[m] for m in graph if m == "chaosinject.fleet" or m.startswith("chaosinject.fleet.")}
+    assert len(fleet) >= 4
+    banned = ("chaosinject.kernel", "chaosinject.engines", "chaosinject.session", "chaosinject.runner",
+              "chaosinject.record", "chaosinject.library", "chaosinject.hostfaults")
+    bad = [f"{a} -> {b}" for a, edges in sorted(fleet.items()) for b in sorted(edges)
+           if any(b == p or b.startswith(p + ".") for p in banned)]
+    assert not bad, "the fleet imports kernel-side code:\n" + "\n".join(bad)
 
 
 def test_every_package_has_its_init():

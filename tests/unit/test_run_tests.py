@@ -30,11 +30,12 @@ def tiers(tmp_path):
     return tmp_path
 
 
-def run(tiers: Path, *, unit="passing", host="passing", qemu="sh", allow=None):
+def run(tiers: Path, *, unit="passing", host="passing", fleet="passing", qemu="sh", allow=None):
     if not (ROOT / ".venv" / "bin" / "python").exists():
         pytest.skip("no .venv (make setup): run-tests.sh runs the tiers with it")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAOS_INJECT_", "KERNEL_SERIES"))}
     env.update(CHAOS_INJECT_TIER_UNIT=str(tiers / unit), CHAOS_INJECT_TIER_HOST=str(tiers / host),
+               CHAOS_INJECT_TIER_FLEET=str(tiers / fleet),
                CHAOS_INJECT_KERNEL_TIER=str(tiers / "kernel-tier.sh"), CHAOS_INJECT_QEMU=qemu,
                CHAOS_INJECT_TEST_LOGS=str(tiers / "logs"),   # not .cache/test-logs: `make test` may be writing there
                PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
@@ -42,7 +43,8 @@ def run(tiers: Path, *, unit="passing", host="passing", qemu="sh", allow=None):
         env["CHAOS_INJECT_ALLOW_SKIP"] = allow
     proc = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=300)
     summary = proc.stdout.split("=== summary")[-1]
-    assert sorted(p.name for p in (tiers / "logs").iterdir()) == ["host.log", "kernel-6.1.log", "unit.log"]
+    assert sorted(p.name for p in (tiers / "logs").iterdir()) == ["fleet.log", "host.log", "kernel-6.1.log",
+                                                                     "unit.log"]
     return proc.returncode, summary
 
 
@@ -72,7 +74,7 @@ def test_allow_skip_states_the_skips_and_passes(tiers):
 def test_all_passing_tiers_pass(tiers):
     code, summary = run(tiers, qemu="no-such-qemu-binary")
     assert code == 0, summary
-    assert "tests: 2 passed, 0 failed, 0 skipped" in summary
+    assert "fleet: 1 passed" in summary and "tests: 3 passed, 0 failed, 0 skipped" in summary
 
 
 if sys.platform != "linux":   # pragma: no cover - the script is bash for Debian

@@ -1,0 +1,171 @@
+"""Rounds of Ansible through ansible-runner (a library call: ``ansible_runner.run``), with our collection.
+
+One round = one play of one task of the chaosinject.fleet collection on some hosts of the user's inventory
+(``limit``: nothing runs on a host that is not in it). Each host's outcome comes back from the runner's events:
+ok (with the module's result), failed, or unreachable. A FleetSession keeps one private data directory for all
+its rounds, so SSH connections are reused (ControlPersist) and renewals stay cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ChaosInjectError, Unsupported
+
+COLLECTIONS_ENV = "CHAOS_INJECT_COLLECTIONS_PATH"
+# host variables the tasks read: the target's chaos-inject and state directory
+CHAOS_INJECT_TASKS = ("fault", "status", "sweep")     # the modules that call the target's chaos-inject
+TASK_VARS = {"executable": "{{ chaos_inject_bin | default('chaos-inject') }}",
+             "state_dir": "{{ chaos_inject_state_dir | default(omit) }}"}
+
+
+def collections_path() -> str:
+    """Where ansible_collections/chaosinject/fleet lives: $CHAOS_INJECT_COLLECTIONS_PATH, else this checkout's
+    ansible/ folder."""
+    explicit = os.environ.get(COLLECTIONS_ENV)
+    candidates = [Path(explicit)] if explicit else []
+    candidates.append(Path(__file__).resolve().parents[2] / "ansible")
+    for candidate in candidates:
+        if (candidate / "ansible_collections" / "chaosinject" / "fleet" / "galaxy.yml").exists():
+            return str(candidate)
+    raise Unsupported(f"the chaosinject.fleet collection was not found (looked in {', '.join(map(str, candidates))}"
+                      f"; set {COLLECTIONS_ENV})")
+
+
+@dataclass
+class HostOutcome:
+    host: str
+    status: str                          # ok | failed | unreachable | skipped
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def message(self) -> str:
+        msg = self.result.get("msg") or self.result.get("stderr") or ""
+        return str(msg).strip().splitlines()[0] if str(msg).strip() else self.status
+
+
+@dataclass
+class Round:
+    task: str
+    outcomes: dict[str, HostOutcome]
+    rc: int
+
+    def hosts(self, status: str) -> list[str]:
+        return sorted(h for h, o in self.outcomes.items() if o.status == status)
+
+    @property
+    def ok(self) -> bool:
+        return all(o.status == "ok" for o in self.outcomes.values())
+
+
+class AnsibleRounds:
+    """Plays of one task each, against ``inventory`` (a path), through ansible_runner.run."""
+
+    def __init__(self, inventory: str, *, on_event: Callable[[str, str, dict], None] | None = None,
+                 connect_timeout_s: int = 5, forks: int = 32, verbose: bool = False):
+        try:
+            import ansible_runner  # noqa: F401
+        except ImportError:
+            raise Unsupported("the fleet needs ansible-runner: pip install 'chaos-inject[fleet]' (make setup does)") \
+                from None
+        self.inventory = os.path.abspath(inventory)
+        self.collections = collections_path()
+        self.on_event = on_event
+        self.connect_timeout_s = connect_timeout_s
+        self.forks = forks
+        self.verbose = verbose
+        self.private = tempfile.mkdtemp(prefix="chaos-fleet-")
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """End the SSH connections this session kept open (ControlPersist masters), then remove its folder. A
+        controller killed before this leaves them to end by themselves after ControlPersist (30 s) idle."""
+        import glob
+        import subprocess
+
+        for socket_path in glob.glob(os.path.join(self.private, "cp", "*")):
+            try:
+                subprocess.run(["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "chaos-inject-fleet"],
+                               capture_output=True, timeout=5, check=False)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        shutil.rmtree(self.private, ignore_errors=True)
+
+    def __enter__(self) -> "AnsibleRounds":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _env(self) -> dict[str, str]:
+        bindir = os.path.dirname(sys.executable)   # ansible-playbook beside our interpreter (the venv)
+        return {
+            "PATH": bindir + os.pathsep + os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "ANSIBLE_COLLECTIONS_PATH": self.collections,
+            "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_TIMEOUT": str(self.connect_timeout_s),
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": os.path.join(self.private, "cp"),
+            "ANSIBLE_SSH_ARGS": "-C -o ControlMaster=auto -o ControlPersist=30s -o ServerAliveInterval=5 "
+                                "-o ServerAliveCountMax=2",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_DEPRECATION_WARNINGS": "False",
+            "ANSIBLE_LOCALHOST_WARNING": "False",
+            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+            "ANSIBLE_PYTHON_INTERPRETER": os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto_silent"),
+            "ANSIBLE_HOME": os.path.join(self.private, "home"),
+        }
+
+    def run(self, task: str, args: dict[str, Any], hosts: list[str], *, extravars: dict[str, Any] | None = None,
+            check: bool = False) -> Round:
+        """Run the collection's module ``task`` (e.g. ``fault``) with ``args`` on ``hosts`` (inventory names)."""
+        import ansible_runner
+
+        if not hosts:
+            return Round(task, {}, 0)
+        play = {"name": f"chaos-inject {task}", "hosts": "all", "gather_facts": False,
+                "tasks": [{"name": task, f"chaosinject.fleet.{task}": {
+                    **(TASK_VARS if task in CHAOS_INJECT_TASKS else {}), **args}}]}
+        outcomes: dict[str, HostOutcome] = {}
+
+        def handler(event: dict) -> bool:
+            data = event.get("event_data") or {}
+            host = data.get("host")
+            kind = event.get("event", "")
+            status = {"runner_on_ok": "ok", "runner_on_failed": "failed", "runner_on_unreachable": "unreachable",
+                      "runner_on_skipped": "skipped"}.get(kind)
+            if host and status and host in hosts:
+                res = data.get("res") or {}
+                if status == "failed" and data.get("ignore_errors"):
+                    status = "ok"
+                outcomes[host] = HostOutcome(host, status, res)
+                if self.on_event:
+                    self.on_event(host, status, res)
+            return False      # nothing kept on disk beyond what the runner writes anyway
+
+        with self._lock:
+            # ansible-runner keeps what it was given (cmdline, extravars) in env/ and reads it back when a later
+            # call does not say: a check round's --check would stick. Each round says everything anew.
+            shutil.rmtree(os.path.join(self.private, "env"), ignore_errors=True)
+            runner = ansible_runner.run(
+                private_data_dir=self.private, playbook=[play], inventory=self.inventory,
+                limit=",".join(hosts), extravars=extravars or {}, envvars=self._env(), forks=min(self.forks,
+                                                                                                 len(hosts)),
+                quiet=not self.verbose, event_handler=handler, cmdline="--check" if check else None,
+                rotate_artifacts=1,
+                # without a cancel callback ansible-runner installs SIGINT/SIGTERM handlers of its own (and keeps
+                # them): a round always runs to its end; the caller decides what a signal means between rounds
+                cancel_callback=lambda: False)
+        for host in hosts:          # a host the play never reached (e.g. no match in the inventory)
+            outcomes.setdefault(host, HostOutcome(host, "failed", {"msg": "no result from Ansible for this host"}))
+        if runner.rc not in (0, 2, 4) and all(o.status == "failed" for o in outcomes.values()):
+            stdout = runner.stdout.read() if runner.stdout else ""
+            raise ChaosInjectError(f"ansible-runner ended with {runner.status} (rc {runner.rc}): "
+                                   f"{stdout.strip()[-400:]}")
+        return Round(task, outcomes, runner.rc)
