@@ -10,6 +10,7 @@ import os
 import platform
 import struct
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -119,6 +120,22 @@ def prog_test_run(prog_fd: int, packet: bytes, repeat: int) -> ProgRun:
     return ProgRun(attr.duration, ctypes.c_int32(attr.retval).value)
 
 
+class _ProgramFds(Mapping):
+    """hook -> program fd; a program is loaded (verified) the first time its fd is asked for."""
+
+    def __init__(self, loaded: progcache.LoadedProgram, hooks: dict[str, str]):
+        self._loaded, self._hooks = loaded, hooks
+
+    def __getitem__(self, hook: str) -> int:
+        return self._loaded.prog_fd(self._hooks[hook])
+
+    def __iter__(self):
+        return iter(self._hooks)
+
+    def __len__(self) -> int:
+        return len(self._hooks)
+
+
 class ClassifierProgram:
     """A loaded classifier: its entry points (egress, ingress, ifb, ingress_match) sharing one set of maps.
 
@@ -132,10 +149,10 @@ class ClassifierProgram:
         self._loaded = progcache.load_program(CLASSIFIER_SOURCE, abi.INCLUDE_DIR, config.cflags(), functions,
                                               "the BPF classifier", compile_with=load_bpf)
         try:
-            fds = self._loaded.prog_fds
-            self.prog_fds = {"egress": fds["ci_egress"], "ingress": fds["ci_ingress"], "ifb": fds["ci_ifb"]}
+            hooks = {"egress": "ci_egress", "ingress": "ci_ingress", "ifb": "ci_ifb"}
             if not config.steer:
-                self.prog_fds["ingress_match"] = fds["ci_ingress_match"]
+                hooks["ingress_match"] = "ci_ingress_match"
+            self.prog_fds = _ProgramFds(self._loaded, hooks)
             maps = self._loaded.maps
             self._rules, self._shapes, self._shape_count = maps["rules"], maps["shapes"], maps["shape_count"]
             self._counters, self._state, self._jitter_table = maps["counters"], maps["rule_state"], maps["jitter_table"]

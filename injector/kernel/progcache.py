@@ -24,7 +24,7 @@ import os
 import platform
 import struct
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import Unsupported
@@ -378,18 +378,39 @@ class BpfMap:
             out.append(prev)
 
 
-@dataclass
 class LoadedProgram:
-    """Maps and programs made from one spec; ``close`` releases every fd (the kernel frees what nothing else,
-    such as an attached filter, still holds)."""
+    """Maps made from one spec, and its programs loaded against them: the first at once (so a spec the kernel
+    refuses is found while it can still be recompiled), the others when first asked for (each costs a verifier
+    run, and most engines attach one or two of the four). ``close`` releases every fd; the kernel frees what
+    nothing else (such as an attached filter) still holds."""
 
-    spec: ProgramSpec
-    maps: dict[str, BpfMap] = field(default_factory=dict)
-    prog_fds: dict[str, int] = field(default_factory=dict)
+    def __init__(self, spec: ProgramSpec, maps: dict[str, BpfMap], what: str):
+        self.spec = spec
+        self.maps = maps
+        self.what = what
+        self._fds: dict[str, int] = {}
+        self._functions = {f.name: f for f in spec.functions}
+
+    def prog_fd(self, name: str) -> int:
+        fd = self._fds.get(name)
+        if fd is None:
+            if name not in self._functions:
+                raise KeyError(name)
+            try:
+                fd = _load_function(self._functions[name], self.maps, self.spec, self.what)
+            except OSError as exc:
+                raise Unsupported(f"{self.what}: {exc}") from exc
+            self._fds[name] = fd
+        return fd
+
+    @property
+    def prog_fds(self) -> dict[str, int]:
+        """The programs loaded so far."""
+        return dict(self._fds)
 
     def close(self) -> None:
-        fds = [*self.prog_fds.values(), *(m.fd for m in self.maps.values())]
-        self.prog_fds, self.maps = {}, {}
+        fds = [*self._fds.values(), *(m.fd for m in self.maps.values())]
+        self._fds, self.maps = {}, {}
         for fd in fds:
             try:
                 os.close(fd)
@@ -403,8 +424,32 @@ def _fd_closer(fd: int):
     return close
 
 
-def load_spec(spec: ProgramSpec, what: str) -> LoadedProgram:
-    """Fresh maps for this process, then each function loaded against them. Half-made: everything closed."""
+def _load_function(f: FunctionSpec, maps: dict[str, BpfMap], spec: ProgramSpec, what: str) -> int:
+    insns = bytearray(f.insns)
+    for index, name in f.relocations:
+        regs = insns[index * 8 + 1]
+        insns[index * 8 + 1] = (regs & 0x0F) | (BPF_PSEUDO_MAP_FD << 4)
+        struct.pack_into("<i", insns, index * 8 + 4, maps[name].fd)
+    buf = (ctypes.c_char * len(insns)).from_buffer(insns)
+    license_buf = ctypes.create_string_buffer(spec.license.encode())
+    attr = _ProgLoadAttr(prog_type=spec.prog_type, insn_cnt=len(insns) // 8, insns=ctypes.addressof(buf),
+                         license=ctypes.addressof(license_buf), prog_name=f.name.encode()[:15])
+    try:
+        return _bpf(BPF_PROG_LOAD, attr, f"{what}: loading {f.name}")
+    except OSError as exc:
+        # again with the verifier's log, to say why
+        log_buf = ctypes.create_string_buffer(1 << 20)
+        attr.log_level, attr.log_size, attr.log_buf = 1, len(log_buf), ctypes.addressof(log_buf)
+        try:
+            return _bpf(BPF_PROG_LOAD, attr, f"{what}: loading {f.name}")
+        except OSError:
+            tail = log_buf.value.decode(errors="replace").strip().splitlines()[-3:]
+            raise OSError(exc.errno, f"{exc.strerror}; verifier: {' / '.join(tail)}") from exc
+
+
+def load_spec(spec: ProgramSpec, what: str, eager: list[str] | None = None) -> LoadedProgram:
+    """Fresh maps for this process, and the ``eager`` functions (default: the first) loaded against them.
+    Half-made: everything closed, OSError."""
     with ExitStack() as stack:
         maps: dict[str, BpfMap] = {}
         for m in spec.maps:
@@ -413,32 +458,12 @@ def load_spec(spec: ProgramSpec, what: str) -> LoadedProgram:
             fd = _bpf(BPF_MAP_CREATE, attr, f"{what}: creating map {m.name}")
             stack.callback(_fd_closer(fd))
             maps[m.name] = BpfMap(fd, m)
-        prog_fds: dict[str, int] = {}
-        license_buf = ctypes.create_string_buffer(spec.license.encode())
-        for f in spec.functions:
-            insns = bytearray(f.insns)
-            for index, name in f.relocations:
-                regs = insns[index * 8 + 1]
-                insns[index * 8 + 1] = (regs & 0x0F) | (BPF_PSEUDO_MAP_FD << 4)
-                struct.pack_into("<i", insns, index * 8 + 4, maps[name].fd)
-            buf = (ctypes.c_char * len(insns)).from_buffer(insns)
-            log_buf = ctypes.create_string_buffer(1 << 16)
-            attr = _ProgLoadAttr(prog_type=spec.prog_type, insn_cnt=len(insns) // 8, insns=ctypes.addressof(buf),
-                                 license=ctypes.addressof(license_buf), prog_name=f.name.encode()[:15])
-            try:
-                fd = _bpf(BPF_PROG_LOAD, attr, f"{what}: loading {f.name}")
-            except OSError as exc:
-                # again with the verifier's log, to say why
-                attr.log_level, attr.log_size, attr.log_buf = 1, len(log_buf), ctypes.addressof(log_buf)
-                try:
-                    fd = _bpf(BPF_PROG_LOAD, attr, f"{what}: loading {f.name}")
-                except OSError:
-                    tail = log_buf.value.decode(errors="replace").strip().splitlines()[-3:]
-                    raise OSError(exc.errno, f"{exc.strerror}; verifier: {' / '.join(tail)}") from exc
-            stack.callback(_fd_closer(fd))
-            prog_fds[f.name] = fd
+        loaded = LoadedProgram(spec, maps, what)
+        stack.callback(loaded.close)
+        for name in eager if eager is not None else [spec.functions[0].name]:
+            loaded._fds[name] = _load_function(loaded._functions[name], maps, spec, what)
         stack.pop_all()
-        return LoadedProgram(spec, maps, prog_fds)
+        return loaded
 
 
 # -- the one entry point ---------------------------------------------------------------------------------------
