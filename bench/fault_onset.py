@@ -12,7 +12,7 @@ counted): that minus the command's start is the onset (1 ms resolution). Paths, 
   action    `python -c` calling the Chaos Toolkit action start_network_fault(..., partition=True) (what `chaos run`
             calls), then stop_network_fault
   tick      `chaos-inject schedule '@every 1h' --immediately --count 1 -- --flow ... --partition --duration 3s`,
-            from the tick (the schedule's "run 1 starts" line) to the first packet: the tick's own process
+            from the tick (the start of the job's process, read from /proc) to the first packet: the tick's process
             (the schedule command's start-up and its one dry run of the job come before the first tick)
 
 Each path cold and warm (--cache): cold = an empty compiled-program cache (CHAOS_INJECT_PROG_CACHE pointed at a
@@ -297,6 +297,20 @@ def paths(args, only, py, a, flow, cli, warm_env, mode, run_dir: Path, probe, re
             return proc
 
         def tick_time(proc) -> float:
+            """The tick = the start of the job's process (the schedule's child), from /proc: its start time
+            (boot-time clock ticks) on the monotonic clock. (The "run 1 starts" line is read by a thread of
+            this busy process and can arrive late; it is only the fallback.)"""
+            hz = os.sysconf("SC_CLK_TCK")
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == proc.pid:  # ppid
+                    offset = time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
+                    return int(fields[19]) / hz - offset
             deadline = time.monotonic() + 5
             while proc.tick is None and time.monotonic() < deadline:
                 time.sleep(0.005)
