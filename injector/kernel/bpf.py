@@ -11,7 +11,7 @@ import platform
 import struct
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -41,7 +41,8 @@ class ClassifierConfig:
     seed: int | None = None
     dup_mark: int = 0x40000000
     steer: bool = False  # netem engine: classify into our prio qdisc's classes instead of acting
-    flow_cache: bool = True  # exact-match flow cache in front of the shape walk (False: today's walk only)
+    # exact-match flow cache in front of the shape walk; CHAOS_INJECT_FLOW_CACHE=off: the walk alone
+    flow_cache: bool = field(default_factory=lambda: os.environ.get("CHAOS_INJECT_FLOW_CACHE", "on") != "off")
     max_flows: int = 16384
 
     def cflags(self) -> list[str]:
