@@ -52,10 +52,15 @@ def wide() -> RuleMatch:  # any source, the destination's /24, any port: a secon
     return RuleMatch("egress", 4, 17, None, ipaddress.ip_network("10.198.9.0/24"), None, None)
 
 
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("progcache")  # one compile for the flow-cache tests, maps fresh per test
+
+
 @pytest.fixture
-def program(tmp_path, monkeypatch):
-    monkeypatch.setattr(progcache, "CACHE_ROOT", tmp_path / "cache")
-    prog = ClassifierProgram(ClassifierConfig(max_rules=64))
+def program(module_cache, monkeypatch):
+    monkeypatch.setattr(progcache, "CACHE_ROOT", module_cache)
+    prog = ClassifierProgram(ClassifierConfig(max_rules=64, flow_cache=True))
     yield prog
     prog.close()
 
@@ -162,7 +167,8 @@ def test_concurrent_first_runs_leave_one_valid_file(tmp_path):
     files = [cache / n for n in names if n != "kernel-identity.json"]
     assert len(files) == 1
     data = json.loads(files[0].read_text())
-    assert data["key"] == files[0].stem and progcache.read_cached.__name__  # recorded key = file name
+    assert data["key"] == files[0].stem  # the recorded key is the file's name
+    assert progcache.ProgramSpec.from_json(data).functions  # whole and readable
     third = json.loads(load_in_process(cache).communicate(timeout=120)[0])
     assert not third["bcc"]
 
