@@ -107,11 +107,15 @@ def udp4_frame(src: str, dst: str, sport: int, dport: int, payload: bytes = b"ch
 # -- rule sets ----------------------------------------------------------------------------------------------
 def rule_matches(count: int, src: str, shapes: int) -> list[RuleMatch]:
     """``count`` distinct egress rules that no benchmark packet matches, spread round-robin over ``shapes``
-    match shapes (1 <= shapes <= 4):
+    match shapes (1 <= shapes <= 8):
       0: udp src/32 -> dst/32 :dport      (the usual per-flow rule)
       1: udp *      -> dst/32 :dport
       2: udp src/32 -> dst/24 :dport
       3: udp src/32:sport -> dst/32 :dport
+      4: udp src/32 -> dst/32             (any port)
+      5: udp *      -> dst/24 :dport
+      6: udp src/24 -> dst/32 :dport
+      7: any protocol src/32 -> dst/32
     Destinations are in 198.18.0.0/15 (never configured anywhere); ports make keys unique past 2^17."""
     src_net = ipaddress.ip_network(f"{src}/32")
     base = int(RULE_V4.network_address)
@@ -119,7 +123,7 @@ def rule_matches(count: int, src: str, shapes: int) -> list[RuleMatch]:
     for i in range(count):
         kind = i % shapes
         j = i // shapes
-        if kind == 2:
+        if kind in (2, 5):
             dst = ipaddress.ip_network(f"{ipaddress.IPv4Address(base + ((j % 512) << 8))}/24")
             dport = RULE_PORT + j // 512
         else:
@@ -131,8 +135,16 @@ def rule_matches(count: int, src: str, shapes: int) -> list[RuleMatch]:
             out.append(RuleMatch("egress", 4, 17, None, dst, None, dport))
         elif kind == 2:
             out.append(RuleMatch("egress", 4, 17, src_net, dst, None, dport))
-        else:
+        elif kind == 3:
             out.append(RuleMatch("egress", 4, 17, src_net, dst, 50000, dport))
+        elif kind == 4:  # no port: distinct keys from distinct destinations only (2^17 of them)
+            out.append(RuleMatch("egress", 4, 17, src_net, dst, None, None))
+        elif kind == 5:
+            out.append(RuleMatch("egress", 4, 17, None, dst, None, dport))
+        elif kind == 6:
+            out.append(RuleMatch("egress", 4, 17, src_net.supernet(new_prefix=24), dst, None, dport))
+        else:
+            out.append(RuleMatch("egress", 4, 0, src_net, dst, None, None))
     return out
 
 

@@ -2,9 +2,12 @@
 """Per-packet cost of the chaos-inject classifier versus a chain of u32 filters (run as root).
 
 Part 1 (in-kernel, no traffic): BPF_PROG_TEST_RUN of the classifier's egress program on a prebuilt
-Ethernet+IPv4+UDP frame that matches no rule, with 1, 1,000 and 65,536 rules installed, for 1 and 4 match shapes
-in use; a matched frame (rule hit, loss threshold 0 so it passes) for reference; and a no-op sched_cls program
-as the floor of the test-run harness. Each figure is the kernel's own mean ns per run over --repeat runs; the
+Ethernet+IPv4+UDP frame that matches no rule, with 1, 1,000 and 65,536 rules installed, for 1, 2, 4 and 8 match
+shapes in use, each with the flow cache (the default: one hash lookup per packet of a known flow) and without it
+(the shape walk alone, the design before the flow cache: one probe per shape); a matched frame (rule hit, loss
+threshold 0 so it passes) for reference; and a no-op sched_cls program as the floor of the test-run harness.
+BPF_PROG_TEST_RUN repeats one packet, so the flow-cache figures are those of an established flow (its first
+packet walks the shapes, as without the cache). Each figure is the kernel's own mean ns per run over --repeat runs; the
 table shows the median (and range) of --reps such means.
 
 Part 2 (traffic): two throwaway namespaces joined by three veth pairs — bare, our classifier on clsact egress,
@@ -71,9 +74,10 @@ def part1(args) -> list[tuple]:
     noop_bpf, noop_fd = noop_program()
     rows = []
     try:
-        for shapes in (1, 4):
+        for shapes, flow_cache in [(n, cache) for n in args.shapes for cache in (False, True)]:
+            design = "flow cache" if flow_cache else "walk only"
             t0 = time.perf_counter()
-            program = ClassifierProgram(ClassifierConfig(max_rules=MAX_RULES))
+            program = ClassifierProgram(ClassifierConfig(max_rules=MAX_RULES, flow_cache=flow_cache))
             try:
                 compile_s = time.perf_counter() - t0
                 t0 = time.perf_counter()
@@ -84,7 +88,7 @@ def part1(args) -> list[tuple]:
                 fd = program.prog_fds["egress"]
                 if shapes == 1:  # the empty classifier: no shapes, no rules
                     program.set_shapes([])
-                    rows.append(measure(args, "classifier, no shapes/rules", fd, noop_fd, untargeted, None))
+                    rows.append(measure(args, f"{design}: no shapes/rules", fd, noop_fd, untargeted, None))
                     program.set_shapes(shape_list)
                 installed = 0
                 for count in TEST_RUN_COUNTS:
@@ -93,10 +97,10 @@ def part1(args) -> list[tuple]:
                     put_s = time.perf_counter() - t0
                     assert program.rule_count() == count
                     installed = count
-                    print(f"  [{shapes} shape(s)] {count} rules in map (put {put_s:.2f} s; compile {compile_s:.2f} s,"
-                          f" build {build_s:.2f} s)", file=sys.stderr)
-                    rows.append(measure(args, f"{shapes} shape(s), {count} rules", fd, noop_fd, untargeted,
-                                        matched))
+                    print(f"  [{design}, {shapes} shape(s)] {count} rules in map (put {put_s:.2f} s; "
+                          f"load {compile_s:.2f} s, build {build_s:.2f} s)", file=sys.stderr)
+                    rows.append(measure(args, f"{design}: {shapes} shape(s), {count} rules", fd, noop_fd,
+                                        untargeted, matched))
                 hit = program.counters(0)["matched_packets"]
                 assert hit > 0 and program.counters(0)["dropped_packets"] == 0, program.counters(0)
             finally:
@@ -123,10 +127,10 @@ def measure(args, label, fd, noop_fd, untargeted, matched):
 def print_part1(rows, args):
     print(f"\n## Classifier cost per packet: BPF_PROG_TEST_RUN, repeat {args.repeat:,}, median of {args.reps} "
           "(min-max), ns/packet as the kernel reports it")
-    print(f"{'configuration':32s} {'untargeted':>20s} {'matched (loss 0)':>20s} {'no-op prog':>20s} "
+    print(f"{'configuration':42s} {'untargeted':>20s} {'matched (loss 0)':>20s} {'no-op prog':>20s} "
           f"{'untargeted - no-op':>19s}")
     for label, noop, miss, hit in rows:
-        print(f"{label:32s} {fmt_ns(miss):>20s} {fmt_ns(hit) if hit else '-':>20s} {fmt_ns(noop):>20s} "
+        print(f"{label:42s} {fmt_ns(miss):>20s} {fmt_ns(hit) if hit else '-':>20s} {fmt_ns(noop):>20s} "
               f"{C.median(miss) - C.median(noop):19.1f}")
 
 
@@ -290,7 +294,9 @@ def main() -> int:
                              "point; 65536 works but installing the u32 chain takes ~4-6 min more)")
     parser.add_argument("--quick", action="store_true", help="small smoke run (not for figures)")
     parser.add_argument("--skip-veth", action="store_true")
+    parser.add_argument("--shapes", default="1,2,4,8", help="match shapes in use, part 1 (default 1,2,4,8)")
     args = parser.parse_args()
+    args.shapes = [int(x) for x in args.shapes.split(",")]
     if args.quick:
         args.repeat, args.reps, args.packets, args.max_veth_rules = 100_000, 3, 200, 1000
     started = C.begin("classifier_cost")

@@ -9,12 +9,22 @@ counted): that minus the command's start is the onset (1 ms resolution). Paths, 
   cli       `chaos-inject --flow ... --partition --duration 3s` (foreground; waits for its exit, code 0)
   detach    `chaos-inject ... --detach --json`, then `chaos-inject stop RUN_ID`
   library   `python -c "from chaosinject import partition; with partition(flow=..., netns=...): ..."`
+  action    `python -c` calling the Chaos Toolkit action start_network_fault(..., partition=True) (what `chaos run`
+            calls), then stop_network_fault
+  tick      `chaos-inject schedule '@every 1h' --immediately --count 1 -- --flow ... --partition --duration 3s`,
+            from the tick (the start of the job's process, read from /proc) to the first packet: the tick's process
+            (the schedule command's start-up and its one dry run of the job come before the first tick)
+
+Each path cold and warm (--cache): cold = an empty compiled-program cache (CHAOS_INJECT_PROG_CACHE pointed at a
+new empty directory each trial: the first run after an install, a kernel or a source change, so bcc compiles);
+warm = the cache filled by an earlier run. A cold boot cannot be made here: files are in the page cache either way.
 
 Then the breakdown, in-process in fresh interpreters: interpreter start, the inject path's imports, the
 capability probe, the bcc compile + load of the classifier. Medians (min-max) of --trials (default 10) per path.
 "Warm" only: files in the page cache, the machine up (a cold first run after boot cannot be made here).
 
-Usage: sudo .venv/bin/python bench/fault_onset.py [--trials N] [--only cli,detach,library,breakdown] [--tree DIR]
+Usage: sudo .venv/bin/python bench/fault_onset.py [--trials N] [--only cli,detach,library,action,tick,breakdown]
+       [--cache cold,warm] [--tree DIR]
 (--tree: the breakdown also for another checkout, e.g. the main branch, interleaved)
 Network rule: two namespaces of its own (ci-bench-a/b-<hex>) on 10.198.3.0/30; removed on every exit.
 """
@@ -130,9 +140,10 @@ def fmt(values: list[float]) -> str:
     return f"{statistics.median(ms):.0f} ms ({min(ms):.0f}-{max(ms):.0f}, n={len(ms)})"
 
 
-def trial(probe: WireProbe, start, finish, timeout_s: float = 120.0) -> float:
+def trial(probe: WireProbe, start, finish, timeout_s: float = 120.0, started_at=None) -> float:
     """start() begins the command (it may return before the fault is active); the onset is read off the wire
-    from datagrams older than IN_FLIGHT_S; then finish(handle) ends the run."""
+    from datagrams older than IN_FLIGHT_S; then finish(handle) ends the run. ``started_at(handle)``, if given,
+    is the monotonic time the onset counts from (a tick) instead of the command's start."""
     first = probe.mark()
     t0 = time.monotonic()
     handle = start()
@@ -149,6 +160,8 @@ def trial(probe: WireProbe, start, finish, timeout_s: float = 120.0) -> float:
             if now - t0 > timeout_s:
                 raise RuntimeError(f"no datagram lost within {timeout_s:.0f}s: the fault never became active")
             time.sleep(0.01)
+        if started_at is not None:
+            onset -= started_at(handle) - t0
     finally:
         finish(handle)
     probe.wait_flowing()
@@ -158,7 +171,8 @@ def trial(probe: WireProbe, start, finish, timeout_s: float = 120.0) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--only", default="cli,detach,library,breakdown")
+    parser.add_argument("--only", default="cli,detach,library,action,tick,breakdown")
+    parser.add_argument("--cache", default="cold,warm", help="cold (empty program cache), warm, or both")
     parser.add_argument("--tree", action="append", default=[], help="breakdown: also measure this checkout")
     args = parser.parse_args()
     C.begin("fault_onset")
@@ -179,47 +193,20 @@ def main() -> int:
             probe.wait_flowing()
             cli = [py, "-m", "chaosinject.cli", "--flow", flow, "--netns", a, "--partition"]
             results: dict[str, list[float]] = {}
+            warm_cache = Path(run_dir) / "progcache-warm"
+            # fill the warm cache (one run: compile once)
+            subprocess.run([*cli, "--duration", "0.2s", "-q"], capture_output=True, timeout=300,
+                           env={**env, "CHAOS_INJECT_PROG_CACHE": str(warm_cache)})
+            for mode in args.cache.split(","):
+                paths(args, only, py, a, flow, cli, {**env, "CHAOS_INJECT_PROG_CACHE": str(warm_cache)}, mode,
+                      Path(run_dir), probe, results, run_ids)
 
-            if "cli" in only:
-                def start_cli():
-                    return subprocess.Popen([*cli, "--duration", "3s", "-q"], env=env, stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.PIPE, text=True)
-
-                def finish_cli(proc):
-                    _, err = proc.communicate(timeout=60)
-                    if proc.returncode != 0:
-                        raise RuntimeError(f"chaos-inject exited {proc.returncode}: {err}")
-                results["cli"] = [trial(probe, start_cli, finish_cli) for _ in range(args.trials)]
-            if "detach" in only:
-                def start_detach():
-                    out = subprocess.run([*cli, "--duration", "60s", "--detach", "--json"], env=env, check=True,
-                                         capture_output=True, text=True, timeout=120)
-                    run_ids.append(json.loads(out.stdout)["run_id"])
-                    return run_ids[-1]
-
-                def finish_detach(run_id):
-                    subprocess.run([py, "-m", "chaosinject.cli", "stop", run_id], env=env, check=True,
-                                   capture_output=True, timeout=60)
-                    run_ids.remove(run_id)
-                results["detach"] = [trial(probe, start_detach, finish_detach) for _ in range(args.trials)]
-            if "library" in only:
-                code = ("import sys, time\nfrom injector import partition\n"
-                        f"with partition(flow={flow!r}, netns={a!r}, duration='60s'):\n"
-                        "    sys.stdin.readline()\n")
-
-                def start_library():
-                    return subprocess.Popen([py, "-c", code], env=env, stdin=subprocess.PIPE, text=True)
-
-                def finish_library(proc):
-                    proc.communicate("\n", timeout=60)
-                    if proc.returncode != 0:
-                        raise RuntimeError(f"library run exited {proc.returncode}")
-                results["library"] = [trial(probe, start_library, finish_library) for _ in range(args.trials)]
             print(f"(datagrams lost before an onset, not counted as the fault's: {probe.stray})")
             for path, values in results.items():
-                print(f"{path:8s} command -> first packet affected on the wire: {fmt(values)}")
+                print(f"{path:14s} command -> first packet affected on the wire: {fmt(values)}")
             if "breakdown" in only:
-                breakdown(args.trials, py, env, [str(C.REPO), *args.tree])
+                breakdown(args.trials, py, {**env, "CHAOS_INJECT_PROG_CACHE": str(warm_cache)},
+                          [str(C.REPO), *args.tree], Path(run_dir))
         finally:
             if probe is not None:
                 probe.close()
@@ -233,6 +220,111 @@ def main() -> int:
         return 1
     return 0
 
+
+def paths(args, only, py, a, flow, cli, warm_env, mode, run_dir: Path, probe, results, run_ids) -> None:
+    """The trials of every path in ``only`` for one cache mode; each trial a fresh process."""
+    counter = iter(range(10**6))
+
+    def fresh_env() -> dict:
+        if mode == "warm":
+            return warm_env
+        return {**warm_env, "CHAOS_INJECT_PROG_CACHE": str(run_dir / f"progcache-cold-{next(counter)}")}
+
+    if "cli" in only:
+        def start_cli():
+            return subprocess.Popen([*cli, "--duration", "3s", "-q"], env=fresh_env(), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)
+
+        def finish_cli(proc):
+            _, err = proc.communicate(timeout=60)
+            if proc.returncode != 0:
+                raise RuntimeError(f"chaos-inject exited {proc.returncode}: {err}")
+        results[f"cli {mode}"] = [trial(probe, start_cli, finish_cli) for _ in range(args.trials)]
+    if "detach" in only:
+        def start_detach():
+            out = subprocess.run([*cli, "--duration", "60s", "--detach", "--json"], env=fresh_env(), check=True,
+                                 capture_output=True, text=True, timeout=120)
+            run_ids.append(json.loads(out.stdout)["run_id"])
+            return run_ids[-1]
+
+        def finish_detach(run_id):
+            subprocess.run([py, "-m", "chaosinject.cli", "stop", run_id], env=fresh_env(), check=True,
+                           capture_output=True, timeout=60)
+            run_ids.remove(run_id)
+        results[f"detach {mode}"] = [trial(probe, start_detach, finish_detach) for _ in range(args.trials)]
+    if "library" in only:
+        code = ("import sys, time\nfrom injector import partition\n"
+                f"with partition(flow={flow!r}, netns={a!r}, duration='60s'):\n"
+                "    sys.stdin.readline()\n")
+
+        def start_library():
+            return subprocess.Popen([py, "-c", code], env=fresh_env(), stdin=subprocess.PIPE, text=True)
+
+        def finish_library(proc):
+            proc.communicate("\n", timeout=60)
+            if proc.returncode != 0:
+                raise RuntimeError(f"library run exited {proc.returncode}")
+        results[f"library {mode}"] = [trial(probe, start_library, finish_library) for _ in range(args.trials)]
+    if "action" in only:
+        code = ("import sys\nfrom chaosinject.experiment.actions import start_network_fault, stop_network_fault\n"
+                f"r = start_network_fault({flow!r}, duration='60s', partition=True, netns={a!r})\n"
+                "sys.stdin.readline()\nstop_network_fault(r['run_id'])\n")
+
+        def start_action():
+            return subprocess.Popen([py, "-c", code], env=fresh_env(), stdin=subprocess.PIPE, text=True)
+
+        def finish_action(proc):
+            proc.communicate("\n", timeout=60)
+            if proc.returncode != 0:
+                raise RuntimeError(f"action run exited {proc.returncode}")
+        results[f"action {mode}"] = [trial(probe, start_action, finish_action) for _ in range(args.trials)]
+    if "tick" in only:
+        def start_tick():
+            job = ["--flow", flow, "--netns", a, "--partition", "--duration", "3s", "-q"]
+            proc = subprocess.Popen([py, "-m", "chaosinject.cli", "schedule", "@every 1h", "--immediately",
+                                     "--count", "1", "--", *job], env=fresh_env(), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)
+            proc.tick = None
+            proc.err = []
+
+            def read() -> None:
+                for line in proc.stderr:
+                    if proc.tick is None and "run 1 starts" in line:
+                        proc.tick = time.monotonic()
+                    proc.err.append(line)
+            proc.reader = threading.Thread(target=read, daemon=True)
+            proc.reader.start()
+            return proc
+
+        def tick_time(proc) -> float:
+            """The tick = the start of the job's process (the schedule's child), from /proc: its start time
+            (boot-time clock ticks) on the monotonic clock. (The "run 1 starts" line is read by a thread of
+            this busy process and can arrive late; it is only the fallback.)"""
+            hz = os.sysconf("SC_CLK_TCK")
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == proc.pid:  # ppid
+                    offset = time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
+                    return int(fields[19]) / hz - offset
+            deadline = time.monotonic() + 5
+            while proc.tick is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if proc.tick is None:
+                raise RuntimeError("the schedule never said its run started")
+            return proc.tick
+
+        def finish_tick(proc):
+            code = proc.wait(timeout=60)
+            proc.reader.join(timeout=5)
+            if code != 0:
+                raise RuntimeError(f"schedule exited {code}: {''.join(proc.err)}")
+        results[f"tick {mode}"] = [trial(probe, start_tick, finish_tick, started_at=tick_time)
+                                   for _ in range(args.trials)]
 
 BREAKDOWN = """
 import json, sys, time
@@ -255,26 +347,33 @@ print(json.dumps([b - a for a, b in zip(t, t[1:])]))
 """
 
 
-def breakdown(trials: int, py: str, env: dict, trees: list[str]) -> None:
-    """Per tree (this checkout, then --tree ones, interleaved): `python -c` run from a tree imports its package."""
+def breakdown(trials: int, py: str, env: dict, trees: list[str], run_dir: Path) -> None:
+    """Per tree (this checkout, then --tree ones, interleaved): `python -c` run from a tree imports its package.
+    The classifier's load twice: from the warm program cache, and cold (an empty cache: bcc compiles)."""
     start: list[float] = []
-    phases = {tree: ([], [], []) for tree in trees}
-    for _ in range(trials):
+    phases = {tree: ([], [], [], []) for tree in trees}
+    for i in range(trials):
         t0 = time.monotonic()
         subprocess.run([py, "-c", "pass"], env=env, check=True)
         start.append(time.monotonic() - t0)
         for tree in trees:
             out = subprocess.run([py, "-c", BREAKDOWN], env=env, cwd=tree, check=True, capture_output=True,
                                  text=True)
-            for values, value in zip(phases[tree], json.loads(out.stdout)):
+            imports, probe, warm = json.loads(out.stdout)
+            cold_env = {**env, "CHAOS_INJECT_PROG_CACHE": str(run_dir / f"progcache-breakdown-{i}")}
+            out = subprocess.run([py, "-c", BREAKDOWN], env=cold_env, cwd=tree, check=True, capture_output=True,
+                                 text=True)
+            cold = json.loads(out.stdout)[2]
+            for values, value in zip(phases[tree], (imports, probe, warm, cold)):
                 values.append(value)
     print("where the time goes (fresh interpreters):")
     print(f"  interpreter start (python -c pass)                 {fmt(start)}")
-    for tree, (imports, probe, compile_) in phases.items():
+    for tree, (imports, probe, warm, cold) in phases.items():
         print(f"  {tree}:")
         print(f"    imports cmd_inject makes before the fault      {fmt(imports)}")
         print(f"    capability probe (a netns, qdisc tries)        {fmt(probe)}")
-        print(f"    bcc compile + load of the classifier           {fmt(compile_)}")
+        print(f"    classifier load, warm program cache            {fmt(warm)}")
+        print(f"    classifier load, cold (bcc compile + load)     {fmt(cold)}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,13 @@
  *   CI_MAX_SHAPES  bound of the shape loop
  *   CI_L2_LEN      bytes before the IP header (14 for Ethernet and loopback, 0 for L3 devices)
  *   CI_DUP_MARK    skb->mark bit that tags our own duplicates so they pass once, untouched
- *   CI_SEED        when defined, decisions use a counter-based PRNG seeded with it (reproducible)
+ *   CI_SEEDED      when defined, decisions use a counter-based PRNG seeded with seed[0] (reproducible); the
+ *                  seed is a map value, so every seed shares one compiled program
+ *   CI_FLOW_CACHE  an exact-match flow cache (LRU hash, CI_MAX_FLOWS flows) in front of the shape walk: the
+ *                  first packet of a flow walks the shapes, the rest do one hash lookup, however many shapes
+ *                  are in use. A verdict is tied to the rules' generation (bumped by user space whenever rules
+ *                  or shapes are added or removed), and names its rule by id: the rule's expiry and fault are
+ *                  read from rule_by_id per packet, so a cached flow sees renewals, expiry and removal at once.
  *   CI_STEER       netem engine: matched packets are steered to their rule's class (skb->tc_classid) of our
  *                  prio qdisc, whose netem leaf applies the fault; the classifier itself drops nothing.
  *                  On clsact ingress, ci_ingress runs as a plain (not direct-action) classifier: it answers
@@ -34,6 +40,9 @@
 #ifndef CI_L2_LEN
 #define CI_L2_LEN 14
 #endif
+#ifndef CI_MAX_FLOWS
+#define CI_MAX_FLOWS 16384
+#endif
 #ifndef CI_DUP_MARK
 #define CI_DUP_MARK 0x40000000u
 #endif
@@ -44,6 +53,14 @@ BPF_ARRAY(shape_count, __u32, 1);
 BPF_PERCPU_ARRAY(counters, struct ci_counters, CI_MAX_RULES);
 BPF_ARRAY(rule_state, struct ci_rule_state, CI_MAX_RULES);
 BPF_ARRAY(jitter_table, __s16, CI_JITTER_TABLE_SIZE);  /* EDT jitter: netem-style distribution table */
+BPF_ARRAY(rule_by_id, struct ci_rule, CI_MAX_RULES);  /* the rules again, by id (what cached flows read) */
+BPF_ARRAY(generation, __u64, 1);                      /* bumped by user space on each change of the rule set */
+#ifdef CI_SEEDED
+BPF_ARRAY(seed, __u64, 1);
+#endif
+#ifdef CI_FLOW_CACHE
+BPF_TABLE("lru_hash", struct ci_flow_key, struct ci_flow, flows, CI_MAX_FLOWS);
+#endif
 
 #define CI_MODE_ACT 0       /* the classifier applies the fault itself (eBPF engine) */
 #define CI_MODE_STEER 1     /* netem engine: pick the class of the rule's netem leaf */
@@ -170,6 +187,46 @@ static __always_inline struct ci_rule *find_rule(struct packet *pkt, __u8 hook)
     return 0;
 }
 
+/* The rule for this packet: from the flow cache when it holds a verdict of the current generation, else by
+ * the shape walk (whose verdict, match or none, is then cached). The generation is read before the walk, so a
+ * rule change racing with the walk leaves a verdict that is already stale, never a wrong one marked fresh. */
+static __always_inline struct ci_rule *lookup_rule(struct packet *pkt, __u8 hook)
+{
+#ifdef CI_FLOW_CACHE
+    __u32 zero = 0;
+    __u64 *gen = generation.lookup(&zero);
+    if (!gen)
+        return 0;
+    __u64 gen_now = *gen;
+    struct ci_flow_key fk = {};
+    fk.family = pkt->family;
+    fk.proto = pkt->proto;
+    fk.hook = hook;
+    fk.sport = pkt->sport;
+    fk.dport = pkt->dport;
+    __builtin_memcpy(fk.saddr, pkt->saddr, 16);
+    __builtin_memcpy(fk.daddr, pkt->daddr, 16);
+    struct ci_flow *cached = flows.lookup(&fk);
+    if (cached && cached->generation == gen_now) {
+        if (!cached->found)
+            return 0;
+        __u32 id = cached->rule_id;
+        return rule_by_id.lookup(&id);
+    }
+    struct ci_rule *rule = find_rule(pkt, hook);
+    struct ci_flow verdict = {};
+    verdict.generation = gen_now;
+    if (rule) {
+        verdict.rule_id = rule->id;
+        verdict.found = 1;
+    }
+    flows.update(&fk, &verdict);
+    return rule;
+#else
+    return find_rule(pkt, hook);
+#endif
+}
+
 static __always_inline __u64 splitmix64(__u64 x)
 {
     x += 0x9e3779b97f4a7c15ull;
@@ -182,7 +239,7 @@ static __always_inline __u64 splitmix64(__u64 x)
  * (seed, rule, packet index, which), so a run replays exactly; else the kernel's PRNG. */
 static __always_inline __u32 draw(__u64 base, __u32 which)
 {
-#ifdef CI_SEED
+#ifdef CI_SEEDED
     return (__u32)splitmix64(base + which * 0xd1b54a32d192ed03ull);
 #else
     return bpf_get_prandom_u32();
@@ -264,7 +321,7 @@ static __always_inline int classify(struct __sk_buff *skb, __u8 hook, int mode)
     struct packet pkt = {};
     if (parse(skb, &pkt) < 0)
         return pass;
-    struct ci_rule *rule = find_rule(&pkt, hook);
+    struct ci_rule *rule = lookup_rule(&pkt, hook);
     if (!rule)
         return pass;
 
@@ -294,9 +351,13 @@ static __always_inline int classify(struct __sk_buff *skb, __u8 hook, int mode)
         return -1;  /* match, with the filter's own classid: its mirred action runs */
 
     __u64 base = 0;
-#ifdef CI_SEED
+#ifdef CI_SEEDED
+    __u32 zero = 0;
+    __u64 *seed_value = seed.lookup(&zero);
+    if (!seed_value)
+        return pass;
     __u64 index = __sync_fetch_and_add(&state->draws, 1);
-    base = splitmix64((__u64)(CI_SEED) ^ ((__u64)id << 40)) + index * 0x9e3779b97f4a7c15ull;
+    base = splitmix64(*seed_value ^ ((__u64)id << 40)) + index * 0x9e3779b97f4a7c15ull;
 #endif
     __u32 flags = rule->flags;
     int drop = 0;

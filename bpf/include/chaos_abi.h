@@ -66,6 +66,26 @@ struct ci_rule {
     __u64 jitter_ns;           /* ... and its spread (uniform: +-jitter; table: jitter = one sigma) */
 };
 
+/* Flow cache (CI_FLOW_CACHE): a packet's full match input -> the rule it resolved to, valid while the rules'
+ * generation is unchanged. Only which rule matched is cached; the rule's values (expiry, fault) are read from
+ * rule_by_id on every packet, and every random decision is still drawn per packet. */
+struct ci_flow_key {
+    __u8 family;
+    __u8 proto;
+    __u8 hook;
+    __u8 _pad;
+    __u16 sport;
+    __u16 dport;
+    __u32 saddr[4];
+    __u32 daddr[4];
+};
+
+struct ci_flow {
+    __u64 generation;  /* the rules' generation when this verdict was made */
+    __u32 rule_id;
+    __u32 found;       /* 0: no rule matches this flow (a cached "pass") */
+};
+
 /* Per rule, per CPU. */
 struct ci_counters {
     __u64 matched_packets;

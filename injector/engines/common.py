@@ -106,7 +106,7 @@ class LeasedRules:
     def renew(self, expires_ns: int) -> None:
         for _, rule in self.entries:
             rule.expires_ns = expires_ns
-        self.program.put_rules(self.entries)
+        self.program.refresh_rules(self.entries)  # values only: cached flow verdicts stay valid
 
     def counters(self) -> dict[int, dict[str, int]]:
         return {rule.id: self.program.counters(rule.id) for _, rule in self.entries}

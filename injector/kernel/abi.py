@@ -1,4 +1,4 @@
-"""ctypes mirror of bpf/include/chaos_abi.h. Sizes are checked against bcc's view at load time."""
+"""ctypes mirror of bpf/include/chaos_abi.h. Sizes are checked against the loaded maps' at load time."""
 
 from __future__ import annotations
 
@@ -78,6 +78,23 @@ class Rule(ctypes.Structure):
         ("delay_ns", ctypes.c_uint64),
         ("jitter_ns", ctypes.c_uint64),
     ]
+
+
+class FlowKey(ctypes.Structure):
+    _fields_ = [
+        ("family", ctypes.c_uint8),
+        ("proto", ctypes.c_uint8),
+        ("hook", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("saddr", ctypes.c_uint32 * 4),
+        ("daddr", ctypes.c_uint32 * 4),
+    ]
+
+
+class Flow(ctypes.Structure):
+    _fields_ = [("generation", ctypes.c_uint64), ("rule_id", ctypes.c_uint32), ("found", ctypes.c_uint32)]
 
 
 class Counters(ctypes.Structure):

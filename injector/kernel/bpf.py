@@ -10,12 +10,13 @@ import os
 import platform
 import struct
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from ..errors import Unsupported
-from . import abi
+from . import abi, progcache
 from .headers import ensure_bcc_kernel_source
 
 CLASSIFIER_SOURCE = abi.BPF_DIR / "classifier.bpf.c"
@@ -40,14 +41,20 @@ class ClassifierConfig:
     seed: int | None = None
     dup_mark: int = 0x40000000
     steer: bool = False  # netem engine: classify into our prio qdisc's classes instead of acting
+    # exact-match flow cache in front of the shape walk; CHAOS_INJECT_FLOW_CACHE=off: the walk alone
+    flow_cache: bool = field(default_factory=lambda: os.environ.get("CHAOS_INJECT_FLOW_CACHE", "on") != "off")
+    max_flows: int = 16384
 
     def cflags(self) -> list[str]:
         flags = [f"-I{abi.INCLUDE_DIR}", f"-DCI_MAX_RULES={self.max_rules}", f"-DCI_MAX_SHAPES={MAX_SHAPES}",
                  f"-DCI_L2_LEN={self.l2_len}", f"-DCI_DUP_MARK={self.dup_mark:#x}u", "-Wno-comment"]
         if self.steer:
             flags.append("-DCI_STEER=1")
+        if self.flow_cache:
+            flags.append("-DCI_FLOW_CACHE=1")
+            flags.append(f"-DCI_MAX_FLOWS={self.max_flows}")
         if self.seed is not None:
-            flags.append(f"-DCI_SEED={self.seed & 0xFFFFFFFFFFFFFFFF:#x}ull")
+            flags.append("-DCI_SEEDED=1")  # the seed itself goes into the seed map: one program for every seed
         return flags
 
 
@@ -114,46 +121,80 @@ def prog_test_run(prog_fd: int, packet: bytes, repeat: int) -> ProgRun:
     return ProgRun(attr.duration, ctypes.c_int32(attr.retval).value)
 
 
+class _ProgramFds(Mapping):
+    """hook -> program fd; a program is loaded (verified) the first time its fd is asked for."""
+
+    def __init__(self, loaded: progcache.LoadedProgram, hooks: dict[str, str]):
+        self._loaded, self._hooks = loaded, hooks
+
+    def __getitem__(self, hook: str) -> int:
+        return self._loaded.prog_fd(self._hooks[hook])
+
+    def __iter__(self):
+        return iter(self._hooks)
+
+    def __len__(self) -> int:
+        return len(self._hooks)
+
+
 class ClassifierProgram:
-    """A loaded classifier: two entry points (egress, ingress) sharing one set of maps."""
+    """A loaded classifier: its entry points (egress, ingress, ifb, ingress_match) sharing one set of maps.
+
+    The compiled program comes from the on-disk cache (kernel/progcache.py) when its key matches, else bcc
+    compiles it once and the cache keeps it; either way this process gets maps of its own."""
 
     def __init__(self, config: ClassifierConfig):
-        bcc = import_bcc()
         self.config = config
-        self._bpf = load_bpf(CLASSIFIER_SOURCE, config.cflags(), "the BPF classifier")
+        self._loaded = None
+        functions = ["ci_egress", "ci_ingress", "ci_ifb"] + ([] if config.steer else ["ci_ingress_match"])
+        self._loaded = progcache.load_program(CLASSIFIER_SOURCE, abi.INCLUDE_DIR, config.cflags(), functions,
+                                              "the BPF classifier", compile_with=load_bpf)
         try:
-            self.prog_fds = {
-                "egress": self._bpf.load_func(b"ci_egress", bcc.BPF.SCHED_CLS).fd,
-                "ingress": self._bpf.load_func(b"ci_ingress", bcc.BPF.SCHED_CLS).fd,
-            }
-            # on our IFB (netem: steer; EDT: act on ingress rules) and, for EDT, the plain ingress match
-            self.prog_fds["ifb"] = self._bpf.load_func(b"ci_ifb", bcc.BPF.SCHED_CLS).fd
+            hooks = {"egress": "ci_egress", "ingress": "ci_ingress", "ifb": "ci_ifb"}
             if not config.steer:
-                self.prog_fds["ingress_match"] = self._bpf.load_func(b"ci_ingress_match", bcc.BPF.SCHED_CLS).fd
-            self._rules = self._bpf[b"rules"]
-            self._shapes = self._bpf[b"shapes"]
-            self._shape_count = self._bpf[b"shape_count"]
-            self._counters = self._bpf[b"counters"]
-            self._state = self._bpf[b"rule_state"]
-            self._jitter_table = self._bpf[b"jitter_table"]
-            abi.check_sizes({
-                "ci_rule_key": (abi.RuleKey, ctypes.sizeof(self._rules.Key)),
-                "ci_rule": (abi.Rule, ctypes.sizeof(self._rules.Leaf)),
-                "ci_shape": (abi.Shape, ctypes.sizeof(self._shapes.Leaf)),
-                "ci_counters": (abi.Counters, ctypes.sizeof(self._counters.sLeaf)),  # per-CPU: one slot
-                "ci_rule_state": (abi.RuleState, ctypes.sizeof(self._state.Leaf)),
-            })
+                hooks["ingress_match"] = "ci_ingress_match"
+            self.prog_fds = _ProgramFds(self._loaded, hooks)
+            maps = self._loaded.maps
+            self._rules, self._shapes, self._shape_count = maps["rules"], maps["shapes"], maps["shape_count"]
+            self._counters, self._state, self._jitter_table = maps["counters"], maps["rule_state"], maps["jitter_table"]
+            self._rule_by_id, self._generation = maps["rule_by_id"], maps["generation"]
+            self.flow_cache = maps.get("flows")
+            if config.seed is not None:
+                maps["seed"].update(self._index(0), struct.pack("=Q", config.seed & 0xFFFFFFFFFFFFFFFF))
+            sizes = {
+                "ci_rule_key": (abi.RuleKey, self._rules.spec.key_size),
+                "ci_rule": (abi.Rule, self._rules.spec.value_size),
+                "ci_rule (by id)": (abi.Rule, self._rule_by_id.spec.value_size),
+                "ci_shape": (abi.Shape, self._shapes.spec.value_size),
+                "ci_counters": (abi.Counters, self._counters.spec.value_size),  # per-CPU: one slot
+                "ci_rule_state": (abi.RuleState, self._state.spec.value_size),
+            }
+            if self.flow_cache is not None:
+                sizes["ci_flow_key"] = (abi.FlowKey, self.flow_cache.spec.key_size)
+                sizes["ci_flow"] = (abi.Flow, self.flow_cache.spec.value_size)
+            abi.check_sizes(sizes)
         except BaseException:
             self.close()
             raise
 
     # -- maps ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _index(i: int) -> bytes:
+        return struct.pack("=I", i)
+
+    def _bump_generation(self) -> None:
+        """Every cached flow verdict made before this is stale: the next packet of each flow walks the shapes
+        again. Called after each change of which rules exist (not after a renewal, which changes values only)."""
+        raw = self._generation.lookup(self._index(0)) or bytes(8)
+        self._generation.update(self._index(0), struct.pack("=Q", struct.unpack("=Q", raw)[0] + 1))
+
     def set_shapes(self, shapes: list[abi.Shape]) -> None:
         if len(shapes) > MAX_SHAPES:
             raise Unsupported(f"{len(shapes)} match shapes; the classifier supports {MAX_SHAPES}")
         for index, shape in enumerate(shapes):
-            self._shapes[ctypes.c_int(index)] = self._cast(shape, self._shapes.Leaf)
-        self._shape_count[ctypes.c_int(0)] = ctypes.c_uint32(len(shapes))
+            self._shapes.update(self._index(index), bytes(shape))
+        self._shape_count.update(self._index(0), self._index(len(shapes)))
+        self._bump_generation()
 
     def set_jitter_table(self, table: bytes) -> None:
         """EDT jitter distribution: abi.JITTER_TABLE_SIZE packed s16 values (netem's table format)."""
@@ -162,38 +203,53 @@ class ClassifierProgram:
             raise Unsupported(f"jitter table has {len(values)} entries, the classifier takes "
                               f"{abi.JITTER_TABLE_SIZE}")
         for index, value in enumerate(values):
-            self._jitter_table[ctypes.c_int(index)] = ctypes.c_int16(value)
+            self._jitter_table.update(self._index(index), struct.pack("=h", value))
 
     def put_rules(self, rules: Iterable[tuple[abi.RuleKey, abi.Rule]]) -> None:
+        """Add or replace rules (the by-id copy first, so a packet that finds the key finds its rule)."""
         for key, rule in rules:
-            self._rules[self._cast(key, self._rules.Key)] = self._cast(rule, self._rules.Leaf)
+            self._rule_by_id.update(self._index(rule.id), bytes(rule))
+            self._rules.update(bytes(key), bytes(rule))
+        self._bump_generation()
+
+    def refresh_rules(self, rules: Iterable[tuple[abi.RuleKey, abi.Rule]]) -> None:
+        """New values (a renewed expiry) for rules that exist already: cached flow verdicts stay valid, since
+        they name the rule by id and its values are read per packet. A rule that is gone is not re-added."""
+        for key, rule in rules:
+            try:
+                self._rules.update(bytes(key), bytes(rule), progcache.BPF_EXIST)
+            except FileNotFoundError:
+                continue
+            self._rule_by_id.update(self._index(rule.id), bytes(rule))
 
     def delete_rule(self, key: abi.RuleKey) -> None:
-        try:
-            del self._rules[self._cast(key, self._rules.Key)]
-        except KeyError:
-            pass
+        raw = self._rules.lookup(bytes(key))
+        if raw is None:
+            return
+        rule = abi.Rule.from_buffer_copy(raw)
+        self._rules.delete(bytes(key))
+        self._rule_by_id.update(self._index(rule.id), bytes(abi.Rule(id=rule.id)))  # expired: matches nothing
+        self._bump_generation()
 
     def rule_count(self) -> int:
-        return sum(1 for _ in self._rules.keys())
+        return len(self._rules.keys())
 
     def counters(self, rule_id: int) -> dict[str, int]:
-        per_cpu = self._counters.getvalue(ctypes.c_int(rule_id))
+        per_cpu = [abi.Counters.from_buffer_copy(raw) for raw in self._counters.lookup_percpu(self._index(rule_id))]
         return {name: sum(getattr(cpu, name) for cpu in per_cpu) for name in abi.COUNTER_FIELDS}
 
-    @staticmethod
-    def _cast(value: ctypes.Structure, target: type) -> ctypes.Structure:
-        """Our ctypes mirror -> bcc's generated type (same bytes; sizes checked at load)."""
-        return target.from_buffer_copy(bytes(value))
+    def cached_flows(self) -> int:
+        """Flows with a cached verdict (tests and benchmarks)."""
+        return len(self.flow_cache.keys()) if self.flow_cache is not None else 0
 
     # -- lifetime ------------------------------------------------------------------------------------------
     def close(self) -> None:
-        bpf, self._bpf = getattr(self, "_bpf", None), None
-        if bpf is not None:
-            bpf.cleanup()
+        loaded, self._loaded = getattr(self, "_loaded", None), None
+        if loaded is not None:
+            loaded.close()
 
     def __del__(self) -> None:  # pragma: no cover - safety net; owners call close()
-        if os.getpid() and getattr(self, "_bpf", None) is not None:
+        if getattr(self, "_loaded", None) is not None:
             try:
                 self.close()
             except Exception:
