@@ -40,12 +40,16 @@ class ClassifierConfig:
     seed: int | None = None
     dup_mark: int = 0x40000000
     steer: bool = False  # netem engine: classify into our prio qdisc's classes instead of acting
+    hold: bool = False   # record each delayed packet's hold (classifier -> device transmit) from the kernel's clock
+    hold_ring_pages: int = 1024  # 4 MiB: ~130,000 samples between two drains (one a lease)
 
     def cflags(self) -> list[str]:
         flags = [f"-I{abi.INCLUDE_DIR}", f"-DCI_MAX_RULES={self.max_rules}", f"-DCI_MAX_SHAPES={MAX_SHAPES}",
                  f"-DCI_L2_LEN={self.l2_len}", f"-DCI_DUP_MARK={self.dup_mark:#x}u", "-Wno-comment"]
         if self.steer:
             flags.append("-DCI_STEER=1")
+        if self.hold:
+            flags += ["-DCI_HOLD=1", f"-DCI_HOLD_RING_PAGES={self.hold_ring_pages}"]
         if self.seed is not None:
             flags.append(f"-DCI_SEED={self.seed & 0xFFFFFFFFFFFFFFFF:#x}ull")
         return flags
@@ -114,12 +118,98 @@ def prog_test_run(prog_fd: int, packet: bytes, repeat: int) -> ProgRun:
     return ProgRun(attr.duration, ctypes.c_int32(attr.retval).value)
 
 
+# raw tracepoints of the hold recording: the sample ends when the device takes the skb; an skb freed untransmitted
+# drops its start (its address may come back as another skb)
+HOLD_XMIT_TRACEPOINT = "net_dev_start_xmit"
+HOLD_FREE_TRACEPOINTS = ("kfree_skb", "consume_skb")
+HOLD_MIN_KERNEL = (5, 8)        # BPF ring buffers
+HOLD_KEEP = 200_000             # samples kept per rule: beyond it every other one is dropped (uniform thinning)
+
+
+def kernel_version(release: str | None = None) -> tuple[int, int]:
+    import re
+
+    m = re.match(r"(\d+)\.(\d+)", release or platform.release())
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def hold_unsupported_reason(release: str | None = None) -> str | None:
+    """Why this kernel cannot record holds per packet (None: it can)."""
+    if kernel_version(release) < HOLD_MIN_KERNEL:
+        return (f"kernel {release or platform.release()} has no BPF ring buffer (Linux 5.8+): the hold per "
+                "packet is not measured")
+    return None
+
+
+class HoldRecorder:
+    """The hold samples of a classifier loaded with ``hold``: raw tracepoints attached (released with the BPF
+    object: they are fd-held, nothing stays in the kernel when the process dies), the ring buffer drained
+    into per-rule numpy arrays."""
+
+    def __init__(self, bpf, ring_pages: int):
+        from .ring import RingReader
+
+        self._bpf = bpf
+        bpf.attach_raw_tracepoint(tp=HOLD_XMIT_TRACEPOINT.encode(), fn_name=b"ci_hold_xmit")
+        for tp in HOLD_FREE_TRACEPOINTS:
+            bpf.attach_raw_tracepoint(tp=tp.encode(), fn_name=b"ci_hold_free")
+        self._ring = RingReader(bpf[b"hold_events"].map_fd, ring_pages * mmap_pagesize())
+        self._lost = bpf[b"hold_lost"]
+        self._lock = threading.Lock()
+        self._holds: dict[int, list] = {}
+        self.seen: dict[int, int] = {}
+
+    def drain(self) -> None:
+        import numpy as np
+
+        with self._lock:
+            if self._ring is None:
+                return
+            while True:
+                ev = self._ring.read()
+                if not len(ev):
+                    break
+                rules = ev["rule"]
+                for rule in np.unique(rules):
+                    part = ev["latency_ns"][rules == rule].astype(np.int64)
+                    r = int(rule)
+                    self.seen[r] = self.seen.get(r, 0) + len(part)
+                    chunks = self._holds.setdefault(r, [])
+                    chunks.append(part)
+                    if sum(len(c) for c in chunks) > HOLD_KEEP:
+                        self._holds[r] = [np.concatenate(chunks)[::2]]
+
+    def samples(self, rule_id: int):
+        import numpy as np
+
+        self.drain()
+        with self._lock:
+            chunks = self._holds.get(rule_id)
+            return np.concatenate(chunks) if chunks else np.empty(0, np.int64)
+
+    def lost(self) -> int:
+        return int(sum(self._lost.getvalue(ctypes.c_int(0))))
+
+    def close(self) -> None:
+        with self._lock:
+            ring, self._ring = self._ring, None
+        if ring is not None:
+            ring.close()
+
+
+def mmap_pagesize() -> int:
+    import mmap
+
+    return mmap.PAGESIZE
+
+
 class ClassifierProgram:
     """A loaded classifier: two entry points (egress, ingress) sharing one set of maps."""
 
     def __init__(self, config: ClassifierConfig):
         bcc = import_bcc()
         self.config = config
+        self.hold: HoldRecorder | None = None
         self._bpf = load_bpf(CLASSIFIER_SOURCE, config.cflags(), "the BPF classifier")
         try:
             self.prog_fds = {
@@ -143,6 +233,11 @@ class ClassifierProgram:
                 "ci_counters": (abi.Counters, ctypes.sizeof(self._counters.sLeaf)),  # per-CPU: one slot
                 "ci_rule_state": (abi.RuleState, ctypes.sizeof(self._state.Leaf)),
             })
+            if config.hold:
+                try:
+                    self.hold = HoldRecorder(self._bpf, config.hold_ring_pages)
+                except Exception as exc:  # bcc raises bare Exception when an attach fails
+                    raise Unsupported(f"the hold recording's raw tracepoints did not attach: {exc}") from exc
         except BaseException:
             self.close()
             raise
@@ -189,6 +284,9 @@ class ClassifierProgram:
     # -- lifetime ------------------------------------------------------------------------------------------
     def close(self) -> None:
         bpf, self._bpf = getattr(self, "_bpf", None), None
+        hold, self.hold = getattr(self, "hold", None), None
+        if hold is not None:
+            hold.close()
         if bpf is not None:
             bpf.cleanup()
 
