@@ -5,7 +5,7 @@
 #   77  the tier cannot run on this machine (reason printed on one line)
 #   1   pytest collected no tests (its exit 5), or every test was skipped inside the VM
 #   124 / 125  the VM timed out / died without a result (see scripts/vm/run.sh)
-#   usage: kernel-tier.sh [6.1|6.12] [-- pytest args...]
+#   usage: kernel-tier.sh [5.10|6.1|6.12] [-- pytest args...]
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/../.." && pwd)
