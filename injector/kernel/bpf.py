@@ -212,14 +212,18 @@ class ClassifierProgram:
         self.hold: HoldRecorder | None = None
         self._bpf = load_bpf(CLASSIFIER_SOURCE, config.cflags(), "the BPF classifier")
         try:
-            self.prog_fds = {
-                "egress": self._bpf.load_func(b"ci_egress", bcc.BPF.SCHED_CLS).fd,
-                "ingress": self._bpf.load_func(b"ci_ingress", bcc.BPF.SCHED_CLS).fd,
-            }
+            names = ["ci_egress", "ci_ingress", "ci_ifb"] + ([] if config.steer else ["ci_ingress_match"])
+            fds = {}
+            for name in names:
+                try:
+                    fds[name] = self._bpf.load_func(name.encode(), bcc.BPF.SCHED_CLS).fd
+                except Exception as exc:  # bcc raises bare Exception when the verifier refuses a program
+                    raise Unsupported(f"the BPF classifier's {name} did not load on kernel {platform.release()}: "
+                                      f"{exc}") from exc
             # on our IFB (netem: steer; EDT: act on ingress rules) and, for EDT, the plain ingress match
-            self.prog_fds["ifb"] = self._bpf.load_func(b"ci_ifb", bcc.BPF.SCHED_CLS).fd
+            self.prog_fds = {"egress": fds["ci_egress"], "ingress": fds["ci_ingress"], "ifb": fds["ci_ifb"]}
             if not config.steer:
-                self.prog_fds["ingress_match"] = self._bpf.load_func(b"ci_ingress_match", bcc.BPF.SCHED_CLS).fd
+                self.prog_fds["ingress_match"] = fds["ci_ingress_match"]
             self._rules = self._bpf[b"rules"]
             self._shapes = self._bpf[b"shapes"]
             self._shape_count = self._bpf[b"shape_count"]
