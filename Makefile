@@ -14,8 +14,8 @@ demo: setup       ## the seed's experiment on the netns lab (api->db delay: 503 
 test: setup       ## every tier this machine can run; each tier reports its counts or why it was skipped
 	bash scripts/run-tests.sh
 
-test-kernels: setup  ## as test, with the kernel tier on Debian 6.1 and 6.12 (backports)
-	KERNEL_SERIES="6.1 6.12" bash scripts/run-tests.sh
+test-kernels: setup  ## as test, with the kernel tier on Debian 6.1, 6.12 (backports) and 5.10 (Debian 11)
+	KERNEL_SERIES="6.1 6.12 5.10" bash scripts/run-tests.sh
 
 test-unit: setup
 	$(PY) -m pytest tests/unit -q

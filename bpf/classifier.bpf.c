@@ -12,6 +12,11 @@
  *                  are in use. A verdict is tied to the rules' generation (bumped by user space whenever rules
  *                  or shapes are added or removed), and names its rule by id: the rule's expiry and fault are
  *                  read from rule_by_id per packet, so a cached flow sees renewals, expiry and removal at once.
+ *   CI_HOLD        hold recording: a delayed packet's time at this classifier is kept under its skb's address,
+ *                  and raw tracepoints close the sample when the device transmits it (net_dev_start_xmit:
+ *                  the hold per packet, from the kernel's clock, into the hold_events ring buffer) or forget
+ *                  it when the skb is freed untransmitted (kfree_skb, consume_skb: a netem drop, a GSO split).
+ *                  CI_HOLD_RING_PAGES sizes the ring (needs BPF ring buffers: Linux 5.8).
  *   CI_STEER       netem engine: matched packets are steered to their rule's class (skb->tc_classid) of our
  *                  prio qdisc, whose netem leaf applies the fault; the classifier itself drops nothing.
  *                  On clsact ingress, ci_ingress runs as a plain (not direct-action) classifier: it answers
@@ -60,6 +65,75 @@ BPF_ARRAY(seed, __u64, 1);
 #endif
 #ifdef CI_FLOW_CACHE
 BPF_TABLE("lru_hash", struct ci_flow_key, struct ci_flow, flows, CI_MAX_FLOWS);
+#endif
+
+#ifdef CI_HOLD
+#ifndef CI_HOLD_RING_PAGES
+#define CI_HOLD_RING_PAGES 256
+#endif
+#ifndef CI_HOLD_ENTRIES
+#define CI_HOLD_ENTRIES 65536
+#endif
+struct ci_hold_start {
+    __u64 t_ns;                /* bpf_ktime_get_ns() when the packet met this classifier */
+    __u32 rule;
+    __u32 pad;
+};
+/* One sample, laid out as the recorder's struct cr_event (t_ns, latency_ns, rule, aux): one reader for both. */
+struct ci_hold_event {
+    __u64 t_ns;                /* when the device took the packet */
+    __u64 hold_ns;
+    __u32 rule;
+    __u32 aux;
+};
+/* keyed by the skb's address: the tc program's context is the skb itself, the tracepoints' first argument too */
+BPF_TABLE("lru_hash", __u64, struct ci_hold_start, hold_start, CI_HOLD_ENTRIES);
+BPF_RINGBUF_OUTPUT(hold_events, CI_HOLD_RING_PAGES);
+BPF_PERCPU_ARRAY(hold_lost, __u64, 1);
+
+static __always_inline void hold_begin(struct __sk_buff *skb, __u32 rule)
+{
+    __u64 key = (__u64)(long)skb;
+    struct ci_hold_start start = {.t_ns = bpf_ktime_get_ns(), .rule = rule};
+    hold_start.update(&key, &start);
+}
+
+/* raw tracepoint net_dev_start_xmit(skb, dev): the device takes the packet, the hold is over */
+int ci_hold_xmit(struct bpf_raw_tracepoint_args *ctx)
+{
+    __u64 key = ctx->args[0];
+    struct ci_hold_start *start = hold_start.lookup(&key);
+    if (!start)
+        return 0;
+    __u64 now = bpf_ktime_get_ns();
+    struct ci_hold_event *ev = hold_events.ringbuf_reserve(sizeof(struct ci_hold_event));
+    if (ev) {
+        ev->t_ns = now;
+        ev->hold_ns = now - start->t_ns;
+        ev->rule = start->rule;
+        ev->aux = 0;
+        hold_events.ringbuf_submit(ev, 0);
+    } else {
+        __u32 zero = 0;
+        __u64 *lost = hold_lost.lookup(&zero);
+        if (lost)
+            (*lost)++;
+    }
+    hold_start.delete(&key);
+    return 0;
+}
+
+/* raw tracepoints kfree_skb / consume_skb: an skb freed before it was sent (a netem or fq drop, a GSO split)
+ * takes its start with it, so a later skb at the same address is never paired with it */
+int ci_hold_free(struct bpf_raw_tracepoint_args *ctx)
+{
+    __u64 key = ctx->args[0];
+    hold_start.delete(&key);
+    return 0;
+}
+#define CI_HOLD_BEGIN(skb, rule) hold_begin((skb), (rule))
+#else
+#define CI_HOLD_BEGIN(skb, rule) do { } while (0)
 #endif
 
 #define CI_MODE_ACT 0       /* the classifier applies the fault itself (eBPF engine) */
@@ -336,6 +410,8 @@ static __always_inline int classify(struct __sk_buff *skb, __u8 hook, int mode)
         return pass;
     }
     if (mode == CI_MODE_IFB) {
+        if (rule->flags & CI_F_DELAY)
+            CI_HOLD_BEGIN(skb, id);
         skb->tc_classid = rule->classid;
         return TC_ACT_OK;
     }
@@ -344,6 +420,8 @@ static __always_inline int classify(struct __sk_buff *skb, __u8 hook, int mode)
     ctr->matched_packets++;
     ctr->matched_bytes += skb->len;
     if (mode == CI_MODE_STEER) {
+        if (rule->flags & CI_F_DELAY)
+            CI_HOLD_BEGIN(skb, id);
         skb->tc_classid = rule->classid;
         return TC_ACT_OK;
     }
@@ -391,8 +469,10 @@ static __always_inline int classify(struct __sk_buff *skb, __u8 hook, int mode)
     }
     if ((flags & CI_F_CORRUPT) && chance(rule->corrupt_threshold, base, 3))
         corrupt_payload(skb, &pkt, ctr, base);
-    if (flags & CI_F_DELAY)
+    if (flags & CI_F_DELAY) {
         set_departure(skb, rule, state, ctr, base);
+        CI_HOLD_BEGIN(skb, id);
+    }
     return TC_ACT_UNSPEC;
 }
 

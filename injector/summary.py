@@ -104,8 +104,16 @@ def format_hold(c: dict[str, int], requested_ns: int) -> str:
     n = f" over {c['delay_samples']} packets" if c.get("delay_samples") else ""
     asked = f"requested {requested_ns / 1e6:.3f} ms: " if requested_ns else ""
     return (f"  delay     {asked}achieved median {c['delay_p50_ns'] / 1e6:.3f} ms, p99 "
-            f"{c.get('delay_p99_ns', 0) / 1e6:.3f} ms{ci} (hold per packet{n}, held in userspace: from its "
-            "receipt off NFQUEUE to the verdict that releases it)")
+            f"{c.get('delay_p99_ns', 0) / 1e6:.3f} ms{ci} (hold per packet{n}, {hold_clock(c)})")
+
+
+def hold_clock(c: dict[str, int]) -> str:
+    """Where the engine's hold per packet was timed."""
+    if c.get("delay_kernel_measured"):
+        lost = c.get("delay_samples_lost", 0)
+        return ("measured in the kernel: from our classifier to the device's transmit, net_dev_start_xmit"
+                + (f"; {lost} samples lost to a full ring" if lost else ""))
+    return "held in userspace: from its receipt off NFQUEUE to the verdict that releases it"
 
 
 def format_summary(summaries: list[FlowSummary]) -> str:

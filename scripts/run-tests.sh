@@ -8,7 +8,7 @@
 # test it collected (a tier cannot pass by skipping), or if the kernel tier could not run on a machine that has
 # QEMU: each with the reason. CHAOS_INJECT_ALLOW_SKIP=1 turns these skips into a stated SKIPPED, for a machine that
 # truly cannot run a tier (no root, no bcc, no way to fetch a kernel); CI never sets it.
-# KERNEL_SERIES="6.1 6.12" runs the kernel tier on several kernels (make test-kernels).
+# KERNEL_SERIES="6.1 6.12 5.10" runs the kernel tier on several kernels (make test-kernels).
 # For this script's own test (tests/unit/test_run_tests.py): CHAOS_INJECT_TIER_UNIT / _HOST / _FLEET (test paths),
 # CHAOS_INJECT_KERNEL_TIER (the kernel tier's script), CHAOS_INJECT_QEMU (the QEMU binary looked for),
 # CHAOS_INJECT_TEST_LOGS (where the tier logs go; default .cache/test-logs).

@@ -89,12 +89,56 @@ def redirect_ingress(owner: KernelOwner, iface: Interface, ifindex: int, prog_fd
                                                         iface.netns))
 
 
+def hold_stats(holds) -> dict[str, int]:
+    """Counters of the achieved hold per packet (ns, sorted or not): median, p99, min, max, the sample count and
+    the 95 % distribution-free interval of the median (order statistics; none below the 6 samples it needs)."""
+    import numpy as np
+
+    from chaosinject.analysis.quantiles import order_statistic_ranks
+
+    ordered = np.sort(np.asarray(holds, dtype=np.int64))
+    n = len(ordered)
+    if not n:
+        return {}
+    out = {"delay_samples": n, "delay_p50_ns": int(np.quantile(ordered, 0.5)),
+           "delay_p99_ns": int(np.quantile(ordered, 0.99)), "delay_min_ns": int(ordered[0]),
+           "delay_max_ns": int(ordered[-1])}
+    ranks = order_statistic_ranks(n, 0.5, 0.95)
+    if ranks is not None:
+        out.update(delay_p50_ci_low_ns=int(ordered[ranks[0] - 1]), delay_p50_ci_high_ns=int(ordered[ranks[1] - 1]))
+    return out
+
+
+def load_classifier(config: ClassifierConfig) -> tuple[ClassifierProgram, str | None]:
+    """The classifier, with the hold recording when asked and this kernel can; else without it, and why not."""
+    from dataclasses import replace
+
+    from ..kernel.bpf import hold_unsupported_reason
+
+    if not config.hold:
+        return ClassifierProgram(config), None
+    why = hold_unsupported_reason()
+    if why is None:
+        try:
+            return ClassifierProgram(config), None
+        except Unsupported as exc:  # the fault is served all the same; only its measurement is missing
+            why = f"the hold per packet is not measured: {exc}"
+    import logging
+
+    logging.getLogger(__name__).warning("%s", why)
+    return ClassifierProgram(replace(config, hold=False)), why
+
+
 class LeasedRules:
-    """The plan's rules in a loaded classifier, renewed as one lease; the program is owned by ``owner``."""
+    """The plan's rules in a loaded classifier, renewed as one lease; the program is owned by ``owner``.
+
+    With ``config.hold`` the classifier also records each delayed packet's hold in the kernel (from our classifier
+    to the device's transmit: kernel/bpf.py HoldRecorder); its ring is drained at every renewal and the counters
+    carry the achieved hold (delay_p50_ns, ...), ``delay_kernel_measured`` = 1. ``hold_note`` says why not."""
 
     def __init__(self, plan: Plan, owner: KernelOwner, config: ClassifierConfig, expires_ns: int,
                  adjust: Callable[[PlannedRule, abi.Rule], None] | None = None):
-        self.program = ClassifierProgram(config)
+        self.program, self.hold_note = load_classifier(config)
         owner.callback(self.program.close)
         shapes, self.entries = compile_rules(plan.rules, plan.faults, expires_ns)
         if adjust:
@@ -107,6 +151,18 @@ class LeasedRules:
         for _, rule in self.entries:
             rule.expires_ns = expires_ns
         self.program.refresh_rules(self.entries)  # values only: cached flow verdicts stay valid
+        if self.program.hold is not None:
+            self.program.hold.drain()    # once a lease: the ring never has to hold more than a lease's packets
 
     def counters(self) -> dict[int, dict[str, int]]:
-        return {rule.id: self.program.counters(rule.id) for _, rule in self.entries}
+        out = {rule.id: self.program.counters(rule.id) for _, rule in self.entries}
+        hold = self.program.hold
+        if hold is not None:
+            lost = hold.lost()
+            for _, rule in self.entries:
+                if rule.flags & abi.F_DELAY:
+                    row = out[rule.id]
+                    row.update(hold_stats(hold.samples(rule.id)), delay_kernel_measured=1,
+                               delay_samples_lost=lost)
+                    row["delay_samples_seen"] = hold.seen.get(rule.id, 0)
+        return out

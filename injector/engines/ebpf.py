@@ -64,7 +64,8 @@ class EbpfEngine:
         links = self._links(plan)
         l2_len = L2_LEN_BY_TYPE[next(iter(links.values()))["type"]]
         self._rules = rules = LeasedRules(plan, owner, ClassifierConfig(
-            max_rules=max(64, len(plan.rules)), l2_len=l2_len, seed=plan.seed), expires_ns)
+            max_rules=max(64, len(plan.rules)), l2_len=l2_len, seed=plan.seed,
+            hold=any(f.delay_ns for f in plan.faults)), expires_ns)   # EDT: the hold each packet got
         self._prepare(rules.program, plan)
         filter_name = f"chaos-inject:{plan.run_id}"
         for iface, info in links.items():

@@ -73,7 +73,8 @@ class NetemEngine:
             rule.classid = FAULT_MINOR + planned.fault_index
 
         self._rules = rules = LeasedRules(plan, owner, ClassifierConfig(
-            max_rules=max(64, len(plan.rules)), l2_len=L2_LEN, seed=plan.seed, steer=True), expires_ns, steer)
+            max_rules=max(64, len(plan.rules)), l2_len=L2_LEN, seed=plan.seed, steer=True,
+            hold=any(f.delay_ns for f in plan.faults)), expires_ns, steer)
         self._first_rule_of_fault = {}
         for planned in plan.rules:
             self._first_rule_of_fault.setdefault(planned.fault_index, planned.rule_id)

@@ -45,7 +45,13 @@ def _achieved(fault: dict) -> list[str]:
         parts = [f"{c[k]} {k.removesuffix('_packets')}" for k in ("matched_packets", "dropped_packets",
                                                                    "delayed_packets") if c.get(k)]
         if c.get("delay_p50_ns"):
-            parts.append(f"measured hold p50 {c['delay_p50_ns'] / 1e6:.3f} ms, p99 {c.get('delay_p99_ns', 0) / 1e6:.3f} ms")
+            from ..summary import hold_clock
+
+            ci = (f" (95 % CI of the median [{c['delay_p50_ci_low_ns'] / 1e6:.3f}, {c['delay_p50_ci_high_ns'] / 1e6:.3f}] ms)"
+                  if "delay_p50_ci_low_ns" in c else "")
+            n = f" over {c['delay_samples']} packets" if c.get("delay_samples") else ""
+            parts.append(f"measured hold per packet{n}: p50 {c['delay_p50_ns'] / 1e6:.3f} ms{ci}, p99 "
+                         f"{c.get('delay_p99_ns', 0) / 1e6:.3f} ms, {hold_clock(c)}")
         if parts:
             out.append(f"rule {rule}: " + ", ".join(parts))
     return out

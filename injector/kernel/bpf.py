@@ -44,6 +44,8 @@ class ClassifierConfig:
     # exact-match flow cache in front of the shape walk; CHAOS_INJECT_FLOW_CACHE=off: the walk alone
     flow_cache: bool = field(default_factory=lambda: os.environ.get("CHAOS_INJECT_FLOW_CACHE", "on") != "off")
     max_flows: int = 16384
+    hold: bool = False   # record each delayed packet's hold (classifier -> device transmit) from the kernel's clock
+    hold_ring_pages: int = 1024  # 4 MiB: ~130,000 samples between two drains (one a lease)
 
     def cflags(self) -> list[str]:
         flags = [f"-I{abi.INCLUDE_DIR}", f"-DCI_MAX_RULES={self.max_rules}", f"-DCI_MAX_SHAPES={MAX_SHAPES}",
@@ -53,6 +55,8 @@ class ClassifierConfig:
         if self.flow_cache:
             flags.append("-DCI_FLOW_CACHE=1")
             flags.append(f"-DCI_MAX_FLOWS={self.max_flows}")
+        if self.hold:
+            flags += ["-DCI_HOLD=1", f"-DCI_HOLD_RING_PAGES={self.hold_ring_pages}"]
         if self.seed is not None:
             flags.append("-DCI_SEEDED=1")  # the seed itself goes into the seed map: one program for every seed
         return flags
@@ -137,6 +141,100 @@ class _ProgramFds(Mapping):
         return len(self._hooks)
 
 
+# raw tracepoints of the hold recording: the sample ends when the device takes the skb; an skb freed untransmitted
+# drops its start (its address may come back as another skb)
+HOLD_XMIT_TRACEPOINT = "net_dev_start_xmit"
+HOLD_FREE_TRACEPOINTS = ("kfree_skb", "consume_skb")
+HOLD_MIN_KERNEL = (5, 8)        # BPF ring buffers
+HOLD_KEEP = 200_000             # samples kept per rule: beyond it every other one is dropped (uniform thinning)
+
+
+def kernel_version(release: str | None = None) -> tuple[int, int]:
+    import re
+
+    m = re.match(r"(\d+)\.(\d+)", release or platform.release())
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def hold_unsupported_reason(release: str | None = None) -> str | None:
+    """Why this kernel cannot record holds per packet (None: it can)."""
+    if kernel_version(release) < HOLD_MIN_KERNEL:
+        return (f"kernel {release or platform.release()} has no BPF ring buffer (Linux 5.8+): the hold per "
+                "packet is not measured")
+    return None
+
+
+class HoldRecorder:
+    """The hold samples of a classifier loaded with ``hold``: raw tracepoints attached (each held by an fd of
+    ours, closed by ``close``: nothing stays in the kernel when the process dies), the ring buffer drained
+    into per-rule numpy arrays."""
+
+    def __init__(self, loaded: progcache.LoadedProgram, ring_pages: int):
+        from .ring import RingReader
+
+        self._lock = threading.Lock()
+        self._attachments: list[int] = []
+        self._ring = None
+        try:
+            xmit, free = loaded.prog_fd("ci_hold_xmit"), loaded.prog_fd("ci_hold_free")
+            self._attachments.append(progcache.attach_raw_tracepoint(xmit, HOLD_XMIT_TRACEPOINT))
+            for tp in HOLD_FREE_TRACEPOINTS:
+                self._attachments.append(progcache.attach_raw_tracepoint(free, tp))
+            self._ring = RingReader(loaded.maps["hold_events"].fd, ring_pages * mmap_pagesize())
+        except BaseException:
+            self.close()
+            raise
+        self._lost = loaded.maps["hold_lost"]
+        self._holds: dict[int, list] = {}
+        self.seen: dict[int, int] = {}
+
+    def drain(self) -> None:
+        import numpy as np
+
+        with self._lock:
+            if self._ring is None:
+                return
+            while True:
+                ev = self._ring.read()
+                if not len(ev):
+                    break
+                rules = ev["rule"]
+                for rule in np.unique(rules):
+                    part = ev["latency_ns"][rules == rule].astype(np.int64)
+                    r = int(rule)
+                    self.seen[r] = self.seen.get(r, 0) + len(part)
+                    chunks = self._holds.setdefault(r, [])
+                    chunks.append(part)
+                    if sum(len(c) for c in chunks) > HOLD_KEEP:
+                        self._holds[r] = [np.concatenate(chunks)[::2]]
+
+    def samples(self, rule_id: int):
+        import numpy as np
+
+        self.drain()
+        with self._lock:
+            chunks = self._holds.get(rule_id)
+            return np.concatenate(chunks) if chunks else np.empty(0, np.int64)
+
+    def lost(self) -> int:
+        return sum(struct.unpack("=Q", raw)[0] for raw in self._lost.lookup_percpu(struct.pack("=I", 0)))
+
+    def close(self) -> None:
+        with self._lock:
+            ring, self._ring = self._ring, None
+            attachments, self._attachments = self._attachments, []
+        if ring is not None:
+            ring.close()
+        for fd in attachments:
+            os.close(fd)
+
+
+def mmap_pagesize() -> int:
+    import mmap
+
+    return mmap.PAGESIZE
+
+
 class ClassifierProgram:
     """A loaded classifier: its entry points (egress, ingress, ifb, ingress_match) sharing one set of maps.
 
@@ -146,9 +244,15 @@ class ClassifierProgram:
     def __init__(self, config: ClassifierConfig):
         self.config = config
         self._loaded = None
+        self.hold: HoldRecorder | None = None
         functions = ["ci_egress", "ci_ingress", "ci_ifb"] + ([] if config.steer else ["ci_ingress_match"])
+        prog_types = {}
+        if config.hold:
+            prog_types = {"ci_hold_xmit": progcache.BPF_PROG_TYPE_RAW_TRACEPOINT,
+                          "ci_hold_free": progcache.BPF_PROG_TYPE_RAW_TRACEPOINT}
+            functions += list(prog_types)
         self._loaded = progcache.load_program(CLASSIFIER_SOURCE, abi.INCLUDE_DIR, config.cflags(), functions,
-                                              "the BPF classifier", compile_with=load_bpf)
+                                              "the BPF classifier", compile_with=load_bpf, prog_types=prog_types)
         try:
             hooks = {"egress": "ci_egress", "ingress": "ci_ingress", "ifb": "ci_ifb"}
             if not config.steer:
@@ -173,6 +277,12 @@ class ClassifierProgram:
                 sizes["ci_flow_key"] = (abi.FlowKey, self.flow_cache.spec.key_size)
                 sizes["ci_flow"] = (abi.Flow, self.flow_cache.spec.value_size)
             abi.check_sizes(sizes)
+            if config.hold:
+                try:
+                    self.hold = HoldRecorder(self._loaded, config.hold_ring_pages)
+                except (OSError, Unsupported) as exc:
+                    raise Unsupported(f"the hold recording's raw tracepoints did not attach on kernel "
+                                      f"{platform.release()}: {exc}") from exc
         except BaseException:
             self.close()
             raise
@@ -244,6 +354,9 @@ class ClassifierProgram:
 
     # -- lifetime ------------------------------------------------------------------------------------------
     def close(self) -> None:
+        hold, self.hold = getattr(self, "hold", None), None
+        if hold is not None:
+            hold.close()
         loaded, self._loaded = getattr(self, "_loaded", None), None
         if loaded is not None:
             loaded.close()

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 _SETTING = os.environ.get("CHAOS_INJECT_PROG_CACHE", "/var/cache/chaos-inject/bpf")
 ENABLED = _SETTING != "off"
 CACHE_ROOT = Path(_SETTING if ENABLED else "/var/cache/chaos-inject/bpf")
-FORMAT = 1
+FORMAT = 2  # 2: a program type per function (sched_cls, raw tracepoint)
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
 LIBBCC = Path("/usr/lib/x86_64-linux-gnu/libbcc.so.0")
 
@@ -46,6 +46,8 @@ BPF_PROG_LOAD = 5
 BPF_EXIST = 2
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_PROG_TYPE_SCHED_CLS = 3
+BPF_PROG_TYPE_RAW_TRACEPOINT = 17
+BPF_RAW_TRACEPOINT_OPEN = 17
 PERCPU_MAP_TYPES = {5, 6, 10}  # BPF_MAP_TYPE_PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
 BPF_PSEUDO_MAP_FD = 1
 LD_IMM64 = 0x18
@@ -68,30 +70,32 @@ class FunctionSpec:
     name: str
     insns: bytes                        # map references zeroed
     relocations: tuple[tuple[int, str], ...]  # (instruction index of an ld_imm64, map name)
+    prog_type: int = BPF_PROG_TYPE_SCHED_CLS
 
 
 @dataclass(frozen=True)
 class ProgramSpec:
     key: str
-    prog_type: int
     license: str
     maps: tuple[MapSpec, ...]
     functions: tuple[FunctionSpec, ...]
 
     def to_json(self) -> dict:
-        body = {"format": FORMAT, "key": self.key, "prog_type": self.prog_type, "license": self.license,
+        body = {"format": FORMAT, "key": self.key, "license": self.license,
                 "maps": [vars(m) for m in self.maps],
-                "functions": [{"name": f.name, "insns": base64.b64encode(f.insns).decode(),
+                "functions": [{"name": f.name, "prog_type": f.prog_type,
+                               "insns": base64.b64encode(f.insns).decode(),
                                "relocations": [list(r) for r in f.relocations]} for f in self.functions]}
         body["digest"] = _digest(body)
         return body
 
     @classmethod
     def from_json(cls, data: dict) -> "ProgramSpec":
-        return cls(key=data["key"], prog_type=int(data["prog_type"]), license=str(data["license"]),
+        return cls(key=data["key"], license=str(data["license"]),
                    maps=tuple(MapSpec(**m) for m in data["maps"]),
                    functions=tuple(FunctionSpec(f["name"], base64.b64decode(f["insns"]),
-                                                tuple((int(i), str(n)) for i, n in f["relocations"]))
+                                                tuple((int(i), str(n)) for i, n in f["relocations"]),
+                                                int(f["prog_type"]))
                                    for f in data["functions"]))
 
 
@@ -207,7 +211,7 @@ def cached_files() -> list[Path]:
 
 
 # -- compile with bcc ------------------------------------------------------------------------------------------
-def spec_from_bcc(bpf, key: str, functions: list[str], prog_type: int) -> ProgramSpec:
+def spec_from_bcc(bpf, key: str, functions: list[str], prog_types: dict[str, int] | None = None) -> ProgramSpec:
     """Read a compiled bcc module back as a spec: its instructions (map fds replaced by relocations) and the
     kernel's own description of each of its maps. Unsupported if the code references anything but its maps."""
     from bcc.libbcc import lib  # noqa: PLC0415 - bcc only when compiling
@@ -245,8 +249,9 @@ def spec_from_bcc(bpf, key: str, functions: list[str], prog_type: int) -> Progra
             if op == CALL and src not in (0, 1):
                 raise Unsupported(f"{fname}: instruction {i} calls a kernel function (not cacheable)")
             i += 1
-        out.append(FunctionSpec(fname, bytes(insns), tuple(relocations)))
-    return ProgramSpec(key, prog_type, "GPL", tuple(maps), tuple(out))
+        out.append(FunctionSpec(fname, bytes(insns), tuple(relocations),
+                                (prog_types or {}).get(fname, BPF_PROG_TYPE_SCHED_CLS)))
+    return ProgramSpec(key, "GPL", tuple(maps), tuple(out))
 
 
 # -- bpf(2) ----------------------------------------------------------------------------------------------------
@@ -418,6 +423,18 @@ class LoadedProgram:
                 pass
 
 
+class _RawTracepointAttr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_uint64), ("prog_fd", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
+
+
+def attach_raw_tracepoint(prog_fd: int, tracepoint: str) -> int:
+    """BPF_RAW_TRACEPOINT_OPEN: a raw tracepoint program attached to ``tracepoint``; closing the returned fd
+    detaches it (nothing stays in the kernel when the process dies)."""
+    name = ctypes.create_string_buffer(tracepoint.encode())
+    attr = _RawTracepointAttr(name=ctypes.addressof(name), prog_fd=prog_fd)
+    return _bpf(BPF_RAW_TRACEPOINT_OPEN, attr, f"attaching to raw tracepoint {tracepoint}")
+
+
 def _fd_closer(fd: int):
     def close() -> None:
         os.close(fd)
@@ -432,16 +449,16 @@ def _load_function(f: FunctionSpec, maps: dict[str, BpfMap], spec: ProgramSpec, 
         struct.pack_into("<i", insns, index * 8 + 4, maps[name].fd)
     buf = (ctypes.c_char * len(insns)).from_buffer(insns)
     license_buf = ctypes.create_string_buffer(spec.license.encode())
-    attr = _ProgLoadAttr(prog_type=spec.prog_type, insn_cnt=len(insns) // 8, insns=ctypes.addressof(buf),
+    attr = _ProgLoadAttr(prog_type=f.prog_type, insn_cnt=len(insns) // 8, insns=ctypes.addressof(buf),
                          license=ctypes.addressof(license_buf), prog_name=f.name.encode()[:15])
     try:
-        return _bpf(BPF_PROG_LOAD, attr, f"{what}: loading {f.name}")
+        return _bpf(BPF_PROG_LOAD, attr, f"{what}: loading {f.name} on kernel {platform.release()}")
     except OSError as exc:
         # again with the verifier's log, to say why
         log_buf = ctypes.create_string_buffer(1 << 20)
         attr.log_level, attr.log_size, attr.log_buf = 1, len(log_buf), ctypes.addressof(log_buf)
         try:
-            return _bpf(BPF_PROG_LOAD, attr, f"{what}: loading {f.name}")
+            return _bpf(BPF_PROG_LOAD, attr, f"{what}: loading {f.name} on kernel {platform.release()}")
         except OSError:
             tail = log_buf.value.decode(errors="replace").strip().splitlines()[-3:]
             raise OSError(exc.errno, f"{exc.strerror}; verifier: {' / '.join(tail)}") from exc
@@ -468,11 +485,13 @@ def load_spec(spec: ProgramSpec, what: str, eager: list[str] | None = None) -> L
 
 # -- the one entry point ---------------------------------------------------------------------------------------
 def load_program(source: Path, include_dir: Path, cflags: list[str], functions: list[str], what: str,
-                 compile_with) -> LoadedProgram:
-    """``functions`` of ``source`` loaded as sched_cls programs with maps of their own: from the cache when
+                 compile_with, prog_types: dict[str, int] | None = None) -> LoadedProgram:
+    """``functions`` of ``source`` loaded as sched_cls programs (or the type ``prog_types`` names for a
+    function) with maps of their own: from the cache when
     it holds this key, else compiled by ``compile_with(source, cflags, what)`` (a bcc module) and then cached
     (only once it has loaded). A cached spec the kernel refuses is compiled again and replaced."""
-    key, _ = cache_key(source, include_dir, cflags, functions)
+    typed = [f"{name}:{kind}" for name, kind in sorted((prog_types or {}).items())]
+    key, _ = cache_key(source, include_dir, cflags, functions + typed)
     spec = read_cached(key) if ENABLED else None
     if spec is not None:
         try:
@@ -481,7 +500,7 @@ def load_program(source: Path, include_dir: Path, cflags: list[str], functions: 
             log.warning("cached %s did not load (%s): compiling it again", what, exc)
     bpf = compile_with(source, cflags, what)
     try:
-        spec = spec_from_bcc(bpf, key, functions, BPF_PROG_TYPE_SCHED_CLS)
+        spec = spec_from_bcc(bpf, key, functions, prog_types)
     finally:
         bpf.cleanup()
     try:

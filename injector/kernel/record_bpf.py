@@ -28,6 +28,8 @@ from ..errors import Unsupported
 from . import abi
 from .abi import HIST_BUCKETS, RECORD_PHASES
 from .bpf import BPF_LINK_CREATE, bpf_syscall, import_bcc, load_bpf, prog_test_run
+from .ring import (EVENT_DTYPE, EVENT_SIZE, MAX_BATCH, RB_BUSY, RB_DISCARD, RB_HDR, RECORD_DTYPE,  # noqa: F401
+                   RingReader, decode_records)  # the ring reader lives in ring.py (the classifier's hold uses it too)
 
 RECORD_SOURCE = abi.BPF_DIR / "record.bpf.c"
 MAX_FILTERS = 16
@@ -41,12 +43,6 @@ BPF_CGROUP_SOCK_OPS = 3
 BPF_TCX_INGRESS = 46
 BPF_TCX_EGRESS = 47
 
-# ring buffer record header
-RB_BUSY = 1 << 31
-RB_DISCARD = 1 << 30
-RB_HDR = 8
-
-
 class Filter(ctypes.Structure):
     _fields_ = [("family", ctypes.c_uint8), ("proto", ctypes.c_uint8), ("sport", ctypes.c_uint16),
                 ("dport", ctypes.c_uint16), ("flags", ctypes.c_uint16), ("saddr", ctypes.c_uint32 * 4),
@@ -59,14 +55,6 @@ class Counters(ctypes.Structure):
 
 
 COUNTER_FIELDS = tuple(name for name, _ in Counters._fields_)
-
-# one ring record as it sits in memory: the kernel's 8-byte header, then struct cr_event
-RECORD_DTYPE = np.dtype([("len", "<u4"), ("pg_off", "<u4"), ("t_ns", "<u8"), ("latency_ns", "<u8"),
-                         ("rule", "<u4"), ("aux", "<u4")])
-EVENT_SIZE = 24
-EVENT_DTYPE = RECORD_DTYPE  # decoded events keep the header fields (len, pg_off) beside the event's own
-MAX_BATCH = 65536           # records per read: space goes back to the producer in cache-sized steps
-
 
 def _bpf_link_create(prog_fd: int, target: int, attach_type: int) -> int:
     attr = (ctypes.c_uint8 * 64)()
@@ -89,78 +77,6 @@ class RecordConfig:
     def cflags(self) -> list[str]:
         return [f"-I{abi.INCLUDE_DIR}", f"-DCR_RING_PAGES={self.ring_pages}", f"-DCR_MAX_STAMPS={self.max_stamps}",
                 f"-DCR_L2_LEN={self.l2_len}", "-Wno-comment"]
-
-
-class RingReader:
-    """Consumer of a BPF ring buffer of fixed-size cr_event records, decoded in batches into numpy."""
-
-    def __init__(self, map_fd: int, data_bytes: int):
-        page = mmap.PAGESIZE
-        self.size = data_bytes
-        self.mask = data_bytes - 1
-        self._fd = map_fd
-        self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self._prod = mmap.mmap(map_fd, page + 2 * data_bytes, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
-        self._data_off = page
-        # positions through aligned 8-byte loads/stores: struct.pack_into/unpack_from copy byte by byte,
-        # and a torn consumer position made the kernel see a full ring (reservations failed at 1 M/s)
-        self._cons_pos = np.frombuffer(self._cons, np.uint64, count=1)
-        self._prod_pos = np.frombuffer(self._prod, np.uint64, count=1)
-        self._poll = select.poll()
-        self._poll.register(map_fd, select.POLLIN)
-
-    def pending_bytes(self) -> int:
-        return int(self._prod_pos[0]) - int(self._cons_pos[0])
-
-    def wait(self, timeout_s: float) -> bool:
-        """Sleep until the kernel says data is there (or timeout)."""
-        return bool(self._poll.poll(max(0, int(timeout_s * 1000))))
-
-    def read(self) -> np.ndarray:
-        """Complete records now in the ring (at most MAX_BATCH), as EVENT_DTYPE; their space is handed back."""
-        cons = int(self._cons_pos[0])
-        prod = int(self._prod_pos[0])
-        if prod == cons:
-            return np.empty(0, EVENT_DTYPE)
-        start = self._data_off + (cons & self.mask)
-        return self._take(cons, prod, start)
-
-    def _take(self, cons: int, prod: int, start: int) -> np.ndarray:
-        n = min((prod - cons) // RECORD_DTYPE.itemsize, MAX_BATCH)
-        recs = np.frombuffer(self._prod, RECORD_DTYPE, count=n, offset=start)
-        out, used = decode_records(recs)
-        if used:
-            self._cons_pos[0] = cons + used * RECORD_DTYPE.itemsize
-        return out
-
-    def close(self) -> None:
-        self._cons_pos = self._prod_pos = None  # views must go before their maps can close
-        for m in (getattr(self, "_cons", None), getattr(self, "_prod", None)):
-            if m is not None:
-                m.close()
-        self._cons = self._prod = None
-
-
-def decode_records(recs: np.ndarray) -> tuple[np.ndarray, int]:
-    """Records up to the first one the producer has not committed yet (busy bit), minus discarded ones.
-
-    Returns (events as EVENT_DTYPE, number of records consumed). All records must be cr_event-sized (ours are).
-    """
-    lens = recs["len"]
-    odd = lens != EVENT_SIZE  # one pass: a committed record of ours has exactly this length word
-    if not odd.any():
-        return recs.copy(), len(recs)  # one copy out of the ring, before its space is handed back
-    busy = np.flatnonzero(lens & RB_BUSY)
-    used = int(busy[0]) if busy.size else len(recs)
-    out = recs[:used].copy()
-    sizes = out["len"] & ~np.uint32(RB_BUSY | RB_DISCARD)
-    if used and (sizes.min() != EVENT_SIZE or sizes.max() != EVENT_SIZE):
-        bad = int(sizes[sizes != EVENT_SIZE][0])
-        raise RuntimeError(f"ring record of {bad} bytes; this reader expects {EVENT_SIZE}-byte records")
-    discarded = (out["len"] & RB_DISCARD) != 0
-    if discarded.any():
-        out = out[~discarded]
-    return out, used
 
 
 class RecordProgram:

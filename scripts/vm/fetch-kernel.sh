@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fetch a stock Debian kernel for the test VM into .cache/vm/<version>/ (never the host's /boot).
-#   usage: fetch-kernel.sh 6.1|6.12     prints the kernel version (e.g. 6.1.0-56-amd64) on stdout
-# 6.1 comes from the host's own apt lists (bookworm); 6.12 from bookworm-backports through a private
-# sources list and lists directory under .cache/vm/apt, so the host's apt configuration is untouched.
+#   usage: fetch-kernel.sh 5.10|6.1|6.12     prints the kernel version (e.g. 6.1.0-56-amd64) on stdout
+# 6.1 comes from the host's own apt lists (bookworm); 6.12 from bookworm-backports and 5.10 from Debian 11
+# (bullseye, bullseye-security) through a private sources list and lists directory under .cache/vm/apt[-<series>],
+# so the host's apt configuration is untouched.
 # Cached: once .cache/vm/<version>/ is complete, nothing is downloaded.
 # Exit 77 when the kernel cannot be obtained (no network / no such package).
 set -euo pipefail
@@ -18,16 +19,25 @@ exec 9>"$cache/.fetch.lock"; flock 9        # concurrent tiers (6.1 and 6.12, or
 apt_opts=()
 case "$series" in
   6.1) ;;
-  6.12)
-    # private apt state: only bookworm-backports, its own lists and caches, under .cache/vm/apt
-    a=$cache/apt
+  6.12|5.10)
+    # private apt state: only bookworm-backports (6.12) or bullseye (5.10), its own lists and caches
+    if [ "$series" = 6.12 ]; then
+      a=$cache/apt
+      sources="deb http://deb.debian.org/debian bookworm-backports main"
+      release=bookworm-backports
+    else
+      a=$cache/apt-5.10
+      sources="deb http://deb.debian.org/debian bullseye main
+deb http://deb.debian.org/debian-security bullseye-security main"
+      release=bullseye-security
+    fi
     mkdir -p "$a/lists/partial" "$a/cache/archives/partial" "$a/sources.list.d"
-    echo "deb http://deb.debian.org/debian bookworm-backports main" > "$a/sources.list"
+    echo "$sources" > "$a/sources.list"
     apt_opts=(-o "Dir::Etc::sourcelist=$a/sources.list" -o "Dir::Etc::sourceparts=$a/sources.list.d"
               -o "Dir::State::Lists=$a/lists" -o "Dir::Cache=$a/cache"
-              -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=" -o "APT::Default-Release=bookworm-backports")
+              -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=" -o "APT::Default-Release=$release")
     ;;
-  *) echo "usage: $0 6.1|6.12" >&2; exit 2 ;;
+  *) echo "usage: $0 5.10|6.1|6.12" >&2; exit 2 ;;
 esac
 
 # The versioned image package the linux-image-amd64 meta package points at (e.g. linux-image-6.1.0-56-amd64).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Boot a stock Debian kernel under QEMU and run one command inside it, in this checkout.
-#   usage: run.sh [6.1|6.12|<version>] -- command [args...]
+#   usage: run.sh [5.10|6.1|6.12|<version>] -- command [args...]
 # The guest sees the host's root read-only (9p, tmpfs overlay on top) and this checkout read-write at the same
 # path, so it runs the host's .venv python, tc and pytest. No network device. The command's output streams to
 # this terminal (serial console); its exit code is this script's exit code.
@@ -18,7 +18,7 @@ skip() { printf 'kernel tier skipped: %s\n' "$*" >&2; exit 77; }
 series=6.1
 if [ $# -gt 0 ] && [ "$1" != "--" ]; then series=$1; shift; fi
 [ "${1:-}" = "--" ] && shift
-[ $# -gt 0 ] || { echo "usage: $0 [6.1|6.12|<version>] -- command [args...]" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 [5.10|6.1|6.12|<version>] -- command [args...]" >&2; exit 2; }
 
 qemu=${VM_QEMU:-qemu-system-x86_64}
 command -v "$qemu" >/dev/null || skip "$qemu not installed (run scripts/vm/setup.sh)"
@@ -27,7 +27,7 @@ busybox=/bin/busybox
 command -v cpio >/dev/null || skip "cpio not installed (run scripts/vm/setup.sh)"
 
 case "$series" in
-  6.1|6.12) ver=$("$vmdir/fetch-kernel.sh" "$series") ;;   # exits 77 itself when impossible
+  5.10|6.1|6.12) ver=$("$vmdir/fetch-kernel.sh" "$series") ;;   # exits 77 itself when impossible
   *) ver=$series; [ -e "$cache/$ver/.complete" ] || skip "kernel $ver not in $cache" ;;
 esac
 kdir=$cache/$ver

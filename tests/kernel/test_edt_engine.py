@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import time
@@ -14,12 +15,21 @@ from chaosinject.kernel.owner import KernelOwner
 from chaosinject.lab.traffic import UdpReceiver, send_udp
 from chaosinject.plan import Interface, build_plan
 from chaosinject.spec import FaultSpec, parse_flow
-from nslab import qdisc_text
+from nslab import assert_kernel_hold, qdisc_text
 
 pytestmark = pytest.mark.kernel
-DELAY_TOLERANCE_MS = (-1.0, 8.0)  # as for netem under TCG (tests/kernel/test_netem_engine.py)
+DELAY_TOLERANCE_MS = (-1.0, 8.0)
+# Debian 11's 5.10: the seeded classifier (CI_SEEDED, act mode) is refused by its verifier ("Failed to load BPF program
+# b'ci_egress': Invalid argument", with or without the hold recording; unseeded and netem's steer mode load). The
+# likely cause (not yet confirmed by a verifier log): the seeded draw index reads the result of __sync_fetch_and_add,
+# an atomic fetch (BPF_FETCH) that came in Linux 5.12.
+needs_seeded_classifier = pytest.mark.skipif(
+    tuple(int(x) for x in os.uname().release.split(".")[:2]) < (5, 12),
+    reason=f"kernel {os.uname().release} refuses the seeded classifier (EINVAL at load; likely its seeded draws' "
+           "BPF atomic fetch-and-add, Linux 5.12+)")  # as for netem under TCG (tests/kernel/test_netem_engine.py)
 
 
+@needs_seeded_classifier
 def test_edt_delay_and_jitter_without_reordering_then_lease_expiry_and_exact_restore(engine_pair):
     a, b, end_a, end_b = engine_pair
     subprocess.run(["tc", "-n", a, "qdisc", "add", "dev", end_a.ifname, "root", "handle", "78:", "tbf", "rate",
@@ -39,7 +49,8 @@ def test_edt_delay_and_jitter_without_reordering_then_lease_expiry_and_exact_res
         control = UdpReceiver(b, dst, 9001).start()
         send_udp(a, dst, 9001, 80, 100.0)
         control.stop(drain_s=0.3)
-        delayed_count = sum(c["delayed_packets"] for c in engine.counters().values())
+        (hold,) = engine.counters().values()
+        delayed_count = hold["delayed_packets"]
         engine.renew(time.monotonic_ns() - 1)  # the lease ends, as if the injector had died
         after_lease = UdpReceiver(b, dst, 9000).start()
         send_udp(a, dst, 9000, 50, 100.0)
@@ -48,6 +59,7 @@ def test_edt_delay_and_jitter_without_reordering_then_lease_expiry_and_exact_res
     low, high = DELAY_TOLERANCE_MS
     assert len(one_way) == 150 and delayed_count == 150
     assert 50 + low <= float(np.median(one_way)) <= 50 + high, np.median(one_way)
+    assert_kernel_hold(hold, 50.0, 150, float(np.median(one_way)), jitter_sigma_ms=5.0)   # jitter is symmetric: its median is 50 ms
     p10, p90 = np.percentile(one_way, [10, 90])
     assert 3.0 < p90 - p10 < 30.0, (p10, p90)  # normal, sigma 5 ms: ~12.8 ms between p10 and p90
     assert rx.sequences == sorted(rx.sequences), "jitter must not reorder the flow"
@@ -83,6 +95,7 @@ def test_edt_ingress_through_our_ifb_and_nothing_left(engine_pair):
     assert "clsact" not in qdisc_text(a, end_a.ifname)
 
 
+@needs_seeded_classifier
 def test_edt_flows_with_their_own_faults_and_ge_loss(engine_pair):
     from chaosinject.spec import parse_loss_burst
 

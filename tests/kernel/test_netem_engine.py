@@ -18,7 +18,7 @@ from chaosinject.kernel.tc import link_index
 from chaosinject.lab.traffic import UdpReceiver, send_udp
 from chaosinject.plan import Interface, build_plan
 from chaosinject.spec import FaultSpec, parse_flow, parse_loss_burst
-from nslab import qdisc_text
+from nslab import assert_kernel_hold, qdisc_text
 
 pytestmark = pytest.mark.kernel
 # Measured under TCG (scripts/vm): netem 50 ms gave a one-way median of 50.9-53 ms; veth baseline < 1 ms.
@@ -45,12 +45,15 @@ def test_delay_hits_only_the_flow_and_the_root_comes_back(engine_pair):
     a, b, end_a, end_b = engine_pair
     before = qdisc_text(a, end_a.ifname)
     dst = str(end_b.ipv4.ip)
-    with netem_run(f"{end_a.ipv4.ip}->{dst}:9000/udp", FaultSpec(delay_ns=50_000_000), Interface(end_a.ifname, a)):
+    with netem_run(f"{end_a.ipv4.ip}->{dst}:9000/udp", FaultSpec(delay_ns=50_000_000), Interface(end_a.ifname, a)) \
+            as (engine, _):
         delayed = one_way_ms(a, b, dst, 9000)
         other = one_way_ms(a, b, dst, 9001)
         assert "prio c1a0:" in qdisc_text(a, end_a.ifname)
+        (hold,) = engine.counters().values()
     low, high = DELAY_TOLERANCE_MS
     assert 50 + low <= statistics.median(delayed) <= 50 + high, statistics.median(delayed)
+    assert_kernel_hold(hold, 50.0, 150, statistics.median(delayed))
     assert statistics.median(other) < 5, "an untargeted port gets no added delay"
     assert len(delayed) == 150 and len(other) == 150
     assert qdisc_text(a, end_a.ifname) == before

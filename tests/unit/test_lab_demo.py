@@ -203,3 +203,25 @@ def test_demo_prints_the_time_to_recover_and_what_the_settle_window_left_out(tmp
     # a verdict.json from before the recovery record: no time-to-recover line
     (tmp_path / "verdict.json").write_text(json.dumps({"outcome": "held", "phases": {}}))
     assert len(_verdict_lines(tmp_path)) == 1
+
+
+def test_capacity_is_one_window_when_enough_else_the_median_of_three(monkeypatch):
+    """A fake api answering in 4 ms: one window (>= min_s) when it already allows the load, else three."""
+    from chaosinject.lab import netlab
+
+    class Reply:
+        status = 200
+
+    def fake_get(url, timeout_s=5.0):
+        time.sleep(0.004)
+        return Reply()
+
+    monkeypatch.setattr(netlab, "http_get", fake_get)
+    start = time.monotonic()
+    one = netlab.measure_capacity("http://x/items", 1, min_s=0.3, min_answers=5, enough_per_s=1.0)
+    one_s = time.monotonic() - start
+    start = time.monotonic()
+    three = netlab.measure_capacity("http://x/items", 1, min_s=0.3, min_answers=5, enough_per_s=1e9)
+    three_s = time.monotonic() - start
+    assert 50 < one < 260 and 50 < three < 260, (one, three)     # ~1 / 4 ms, less the scheduler's slack
+    assert one_s < 0.6 and three_s >= 0.9, (one_s, three_s)

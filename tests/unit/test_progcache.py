@@ -35,9 +35,11 @@ def key_of(src, inc, cflags=("-DA=1",), kernel=KERNEL):
 
 
 def spec(key: str) -> progcache.ProgramSpec:
-    return progcache.ProgramSpec(key=key, prog_type=3, license="GPL",
+    return progcache.ProgramSpec(key=key, license="GPL",
                                  maps=(progcache.MapSpec("m", 2, 4, 8, 1, 0),),
-                                 functions=(progcache.FunctionSpec("f", bytes(16), ((0, "m"),)),))
+                                 functions=(progcache.FunctionSpec("f", bytes(16), ((0, "m"),)),
+                                            progcache.FunctionSpec("t", bytes(8), (),
+                                                                   progcache.BPF_PROG_TYPE_RAW_TRACEPOINT)))
 
 
 def test_key_changes_with_every_input(tree):
@@ -63,7 +65,7 @@ def test_round_trip_and_refusals(tree):
     progcache.write_cached(spec(key))
     path = progcache.cache_path(key)
     assert oct(path.stat().st_mode & 0o777) == "0o644"
-    assert progcache.read_cached(key) == spec(key)
+    assert progcache.read_cached(key) == spec(key)  # each function keeps its program type
     # an old source's file put under the new key's name: its recorded key differs
     src.write_text(src.read_text() + "// v2\n")
     new_key = key_of(src, inc)
