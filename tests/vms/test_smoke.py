@@ -45,7 +45,7 @@ def test_vagrant_smoke_boots_checks_netem_and_leaves_nothing():
     assert "[vagrant-smoke] PASS" in out.stderr
     print(out.stderr[-3000:])            # the timings and the in-VM figures, in the tier's log with -rA / on failure
     assert "ok: kernel" in out.stderr
-    for check in ("install", "inject", "qdisc", "delayed", "undelayed", "stop", "restored", "filters", "pins", "after"):
+    for check in ("install", "inject", "qdisc", "delayed", "undelayed", "stop", "exit", "restored", "filters", "pins", "after"):
         assert f"vm: check {check} ok" in out.stderr, check
     assert "FAIL" not in out.stderr
     # nothing of ours left: namespace, host /run/libvirt state, work directory, processes in our namespace
