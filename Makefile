@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  ?= $(CURDIR)/.venv
 PY    := $(VENV)/bin/python
 
-.PHONY: setup demo test test-kernels test-unit test-host bench clean sweep notebook vagrant-box vagrant-smoke test-vms
+.PHONY: setup demo test test-kernels test-unit test-host bench clean sweep notebook vagrant-box vagrant-smoke vagrant-lab test-vms
 
 setup:            ## apt packages, kernel headers for bcc, venv with pinned pip packages (idempotent)
 	VENV=$(VENV) bash scripts/setup-host.sh
@@ -27,11 +27,14 @@ vagrant-box:      ## the local Vagrant box (libvirt, Debian 12 stock kernel) fro
 	bash scripts/vagrant-setup.sh
 	bash vagrant/box/build.sh
 
-vagrant-smoke: vagrant-box  ## one VM from the box under vagrant-libvirt (QEMU TCG) in a namespace of its own: up, netem check, destroy
+vagrant-smoke: setup vagrant-box  ## one VM from the box under vagrant-libvirt (QEMU TCG) in a namespace of its own: chaos-inject from this checkout delays one flow with netem, destroy
 	bash vagrant/smoke/smoke.sh
 
-test-vms: setup vagrant-box  ## the VM tier (not in `make test`): tests/vms, the vagrant smoke as a test
-	CHAOS_INJECT_VM_TIER=1 $(PY) -m pytest tests/vms -q
+vagrant-lab: setup vagrant-box  ## db, api, prometheus VMs (libvirt, TCG) in a namespace of their own, the seed's experiment on them, run directory to .cache/vagrant-lab/runs, destroy
+	bash vagrant/lab.sh
+
+test-vms: setup    ## the vms tier (not in `make test`, which runs its smoke): tests/vms, smoke and the three-VM experiment
+	bash scripts/vms-tier.sh tests/vms
 
 bench: setup      ## prints figures; see bench/README.md
 	$(PY) bench/classifier_cost.py

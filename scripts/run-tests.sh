@@ -4,6 +4,9 @@
 #   host   root + bcc on this kernel, in throwaway network namespaces (eBPF engine, CLI lifecycle)
 #   fleet  root: 4 sshd "hosts" in namespaces of the test, faults through Ansible (chaos-inject --inventory)
 #   kernel a stock Debian kernel under QEMU, for what this kernel lacks (netem, fq)
+#   vms-smoke  one Vagrant VM from the local box (vagrant-libvirt, QEMU TCG) in a namespace of its own: chaos-inject
+#          from this checkout delays one flow with netem, checked on the wire (scripts/vms-tier.sh installs the
+#          VM packages and builds the box, cached, first)
 # Exit status is non-zero if any tier failed, or if a tier that must run collected no test, or skipped every
 # test it collected (a tier cannot pass by skipping), or if the kernel tier could not run on a machine that has
 # QEMU: each with the reason. CHAOS_INJECT_ALLOW_SKIP=1 turns these skips into a stated SKIPPED, for a machine that
@@ -11,6 +14,7 @@
 # KERNEL_SERIES="6.1 6.12 5.10" runs the kernel tier on several kernels (make test-kernels).
 # For this script's own test (tests/unit/test_run_tests.py): CHAOS_INJECT_TIER_UNIT / _HOST / _FLEET (test paths),
 # CHAOS_INJECT_KERNEL_TIER (the kernel tier's script), CHAOS_INJECT_QEMU (the QEMU binary looked for),
+# CHAOS_INJECT_VMS_TIER (the vms-smoke tier's command), CHAOS_INJECT_TIER_VMS (its test paths),
 # CHAOS_INJECT_TEST_LOGS (where the tier logs go; default .cache/test-logs).
 set -uo pipefail
 
@@ -25,6 +29,8 @@ unit_tests=${CHAOS_INJECT_TIER_UNIT:-tests/unit}
 host_tests=${CHAOS_INJECT_TIER_HOST:-tests/host}
 fleet_tests=${CHAOS_INJECT_TIER_FLEET:-tests/fleet}
 kernel_tier=${CHAOS_INJECT_KERNEL_TIER:-scripts/vm/kernel-tier.sh}
+vms_tier=${CHAOS_INJECT_VMS_TIER:-scripts/vms-tier.sh}
+vms_tests=${CHAOS_INJECT_TIER_VMS:-tests/vms/test_smoke.py}
 qemu=${CHAOS_INJECT_QEMU:-qemu-system-x86_64}
 declare -a lines=()
 failed=0
@@ -85,6 +91,7 @@ run_tier fleet "$py" -m pytest $fleet_tests -q -ra -p no:cacheprovider
 for series in $series_list; do
   run_tier "kernel-$series" bash "$kernel_tier" "$series"
 done
+run_tier vms-smoke bash "$vms_tier" $vms_tests
 
 echo
 echo "=== summary"

@@ -4,7 +4,7 @@
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "vagrant-setup.sh must run as root (it installs apt packages)" >&2; exit 1; }
 pkgs=(vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base
-      mmdebstrap e2fsprogs iproute2 util-linux)
+      mmdebstrap e2fsprogs iproute2 util-linux rsync)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -122,8 +122,8 @@ class Node
   def initialize(name) @name = name end
   def method_missing(*) self end
   def vm() self end
-  def network(kind, ip:) $vms[@name]["ip"] = ip end
-  def provision(kind, path:) $vms[@name]["provision"] << path end
+  def network(kind, ip:, **) $vms[@name]["ip"] = ip end
+  def provision(kind, path:, **) $vms[@name]["provision"] << path end
   def define(name) $vms[name] = {"provision" => []}; yield Node.new(name) end
 end
 module Vagrant
@@ -148,7 +148,8 @@ def test_vagrantfile_defines_the_vms_of_the_definition(tmp_path):
     assert set(vms) == set(d["vagrant"]["vms"])
     for name, roles in d["vagrant"]["vms"].items():
         assert vms[name]["ip"] == addrs[roles[0]]
-        assert vms[name]["provision"] == ["provision/common.sh", *(f"provision/{r}.sh" for r in roles)]
+        assert vms[name]["provision"] == ["provision/common.sh", "provision/chaos-inject.sh",
+                                          *(f"provision/{r}.sh" for r in roles)]
         for path in vms[name]["provision"]:
             script = REPO / "vagrant" / path
             assert script.exists()

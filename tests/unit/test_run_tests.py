@@ -27,16 +27,19 @@ def tiers(tmp_path):
     (tmp_path / "skipping" / "test_skip.py").write_text(SKIPPING)
     kernel = tmp_path / "kernel-tier.sh"
     kernel.write_text("echo 'kernel tier skipped: no kernel image for this test'\nexit 77\n")
+    vms = tmp_path / "vms-tier.sh"   # stands for scripts/vms-tier.sh (setup + box, then pytest on its arguments)
+    vms.write_text(f'exec "{ROOT / ".venv" / "bin" / "python"}" -m pytest "$@" -q -ra -p no:cacheprovider\n')
     return tmp_path
 
 
-def run(tiers: Path, *, unit="passing", host="passing", fleet="passing", qemu="sh", allow=None):
+def run(tiers: Path, *, unit="passing", host="passing", fleet="passing", vms="passing", qemu="sh", allow=None):
     if not (ROOT / ".venv" / "bin" / "python").exists():
         pytest.skip("no .venv (make setup): run-tests.sh runs the tiers with it")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAOS_INJECT_", "KERNEL_SERIES"))}
     env.update(CHAOS_INJECT_TIER_UNIT=str(tiers / unit), CHAOS_INJECT_TIER_HOST=str(tiers / host),
                CHAOS_INJECT_TIER_FLEET=str(tiers / fleet),
                CHAOS_INJECT_KERNEL_TIER=str(tiers / "kernel-tier.sh"), CHAOS_INJECT_QEMU=qemu,
+               CHAOS_INJECT_VMS_TIER=str(tiers / "vms-tier.sh"), CHAOS_INJECT_TIER_VMS=str(tiers / vms),
                CHAOS_INJECT_TEST_LOGS=str(tiers / "logs"),   # not .cache/test-logs: `make test` may be writing there
                PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     if allow is not None:
@@ -44,7 +47,7 @@ def run(tiers: Path, *, unit="passing", host="passing", fleet="passing", qemu="s
     proc = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=300)
     summary = proc.stdout.split("=== summary")[-1]
     assert sorted(p.name for p in (tiers / "logs").iterdir()) == ["fleet.log", "host.log", "kernel-6.1.log",
-                                                                     "unit.log"]
+                                                                     "unit.log", "vms-smoke.log"]
     return proc.returncode, summary
 
 
@@ -74,7 +77,13 @@ def test_allow_skip_states_the_skips_and_passes(tiers):
 def test_all_passing_tiers_pass(tiers):
     code, summary = run(tiers, qemu="no-such-qemu-binary")
     assert code == 0, summary
-    assert "fleet: 1 passed" in summary and "tests: 3 passed, 0 failed, 0 skipped" in summary
+    assert "fleet: 1 passed" in summary and "tests: 4 passed, 0 failed, 0 skipped" in summary
+
+
+def test_the_vms_smoke_tier_cannot_pass_by_skipping(tiers):
+    code, summary = run(tiers, vms="skipping", qemu="no-such-qemu-binary")
+    assert code == 1, summary
+    assert "vms-smoke: FAILED: every test skipped" in summary and "needs a thing this machine lacks" in summary
 
 
 if sys.platform != "linux":   # pragma: no cover - the script is bash for Debian

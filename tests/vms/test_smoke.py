@@ -1,5 +1,7 @@
-"""`make vagrant-smoke` as a test: the local box boots under vagrant-libvirt (QEMU TCG) inside a namespace of its
-own, its stock kernel delays packets with netem, and `vagrant destroy` plus the script's teardown leave nothing."""
+"""`make vagrant-smoke` as a test (the `vms-smoke` tier of `make test`): the local box boots under vagrant-libvirt
+(QEMU TCG) inside a namespace of its own, chaos-inject from this checkout installs in it with no route out, its
+netem engine delays one flow by 100 ms and not another (checked on the wire: TCP connect times), leaves nothing in
+the VM, and `vagrant destroy` plus the script's teardown leave nothing on the host."""
 
 from __future__ import annotations
 
@@ -41,7 +43,11 @@ def test_vagrant_smoke_boots_checks_netem_and_leaves_nothing():
         pytest.skip(out.stderr.strip().splitlines()[-1])
     assert out.returncode == 0, out.stderr[-4000:]
     assert "[vagrant-smoke] PASS" in out.stderr
-    assert "ok: kernel" in out.stderr and "netem delay 50ms" in out.stderr
+    print(out.stderr[-3000:])            # the timings and the in-VM figures, in the tier's log with -rA / on failure
+    assert "ok: kernel" in out.stderr
+    for check in ("install", "inject", "qdisc", "delayed", "undelayed", "stop", "exit", "restored", "filters", "pins", "after"):
+        assert f"vm: check {check} ok" in out.stderr, check
+    assert "FAIL" not in out.stderr
     # nothing of ours left: namespace, host /run/libvirt state, work directory, processes in our namespace
     assert {n for n in namespaces() - ns_before if n.startswith("cibox-")} == set()
     assert Path("/run/libvirt").exists() == run_libvirt_before
