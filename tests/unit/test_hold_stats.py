@@ -39,3 +39,33 @@ def test_kernels_without_ring_buffers_say_so_and_the_flag_reaches_the_compiler()
     assert "no BPF ring buffer (Linux 5.8+)" in hold_unsupported_reason("5.4.0-200-generic")
     assert "-DCI_HOLD=1" in ClassifierConfig(hold=True).cflags()
     assert not any("CI_HOLD" in f for f in ClassifierConfig().cflags())
+
+
+def test_median_ranks_match_the_exact_order_statistic_interval():
+    """The scipy-free ranks (the lease-renewal path) against analysis' exact ones: equal up to 1000 samples, within
+    one rank beyond; nothing below 6 samples."""
+    from chaosinject.analysis.quantiles import order_statistic_ranks
+    from chaosinject.engines.common import median_ranks_95
+
+    for n in list(range(1, 1001)) + [1001, 1500, 4096, 10_007, 65_536, 200_000]:
+        exact = order_statistic_ranks(n, 0.5, 0.95)
+        ours = median_ranks_95(n)
+        if exact is None:
+            assert ours is None, n
+            continue
+        if n <= 1000:
+            assert ours == exact[:2], n
+        else:
+            assert abs(ours[0] - exact[0]) <= 1 and abs(ours[1] - exact[1]) <= 1, (n, ours, exact)
+
+
+def test_hold_stats_do_not_import_the_statistics_package():
+    """Counters are read on every lease renewal: importing scipy there stalled renewals for tens of seconds under
+    QEMU TCG (the Vagrant smoke's fault lapsed)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from chaosinject.engines.common import hold_stats; hold_stats(list(range(5000))); "
+            "print(sorted(m for m in ('scipy', 'chaosinject.analysis') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
