@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ApplyFailed, InvalidSpec, NotPermitted, Unsupported
 from ..kernel import nfqueue as nq
-from .common import interface_links
+from .common import interface_links, median_ranks_95
 from ..kernel.owner import KernelOwner
 from ..plan import Interface, Plan, PlannedRule
 from ..spec.fault import FaultSpec
@@ -580,10 +580,9 @@ def _rule_seed(root: int, rule: PlannedRule) -> int:
 
 def _median_ci(ordered) -> dict[str, int]:
     """95 % distribution-free interval of the median hold (order statistics of the reservoir, a uniform
-    sample of the run's holds) and its sample count; none below the 6 samples such an interval needs."""
-    from chaosinject.analysis.quantiles import order_statistic_ranks
-
-    ranks = order_statistic_ranks(len(ordered), 0.5, 0.95)
+    sample of the run's holds) and its sample count; none below the 6 samples such an interval needs. Read on
+    every lease renewal: no statistics package import here (see common.median_ranks_95)."""
+    ranks = median_ranks_95(len(ordered))
     out = {"delay_samples": len(ordered)}
     if ranks is not None:
         out.update(delay_p50_ci_low_ns=ordered[ranks[0] - 1], delay_p50_ci_high_ns=ordered[ranks[1] - 1])
