@@ -90,10 +90,11 @@ def _check_run_dir(run_dir: Path) -> None:
     assert "delayed, measured hold per packet over " in report  # the delay measured by the engine, not assumed
     html = (run_dir / "report.html").read_text()
     assert "deviated false" in html and "steady state:" in html
-    for png in ("latency_cdf.png", "latency_over_time.png"):
+    pngs = ("latency_cdf.png", "latency_over_time.png", "dependence.png")   # dependence: one panel per phase
+    for png in pngs:
         assert (run_dir / png).stat().st_size > 1000
         assert f"![{png}]({png})" in report and f"alt='{png}'" in html
-    assert html.count("src='data:image/png;base64,") == 2
+    assert html.count("src='data:image/png;base64,") == len(pngs)
     journal = json.loads((run_dir / "journal.json").read_text())
     assert journal["chaos-inject"]["verdict"] == "held"
     rec = verdict["recovery"]
