@@ -16,6 +16,8 @@ import os
 import re
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
+# the target's chaos-inject and its state directory: documented once in doc_fragments/target.py
+TARGET_ARGS = dict(executable=dict(type="str", default="chaos-inject"), state_dir=dict(type="path"))
 
 
 def run_root(module):

@@ -58,13 +58,8 @@ options:
   seed:
     description: "Seed of the in-kernel PRNG."
     type: int
-  executable:
-    description: "The target's chaos-inject."
-    type: str
-    default: chaos-inject
-  state_dir:
-    description: "The target's state directory (CHAOS_INJECT_RUN_DIR)."
-    type: path
+extends_documentation_fragment:
+  - chaosinject.fleet.target
 author: chaos-inject developers
 """
 
@@ -196,8 +191,7 @@ def main():
             lease=dict(type="str"),
             heartbeat_timeout=dict(type="str", default="15s"),
             seed=dict(type="int"),
-            executable=dict(type="str", default="chaos-inject"),
-            state_dir=dict(type="path"),
+            **chaos.TARGET_ARGS
         ),
         supports_check_mode=True,
     )

@@ -13,13 +13,8 @@ options:
   name:
     description: "Only this fleet run."
     type: str
-  executable:
-    description: "The target's chaos-inject."
-    type: str
-    default: chaos-inject
-  state_dir:
-    description: "The target's state directory (CHAOS_INJECT_RUN_DIR)."
-    type: path
+extends_documentation_fragment:
+  - chaosinject.fleet.target
 author: chaos-inject developers
 """
 
@@ -51,9 +46,7 @@ from ansible_collections.chaosinject.fleet.plugins.module_utils import chaos
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(name=dict(type="str"),
-                                              executable=dict(type="str", default="chaos-inject"),
-                                              state_dir=dict(type="path")), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=dict(name=dict(type="str"), **chaos.TARGET_ARGS), supports_check_mode=True)
     _, data, _ = chaos.run_json(module, ["status", "--json"])
     runs = [r for r in (data or []) if r.get("alive")]
     live = dict((r["run_id"], r) for r in runs)

@@ -18,13 +18,8 @@ options:
     description: "Also stop live runs that are not the fleet's."
     type: bool
     default: false
-  executable:
-    description: "The target's chaos-inject."
-    type: str
-    default: chaos-inject
-  state_dir:
-    description: "The target's state directory (CHAOS_INJECT_RUN_DIR)."
-    type: path
+extends_documentation_fragment:
+  - chaosinject.fleet.target
 author: chaos-inject developers
 """
 
@@ -51,9 +46,8 @@ from ansible_collections.chaosinject.fleet.plugins.module_utils import chaos
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(stop_all=dict(type="bool", default=False),
-                                              executable=dict(type="str", default="chaos-inject"),
-                                              state_dir=dict(type="path")), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=dict(stop_all=dict(type="bool", default=False), **chaos.TARGET_ARGS),
+                           supports_check_mode=True)
     live = chaos.live_runs(module)
     records = sorted(glob.glob(os.path.join(chaos.run_root(module), "fleet", "*.json")))
     fleet_ids = []
