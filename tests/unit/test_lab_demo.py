@@ -174,6 +174,10 @@ def test_a_lab_whose_load_was_lowered_gets_a_baseline_with_as_many_requests():
     seconds, why = baseline_for_rate(12, 14)
     assert seconds == 43 and why.startswith("600 requests at 14/s")
     assert baseline_for_rate(12, 2)[0] == MAX_BASELINE_S
+    seconds, why = baseline_for_rate(12, 2, max_s=420)        # the VM lab's cap: 600 requests at 2/s fit
+    assert seconds == 300 and "capped" not in why
+    seconds, why = baseline_for_rate(12, 1, max_s=420)
+    assert seconds == 420 and why.endswith("capped at 420 s")
 
 
 def test_the_load_rate_is_the_definitions_unless_the_measured_capacity_says_lower():
