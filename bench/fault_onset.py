@@ -331,7 +331,7 @@ import json, sys, time
 t = [time.perf_counter()]
 from chaosinject import cli
 from chaosinject.blast import parse_percent
-from chaosinject.session import prepare
+from chaosinject.prepare import prepare
 from chaosinject.engines.select import make_engine
 from chaosinject.runner import run_plan
 from chaosinject.summary import summarize

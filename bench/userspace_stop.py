@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import begin  # noqa: E402
 from chaosinject.engines.userspace import UserspaceEngine  # noqa: E402
-from chaosinject.kernel import nfqueue  # noqa: E402
+from chaosinject.kernel import nftables  # noqa: E402
 from chaosinject.kernel.netns import Topology, socket_in, unique_name  # noqa: E402
 from chaosinject.kernel.owner import KernelOwner  # noqa: E402
 from chaosinject.plan import Interface, build_plan  # noqa: E402
@@ -83,7 +83,7 @@ def one(direction: str, size: int, delay_ms: int, rate: float, delete_first: boo
                 def end() -> None:
                     t0 = time.perf_counter()
                     if delete_first:
-                        nfqueue.delete_table(a, nfqueue.table_name(plan.run_id))
+                        nftables.delete_table(a, nftables.table_name(plan.run_id))
                     owner.__exit__(None, None, None)
                     ended["ms"] = (time.perf_counter() - t0) * 1e3
                 pad, sent, start, stopper, held = bytes(size - 4), 0, time.monotonic(), None, 0

@@ -18,7 +18,7 @@ if _Path(__file__).parent.name != "injector" and _Path(__file__).resolve().paren
 # inject path import only what they use (importing the package loads neither pyroute2, bcc nor numpy)
 _LAZY = {"cpu_stress": "library", "kill_process": "library", "network_latency": "library",
          "packet_loss": "library", "partition": "library",
-         "FaultSession": "session", "RunResult": "session", "start_fault": "session",
+         "FaultSession": "session", "RunResult": "session", "start_fault": "prepare",
          # Chaos Toolkit discovery: `chaos discover chaos-inject` imports the top-level package and calls this
          "discover": "experiment"}
 

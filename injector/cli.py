@@ -261,7 +261,7 @@ def parse_fault(args: argparse.Namespace) -> FaultSpec:
 
 def cmd_inject(args: argparse.Namespace) -> int:
     from .blast import parse_percent
-    from .session import prepare
+    from .prepare import prepare
 
     flows = _flows_from_args(args)
     if args.inventory and _is_ansible_inventory(args.inventory):

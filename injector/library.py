@@ -28,7 +28,8 @@ from typing import Iterator, Sequence
 from .errors import InvalidSpec
 from .hostfaults.cpu import CpuStress
 from .hostfaults.process import KillResult, ProcessKill
-from .session import FaultSession, start_fault
+from .prepare import start_fault
+from .session import FaultSession
 from .spec.units import parse_duration_s
 
 log = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ApplyFailed, InvalidSpec, NotPermitted, Unsupported
 from ..kernel import nfqueue as nq
+from ..kernel import nftables as nft
 from .common import interface_links, median_ranks_95
 from ..kernel.owner import KernelOwner
 from ..plan import Interface, Plan, PlannedRule
@@ -186,30 +187,30 @@ class UserspaceEngine:
                                "run it with sudo")
         for fault in plan.faults:  # each flow may have its own
             _check_fault(fault)
-        if nq.nft_binary() is None:
+        if nft.nft_binary() is None:
             raise Unsupported("the userspace engine needs the nft tool (Debian package nftables)")
         if len(plan.rules) > 0x8000:
             raise InvalidSpec(f"the flows expand to {len(plan.rules)} rules; the userspace engine has 32768 "
                               "queues", field="flow")
         links = interface_links(plan)  # every interface (and namespace) exists, else Unsupported naming it
         for netns in _namespaces(plan):
-            missing = nq.nfqueue_available(netns) or nq.check_queue_target(netns)
+            missing = nq.nfqueue_available(netns) or nft.check_queue_target(netns)
             if missing:
                 raise Unsupported(f"the userspace engine needs {missing}")
             rules = self._steer_rules(plan, netns, _queue_base(plan.run_id), self.copy_egress)
             try:
-                nq.check_table(netns, nq.table_script(nq.table_name(plan.run_id), rules))
-            except nq.NftError as exc:
+                nft.check_table(netns, nft.table_script(nft.table_name(plan.run_id), rules))
+            except nft.NftError as exc:
                 raise Unsupported(f"nftables refused our table{_where(netns)}: {exc}") from None
         return links
 
     @staticmethod
-    def _steer_rules(plan: Plan, netns: str | None, base: int, copy_egress: bool = True) -> list[nq.SteerRule]:
+    def _steer_rules(plan: Plan, netns: str | None, base: int, copy_egress: bool = True) -> list[nft.SteerRule]:
         out = []
         for index, rule in enumerate(r for r in plan.rules if r.interface.netns == netns):
             m = rule.match
             copy = copy_egress and m.hook == "egress"
-            out.append(nq.SteerRule(hook=m.hook, ifname=rule.interface.name, family=m.family, protocol=m.protocol,
+            out.append(nft.SteerRule(hook=m.hook, ifname=rule.interface.name, family=m.family, protocol=m.protocol,
                                     src=m.src, dst=m.dst, sport=m.sport, dport=m.dport,
                                     queue=_queue_number(base, index), skip_mark=RESEND_MARK if copy else None))
         return out
@@ -219,10 +220,10 @@ class UserspaceEngine:
         links = self._check(plan)
         maxlen = max(_queue_maxlen(fault) for fault in plan.faults)
         seed_root = plan.seed if plan.seed is not None else random.SystemRandom().getrandbits(64)
-        table = nq.table_name(plan.run_id)
+        table = nft.table_name(plan.run_id)
         namespaces = _namespaces(plan)
         # 1. queues (in-process: they die with us), bound before any packet is steered to them
-        bound: dict[str | None, list[nq.SteerRule]] = {}
+        bound: dict[str | None, list[nft.SteerRule]] = {}
         for netns in namespaces:
             sock, rules = self._bind_queues(plan, netns, maxlen)
             owner.callback(sock.close)
@@ -262,8 +263,8 @@ class UserspaceEngine:
 
             def make(netns=netns, rules=rules) -> None:
                 try:
-                    nq.create_table(netns, table, rules)
-                except (nq.NftError, OSError) as exc:
+                    nft.create_table(netns, table, rules)
+                except (nft.NftError, OSError) as exc:
                     raise ApplyFailed(f"creating nftables table inet {table}{_where(netns)} failed: {exc}") from exc
             owner.create(entry, make)
             self._tables.append((netns, table))
@@ -271,7 +272,7 @@ class UserspaceEngine:
             # still waiting in a queue of the namespace (ingress packets are held as they are: all were lost).
             owner.callback(lambda netns=netns: self._end_steering(netns, table))
 
-    def _bind_queues(self, plan: Plan, netns: str | None, maxlen: int) -> tuple[nq.QueueSocket, list[nq.SteerRule]]:
+    def _bind_queues(self, plan: Plan, netns: str | None, maxlen: int) -> tuple[nq.QueueSocket, list[nft.SteerRule]]:
         """A socket in ``netns`` bound to one queue per rule. Another program's queue numbers are left alone:
         on EBUSY we move to another base."""
         base = _queue_base(plan.run_id)
@@ -304,8 +305,8 @@ class UserspaceEngine:
         if alive:
             self._held_released.wait(timeout=DRAIN_TIMEOUT_S)
         try:
-            nq.flush_table(netns, table)
-        except (nq.NftError, OSError) as exc:
+            nft.flush_table(netns, table)
+        except (nft.NftError, OSError) as exc:
             log.warning("flushing nftables table inet %s%s failed (%s): packets held now may be lost when it "
                         "is deleted", table, _where(netns), exc)
             return
@@ -354,9 +355,9 @@ class UserspaceEngine:
         kernel: dict[tuple[str | None, int], tuple[int, int]] = {}
         for netns, table in self._tables:
             try:
-                for queue, value in nq.rule_counters(netns, table).items():
+                for queue, value in nft.rule_counters(netns, table).items():
                     kernel[(netns, queue)] = value
-            except (nq.NftError, OSError, ValueError):
+            except (nft.NftError, OSError, ValueError):
                 pass
         out: dict[int, dict[str, int]] = {}
         for rule_id, st in self._states.items():

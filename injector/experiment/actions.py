@@ -27,7 +27,7 @@ _STARTED: list[Any] = []            # every session started by this process (the
 
 def _start(flow: str, *, duration: str, netns: str | None, interface: str | None, direction: str, engine: str,
            lease: str, seed: int | None, **fault: Any):
-    from ..session import start_fault
+    from ..prepare import start_fault
 
     session = start_fault(flow, interface, duration=duration, netns=netns, direction=direction, engine=engine,
                           lease=lease, seed=seed, kind="experiment", **fault)

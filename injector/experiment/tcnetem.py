@@ -282,7 +282,8 @@ _OURS: dict[tuple[str | None, str], Any] = {}     # (netns, interface) -> FaultS
 
 
 def _start(cmd: TcNetem, settings: TcSettings, netns: str | None):
-    from ..session import FaultSession, prepare
+    from ..prepare import prepare
+    from ..session import FaultSession
     from ..spec.units import parse_duration_ns
     from . import actions
 

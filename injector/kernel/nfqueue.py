@@ -1,4 +1,4 @@
-"""NFQUEUE over a raw NETLINK_NETFILTER socket, and the nftables table that steers a run's flows to it.
+"""NFQUEUE over a raw NETLINK_NETFILTER socket (the nftables table that steers a run's flows to it: nftables.py).
 
 The queue protocol (linux/netfilter/nfnetlink_queue.h) is small enough to speak with ``struct``: bind a queue
 number (copy mode PACKET: a 20-byte range, for which the kernel reports each packet's full length in
@@ -18,25 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
-import json
 import os
-import re
-import shutil
 import socket
 import struct
-import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pyroute2 import netns as _netns
+from .rawnl import NETLINK_NETFILTER, NLA_HDR, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NLMSG_HDR, messages, nla
+from .rtnl import entered_netns
 
-NETLINK_NETFILTER = 12
-NLMSG_HDR = struct.Struct("=IHHII")
 NFGENMSG = struct.Struct("=BBH")  # family, version, res_id (big endian: packed by hand)
-NLA_HDR = struct.Struct("=HH")
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLA_TYPE_MASK = 0x3FFF
 
 NFNL_SUBSYS_QUEUE = 3
@@ -59,11 +50,6 @@ _VERDICT = struct.Struct("=IHHIIBBHHHII")
 _VERDICT_LEN = _VERDICT.size  # 32 bytes, already 4-aligned
 
 
-def _nla(kind: int, payload: bytes) -> bytes:
-    data = NLA_HDR.pack(NLA_HDR.size + len(payload), kind) + payload
-    return data + b"\0" * (-len(data) % 4)
-
-
 @dataclass(frozen=True)
 class QueuedPacket:
     queue: int
@@ -82,7 +68,7 @@ class QueueSocket:
         self.netns = netns
         self.queues: list[int] = []
         self._seq = 0
-        with _in_netns(netns):
+        with entered_netns(netns):
             self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         try:
             self.sock.bind((0, 0))
@@ -110,7 +96,7 @@ class QueueSocket:
             self.sock.send(msg)
             while True:
                 data = self.sock.recv(65536)
-                for kind, seq, payload in _messages(data):
+                for kind, seq, payload in messages(data):
                     if kind == NLMSG_ERROR and seq == self._seq:
                         code = -struct.unpack_from("=i", payload)[0]
                         if code:
@@ -128,18 +114,18 @@ class QueueSocket:
         ``gso``: GSO packets are queued whole (else the kernel segments them first and fills in checksums:
         what a copy that is to be sent again needs)."""
         flags = (NFQA_CFG_F_GSO if gso else 0) | (NFQA_CFG_F_FAIL_OPEN if fail_open else 0)
-        attrs = (_nla(NFQA_CFG_CMD, struct.pack(">BxH", NFQNL_CFG_CMD_BIND, 0))
-                 + _nla(NFQA_CFG_PARAMS, struct.pack(">IB", copy_range, copy_mode))
-                 + _nla(NFQA_CFG_QUEUE_MAXLEN, struct.pack(">I", maxlen))
-                 + _nla(NFQA_CFG_MASK, struct.pack(">I", NFQA_CFG_F_GSO | NFQA_CFG_F_FAIL_OPEN))
-                 + _nla(NFQA_CFG_FLAGS, struct.pack(">I", flags)))
+        attrs = (nla(NFQA_CFG_CMD, struct.pack(">BxH", NFQNL_CFG_CMD_BIND, 0))
+                 + nla(NFQA_CFG_PARAMS, struct.pack(">IB", copy_range, copy_mode))
+                 + nla(NFQA_CFG_QUEUE_MAXLEN, struct.pack(">I", maxlen))
+                 + nla(NFQA_CFG_MASK, struct.pack(">I", NFQA_CFG_F_GSO | NFQA_CFG_F_FAIL_OPEN))
+                 + nla(NFQA_CFG_FLAGS, struct.pack(">I", flags)))
         self._request(queue, attrs)
         self.queues.append(queue)
 
     def unbind(self, queue: int) -> None:
         """Unbind ``queue``; the kernel drops what is still queued on it (release first)."""
         try:
-            self._request(queue, _nla(NFQA_CFG_CMD, struct.pack(">BxH", NFQNL_CFG_CMD_UNBIND, 0)))
+            self._request(queue, nla(NFQA_CFG_CMD, struct.pack(">BxH", NFQNL_CFG_CMD_UNBIND, 0)))
         except OSError as exc:
             if exc.errno not in (errno.ENODEV, errno.ENOENT):
                 raise
@@ -213,7 +199,7 @@ class Resender:
         self.sockets: dict[int, socket.socket] = {}
         try:
             for version, family in ((4, socket.AF_INET), (6, socket.AF_INET6)):
-                with _in_netns(netns):
+                with entered_netns(netns):
                     sock = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)  # header included
                 self.sockets[version] = sock
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
@@ -262,30 +248,6 @@ def _parse_packet(msg: memoryview) -> QueuedPacket:
     return QueuedPacket(queue, packet_id, length, payload)
 
 
-def _messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
-    offset = 0
-    while offset + NLMSG_HDR.size <= len(data):
-        length, kind, _flags, seq, _pid = NLMSG_HDR.unpack_from(data, offset)
-        if length < NLMSG_HDR.size:
-            return
-        yield kind, seq, data[offset + NLMSG_HDR.size: offset + length]
-        offset += (length + 3) & ~3
-
-
-@contextlib.contextmanager
-def _in_netns(netns: str | None) -> Iterator[None]:
-    if not netns:
-        yield
-        return
-    if not os.path.exists(f"/var/run/netns/{netns}"):
-        raise FileNotFoundError(f"network namespace {netns!r} does not exist")
-    _netns.pushns(netns)
-    try:
-        yield
-    finally:
-        _netns.popns()
-
-
 def nfqueue_available(netns: str | None = None) -> str | None:
     """None if NFQUEUE can be used in ``netns``; else what is missing. Changes nothing (a socket, closed)."""
     try:
@@ -298,7 +260,7 @@ def nfqueue_available(netns: str | None = None) -> str | None:
         # Unbinding a queue nobody bound answers ENODEV when nfnetlink_queue exists; without it nfnetlink
         # answers EINVAL/EOPNOTSUPP (no such subsystem).
         try:
-            sock._request(65535, _nla(NFQA_CFG_CMD, struct.pack(">BxH", NFQNL_CFG_CMD_UNBIND, 0)))
+            sock._request(65535, nla(NFQA_CFG_CMD, struct.pack(">BxH", NFQNL_CFG_CMD_UNBIND, 0)))
         except OSError as exc:
             if exc.errno in (errno.ENODEV, errno.EPERM, errno.EBUSY):
                 return None
@@ -308,291 +270,13 @@ def nfqueue_available(netns: str | None = None) -> str | None:
         sock.sock.close()
 
 
-# -- nftables: a table of our own that steers matching packets to the queues ----------------------------------
-# Base chains per direction: (chain, netfilter hook, interface key). Priority -150 (mangle): after conntrack
-# (-200), before DNAT (-100): egress matches packets as the local application sent them (and forwarded ones after
-# DNAT, before SNAT); ingress as they arrived. A re-sent egress copy passes conntrack and NAT like a new packet.
-CHAINS = {"egress": (("egress_local", "output", "oifname"), ("egress_forward", "forward", "oifname")),
-          "ingress": (("ingress", "prerouting", "iifname"),)}
-CHAIN_PRIORITY = -150
-PORT_PROTOCOLS = "{ tcp, udp, sctp, udplite }"
-PROTOCOL_NAMES = {6: "tcp", 17: "udp", 132: "sctp", 136: "udplite", 1: "icmp", 58: "ipv6-icmp"}
-
-
-@dataclass(frozen=True)
-class SteerRule:
-    """One nft rule: packets on ``ifname`` at ``hook`` matching the 5-tuple go to ``queue``."""
-
-    hook: str                      # egress | ingress
-    ifname: str
-    family: int                    # 4 | 6
-    protocol: int                  # 0 = any
-    src: ipaddress.IPv4Network | ipaddress.IPv6Network | None
-    dst: ipaddress.IPv4Network | ipaddress.IPv6Network | None
-    sport: int | None
-    dport: int | None
-    queue: int
-    skip_mark: int | None = None   # packets carrying this mark (our own re-sent copies) are not queued again
-
-    @property
-    def chain(self) -> str:
-        return f"q{self.queue}"
-
-    def expression(self) -> str:
-        ifkey = CHAINS[self.hook][0][2]
-        parts = [f'{ifkey} "{_quote(self.ifname)}"', f"meta nfproto {'ipv4' if self.family == 4 else 'ipv6'}"]
-        if self.skip_mark is not None:
-            parts.append(f"meta mark != {self.skip_mark:#x}")
-        ip = "ip" if self.family == 4 else "ip6"
-        if self.protocol:
-            parts.append(f"meta l4proto {PROTOCOL_NAMES.get(self.protocol, self.protocol)}")
-        elif self.sport is not None or self.dport is not None:
-            parts.append(f"meta l4proto {PORT_PROTOCOLS}")
-        if self.src is not None:
-            parts.append(f"{ip} saddr {_net(self.src)}")
-        if self.dst is not None:
-            parts.append(f"{ip} daddr {_net(self.dst)}")
-        if self.sport is not None:
-            parts.append(f"th sport {self.sport}")
-        if self.dport is not None:
-            parts.append(f"th dport {self.dport}")
-        parts.append(f"counter jump {self.chain}")
-        return " ".join(parts)
-
-
-def _net(net) -> str:
-    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
-
-
-def _quote(ifname: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", ifname):
-        raise ValueError(f"interface name {ifname!r} cannot be written into an nft rule")
-    return ifname
-
-
-def table_name(run_id: str) -> str:
-    """nft identifiers: letters, digits, underscore."""
-    return "chaos_inject_" + re.sub(r"[^A-Za-z0-9_]", "_", run_id)
-
-
-def table_script(table: str, rules: list[SteerRule], *, priority: int = CHAIN_PRIORITY) -> str:
-    """One nft transaction: ``create`` fails if a table of that name exists (never merge into another's)."""
-    lines = [f"create table inet {table}"]
-    for queue in sorted({r.queue for r in rules}):
-        lines.append(f"add chain inet {table} q{queue}")  # its one rule, the NFQUEUE target: add_queue_targets
-    for hook in ("egress", "ingress"):
-        chosen = [r for r in rules if r.hook == hook]
-        if not chosen:
-            continue
-        for chain, nf_hook, _ in CHAINS[hook]:
-            lines.append(f"add chain inet {table} {chain} {{ type filter hook {nf_hook} priority {priority}; "
-                         "policy accept; }")
-            for rule in chosen:
-                lines.append(f"add rule inet {table} {chain} {rule.expression()}")
-    return "\n".join(lines) + "\n"
-
-
-# nftables netlink, for the one thing the nft tool cannot write on this kernel: the kernel has no nft_queue
-# expression (CONFIG_NFT_QUEUE off: `queue num N` is refused) but has xtables' NFQUEUE target, reachable from
-# an nftables rule through nft_compat (what iptables-nft does). A chain ``qN`` of our table holds that target.
-NFNL_SUBSYS_NFTABLES = 10
-NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
-NFT_MSG_NEWRULE = (NFNL_SUBSYS_NFTABLES << 8) | 6
-NLM_F_CREATE, NLM_F_APPEND = 0x400, 0x800
-NLA_F_NESTED = 0x8000
-NFPROTO_INET = 1
-NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS = 1, 2, 4
-NFTA_LIST_ELEM, NFTA_EXPR_NAME, NFTA_EXPR_DATA = 1, 1, 2
-NFTA_TARGET_NAME, NFTA_TARGET_REV, NFTA_TARGET_INFO = 1, 2, 3
-NFQ_FLAG_BYPASS = 0x01
-
-
-def _nfmsg(kind: int, flags: int, seq: int, family: int, res_id: int, attrs: bytes) -> bytes:
-    body = struct.pack("=BB", family, 0) + struct.pack(">H", res_id) + attrs
-    return NLMSG_HDR.pack(NLMSG_HDR.size + len(body), kind, flags, seq, 0) + body
-
-
-def _queue_target_rule(table: str, chain: str, queue: int, seq: int) -> bytes:
-    info = struct.pack("=HHH", queue, 1, NFQ_FLAG_BYPASS) + b"\0\0"  # xt_NFQ_info_v3, XT_ALIGNed to 8
-    target = (_nla(NFTA_TARGET_NAME, b"NFQUEUE\0") + _nla(NFTA_TARGET_REV, struct.pack(">I", 3))
-              + _nla(NFTA_TARGET_INFO, info))
-    expr = _nla(NFTA_EXPR_NAME, b"target\0") + _nla(NFTA_EXPR_DATA | NLA_F_NESTED, target)
-    attrs = (_nla(NFTA_RULE_TABLE, table.encode() + b"\0") + _nla(NFTA_RULE_CHAIN, chain.encode() + b"\0")
-             + _nla(NFTA_RULE_EXPRESSIONS | NLA_F_NESTED, _nla(NFTA_LIST_ELEM | NLA_F_NESTED, expr)))
-    return _nfmsg(NFT_MSG_NEWRULE, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK, seq, NFPROTO_INET, 0,
-                  attrs)
-
-
-NFT_MSG_NEWTABLE, NFT_MSG_NEWCHAIN = (NFNL_SUBSYS_NFTABLES << 8) | 0, (NFNL_SUBSYS_NFTABLES << 8) | 3
-NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME = 1, 1, 3
-
-
-def check_queue_target(netns: str | None) -> str | None:
-    """None if an nftables rule can carry the NFQUEUE target here; else the kernel's refusal. Changes nothing:
-    the batch (a scratch table, chain and rule) has no end message, so the kernel validates it and aborts."""
-    table = f"chaos_inject_probe_{os.getpid()}"
-    attrs_table = _nla(NFTA_TABLE_NAME, table.encode() + b"\0")
-    attrs_chain = _nla(NFTA_CHAIN_TABLE, table.encode() + b"\0") + _nla(NFTA_CHAIN_NAME, b"q0\0")
-    flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK
-    batch = [_nfmsg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 1, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b""),
-             _nfmsg(NFT_MSG_NEWTABLE, flags, 2, NFPROTO_INET, 0, attrs_table),
-             _nfmsg(NFT_MSG_NEWCHAIN, flags, 3, NFPROTO_INET, 0, attrs_chain),
-             _queue_target_rule(table, "q0", 0, 4)]
-    with _in_netns(netns):
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-    try:
-        sock.bind((0, 0))
-        sock.settimeout(5.0)
-        sock.send(b"".join(batch))
-        pending = {2, 3, 4}
-        while pending:
-            for kind, seq, payload in _messages(sock.recv(65536)):
-                if kind != NLMSG_ERROR:
-                    continue
-                code = -struct.unpack_from("=i", payload)[0]
-                if code:
-                    what = {2: "an nftables table", 3: "an nftables chain",
-                            4: "the NFQUEUE target in an nftables rule (nft_compat + xt_NFQUEUE)"}.get(seq, "nftables")
-                    return f"{what}: the kernel answered {os.strerror(code)}"
-                pending.discard(seq)
-        return None
-    except TimeoutError:
-        return "nftables over netlink: no answer from the kernel"
-    finally:
-        sock.close()
-
-
-def add_queue_targets(netns: str | None, table: str, queues: list[int]) -> None:
-    """In one nftables transaction: chain ``qN`` of ``table`` gets ``NFQUEUE --queue-num N --queue-bypass``."""
-    with _in_netns(netns):
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-    try:
-        sock.bind((0, 0))
-        sock.settimeout(5.0)
-        seq = 1
-        batch = [_nfmsg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b"")]
-        pending = set()
-        for queue in queues:
-            seq += 1
-            pending.add(seq)
-            batch.append(_queue_target_rule(table, f"q{queue}", queue, seq))
-        seq += 1
-        batch.append(_nfmsg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b""))
-        sock.send(b"".join(batch))
-        while pending:
-            for kind, msg_seq, payload in _messages(sock.recv(65536)):
-                if kind != NLMSG_ERROR:
-                    continue
-                code = -struct.unpack_from("=i", payload)[0]
-                if code:
-                    raise NftError(f"adding the NFQUEUE target to table {table}: {os.strerror(code)} "
-                                   "(needs nft_compat and xt_NFQUEUE in the kernel)")
-                pending.discard(msg_seq)
-    finally:
-        sock.close()
-
-
-def nft_binary() -> str | None:
-    return shutil.which("nft")
-
-
-def _nft(netns: str | None, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
-    nft = nft_binary()
-    if nft is None:
-        raise FileNotFoundError("nft (Debian package nftables) is not installed")
-    cmd = [nft, *args]
-    if netns:
-        if not os.path.exists(f"/var/run/netns/{netns}"):
-            raise FileNotFoundError(f"network namespace {netns!r} does not exist")
-        cmd = ["ip", "netns", "exec", netns, *cmd]
-    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=30)
-
-
-class NftError(RuntimeError):
-    pass
-
-
-def check_table(netns: str | None, script: str) -> None:
-    """Let the kernel validate the transaction without committing it (``nft --check``)."""
-    result = _nft(netns, ["--check", "-f", "-"], script)
-    if result.returncode != 0:
-        raise NftError(result.stderr.strip() or f"nft --check exited {result.returncode}")
-
-
-def create_table(netns: str | None, table: str, rules: list[SteerRule]) -> None:
-    """Create our table: matches and chains with ``nft -f -`` (one transaction), then the queue targets (a
-    second one). Between the two, matching packets jump to an empty chain and pass: no half state drops
-    anything. If the second step fails, the table is deleted again before raising: nothing is left."""
-    result = _nft(netns, ["-f", "-"], table_script(table, rules))
-    if result.returncode != 0:
-        raise NftError(result.stderr.strip() or f"nft exited {result.returncode}")
-    try:
-        add_queue_targets(netns, table, sorted({r.queue for r in rules}))
-    except BaseException:
-        delete_table(netns, table)
-        raise
-
-
-def delete_table(netns: str | None, table: str) -> bool:
-    """Delete our table; False if it (or its namespace) is already gone."""
-    try:
-        result = _nft(netns, ["delete", "table", "inet", table])
-    except FileNotFoundError as exc:
-        if "namespace" in str(exc):
-            return False
-        raise
-    if result.returncode == 0:
-        return True
-    if "No such file or directory" in result.stderr:
-        return False
-    raise NftError(result.stderr.strip() or f"nft delete table exited {result.returncode}")
-
-
-NFT_MSG_DELRULE = (NFNL_SUBSYS_NFTABLES << 8) | 8
-
-
-def flush_table(netns: str | None, table: str) -> bool:
-    """Remove every rule of our table but keep its chains: nothing is steered to the queues any more, and the
-    hooks stay registered. (Deleting the table unregisters them, and on hook unregistration the kernel drops
-    every packet still waiting for a verdict in any queue of the namespace: what a run's end must avoid.)
-    One netlink transaction (a rule deletion naming only the table is ``nft flush table``), in-process: the
-    fault ends within a millisecond of the hold's release, not a subprocess later. False if the table (or
-    its namespace) is already gone."""
-    seq = 1
-    batch = [_nfmsg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b""),
-             _nfmsg(NFT_MSG_DELRULE, NLM_F_REQUEST | NLM_F_ACK, seq + 1, NFPROTO_INET, 0,
-                    _nla(NFTA_RULE_TABLE, table.encode() + b"\0")),
-             _nfmsg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + 2, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b"")]
-    try:
-        with _in_netns(netns):
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-    except FileNotFoundError:
-        return False  # the namespace is gone, and our table with it
-    try:
-        sock.bind((0, 0))
-        sock.settimeout(5.0)
-        sock.send(b"".join(batch))
-        while True:
-            for kind, msg_seq, payload in _messages(sock.recv(65536)):
-                if kind != NLMSG_ERROR or msg_seq != seq + 1:
-                    continue
-                code = -struct.unpack_from("=i", payload)[0]
-                if code == errno.ENOENT:
-                    return False
-                if code:
-                    raise NftError(f"flushing table inet {table}: {os.strerror(code)}")
-                return True
-    finally:
-        sock.close()
-
-
 def queued_in_kernel(netns: str | None, queues: Iterable[int]) -> int | None:
     """Packets waiting for a verdict in ``queues`` (the kernel's queue_total), or None if it cannot be read.
 
-    /proc/thread-self/net/... is the calling thread's namespace, the one _in_netns switched to."""
+    /proc/thread-self/net/... is the calling thread's namespace, the one entered_netns switched to."""
     wanted = set(queues)
     try:
-        with _in_netns(netns), open("/proc/thread-self/net/netfilter/nfnetlink_queue") as f:
+        with entered_netns(netns), open("/proc/thread-self/net/netfilter/nfnetlink_queue") as f:
             text = f.read()
     except OSError:
         return None
@@ -602,32 +286,3 @@ def queued_in_kernel(netns: str | None, queues: Iterable[int]) -> int | None:
         if len(fields) >= 3 and int(fields[0]) in wanted:
             total += int(fields[2])
     return total
-
-
-def list_tables(netns: str | None) -> list[str]:
-    result = _nft(netns, ["list", "tables"])
-    if result.returncode != 0:
-        raise NftError(result.stderr.strip())
-    return [line.split()[-1] for line in result.stdout.splitlines() if line.startswith("table ")]
-
-
-def rule_counters(netns: str | None, table: str) -> dict[int, tuple[int, int]]:
-    """Queue number -> (packets, bytes) counted by our rules in the kernel."""
-    result = _nft(netns, ["-j", "list", "table", "inet", table])
-    if result.returncode != 0:
-        raise NftError(result.stderr.strip())
-    out: dict[int, tuple[int, int]] = {}
-    for item in json.loads(result.stdout).get("nftables", []):
-        rule = item.get("rule")
-        if not rule:
-            continue
-        counter = queue = None
-        for expr in rule.get("expr", []):
-            if "counter" in expr:
-                counter = expr["counter"]
-            elif "jump" in expr and str(expr["jump"].get("target", "")).startswith("q"):
-                queue = int(expr["jump"]["target"][1:])
-        if counter is not None and queue is not None:
-            packets, nbytes = out.get(queue, (0, 0))
-            out[queue] = (packets + counter["packets"], nbytes + counter["bytes"])
-    return out

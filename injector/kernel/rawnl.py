@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from .rtnl import entered_netns
 
+NETLINK_NETFILTER = 12     # nfqueue.py, nftables.py (socket.NETLINK_ROUTE is 0)
 NLMSG_HDR = struct.Struct("=IHHII")
 TCMSG = struct.Struct("=BxxxiIII")
 NLA_HDR = struct.Struct("=HH")
@@ -32,6 +33,35 @@ REPLAYABLE_ATTRS = (TCA_KIND, TCA_OPTIONS, TCA_STAB)  # what defines a qdisc; st
 def nla(kind: int, payload: bytes) -> bytes:
     data = NLA_HDR.pack(NLA_HDR.size + len(payload), kind) + payload
     return data + b"\0" * (-len(data) % 4)
+
+
+def messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(type, seq, payload) of each netlink message in one datagram."""
+    offset = 0
+    while offset + NLMSG_HDR.size <= len(data):
+        length, kind, _flags, seq, _pid = NLMSG_HDR.unpack_from(data, offset)
+        if length < NLMSG_HDR.size:
+            return
+        yield kind, seq, data[offset + NLMSG_HDR.size: offset + length]
+        offset += (length + 3) & ~3
+
+
+def error_code(payload: bytes) -> int:
+    """The errno of an NLMSG_ERROR message (0: an acknowledgement)."""
+    return -struct.unpack_from("=i", payload)[0]
+
+
+@contextlib.contextmanager
+def netlink_socket(netns: str | None, protocol: int) -> Iterator[socket.socket]:
+    """A bound netlink socket of ``protocol`` made inside ``netns`` (it stays there), closed after the block.
+    FileNotFoundError if the namespace does not exist."""
+    with entered_netns(netns):
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+    try:
+        sock.bind((0, 0))
+        yield sock
+    finally:
+        sock.close()
 
 
 def parse_attrs(data: bytes) -> list[tuple[int, bytes]]:

@@ -59,7 +59,7 @@ def _undo_root_qdisc(entry: dict[str, Any]) -> None:
 
 
 def _undo_nft_table(entry: dict[str, Any]) -> None:
-    from .nfqueue import delete_table  # our own whole table: deleting it removes only our rules
+    from .nftables import delete_table  # our own whole table: deleting it removes only our rules
 
     delete_table(entry.get("netns"), entry["name"])  # already gone (or its namespace gone): nothing to do
 

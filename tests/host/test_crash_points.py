@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from chaosinject.kernel import nfqueue
+from chaosinject.kernel import nftables
 from chaosinject.kernel.netns import existing_namespaces
 from chaosinject.kernel.sweep import sweep
 
@@ -63,7 +63,7 @@ def snapshot(pair) -> dict:
             "links": [lk["ifname"] for lk in json.loads(subprocess.run(
                 ["ip", "-n", ns, "-j", "link", "show"], capture_output=True, text=True, check=True).stdout or "[]")],
             "nft": subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "tables"], capture_output=True,
-                                  text=True).stdout if nfqueue.nft_binary() else "",
+                                  text=True).stdout if nftables.nft_binary() else "",
         }
     return out
 
@@ -127,7 +127,7 @@ def test_walk_inject_ebpf(pair, run_dir, tmp_path):
     assert steps >= 10
 
 
-@pytest.mark.skipif(nfqueue.nft_binary() is None, reason="nft missing (Debian package nftables)")
+@pytest.mark.skipif(nftables.nft_binary() is None, reason="nft missing (Debian package nftables)")
 def test_walk_inject_userspace(pair, run_dir, tmp_path):
     walk(run_dir, pair, inject_args(pair, "--delay", "5ms", "--engine", "userspace"), tmp_path, "inject userspace")
 
@@ -162,7 +162,7 @@ def test_seeded_kill_9_soak(pair, run_dir):
         "doctor": ["doctor"],
         "inject ebpf": inject_args(pair, "--loss", "50%", "--engine", "ebpf"),
     }
-    if nfqueue.nft_binary():
+    if nftables.nft_binary():
         commands["inject userspace"] = inject_args(pair, "--delay", "5ms", "--engine", "userspace")
     before = snapshot(pair)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAOS_INJECT_CRASH")}

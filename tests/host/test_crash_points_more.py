@@ -18,7 +18,7 @@ from typing import Callable
 
 import pytest
 
-from chaosinject.kernel import nfqueue
+from chaosinject.kernel import nftables
 from chaosinject.kernel.ledger import Ledger, final_record, process_alive
 from chaosinject.kernel.sweep import sweep
 
@@ -133,7 +133,7 @@ class DetachWalk(Walk):
         return n >= self.supervisor_from
 
 
-@pytest.mark.skipif(nfqueue.nft_binary() is None, reason="nft missing (Debian package nftables)")
+@pytest.mark.skipif(nftables.nft_binary() is None, reason="nft missing (Debian package nftables)")
 def test_walk_inject_detach_supervisor(pair, run_dir, tmp_path):
     walk = DetachWalk(run_dir, pair, tmp_path, "inject --detach (userspace)",
                       inject_args(pair, "--delay", "5ms", "--engine", "userspace") + ["--detach"])
@@ -270,7 +270,7 @@ def test_walk_lab_up_and_down(run_dir, tmp_path):
         wait_no_command_processes(run_dir, "the walk's end")
 
 
-@pytest.mark.skipif(nfqueue.nft_binary() is None, reason="nft missing (Debian package nftables)")
+@pytest.mark.skipif(nftables.nft_binary() is None, reason="nft missing (Debian package nftables)")
 def test_walk_stop_of_a_detached_run(pair, run_dir, tmp_path):
     """`stop RUN_ID` killed right before and right after its step (the stop request it writes): the run goes on,
     or ends by itself on the request; a second `stop` ends it or finds it gone; then nothing is left."""

@@ -260,10 +260,10 @@ def test_a_detached_delay_is_held_by_the_supervisor(pair, run_dir):
 
     import pytest
 
-    from chaosinject.kernel import nfqueue
+    from chaosinject.kernel import nftables
     from chaosinject.lab.traffic import measure_one_way
 
-    if nfqueue.nft_binary() is None:
+    if nftables.nft_binary() is None:
         pytest.skip("nft missing (Debian package nftables; run `sudo make setup`)")
     result = cli(run_dir, "--flow", flow_of(pair, 9200), "--netns", pair.client_ns, "--delay", "20ms",
                  "--duration", "60s", "--detach", "--json")
@@ -278,5 +278,5 @@ def test_a_detached_delay_is_held_by_the_supervisor(pair, run_dir):
         stopped = cli(run_dir, "stop", info["run_id"])
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert wait_gone(info["pid"])
-    assert not nfqueue.list_tables(pair.client_ns), "our nftables table outlived the run"
+    assert not nftables.list_tables(pair.client_ns), "our nftables table outlived the run"
     clean(pair, run_dir)

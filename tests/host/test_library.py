@@ -13,7 +13,7 @@ import pytest
 
 from chaosinject import network_latency, packet_loss, partition, start_fault
 from chaosinject.errors import InvalidSpec
-from chaosinject.kernel import nfqueue
+from chaosinject.kernel import nftables
 from chaosinject.kernel.ledger import Ledger, recent_finished
 from chaosinject.lab.traffic import UdpReceiver, measure_one_way, send_udp
 
@@ -85,7 +85,7 @@ def test_seed_style_interface_only_call(pair, run_dir):
     clean(pair)
 
 
-@pytest.mark.skipif(nfqueue.nft_binary() is None, reason="nft missing (Debian package nftables)")
+@pytest.mark.skipif(nftables.nft_binary() is None, reason="nft missing (Debian package nftables)")
 def test_network_latency_delays_the_flow_only(pair, run_dir):
     dst = str(pair.server.ipv4.ip)
     with network_latency(latency_ms=20, jitter_ms=0, flow=flow_of(pair, 9100), netns=pair.client_ns,
@@ -97,7 +97,7 @@ def test_network_latency_delays_the_flow_only(pair, run_dir):
     assert len(held.latencies_ns) == 300
     assert 20 <= median < 23, f"median one-way {median:.2f} ms for a 20 ms delay"  # never early; loaded host
     assert statistics.median(other.latencies_ns) / MS < 2, "an untargeted port is not delayed"
-    assert not nfqueue.list_tables(pair.client_ns), "our nftables table outlived the block"
+    assert not nftables.list_tables(pair.client_ns), "our nftables table outlived the block"
     assert not Ledger.all()
 
 

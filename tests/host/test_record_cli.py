@@ -19,7 +19,7 @@ import time
 import pytest
 
 from chaosinject.analysis import load_run
-from chaosinject.kernel import nfqueue
+from chaosinject.kernel import nftables
 from chaosinject.kernel.netns import socket_in
 from chaosinject.kernel.record_bpf import cgroup2_root
 from chaosinject.record.build import MAX_FLOWS
@@ -28,7 +28,7 @@ from chaosinject.record.traffic import TcpEchoTraffic
 from .test_cli_lifecycle import cli, start, wait_active
 from .test_record_oneway import cgroup, socket_in_cgroup  # noqa: F401 - fixture
 
-pytestmark = pytest.mark.skipif(nfqueue.nft_binary() is None, reason="nft missing (Debian package nftables)")
+pytestmark = pytest.mark.skipif(nftables.nft_binary() is None, reason="nft missing (Debian package nftables)")
 MS = 1_000_000
 PORT = 9000
 
@@ -135,7 +135,7 @@ def test_cli_record_refuses_bad_input_and_changes_nothing(pair, run_dir, tmp_pat
                  "--record-cgroup", str(cgroup2_root()))
     assert result.returncode == 2 and f"at most {MAX_FLOWS}" in result.stderr, result.stderr
     assert not (tmp_path / "new").exists()
-    assert not [t for t in nfqueue.list_tables(pair.client_ns) if t.startswith("chaos_inject_")]
+    assert not [t for t in nftables.list_tables(pair.client_ns) if t.startswith("chaos_inject_")]
     assert "completed" not in result.stdout  # no run: nothing applied, nothing recorded
 
 

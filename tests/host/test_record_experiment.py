@@ -15,7 +15,7 @@ import time
 import pandas as pd
 import pytest
 
-from chaosinject.kernel import nfqueue
+from chaosinject.kernel import nftables
 from chaosinject.record.traffic import TcpEchoTraffic
 
 from .conftest import loaded_program_names
@@ -23,7 +23,7 @@ from .conftest import loaded_program_names
 MS = 1_000_000
 DELAY_MS = 20
 
-pytestmark = pytest.mark.skipif(nfqueue.nft_binary() is None,
+pytestmark = pytest.mark.skipif(nftables.nft_binary() is None,
                                 reason="nft missing (Debian package nftables; run `sudo make setup`)")
 
 
@@ -91,4 +91,4 @@ def test_experiment_records_oneway_and_rtt_shift_per_source(pair, tmp_path, monk
     assert meta["recorders"]["record"]["samples"] == summary["samples"] > 0
     # nothing left: recorder programs detached, our nft table gone
     assert not [n for n in loaded_program_names() if n.startswith("cr_")]
-    assert not [t for t in nfqueue.list_tables(pair.client_ns) if t.startswith("chaos_inject_")]
+    assert not [t for t in nftables.list_tables(pair.client_ns) if t.startswith("chaos_inject_")]

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import tests.host.test_userspace_delay as usd
-from chaosinject.kernel import nfqueue
+from chaosinject.kernel import nftables
 from chaosinject.kernel.netns import socket_in, unique_name
 from chaosinject.kernel.record_bpf import Cgroup, RecordConfig, RecordProgram, cgroup2_root
 from chaosinject.plan import Interface
@@ -230,7 +230,7 @@ def test_userspace_ingress_delay_is_measured_at_the_socket_and_not_at_tc_ingress
     assert {"source", "flow", "rule_id", "phase", "bucket", "low_ns", "high_ns", "count"} <= set(hist.columns)
     assert int(hist["count"].sum()) == sum(int(s["flows"][0]["matched"]) for s in rec.summaries)
     assert json.loads((run_dir / "counters.json").read_text())["0"]["matched"] >= 500
-    assert not [t for t in nfqueue.list_tables(pair.client_ns) if t.startswith("chaos_inject_")]
+    assert not [t for t in nftables.list_tables(pair.client_ns) if t.startswith("chaos_inject_")]
 
 
 def test_a_tiny_ring_loses_events_and_the_loss_is_counted():

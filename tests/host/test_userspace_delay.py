@@ -28,7 +28,7 @@ import pytest
 
 from chaosinject.engines.userspace import JitterModel, UserspaceEngine, _RuleState
 from chaosinject.errors import InvalidSpec, Unsupported
-from chaosinject.kernel import nfqueue
+from chaosinject.kernel import nftables
 from chaosinject.kernel.ledger import Ledger
 from chaosinject.kernel.netns import Topology, existing_namespaces, socket_in, unique_name
 from chaosinject.kernel.owner import KernelOwner
@@ -42,7 +42,7 @@ from chaosinject.spec import FaultSpec, parse_flow
 STAMP = struct.Struct("!IQ")  # sequence, send time (CLOCK_MONOTONIC ns)
 MS = 1_000_000
 
-pytestmark = pytest.mark.skipif(nfqueue.nft_binary() is None,
+pytestmark = pytest.mark.skipif(nftables.nft_binary() is None,
                                 reason="nft missing (Debian package nftables; run `sudo make setup`)")
 
 
@@ -118,7 +118,7 @@ def quantile(values: list[int], q: float) -> float:
 
 
 def our_tables(netns: str) -> list[str]:
-    return [t for t in nfqueue.list_tables(netns) if t.startswith("chaos_inject_")]
+    return [t for t in nftables.list_tables(netns) if t.startswith("chaos_inject_")]
 
 
 def test_delayed_flow_gets_the_requested_delay_and_an_untargeted_flow_none(pair, engines):
@@ -318,7 +318,7 @@ def test_in_process_run_leaves_no_table_and_no_ledger(pair, run_dir):
     engine = UserspaceEngine()
     with KernelOwner(plan.run_id, meta=plan.to_dict(), handle_signals=False) as owner:
         engine.apply(plan, owner, time.monotonic_ns() + plan.duration_ns)
-        assert our_tables(pair.client_ns) == [nfqueue.table_name(plan.run_id)]
+        assert our_tables(pair.client_ns) == [nftables.table_name(plan.run_id)]
         assert [e["kind"] for e in Ledger.load(owner.ledger.path).entries] == ["nft-table"]
         lat = one_way(pair, count=200)
         counters = engine.counters()[0]
@@ -432,7 +432,7 @@ def test_datagrams_longer_than_the_mtu_are_delayed_not_lost(pair, engines):
 def test_sigkill_lets_the_flow_pass_at_once_and_sweep_removes_the_table(pair, engines, run_dir):
     engine = engines({"delay_ns": 50 * MS})
     assert statistics.median(one_way(pair, count=100)) > 50 * MS
-    table = nfqueue.table_name(engine.run_id)
+    table = nftables.table_name(engine.run_id)
     os.kill(engine.proc.pid, signal.SIGKILL)
     engine.proc.wait()
     # no process holds the queue: the bypass flag lets every packet through, undelayed, from now on

@@ -48,7 +48,7 @@ def test_help_and_status_import_no_heavy_module():
 
 def test_the_inject_path_imports_no_statistics_before_the_fault():
     # what cmd_inject imports before the fault is active (the summary imports analysis afterwards)
-    code = ("import sys\nfrom injector import cli\nfrom chaosinject.session import prepare\n"
+    code = ("import sys\nfrom injector import cli\nfrom chaosinject.prepare import prepare\n"
             "from chaosinject.engines.select import make_engine\nfrom chaosinject.runner import run_plan\n"
             "from chaosinject.summary import summarize\nimport chaosinject.supervisor, chaosinject.engines.ebpf\n"
             "print(sorted(m for m in ('numpy', 'scipy', 'pandas', 'analysis') if m in sys.modules))")

@@ -126,7 +126,7 @@ FLOORS = {
         "chaosinject.crashpoints"),
     1: ("chaosinject.kernel",),
     2: ("chaosinject.engines", "chaosinject.hostfaults"),
-    3: ("chaosinject", "chaosinject.session", "chaosinject.runner", "chaosinject.summary", "chaosinject.targets",
+    3: ("chaosinject", "chaosinject.session", "chaosinject.prepare", "chaosinject.runner", "chaosinject.summary", "chaosinject.targets",
         "chaosinject.library", "chaosinject.livestatus"),
     4: ("chaosinject.record", "chaosinject.experiment"),
     5: ("chaosinject.lab", "chaosinject.fleet"),

@@ -12,7 +12,8 @@ from chaosinject.engines.fake import FakeEngine
 from chaosinject.errors import ChaosInjectError, InvalidSpec
 from chaosinject.kernel.ledger import Ledger, recent_finished
 from chaosinject.plan import Interface, build_plan
-from chaosinject.session import FaultSession, fault_from_options, prepare, start_fault
+from chaosinject.prepare import fault_from_options, prepare, start_fault
+from chaosinject.session import FaultSession
 from chaosinject.spec import FaultSpec, Inventory, parse_flow
 
 MS = 1_000_000
