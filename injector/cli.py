@@ -486,6 +486,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             if entry["kind"] == "restart":  # a kill-process run died holding its target down
                 print(f"restarted what a dead run killed: {entry.get('unit') or entry.get('command')}")
                 continue
+            if entry["kind"] == "temp-file":  # a state file's half-written copy (its writer died before renaming)
+                print(f"removed {entry['path']}")
+                continue
             print(f"removed {entry['kind']} on {entry.get('ifname')}"
                   + (f" (netns {entry['netns']})" if entry.get("netns") else ""))
         for kept in report.clsacts_kept:  # a clsact we made, kept while anything is attached to it

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any, Callable
+
+from .procfs import process_alive
 
 
 def write_json_atomic(path: Path, data: Any, *, dir_mode: int = 0o700, sort_keys: bool = True,
@@ -22,7 +25,7 @@ def write_json_atomic(path: Path, data: Any, *, dir_mode: int = 0o700, sort_keys
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
-    # per process and thread: two writers never share a temporary file
+    # per process and thread: two writers never share a temporary file (TEMP_NAME: sweep finds a dead one's)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
     try:
         with open(tmp, "w") as fh:
@@ -33,3 +36,22 @@ def write_json_atomic(path: Path, data: Any, *, dir_mode: int = 0o700, sort_keys
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+TEMP_NAME = re.compile(r"\.tmp(\d+)-\d+$")     # write_json_atomic's temporary file: <name>.tmp<pid>-<thread>
+
+
+def orphaned_temp_files(directory: Path) -> list[Path]:
+    """Temporary files of write_json_atomic in ``directory`` whose writer is gone: a process killed between the
+    write and the rename leaves one. A live writer's (its pid runs) is never listed; a reused pid keeps a file
+    until the next sweep, the safe side."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        m = TEMP_NAME.search(name)
+        if m and not process_alive(int(m.group(1)), None):
+            out.append(Path(directory) / name)
+    return out

@@ -11,8 +11,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..files import orphaned_temp_files
 from . import clsact
-from .ledger import Ledger, describe, final_record, record_final  # noqa: F401  (describe: callers import it here)
+from .ledger import (Ledger, describe, final_record, history_dir, ledger_dir,  # noqa: F401  (describe: callers
+                     record_final)                                              # import it from here)
 from .undo import undo_entry
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,15 @@ def sweep(include_live: bool = False) -> SweepReport:
             report.removed.append(where)
         elif outcome.in_use:
             report.clsacts_kept.append({**where, "why": outcome.reason})
+    for directory in (ledger_dir(), history_dir(), clsact.marker_dir()):
+        for path in orphaned_temp_files(directory):   # a writer killed between its write and its rename
+            try:
+                path.unlink()
+                report.removed.append({"kind": "temp-file", "path": str(path)})
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                report.failures.append(("", {"kind": "temp-file", "path": str(path)}, str(exc)))
     return report
 
 

@@ -23,7 +23,7 @@ from chaosinject.kernel.netns import existing_namespaces
 from chaosinject.kernel.sweep import sweep
 
 CLI = [sys.executable, "-m", "chaosinject.cli"]
-SOAK_TRIALS = int(os.environ.get("CHAOS_INJECT_SOAK_TRIALS", "10"))  # issue #18 asks 200: set it to run them
+SOAK_TRIALS = int(os.environ.get("CHAOS_INJECT_SOAK_TRIALS", "200"))  # issue #18: 200 in CI (224 s here)
 # "after step N" and "before step N+1" leave the same state behind (every kernel or filesystem change is a step;
 # what happens between two steps is in-process only), so CI walks before every step and after the last: every
 # distinct state once. CHAOS_INJECT_CRASH_WALK=full also walks after every step (twice the time).
@@ -119,9 +119,6 @@ def test_walk_doctor_capability_probe(pair, run_dir, tmp_path):
     assert walk(run_dir, pair, ["doctor"], tmp_path, "doctor (capability probe)") >= 4
 
 
-@pytest.mark.skipif(os.environ.get("CHAOS_INJECT_CRASH_WALK") not in ("ebpf", "full"),
-                    reason="23 runs with a bcc compile each: 602 s on a loaded 2-core host, over the CI budget; "
-                           "set CHAOS_INJECT_CRASH_WALK=ebpf (or full) to walk it")
 def test_walk_inject_ebpf(pair, run_dir, tmp_path):
     steps = walk(run_dir, pair, inject_args(pair, "--loss", "50%", "--engine", "ebpf"), tmp_path, "inject ebpf")
     assert steps >= 10
@@ -155,8 +152,8 @@ def test_sweep_dry_run_and_status_show_what_a_dead_run_left(pair, run_dir):
 
 def test_seeded_kill_9_soak(pair, run_dir):
     """kill -9 at a random moment of a random command; sweep; nothing left. Seeded: the seed and the trials'
-    (command, delay) are printed; CHAOS_INJECT_SOAK_TRIALS sets the count (CI default 10: a trial costs a
-    process start and a bcc compile, seconds on a loaded 2-core host)."""
+    (command, delay) are printed; CHAOS_INJECT_SOAK_TRIALS sets the count (default 200, what issue #18 asks
+    of CI: 224 s on this 2-core host, the compiled-program cache spares each trial its bcc compile)."""
     rng = random.Random(SOAK_SEED)
     commands = {
         "doctor": ["doctor"],

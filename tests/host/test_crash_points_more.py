@@ -9,6 +9,7 @@ ours, the second finds nothing to do.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from chaosinject.kernel.ledger import Ledger, final_record, process_alive
 from chaosinject.kernel.sweep import sweep
 
 from .labkit import needs_lab
-from .test_crash_points import FULL_WALK, SOAK_SEED, assert_nothing_left, inject_args, run_cli, snapshot
+from .test_crash_points import CLI, FULL_WALK, SOAK_SEED, assert_nothing_left, inject_args, run_cli, snapshot
 
 PROCESS_WAIT_S = 60.0   # a loaded 2-core host: a crashed supervisor or an orphaned CPU worker ends well within
 
@@ -308,3 +309,71 @@ def test_walk_stop_of_a_detached_run(pair, run_dir, tmp_path):
         assert not (second.failures or second.removed or second.swept_runs), f"{where}: {second}"
         assert_nothing_left(run_dir, pair, before, done.pid, where)
     print("\ncrash points: stop: 1 step, 2 crash points walked: write stop request")
+
+
+def _experiment(pair, tmp_path: Path) -> Path:
+    """A Chaos Toolkit experiment with one network fault of ours (eBPF loss on the test's pair), a probe before and
+    after, and the rollback that stops the fault: the steps of `run` are the experiment's ledger and the fault's."""
+    flow = f"{pair.client.ipv4.ip}->{pair.server.ipv4.ip}:9000/udp"
+    exp = {
+        "title": "crash walk", "description": "every step of `chaos-inject run`, killed",
+        "steady-state-hypothesis": {"title": "true holds", "probes": [
+            {"type": "probe", "name": "true", "tolerance": 0, "provider": {"type": "process", "path": "true"}}]},
+        "method": [{"type": "action", "name": "loss", "pauses": {"after": 0.3}, "provider": {
+            "type": "python", "module": "chaosinject.experiment.actions", "func": "start_network_fault",
+            "arguments": {"flow": flow, "loss": "50%", "duration": "300ms", "lease": "1s", "netns": pair.client_ns,
+                          "engine": "ebpf"}}}],
+        "rollbacks": [{"type": "action", "name": "undo", "provider": {
+            "type": "python", "module": "chaosinject.experiment.actions", "func": "stop_network_fault"}}],
+    }
+    path = tmp_path / "walk-experiment.json"
+    path.write_text(json.dumps(exp))
+    return path
+
+
+def test_walk_run_experiment(pair, run_dir, tmp_path):
+    """`chaos-inject run FILE`: its run ledger, the fault its method starts, the rollback; every step walked.
+    Each run records into a directory of its own under tmp_path (the run's output, not a kernel object)."""
+    exp = _experiment(pair, tmp_path)
+    runs = iter(range(10_000))
+
+    def prepare() -> None:
+        walk.args = ["run", str(exp), "--no-guard", "-q", "--record", str(tmp_path / f"record-{next(runs)}")]
+
+    # no traffic flows on the pair: the fault matches no packet, which `run` reports as a failed experiment (exit 1)
+    walk = Walk(run_dir, pair, tmp_path, "run (experiment)", [], prepare=prepare, exits=(0, 1))
+    steps = walk.run(min_steps=6)
+    assert any("ledger" in s for s in steps), steps
+
+
+class ChildWalk(Walk):
+    """Every step is in a child the command starts (schedule's runs are `chaos-inject` processes of their own):
+    the crash is the child's, the command reports the failed run and exits 1."""
+
+    def forks_after(self, steps: list[str], n: int) -> bool:
+        return True
+
+
+def test_walk_schedule(pair, run_dir, tmp_path):
+    """`chaos-inject schedule --count 1 --immediately`: the scheduler writes no state of its own; each tick's run
+    is a chaos-inject process with its own ledger and lease. Walked: every step of the run it starts; then the
+    scheduler itself killed while its run holds the fault: the run ends by itself, nothing is left."""
+    args = ["schedule", "--count", "1", "--immediately", "@every 1h", "--",
+            *inject_args(pair, "--loss", "50%", "--engine", "ebpf")]
+    # no traffic: the run matches no packet (exit 4), which schedule counts as a failed run (exit 1)
+    walk = ChildWalk(run_dir, pair, tmp_path, "schedule", args, exits=(0, 1))
+    steps = walk.run(min_steps=4)
+    assert "create bpf-filter" in steps, steps
+
+    before = snapshot(pair)
+    long_run = list(args)
+    long_run[long_run.index("--duration") + 1] = "3s"
+    env = dict(os.environ, CHAOS_INJECT_RUN_DIR=str(run_dir))
+    with subprocess.Popen([*CLI, *long_run], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        end = time.monotonic() + PROCESS_WAIT_S
+        while not [ledger for ledger in Ledger.all() if ledger.owner_alive
+                   and any(e.get("kind") == "bpf-filter" for e in ledger.entries)] and time.monotonic() < end:
+            time.sleep(0.05)
+        proc.kill()                       # the scheduler, by its pid; its run is a process of its own
+    wait_no_command_processes(run_dir, "schedule killed mid-run")
+    walk.settle("schedule killed mid-run", before, proc.pid)

@@ -94,3 +94,24 @@ def test_final_record_reads_one_run_by_its_id():
     (history_dir() / "r-c.json").write_text("{half")                  # a foreign, broken file
     for missing in ("r-none", "r-c", "", "../r-a", ".hidden"):
         assert final_record(missing) is None, missing
+
+
+def test_sweep_removes_half_written_state_files_of_dead_writers_only(run_dir):
+    """A writer killed between write_json_atomic's write and its rename leaves <name>.tmp<pid>-<thread>
+    (found by the kill -9 soak); sweep removes it when that pid is dead, and never a live writer's."""
+    import os
+
+    from chaosinject.files import orphaned_temp_files
+
+    runs = run_dir / "runs"
+    runs.mkdir(parents=True)
+    dead = runs / f"probe-1-2.json.tmp{dead_pid()}-140693654085696"
+    live = runs / f"x.json.tmp{os.getpid()}-1"
+    other = runs / "notes.tmp"
+    for p in (dead, live, other):
+        p.write_text("{")
+    assert orphaned_temp_files(runs) == [dead]
+    report = sweep()
+    assert {"kind": "temp-file", "path": str(dead)} in report.removed
+    assert not dead.exists() and live.exists() and other.exists()
+    assert not sweep().removed
