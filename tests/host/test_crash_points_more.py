@@ -228,7 +228,8 @@ def test_walk_lab_up_and_down(run_dir, tmp_path):
     lab = ["--prefix", spec.prefix, "--subnet", spec.subnet, "--state-dir", str(spec.state_dir)]
 
     def lab_cli(action: str, crash_at: str | None = None, trace: Path | None = None):
-        return run_cli(run_dir, ["lab", action, *lab], crash_at=crash_at, trace=trace, timeout=300)
+        role = ["api"] if action == "restart" else []       # the role whose service restarts
+        return run_cli(run_dir, ["lab", action, *role, *lab], crash_at=crash_at, trace=trace, timeout=300)
 
     def nothing_left(where: str) -> None:
         down = lab_cli("down")
@@ -248,8 +249,18 @@ def test_walk_lab_up_and_down(run_dir, tmp_path):
 
     try:
         up_steps = traced("up")
+        restart_steps = traced("restart")
         down_steps = traced("down")
-        nothing_left("traced up and down")
+        nothing_left("traced up, restart and down")
+        print(f"crash points: lab restart api: {len(restart_steps)} steps (all walked): " + ", ".join(restart_steps))
+        assert restart_steps, "lab restart api made no state change"
+        for n in range(1, len(restart_steps) + 1):
+            where = f"lab restart api: step {n}/{len(restart_steps)} before ({restart_steps[n - 1]})"
+            up = lab_cli("up")
+            assert up.returncode == 0, f"{where}: lab up: {up.stderr[-1500:]}"
+            done = lab_cli("restart", crash_at=f"{n}:before")
+            assert done.returncode == -9, f"{where}: exit {done.returncode}: {done.stderr[-1500:]}"
+            nothing_left(where)
         up_walk, down_walk = _lab_sample(up_steps, rng), _lab_sample(down_steps, rng)
         print(f"\ncrash points: lab up: {len(up_steps)} steps: " + ", ".join(up_steps))
         print(f"crash points: lab down: {len(down_steps)} steps: " + ", ".join(down_steps))
