@@ -8,6 +8,9 @@ chaostoolkit-prometheus's probes, the halt guard's Prometheus query).
   timeout alone is per operation: a slow connect plus a slow reply could take twice as long, a CI run saw 0.4 s
   for 0.2 s). Every socket operation gets what is left of the deadline. An HTTP error status is a reply like any
   other; no answer (refused, reset, timed out) is a reply whose ``status`` is None and ``error`` says why.
+- ``KeepAlive(url, timeout_s)``: GETs of one URL over one kept-alive connection (a load generator's worker, a
+  latency probe), each bounded as ``get``'s; a failed request closes the connection, the next opens a new one
+  (through ``connect``, e.g. a socket made in another network namespace).
 - ``instant_query`` / ``range_query``: Prometheus's /api/v1/query and /api/v1/query_range, returning its JSON
   payload; ``query_value`` reads a payload's value; ``prometheus_query`` returns an instant query's result vector.
   Every failure (no answer, an error payload, a body that is not JSON) raises ``PrometheusError``.
@@ -21,16 +24,17 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
 import ssl
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 from .errors import ChaosInjectError
 
-__all__ = ["HttpReply", "get", "get_ok", "PrometheusError", "instant_query", "range_query", "query_value",
+__all__ = ["HttpReply", "KeepAlive", "get", "get_ok", "PrometheusError", "instant_query", "range_query", "query_value",
            "prometheus_query", "parse_time", "parse_step"]
 
 
@@ -54,40 +58,97 @@ def _left(conn: http.client.HTTPConnection, deadline: float) -> None:
         conn.sock.settimeout(left)
 
 
+def _connection(url: str, timeout_s: float, verify_tls: bool = True,
+                connect: Callable[[str, int, float], socket.socket] | None = None
+                ) -> tuple[http.client.HTTPConnection, str]:
+    """A connection (not yet connected) for ``url`` and the path to ask for."""
+    u = urllib.parse.urlsplit(url)
+    if u.scheme not in ("http", "https") or not u.hostname or (connect is not None and u.scheme != "http"):
+        raise ValueError(f"not an http{'' if connect else '(s)'}://HOST[:PORT]/PATH URL: {url!r}")
+    path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+    if u.scheme == "https":
+        context = ssl.create_default_context() if verify_tls else ssl._create_unverified_context()  # noqa: S323
+        return http.client.HTTPSConnection(u.hostname, u.port, timeout=timeout_s, context=context), path
+    if connect is None:
+        return http.client.HTTPConnection(u.hostname, u.port, timeout=timeout_s), path
+    return _SocketConnection(u.hostname, u.port, timeout_s, connect), path
+
+
+class _SocketConnection(http.client.HTTPConnection):
+    """An HTTP connection over a socket made by ``connect(host, port, timeout_s)``."""
+
+    def __init__(self, host: str, port: int | None, timeout_s: float, connect) -> None:
+        super().__init__(host, port, timeout=timeout_s)
+        self._connect = connect
+
+    def connect(self) -> None:
+        self.sock = self._connect(self.host, self.port, self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _exchange(conn: http.client.HTTPConnection, path: str, headers: dict[str, str], deadline: float
+              ) -> tuple[http.client.HTTPResponse, bytes]:
+    """One GET on ``conn`` (connecting it if it is not), every step within what is left of ``deadline``."""
+    if conn.sock is None:
+        conn.timeout = max(deadline - time.monotonic(), 1e-3)
+        conn.connect()
+    _left(conn, deadline)
+    conn.request("GET", path, headers=headers)
+    _left(conn, deadline)
+    resp = conn.getresponse()
+    chunks = []
+    while True:
+        _left(conn, deadline)
+        chunk = resp.read1(65536)
+        if not chunk:
+            resp.read()   # at the end already: marks the response done, so the connection takes the next request
+            return resp, b"".join(chunks)
+        chunks.append(chunk)
+
+
 def get(url: str, timeout_s: float = 5.0, *, headers: dict[str, str] | None = None,
         verify_tls: bool = True) -> HttpReply:
     """GET ``url`` within ``timeout_s`` seconds for the whole request (connect, send, headers and body)."""
     start = time.monotonic()
-    deadline = start + timeout_s
-    u = urllib.parse.urlsplit(url)
-    if u.scheme not in ("http", "https") or not u.hostname:
-        raise ValueError(f"not an http(s)://HOST[:PORT]/PATH URL: {url!r}")
-    path = (u.path or "/") + (f"?{u.query}" if u.query else "")
-    if u.scheme == "https":
-        context = ssl.create_default_context() if verify_tls else ssl._create_unverified_context()  # noqa: S323
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(u.hostname, u.port, timeout=timeout_s,
-                                                                       context=context)
-    else:
-        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout_s)
+    conn, path = _connection(url, timeout_s, verify_tls)
     try:
-        conn.connect()
-        _left(conn, deadline)
-        conn.request("GET", path, headers={"Connection": "close", **(headers or {})})
-        _left(conn, deadline)
-        resp = conn.getresponse()
-        chunks = []
-        while True:
-            _left(conn, deadline)
-            chunk = resp.read1(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return HttpReply(resp.status, time.monotonic() - start, b"".join(chunks),
-                         headers=dict(resp.getheaders()))
+        resp, body = _exchange(conn, path, {"Connection": "close", **(headers or {})}, start + timeout_s)
+        return HttpReply(resp.status, time.monotonic() - start, body, headers=dict(resp.getheaders()))
     except (OSError, http.client.HTTPException) as exc:
         return HttpReply(None, time.monotonic() - start, error=str(exc) or type(exc).__name__)
     finally:
         conn.close()
+
+
+class KeepAlive:
+    """GETs of one ``http://`` URL over one kept-alive connection, each within ``timeout_s`` for the whole request.
+    A request that fails (or an answer saying ``Connection: close``) closes the connection; the next request opens
+    a new one, through ``connect(host, port, timeout_s) -> socket`` when given. Not shared between threads."""
+
+    def __init__(self, url: str, timeout_s: float, *,
+                 connect: Callable[[str, int, float], socket.socket] | None = None) -> None:
+        _connection(url, timeout_s, connect=connect)   # the URL is checked here, not at the first request
+        self.url, self.timeout_s, self._connect = url, float(timeout_s), connect
+        self._conn: http.client.HTTPConnection | None = None
+        self._path = ""
+
+    def get(self) -> HttpReply:
+        start = time.monotonic()
+        if self._conn is None:
+            self._conn, self._path = _connection(self.url, self.timeout_s, connect=self._connect)
+        try:
+            resp, body = _exchange(self._conn, self._path, {"Connection": "keep-alive"}, start + self.timeout_s)
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            return HttpReply(None, time.monotonic() - start, error=str(exc) or type(exc).__name__)
+        if (resp.getheader("Connection") or "").lower() == "close":
+            self.close()
+        return HttpReply(resp.status, time.monotonic() - start, body, headers=dict(resp.getheaders()))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def get_ok(url: str, timeout_s: float = 1.0) -> bool:
