@@ -34,8 +34,8 @@ from typing import Any, Callable
 
 from .errors import ChaosInjectError
 
-__all__ = ["HttpReply", "KeepAlive", "get", "get_ok", "PrometheusError", "instant_query", "range_query", "query_value",
-           "prometheus_query", "parse_time", "parse_step"]
+__all__ = ["HttpReply", "KeepAlive", "get", "get_ok", "PrometheusError", "instant_query", "range_query",
+           "query_value", "prometheus_query", "parse_time", "parse_step"]
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,19 @@ def _left(conn: http.client.HTTPConnection, deadline: float) -> None:
         conn.sock.settimeout(left)
 
 
+def _split(url: str, https: bool = True) -> tuple[urllib.parse.SplitResult, str]:
+    """``url`` split, and the path to ask for; ValueError unless it is http:// (or https:// when allowed)."""
+    u = urllib.parse.urlsplit(url)
+    if u.scheme not in (("http", "https") if https else ("http",)) or not u.hostname:
+        raise ValueError(f"not an http{'(s)' if https else ''}://HOST[:PORT]/PATH URL: {url!r}")
+    return u, (u.path or "/") + (f"?{u.query}" if u.query else "")
+
+
 def _connection(url: str, timeout_s: float, verify_tls: bool = True,
                 connect: Callable[[str, int, float], socket.socket] | None = None
                 ) -> tuple[http.client.HTTPConnection, str]:
     """A connection (not yet connected) for ``url`` and the path to ask for."""
-    u = urllib.parse.urlsplit(url)
-    if u.scheme not in ("http", "https") or not u.hostname or (connect is not None and u.scheme != "http"):
-        raise ValueError(f"not an http{'' if connect else '(s)'}://HOST[:PORT]/PATH URL: {url!r}")
-    path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+    u, path = _split(url, https=connect is None)
     if u.scheme == "https":
         context = ssl.create_default_context() if verify_tls else ssl._create_unverified_context()  # noqa: S323
         return http.client.HTTPSConnection(u.hostname, u.port, timeout=timeout_s, context=context), path
@@ -127,7 +132,7 @@ class KeepAlive:
 
     def __init__(self, url: str, timeout_s: float, *,
                  connect: Callable[[str, int, float], socket.socket] | None = None) -> None:
-        _connection(url, timeout_s, connect=connect)   # the URL is checked here, not at the first request
+        _split(url, https=connect is None)   # the URL is checked here, not at the first request
         self.url, self.timeout_s, self._connect = url, float(timeout_s), connect
         self._conn: http.client.HTTPConnection | None = None
         self._path = ""
