@@ -24,7 +24,9 @@ sys.path.insert(0, str(REPO))
 
 from chaosinject.experiment.hostactions import kill_hosts  # noqa: E402
 from chaosinject.lab import LabSpec, lab_down, lab_status, lab_up  # noqa: E402
-from chaosinject.lab.netlab import free_subnet, http_get, lab_leftovers, restart_command  # noqa: E402
+from chaosinject.httpclient import get as http_get  # noqa: E402
+from chaosinject.lab.netlab import lab_leftovers, restart_command  # noqa: E402
+from chaosinject.lab.preflight import free_subnet  # noqa: E402
 
 
 def main() -> int:

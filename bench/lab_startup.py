@@ -20,7 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from chaosinject.lab.netlab import free_subnet, http_get, lab_leftovers  # noqa: E402
+from chaosinject.httpclient import get as http_get  # noqa: E402
+from chaosinject.lab.netlab import lab_leftovers  # noqa: E402
+from chaosinject.lab.preflight import free_subnet  # noqa: E402
 from chaosinject.lab import LabSpec, lab_down, lab_up  # noqa: E402
 
 

@@ -169,17 +169,16 @@ def cmd_notebook(args: argparse.Namespace) -> int:
 
 def _wait_ready(proc: subprocess.Popen, ip: str, port: int, stopping: threading.Event, deadline_s: float) -> bool:
     """Until the server answers /api (JSON with its version), it exits, or we are stopped."""
-    import urllib.request
+    from .httpclient import get   # straight to the address: never through a proxy
 
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # loopback: never through a proxy
     host = f"[{ip}]" if ":" in ip else ip
     end = time.monotonic() + deadline_s
     while time.monotonic() < end and proc.poll() is None and not stopping.is_set():
+        reply = get(f"http://{host}:{port}/api", 2)
         try:
-            with opener.open(f"http://{host}:{port}/api", timeout=2) as r:
-                if "version" in json.loads(r.read()):
-                    return True
-        except (OSError, ValueError):
+            if reply.status == 200 and "version" in json.loads(reply.body):
+                return True
+        except ValueError:
             pass
         stopping.wait(0.25)
     return False

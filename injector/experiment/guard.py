@@ -168,12 +168,12 @@ class HaltGuard:
                             f"{self._latency.latency_threshold / 1e6:.3f} ms: {self._latency.reason()}")
         if self._armed and self.spec.prometheus_query and time.monotonic() - self._last_prom >= 1.0:
             self._last_prom = time.monotonic()
-            from . import prometheus
+            from .. import httpclient
 
             try:
-                v = prometheus.query_value(prometheus.instant_query(self.spec.prometheus_url,
+                v = httpclient.query_value(httpclient.instant_query(self.spec.prometheus_url,
                                                                     self.spec.prometheus_query, timeout_s=2.0))
-            except prometheus.PrometheusError as exc:
+            except httpclient.PrometheusError as exc:
                 log.warning("halt guard: prometheus query failed: %s", exc)
                 return None
             vals = list(v.values()) if isinstance(v, dict) else [v]

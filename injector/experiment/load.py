@@ -6,12 +6,12 @@ worker is busy; then missed slots are skipped, not bunched), records CLOCK_MONOT
 success and status, and
 exposes them twice: ``read_new()`` (what arrived since the last call: the halt guard's feed) and the
 ``chaosinject.record.Recorder`` protocol (``source = "request"``; ``write`` puts them in the run directory).
-A request counts as failed on a connection error, a timeout (latency = the time waited) or a status >= 500.
+A request counts as failed on a connection error, a timeout (latency = the time waited; the timeout bounds the
+whole request: ``chaosinject.httpclient.KeepAlive``) or a status >= 500.
 """
 
 from __future__ import annotations
 
-import http.client
 import socket
 import threading
 import time
@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..httpclient import KeepAlive
+
 __all__ = ["HttpLoad", "Batch"]
 
 
@@ -27,27 +29,21 @@ class Batch(dict):
     """``{"t_ns", "latency_ns", "ok", "status"}`` numpy arrays."""
 
 
-class _Conn(http.client.HTTPConnection):
-    def __init__(self, host: str, port: int, timeout: float, netns: str | None):
-        super().__init__(host, port, timeout=timeout)
-        self._netns = netns
-
-    def connect(self) -> None:
-        if self._netns is None:
-            super().connect()
-            return
+def _connect_in(netns: str):
+    """``KeepAlive``'s ``connect``: a TCP socket made in ``netns``, connected to the target."""
+    def connect(host: str, port: int, timeout_s: float) -> socket.socket:
         from ..kernel.netns import socket_in
 
-        info = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)[0]
-        sock = socket_in(self._netns, info[0], socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket_in(netns, info[0], socket.SOCK_STREAM)
+        sock.settimeout(timeout_s)
         try:
             sock.connect(info[4])
         except BaseException:
             sock.close()
             raise
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = sock
+        return sock
+    return connect
 
 
 class HttpLoad:
@@ -120,23 +116,6 @@ class HttpLoad:
         return Batch(t_ns=np.asarray(t, np.int64), latency_ns=np.asarray(lat, np.int64),
                      ok=np.asarray(ok, bool), status=np.asarray(st, np.int16))
 
-    def _one(self, conn: _Conn | None) -> tuple[_Conn | None, int, bool]:
-        try:
-            if conn is None:
-                conn = _Conn(self.host, self.port, self.timeout_s, self.netns)
-            conn.request("GET", self.path, headers={"Connection": "keep-alive"})
-            resp = conn.getresponse()
-            resp.read()
-            status = resp.status
-            if resp.getheader("Connection", "").lower() == "close":
-                conn.close()
-                conn = None
-            return conn, status, status < 500
-        except (OSError, http.client.HTTPException):
-            if conn is not None:
-                conn.close()
-            return None, 0, False
-
     def _slot(self) -> int:
         """The next send time of the shared schedule; slots already missed are skipped."""
         period = int(1e9 / self.rate)
@@ -148,16 +127,20 @@ class HttpLoad:
             self._next_ns += period
         return t
 
+    def client(self) -> KeepAlive:
+        """A worker's kept-alive connection to the URL (made in the load's namespace when it has one)."""
+        return KeepAlive(self.url, self.timeout_s, connect=_connect_in(self.netns) if self.netns else None)
+
     def _loop(self) -> None:
-        conn = None
+        client = self.client()
         while not self._stop.is_set():
             wait_ns = self._slot() - time.monotonic_ns()
             if wait_ns > 0 and self._stop.wait(wait_ns / 1e9):
                 break
             t0 = time.monotonic_ns()
-            conn, status, ok = self._one(conn)
+            reply = client.get()
             lat = time.monotonic_ns() - t0
+            ok = reply.status is not None and reply.status < 500
             with self._lock:
-                self._rows.append((t0, lat, ok, status))
-        if conn is not None:
-            conn.close()
+                self._rows.append((t0, lat, ok, reply.status or 0))
+        client.close()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
+from .. import httpclient
 from .loader import CHAOSPROMETHEUS_MODULE, substitute
 from .model import (Activity, HttpProvider, ProcessProvider, PrometheusProvider, PythonProvider, Tolerance, thaw)
 
@@ -170,17 +171,15 @@ def _run_http(p: HttpProvider, ctx: RunContext, timeout_s: float | None, has_tol
 
 
 def _run_prometheus(p: PrometheusProvider, ctx: RunContext, timeout_s: float | None) -> Any:
-    from . import prometheus
-
     url = substitute(p.url, ctx.configuration, ctx.secrets)
     q = substitute(p.query, ctx.configuration, ctx.secrets)
     try:
         if p.start is not None:
-            payload = prometheus.range_query(url, q, p.start, p.end, p.step, p.timeout_s or timeout_s)
+            payload = httpclient.range_query(url, q, p.start, p.end, p.step, p.timeout_s or timeout_s)
         else:
-            payload = prometheus.instant_query(url, q, p.when, p.timeout_s or timeout_s)
-        return prometheus.query_value(payload)
-    except prometheus.PrometheusError as exc:
+            payload = httpclient.instant_query(url, q, p.when, p.timeout_s or timeout_s)
+        return httpclient.query_value(payload)
+    except httpclient.PrometheusError as exc:
         raise ActivityFailed(str(exc)) from None
 
 

@@ -14,7 +14,10 @@ from __future__ import annotations
 __all__ = ["LabError", "LabInfo", "LabSpec", "LabStatus", "RequestLogRecorder", "RequestRows", "lab_down",
            "lab_restart", "lab_status", "lab_up", "prometheus_query", "read_log", "running_lab"]
 
-_WHERE = {"RequestLogRecorder": "requests", "RequestRows": "requests", "read_log": "requests"}
+# where each name lives, relative to this package (the rest: netlab, the lab's up/down)
+_WHERE = {"RequestLogRecorder": ".requests", "RequestRows": ".requests", "read_log": ".requests",
+          "LabError": ".state", "LabInfo": ".state", "LabSpec": ".state", "LabStatus": ".state",
+          "prometheus_query": "..httpclient"}
 
 
 def __getattr__(name: str):
@@ -22,5 +25,5 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'chaosinject.lab' has no attribute {name!r}")
     import importlib
 
-    module = importlib.import_module(f".{_WHERE.get(name, 'netlab')}", __name__)
+    module = importlib.import_module(_WHERE.get(name, ".netlab"), __name__)
     return getattr(module, name)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from .definition import ROLES
-from .netlab import DEFAULT_STATE_DIR, LabSpec
+from .state import DEFAULT_STATE_DIR, LabSpec
 
 
 def add_lab_parser(sub) -> None:

@@ -64,7 +64,8 @@ def _env(name: str, value: str):
 
 def _wait_for_metrics(info, window: str, timeout_s: float = 20.0) -> None:
     """The seed's error-rate query needs two scrapes inside its window before it has a value."""
-    from .netlab import LabError, prometheus_query
+    from ..httpclient import prometheus_query
+    from .state import LabError
 
     query = f"sum(rate(http_requests_total[{window}]))"
     deadline = time.monotonic() + timeout_s
@@ -190,8 +191,9 @@ def run_lab_demo(run_dir: Path | None = None, *, spec=None, keep_lab: bool = Fal
     from ..experiment.loader import resolve_configuration
     from ..experiment.runner import RunOptions, run_experiment
     from ..spec.inventory import INVENTORY_ENV
-    from .netlab import LabSpec, lab_down, lab_status, lab_up
+    from .netlab import lab_down, lab_status, lab_up
     from .requests import RequestLogRecorder
+    from .state import LabSpec
 
     if os.geteuid() != 0:
         raise NotPermitted("the demo builds the netns lab (namespaces, PostgreSQL, Prometheus): run it as root "
@@ -278,7 +280,7 @@ def cmd_demo(args) -> int:
         from .demo import run_demo
 
         return run_demo(loss=args.loss, duration=args.duration, rate_pps=args.rate)
-    from .netlab import LabSpec
+    from .state import LabSpec
 
     spec = LabSpec(prefix=args.lab_prefix, subnet=args.lab_subnet, state_dir=args.lab_state_dir)
     try:
@@ -295,7 +297,7 @@ def cmd_demo(args) -> int:
 def add_demo_parser(sub) -> None:
     import argparse
 
-    from .netlab import DEFAULT_STATE_DIR
+    from .state import DEFAULT_STATE_DIR
 
     demo = sub.add_parser(
         "demo", help="the seed's experiment on the netns lab: delay api->db, 503 not 500, report (what `make demo` "

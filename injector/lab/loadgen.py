@@ -3,13 +3,13 @@
 Open loop: requests start on a fixed schedule (``rate_per_s``) whatever the api's latency, each on its own
 worker, so a slow api does not slow the offered load (no coordinated omission). Every request appends one
 fixed-size record to the log: CLOCK_MONOTONIC start ``t_ns``, ``latency_ns``, HTTP ``status`` (0 on timeout
-or connection error). ``chaosinject.lab.requests`` reads the log. Standard library only (the Vagrant VMs run it).
+or connection error; the timeout bounds the whole request: ``chaosinject.httpclient.get``).
+``chaosinject.lab.requests`` reads the log. Standard library only (the Vagrant VMs run it).
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import signal
@@ -17,38 +17,22 @@ import struct
 import sys
 import threading
 import time
-import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from ..httpclient import get
 
 # t_ns int64, latency_ns int64, status int32, reserved uint32 (keeps records 8-byte aligned): little-endian
 RECORD = struct.Struct("<qqiI")
 
 
-def one_request(host: str, port: int, path: str, timeout_s: float) -> int:
-    """One GET with ``timeout_s`` for the whole request (a socket timeout alone is per operation: a slow
-    connect plus a slow reply could take twice as long)."""
-    deadline = time.monotonic() + timeout_s
-    conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
-    try:
-        conn.connect()
-        conn.sock.settimeout(max(deadline - time.monotonic(), 1e-3))
-        conn.request("GET", path, headers={"Connection": "close"})
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-    except (OSError, http.client.HTTPException):
-        return 0  # timeout, refused, reset: no HTTP status
-    finally:
-        conn.close()
 
 
 class LoadGenerator:
     def __init__(self, url: str, log: str | os.PathLike, rate_per_s: float, timeout_s: float) -> None:
         if rate_per_s <= 0 or timeout_s <= 0:
             raise ValueError("rate_per_s and timeout_s must be positive")
-        u = urllib.parse.urlsplit(url)
-        self.host, self.port, self.path = u.hostname, u.port or 80, u.path or "/"
+        self.url = url
         self.rate, self.timeout_s = float(rate_per_s), float(timeout_s)
         # O_APPEND: each record is one write(), whole, even with many workers
         self.fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -59,7 +43,7 @@ class LoadGenerator:
 
     def _one(self) -> None:
         t0 = time.monotonic_ns()
-        status = one_request(self.host, self.port, self.path, self.timeout_s)
+        status = get(self.url, self.timeout_s).status or 0   # 0: timeout, refused, reset (no HTTP status)
         os.write(self.fd, RECORD.pack(t0, time.monotonic_ns() - t0, status, 0))
 
     def run(self) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chaosinject.lab.netlab import free_subnet  # noqa: F401 - the tests' import point
+from chaosinject.lab.preflight import free_subnet  # noqa: F401 - the tests' import point
 
 needs_lab = pytest.mark.skipif(
     not (Path("/usr/bin/prometheus").exists() and list(Path("/usr/lib/postgresql").glob("*/bin/postgres"))),

@@ -220,7 +220,9 @@ def test_walk_lab_up_and_down(run_dir, tmp_path):
     step n of a full lab's removal, then `lab down` again: the same. Steps are a seeded sample (printed)."""
     import random
 
-    from chaosinject.lab.netlab import LabSpec, free_subnet, lab_leftovers
+    from chaosinject.lab.netlab import lab_leftovers
+    from chaosinject.lab.preflight import free_subnet
+    from chaosinject.lab.state import LabSpec
 
     rng = random.Random(SOAK_SEED)
     spec = LabSpec(prefix="ciw" + os.urandom(2).hex(), subnet=free_subnet("10.214"),

@@ -17,7 +17,7 @@ import pytest
 
 from chaosinject.kernel.netns import existing_namespaces
 from chaosinject.lab import LabSpec, lab_down, lab_status, lab_up
-from chaosinject.lab.netlab import TAG_ENV
+from chaosinject.lab.services import TAG_ENV
 
 from .labkit import free_subnet, needs_lab
 

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from chaosinject.httpclient import get as http_get
 from chaosinject.kernel.netns import Topology, existing_namespaces
 from chaosinject.lab import LabError, LabSpec, RequestLogRecorder, lab_down, lab_status, lab_up, prometheus_query
-from chaosinject.lab.netlab import http_get, lab_leftovers
+from chaosinject.lab.netlab import lab_leftovers
 from chaosinject.plan import Interface
 from chaosinject.procfs import process_alive
 from chaosinject.record import Phases

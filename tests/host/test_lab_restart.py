@@ -20,8 +20,9 @@ import yaml
 
 from chaosinject.experiment.foreign import load_any
 from chaosinject.experiment.runner import RunOptions, run_experiment
+from chaosinject.httpclient import get as http_get
 from chaosinject.lab import LabSpec, lab_down, lab_restart, lab_status, lab_up
-from chaosinject.lab.netlab import http_get, lab_leftovers
+from chaosinject.lab.netlab import lab_leftovers
 from chaosinject.procfs import process_alive
 
 from .labkit import free_subnet, needs_lab

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.kernel
 def test_seed_experiment_holds_on_the_lab_with_the_netem_engine(tmp_path, monkeypatch):
     from chaosinject.analysis import load_run
     from chaosinject.lab.labdemo import phase_summary, run_lab_demo
-    from chaosinject.lab.netlab import LabSpec, lab_leftovers
+    from chaosinject.lab.netlab import lab_leftovers
+    from chaosinject.lab.state import LabSpec
 
     monkeypatch.setenv("CHAOS_INJECT_RUN_DIR", str(tmp_path / "run-root"))
     # the state directory where postgres can reach it (pytest's tmp_path is not world-searchable); lab down removes it

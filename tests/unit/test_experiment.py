@@ -19,7 +19,7 @@ import pytest
 from chaosinject.experiment import ExperimentInvalid, discover, load_experiment, parse_experiment
 from chaosinject.experiment.jsonpath import JsonPathError, jsonpath_values, parse_jsonpath
 from chaosinject.experiment.loader import check_environment, resolve_configuration, substitute
-from chaosinject.experiment.prometheus import parse_time, query_value
+from chaosinject.httpclient import parse_time, query_value
 from chaosinject.experiment.providers import RunContext, within_tolerance
 from chaosinject.experiment.runner import RunOptions, run_experiment
 from chaosinject.experiment.spec import GuardSpec

@@ -123,7 +123,7 @@ def test_no_import_circle():
 FLOORS = {
     0: ("chaosinject.analysis", "chaosinject.errors", "chaosinject.extension", "chaosinject.files",
         "chaosinject.procfs", "chaosinject.spec", "chaosinject.cron", "chaosinject.plan", "chaosinject.blast",
-        "chaosinject.crashpoints"),
+        "chaosinject.crashpoints", "chaosinject.httpclient"),
     1: ("chaosinject.kernel",),
     2: ("chaosinject.engines", "chaosinject.hostfaults"),
     3: ("chaosinject", "chaosinject.session", "chaosinject.prepare", "chaosinject.runner", "chaosinject.summary", "chaosinject.targets",

@@ -13,7 +13,7 @@ import pytest
 
 from chaosinject.errors import InvalidSpec
 from chaosinject.lab import definition as labdef
-from chaosinject.lab.netlab import LabSpec
+from chaosinject.lab.state import LabSpec
 from chaosinject.spec import Inventory, parse_flow
 from chaosinject.spec.inventory import DEFAULT_PATHS
 

@@ -181,7 +181,7 @@ def test_a_lab_whose_load_was_lowered_gets_a_baseline_with_as_many_requests():
 
 
 def test_the_load_rate_is_the_definitions_unless_the_measured_capacity_says_lower():
-    from chaosinject.lab.netlab import MIN_RATE_PER_S, load_rate
+    from chaosinject.lab.capacity import MIN_RATE_PER_S, load_rate
 
     rate, note = load_rate(600.0, 50.0)
     assert rate == 50 and note == "api capacity measured at lab up: 600/s, the load 8% of it"
@@ -211,7 +211,7 @@ def test_demo_prints_the_time_to_recover_and_what_the_settle_window_left_out(tmp
 
 def test_capacity_is_one_window_when_enough_else_the_median_of_three(monkeypatch):
     """A fake api answering in 4 ms: one window (>= min_s) when it already allows the load, else three."""
-    from chaosinject.lab import netlab
+    from chaosinject.lab import capacity
 
     class Reply:
         status = 200
@@ -220,12 +220,12 @@ def test_capacity_is_one_window_when_enough_else_the_median_of_three(monkeypatch
         time.sleep(0.004)
         return Reply()
 
-    monkeypatch.setattr(netlab, "http_get", fake_get)
+    monkeypatch.setattr(capacity, "get", fake_get)
     start = time.monotonic()
-    one = netlab.measure_capacity("http://x/items", 1, min_s=0.3, min_answers=5, enough_per_s=1.0)
+    one = capacity.measure_capacity("http://x/items", 1, min_s=0.3, min_answers=5, enough_per_s=1.0)
     one_s = time.monotonic() - start
     start = time.monotonic()
-    three = netlab.measure_capacity("http://x/items", 1, min_s=0.3, min_answers=5, enough_per_s=1e9)
+    three = capacity.measure_capacity("http://x/items", 1, min_s=0.3, min_answers=5, enough_per_s=1e9)
     three_s = time.monotonic() - start
     assert 50 < one < 260 and 50 < three < 260, (one, three)     # ~1 / 4 ms, less the scheduler's slack
     assert one_s < 0.6 and three_s >= 0.9, (one_s, three_s)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chaosinject.errors import Unsupported
-from chaosinject.lab.netlab import ensure_modules
+from chaosinject.lab.preflight import ensure_modules
 
 
 def _modprobe(tmp_path, *, fails: bool):

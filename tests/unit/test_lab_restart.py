@@ -10,7 +10,8 @@ import tomllib
 from pathlib import Path
 
 from chaosinject.lab import definition as labdef
-from chaosinject.lab.netlab import LabSpec, restart_command
+from chaosinject.lab.netlab import restart_command
+from chaosinject.lab.state import LabSpec
 from chaosinject.spec import Inventory
 
 CLI = [sys.executable, "-m", "chaosinject.cli"]

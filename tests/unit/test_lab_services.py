@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from chaosinject.httpclient import get as http_get
 from chaosinject.lab.api import _Server
 from chaosinject.lab.loadgen import RECORD, LoadGenerator
-from chaosinject.lab.netlab import http_get
 from chaosinject.lab.requests import RequestLogRecorder, read_log
 from chaosinject.record import Phases
 

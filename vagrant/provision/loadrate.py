@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from chaosinject.lab.definition import load_definition
-from chaosinject.lab.netlab import load_rate, measure_capacity
+from chaosinject.lab.capacity import load_rate, measure_capacity
 
 LOAD_CONF = Path("/etc/chaos-inject/lab/load/load.json")      # render.sh load
 RATE_NOTE = Path("/etc/chaos-inject/lab/load/rate-note")       # "RATE why"
