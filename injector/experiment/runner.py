@@ -638,7 +638,11 @@ def _no_effect(journal: dict, sessions) -> list[str]:
         counters = s.counters()
         rules = [c for c in counters.values() if isinstance(c, dict) and "matched_packets" in c]
         if rules and not any(c["matched_packets"] for c in rules):
-            out.append(f"fault {s.run_id} ({'; '.join(f.describe() for f in s.plan.faults)}) matched no packet")
+            from .carrier import CarriedFault
+
+            what = s.describe()["fault"] if isinstance(s, CarriedFault) else "; ".join(
+                f.describe() for f in s.plan.faults)
+            out.append(f"fault {s.run_id} ({what}) matched no packet")
     return out
 
 
