@@ -95,8 +95,10 @@ class FleetSession(CarriedFault):
             self._removed_ns = time.monotonic_ns()
             if self._stop_state != "failed" and not self.fleet.ended_everywhere():
                 self._stop_state = "failed"
-                self.error = self.error or "the removal did not reach every host (each ends its fault within " \
-                                           "the heartbeat timeout)"
+                final = self.fleet.final_round
+                lost = ", ".join(final.hosts("unreachable") + final.hosts("failed")) if final else "every host"
+                self.error = self.error or (f"the removal did not reach {lost} (a host ends its fault by itself "
+                                            "within the heartbeat timeout)")
             self.state = self._stop_state
             self._end()
 

@@ -226,11 +226,21 @@ def test_a_host_lost_mid_fault_is_reported_and_the_others_are_removed(tmp_path, 
         time.sleep(0.8)                                  # one renewal (every 0.67 s) finds w2 gone
         stop_network_fault(started["run_id"])
     session = carrier.sessions[0]
-    assert session.state == "failed" and "did not reach every host" in session.error
+    assert session.state == "failed" and "did not reach w2" in session.error
     assert made[0].calls[-1] == ("absent", ("w1", "w2"))
     rows = {r["host"]: r for r in host_rows(session.result())}
     assert rows["w1"]["verdict"] == "ok" and rows["w2"]["verdict"] == "failed"
     assert "No route to host" in rows["w2"]["message"]
+
+
+def test_an_experiment_whose_fleet_fault_lost_a_host_fails(tmp_path, inv_path):
+    carrier = FleetCarrier(str(inv_path), heartbeat_timeout="2s",
+                           rounds_factory=lambda i, e: FakeRounds(lost_later={"w2"}))
+    exp = _experiment()
+    with carried_by(carrier):
+        out = run_experiment(exp, RunOptions(run_dir=tmp_path / "out", handle_signals=False))
+    assert (out.state, out.exit_code) == ("failed", 1)
+    assert any("did not reach w2" in n for n in out.journal["chaos-inject"]["no_effect"])
 
 
 def test_a_fault_action_with_a_netns_is_refused_on_a_fleet(inv_path):
