@@ -17,6 +17,7 @@ examples:
   sudo chaos-inject run experiment.json --dry-run
   sudo chaos-inject run experiment.yaml --var api_url=http://10.0.0.2:8080 --record runs/api-delay
   sudo chaos-inject run experiment.json --max-error-rate 1% --p99-ratio 1.5
+  chaos-inject run fleet-delay.json --inventory hosts.yml --record runs/fleet   (faults on the hosts, via Ansible)
 
 safety (where we differ from `chaos run`): an unsteady baseline aborts before anything is injected (exit 1,
 no rollback: nothing was applied); once the method started, rollbacks always run on a halt, Ctrl-C, SIGTERM
@@ -34,7 +35,8 @@ def add_run_parser(sub) -> None:
                         "PodChaos, StressChaos) or an AWS FIS experiment template (translated; see --dry-run)")
     p.add_argument("--inventory", metavar="FILE",
                    help="hosts and their labels/tags for Chaos Mesh selectors and FIS resourceTags (default: "
-                        "$CHAOS_INJECT_INVENTORY, /etc/chaos-inject/inventory.toml, the lab's)")
+                        "$CHAOS_INJECT_INVENTORY, /etc/chaos-inject/inventory.toml, the lab's); an Ansible "
+                        "inventory (YAML or INI, not .toml) carries the method's network faults to its hosts")
     p.add_argument("--seed", type=int, metavar="N", help="seed of the host picks (mode one, fixed-percent, COUNT, PERCENT; "
                    "with an Ansible inventory, --percent and --count)")
     fleet = p.add_argument_group("fleet (--inventory is an Ansible inventory: YAML or INI, not .toml)")
@@ -237,6 +239,17 @@ def cmd_run(args, carrier=None) -> int:
 
     tc = tcnetem.tc_settings(conf, literal=args.literal_tc, netns=args.tc_netns)
     translated = tcnetem.check_experiment(exp, conf, resolve_secrets(exp), tc)
+    if carrier is not None:
+        from ..errors import InvalidSpec
+        from .model import ProcessProvider
+
+        local = [a.path for a in exp.activities()
+                 if isinstance(a.provider, ProcessProvider) and tcnetem.is_tc(str(a.provider.path))]
+        if local:    # a tc command names an interface of the machine it runs on: here, the controller
+            raise InvalidSpec("on a fleet (Ansible inventory) a network fault is our action "
+                              "chaosinject.experiment.actions.start_network_fault (or network_delay...) with a flow "
+                              "between inventory groups; tc commands would run on this controller: "
+                              + ", ".join(local), field="inventory")
     if args.dry_run:
         print(describe_plan(exp, conf, guard, warnings,
                             {path: tcnetem.describe_translation(cmd, tc) for path, cmd in translated}))

@@ -270,3 +270,44 @@ def test_run_refuses_fleet_options_without_an_ansible_inventory(capsys):
 
     assert main(["run", "experiment.json", "--count", "2"]) == 2
     assert "Ansible inventory" in capsys.readouterr().err
+
+
+FLEET_HOSTS = """
+all:
+  children:
+    api:
+      hosts:
+        api1: {ansible_host: 10.0.0.11}
+        api2: {ansible_host: 10.0.0.12}
+    db:
+      hosts:
+        db1: {ansible_host: 10.0.0.21}
+"""
+
+
+def test_the_fleet_example_dry_run_shows_which_hosts_carry_the_fault(tmp_path, capsys):
+    """The README's fleet example: --dry-run plans over the inventory and contacts no host."""
+    from pathlib import Path
+
+    from chaosinject.cli import main
+
+    example = Path(__file__).resolve().parents[2] / "injector" / "experiment" / "examples" / "fleet-delay.json"
+    hosts = tmp_path / "hosts.yml"
+    hosts.write_text(FLEET_HOSTS)
+    assert main(["run", str(example), "--inventory", str(hosts), "--dry-run", "--count", "1", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "fleet plan: 1 host(s) carry the fault of api->db:5432/tcp" in out
+    assert "COUNT(1) of 2" in out and "10.0.0.21:5432/tcp" in out
+    assert "dry run: nothing was run and nothing was changed" in out
+
+
+def test_a_tc_process_action_is_refused_on_a_fleet(tmp_path, capsys):
+    from pathlib import Path
+
+    from chaosinject.cli import main
+
+    seed = Path(__file__).resolve().parents[2] / "injector" / "experiment" / "examples" / "seed-experiment.json"
+    hosts = tmp_path / "hosts.yml"
+    hosts.write_text(FLEET_HOSTS)
+    assert main(["run", str(seed), "--inventory", str(hosts), "--dry-run"]) == 2
+    assert "tc commands would run on this controller" in capsys.readouterr().err
