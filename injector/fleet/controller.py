@@ -185,8 +185,14 @@ class FleetFault:
         return final is not None and not final.hosts("failed") and not final.hosts("unreachable")
 
     def collect(self, *, stopped_by: str | None = None, dry_run: bool = False) -> dict:
-        """The merged record: the final round's outcomes (the preflight's for a dry run)."""
+        """The merged record: the final round's outcomes (the preflight's for a dry run; while the fault is
+        held, the last renewal's)."""
+        from .ansible import HostOutcome
+
         source = self.preflight_round if dry_run else self.final_round
-        outcomes = dict(source.outcomes) if source is not None else {}
+        if source is not None:
+            outcomes = dict(source.outcomes)
+        else:
+            outcomes = {h: HostOutcome(h, "ok", res) for h, res in self.last.items()}
         return result_json(self.name, self.plan, outcomes, dry_run=dry_run, left_out=self.left_out,
                            stopped_by=stopped_by)

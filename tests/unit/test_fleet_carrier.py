@@ -223,6 +223,7 @@ def test_a_host_lost_mid_fault_is_reported_and_the_others_are_removed(tmp_path, 
         from chaosinject.experiment.actions import start_network_fault, stop_network_fault
 
         started = start_network_fault("web->db", "30s", delay="100ms")
+        assert [(h["host"], h["state"]) for h in started["hosts"]] == [("w1", "running"), ("w2", "running")]
         time.sleep(0.8)                                  # one renewal (every 0.67 s) finds w2 gone
         stop_network_fault(started["run_id"])
     session = carrier.sessions[0]
