@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from .experiment.cli import cmd_run
 
-            return cmd_run(args)
+            return cmd_run(args, carrier=_fleet_carrier(args))
         if args.command == "stop":
             from .supervisor import cmd_stop
 
@@ -446,6 +446,21 @@ class _ProgressPrinter:
     def finish(self) -> None:
         if self.tty:
             print(file=sys.stderr)
+
+
+def _fleet_carrier(args: argparse.Namespace):
+    """``run X --inventory hosts.yml`` (an Ansible inventory): the fleet carries the experiment's faults."""
+    if not args.inventory or not _is_ansible_inventory(args.inventory):
+        return None
+    from .blast import parse_percent
+    from .fleet.carrier import FleetCarrier
+    from .fleet.plan import parse_count
+
+    say = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    return FleetCarrier(args.inventory, percent=parse_percent(args.percent) if args.percent is not None else None,
+                        count=parse_count(args.count) if args.count is not None else None, seed=args.seed,
+                        allow_unreachable=args.allow_unreachable, heartbeat_timeout=args.heartbeat_timeout,
+                        say=say)
 
 
 def _is_ansible_inventory(path: str) -> bool:

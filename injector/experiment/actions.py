@@ -25,8 +25,18 @@ _SESSIONS: dict[str, Any] = {}      # run_id -> FaultSession started by this pro
 _STARTED: list[Any] = []            # every session started by this process (the run's report)
 
 
-def _start(flow: str, *, duration: str, netns: str | None, interface: str | None, direction: str, engine: str,
-           lease: str, seed: int | None, **fault: Any):
+def _start(flow: str | list[str], *, duration: str, netns: str | None, interface: str | None, direction: str,
+           engine: str, lease: str, seed: int | None, **fault: Any):
+    from .carrier import current_carrier
+
+    carrier = current_carrier()
+    if carrier is not None:          # e.g. the fleet's: the fault goes to the hosts that must hold it
+        given = {k: v for k, v in fault.items() if v not in (None, False, "")}
+        carried = carrier.start_fault([flow] if isinstance(flow, str) else list(flow), duration=duration,
+                                      direction=direction, engine=engine, lease=lease, seed=seed, netns=netns,
+                                      interface=interface, fault=given)
+        register_session(carried)
+        return carried
     from ..prepare import start_fault
 
     session = start_fault(flow, interface, duration=duration, netns=netns, direction=direction, engine=engine,
@@ -36,6 +46,10 @@ def _start(flow: str, *, duration: str, netns: str | None, interface: str | None
 
 
 def _describe(session) -> dict[str, Any]:
+    from .carrier import CarriedFault
+
+    if isinstance(session, CarriedFault):
+        return session.describe()
     plan = session.plan
     counters = session.counters()
     return {"run_id": session.run_id, "state": session.state, "engine": plan.engine,

@@ -17,6 +17,7 @@ examples:
   sudo chaos-inject run experiment.json --dry-run
   sudo chaos-inject run experiment.yaml --var api_url=http://10.0.0.2:8080 --record runs/api-delay
   sudo chaos-inject run experiment.json --max-error-rate 1% --p99-ratio 1.5
+  chaos-inject run fleet-delay.json --inventory hosts.yml --record runs/fleet   (faults on the hosts, via Ansible)
 
 safety (where we differ from `chaos run`): an unsteady baseline aborts before anything is injected (exit 1,
 no rollback: nothing was applied); once the method started, rollbacks always run on a halt, Ctrl-C, SIGTERM
@@ -34,8 +35,19 @@ def add_run_parser(sub) -> None:
                         "PodChaos, StressChaos) or an AWS FIS experiment template (translated; see --dry-run)")
     p.add_argument("--inventory", metavar="FILE",
                    help="hosts and their labels/tags for Chaos Mesh selectors and FIS resourceTags (default: "
-                        "$CHAOS_INJECT_INVENTORY, /etc/chaos-inject/inventory.toml, the lab's)")
-    p.add_argument("--seed", type=int, metavar="N", help="seed of the host picks (mode one, fixed-percent, COUNT, PERCENT)")
+                        "$CHAOS_INJECT_INVENTORY, /etc/chaos-inject/inventory.toml, the lab's); an Ansible "
+                        "inventory (YAML or INI, not .toml) carries the method's network faults to its hosts")
+    p.add_argument("--seed", type=int, metavar="N", help="seed of the host picks (mode one, fixed-percent, COUNT, PERCENT; "
+                   "with an Ansible inventory, --percent and --count)")
+    fleet = p.add_argument_group("fleet (--inventory is an Ansible inventory: YAML or INI, not .toml)")
+    fleet.add_argument("--percent", metavar="P", help="fault ceil(P%%) of the hosts of each flow's source group "
+                       "(FIS PERCENT(P)), chosen with --seed")
+    fleet.add_argument("--count", metavar="N", help="fault N hosts of each flow's source group (FIS COUNT(N))")
+    fleet.add_argument("--allow-unreachable", action="store_true",
+                       help="run on the reachable hosts when some are not (default: refuse the fault)")
+    fleet.add_argument("--heartbeat-timeout", default="15s", metavar="DURATION",
+                       help="a host ends its fault when the controller has not renewed it for this long "
+                            "(default %(default)s; renewed every third)")
     p.add_argument("--prometheus-url", metavar="URL",
                    help="Prometheus for a FIS template's stop condition (default http://prometheus:9090)")
     p.add_argument("--dry-run", action="store_true",
@@ -107,6 +119,21 @@ def _dependence_line(dep: dict) -> str:
     return "verdict dependence: " + "; ".join(parts)
 
 
+def fault_flows(exp, conf: dict) -> list[list[str]]:
+    """The flows of each of our network-fault actions in the method (resolved), in order."""
+    from .loader import substitute
+    from .model import PythonProvider, thaw
+
+    out = []
+    for act in exp.method:
+        p = act.provider
+        if isinstance(p, PythonProvider) and p.module == "chaosinject.experiment.actions" and p.func in FAULT_FUNCS:
+            flow = substitute(thaw(p.arguments), conf).get("flow")
+            if flow:
+                out.append([flow] if isinstance(flow, str) else list(flow))
+    return out
+
+
 def describe_plan(exp, conf: dict, guard, warnings: list[str], tc_lines: dict | None = None) -> str:
     from .loader import substitute
     from .model import PythonProvider
@@ -172,7 +199,9 @@ def describe_plan(exp, conf: dict, guard, warnings: list[str], tc_lines: dict | 
     return "\n".join(line for line in lines if line != "")
 
 
-def cmd_run(args) -> int:
+def cmd_run(args, carrier=None) -> int:
+    """``carrier`` (a FaultCarrier, e.g. the fleet's for an Ansible inventory): where the method's network faults
+    are held; None: on this host."""
     from .loader import check_environment, parse_vars, resolve_configuration
     from .runner import RunOptions, run_experiment
 
@@ -180,10 +209,20 @@ def cmd_run(args) -> int:
 
     from .foreign import load_any
 
-    if args.inventory:        # our actions resolve host names through the same inventory
+    if carrier is None and (args.percent is not None or args.count is not None or args.allow_unreachable):
+        from ..errors import InvalidSpec
+
+        raise InvalidSpec("--percent, --count and --allow-unreachable choose hosts of an Ansible inventory "
+                          "(--inventory hosts.yml)", field="inventory")
+    if args.inventory and carrier is None:        # our actions resolve host names through the same inventory
         os.environ["CHAOS_INJECT_INVENTORY"] = str(Path(args.inventory).resolve())
-    exp, kind, translation = load_any(args.experiment, inventory=args.inventory, seed=args.seed,
-                                      prometheus_url=args.prometheus_url)
+    exp, kind, translation = load_any(args.experiment, inventory=None if carrier else args.inventory,
+                                      seed=args.seed, prometheus_url=args.prometheus_url)
+    if carrier is not None and kind != "chaos-toolkit":
+        from ..errors import InvalidSpec
+
+        raise InvalidSpec(f"a fleet (Ansible inventory) runs Chaos Toolkit experiments; this is {kind}",
+                          text=str(args.experiment), field="inventory")
     if kind != "chaos-toolkit":
         exp = replace(exp, notes=(f"translated from {kind}: {args.experiment}", *translation, *exp.notes))
     guard = _guard_from_args(exp, args)
@@ -200,9 +239,23 @@ def cmd_run(args) -> int:
 
     tc = tcnetem.tc_settings(conf, literal=args.literal_tc, netns=args.tc_netns)
     translated = tcnetem.check_experiment(exp, conf, resolve_secrets(exp), tc)
+    if carrier is not None:
+        from ..errors import InvalidSpec
+        from .model import ProcessProvider
+
+        local = [a.path for a in exp.activities()
+                 if isinstance(a.provider, ProcessProvider) and tcnetem.is_tc(str(a.provider.path))]
+        if local:    # a tc command names an interface of the machine it runs on: here, the controller
+            raise InvalidSpec("on a fleet (Ansible inventory) a network fault is our action "
+                              "chaosinject.experiment.actions.start_network_fault (or network_delay...) with a flow "
+                              "between inventory groups; tc commands would run on this controller: "
+                              + ", ".join(local), field="inventory")
     if args.dry_run:
         print(describe_plan(exp, conf, guard, warnings,
                             {path: tcnetem.describe_translation(cmd, tc) for path, cmd in translated}))
+        if carrier is not None:
+            for flows in fault_flows(exp, conf):
+                print(carrier.describe_plan(flows))
         print("dry run: nothing was run and nothing was changed")
         return 0
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
@@ -214,7 +267,19 @@ def cmd_run(args) -> int:
                       hypothesis_frequency_s=args.hypothesis_frequency, fail_fast=args.fail_fast, dry=args.dry,
                       variables=variables, guard=guard, progress=progress, literal_tc=args.literal_tc,
                       tc_netns=args.tc_netns)
-    outcome = run_experiment(exp, opts)
+    if carrier is None:
+        outcome = run_experiment(exp, opts)
+    else:
+        from .carrier import carried_by
+
+        try:
+            with carried_by(carrier):
+                outcome = run_experiment(exp, opts)
+        finally:               # the runner removed them on every path already; whatever happened, again
+            carrier.stop_all()
+            fleet = carrier.write_run_files(run_dir)
+        print(f"fleet: verdict {fleet['verdict']} over host(s) {', '.join(fleet['hosts']) or 'none'} "
+              f"({run_dir}/fleet.json)")
     j = outcome.journal
     from .report import _surprises
 

@@ -57,6 +57,24 @@ def _achieved(fault: dict) -> list[str]:
     return out
 
 
+def hosts_table(faults: list[dict]) -> list[str]:
+    """The Hosts section (markdown lines) of faults carried to other hosts (a fleet: each fault's ``hosts``
+    rows); [] when every fault was held here."""
+    carried = [f for f in faults if f.get("hosts")]
+    if not carried:
+        return []
+    lines = ["## Hosts", "", "| fault | host | address | state | verdict | matched | dropped | delayed | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for f in carried:
+        for h in f["hosts"]:
+            lines.append(f"| `{f['run_id']}` | {h['host']} | {h.get('address') or ''} | {h.get('state') or ''} | "
+                         f"{h['verdict']} | {h.get('matched', 0)} | {h.get('dropped', 0)} | {h.get('delayed', 0)} | "
+                         f"{(h.get('message') or '').replace('|', '/')} |")
+    for f in carried:
+        lines += [f"- `{f['run_id']}` hosts chosen: {c}" for c in f.get("choices", [])]
+    return lines + [""]
+
+
 def _surprises(journal: dict) -> list[str]:
     out = []
     ci = journal.get("chaos-inject", {})
@@ -131,6 +149,7 @@ def render_markdown(journal: dict, verdict_text: str | None, plots: list[str]) -
                          f"final state {f['state']}")
             lines += [f"  - {m}" for m in _achieved(f)]
         lines.append("")
+        lines += hosts_table(ci["faults"])
     if halt:
         lines += ["## Halt guard", ""] + [f"- {n}" for n in halt.get("notes", [])]
         for k in ("error_rate", "latency"):

@@ -632,13 +632,20 @@ def _no_effect(journal: dict, sessions) -> list[str]:
         elif act.get("provider", {}).get("type") == "process" and isinstance(output, dict) and \
                 output.get("status") not in (0, None):
             out.append(f"action {name!r} exited with status {output['status']}")
+    from .carrier import CarriedFault
+
     for s in sessions:
         if getattr(s, "active_span_ns", None) is None:
             continue                       # never active: its action failed above
+        carried = isinstance(s, CarriedFault)
+        if carried and s.state == "failed":   # e.g. a host of the fleet lost mid-fault: not held as asked there
+            out.append(f"fault {s.run_id} failed: {s.describe().get('error') or 'see its hosts'}")
+            continue
         counters = s.counters()
         rules = [c for c in counters.values() if isinstance(c, dict) and "matched_packets" in c]
         if rules and not any(c["matched_packets"] for c in rules):
-            out.append(f"fault {s.run_id} ({'; '.join(f.describe() for f in s.plan.faults)}) matched no packet")
+            what = s.describe()["fault"] if carried else "; ".join(f.describe() for f in s.plan.faults)
+            out.append(f"fault {s.run_id} ({what}) matched no packet")
     return out
 
 

@@ -140,6 +140,11 @@ class Fleet:
         return in_ns(self.ctl_ns, "env", f"TMPDIR={self.tmp}", CHAOS, *args, timeout=timeout)
 
     @property
+    def ctl_address(self) -> str:
+        """The controller's address (its namespace's, on the bridge)."""
+        return f"{SUBNET}.1"
+
+    @property
     def tmp(self) -> Path:
         path = self.work / "tmp"
         path.mkdir(exist_ok=True)
@@ -273,7 +278,7 @@ def _build(fleet: Fleet, count: int) -> None:
         ip("-n", ns, "link", "set", "eth0", "up")
         ip("-n", ns, "link", "set", "lo", "up")
 
-    attach(fleet.ctl_ns, "pctl", f"{SUBNET}.1")
+    attach(fleet.ctl_ns, "pctl", fleet.ctl_address)
     keys = work / "keys"
     keys.mkdir()
     fleet.client_key = keys / "client"

@@ -15,7 +15,8 @@ from chaosinject.cli import main  # noqa: E402
 from chaosinject.engines.fake import FakeEngine  # noqa: E402
 from chaosinject.errors import InvalidSpec  # noqa: E402
 from chaosinject.fleet import build_fleet_plan, load_inventory, parse_count, select_hosts  # noqa: E402
-from chaosinject.fleet.command import _result_json, fault_options, host_verdict, write_fleet_run_dir  # noqa: E402
+from chaosinject.fleet.command import fault_options  # noqa: E402
+from chaosinject.fleet.results import host_verdict, result_json, write_fleet_run_dir  # noqa: E402
 from chaosinject.plan import Interface, build_plan  # noqa: E402
 from chaosinject.session import FaultSession  # noqa: E402
 from chaosinject.spec import FaultSpec, parse_flow  # noqa: E402
@@ -197,7 +198,7 @@ def test_merged_run_directory_has_a_host_column(tmp_path, inv):
                                          "counters": {"0": {"matched_packets": i + 1, "dropped_packets": i}}})
                 for i, h in enumerate(plan.hosts)}
     outcomes["w3"] = HostOutcome("w3", "failed", {"msg": "boom"})
-    result = _result_json("fleet-x", plan, outcomes)
+    result = result_json("fleet-x", plan, outcomes)
     assert result["verdict"] == "failed" and [h["verdict"] for h in result["hosts"]] == ["ok", "ok", "failed"]
     folder = write_fleet_run_dir(str(tmp_path / "run"), result)
     rows = (folder / "counters.csv").read_text().splitlines()
