@@ -21,6 +21,8 @@ declared when that test rejects at ``DEPENDENCE_ALPHA`` (5 %), and then the inte
 (the batch-means t interval: the estimate of VIF has only B - 1 degrees of freedom). Otherwise the samples are
 treated as independent and nothing changes (independent data keep the exact order-statistic and
 Clopper-Pearson intervals, except in the 5 % of phases where the test falsely fires and widens them).
+The widened q-quantile interval's lower end is then re-checked with the inflation of its own exceedances
+(:func:`chaosinject.analysis.quantiles.quantile_ci_dependent`): a lower threshold counts more of each episode.
 
 Rank tests (:func:`chaosinject.analysis.tail_rank_test`) sum real-valued scores, not 0/1 events:
 :func:`series_dependence` is the same estimate and test for any series, with the series' variance in place of
