@@ -214,6 +214,21 @@ def quantile_table(x: object, requests: Sequence[tuple[float, float]], *, _valid
     return out
 
 
+def _lower_rank(n: int, q: float, confidence: float) -> int | None:
+    """The equal-tailed lower rank l of :func:`order_statistic_ranks` alone (it exists for smaller n than the
+    upper one), or ``None``."""
+    if n <= 0:
+        return None
+    a2 = (1.0 - confidence) / 2
+    b = stats.binom(n, q)
+    k = int(b.ppf(a2))
+    while k >= 0 and b.cdf(k) > a2:
+        k -= 1
+    while k + 1 <= n and b.cdf(k + 1) <= a2:
+        k += 1
+    return k + 1 if k + 1 >= 1 else None
+
+
 def quantile_ci_dependent(a: np.ndarray, q: float, confidence: float, vif: float, est: float | None = None
                           ) -> QuantileEstimate:
     """The order-statistic interval of the q-quantile for a dependent series worth ``n / vif`` independent
@@ -223,7 +238,18 @@ def quantile_ci_dependent(a: np.ndarray, q: float, confidence: float, vif: float
     levels of the n samples: ranks floor(l n / n_eff) and ceil(u n / n_eff). A phase too short for its
     dependence (no interval at n_eff) is inconclusive and the reason gives the length it would need.
     ``coverage`` is the nominal coverage at n_eff (asymptotic under dependence).
+
+    The lower end is then checked against the dependence of its *own* exceedances (``a`` in time order): the
+    interval is the set of thresholds whose exceedance count is compatible with a q-quantile, and a lower
+    threshold counts more of each episode, whose exceedances cluster more than those of the point estimate.
+    When they are significantly dependent with a larger inflation, the lower rank is recomputed at
+    ``n / max(vif, that inflation)`` (once; the upper end keeps ``vif``). On Markov congestion episodes
+    (20,000-sample phases, ~10 episodes each) the point estimate's exceedances are thinned in phases with more
+    congestion than usual, whose inflation is then underestimated: 95 % coverage rose from 0.921 to 0.94
+    (tests/unit/analysis/test_dependence_calibration.py, bench/dependence_calibration.py).
     """
+    from .dependence import indicator_dependence
+
     n = int(a.size)
     ne = int(math.floor(n / vif))
     r = _point_rank(n, q)
@@ -239,6 +265,17 @@ def quantile_ci_dependent(a: np.ndarray, q: float, confidence: float, vif: float
     lo = max(1, int(math.floor(ranks[0] * n / ne)))
     hi = min(n, int(math.ceil(ranks[1] * n / ne)))
     part = np.partition(a, sorted({r - 1, lo - 1, hi - 1}))
-    return QuantileEstimate(q, n, float(part[r - 1]), ConfidenceInterval(float(part[lo - 1]), float(part[hi - 1])),
-                            confidence, (lo, hi), ranks[2],
-                            f"dependent samples: effective n={ne} of {n}, interval widened for dependence")
+    low = float(part[lo - 1])
+    reason = f"dependent samples: effective n={ne} of {n}, interval widened for dependence"
+    d_low = indicator_dependence(a > low, "lower-end exceedances")
+    if d_low.applied and d_low.vif > vif:
+        ne_low = int(math.floor(n / d_low.vif))
+        l2 = _lower_rank(ne_low, q, confidence)
+        lo2 = 1 if l2 is None else max(1, int(math.floor(l2 * n / ne_low)))
+        if lo2 < lo:
+            lo = lo2
+            low = float(np.partition(a, lo - 1)[lo - 1])
+            reason += (f"; lower end at effective n={ne_low} (its own exceedances' variance inflation "
+                       f"{d_low.vif:.3g})")
+    return QuantileEstimate(q, n, float(part[r - 1]), ConfidenceInterval(low, float(part[hi - 1])),
+                            confidence, (lo, hi), ranks[2], reason)

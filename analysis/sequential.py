@@ -33,7 +33,10 @@ the estimate made before it, so the process stays predictable):
 
 - ``prior_inflation``: from the baseline before monitoring starts (the halt guard's baseline phase; the
   quantile monitor's :meth:`QuantileExceedanceMonitor.from_baseline` takes it from the baseline's own
-  q-exceedances, the error monitor from the baseline's per-request outcomes);
+  q-exceedances, the error monitor from the baseline's per-request outcomes), by :func:`baseline_inflation`:
+  the larger of the phase-length batch-means inflation and the largest one over time scales of 16 samples and
+  up (:func:`chaosinject.analysis.burst_inflation`), since the evidence accumulates over every stretch and
+  quasi-periodic bursts (GC-like pauses) inflate short stretches far more than whole-phase batches;
 - optionally (``running=True``, off by default) a running estimate on the monitored stream: sequential
   batch means (blocks of at least 32 samples, the
   block length doubled and neighbours merged whenever 64 blocks are full, so 32-64 blocks at any length),
@@ -67,6 +70,7 @@ __all__ = [
     "DEFAULT_RATIOS",
     "RunningDependence",
     "SequentialProportionTest",
+    "baseline_inflation",
     "ErrorRateMonitor",
     "QuantileExceedanceMonitor",
     "mixture_log_evidence",
@@ -348,20 +352,17 @@ class ErrorRateMonitor(SequentialProportionTest):
     """Halts when the error rate is, with always-valid confidence, above ``max_error_rate``.
 
     ``baseline_ok``: the baseline's request outcomes in time order (True = succeeded): the dependence of its
-    errors (:func:`chaosinject.analysis.indicator_dependence`) is the prior inflation of the tempered test.
+    errors (:func:`baseline_inflation`) is the prior inflation of the tempered test.
     """
 
     def __init__(self, max_error_rate: float, alpha: float = 0.01, ratios: Sequence[float] = DEFAULT_RATIOS,
                  *, baseline_ok: object = None, dependence: bool = True):
         prior, text = 1.0, ""
         if baseline_ok is not None and dependence:
-            from .dependence import indicator_dependence
-
             b = np.asarray(baseline_ok)
             if b.dtype != bool:
                 raise InvalidInput(f"baseline_ok must be a boolean array, got dtype {b.dtype}")
-            d = indicator_dependence(~b, "baseline errors")
-            prior, text = d.vif, _prior_text(d)
+            prior, text = baseline_inflation(~b, "baseline errors")
         super().__init__(p0=max_error_rate, alpha=alpha, ratios=ratios, dependence=dependence,
                          prior_inflation=prior, prior_text=text)
 
@@ -373,11 +374,20 @@ class ErrorRateMonitor(SequentialProportionTest):
         return self.update(int(a.size - np.count_nonzero(a)), int(a.size), ~a.ravel())
 
 
-def _prior_text(d: object) -> str:
+def baseline_inflation(ind: object, what: str, d: object = None) -> tuple[float, str]:
+    """The prior inflation a monitor takes from a baseline's events in time order, and its text: the larger of
+    the phase-length batch-means inflation (:func:`chaosinject.analysis.indicator_dependence`, ``d`` when
+    already computed) and the largest over time scales (:func:`chaosinject.analysis.burst_inflation`)."""
+    from .dependence import burst_inflation, indicator_dependence
+
+    if d is None:
+        d = indicator_dependence(ind, what)
     if d.batches == 0:
-        return f"{d.what}: n={d.n}, too few to estimate"
-    return (f"{d.what}: n={d.n}, {d.events} events, " + ("DEPENDENT, " if d.applied else "") +
-            f"inflation estimate {d.vif_estimate:.3g}, p={d.pvalue:.2g}")
+        return 1.0, f"{d.what}: n={d.n}, too few to estimate"
+    b = burst_inflation(ind)
+    text = (f"{d.what}: n={d.n}, {d.events} events, " + ("DEPENDENT, " if d.applied else "") +
+            f"inflation estimate {d.vif_estimate:.3g}, p={d.pvalue:.2g}; {b.text()}")
+    return max(d.vif, b.inflation), text
 
 
 class QuantileExceedanceMonitor(SequentialProportionTest):
@@ -419,7 +429,7 @@ class QuantileExceedanceMonitor(SequentialProportionTest):
         prior, text = 1.0, "baseline without time order: dependence not estimated"
         if dependence and ordered:
             d = indicator_dependence(base > est.estimate, f"baseline p{quantile * 100:g} exceedances")
-            prior, text = d.vif, _prior_text(d)
+            prior, text = baseline_inflation(base > est.estimate, d.what, d)
             if d.applied:
                 wide = quantile_ci_dependent(base, quantile, confidence, d.vif, est.estimate)
                 if wide.interval is None:   # a guard stays on: the unwidened bound, and the reason says so

@@ -1,7 +1,7 @@
 """Calibration of the dependence-aware verdict, two-sample tail tests and halt-guard monitors on seeded
 dependent series (Markov congestion episodes, AR(1) on log latency, GC-like pauses, bursty errors) and on
 independent ones: interval coverage 93-97 %, A/A false positives <= 5 % + 3 SE at alpha 5 %, sequential
-monitors' false alarms under continuous peeking <= 5 % + 3 SE. Deterministic (fixed seeds)."""
+monitors' false alarms under continuous peeking <= 5 %. Deterministic (fixed seeds)."""
 from __future__ import annotations
 
 import math
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from chaosinject.analysis import (ErrorRateMonitor, Outcome, PhaseData, QuantileExceedanceMonitor, SteadyStateSpec,
+                                  baseline_inflation, burst_inflation,
                                   compare_latency, evaluate, indicator_dependence, mixture_log_evidence, quantile_ci,
                                   quantile_shift_test, series_dependence, tail_rank_test)
-from chaosinject.analysis.quantiles import quantile_ci_dependent
+from chaosinject.analysis.quantiles import order_statistic_ranks, quantile_ci_dependent
 
 from dependent_synth import GENERATORS, bursty_errors, independent_errors
 
@@ -104,6 +105,31 @@ def test_p99_interval_coverage_on_dependent_and_independent_series(name, reps):
     assert inconclusive <= 0.10   # phases too short for their dependence say so, and they are the exception
     if name in ("markov", "ar1"):
         assert old < 0.6          # the independence-assuming interval is badly wrong here: the suite has teeth
+
+
+def test_lower_end_follows_the_dependence_of_its_own_exceedances():
+    # congested phases thin the point estimate's exceedances; the lower end's own (denser) ones show the
+    # episodes: the lower end moves down, the upper end and the point estimate stay
+    rng = np.random.default_rng(53)
+    gen, _ = GENERATORS["markov"]
+    moved = 0
+    for _ in range(30):
+        x = gen(rng, N)
+        est = quantile_ci(x, Q)
+        d = indicator_dependence(x > est.estimate, "e")
+        if not d.applied:
+            continue
+        w = quantile_ci_dependent(x, Q, 0.95, d.vif, est.estimate)
+        if w.interval is None:
+            continue
+        ne = int(N / d.vif)
+        r = order_statistic_ranks(ne, Q, 0.95)
+        plain_low = np.sort(x)[max(1, math.floor(r[0] * N / ne)) - 1]
+        assert w.interval.low <= plain_low and w.estimate == est.estimate
+        if "lower end at effective n=" in w.reason:
+            moved += 1
+            assert w.interval.low < plain_low and w.ranks[0] < math.floor(r[0] * N / ne)
+    assert moved >= 20   # measured 28 of 30
 
 
 @pytest.mark.parametrize("name", sorted(GENERATORS))
@@ -210,7 +236,7 @@ def monitor_false_alarms(name: str, reps: int, seed: int = 31, n_base: int = N, 
     """Share of H0 streams on which the halt guard's latency monitor ever breaches, looking after every ``look``
     samples. Worst case of H0: the threshold is the generator's true p99 (exceedance rate exactly p0 = 1 %);
     the prior inflation comes from a baseline of the same process, as :meth:`QuantileExceedanceMonitor.
-    from_baseline` takes it (its own p99 exceedances in time order). Vectorised: the tempered evidence of a
+    from_baseline` takes it (:func:`baseline_inflation` of its own p99 exceedances in time order). Vectorised: the tempered evidence of a
     monitor with that prior is :func:`mixture_log_evidence` with ``inflation`` (checked on one stream)."""
     gen, qf = GENERATORS[name]
     t = qf(Q)
@@ -220,7 +246,7 @@ def monitor_false_alarms(name: str, reps: int, seed: int = 31, n_base: int = N, 
     for i in range(reps):
         base = gen(rng, n_base)
         if dependence:
-            infl[i] = indicator_dependence(base > quantile_ci(base, Q).estimate, "b").vif
+            infl[i] = baseline_inflation(base > quantile_ci(base, Q).estimate, "b")[0]
         x = gen(rng, n)
         ex[i] = (x[: n // look * look] > t).reshape(-1, look).sum(axis=1)
         if i == 0:
@@ -250,8 +276,23 @@ def error_monitor_false_alarms(gen, reps: int, seed: int = 37, n: int = N, look:
 
 @pytest.mark.parametrize("name", sorted(GENERATORS))
 def test_latency_monitor_false_alarms_under_continuous_peeking(name):
-    reps = 200
-    assert monitor_false_alarms(name, reps) <= _fpr_bound(reps)
+    # the issue's bound, <= 5 % (measured here 0.015 / 0.015 / 0 / 0.015 for ar1 / independent / periodic / markov)
+    assert monitor_false_alarms(name, 200) <= 0.05
+
+
+def test_burst_inflation_sees_quasi_periodic_pauses_the_phase_length_batches_miss():
+    rng = np.random.default_rng(47)
+    gen, _ = GENERATORS["periodic"]
+    for _ in range(20):
+        x = gen(rng, N)
+        ind = x > quantile_ci(x, Q).estimate
+        b, d = burst_inflation(ind), indicator_dependence(ind, "e")
+        # measured: 5.2-7.0 at 64-256 samples (pauses of 30, ~15 exceedances each), the phase-length one 1-4.7
+        assert b.inflation > max(4.5, d.vif) and 64 <= b.batch_len <= 256, (b, d.vif)
+        assert baseline_inflation(ind, "e")[0] == b.inflation
+    quiet = [burst_inflation(rng.random(N) < 0.01) for _ in range(100)]   # independent events: Bonferroni over scales
+    assert sum(q.inflation > 1.0 for q in quiet) <= 10 and all(q.scales == 8 for q in quiet)
+    assert "no burst scale significant" in quiet[0].text() or "bursts: inflation" in quiet[0].text()
 
 
 def test_latency_monitor_without_dependence_is_what_goes_wrong():
@@ -261,8 +302,7 @@ def test_latency_monitor_without_dependence_is_what_goes_wrong():
 
 @pytest.mark.parametrize("gen", [bursty_errors, independent_errors])
 def test_error_monitor_false_alarms_under_continuous_peeking(gen):
-    reps = 200
-    assert error_monitor_false_alarms(gen, reps) <= _fpr_bound(reps)
+    assert error_monitor_false_alarms(gen, 200) <= 0.05   # measured 0.030 bursty, 0.015 independent
     if gen is bursty_errors:
         assert error_monitor_false_alarms(gen, 60, dependence=False) > 0.3
 
@@ -276,11 +316,13 @@ def test_dependence_aware_monitors_still_halt_on_a_breach_and_say_what_they_foun
     while not m.update_latencies(gen(rng, 100) * 2.0) and looks < 200:   # p99 doubled
         looks += 1
     assert m.breached and looks < 50
-    e = ErrorRateMonitor(0.05, baseline_ok=~bursty_errors(rng, N, 0.01))
-    assert e.inflation > 5 and "DEPENDENT" in e.reason()
-    # every request failing: the price of bursts of ~20 in the baseline (inflation ~80) is a halt after ~230
-    # failed requests instead of ~4 (an independent baseline halts on the first look)
-    assert [e.update_ok(np.zeros(100, bool)) for _ in range(3)] == [False, False, True]
+    e = ErrorRateMonitor(0.05, baseline_ok=~bursty_errors(np.random.default_rng(43), N, 0.01))
+    assert e.inflation > 5 and "DEPENDENT" in e.reason() and "bursts: inflation" in e.reason()
+    # every request failing: the price of bursts of ~20 in the baseline (inflation phi, here 40) is a halt after
+    # ~3 phi failed requests (log(100 x 9) / log 10 per request, tempered by phi) instead of ~4 (an independent
+    # baseline halts on the first look)
+    halt = next(i for i in range(1, 30) if e.update_ok(np.zeros(100, bool)))
+    assert 2 <= halt <= math.ceil(3 * e.inflation / 100) + 1, (halt, e.inflation)
     assert ErrorRateMonitor(0.05, baseline_ok=np.ones(N, bool)).update_ok(np.zeros(20, bool))
     pooled = QuantileExceedanceMonitor.from_baseline(gen(rng, N), ordered=False)
     assert pooled.inflation == 1.0 and "without time order" in pooled.reason()
