@@ -6,9 +6,12 @@ The namespaces get addresses of their own and no route anywhere else.
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
+import os
 import secrets
 import socket
+import threading
 from dataclasses import dataclass, field
 
 from pyroute2 import netns as _netns
@@ -16,6 +19,56 @@ from pyroute2 import netns as _netns
 from .rtnl import NetlinkError, entered_netns, open_rtnl
 
 IFA_F_NODAD = 0x02  # skip IPv6 duplicate address detection: our own private link, addresses usable at once
+CLONE_NEWNET = 0x40000000
+MS_BIND, MS_REC, MS_SHARED = 0x1000, 0x4000, 1 << 20
+
+
+def create_namespace(name: str) -> None:
+    """Make network namespace ``name`` (what `ip netns add` does), from a thread of this process.
+
+    Not pyroute2's ``netns.create``: it forks a helper process that finishes the namespace even when we are
+    killed -9 half-way, possibly after `sweep` looked for it (the kill -9 soak left a probe namespace that way).
+    A thread dies with the process; the worst a kill leaves is the empty mount point, which removing the
+    namespace (``netns.remove``: unmount, unlink) also clears. The thread alone enters the new namespace
+    (unshare(CLONE_NEWNET) is per thread) and ends right after.
+    """
+    failure: list[BaseException] = []
+
+    def make() -> None:
+        try:
+            _create_in_this_thread(name)
+        except BaseException as exc:   # re-raised in the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=make, name=f"create-netns-{name}")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+def _create_in_this_thread(name: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(rc: int, what: str) -> None:
+        if rc != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}", name)
+
+    run_dir = _netns.NETNS_RUN_DIR
+    os.makedirs(run_dir, exist_ok=True)
+    # /run/netns a shared mount, so a namespace bound there is seen in every mount namespace (as iproute2 does)
+    if libc.mount(b"", run_dir.encode(), b"none", MS_SHARED | MS_REC, None) != 0:
+        check(libc.mount(run_dir.encode(), run_dir.encode(), b"none", MS_BIND | MS_REC, None), "bind " + run_dir)
+        check(libc.mount(b"", run_dir.encode(), b"none", MS_SHARED | MS_REC, None), "share " + run_dir)
+    path = os.path.join(run_dir, name)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))   # EEXIST: the name is taken
+    try:
+        check(libc.unshare(CLONE_NEWNET), "unshare")
+        check(libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None), "bind " + path)
+    except BaseException:
+        os.unlink(path)
+        raise
 
 
 @dataclass(frozen=True)
@@ -36,7 +89,7 @@ class Topology:
     links: dict[str, Link] = field(default_factory=dict)
 
     def add_namespace(self, name: str) -> str:
-        _netns.create(name)
+        create_namespace(name)
         self.namespaces.append(name)
         with open_rtnl(name) as rtnl:
             rtnl.link("set", index=rtnl.link_lookup(ifname="lo")[0], state="up")

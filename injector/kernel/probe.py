@@ -14,12 +14,11 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pyroute2 import netns as _netns
-
 from ..spec.fault import FaultSpec
 from . import rawnl
 from .headers import find_kernel_headers
 from .netem import netem_attrs, prio_attrs
+from .netns import create_namespace
 from .owner import KernelOwner
 from .rtnl import NetlinkError, open_rtnl
 
@@ -67,7 +66,7 @@ def probe() -> Capabilities:
         # ledgered before it is made (a run ledger of kind "probe"): a kill -9 at any point leaves something
         # `chaos-inject sweep` removes (issue #18: a killed probe left its namespace behind)
         with KernelOwner(f"probe-{tag}", meta={"kind": "probe", "netns": name}) as owner:
-            owner.create({"kind": "netns", "name": name}, lambda: _netns.create(name))
+            owner.create({"kind": "netns", "name": name}, lambda: create_namespace(name))
             with open_rtnl(name) as rtnl:
                 lo = rtnl.link_lookup(ifname="lo")[0]
                 rtnl.link("set", index=lo, state="up")
