@@ -41,7 +41,9 @@ def _imported_by(argv: list[str]) -> set[str]:
 
 def test_help_and_status_import_no_heavy_module():
     heavy = {"numpy", "scipy", "pandas", "analysis", "bcc", "pyroute2", "chaosinject.library", "chaosinject.session",
-             "chaosinject.experiment", "chaosinject.lab", "chaosinject.schedule", "chaosinject.hostcli", "chaosinject.supervisor"}
+             "chaosinject.experiment", "chaosinject.lab", "chaosinject.schedule", "chaosinject.hostrun",
+             "chaosinject.supervisor", "chaosinject.cli.experiment", "chaosinject.cli.lab", "chaosinject.cli.demo",
+             "chaosinject.cli.stop", "chaosinject.cli.schedule", "chaosinject.cli.host", "chaosinject.cli.notebook"}
     for argv in (["--help"], ["status", "--recent", "0"]):
         assert not _imported_by(argv) & heavy, argv
 
