@@ -21,7 +21,7 @@ import pytest
 from chaosinject.analysis import load_run
 from chaosinject.kernel import nftables
 from chaosinject.kernel.netns import socket_in
-from chaosinject.kernel.record_bpf import cgroup2_root
+from chaosinject.kernel.record_program import cgroup2_root
 from chaosinject.record.build import MAX_FLOWS
 from chaosinject.record.traffic import TcpEchoTraffic
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from chaosinject.cli.experiment import describe_plan
 from chaosinject.experiment import load_experiment, parse_experiment
 from chaosinject.experiment import runner as runner_mod
-from chaosinject.cli.experiment import describe_plan
 from chaosinject.experiment.loader import resolve_configuration
 from chaosinject.experiment.runner import RunOptions, run_experiment
 from chaosinject.lab.db_timeout_demo import experiment_path, phase_summary
