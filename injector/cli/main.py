@@ -10,7 +10,7 @@ import sys
 
 from .. import __version__
 from ..errors import ChaosInjectError, CleanupFailed, InvalidSpec, NotPermitted, Unsupported
-from .exits import EXIT_ERROR, EXIT_NO_EFFECT, EXIT_OK, EXIT_UNSUPPORTED, EXIT_USAGE  # noqa: F401 (re-exported)
+from .exits import EXIT_ERROR, EXIT_OK, EXIT_UNSUPPORTED, EXIT_USAGE
 from .inject import add_inject_arguments, cmd_inject
 from .status import add_status_parser, cmd_status
 from .sweep import add_sweep_parser, cmd_sweep
