@@ -1,4 +1,5 @@
-"""``chaos-inject run EXPERIMENT``: argument parsing and presentation for the experiment runner (experiment/runner.py)."""
+"""``chaos-inject run EXPERIMENT``: argument parsing and presentation for the experiment runner
+(experiment/runner.py)."""
 
 from __future__ import annotations
 

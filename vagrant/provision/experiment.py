@@ -62,8 +62,8 @@ def main(run_dir: Path) -> int:
     exp = load_experiment(db_timeout_demo.experiment_path())
     rate, rate_why = loadrate.remeasure()
     variables = {"api_url": api_url, "prometheus_url": prometheus_url, "db_delay": f"{max(2.0, 2 * db_timeout_s):g}s"}
-    baseline_s, why = db_timeout_demo.baseline_for_rate(float(resolve_configuration(exp, variables)["baseline_s"]), rate,
-                                                max_s=MAX_BASELINE_S)
+    baseline_s, why = db_timeout_demo.baseline_for_rate(
+        float(resolve_configuration(exp, variables)["baseline_s"]), rate, max_s=MAX_BASELINE_S)
     if why:
         variables["baseline_s"] = baseline_s
         say(f"baseline {baseline_s:g} s: {why}")
