@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from ..lab.db_timeout_demo import DemoResult, phase_summary
-from ..summary import hold_clock
 
 
 def _say(line: str) -> None:
@@ -32,6 +31,8 @@ def print_measured(run_dir: Path, journal: dict, out) -> None:
     for f in journal["chaos-inject"].get("faults", []):
         for c in (f.get("counters") or {}).values():
             if isinstance(c, dict) and c.get("delay_p50_ns"):
+                from ..summary import hold_clock
+
                 held = c.get("delay_samples_seen") or c.get("delayed_packets", c.get("delayed", 0))
                 out(f"  fault {f['fault']} on {', '.join(f['flows'])} ({f['engine']} engine): "
                     f"{held} packets held, measured hold p50 "
@@ -39,6 +40,7 @@ def print_measured(run_dir: Path, journal: dict, out) -> None:
 
 
 def verdict_lines(run_dir: Path) -> list[str]:
+    """The recorded samples' verdict (verdict.json), its phases and the time to recover, as lines."""
     try:
         v = json.loads((run_dir / "verdict.json").read_text())
     except (OSError, ValueError):
