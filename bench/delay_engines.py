@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from chaosinject.lab.engine_process import EngineProcess  # noqa: E402  (the engine in a child, as the CLI runs it)
+from tests.host.engine_process import EngineProcess  # noqa: E402  (a test helper: the engine in a child)
 
 BASE_PORT = 9001
 SUBNET_INDEX = {"netem": 1, "edt": 2, "userspace": 3}

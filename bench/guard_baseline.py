@@ -43,7 +43,7 @@ def trial(order: str, url: str) -> dict:
     import numpy as np
 
     from chaosinject.experiment.guard import HaltGuard
-    from chaosinject.experiment.load import HttpLoad
+    from chaosinject.experiment.http_load import HttpLoad
     from chaosinject.experiment.spec import GuardSpec
 
     spec = GuardSpec(latency_max_ratio=2.0, latency_quantile=0.95, baseline_max_s=8.0)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import begin  # noqa: E402
 from chaosinject.kernel.netns import Topology, unique_name  # noqa: E402
-from chaosinject.record.traffic import TcpEchoTraffic  # noqa: E402
+from tests.host.tcp_echo import TcpEchoTraffic  # noqa: E402  (a test helper)
 
 
 def one(delay_ms: int, fault_s: float, tmp: Path) -> dict[str, tuple[float, int]]:

@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from chaosinject.kernel.bpf import prog_test_run  # noqa: E402
-from chaosinject.kernel.record_bpf import RecordConfig, RecordProgram  # noqa: E402
-from chaosinject.record.bpfrec import PacketFlow  # noqa: E402
+from chaosinject.kernel.record_program import RecordConfig, RecordProgram  # noqa: E402
+from chaosinject.record.bpf_recorder import PacketFlow  # noqa: E402
 
 
 def udp_packet(src: str, dst: str, sport: int, dport: int, payload: bytes = b"p" * 64) -> bytes:

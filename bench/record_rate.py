@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-from chaosinject.kernel.record_bpf import RecordConfig, RecordProgram  # noqa: E402
+from chaosinject.kernel.record_program import RecordConfig, RecordProgram  # noqa: E402
 
 
 def fmt(values: list[float], unit: str = "", scale: float = 1.0, digits: int = 2) -> str:

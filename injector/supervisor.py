@@ -8,7 +8,8 @@ the fault is active, or what went wrong before that; the foreground prints the r
 
 The supervisor ends at the plan's duration, on ``chaos-inject stop RUN_ID|--all`` (a stop-request file it reads
 each tick, <= 1 s), or on SIGTERM/SIGINT/SIGHUP (rolled back). ``kill -9`` of the supervisor ends the fault by
-lease expiry and ``chaos-inject sweep`` removes its objects.
+lease expiry and ``chaos-inject sweep`` removes its objects. The command line's side (printing the run id,
+``chaos-inject stop``) is in cli/inject.py and cli/stop.py.
 """
 
 from __future__ import annotations
@@ -215,60 +216,3 @@ def _final_state(run_id: str, wait_s: float = 2.0) -> str | None:
         if final or time.monotonic() >= end:
             return (final or {}).get("state")
         time.sleep(0.02)
-
-
-# -- command line ----------------------------------------------------------------------------------------------
-def report_detached(prepared, percent: float | None, *, as_json: bool, quiet: bool,
-                    heartbeat: tuple[str, int] | None = None) -> int:
-    """``inject --detach``: start the supervisor; print the run id once the fault is active."""
-    plan = prepared.plan
-    if not quiet and not as_json:
-        print(prepared.describe(percent), file=sys.stderr)
-        print(f"engine {plan.engine}: {prepared.why}", file=sys.stderr)
-    try:
-        detached = detach(plan, plan.engine, heartbeat=heartbeat)
-    except DetachFailed as exc:
-        print(f"chaos-inject: {exc}", file=sys.stderr)
-        return exc.exit_code
-    if as_json:
-        print(json.dumps({"run_id": detached.run_id, "pid": detached.pid, "state": "running",
-                          "duration_s": plan.duration_ns / 1e9, "log": detached.log_path}))
-    else:
-        print(detached.run_id)
-        if not quiet:
-            print(f"run {detached.run_id} is active for {plan.duration_ns / 1e9:g}s, supervised by pid "
-                  f"{detached.pid}; `chaos-inject stop {detached.run_id}` ends it early (log "
-                  f"{detached.log_path})", file=sys.stderr)
-    return EXIT_OK
-
-
-def add_stop_parser(sub) -> None:
-    stop = sub.add_parser("stop", help="end a running fault (CLI, detached or library run) and wait for its "
-                                       "rollback")
-    which = stop.add_mutually_exclusive_group(required=True)
-    which.add_argument("run_ids", nargs="*", default=[], metavar="RUN_ID")
-    which.add_argument("--all", action="store_true", help="every live run")
-    stop.add_argument("--timeout", default="15s", metavar="DURATION", help="how long to wait (default 15s)")
-    stop.add_argument("--json", action="store_true")
-
-
-def cmd_stop(args) -> int:
-    from .spec import parse_duration_ns
-
-    if not args.all and not args.run_ids:
-        raise InvalidSpec("name a RUN_ID (see `chaos-inject status`) or --all", field="stop")
-    timeout_s = parse_duration_ns(args.timeout, field="timeout") / 1e9
-    outcomes = stop_runs(None if args.all else list(args.run_ids), timeout_s=timeout_s)
-    if args.json:
-        print(json.dumps([o.__dict__ for o in outcomes], indent=1))
-    else:
-        if not outcomes:
-            print("no live runs")
-        for o in outcomes:
-            text = {"stopped": f"stopped ({o.state or 'stopped'}); every object it created has been removed",
-                    "already-gone": f"had already ended ({o.state or 'finished'})",
-                    "dead": "its process is dead: the rules have expired; run `chaos-inject sweep`",
-                    "timeout": f"did not end within {timeout_s:g}s (its owner reads the request every second; "
-                               "see `chaos-inject status`)"}[o.outcome]
-            print(f"{o.run_id}: {text}")
-    return EXIT_ERROR if any(o.outcome in ("timeout", "dead") for o in outcomes) else EXIT_OK

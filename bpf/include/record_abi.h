@@ -1,4 +1,4 @@
-/* chaos-inject recording ABI: structs shared by bpf/record.bpf.c and injector/kernel/record_bpf.py
+/* chaos-inject recording ABI: structs shared by bpf/record.bpf.c and injector/kernel/record_program.py
  * (ctypes/numpy mirrors there, sizes checked at load time). */
 #ifndef CHAOS_RECORD_ABI_H
 #define CHAOS_RECORD_ABI_H

@@ -13,7 +13,7 @@ query is compared with its ``max`` on each look (an aggregated rate from Prometh
 smoothed statistic; one value above the limit halts).
 
 Any source with ``read_new()`` returning a mapping with ``latency_ns`` and ``ok`` arrays can feed it (the
-built-in :class:`~chaosinject.experiment.load.HttpLoad`, the lab's request recorder).
+built-in :class:`~chaosinject.experiment.http_load.HttpLoad`, the lab's request recorder).
 """
 
 from __future__ import annotations

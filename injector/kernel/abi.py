@@ -28,7 +28,7 @@ JITTER_TABLE_SCALE = 8192
 PROB_ONE = 1 << 32
 
 # bpf/include/record_abi.h: the recorders' histogram layout and phase index (record/histogram.py and
-# record/store.py build on these; the kernel floor owns them, so kernel/record_bpf.py needs no import upward)
+# record/store.py build on these; the kernel floor owns them, so kernel/record_program.py needs no import upward)
 RECORD_PHASES = ("baseline", "fault", "recovery")      # CR_PHASES, in this order
 HIST_SUB_BITS = 7                                      # CR_HIST_SUB_BITS
 HIST_MAX_MSB = 39                                      # CR_HIST_MAX_MSB

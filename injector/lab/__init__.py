@@ -1,7 +1,7 @@
 """Targets to inject into: throwaway namespaces with traffic (demo, host tests) and the netns lab.
 
-The lab's Python API (imported lazily: ``chaosinject.lab.api`` and ``chaosinject.lab.loadgen`` run on the Vagrant VMs
-with Debian's python3 alone, without the injector's dependencies)::
+The lab's Python API (imported lazily: ``chaosinject.lab.api`` and ``chaosinject.lab.load_generator`` run on the
+Vagrant VMs with Debian's python3 alone, without the injector's dependencies)::
 
     from chaosinject.lab import lab_up, lab_down, lab_status, LabSpec
     info = lab_up()            # LabInfo: addresses, api_url, prometheus_url, inventory_path, request_log

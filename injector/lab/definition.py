@@ -180,7 +180,7 @@ def service_argv(role: str, addrs: Addresses, *, conf_dir: Path, data_dir: Path,
                 f"--storage.tsdb.path={data_dir}", f"--storage.tsdb.retention.time={d['prometheus']['retention']}",
                 f"--web.listen-address={addrs['prometheus']}:{port('prometheus', d)}", "--log.level=warn"]
     if role == "load":
-        return [python, "-m", "chaosinject.lab.loadgen", "--config", str(conf_dir / "load.json")]
+        return [python, "-m", "chaosinject.lab.load_generator", "--config", str(conf_dir / "load.json")]
     raise ValueError(f"unknown lab role {role!r}")
 
 

@@ -1,6 +1,6 @@
 """The load generator's request log as a sample source (``source="request"``) and a live feed for halt guards.
 
-The log is a flat file of fixed-size little-endian records (``chaosinject.lab.loadgen.RECORD``): request start
+The log is a flat file of fixed-size little-endian records (``chaosinject.lab.load_generator.RECORD``): request start
 ``t_ns`` (CLOCK_MONOTONIC, the injector's clock), ``latency_ns``, HTTP ``status`` (0: timeout or connection
 error). Records are appended when a request ends, so the file is in completion order.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..record.store import Phases, write_samples
-from .loadgen import RECORD
+from .load_generator import RECORD
 
 DTYPE = np.dtype([("t_ns", "<i8"), ("latency_ns", "<i8"), ("status", "<i4"), ("reserved", "<u4")])
 assert DTYPE.itemsize == RECORD.size, "request log record layout differs between writer and reader"

@@ -1,4 +1,7 @@
-"""Bounded test traffic between namespaces we created: sequence-numbered UDP, counted at the receiver."""
+"""Bounded traffic between namespaces we created: sequence-numbered UDP, counted at the receiver.
+
+Shipped, not a test helper only: `chaos-inject demo --quick` (quick_demo.py) sends and counts its flows with it.
+The host and kernel tiers and bench/ use it too (``measure_one_way``: one-way delay of stamped datagrams)."""
 
 from __future__ import annotations
 

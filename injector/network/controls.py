@@ -55,7 +55,7 @@ def before_experiment_control(context: dict, configuration: dict | None = None, 
     recording = recording_for(exp)
     recorders: list[Any] = []
     if guard.load is not None:
-        from ..experiment.load import HttpLoad
+        from ..experiment.http_load import HttpLoad
 
         recorders.append(HttpLoad(guard.load.url, guard.load.rate_per_s, timeout_s=guard.load.timeout_s,
                                   netns=guard.load.netns))

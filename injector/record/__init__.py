@@ -2,10 +2,10 @@
 
 ``Recording`` runs recorders around a fault: ``OneWayRecorder`` (per-packet one-way latency between two ends
 on this host), ``RttRecorder`` (TCP RTT via sock_ops); both keep in-kernel log-linear histograms
-(``Histogram``) and count lost ring-buffer events. The BPF side lives in chaosinject.kernel.record_bpf.
+(``Histogram``) and count lost ring-buffer events. The BPF side lives in chaosinject.kernel.record_program.
 """
 
-from .bpfrec import PacketFlow
+from .bpf_recorder import PacketFlow
 from .histogram import Histogram, histogram_of, read_histograms
 from .oneway import OneWayRecorder, placement_sees
 from .recording import LatencyShift, Recording, latency_shift

@@ -13,9 +13,9 @@ import os
 from collections.abc import Mapping
 
 from ..errors import InvalidSpec
-from ..kernel.record_bpf import MAX_FILTERS  # ctypes only: importable without bcc or root
+from ..kernel.record_program import MAX_FILTERS  # ctypes only: importable without bcc or root
 from ..plan import Interface
-from .bpfrec import PacketFlow
+from .bpf_recorder import PacketFlow
 from .oneway import OneWayRecorder
 from .rtt import RttRecorder
 

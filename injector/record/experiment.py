@@ -138,7 +138,7 @@ def _build(spec: RecordSpec, inventory) -> tuple["ExperimentRecording | None", l
     from ..spec import Inventory, parse_flow
     from ..targets import resolve_interface
     from . import build
-    from .bpfrec import PacketFlow
+    from .bpf_recorder import PacketFlow
 
     errors: list[tuple[str, str]] = []
     notes: list[str] = []
@@ -211,7 +211,7 @@ def _packet_flows(flow, label: str, PacketFlow) -> list:
 def _cgroup(path: Path | None) -> tuple[Path | None, str | None]:
     """(the cgroup v2 directory to attach to, or a problem): the hierarchy's root by default."""
     from ..errors import Unsupported
-    from ..kernel.record_bpf import cgroup2_root  # ctypes only: no bcc needed
+    from ..kernel.record_program import cgroup2_root  # ctypes only: no bcc needed
 
     try:
         root = cgroup2_root()

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from ..plan import Interface
-from .bpfrec import BpfRecorder, PacketFlow
+from .bpf_recorder import BpfRecorder, PacketFlow
 
 PLACEMENTS = ("tc", "socket")
 

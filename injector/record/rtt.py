@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .bpfrec import BpfRecorder, PacketFlow
+from .bpf_recorder import BpfRecorder, PacketFlow
 
 
 class RttRecorder(BpfRecorder):

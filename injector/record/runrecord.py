@@ -24,7 +24,7 @@ from typing import Callable
 
 from ..errors import Interrupted
 from ..plan import Interface, Plan
-from .bpfrec import PacketFlow
+from .bpf_recorder import PacketFlow
 from .build import build_recorders
 from .oneway import placement_sees
 from .recording import Recording
@@ -98,7 +98,7 @@ def _rtt_root(flows: list[PacketFlow]) -> tuple[Path | None, str | None]:
     no cgroup v2 hierarchy or more flows than one RTT recorder holds (given a cgroup, that is an error; here
     RTT was not asked for by name, so the run goes on and the note says what would make it possible)."""
     from ..errors import InvalidSpec
-    from ..kernel.record_bpf import cgroup2_root  # ctypes only: importable without bcc or root
+    from ..kernel.record_program import cgroup2_root  # ctypes only: importable without bcc or root
     from .build import rtt_flows as kept_rtt_flows
 
     try:

@@ -192,7 +192,7 @@ def lab(tmp_path_factory):
         _wait_http(client, f"{lab.api}/health")
         _wait_http(client, f"{lab.prometheus}/-/ready")
         # steady traffic from the client namespace, so the error-rate query has data
-        from chaosinject.experiment.load import HttpLoad
+        from chaosinject.experiment.http_load import HttpLoad
 
         load = HttpLoad(f"{lab.api}/api", 20, netns=client)
         load.start()

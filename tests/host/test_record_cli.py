@@ -21,10 +21,10 @@ import pytest
 from chaosinject.analysis import load_run
 from chaosinject.kernel import nftables
 from chaosinject.kernel.netns import socket_in
-from chaosinject.kernel.record_bpf import cgroup2_root
+from chaosinject.kernel.record_program import cgroup2_root
 from chaosinject.record.build import MAX_FLOWS
-from chaosinject.record.traffic import TcpEchoTraffic
 
+from .tcp_echo import TcpEchoTraffic
 from .test_cli_lifecycle import cli, start, wait_active
 from .test_record_oneway import cgroup, socket_in_cgroup  # noqa: F401 - fixture
 

@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 
 from chaosinject.kernel import nftables
-from chaosinject.record.traffic import TcpEchoTraffic
 
 from .conftest import loaded_program_names
+from .tcp_echo import TcpEchoTraffic
 
 MS = 1_000_000
 DELAY_MS = 20

@@ -193,7 +193,7 @@ def test_tcp_one_way_and_histogram_only_mode(pair, clean_bpf, tmp_path):
 
 
 def test_raw_events_beyond_max_events_are_counted_not_kept():
-    from chaosinject.record.bpfrec import BpfRecorder
+    from chaosinject.record.bpf_recorder import BpfRecorder
 
     class Bench(BpfRecorder):
         source = "oneway"
@@ -214,8 +214,8 @@ def test_raw_events_beyond_max_events_are_counted_not_kept():
 
 def test_stop_reads_everything_left_in_the_ring():
     """More than one read's worth (MAX_BATCH) waiting at stop: all of it is read, none left behind."""
-    from chaosinject.kernel.record_bpf import MAX_BATCH
-    from chaosinject.record.bpfrec import BpfRecorder
+    from chaosinject.kernel.record_program import MAX_BATCH
+    from chaosinject.record.bpf_recorder import BpfRecorder
 
     class Bench(BpfRecorder):
         source = "oneway"
@@ -238,7 +238,7 @@ def test_prog_test_run_runs_the_program_repeat_times_in_the_kernel():
     """The one BPF_PROG_TEST_RUN helper (benchmarks and these tests): the kernel runs the program ``repeat``
     times (its counters say so), returns its verdict and a mean time per run."""
     from chaosinject.kernel.bpf import prog_test_run
-    from chaosinject.kernel.record_bpf import RecordConfig, RecordProgram
+    from chaosinject.kernel.record_program import RecordConfig, RecordProgram
 
     program = RecordProgram(RecordConfig(ring_pages=64))
     try:

@@ -22,7 +22,7 @@ import pytest
 import tests.host.test_userspace_delay as usd
 from chaosinject.kernel import nftables
 from chaosinject.kernel.netns import socket_in, unique_name
-from chaosinject.kernel.record_bpf import Cgroup, RecordConfig, RecordProgram, cgroup2_root
+from chaosinject.kernel.record_program import Cgroup, RecordConfig, RecordProgram, cgroup2_root
 from chaosinject.plan import Interface
 from chaosinject.record import OneWayRecorder, PacketFlow, Recording, placement_sees
 from chaosinject.record.histogram import REL_ERROR, exact_quantile

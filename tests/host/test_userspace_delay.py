@@ -1,6 +1,6 @@
 """Userspace (NFQUEUE) delay engine on this kernel: delay, jitter, untargeted flows, clean-up, SIGKILL + sweep.
 
-The engine runs in a child process (chaosinject.lab.engine_process), as the CLI runs it: its own process and GIL,
+The engine runs in a child process (tests/host/engine_process.py), as the CLI runs it: its own process and GIL,
 so the measuring threads here do not disturb its timing. Traffic only between the ``pair`` namespaces.
 
 Tolerances: the README's measured precision (bench/delay_engines.py) is a median error of +0.13 to +0.14 ms and a
@@ -34,10 +34,11 @@ from chaosinject.kernel.netns import Topology, existing_namespaces, socket_in, u
 from chaosinject.kernel.owner import KernelOwner
 from chaosinject.kernel.rtnl import open_rtnl
 from chaosinject.kernel.sweep import sweep
-from chaosinject.lab.engine_process import EngineProcess
 from chaosinject.lab.traffic import UdpReceiver, measure_one_way, send_udp
 from chaosinject.plan import Interface, build_plan
 from chaosinject.spec import FaultSpec, parse_flow
+
+from .engine_process import EngineProcess
 
 STAMP = struct.Struct("!IQ")  # sequence, send time (CLOCK_MONOTONIC ns)
 MS = 1_000_000

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.kernel
 
 def test_seed_experiment_holds_on_the_lab_with_the_netem_engine(tmp_path, monkeypatch):
     from chaosinject.analysis import load_run
-    from chaosinject.lab.labdemo import phase_summary, run_lab_demo
+    from chaosinject.cli.demo import print_result
+    from chaosinject.lab.db_timeout_demo import phase_summary, run_lab_demo
     from chaosinject.lab.netlab import lab_leftovers
     from chaosinject.lab.state import LabSpec
 
@@ -38,6 +39,7 @@ def test_seed_experiment_holds_on_the_lab_with_the_netem_engine(tmp_path, monkey
 
     try:
         result = run_lab_demo(tmp_path / "demo", spec=spec, out=out)     # the runner's progress: on stderr
+        print_result(result, out)                                        # what `chaos-inject demo` prints after
     finally:
         left = lab_leftovers(spec)
     assert left == [], f"the demo left its lab behind: {left}"

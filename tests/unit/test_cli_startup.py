@@ -41,7 +41,9 @@ def _imported_by(argv: list[str]) -> set[str]:
 
 def test_help_and_status_import_no_heavy_module():
     heavy = {"numpy", "scipy", "pandas", "analysis", "bcc", "pyroute2", "chaosinject.library", "chaosinject.session",
-             "chaosinject.experiment", "chaosinject.lab", "chaosinject.schedule", "chaosinject.hostcli", "chaosinject.supervisor"}
+             "chaosinject.experiment", "chaosinject.lab", "chaosinject.schedule", "chaosinject.hostrun",
+             "chaosinject.supervisor", "chaosinject.cli.experiment", "chaosinject.cli.lab", "chaosinject.cli.demo",
+             "chaosinject.cli.stop", "chaosinject.cli.schedule", "chaosinject.cli.host", "chaosinject.cli.notebook"}
     for argv in (["--help"], ["status", "--recent", "0"]):
         assert not _imported_by(argv) & heavy, argv
 
@@ -54,3 +56,27 @@ def test_the_inject_path_imports_no_statistics_before_the_fault():
             "print(sorted(m for m in ('numpy', 'scipy', 'pandas', 'analysis') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+# programs of their own (`python3 -m ...` on the lab's namespaces and the Vagrant VMs, Debian's python3 alone), not
+# chaos-inject subcommands: their small parsers stay beside the code they run
+STANDALONE = {"chaosinject.lab.api", "chaosinject.lab.load_generator", "chaosinject.lab.definition"}
+
+
+def test_the_command_line_lives_in_the_cli_package():
+    """Every chaos-inject subcommand's parser is built in chaosinject.cli; no other module parses arguments,
+    except the lab's standalone programs."""
+    import ast
+
+    from test_import_graph import ROOT, modules
+
+    parsing = set()
+    for name, path in modules(ROOT).items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("ArgumentParser", "add_parser", "add_subparsers"):
+                parsing.add(name)
+    assert {"chaosinject.cli.main", "chaosinject.cli.experiment", "chaosinject.cli.host"} <= parsing
+    outside = sorted(m for m in parsing - STANDALONE if m != "chaosinject.cli" and not m.startswith("chaosinject.cli."))
+    assert not outside, f"argument parsing outside chaosinject.cli: {outside}"
+    for module, _adder in cli._COMMAND_PARSERS.values():
+        assert module.startswith(".") and f"chaosinject.cli{module}" in parsing, module

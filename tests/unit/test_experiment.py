@@ -537,7 +537,7 @@ def test_examples_validate_and_dry_run(name, capsys):
 def test_load_generator_holds_its_rate_with_slow_answers_and_records(tmp_path):
     import http.server
 
-    from chaosinject.experiment.load import HttpLoad
+    from chaosinject.experiment.http_load import HttpLoad
     from chaosinject.record import Phases
 
     class Slow(http.server.BaseHTTPRequestHandler):

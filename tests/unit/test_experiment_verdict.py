@@ -170,7 +170,7 @@ def test_fault_phase_starts_when_the_fault_became_active():
 
 
 def test_dry_run_plan_names_the_verdict_spec():
-    from chaosinject.experiment.cli import describe_plan
+    from chaosinject.cli.experiment import describe_plan
 
     exp = parse_experiment(_doc(SEED_LIKE))
     plan = describe_plan(exp, {}, exp.guard, [])

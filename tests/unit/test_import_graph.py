@@ -123,15 +123,14 @@ def test_no_import_circle():
 FLOORS = {
     0: ("chaosinject.analysis", "chaosinject.errors", "chaosinject.extension", "chaosinject.files",
         "chaosinject.procfs", "chaosinject.spec", "chaosinject.cron", "chaosinject.plan", "chaosinject.blast",
-        "chaosinject.crashpoints", "chaosinject.httpclient"),
+        "chaosinject.crashpoints", "chaosinject.httpclient", "chaosinject.schedule"),
     1: ("chaosinject.kernel",),
     2: ("chaosinject.engines", "chaosinject.hostfaults"),
     3: ("chaosinject", "chaosinject.session", "chaosinject.prepare", "chaosinject.runner", "chaosinject.summary", "chaosinject.targets",
-        "chaosinject.library", "chaosinject.livestatus"),
+        "chaosinject.library", "chaosinject.livestatus", "chaosinject.supervisor", "chaosinject.hostrun"),
     4: ("chaosinject.record", "chaosinject.experiment"),
     5: ("chaosinject.lab", "chaosinject.fleet"),
-    6: ("chaosinject.cli", "chaosinject.hostcli", "chaosinject.supervisor", "chaosinject.schedule",
-        "chaosinject.notebook", "chaosinject.network", "chaosinject.host"),
+    6: ("chaosinject.cli", "chaosinject.network", "chaosinject.host"),
 }
 
 

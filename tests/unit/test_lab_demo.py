@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from chaosinject.cli.experiment import describe_plan
 from chaosinject.experiment import load_experiment, parse_experiment
 from chaosinject.experiment import runner as runner_mod
-from chaosinject.experiment.cli import describe_plan
 from chaosinject.experiment.loader import resolve_configuration
 from chaosinject.experiment.runner import RunOptions, run_experiment
-from chaosinject.lab.labdemo import experiment_path, phase_summary
+from chaosinject.lab.db_timeout_demo import experiment_path, phase_summary
 from chaosinject.record.store import Phases
 
 SEED = Path(__file__).resolve().parents[2] / "injector/experiment/examples/seed-experiment.json"
@@ -150,7 +150,7 @@ def probe_range(exp, name):
 def test_demo_verdict_needs_the_recorded_samples_to_hold_too():
     from types import SimpleNamespace
 
-    from chaosinject.lab.labdemo import verdict_of
+    from chaosinject.lab.db_timeout_demo import verdict_of
 
     def outcome(state="completed", deviated=False, samples="held", metastable=None):
         ci = {"verdict": samples, **({"recovery": {"metastable": metastable}} if metastable is not None else {})}
@@ -167,7 +167,7 @@ def test_demo_verdict_needs_the_recorded_samples_to_hold_too():
 
 
 def test_a_lab_whose_load_was_lowered_gets_a_baseline_with_as_many_requests():
-    from chaosinject.lab.labdemo import MAX_BASELINE_S, baseline_for_rate
+    from chaosinject.lab.db_timeout_demo import MAX_BASELINE_S, baseline_for_rate
 
     assert baseline_for_rate(12, 50) == (12, "")
     assert baseline_for_rate(12, 80) == (12, "")
@@ -191,22 +191,22 @@ def test_the_load_rate_is_the_definitions_unless_the_measured_capacity_says_lowe
 
 
 def test_demo_prints_the_time_to_recover_and_what_the_settle_window_left_out(tmp_path):
-    from chaosinject.lab.labdemo import _verdict_lines
+    from chaosinject.cli.demo import verdict_lines
 
-    assert _verdict_lines(tmp_path) == ["recorded samples: no verdict (no samples were recorded)"]
+    assert verdict_lines(tmp_path) == ["recorded samples: no verdict (no samples were recorded)"]
     rec = {"settle_text": "first 2 s after the fault's removal not judged: 100 requests, 8 errors",
            "recover_text": "time to recover: 0.825 s (the last failed request of the recovery started 0.825 s after "
                            "the fault's removal; 8 of 1205 requests failed)"}
     (tmp_path / "verdict.json").write_text(json.dumps({
         "outcome": "held", "spec_text": "error rate < 1.00%", "recovery": rec,
         "phases": {"recovery": {"summary": "recovery: steady state restored: HELD (...); " + rec["settle_text"]}}}))
-    lines = _verdict_lines(tmp_path)
+    lines = verdict_lines(tmp_path)
     assert lines[0] == "recorded samples: steady state HELD (error rate < 1.00%)"
     assert lines[1].endswith("; first 2 s after the fault's removal not judged: 100 requests, 8 errors")
     assert lines[2] == "  recovery: " + rec["recover_text"]
     # a verdict.json from before the recovery record: no time-to-recover line
     (tmp_path / "verdict.json").write_text(json.dumps({"outcome": "held", "phases": {}}))
-    assert len(_verdict_lines(tmp_path)) == 1
+    assert len(verdict_lines(tmp_path)) == 1
 
 
 def test_capacity_is_one_window_when_enough_else_the_median_of_three(monkeypatch):

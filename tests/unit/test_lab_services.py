@@ -16,7 +16,7 @@ from scipy import stats
 
 from chaosinject.httpclient import get as http_get
 from chaosinject.lab.api import _Server
-from chaosinject.lab.loadgen import RECORD, LoadGenerator
+from chaosinject.lab.load_generator import RECORD, LoadGenerator
 from chaosinject.lab.requests import RequestLogRecorder, read_log
 from chaosinject.record import Phases
 

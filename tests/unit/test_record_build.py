@@ -6,7 +6,7 @@ import pytest
 
 from chaosinject.errors import InvalidSpec
 from chaosinject.experiment.spec import ExperimentInvalid, parse_experiment
-from chaosinject.kernel.record_bpf import MAX_FILTERS, cgroup2_root
+from chaosinject.kernel.record_program import MAX_FILTERS, cgroup2_root
 from chaosinject.plan import Interface, build_plan
 from chaosinject.record import PacketFlow
 from chaosinject.record.build import MAX_FLOWS, build_recorders, rtt_flows

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from chaosinject.experiment.spec import ExperimentInvalid, parse_experiment
-from chaosinject.kernel.record_bpf import cgroup2_root
+from chaosinject.kernel.record_program import cgroup2_root
 from chaosinject.record.experiment import record_errors, recording_for
 from chaosinject.record.oneway import OneWayRecorder
 from chaosinject.record.rtt import RttRecorder

@@ -90,16 +90,17 @@ def test_wheel_installs_everything_and_clashes_with_nothing(venv):
         import chaosinject
         import chaosinject.analysis as ana
         from chaosinject.kernel import abi
-        from chaosinject.lab import definition, netlab, labdemo
+        from chaosinject.lab import db_timeout_demo, definition, netlab
         from chaosinject.experiment.loader import load_experiment
         from chaosinject.experiment.spec import current_module
         out = {"file": chaosinject.__file__, "analysis": ana.__file__, "ci": str(ana.proportion_ci(2, 50))}
         out["bpf"] = sorted(str(p.relative_to(abi.BPF_DIR)) for p in abi.BPF_DIR.rglob("*") if p.suffix in (".c", ".h"))
-        out["lab"] = [len(definition.load_definition()) > 0, netlab.DB_INIT.is_file(), labdemo.experiment_path().is_file()]
+        out["lab"] = [len(definition.load_definition()) > 0, netlab.DB_INIT.is_file(),
+                      db_timeout_demo.experiment_path().is_file()]
         ex = resources.files("chaosinject.experiment") / "examples"
         out["examples"] = sorted(p.name for p in ex.iterdir())
         out["seed"] = load_experiment(Path(str(ex / "seed-experiment.json"))).title
-        from chaosinject import notebook
+        from chaosinject.cli import notebook
         out["notebook"] = notebook.SHIPPED.is_file() and str(notebook.SHIPPED).startswith(sys.prefix)
         out["alias"] = current_module("injector.experiment.actions")  # rename.py: keep
         failed = []

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from chaosinject.analysis import load_run
-from chaosinject.lab.labdemo import phase_summary
+from chaosinject.lab.db_timeout_demo import phase_summary
 
 # the netem hold around the requested 2 s, in ms: what the kernel tier allows the same hold in its 6.1 VM
 # (tests/kernel/nslab.py); one three-VM run here measured p50 +1.3 ms

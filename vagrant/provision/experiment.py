@@ -17,10 +17,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from chaosinject.cli.demo import print_measured, verdict_lines
 from chaosinject.experiment import load_experiment
 from chaosinject.experiment.loader import resolve_configuration
 from chaosinject.experiment.runner import RunOptions, run_experiment
-from chaosinject.lab import labdemo
+from chaosinject.lab import db_timeout_demo
 from chaosinject.lab.definition import load_definition, port, vagrant_addresses
 from chaosinject.lab.requests import RequestLogRecorder
 from chaosinject.spec.units import parse_duration_s
@@ -58,11 +59,11 @@ def main(run_dir: Path) -> int:
     api_url = f"http://{addrs['api']}:{port('api', d)}"
     prometheus_url = f"http://{addrs['prometheus']}:{port('prometheus', d)}"
     db_timeout_s = float(d["api"]["db_timeout_s"])
-    exp = load_experiment(labdemo.experiment_path())
+    exp = load_experiment(db_timeout_demo.experiment_path())
     rate, rate_why = loadrate.remeasure()
     variables = {"api_url": api_url, "prometheus_url": prometheus_url, "db_delay": f"{max(2.0, 2 * db_timeout_s):g}s"}
-    baseline_s, why = labdemo.baseline_for_rate(float(resolve_configuration(exp, variables)["baseline_s"]), rate,
-                                                max_s=MAX_BASELINE_S)
+    baseline_s, why = db_timeout_demo.baseline_for_rate(
+        float(resolve_configuration(exp, variables)["baseline_s"]), rate, max_s=MAX_BASELINE_S)
     if why:
         variables["baseline_s"] = baseline_s
         say(f"baseline {baseline_s:g} s: {why}")
@@ -71,18 +72,18 @@ def main(run_dir: Path) -> int:
     window = str(conf.get("rate_window", "10s"))
     wait_for_metrics(prometheus_url, window)
     # the capacity measurement ran the api at full tilt: let its requests leave the error-rate window
-    time.sleep(parse_duration_s(window, field="rate_window") + labdemo.SCRAPE_LAG_S)
+    time.sleep(parse_duration_s(window, field="rate_window") + db_timeout_demo.SCRAPE_LAG_S)
     recorder = RequestLogRecorder(REQUEST_LOG)
-    say(f"experiment: {exp.title} ({labdemo.experiment_path()})")
+    say(f"experiment: {exp.title} ({db_timeout_demo.experiment_path()})")
     say(f"run directory: {run_dir}")
     t = time.monotonic()
     outcome = run_experiment(exp, RunOptions(run_dir=run_dir, variables=variables, recorders=[recorder],
                                              sample_sources=[recorder], progress=say))
     say(f"experiment time: {time.monotonic() - t:.1f} s")
-    verdict = labdemo.verdict_of(outcome)
+    verdict = db_timeout_demo.verdict_of(outcome)
     say("measured:")
-    labdemo._print_measured(run_dir, outcome.journal, say)
-    for line in labdemo._verdict_lines(run_dir):
+    print_measured(run_dir, outcome.journal, say)
+    for line in verdict_lines(run_dir):
         say(line)
     for f in outcome.journal["chaos-inject"].get("faults", []):
         say(f"fault: {f.get('fault')} on {', '.join(f.get('flows', []))}: engine {f.get('engine')}")

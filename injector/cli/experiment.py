@@ -1,4 +1,5 @@
-"""``chaos-inject run EXPERIMENT``: argument parsing and presentation for the experiment runner."""
+"""``chaos-inject run EXPERIMENT``: argument parsing and presentation for the experiment runner
+(experiment/runner.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .model import DRY_MODES, HYPOTHESIS_STRATEGIES, ROLLBACK_STRATEGIES
+from ..experiment.model import DRY_MODES, HYPOTHESIS_STRATEGIES, ROLLBACK_STRATEGIES
 
 __all__ = ["add_run_parser", "cmd_run"]
 
@@ -82,7 +83,7 @@ def add_run_parser(sub) -> None:
 
 def _guard_from_args(exp, args):
     from ..spec.units import parse_percent_ratio
-    from .model import LoadSpec
+    from ..experiment.model import LoadSpec
 
     g = exp.guard
     if args.no_guard:
@@ -121,8 +122,8 @@ def _dependence_line(dep: dict) -> str:
 
 def fault_flows(exp, conf: dict) -> list[list[str]]:
     """The flows of each of our network-fault actions in the method (resolved), in order."""
-    from .loader import substitute
-    from .model import PythonProvider, thaw
+    from ..experiment.loader import substitute
+    from ..experiment.model import PythonProvider, thaw
 
     out = []
     for act in exp.method:
@@ -135,11 +136,11 @@ def fault_flows(exp, conf: dict) -> list[list[str]]:
 
 
 def describe_plan(exp, conf: dict, guard, warnings: list[str], tc_lines: dict | None = None) -> str:
-    from .loader import substitute
-    from .model import PythonProvider
+    from ..experiment.loader import substitute
+    from ..experiment.model import PythonProvider
 
     def thaw(v):   # what the run would pass: frozen spec values with ${name} resolved
-        from .model import thaw as _thaw
+        from ..experiment.model import thaw as _thaw
 
         return substitute(_thaw(v), conf)
 
@@ -186,7 +187,7 @@ def describe_plan(exp, conf: dict, guard, warnings: list[str], tc_lines: dict | 
                                    guard.prometheus_query else "") + ")")
     else:
         lines.append("halt guard: off")
-    from .report import verdict_spec
+    from ..experiment.report import verdict_spec
 
     spec, expect, origin = verdict_spec(exp.verdict, guard)
     lines.append(f"recorded-samples verdict: {spec.describe()}; expected: " + ", ".join(
@@ -202,12 +203,12 @@ def describe_plan(exp, conf: dict, guard, warnings: list[str], tc_lines: dict | 
 def cmd_run(args, carrier=None) -> int:
     """``carrier`` (a FaultCarrier, e.g. the fleet's for an Ansible inventory): where the method's network faults
     are held; None: on this host."""
-    from .loader import check_environment, parse_vars, resolve_configuration
-    from .runner import RunOptions, run_experiment
+    from ..experiment.loader import check_environment, parse_vars, resolve_configuration
+    from ..experiment.runner import RunOptions, run_experiment
 
     import os
 
-    from .foreign import load_any
+    from ..experiment.foreign import load_any
 
     if carrier is None and (args.percent is not None or args.count is not None or args.allow_unreachable):
         from ..errors import InvalidSpec
@@ -226,7 +227,7 @@ def cmd_run(args, carrier=None) -> int:
     if kind != "chaos-toolkit":
         exp = replace(exp, notes=(f"translated from {kind}: {args.experiment}", *translation, *exp.notes))
     guard = _guard_from_args(exp, args)
-    from .loader import read_var_file
+    from ..experiment.loader import read_var_file
 
     variables = {}
     for path in args.var_file or []:
@@ -234,14 +235,14 @@ def cmd_run(args, carrier=None) -> int:
     variables.update(parse_vars(args.var))
     warnings = check_environment(exp)
     conf = resolve_configuration(exp, variables)
-    from . import tcnetem
-    from .loader import resolve_secrets
+    from ..experiment import tcnetem
+    from ..experiment.loader import resolve_secrets
 
     tc = tcnetem.tc_settings(conf, literal=args.literal_tc, netns=args.tc_netns)
     translated = tcnetem.check_experiment(exp, conf, resolve_secrets(exp), tc)
     if carrier is not None:
         from ..errors import InvalidSpec
-        from .model import ProcessProvider
+        from ..experiment.model import ProcessProvider
 
         local = [a.path for a in exp.activities()
                  if isinstance(a.provider, ProcessProvider) and tcnetem.is_tc(str(a.provider.path))]
@@ -270,7 +271,7 @@ def cmd_run(args, carrier=None) -> int:
     if carrier is None:
         outcome = run_experiment(exp, opts)
     else:
-        from .carrier import carried_by
+        from ..experiment.carrier import carried_by
 
         try:
             with carried_by(carrier):
@@ -281,7 +282,7 @@ def cmd_run(args, carrier=None) -> int:
         print(f"fleet: verdict {fleet['verdict']} over host(s) {', '.join(fleet['hosts']) or 'none'} "
               f"({run_dir}/fleet.json)")
     j = outcome.journal
-    from .report import _surprises
+    from ..experiment.report import _surprises
 
     for item in _surprises(j):   # e.g. a process action that exited non-zero still "succeeded" (chaoslib)
         print(f"surprising: {item}", file=sys.stderr)

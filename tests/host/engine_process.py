@@ -1,12 +1,14 @@
 """A fault held by a child process, as the CLI holds one: its own process and GIL, so the measuring threads of a
 test or benchmark do not disturb the engine's timing (nor it theirs).
 
-    python -m chaosinject.lab.engine_process SPEC_JSON
+    python tests/host/engine_process.py SPEC_JSON
 
 SPEC: ``netns`` and ``ifname`` (where), ``targets`` (a list of ``{"flow": "SRC->DST:PORT/udp", "fault":
 FaultSpec keyword arguments}``), optional ``engine`` (default: userspace), ``direction``, ``seed``. The child
 applies the plan, prints ``ready RUN_ID LOAD_S``, holds until its stdin closes (or SIGTERM), then its owner undoes
-everything and it prints the engine's counters as JSON. ``EngineProcess`` runs it.
+everything and it prints the engine's counters as JSON. ``EngineProcess`` runs it. A test helper (the host tier's
+test_userspace_delay.py and bench/delay_engines.py use it; nothing shipped does): the child runs this file by its
+path, so it needs no package of its own.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ import time
 
 
 def _child(spec: dict) -> int:
-    from ..engines.select import make_engine
-    from ..errors import Interrupted
-    from ..kernel.owner import KernelOwner
-    from ..plan import Interface, build_plan
-    from ..spec import FaultSpec, parse_flow
+    from chaosinject.engines.select import make_engine
+    from chaosinject.errors import Interrupted
+    from chaosinject.kernel.owner import KernelOwner
+    from chaosinject.plan import Interface, build_plan
+    from chaosinject.spec import FaultSpec, parse_flow
 
     iface = Interface(spec["ifname"], spec["netns"])
     targets = [(parse_flow(t["flow"]), iface, FaultSpec(**t["fault"])) for t in spec["targets"]]
@@ -54,8 +56,9 @@ class EngineProcess:
         env = dict(os.environ)   # sys.executable finds the installed chaosinject (editable or wheel)
         if run_dir is not None:
             env["CHAOS_INJECT_RUN_DIR"] = str(run_dir)
-        self.proc = subprocess.Popen([sys.executable, "-m", __name__, json.dumps(spec)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), json.dumps(spec)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=env)
         line = self.proc.stdout.readline().split()
         if len(line) != 3 or line[0] != "ready":
             self.kill()

@@ -1,4 +1,5 @@
-"""TCP traffic whose RTT the recorders can sample, for tests and benchmarks on namespaces they made.
+"""TCP traffic whose RTT the recorders can sample, for tests and benchmarks on namespaces they made (a test
+helper: the host tier and bench/record_experiment.py use it; nothing shipped does).
 
 An echo server in one network namespace; a client in another that opens a new connection every
 ``interval_s`` and exchanges a few messages on it. sock_ops switches RTT samples on when a connection is
@@ -13,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..kernel.netns import socket_in
+from chaosinject.kernel.netns import socket_in
 
 
 class TcpEchoTraffic:

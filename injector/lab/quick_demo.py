@@ -1,4 +1,4 @@
-"""`chaos-inject demo`: two throwaway namespaces, a real per-flow loss fault with traffic, a summary.
+"""`chaos-inject demo --quick`: two throwaway namespaces, a real per-flow loss fault with traffic, a summary.
 
 The faulted flow is client -> server:9000/udp; a second flow to port 9001 is the control and must lose
 nothing. The receiver's own count is printed beside the kernel's counters: two independent witnesses.

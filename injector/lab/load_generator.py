@@ -1,4 +1,4 @@
-"""The lab's load generator: ``python3 -m chaosinject.lab.loadgen --config load.json``.
+"""The lab's load generator: ``python3 -m chaosinject.lab.load_generator --config load.json``.
 
 Open loop: requests start on a fixed schedule (``rate_per_s``) whatever the api's latency, each on its own
 worker, so a slow api does not slow the offered load (no coordinated omission). Every request appends one
@@ -61,7 +61,7 @@ class LoadGenerator:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python3 -m chaosinject.lab.loadgen")
+    ap = argparse.ArgumentParser(prog="python3 -m chaosinject.lab.load_generator")
     ap.add_argument("--config", required=True, type=Path)
     ap.add_argument("--rate", type=float, help="requests per second; overrides the config")
     args = ap.parse_args(argv)

@@ -25,7 +25,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from .errors import ChaosInjectError, InvalidSpec
+from ..errors import ChaosInjectError, InvalidSpec
 
 SHIPPED = Path(str(resources.files("chaosinject.notebooks") / "post_experiment_analysis.ipynb"))
 COPY_NAME = "analysis.ipynb"
@@ -106,7 +106,7 @@ def _jupyter() -> list[str]:
         return [str(exe)]
     found = shutil.which("jupyter-lab")
     if found is None:
-        from .errors import Unsupported
+        from ..errors import Unsupported
 
         raise Unsupported("JupyterLab is not installed (make setup installs it: the `notebooks` extra)")
     return [found]
@@ -169,7 +169,7 @@ def cmd_notebook(args: argparse.Namespace) -> int:
 
 def _wait_ready(proc: subprocess.Popen, ip: str, port: int, stopping: threading.Event, deadline_s: float) -> bool:
     """Until the server answers /api (JSON with its version), it exits, or we are stopped."""
-    from .httpclient import get   # straight to the address: never through a proxy
+    from ..httpclient import get   # straight to the address: never through a proxy
 
     host = f"[{ip}]" if ":" in ip else ip
     end = time.monotonic() + deadline_s

@@ -1,6 +1,6 @@
 """What the BPF recorders share: flows to record, a reader thread draining the ring, phases, writing.
 
-Recorders built on this load their own copy of bpf/record.bpf.c (chaosinject.kernel.record_bpf), so two
+Recorders built on this load their own copy of bpf/record.bpf.c (chaosinject.kernel.record_program), so two
 recorders never share maps; each reads its ring buffer in numpy batches from one thread.
 """
 
@@ -64,7 +64,7 @@ class PacketFlow:
                    protocol=m.protocol or None, rule_id=rule.rule_id)
 
     def to_filter(self, events: bool):
-        from ..kernel.record_bpf import F_EVENTS, Filter  # ctypes only: importable without bcc
+        from ..kernel.record_program import F_EVENTS, Filter  # ctypes only: importable without bcc
 
         f = Filter(family=self.family, proto=PROTOCOLS[self.protocol], flags=F_EVENTS if events else 0)
         f.sport = _port_nbo(self.sport)
@@ -100,7 +100,7 @@ class BpfRecorder:
                  max_stamps: int = 65536, max_events: int = 10_000_000):
         if not flows:
             raise ValueError("nothing to record: no flows")
-        from ..kernel.record_bpf import MAX_FILTERS
+        from ..kernel.record_program import MAX_FILTERS
 
         if len(flows) > MAX_FILTERS:
             raise ValueError(f"{len(flows)} flows; one recorder records at most {MAX_FILTERS}")
@@ -123,7 +123,7 @@ class BpfRecorder:
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
-        from ..kernel.record_bpf import RecordConfig, RecordProgram
+        from ..kernel.record_program import RecordConfig, RecordProgram
 
         program = RecordProgram(RecordConfig(ring_pages=self._ring_pages, max_stamps=self._max_stamps))
         try:
@@ -207,7 +207,7 @@ class BpfRecorder:
 
     def events_array(self) -> np.ndarray:
         """Every raw event so far (t_ns, latency_ns, rule, aux), in arrival order."""
-        from ..kernel.record_bpf import EVENT_DTYPE
+        from ..kernel.record_program import EVENT_DTYPE
 
         with self._lock:
             if not self._chunks:

@@ -1,15 +1,15 @@
-"""`chaos-inject demo` (what `sudo make demo` runs): the seed's experiment on the netns lab, end to end.
+"""The db-timeout demo (`chaos-inject demo`, what `sudo make demo` runs): the seed's experiment on the netns lab,
+end to end.
 
 The lab comes up if it is not (and goes down again at the end, on every exit path, Ctrl-C and SIGTERM
 included; a lab that was already up is left as it was); ``experiments/db-timeout.json`` runs against it with
-the lab's request log as recorder and halt-guard source; the verdict, the report's path and an exit code from
-the experiment's outcome are printed. ``chaos-inject demo --quick`` is the older loss demo (``demo.py``).
+the lab's request log as recorder and halt-guard source; the run returns its verdict, exit code, run directory and
+journal, which cli/demo.py prints. ``chaos-inject demo --quick`` is the older loss demo (``quick_demo.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import signal
@@ -28,7 +28,7 @@ def experiment_path() -> Path:
     return Path(str(resources.files("chaosinject.lab") / "experiments" / EXPERIMENT))
 
 
-class _Terminated(KeyboardInterrupt):
+class Terminated(KeyboardInterrupt):
     """SIGTERM/SIGHUP outside the experiment's own handlers: unwind so the lab comes down."""
 
     def __init__(self, signum: int):
@@ -39,7 +39,7 @@ class _Terminated(KeyboardInterrupt):
 @contextlib.contextmanager
 def _terminate_as_exception():
     def handler(signum, frame):
-        raise _Terminated(signum)
+        raise Terminated(signum)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
@@ -126,34 +126,12 @@ def phase_summary(samples) -> list[dict]:
     return rows
 
 
-def _print_measured(run_dir: Path, journal: dict, out) -> None:
-    """What the run measured: the requests per phase, and the hold the delay engine measured per packet."""
-    try:
-        from chaosinject.analysis import load_run
-
-        rows = phase_summary(load_run(run_dir).samples)
-    except Exception as exc:  # noqa: BLE001 - the report is written; the summary is a courtesy
-        out(f"samples: could not be read ({exc})")
-        rows = []
-    for r in rows:
-        statuses = ", ".join(f"{n} x {code or 'no answer'}" for code, n in r["statuses"].items())
-        out(f"  {r['phase']:<9} {r['requests']:>5} requests: {statuses}; median {r['median_ms']:.1f} ms")
-    for f in journal["chaos-inject"].get("faults", []):
-        for c in (f.get("counters") or {}).values():
-            if isinstance(c, dict) and c.get("delay_p50_ns"):
-                from ..summary import hold_clock
-
-                held = c.get("delay_samples_seen") or c.get("delayed_packets", c.get("delayed", 0))
-                out(f"  fault {f['fault']} on {', '.join(f['flows'])} ({f['engine']} engine): "
-                    f"{held} packets held, measured hold p50 "
-                    f"{c['delay_p50_ns'] / 1e6:.3f} ms, p99 {c['delay_p99_ns'] / 1e6:.3f} ms ({hold_clock(c)})")
-
-
 @dataclass
 class DemoResult:
     exit_code: int
     verdict: str            # held | deviated | metastable | inconclusive | halted | failed | stopped
     run_dir: Path
+    journal: dict           # the experiment's journal (its chaos-inject block: faults, reason, recovery)
 
 
 def verdict_of(outcome) -> str:
@@ -168,17 +146,6 @@ def verdict_of(outcome) -> str:
         return "metastable"     # the fault was removed and the lab still failed at the end: not the fault's doing
     samples = j["chaos-inject"].get("verdict")
     return {"held": "held", "violated": "deviated"}.get(samples, "inconclusive")
-
-
-def _verdict_lines(run_dir: Path) -> list[str]:
-    try:
-        v = json.loads((run_dir / "verdict.json").read_text())
-    except (OSError, ValueError):
-        return ["recorded samples: no verdict (no samples were recorded)"]
-    recover = (v.get("recovery") or {}).get("recover_text")
-    return [f"recorded samples: steady state {v['outcome'].upper()} ({v.get('spec_text', '')})"] + \
-        [f"  {ph['summary']}" for ph in (v.get("phases") or {}).values()] + \
-        ([f"  recovery: {recover}"] if recover else [])
 
 
 def _say(line: str) -> None:
@@ -244,23 +211,8 @@ def run_lab_demo(run_dir: Path | None = None, *, spec=None, keep_lab: bool = Fal
                     lab_down(spec)
                 out(f"lab {spec.prefix}: taken down")
     verdict = verdict_of(outcome)
-    ci = outcome.journal["chaos-inject"]
-    out("measured:")
-    _print_measured(run_dir, outcome.journal, out)
-    for line in _verdict_lines(run_dir):
-        out(line)
-    why = (ci.get("reason") if verdict != "metastable" else None) or {
-        "held": "the api answered 503, never 500, while the database timed out (the fault took effect), and "
-                "the error rate was back under 1 %",
-        "deviated": "the recorded samples violate the steady state (see above)",
-        "inconclusive": "the probes held, but the recorded samples cannot confirm it (see above)",
-        "metastable": "the lab did not recover after the fault was removed (it still failed at the end of the "
-                      "recording): a metastable failure of the lab under its load, not a fault that never ended; "
-                      "see the recovery line above"}.get(verdict, "")
-    out(f"verdict: {verdict.upper()}" + (f": {why}" if why else ""))
-    out(f"report: {run_dir / 'report.md'} (and report.html)")
     code = outcome.exit_code if outcome.exit_code or verdict == "held" else 1
-    return DemoResult(code, verdict, run_dir)
+    return DemoResult(code, verdict, run_dir, outcome.journal)
 
 
 @contextlib.contextmanager
@@ -273,50 +225,3 @@ def _no_signals():
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-def cmd_demo(args) -> int:
-    if args.quick:
-        from .demo import run_demo
-
-        return run_demo(loss=args.loss, duration=args.duration, rate_pps=args.rate)
-    from .state import LabSpec
-
-    spec = LabSpec(prefix=args.lab_prefix, subnet=args.lab_subnet, state_dir=args.lab_state_dir)
-    try:
-        result = run_lab_demo(args.record, spec=spec, keep_lab=args.keep_lab, quiet=args.quiet)
-    except _Terminated as exc:     # (a KeyboardInterrupt: lab_up removes what it made and re-raises it)
-        print(f"demo: {exc} (the lab was taken down if the demo brought it up)", file=sys.stderr)
-        return 128 + exc.signum
-    except KeyboardInterrupt:
-        print("demo: interrupted (the lab was taken down if the demo brought it up)", file=sys.stderr)
-        return 130
-    return result.exit_code
-
-
-def add_demo_parser(sub) -> None:
-    import argparse
-
-    from .state import DEFAULT_STATE_DIR
-
-    demo = sub.add_parser(
-        "demo", help="the seed's experiment on the netns lab: delay api->db, 503 not 500, report (what `make demo` "
-                     "runs); --quick: a loss fault between two throwaway namespaces",
-        description="Brings the netns lab up (unless it is up), runs the seed's experiment 'API handles database "
-                    "connection timeout' against it (per-flow delay on api->db past the api's database deadline; "
-                    "the api must answer 503, never 500, and recover), writes a run directory with journal, "
-                    "samples and report, prints the verdict, and takes the lab down again if it brought it up. "
-                    "Exit code: 0 held (the probes and the recorded samples' verdict), 1 deviated/inconclusive/failed/"
-                    "halted, 130/143 interrupted.")
-    demo.add_argument("--record", type=Path, metavar="DIR",
-                      help="run directory (default ./chaos-runs/demo-<time>)")
-    demo.add_argument("--keep-lab", action="store_true", help="leave the lab up afterwards")
-    demo.add_argument("-q", "--quiet", action="store_true", help="no live progress on stderr")
-    demo.add_argument("--quick", action="store_true",
-                      help="the quick demo instead: two namespaces, 10%% loss on one UDP flow, counters")
-    demo.add_argument("--loss", default="10%", help="--quick: loss on the faulted flow")
-    demo.add_argument("--duration", default="6s", help="--quick: how long")
-    demo.add_argument("--rate", type=float, default=2000.0, help="--quick: packets per second per flow")
-    demo.add_argument("--lab-prefix", default="cilab", help=argparse.SUPPRESS)       # parallel labs (tests)
-    demo.add_argument("--lab-subnet", default="10.213.0.0/24", help=argparse.SUPPRESS)
-    demo.add_argument("--lab-state-dir", type=Path, default=DEFAULT_STATE_DIR, help=argparse.SUPPRESS)

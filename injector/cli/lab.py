@@ -7,8 +7,8 @@ import json
 import time
 from pathlib import Path
 
-from .definition import ROLES
-from .state import DEFAULT_STATE_DIR, LabSpec
+from ..lab.definition import ROLES
+from ..lab.state import DEFAULT_STATE_DIR, LabSpec
 
 
 def add_lab_parser(sub) -> None:
@@ -43,7 +43,7 @@ def _print_info(info) -> None:
 
 def run_lab_command(args: argparse.Namespace) -> int:
     from ..errors import InvalidSpec
-    from .netlab import lab_down, lab_restart, lab_status, lab_up
+    from ..lab.netlab import lab_down, lab_restart, lab_status, lab_up
 
     spec = LabSpec(prefix=args.prefix, subnet=args.subnet, state_dir=args.state_dir,
                    db_timeout_s=args.db_timeout, load_rate_per_s=args.rate)
