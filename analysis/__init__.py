@@ -5,9 +5,12 @@ Plots live in :mod:`chaosinject.analysis.plots` (the only matplotlib user); it i
 from __future__ import annotations
 
 # Each module's __all__ is its public API; the facade re-exports them (a name is listed once, where it is defined).
-from . import _types, compare, dependence, proportions, quantiles, rundir, sequential, verdict
+from . import (_types, compare, dependence, mann_whitney, proportions, quantile_shift, quantiles, rundir, sequential,
+               tail_rank, verdict)
 from ._types import *  # noqa: F401,F403
-from .compare import *  # noqa: F401,F403
+from .mann_whitney import *  # noqa: F401,F403
+from .quantile_shift import *  # noqa: F401,F403
+from .tail_rank import *  # noqa: F401,F403
 from .dependence import *  # noqa: F401,F403
 from .proportions import *  # noqa: F401,F403
 from .quantiles import *  # noqa: F401,F403
@@ -19,7 +22,9 @@ __all__: list[str] = []
 __all__ += _types.__all__
 __all__ += proportions.__all__
 __all__ += quantiles.__all__
-__all__ += compare.__all__
+__all__ += mann_whitney.__all__      # compare.py gathers these three for older imports
+__all__ += quantile_shift.__all__
+__all__ += tail_rank.__all__
 __all__ += dependence.__all__
 __all__ += sequential.__all__
 __all__ += rundir.__all__

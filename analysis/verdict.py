@@ -51,7 +51,7 @@ import numpy as np
 
 from ._types import ConfidenceInterval, InvalidInput, Outcome
 from ._validate import check_confidence, check_count, check_quantile, check_samples
-from .compare import QuantileDifference, _quantile_difference_from_bounds
+from .quantile_shift import QuantileDifference, _quantile_difference_from_bounds
 from .dependence import Dependence, indicator_dependence
 from .proportions import ProportionComparison, compare_proportions, proportion_ci
 from .quantiles import DEFAULT_QUANTILES, QuantileEstimate, _qname, quantile_ci_dependent, quantile_table

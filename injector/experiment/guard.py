@@ -21,13 +21,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
 
+from .loader import substitute
 from .model import GuardSpec
 
-__all__ = ["HaltGuard"]
+__all__ = ["HaltGuard", "resolve_guard"]
 
 log = logging.getLogger("chaos_inject.experiment")
 
@@ -198,3 +200,13 @@ class HaltGuard:
                 finally:
                     self._armed = False
             self._stop.wait(self.spec.interval_s)
+
+
+def resolve_guard(g: GuardSpec, conf: dict, secrets: dict) -> GuardSpec:
+    """``${name}`` in the extension's URLs and query, like everywhere else in the file."""
+    if g.load is not None:
+        g = replace(g, load=replace(g.load, url=substitute(g.load.url, conf, secrets)))
+    if g.prometheus_url:
+        g = replace(g, prometheus_url=substitute(g.prometheus_url, conf, secrets),
+                    prometheus_query=substitute(g.prometheus_query, conf, secrets))
+    return g

@@ -39,8 +39,9 @@ def configure_control(configuration: dict | None = None, secrets: dict | None = 
 def before_experiment_control(context: dict, configuration: dict | None = None, secrets: dict | None = None,
                               run_dir: str | None = None, **_: Any) -> None:
     from ..experiment.actions import session_mark
-    from ..experiment.runner import _resolve_guard, experiments_dir
+    from ..experiment.guard import resolve_guard
     from ..experiment.spec import parse_experiment
+    from ..livestatus import experiments_dir
     from ..record.experiment import recording_for
     from ..record.store import Phases
 
@@ -48,7 +49,7 @@ def before_experiment_control(context: dict, configuration: dict | None = None, 
     exp = parse_experiment(doc, source="chaos run")
     conf = dict(configuration or _RUN.get("configuration") or {})
     secrets = dict(secrets or _RUN.get("secrets") or {})
-    guard = _resolve_guard(exp.guard, conf, secrets)
+    guard = resolve_guard(exp.guard, conf, secrets)
     run_id = f"ctk-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     where = Path(run_dir or _RUN.get("run_dir") or experiments_dir() / run_id).resolve()
     where.mkdir(parents=True, exist_ok=True)
@@ -83,9 +84,9 @@ def after_method_control(context: dict, state: Any = None, **_: Any) -> None:
     if "phases" not in _RUN:
         return
     from ..experiment.actions import started_sessions
-    from ..experiment.runner import _faults_removal_ns
+    from ..experiment.effects import faults_removal_ns
 
-    removal = _faults_removal_ns(_RUN["phases"], started_sessions(_RUN["mark"]))
+    removal = faults_removal_ns(_RUN["phases"], started_sessions(_RUN["mark"]))
     if removal is not None:   # the method removed its faults itself: recovery from then on
         _RUN["phases"].close(removal[0])
         _RUN["phases"].mark("recovery", removal[1])
@@ -97,18 +98,18 @@ def after_experiment_control(context: dict, state: dict, **_: Any) -> None:
         return
     from ..experiment.actions import describe_session, started_sessions
     from ..experiment.report import write_report, write_run_data
-    from ..experiment.runner import _fault_starts_when_active, _faults_removal_ns
+    from ..experiment.effects import fault_starts_when_active, faults_removal_ns
 
     phases, guard, exp = _RUN["phases"], _RUN["guard"], _RUN["exp"]
     sessions = started_sessions(_RUN["mark"])
     if not _RUN.get("recovery_marked"):   # faults removed by the rollbacks (or none of ours)
-        removal = _faults_removal_ns(phases, sessions)
+        removal = faults_removal_ns(phases, sessions)
         if removal is not None:
             phases.close(removal[0])
             phases.mark("recovery", removal[1])
         else:
             phases.mark("recovery")
-    onset = _fault_starts_when_active(phases, sessions)
+    onset = fault_starts_when_active(phases, sessions)
     try:
         if _RUN["recorders"] and _RUN["method"] and guard.recovery_s > 0:
             time.sleep(guard.recovery_s)
@@ -142,9 +143,9 @@ def after_experiment_control(context: dict, state: dict, **_: Any) -> None:
         except Exception as exc:  # noqa: BLE001
             log.exception("writing the report failed")
             ci["report_error"] = f"{type(exc).__name__}: {exc}"
-    from ..experiment.runner import _write_json
+    from ..experiment.journal import write_json
 
-    _write_json(run_dir / "journal.json", state)
+    write_json(run_dir / "journal.json", state)
     log.info("chaos-inject: run directory %s, verdict %s", run_dir, outcome)
     _RUN.clear()   # recorders stopped: nothing left for cleanup_control
 

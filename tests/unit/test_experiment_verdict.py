@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from chaosinject.experiment import ExperimentInvalid, parse_experiment
-from chaosinject.experiment import runner as runner_mod
+from chaosinject.experiment import effects
 from chaosinject.experiment.report import verdict_spec
 from chaosinject.experiment.runner import RunOptions, run_experiment
 from chaosinject.experiment.spec import GuardSpec
@@ -154,7 +154,7 @@ def test_fault_phase_starts_when_the_fault_became_active():
     t_method = phases.mark("fault", t0 + 1000)
     ours = [_Session((t_method + 300, t_method + 900)), _Session((t_method + 250, None)), _Session(None)]
     phases.mark("recovery", t_method + 1000)
-    onset = runner_mod._fault_starts_when_active(phases, ours)
+    onset = effects.fault_starts_when_active(phases, ours)
     assert onset["start_ns"] == t_method and onset["end_ns"] == t_method + 250
     w = phases.windows()
     assert w["baseline"]["end_ns"] == t_method and w["fault"]["start_ns"] == t_method + 250
@@ -165,7 +165,7 @@ def test_fault_phase_starts_when_the_fault_became_active():
     p2 = Phases()
     p2.mark("baseline")
     t = p2.mark("fault")
-    assert runner_mod._fault_starts_when_active(p2, [_Session(None)]) is None and p2.starts["fault"] == t
+    assert effects.fault_starts_when_active(p2, [_Session(None)]) is None and p2.starts["fault"] == t
     assert time.monotonic_ns() > t
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from chaosinject.cli.experiment import describe_plan
 from chaosinject.experiment import load_experiment, parse_experiment
-from chaosinject.experiment import runner as runner_mod
+from chaosinject.experiment import effects
 from chaosinject.experiment.loader import resolve_configuration
 from chaosinject.experiment.runner import RunOptions, run_experiment
 from chaosinject.lab.db_timeout_demo import experiment_path, phase_summary
@@ -96,10 +96,10 @@ def test_recovery_starts_when_this_runs_faults_ended_and_the_removal_is_in_no_ph
     now = time.monotonic_ns()
     ours = [_Session((t_fault + 1, t_fault + 100), t_fault + 90), _Session((t_fault + 2, t_fault + 200), t_fault + 150),
             _Session(None)]
-    assert runner_mod._faults_removal_ns(phases, ours) == (t_fault + 150, t_fault + 200)
+    assert effects.faults_removal_ns(phases, ours) == (t_fault + 150, t_fault + 200)
     ours.append(_Session((t_fault + 3, None)))                     # still running: recovery starts now
-    assert runner_mod._faults_removal_ns(phases, ours) is None
-    assert runner_mod._faults_removal_ns(phases, [_Session(None)]) is None and now > 0
+    assert effects.faults_removal_ns(phases, ours) is None
+    assert effects.faults_removal_ns(phases, [_Session(None)]) is None and now > 0
     # the runner closes the fault when the removal began and starts the recovery when it ended: a gap
     phases.close(t_fault + 150)
     phases.mark("recovery", t_fault + 200)

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from chaosinject.experiment import parse_experiment
-from chaosinject.experiment.runner import RunOptions, _no_effect, run_experiment
+from chaosinject.experiment.effects import no_effect as _no_effect
+from chaosinject.experiment.runner import RunOptions, run_experiment
 
 
 @pytest.fixture(autouse=True)

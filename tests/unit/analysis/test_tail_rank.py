@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from scipy import stats
 
 from chaosinject.analysis import InvalidInput, TailRankTest, quantile_shift_test, tail_rank_test
-from chaosinject.analysis.compare import _tail_pvalue_exact, _tail_pvalue_mixture
+from chaosinject.analysis.tail_rank import _tail_pvalue_exact, _tail_pvalue_mixture
 from analysis_synth import DISTRIBUTIONS
 
 
