@@ -3,8 +3,9 @@
 Every script in bench/ imports this module (``import _common as C``; tests/unit/test_bench_harness.py checks it)
 and starts with ``C.begin(name, root=...)`` after parsing its arguments, so ``--help`` never needs root:
 
-* setup: the checkout (``REPO``) on ``sys.path`` for ``bench``/``tests`` helpers; the ``chaosinject`` package
-  itself comes from the venv (``sudo make setup``: ``.venv/bin/python``);
+* setup: the checkout (``REPO``) and bench/ on ``sys.path`` for the ``bench``/``tests`` helpers; the
+  ``chaosinject`` package itself comes from the venv (``sudo make setup``: ``.venv/bin/python``), and an
+  interpreter without it stops at the import with how to run the script;
 * signals: SIGINT -> KeyboardInterrupt, SIGTERM / SIGHUP -> SystemExit, so every ``finally`` clean-up runs (in a
   forked child of ours the signal ends only the child: see ``exit_on_signals``);
 * the header: script, UTC time, host, kernel, CPUs, load average at the start, and the commit measured (with a
@@ -20,6 +21,7 @@ packets and rule sets for the kernel benchmarks are in ``_netkit.py``).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import platform
@@ -33,9 +35,21 @@ from typing import Callable, Iterable, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 for _p in (str(BENCH), str(REPO)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
+
+
+def require_package() -> None:
+    """The scripts import ``chaosinject`` from the venv (the folders here are injector/, analysis/, bpf/, mapped
+    by setup.py): say how to run them when this interpreter does not have it."""
+    if importlib.util.find_spec("chaosinject") is None:
+        sys.exit(f"chaosinject is not importable from {sys.executable}: run the benchmark with {VENV_PYTHON} "
+                 "(`sudo make setup` makes it)")
+
+
+require_package()
 
 
 # -- setup ---------------------------------------------------------------------------------------------------

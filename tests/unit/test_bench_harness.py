@@ -162,3 +162,11 @@ def test_signals_run_the_clean_up(sig, code, tmp_path):
         assert proc.returncode == code, proc.stderr
     else:
         assert "KeyboardInterrupt" in proc.stderr and proc.returncode != 0
+
+
+def test_an_interpreter_without_the_package_is_told_how_to_run():
+    """-S: no site-packages, so no chaosinject (the venv's editable install): the harness says which python."""
+    proc = subprocess.run([sys.executable, "-S", str(BENCH / "apply_time.py"), "--help"], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 1
+    assert "chaosinject is not importable" in proc.stderr and ".venv/bin/python" in proc.stderr
