@@ -10,8 +10,8 @@ and starts with ``C.begin(name, root=...)`` after parsing its arguments, so ``--
   forked child of ours the signal ends only the child: see ``exit_on_signals``);
 * the header: script, UTC time, host, kernel, CPUs, load average at the start, and the commit measured (with a
   note when the imported code had uncommitted edits);
-* timing: ``timed`` (one call), ``repeat`` (N calls after warm-up), ``interleaved`` (several cases, one call of
-  each per round, so the shared CPU's drift hits them alike);
+* timing: ``timed`` (one call), ``repeat`` (N calls after a warm-up); scripts that compare several cases
+  interleave them per round themselves, so a shared CPU's drift hits them alike;
 * figures: ``median``, ``percentile`` (the one definition: linear interpolation between closest ranks, as
   numpy's default), ``fmt`` (the one "median (min-max)" formatter).
 
@@ -137,18 +137,6 @@ def repeat(fn: Callable[[], object], n: int, warmup: int = 0) -> list[float]:
     for _ in range(warmup):
         fn()
     return [timed(fn) for _ in range(n)]
-
-
-def interleaved(cases: dict[str, Callable[[], object]], n: int, warmup: int = 0) -> dict[str, list[float]]:
-    """Seconds per call of each case, one call of every case per round (in the dict's order), ``warmup`` rounds
-    not kept, then ``n`` kept: drift of a shared machine hits every case alike."""
-    out: dict[str, list[float]] = {name: [] for name in cases}
-    for i in range(warmup + n):
-        for name, fn in cases.items():
-            took = timed(fn)
-            if i >= warmup:
-                out[name].append(took)
-    return out
 
 
 # -- figures -------------------------------------------------------------------------------------------------

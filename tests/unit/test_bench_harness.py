@@ -126,10 +126,6 @@ def test_timing_helpers():
     times = C.repeat(lambda: calls.append(1), 5, warmup=2)
     assert len(calls) == 7 and len(times) == 5 and all(t >= 0 for t in times)
     assert C.timed(lambda: __import__("time").sleep(0.01)) >= 0.009
-    order = []
-    out = C.interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 3, warmup=1)
-    assert order == ["a", "b"] * 4
-    assert {k: len(v) for k, v in out.items()} == {"a": 3, "b": 3}
 
 
 def test_header_names_commit_kernel_cpus_and_load():
