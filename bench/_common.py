@@ -1,70 +1,84 @@
-"""Shared pieces of the benchmarks: test packets, rule sets, namespaces, stats.
+"""The benchmarks' one harness: setup, signals, the header line, timing, and the one way figures are summarised.
 
-Benchmarks only: nothing here is imported by the product. Everything a benchmark creates (namespaces, veths,
-qdiscs, filters, BPF programs, processes) is removed on every exit path; SIGTERM/SIGHUP are turned into
-SystemExit so the ``finally`` blocks run.
+Every script in bench/ imports this module (``import _common as C``; tests/unit/test_bench_harness.py checks it)
+and starts with ``C.begin(name, root=...)`` after parsing its arguments, so ``--help`` never needs root:
+
+* setup: the checkout (``REPO``) and bench/ on ``sys.path`` for the ``bench``/``tests`` helpers; the
+  ``chaosinject`` package itself comes from the venv (``sudo make setup``: ``.venv/bin/python``), and an
+  interpreter without it stops at the import with how to run the script;
+* signals: SIGINT -> KeyboardInterrupt, SIGTERM / SIGHUP -> SystemExit, so every ``finally`` clean-up runs (in a
+  forked child of ours the signal ends only the child: see ``exit_on_signals``);
+* the header: script, UTC time, host, kernel, CPUs, load average at the start, and the commit measured (with a
+  note when the imported code had uncommitted edits);
+* timing: ``timed`` (one call), ``repeat`` (N calls after a warm-up); scripts that compare several cases
+  interleave them per round themselves, so a shared CPU's drift hits them alike;
+* figures: ``median``, ``percentile`` (the one definition: linear interpolation between closest ranks, as
+  numpy's default), ``fmt`` (the one "median (min-max)" formatter).
+
+Benchmarks only: nothing here is imported by the product, and nothing here imports the product (namespaces,
+packets and rule sets for the kernel benchmarks are in ``_netkit.py``).
 """
 
 from __future__ import annotations
 
-import ipaddress
+import importlib.util
+import math
 import os
 import platform
-import shutil
 import signal
 import statistics
-import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from chaosinject.engines.rules import compile_rules  # noqa: E402
-from chaosinject.plan import Interface, PlannedRule, RuleMatch  # noqa: E402
-from chaosinject.spec.fault import FaultSpec  # noqa: E402
-
-# Addresses the benchmarks give their own namespaces (nothing else is ever addressed).
-BENCH_V4 = ipaddress.ip_network("10.198.0.0/24")
-BENCH_V6 = ipaddress.ip_network("fd00:198::/48")
-# Addresses that appear only inside rules (never configured, never sent to): RFC 2544 benchmarking range.
-RULE_V4 = ipaddress.ip_network("198.18.0.0/15")
-RULE_PORT = 7000
-FAR_FUTURE_NS = 2**63  # rule expiry (CLOCK_MONOTONIC): never expires during a benchmark
+BENCH = REPO / "bench"
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+for _p in (str(BENCH), str(REPO)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 
-def require_root() -> None:
+def require_package() -> None:
+    """The scripts import ``chaosinject`` from the venv (the folders here are injector/, analysis/, bpf/, mapped
+    by setup.py): say how to run them when this interpreter does not have it."""
+    if importlib.util.find_spec("chaosinject") is None:
+        sys.exit(f"chaosinject is not importable from {sys.executable}: run the benchmark with {VENV_PYTHON} "
+                 "(`sudo make setup` makes it)")
+
+
+require_package()
+
+
+# -- setup ---------------------------------------------------------------------------------------------------
+def require_root(why: str = "BPF programs, network namespaces") -> None:
     if os.geteuid() != 0:
-        sys.exit("benchmarks need root (BPF programs, network namespaces): run with sudo")
+        sys.exit(f"this benchmark needs root ({why}): run it with sudo")
 
 
 def exit_on_signals() -> None:
-    """SIGTERM / SIGHUP -> SystemExit, so try/finally clean-up runs."""
+    """SIGINT -> KeyboardInterrupt, SIGTERM / SIGHUP -> SystemExit(128 + signal), so try/finally clean-up runs.
+
+    In a fork of this process (pyroute2 0.9 creates netns sockets in a forked helper and ends it with SIGTERM;
+    Ctrl-C reaches the whole process group) the handler only ends the child: raising there would unwind the
+    parent's copied stack and run its clean-up in the child."""
     main_pid = os.getpid()
 
     def handler(signum, _frame):
         if os.getpid() != main_pid:
-            # A fork of ours: pyroute2 (0.9) creates netns sockets in a forked helper and ends it with SIGTERM.
-            # Raising there would unwind the parent's copied stack and run its clean-up in the child.
             os._exit(128 + signum)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise SystemExit(128 + signum)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, handler)
 
 
-def begin(name: str) -> float:
-    """Root check, signals -> SystemExit, the header line (time, machine, commit); returns the start time."""
-    require_root()
-    exit_on_signals()
-    print(f"# {name}  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}  {machine()}  code {code_version()}")
-    return time.perf_counter()
-
-
+# -- the header ----------------------------------------------------------------------------------------------
 def machine() -> str:
-    cpus = os.cpu_count()
+    """Host, kernel, CPUs (and their model)."""
     model = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -73,12 +87,17 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{platform.node()} kernel {platform.release()}, {cpus} CPUs ({model})"
+    return f"{platform.node()} kernel {platform.release()}, {os.cpu_count()} CPUs" + (f" ({model})" if model else "")
 
 
-def code_version(paths: tuple[str, ...] = ("injector", "bpf")) -> str:
-    """Commit of the checkout, and whether the code the benchmark imports (``paths``: injector/, bpf/ unless
-    told) has local edits."""
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def code_version(paths: Sequence[str] = ("injector", "bpf")) -> str:
+    """Commit of the checkout, and whether the code the benchmark imports (``paths``, relative to the checkout:
+    injector/ and bpf/ unless told) has local edits."""
     try:
         head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, check=True).stdout.strip()
@@ -89,187 +108,69 @@ def code_version(paths: tuple[str, ...] = ("injector", "bpf")) -> str:
     return f"{head}{' + uncommitted ' + '/'.join(paths) + ' edits' if dirty else ''}"
 
 
-# -- test packets (BPF_PROG_TEST_RUN itself: chaosinject.kernel.bpf.prog_test_run) ----------------------------------
-def udp4_frame(src: str, dst: str, sport: int, dport: int, payload: bytes = b"chaos-inject bench") -> bytes:
-    """Ethernet + IPv4 + UDP frame (checksums are not looked at by the classifier)."""
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0x1234, 0x4000, 64, 17, 0,
-                     ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed)
-    words = struct.unpack("!10H", ip)
-    csum = sum(words)
-    csum = (csum & 0xFFFF) + (csum >> 16)
-    csum = (csum & 0xFFFF) + (csum >> 16)
-    ip = ip[:10] + struct.pack("!H", ~csum & 0xFFFF) + ip[12:]
-    eth = bytes.fromhex("020000000002") + bytes.fromhex("020000000001") + b"\x08\x00"
-    return eth + ip + udp
+def header(name: str, paths: Sequence[str] = ("injector", "bpf")) -> str:
+    return (f"# {name}  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}  {machine()}  "
+            f"load {load_average()}  code {code_version(paths)}")
 
 
-# -- rule sets ----------------------------------------------------------------------------------------------
-def rule_matches(count: int, src: str, shapes: int) -> list[RuleMatch]:
-    """``count`` distinct egress rules that no benchmark packet matches, spread round-robin over ``shapes``
-    match shapes (1 <= shapes <= 8):
-      0: udp src/32 -> dst/32 :dport      (the usual per-flow rule)
-      1: udp *      -> dst/32 :dport
-      2: udp src/32 -> dst/24 :dport
-      3: udp src/32:sport -> dst/32 :dport
-      4: udp src/32 -> dst/32             (any port)
-      5: udp *      -> dst/24 :dport
-      6: udp src/24 -> dst/32 :dport
-      7: any protocol src/32 -> dst/32
-    Destinations are in 198.18.0.0/15 (never configured anywhere); ports make keys unique past 2^17."""
-    src_net = ipaddress.ip_network(f"{src}/32")
-    base = int(RULE_V4.network_address)
-    out = []
-    for i in range(count):
-        kind = i % shapes
-        j = i // shapes
-        if kind in (2, 5):
-            dst = ipaddress.ip_network(f"{ipaddress.IPv4Address(base + ((j % 512) << 8))}/24")
-            dport = RULE_PORT + j // 512
-        else:
-            dst = ipaddress.ip_network(f"{ipaddress.IPv4Address(base + (j % 131072))}/32")
-            dport = RULE_PORT + j // 131072
-        if kind == 0:
-            out.append(RuleMatch("egress", 4, 17, src_net, dst, None, dport))
-        elif kind == 1:
-            out.append(RuleMatch("egress", 4, 17, None, dst, None, dport))
-        elif kind == 2:
-            out.append(RuleMatch("egress", 4, 17, src_net, dst, None, dport))
-        elif kind == 3:
-            out.append(RuleMatch("egress", 4, 17, src_net, dst, 50000, dport))
-        elif kind == 4:  # no port: distinct keys from distinct destinations only (2^17 of them)
-            out.append(RuleMatch("egress", 4, 17, src_net, dst, None, None))
-        elif kind == 5:
-            out.append(RuleMatch("egress", 4, 17, None, dst, None, dport))
-        elif kind == 6:
-            out.append(RuleMatch("egress", 4, 17, src_net.supernet(new_prefix=24), dst, None, dport))
-        else:
-            out.append(RuleMatch("egress", 4, 0, src_net, dst, None, None))
-    return out
+def begin(name: str, *, root: bool = True, paths: Sequence[str] = ("injector", "bpf"),
+          why: str = "BPF programs, network namespaces") -> float:
+    """A benchmark's start, after its arguments are parsed: the root check (``root``), signals -> exceptions,
+    the header line (``paths``: the code whose edits it reports). Returns the start time (perf_counter)."""
+    if root:
+        require_root(why)
+    exit_on_signals()
+    print(header(name, paths), flush=True)
+    return time.perf_counter()
 
 
-def compiled_rules(matches: list[RuleMatch], fault: FaultSpec | None = None):
-    """Through the product's own compile_rules: (shapes, [(RuleKey, Rule)]) in the order of ``matches``."""
-    fault = fault or FaultSpec(loss_ratio=0.1)
-    iface = Interface("bench0")
-    planned = [PlannedRule(rule_id=i, flow="bench", interface=iface, match=m) for i, m in enumerate(matches)]
-    return compile_rules(planned, fault, FAR_FUTURE_NS)
+# -- timing --------------------------------------------------------------------------------------------------
+def timed(fn: Callable[[], object]) -> float:
+    """Seconds one call of ``fn`` took (perf_counter_ns)."""
+    t0 = time.perf_counter_ns()
+    fn()
+    return (time.perf_counter_ns() - t0) / 1e9
 
 
-def u32_line(dev: str, prio: int, match: RuleMatch) -> str:
-    """The same rule as one u32 filter (a line for `tc -batch`). This kernel has no act_gact, so the filter
-    carries a classid instead of `action drop`; the benchmark traffic never matches, so only the walk counts."""
-    keys = []
-    if match.src is not None:
-        keys.append(f"match ip src {match.src}")
-    if match.dst is not None:
-        keys.append(f"match ip dst {match.dst}")
-    if match.protocol:
-        keys.append(f"match ip protocol {match.protocol} 0xff")
-    if match.sport is not None:
-        keys.append(f"match ip sport {match.sport} 0xffff")
-    if match.dport is not None:
-        keys.append(f"match ip dport {match.dport} 0xffff")
-    return f"filter add dev {dev} egress prio {prio} protocol ip u32 {' '.join(keys)} classid 1:1"
+def repeat(fn: Callable[[], object], n: int, warmup: int = 0) -> list[float]:
+    """Seconds per call of ``fn``: ``warmup`` calls not kept, then ``n`` kept."""
+    for _ in range(warmup):
+        fn()
+    return [timed(fn) for _ in range(n)]
 
 
-# -- processes -----------------------------------------------------------------------------------------------
-TC = shutil.which("tc") or "/usr/sbin/tc"
-
-
-def tc_batch(netns: str, lines: list[str]) -> float:
-    """Run `tc -n NETNS -batch -` with the lines on stdin; seconds taken."""
-    t0 = time.perf_counter()
-    subprocess.run([TC, "-n", netns, "-force", "-batch", "-"], input="\n".join(lines) + "\n", text=True,
-                   check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
-
-
-# -- stats ---------------------------------------------------------------------------------------------------
-def median(values) -> float:
+# -- figures -------------------------------------------------------------------------------------------------
+def median(values: Iterable[float]) -> float:
     return statistics.median(values)
 
 
-def percentile(values, p: float) -> float:
-    """Nearest-rank percentile (p in [0, 100])."""
+def percentile(values: Iterable[float], p: float) -> float:
+    """The p-th percentile (p in [0, 100]) by linear interpolation between the closest ranks: rank
+    h = (n - 1) p / 100 counted from 0, value x[floor h] + (h - floor h) (x[floor h + 1] - x[floor h]) of the
+    sorted values (Hyndman & Fan type 7; numpy.percentile's default). The benchmarks' one definition."""
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-p * len(ordered) // 100))))
-    return ordered[rank - 1]
+    if not ordered:
+        raise ValueError("percentile of no values")
+    if not 0 <= p <= 100:
+        raise ValueError(f"percentile {p} outside [0, 100]")
+    h = (len(ordered) - 1) * p / 100
+    lo = math.floor(h)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (h - lo)
 
 
-def check_leftovers(namespaces: list[str]) -> list[str]:
-    """Names among ``namespaces`` still listed by `ip netns` (should be none)."""
-    listed = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
-    return [n for n in namespaces if n in listed]
-
-
-def release(net: "BenchNet | None", program=None) -> None:
-    """A benchmark's end: its namespaces first (veths, qdiscs and filters go with them, so nothing uses the
-    program any more), then the BPF program, each even if the other failed; a namespace still listed after
-    that is an error."""
-    try:
-        if net is not None:
-            net.close()
-    finally:
-        if program is not None:
-            program.close()
-    left = check_leftovers([net.a, net.b]) if net is not None else []
-    if left:
-        raise RuntimeError(f"namespaces left behind: {left}")
-
-
-# -- namespaces ----------------------------------------------------------------------------------------------
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, stdout=subprocess.DEVNULL)
-
-
-class BenchNet:
-    """Two throwaway namespaces and veth pairs between them, made with `ip -n` so that nothing is ever created
-    in (or moved through) the root namespace. ``close`` deletes both namespaces (veths, qdiscs, filters go with
-    them) and is safe to call twice."""
-
-    def __init__(self, tag: str):
-        suffix = os.urandom(3).hex()
-        self.a, self.b = f"ci-bench-{tag}-{suffix}-a", f"ci-bench-{tag}-{suffix}-b"
-        self.namespaces: list[str] = []
-        self.pairs: dict[str, tuple[str, str, str, str]] = {}  # name -> (dev a, dev b, addr a, addr b)
-        try:
-            for ns in (self.a, self.b):
-                ip("netns", "add", ns)
-                self.namespaces.append(ns)
-                ip("-n", ns, "link", "set", "lo", "up")
-        except BaseException:
-            self.close()
-            raise
-
-    def connect(self, name: str, index: int) -> tuple[str, str, str, str]:
-        """veth pair number ``index``: a side 10.198.0.(4i+1)/30 + fd00:198:0:i::1/64, b side .2 / ::2."""
-        dev_a, dev_b = f"cib{index}a", f"cib{index}b"
-        ip("-n", self.a, "link", "add", dev_a, "type", "veth", "peer", "name", dev_b, "netns", self.b)
-        v4 = ipaddress.ip_network(f"10.198.0.{4 * index}/30")
-        addrs = []
-        for ns, dev, host in ((self.a, dev_a, 1), (self.b, dev_b, 2)):
-            addr4 = v4.network_address + host
-            ip("-n", ns, "addr", "add", f"{addr4}/30", "dev", dev)
-            ip("-n", ns, "addr", "add", f"fd00:198:0:{index}::{host}/64", "dev", dev, "nodad")
-            ip("-n", ns, "link", "set", dev, "up")
-            addrs.append(str(addr4))
-        self.pairs[name] = (dev_a, dev_b, addrs[0], addrs[1])
-        return self.pairs[name]
-
-    def close(self) -> None:
-        errors = []
-        while self.namespaces:
-            ns = self.namespaces.pop()
-            try:
-                ip("netns", "del", ns)
-            except subprocess.CalledProcessError as exc:
-                errors.append((ns, exc))
-        if errors:
-            raise RuntimeError(f"could not delete namespaces: {errors}")
-
-    def __enter__(self) -> "BenchNet":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+def fmt(values: Iterable[float], unit: str = "", scale: float = 1.0, digits: int = 2, *,
+        range_digits: int | None = None, width: int = 0, sign: bool = False, n: bool = False) -> str:
+    """The one "median (min-max)" formatter: ``values`` times ``scale``, the median with ``digits`` decimals
+    (right-aligned in ``width``) and ``unit`` after it, the range with ``range_digits`` (default ``digits``),
+    and ", n=N" when ``n``. ``sign`` prints + on positive figures; the range then reads "min to max", as it
+    does whenever it has a negative end."""
+    v = [x * scale for x in values]
+    if not v:
+        raise ValueError("fmt of no values")
+    rd = digits if range_digits is None else range_digits
+    plus = "+" if sign else ""
+    lo, hi = min(v), max(v)
+    sep = " to " if sign or lo < 0 else "-"
+    count = f", n={len(v)}" if n else ""
+    return f"{median(v):{plus}{width}.{digits}f}{unit} ({lo:{plus}.{rd}f}{sep}{hi:{plus}.{rd}f}{count})"

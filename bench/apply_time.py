@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+import _netkit as N  # noqa: E402
 
 from chaosinject.kernel import tc  # noqa: E402
 from chaosinject.kernel.bpf import ClassifierConfig, ClassifierProgram  # noqa: E402
@@ -34,9 +35,8 @@ FILTER_NAME = "chaos-inject:bench-apply"
 
 
 def timed(fn) -> float:
-    t0 = time.perf_counter_ns()
-    fn()
-    return (time.perf_counter_ns() - t0) / 1e6
+    """Milliseconds one call took."""
+    return C.timed(fn) * 1e3
 
 
 def run(args) -> dict[str, tuple[list[float], list[float]]]:
@@ -44,21 +44,21 @@ def run(args) -> dict[str, tuple[list[float], list[float]]]:
     program = None
     results: dict[str, tuple[list[float], list[float]]] = {}
     try:
-        net = C.BenchNet("apply")
+        net = N.BenchNet("apply")
         dev, _, src, _ = net.connect("pair", 0)
         ns = net.a
         ifindex = tc.link_index(dev, ns)
         tc.add_clsact(ifindex, ns)
         program = ClassifierProgram(ClassifierConfig(max_rules=2048))
-        matches = C.rule_matches(1001, src, 1)
-        shapes, entries = C.compiled_rules(matches)
+        matches = N.rule_matches(1001, src, 1)
+        shapes, entries = N.compiled_rules(matches)
         program.set_shapes(shapes)
         program.put_rules(entries[:1000])  # 1,000 other rules already in place
         fd = program.prog_fds["egress"]
         tc.add_bpf_filter(ifindex, "egress", 1, fd, FILTER_NAME, ns)  # the running fault: warm
         one_key, one_rule = entries[1000]
-        u32_add = [C.TC, "-n", ns, *C.u32_line(dev, 3, matches[1000]).split()]
-        u32_del = [C.TC, "-n", ns, "filter", "del", "dev", dev, "egress", "prio", "3"]
+        u32_add = [N.TC, "-n", ns, *N.u32_line(dev, 3, matches[1000]).split()]
+        u32_del = [N.TC, "-n", ns, "filter", "del", "dev", dev, "egress", "prio", "3"]
 
         map_add, map_del, pr_add, pr_del, ref_add, ref_del, tc_add, tc_del = ([] for _ in range(8))
         with open_rtnl(ns) as kept:  # reference only: one socket reused
@@ -112,7 +112,7 @@ def run(args) -> dict[str, tuple[list[float], list[float]]]:
             "(c) spawn `tc` u32 filter add / del": (tc_add, tc_del),
         }
     finally:
-        C.release(net, program)
+        N.release(net, program)
     return results
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+import _netkit as N  # noqa: E402
 
 from chaosinject.kernel import tc  # noqa: E402
 from chaosinject.kernel.bpf import ClassifierConfig, ClassifierProgram, import_bcc, prog_test_run  # noqa: E402
@@ -58,7 +59,7 @@ while True:
 
 
 def fmt_ns(values: list[float]) -> str:
-    return f"{C.median(values):7.1f} ({min(values):.0f}-{max(values):.0f})"
+    return C.fmt(values, digits=1, range_digits=0, width=7)
 
 
 # -- part 1 ----------------------------------------------------------------------------------------------------
@@ -69,8 +70,8 @@ def noop_program():
 
 
 def part1(args) -> list[tuple]:
-    untargeted = C.udp4_frame("10.198.0.1", "10.198.0.2", 40000, 9)
-    matched = C.udp4_frame("10.198.0.1", "198.18.0.0", 40000, C.RULE_PORT)  # hits rule 0 (shape kind 0)
+    untargeted = N.udp4_frame("10.198.0.1", "10.198.0.2", 40000, 9)
+    matched = N.udp4_frame("10.198.0.1", "198.18.0.0", 40000, N.RULE_PORT)  # hits rule 0 (shape kind 0)
     noop_bpf, noop_fd = noop_program()
     rows = []
     try:
@@ -81,7 +82,7 @@ def part1(args) -> list[tuple]:
             try:
                 compile_s = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                shape_list, entries = C.compiled_rules(C.rule_matches(max(TEST_RUN_COUNTS), "10.198.0.1", shapes))
+                shape_list, entries = N.compiled_rules(N.rule_matches(max(TEST_RUN_COUNTS), "10.198.0.1", shapes))
                 entries[0][1].loss_threshold = 0  # rule 0: loss path runs (random draw) but never drops
                 build_s = time.perf_counter() - t0
                 program.set_shapes(shape_list)
@@ -202,7 +203,7 @@ def part2(args) -> tuple[list[tuple], dict]:
     rows = []
     info: dict = {}
     try:
-        net = C.BenchNet("cost")
+        net = N.BenchNet("cost")
         ns_a, ns_b = net.a, net.b
         pairs = {name: net.connect(name, i) for i, name in enumerate(("bare", "bpf", "u32"))}
         echo = subprocess.Popen(["ip", "netns", "exec", ns_b, sys.executable, "-c", ECHO_SERVER],
@@ -217,10 +218,10 @@ def part2(args) -> tuple[list[tuple], dict]:
         tc.add_clsact(bpf_ifindex, ns_a)
         tc.add_clsact(u32_ifindex, ns_a)
         program = ClassifierProgram(ClassifierConfig(max_rules=MAX_RULES))
-        bpf_shapes, bpf_entries = C.compiled_rules(C.rule_matches(max(counts), bpf_src, 1))
+        bpf_shapes, bpf_entries = N.compiled_rules(N.rule_matches(max(counts), bpf_src, 1))
         program.set_shapes(bpf_shapes)
         tc.add_bpf_filter(bpf_ifindex, "egress", 1, program.prog_fds["egress"], "chaos-inject:bench", ns_a)
-        u32_matches = C.rule_matches(max(counts), u32_src, 1)
+        u32_matches = N.rule_matches(max(counts), u32_src, 1)
 
         for _dev_a, _dev_b, addr_a, addr_b in pairs.values():
             rtts.append(Rtt(ns_a, addr_a, addr_b))
@@ -233,8 +234,8 @@ def part2(args) -> tuple[list[tuple], dict]:
             t0 = time.perf_counter()
             program.put_rules(bpf_entries[installed:count])
             put_s = time.perf_counter() - t0
-            lines = [C.u32_line(u32_dev, 10, m) for m in u32_matches[installed:count]]
-            batch_s = C.tc_batch(ns_a, lines) if lines else 0.0
+            lines = [N.u32_line(u32_dev, 10, m) for m in u32_matches[installed:count]]
+            batch_s = N.tc_batch(ns_a, lines) if lines else 0.0
             installed = count
             print(f"  [veth] {count} rules: map put {put_s:.2f} s, tc -batch u32 {batch_s:.2f} s",
                   file=sys.stderr)
@@ -259,7 +260,7 @@ def part2(args) -> tuple[list[tuple], dict]:
             except Exception:
                 echo.kill()
                 echo.wait()
-        C.release(net, program)
+        N.release(net, program)
     return rows, info
 
 

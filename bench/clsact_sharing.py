@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,13 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 
-def fmt(values, unit="", scale=1.0, digits=2) -> str:
-    v = [x * scale for x in values]
-    return f"{statistics.median(v):.{digits}f}{unit} ({min(v):.{digits}f}-{max(v):.{digits}f}, n={len(v)})"
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=50)
     args = parser.parse_args()
     C.begin("clsact_sharing")
@@ -52,12 +46,12 @@ def main() -> None:
         try:
             ns = topo.add_namespace(unique_name("ci-bench-cls"))
             lo = tc.link_index("lo", ns)
-            bare, owned, shared = [], [], []
-            for _ in range(args.trials):
-                t = time.perf_counter()
+            owned, shared = [], []
+
+            def add_delete() -> None:
                 tc.add_clsact(lo, ns)
                 tc.delete_clsact(lo, ns)
-                bare.append(time.perf_counter() - t)
+            bare = C.repeat(add_delete, args.trials)
             for i in range(args.trials):
                 t = time.perf_counter()
                 with KernelOwner(f"bench-{i}", handle_signals=False) as owner:
@@ -82,9 +76,9 @@ def main() -> None:
             assert not tc.has_clsact(lo, ns) and not clsact.markers()
         finally:
             topo.close()
-        print(f"bare add+delete clsact        {fmt(bare, ' ms', 1e3)}")
-        print(f"owned use+release (deleted)   {fmt(owned, ' ms', 1e3)}")
-        print(f"shared use+release (kept)     {fmt(shared, ' ms', 1e3)}")
+        print(f"bare add+delete clsact        {C.fmt(bare, ' ms', 1e3, n=True)}")
+        print(f"owned use+release (deleted)   {C.fmt(owned, ' ms', 1e3, n=True)}")
+        print(f"shared use+release (kept)     {C.fmt(shared, ' ms', 1e3, n=True)}")
 
         cli = [sys.executable, "-m", "chaosinject.cli"]
         achieved, walls = [], []
@@ -94,7 +88,8 @@ def main() -> None:
                                  capture_output=True, text=True, check=True).stdout
             walls.append(time.perf_counter() - t)
             achieved.append(json.loads(out)["achieved_percent"])
-        print(f"cpu-stress 50% for 3s         achieved {fmt(achieved, '%', digits=1)}; wall {fmt(walls, ' s')}")
+        print(f"cpu-stress 50% for 3s         achieved {C.fmt(achieved, '%', digits=1, n=True)}; "
+              f"wall {C.fmt(walls, ' s', n=True)}")
         gone = []
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(5):
@@ -111,7 +106,7 @@ def main() -> None:
                     victim.wait()
                     if pidfile.exists():
                         os.kill(int(pidfile.read_text()), 9)  # the restarted sleep our command started
-        print(f"kill-process SIGTERM -> gone  {fmt(gone, ' ms', 1e3, 1)}")
+        print(f"kill-process SIGTERM -> gone  {C.fmt(gone, ' ms', 1e3, 1, n=True)}")
 
 
 if __name__ == "__main__":

@@ -26,16 +26,16 @@ import json
 import os
 import platform
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+REPO = C.REPO
 
 from tests.host.engine_process import EngineProcess  # noqa: E402  (a test helper: the engine in a child)
 
@@ -51,14 +51,6 @@ def measure(client_ns: str, server_ns: str, dst: str, port: int, count: int, rat
 
     got = measure_one_way(client_ns, server_ns, dst, port, count, rate, drain_s=drain_s)
     return got.latencies_ns, got.send_rate
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    pos = q * (len(ordered) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def where_label() -> str:
@@ -94,8 +86,8 @@ def run_engine(name: str, delays: list[int], count: int, rate: float, run_dir: s
         src, dst = str(client.ipv4.ip), str(server.ipv4.ip)
         measure(client_ns, server_ns, dst, BASE_PORT, min(200, count), rate)  # warm-up: ARP, caches
         base, _ = measure(client_ns, server_ns, dst, BASE_PORT, count, rate)
-        base_med = quantile(base, 0.5) if base else 0.0
-        base_p99 = quantile(base, 0.99) if base else 0.0
+        base_med = C.median(base) if base else 0.0
+        base_p99 = C.percentile(base, 99) if base else 0.0
         spawned = True  # from here on, a child that dies half-way may leave state: sweep it on the way out
         engine = EngineProcess({"engine": name, "netns": client_ns, "ifname": client.ifname, "targets": [
             {"flow": f"{src}->{dst}:{BASE_PORT + i}/udp", "fault": {"delay_ns": d}} for i, d in enumerate(delays)]},
@@ -111,8 +103,8 @@ def run_engine(name: str, delays: list[int], count: int, rate: float, run_dir: s
             row.update(status="ok", received=len(lat), lost=count - len(lat), send_rate=sent_rate,
                        base_med_ns=base_med, base_p99_ns=base_p99, load_s=engine.load_s)
             if errors:
-                row.update(err_med_ns=quantile(errors, 0.5), err_p99_ns=quantile(errors, 0.99),
-                           err_p1_ns=quantile(errors, 0.01))
+                row.update(err_med_ns=C.median(errors), err_p99_ns=C.percentile(errors, 99),
+                           err_p1_ns=C.percentile(errors, 1))
         counters = engine.stop()
         engine, spawned = None, False  # stopped cleanly: its owner undid everything
         for row, rule in zip(rows, sorted(counters, key=int)):
@@ -201,13 +193,7 @@ def main() -> int:
                         help="netem and edt inside the VM (scripts/vm/run.sh), userspace on this host, one table")
     parser.add_argument("--vm-series", default="6.1", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("this benchmark needs root (network namespaces, tc, BPF, nftables): run it with sudo")
-
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    started = C.begin("delay_engines", why="network namespaces, tc, BPF, nftables")
     sys.setswitchinterval(0.0002)
     import gc
 
@@ -218,11 +204,6 @@ def main() -> int:
         if e not in ENGINES:
             sys.exit(f"unknown engine {e!r}: one of {', '.join(ENGINES)}")
     delays = parse_delays(args.delays)
-    started = time.monotonic()
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "injector", "bpf"],
-                           capture_output=True, text=True).stdout.strip()
     rows: list[dict] = []
     if args.vm:
         in_vm = [e for e in engines if e in ("netem", "edt")]
@@ -239,14 +220,9 @@ def main() -> int:
         os.rmdir(run_dir)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
-    if os.environ.get("CHAOS_INJECT_VM") == "1" and args.json:
-        print(table(rows, args.rate, args.count))
-        return 0
-    print(f"# delay_engines  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}  host kernel "
-          f"{platform.release()}, {os.cpu_count()} CPUs  code {commit}"
-          + (" + uncommitted injector/bpf edits" if dirty else ""))
     print(table(rows, args.rate, args.count))
-    print(f"(total {time.monotonic() - started:.0f} s)")
+    if not (os.environ.get("CHAOS_INJECT_VM") == "1" and args.json):  # in the VM: the --vm driver's table
+        print(f"(total {time.perf_counter() - started:.0f} s)")
     return 0
 
 

@@ -18,18 +18,19 @@ import json
 import os
 import re
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
-from bench.lab_startup import free_subnet  # noqa: E402
 from chaosinject.kernel.netns import existing_namespaces  # noqa: E402
+from chaosinject.lab.preflight import free_subnet  # noqa: E402
+
+REPO = C.REPO
 
 
 def one_run(tmp: Path, i: int, timeout_s: float = 300) -> dict:
@@ -85,12 +86,11 @@ def one_run(tmp: Path, i: int, timeout_s: float = 300) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=900.0, help="per run, s (a TCG VM needs minutes)")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("the demo builds the netns lab: run with sudo")
+    C.begin("demo_time", why="the demo builds the netns lab")
     rows = []
     with tempfile.TemporaryDirectory(prefix="chaos-demo-bench-") as tmp:
         for i in range(args.runs):
@@ -102,7 +102,7 @@ def main() -> int:
     print(f"\nmedians over {len(rows)} runs ({where}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}):")
     for key in rows[0]:
         if isinstance(rows[0][key], float):
-            print(f"  {key:<22} {statistics.median(r[key] for r in rows):.3f}")
+            print(f"  {key:<22} {C.median(r[key] for r in rows):.3f}")
     print(f"  exit codes {[r['exit'] for r in rows]}, verdicts {[r['verdict'] for r in rows]}, engines "
           f"{[r['engine'] for r in rows]}, hold measured in {[r['hold_clock'] for r in rows]}")
     print(f"  recorded samples: {[r['samples_verdict'] for r in rows]}")

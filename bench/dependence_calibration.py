@@ -64,11 +64,9 @@ def power(name: str, reps: int, n: int, seed: int = 17) -> dict[str, float]:
             hits["shift" + suffix] += quantile_shift_test(x, y, ordered=ordered).pvalue < 0.05
             hits["tail" + suffix] += tail_rank_test(x, y, ordered=ordered).pvalue < 0.05
             if i < 10:
-                t0 = time.perf_counter()
-                compare_latency(x, y, ordered=ordered)
-                secs["mw" + suffix].append(time.perf_counter() - t0)
+                secs["mw" + suffix].append(C.timed(lambda: compare_latency(x, y, ordered=ordered)))
     out = {k: v / reps for k, v in hits.items()}
-    out.update({k: float(np.median(v)) for k, v in secs.items()})
+    out.update({k: C.median(v) for k, v in secs.items()})
     return out
 
 
@@ -80,9 +78,7 @@ def main() -> None:
                     help="run only the monitors' or the power section (the rest is unchanged code)")
     args = ap.parse_args()
     R, P = args.reps, args.power_reps
-    print(f"# dependence_calibration  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}  {C.machine()}  "
-          f"code {C.code_version(('analysis', 'tests/unit/analysis'))}  load "
-          f"{Path('/proc/loadavg').read_text().split()[0]}")
+    C.begin("dependence_calibration", root=False, paths=("analysis", "tests/unit/analysis"))
     print(f"n = 20000 per phase, {R} seeded repetitions per figure (A/A: {R // 2}); "
           f"'old' = the same data without time order (independence assumed)")
     if args.only == "all":

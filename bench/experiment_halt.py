@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import http.server
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -24,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
 from chaosinject.experiment import parse_experiment  # noqa: E402
 from chaosinject.experiment.runner import RunOptions, run_experiment  # noqa: E402
@@ -156,6 +156,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--netns", action="store_true", help="real delay fault between namespaces (root)")
     args = ap.parse_args()
+    C.begin("experiment_halt", root=args.netns, why="--netns: namespaces, a delay fault")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         os.environ["CHAOS_INJECT_RUN_DIR"] = str(tmp / "run-root")
@@ -165,7 +166,7 @@ def main() -> int:
             for det, stop, rb in rows:
                 print(f"{kind:8} detect {det * 1e3:8.1f} ms   breach->faults stopped {stop:7.1f} ms   "
                       f"breach->rollbacks done {rb:7.1f} ms")
-            med = [statistics.median(c) for c in zip(*rows)]
+            med = [C.median(c) for c in zip(*rows)]
             start = "fault active" if kind == "netns" else "bad samples"
             print(f"{kind:8} MEDIAN over {len(rows)}: {start} -> breach {med[0] * 1e3:.0f} ms; breach -> faults "
                   f"stopped {med[1]:.1f} ms; breach -> rollbacks done {med[2]:.1f} ms")

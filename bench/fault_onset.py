@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+import _netkit as N  # noqa: E402
 
 from chaosinject.kernel.netns import Topology, socket_in, unique_name  # noqa: E402
 
@@ -136,8 +136,8 @@ class WireProbe:
 
 
 def fmt(values: list[float]) -> str:
-    ms = [v * 1e3 for v in values]
-    return f"{statistics.median(ms):.0f} ms ({min(ms):.0f}-{max(ms):.0f}, n={len(ms)})"
+    """Seconds as "median ms (min-max, n=N)"."""
+    return C.fmt(values, " ms", 1e3, 0, n=True)
 
 
 def trial(probe: WireProbe, start, finish, timeout_s: float = 120.0, started_at=None) -> float:
@@ -214,7 +214,7 @@ def main() -> int:
                 subprocess.run([py, "-m", "chaosinject.cli", "stop", *run_ids], env=env, capture_output=True)
             subprocess.run([py, "-m", "chaosinject.cli", "sweep"], env=env, capture_output=True)
             topo.close()
-    left = C.check_leftovers(topo.namespaces)
+    left = N.check_leftovers(topo.namespaces)
     if left:
         print(f"LEFT BEHIND: {left}")
         return 1
@@ -353,9 +353,7 @@ def breakdown(trials: int, py: str, env: dict, trees: list[str], run_dir: Path) 
     start: list[float] = []
     phases = {tree: ([], [], [], []) for tree in trees}
     for i in range(trials):
-        t0 = time.monotonic()
-        subprocess.run([py, "-c", "pass"], env=env, check=True)
-        start.append(time.monotonic() - t0)
+        start.append(C.timed(lambda: subprocess.run([py, "-c", "pass"], env=env, check=True)))
         for tree in trees:
             out = subprocess.run([py, "-c", BREAKDOWN], env=env, cwd=tree, check=True, capture_output=True,
                                  text=True)

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -77,14 +75,12 @@ def trial(fleet, inventory: Path, hosts: list[str], work: Path) -> tuple[float, 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1,4,16")
     parser.add_argument("--trials", type=int, default=3)
     args = parser.parse_args()
-    C.begin("fleet_onset")
+    C.begin("fleet_onset", why="namespaces, sshd hosts, faults")
     sizes = [int(s) for s in args.sizes.split(",")]
-    load = os.getloadavg()
-    print(f"load average at start {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs")
     work = Path(tempfile.mkdtemp(prefix="fleet-onset-"))
     fleet = None
     try:
@@ -102,11 +98,9 @@ def main() -> int:
                 onset, removal = trial(fleet, inventory, hosts, work)
                 onsets.append(onset)
                 removals.append(removal)
-            print(f"{size:>5}  {statistics.median(onsets):>10.2f} ({min(onsets):.2f}-{max(onsets):.2f})"
-                  f"{'':>12}  {statistics.median(removals):>12.2f} ({min(removals):.2f}-{max(removals):.2f})",
+            print(f"{size:>5}  {C.fmt(onsets, digits=2, width=10)}{'':>12}  {C.fmt(removals, digits=2, width=12)}",
                   flush=True)
-        load = os.getloadavg()
-        print(f"load average at end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+        print(f"load average at end {C.load_average()}")
     finally:
         if fleet is not None:
             problems = fleet.close()

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
 SERVER = f"""
 import http.server, sys
@@ -39,9 +37,6 @@ s.serve_forever()
 
 
 def trial(order: str, url: str) -> dict:
-    sys.path.insert(0, str(REPO))
-    import numpy as np
-
     from chaosinject.experiment.guard import HaltGuard
     from chaosinject.experiment.http_load import HttpLoad
     from chaosinject.experiment.spec import GuardSpec
@@ -62,12 +57,12 @@ def trial(order: str, url: str) -> dict:
         load.stop()
     b = load.all()
     lat = b["latency_ns"][(b["t_ns"] < armed) & b["ok"]] / 1e6
-    return {"order": order, "n": int(lat.size), "p95_ms": float(np.quantile(lat, 0.95)), "max_ms": float(lat.max()),
-            "threshold_ms": guard.summary()["latency_threshold_ns"] / 1e6}
+    return {"order": order, "n": int(lat.size), "p95_ms": float(C.percentile(lat.tolist(), 95)),
+            "max_ms": float(lat.max()), "threshold_ms": guard.summary()["latency_threshold_ns"] / 1e6}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=7, help="trials per order (default 7)")
     ap.add_argument("--busy", type=int, default=0, help="busy-loop processes loading the machine (default 0)")
     ap.add_argument("--trial", choices=("late", "early"), help=argparse.SUPPRESS)
@@ -76,8 +71,8 @@ def main() -> None:
     if args.trial:
         print(json.dumps(trial(args.trial, args.url)))
         return
-    print(f"# guard_baseline {time.strftime('%Y-%m-%dT%H:%M:%S')} trials={args.trials} busy={args.busy} "
-          f"load={os.getloadavg()[0]:.1f} cpus={os.cpu_count()}")
+    C.begin("guard_baseline", root=False, paths=("injector", "analysis"))
+    print(f"trials={args.trials} busy={args.busy}")
     server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
     busy: list[subprocess.Popen] = []
     results: dict[str, list[dict]] = {"late": [], "early": []}
@@ -93,14 +88,14 @@ def main() -> None:
                 r = json.loads(out.stdout)
                 results[order].append(r)
                 print(f"trial {i} {order:5s}: n={r['n']:3d} p95 {r['p95_ms']:7.2f} ms  max {r['max_ms']:7.2f} ms  "
-                      f"threshold {r['threshold_ms']:7.2f} ms  (load {os.getloadavg()[0]:.1f})", flush=True)
+                      f"threshold {r['threshold_ms']:7.2f} ms  (load {C.load_average().split()[0]})", flush=True)
     finally:
         for p in (*busy, server):
             p.terminate()
         for p in (*busy, server):
             p.wait()
     for order, rs in results.items():
-        med = {k: statistics.median(r[k] for r in rs) for k in ("p95_ms", "max_ms", "threshold_ms")}
+        med = {k: C.median(r[k] for r in rs) for k in ("p95_ms", "max_ms", "threshold_ms")}
         print(f"median {order:5s}: baseline p95 {med['p95_ms']:.2f} ms, max {med['max_ms']:.2f} ms, halt threshold "
               f"{med['threshold_ms']:.2f} ms (max of trials {max(r['threshold_ms'] for r in rs):.2f} ms)")
 

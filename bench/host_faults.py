@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,11 +35,6 @@ from chaosinject.hostfaults import CpuStress, ProcessKill, measure_cpu_share  # 
 from chaosinject.kernel.netns import Topology, unique_name  # noqa: E402
 
 
-def fmt(values, unit="", scale=1.0, digits=1) -> str:
-    v = [x * scale for x in values]
-    return f"{statistics.median(v):.{digits}f}{unit} ({min(v):.{digits}f}-{max(v):.{digits}f}, n={len(v)})"
-
-
 def bench_cpu(trials: int) -> None:
     print("cpu_stress, 1 worker, measured load (% of one CPU) over 3 s, and the time it waited for a CPU:")
     for load in (25, 50, 75):
@@ -51,25 +45,22 @@ def bench_cpu(trials: int) -> None:
                 (share,) = measure_cpu_share(stress.pids, 3.0)
             measured.append(share.load)
             waited.append(share.waited if share.waited is not None else float("nan"))
-        print(f"  requested {load:3d} %: measured {fmt(measured, ' %', 100)}; waited {fmt(waited, ' %', 100)}")
+        print(f"  requested {load:3d} %: measured {C.fmt(measured, ' %', 100, 1, n=True)}; "
+              f"waited {C.fmt(waited, ' %', 100, 1, n=True)}")
 
 
 def bench_kill(trials: int) -> None:
     term, forced = [], []
     for _ in range(trials):
         proc = subprocess.Popen(["sleep", "60"])
-        t0 = time.monotonic()
-        ProcessKill(pid=proc.pid, grace_s=2).inject()
-        term.append(time.monotonic() - t0)
+        term.append(C.timed(ProcessKill(pid=proc.pid, grace_s=2).inject))
         proc.wait()
         proc = subprocess.Popen(["bash", "-c", "trap '' TERM; while :; do sleep 0.05; done"])
         time.sleep(0.2)
-        t0 = time.monotonic()
-        ProcessKill(pid=proc.pid, grace_s=0.2).inject()
-        forced.append(time.monotonic() - t0)
+        forced.append(C.timed(ProcessKill(pid=proc.pid, grace_s=0.2).inject))
         proc.wait()
-    print(f"kill_process by pid: SIGTERM -> gone {fmt(term, ' ms', 1e3)}; ignores SIGTERM, 0.2 s grace -> "
-          f"SIGKILL -> gone {fmt(forced, ' ms', 1e3)}")
+    print(f"kill_process by pid: SIGTERM -> gone {C.fmt(term, ' ms', 1e3, 1, n=True)}; ignores SIGTERM, 0.2 s "
+          f"grace -> SIGKILL -> gone {C.fmt(forced, ' ms', 1e3, 1, n=True)}")
 
 
 def pair(topo: Topology, k: int):
@@ -92,11 +83,9 @@ def bench_library(trials: int, run_dir: str) -> None:
             t0 = time.monotonic()
             session = start_fault(flow, partition=True, netns=ns, duration="60s")
             starts.append(time.monotonic() - t0)
-            t0 = time.monotonic()
-            session.stop()
-            stops.append(time.monotonic() - t0)
-        print(f"library start_fault(partition) -> active {fmt(starts, ' ms', 1e3, 0)}; stop() -> removed "
-              f"{fmt(stops, ' ms', 1e3, 0)}")
+            stops.append(C.timed(session.stop))
+        print(f"library start_fault(partition) -> active {C.fmt(starts, ' ms', 1e3, 0, n=True)}; stop() -> "
+              f"removed {C.fmt(stops, ' ms', 1e3, 0, n=True)}")
     finally:
         topo.close()
 
@@ -117,12 +106,11 @@ def bench_detach(trials: int, run_dir: str) -> None:
             actives.append(time.monotonic() - t0)
             run_id = json.loads(out.stdout)["run_id"]
             run_ids.append(run_id)
-            t0 = time.monotonic()
-            subprocess.run([*cli, "stop", run_id], capture_output=True, text=True, env=env, check=True)
-            stops.append(time.monotonic() - t0)
+            stops.append(C.timed(lambda: subprocess.run([*cli, "stop", run_id], capture_output=True, text=True,
+                                                        env=env, check=True)))
             run_ids.remove(run_id)
-        print(f"--detach -> returns with the fault active {fmt(actives, ' ms', 1e3, 0)}; `stop RUN_ID` -> "
-              f"returns with everything removed {fmt(stops, ' ms', 1e3, 0)}")
+        print(f"--detach -> returns with the fault active {C.fmt(actives, ' ms', 1e3, 0, n=True)}; "
+              f"`stop RUN_ID` -> returns with everything removed {C.fmt(stops, ' ms', 1e3, 0, n=True)}")
     finally:
         if run_ids:
             subprocess.run([*cli, "stop", *run_ids], env=env, capture_output=True)
@@ -135,9 +123,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--only", default="cpu,kill,library,detach")
     args = parser.parse_args()
-    C.require_root()
-    C.exit_on_signals()
-    print(C.machine())
+    C.begin("host_faults")
     only = set(args.only.split(","))
     with tempfile.TemporaryDirectory(prefix="ci-bench-run-") as run_dir:
         if "cpu" in only:

@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
 from chaosinject.experiment.hostactions import kill_hosts  # noqa: E402
 from chaosinject.lab import LabSpec, lab_down, lab_status, lab_up  # noqa: E402
@@ -30,9 +29,10 @@ from chaosinject.lab.preflight import free_subnet  # noqa: E402
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cycles", type=int, default=5)
     args = ap.parse_args()
+    C.begin("lab_restart", why="the netns lab")
     spec = LabSpec(prefix="cibr" + secrets.token_hex(2), subnet=free_subnet("10.214"),
                    state_dir=Path("/run/chaos-inject") / f"lab-bench-{secrets.token_hex(3)}")
     os.environ["CHAOS_INJECT_INVENTORY"] = str(spec.state_dir / "inventory.toml")
@@ -51,19 +51,16 @@ def main() -> int:
             down_s.append(time.monotonic() - t)
             while not lab_status(spec).up:      # state.json records the new api before the next kill
                 time.sleep(0.05)
-            t = time.monotonic()
-            subprocess.run(["/bin/sh", "-c", restart_command(spec, "api")], check=True, capture_output=True)
-            cli_s.append(time.monotonic() - t)
+            cli_s.append(C.timed(lambda: subprocess.run(["/bin/sh", "-c", restart_command(spec, "api")], check=True,
+                                                        capture_output=True)))
             reply = http_get(f"{info.api_url}/health", timeout_s=1)
             assert reply.status == 200, reply
     finally:
         lab_down(spec)
     left = lab_leftovers(spec)
-    med = statistics.median
-    print(f"cycles {args.cycles}: pod-kill -> /health 200 again median {med(down_s):.2f} s "
-          f"(min {min(down_s):.2f}, max {max(down_s):.2f}); kill_hosts returned after median "
-          f"{med(kill_return_s):.2f} s; `lab restart api` (running api, CLI to exit) median {med(cli_s):.2f} s"
-          f" (min {min(cli_s):.2f}, max {max(cli_s):.2f}); left behind: {left or 'nothing'}")
+    print(f"cycles {args.cycles}, median (min-max): pod-kill -> /health 200 again {C.fmt(down_s, ' s')}; "
+          f"kill_hosts returned after {C.fmt(kill_return_s, ' s')}; `lab restart api` (running api, CLI to exit) "
+          f"{C.fmt(cli_s, ' s')}; left behind: {left or 'nothing'}")
     return 1 if left else 0
 
 

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
-from bench._common import begin  # noqa: E402
 from chaosinject.kernel.netns import Topology, unique_name  # noqa: E402
 from tests.host.tcp_echo import TcpEchoTraffic  # noqa: E402  (a test helper)
 
@@ -62,12 +61,12 @@ def one(delay_ms: int, fault_s: float, tmp: Path) -> dict[str, tuple[float, int]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--delay-ms", type=int, default=20)
     ap.add_argument("--fault-s", type=float, default=4.0)
     args = ap.parse_args()
-    begin("record_experiment")
+    C.begin("record_experiment")
     print(f"requested +{args.delay_ms} ms on db's replies (userspace, ingress at api) for {args.fault_s:g} s; "
           f"{args.reps} repetitions")
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,8 +78,8 @@ def main() -> None:
         if not shifts:
             print(f"{source:6s}: no shift measured")
             continue
-        print(f"{source:6s}: shift +{statistics.median(shifts):.3f} ms ({min(shifts):+.3f} to {max(shifts):+.3f}), "
-              f"fault-phase samples {statistics.median(counts):.0f} ({min(counts)}-{max(counts)})")
+        print(f"{source:6s}: shift {C.fmt(shifts, ' ms', digits=3, sign=True)}, "
+              f"fault-phase samples {C.fmt(counts, digits=0)}")
 
 
 if __name__ == "__main__":

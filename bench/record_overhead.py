@@ -15,39 +15,30 @@ Usage: sudo .venv/bin/python bench/record_overhead.py [--runs 200000] [--reps 5]
 from __future__ import annotations
 
 import argparse
-import statistics
-import struct
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+import _netkit as N  # noqa: E402
 
 from chaosinject.kernel.bpf import prog_test_run  # noqa: E402
 from chaosinject.kernel.record_program import RecordConfig, RecordProgram  # noqa: E402
 from chaosinject.record.bpf_recorder import PacketFlow  # noqa: E402
 
 
-def udp_packet(src: str, dst: str, sport: int, dport: int, payload: bytes = b"p" * 64) -> bytes:
-    """Ethernet + IPv4 + UDP, checksums left 0 (nothing here checks them)."""
-    ip_len = 20 + 8 + len(payload)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, ip_len, 1, 0, 64, 17, 0, bytes(map(int, src.split("."))),
-                     bytes(map(int, dst.split("."))))
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0)
-    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + udp + payload
-
-
-def fmt(values: list[float]) -> str:
-    return f"{statistics.median(values):7.1f} ns ({min(values):.1f}-{max(values):.1f})"
+PAYLOAD = b"p" * 64
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=200_000)
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
+    C.begin("record_overhead")
     flows = [PacketFlow(f"f{i}", "10.0.0.1", "10.0.0.2", dport=9000 + i, protocol="udp") for i in range(16)]
-    recorded = udp_packet("10.0.0.1", "10.0.0.2", 40000, 9015)   # the last of 16 filters: the most checks
-    other = udp_packet("10.0.0.1", "10.0.0.2", 40000, 8000)      # matches none: every filter checked
+    recorded = N.udp4_frame("10.0.0.1", "10.0.0.2", 40000, 9015, PAYLOAD)  # the last of 16 filters: most checks
+    other = N.udp4_frame("10.0.0.1", "10.0.0.2", 40000, 8000, PAYLOAD)     # matches none: every filter checked
     program = RecordProgram(RecordConfig(ring_pages=1024))
     try:
         program.set_filters([f.to_filter(events=True) for f in flows])
@@ -65,8 +56,8 @@ def main() -> int:
             raise SystemExit("the recorded packet was not stamped: the figures would not measure what they say")
         print(f"recording overhead per packet, BPF_PROG_TEST_RUN, {args.runs} runs x {args.reps} reps, 16 filters")
         for name, values in rows.items():
-            print(f"  {name:42s} {fmt(values)}")
-        med = {k: statistics.median(v) for k, v in rows.items()}
+            print(f"  {name:42s} {C.fmt(values, ' ns', digits=1, width=7)}")
+        med = {k: C.median(v) for k, v in rows.items()}
         on = med["stamp, recorded (LRU insert)"] + med["match, lookup miss"] + med["sample (histogram + raw event)"]
         print(f"  recorded packet, on - off: ~{on:.0f} ns (stamp + lookup + sample); other packets: "
               f"~{med['stamp, not recorded (every other packet)'] + med['match, lookup miss']:.0f} ns; off: 0")

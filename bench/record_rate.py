@@ -30,15 +30,10 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
 from chaosinject.kernel.record_program import RecordConfig, RecordProgram  # noqa: E402
-
-
-def fmt(values: list[float], unit: str = "", scale: float = 1.0, digits: int = 2) -> str:
-    v = [x / scale for x in values]
-    return f"{statistics.median(v):.{digits}f}{unit} ({min(v):.{digits}f}-{max(v):.{digits}f})"
 
 
 def raw_run(program: RecordProgram, events: int, chunk: int, target_rate: float | None = None
@@ -100,6 +95,7 @@ def main() -> int:
     ap.add_argument("--paced-s", type=float, default=2.0)
     ap.add_argument("--paced-chunk", type=int, default=10_000)
     args = ap.parse_args()
+    C.begin("record_rate")
 
     program = RecordProgram(RecordConfig(ring_pages=args.ring_pages))
     try:
@@ -125,20 +121,20 @@ def main() -> int:
         ring_mib = args.ring_pages * 4096 / 2**20
         print(f"record_rate: {args.reps} reps, ring {ring_mib:.0f} MiB; medians (min-max)")
         print(f"  flat out, {args.events:,} events, {args.chunk:,} runs per test-run call:")
-        print(f"    raw events into numpy : {fmt(rates, ' M/s', 1e6)}  lost per rep {lost}"
+        print(f"    raw events into numpy : {C.fmt(rates, ' M/s', 1e-6)}  lost per rep {lost}"
               + ("" if not any(lost) else "  (some lost: the consumer fell behind at least once)"))
-        print(f"    producer alone        : {fmt(producer, ' ns/event', 1, 1)} = "
-              f"{fmt([1e3 / p for p in producer], ' M/s', 1)}")
+        print(f"    producer alone        : {C.fmt(producer, ' ns/event', 1, 1)} = "
+              f"{C.fmt([1e3 / p for p in producer], ' M/s', 1)}")
         print(f"  paced producer, {args.paced_s:g} s per rep, {args.paced_chunk:,} runs per call:")
         sustained = 0.0
         for target, (r, lo) in paced.items():
-            print(f"    {target:4g} M/s offered      : {fmt(r, ' M/s', 1e6)} delivered, lost per rep {lo}")
+            print(f"    {target:4g} M/s offered      : {C.fmt(r, ' M/s', 1e-6)} delivered, lost per rep {lo}")
             if not any(lo):
-                sustained = max(sustained, statistics.median(r))
+                sustained = max(sustained, C.median(r))
         print(f"  sustained with 0 lost (highest paced rate with no loss in any rep): {sustained / 1e6:.2f} M/s")
-        print(f"  histogram path        : {fmt(hist_ns, ' ns/sample', 1, 1)} = "
-              f"{fmt([1e3 / p for p in hist_ns], ' M/s', 1)} (kernel only: no event, nothing to read)")
-        print(f"  histograms into numpy : {fmt(read_ms, ' ms/read', 1, 3)} ({h.size:,} buckets)")
+        print(f"  histogram path        : {C.fmt(hist_ns, ' ns/sample', 1, 1)} = "
+              f"{C.fmt([1e3 / p for p in hist_ns], ' M/s', 1)} (kernel only: no event, nothing to read)")
+        print(f"  histograms into numpy : {C.fmt(read_ms, ' ms/read', 1, 3)} ({h.size:,} buckets)")
     finally:
         program.close()
     return 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 
-def timed(argv: list[str], cwd: str) -> tuple[float, float]:
+def wall_and_cpu(argv: list[str], cwd: str) -> tuple[float, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -35,8 +34,8 @@ def timed(argv: list[str], cwd: str) -> tuple[float, float]:
 
 
 def fmt(values: list[float]) -> str:
-    ms = [v * 1e3 for v in values]
-    return f"{statistics.median(ms):4.0f} ms ({min(ms):.0f}-{max(ms):.0f})"
+    """Seconds as "median ms (min-max)"."""
+    return C.fmt(values, " ms", 1e3, 0, width=4)
 
 
 def main() -> int:
@@ -44,8 +43,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--tree", action="append", default=[], help="another checkout to measure beside this one")
     args = parser.parse_args()
-    print(f"# startup_time  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}  {C.machine()}  code "
-          f"{C.code_version()}  load {Path('/proc/loadavg').read_text().split()[0]}")
+    C.begin("startup_time", root=False)
     trees = [str(C.REPO), *args.tree]
     cases = [("python -c pass", [sys.executable, "-c", "pass"], [str(C.REPO)])]
     for tree in trees:
@@ -55,7 +53,7 @@ def main() -> int:
     cpus: dict[str, list[float]] = {name: [] for name, _, _ in cases}
     for _ in range(args.trials):
         for name, argv, (cwd,) in cases:
-            wall, cpu = timed(argv, cwd)
+            wall, cpu = wall_and_cpu(argv, cwd)
             walls[name].append(wall)
             cpus[name].append(cpu)
     print(f"{'':40s} {'wall, median (min-max)':26s} CPU (user+sys), median (min-max); n={args.trials} each")

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
-from bench._common import begin  # noqa: E402
 from chaosinject.experiment import RunOptions, parse_experiment, run_experiment  # noqa: E402
 from chaosinject.kernel.netns import Topology, unique_name  # noqa: E402
 
@@ -75,18 +74,18 @@ def one(tmp: Path, delay: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--delay", default="100ms")
     args = ap.parse_args()
-    begin("tc_translation")
+    C.begin("tc_translation")
     rows = []
     for i in range(args.runs):
         with tempfile.TemporaryDirectory() as d:
             r = one(Path(d), args.delay)
         rows.append(r)
         print(json.dumps({"run": i, **{k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}}))
-    med = {k: statistics.median(r[k] for r in rows) for k in ("apply_ms", "before_ms", "during_ms", "rollback_ms")}
+    med = {k: C.median(r[k] for r in rows) for k in ("apply_ms", "before_ms", "during_ms", "rollback_ms")}
     print(f"medians of {args.runs} (delay {args.delay}, engine {rows[0]['engine']}): tc action -> fault active "
           f"{med['apply_ms']:.1f} ms; connect RTT {med['before_ms']:.2f} ms before, {med['during_ms']:.1f} ms "
           f"during; rollback (tc qdisc del -> ours removed) {med['rollback_ms']:.1f} ms")

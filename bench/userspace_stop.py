@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import socket
-import statistics
 import sys
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
-from bench._common import begin  # noqa: E402
 from chaosinject.engines.userspace import UserspaceEngine  # noqa: E402
 from chaosinject.kernel import nftables  # noqa: E402
 from chaosinject.kernel.netns import Topology, socket_in, unique_name  # noqa: E402
@@ -115,25 +114,22 @@ def one(direction: str, size: int, delay_ms: int, rate: float, delete_first: boo
         topo.close()
 
 
-def fmt(values: list[float], digits: int = 0) -> str:
-    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--delay-ms", type=int, default=300)
     ap.add_argument("--rate", type=float, default=2000.0)
     ap.add_argument("--delete-first", action="store_true", help="the end's old order: the table goes first")
     args = ap.parse_args()
-    begin("userspace_stop")
+    C.begin("userspace_stop")
     print(f"delay {args.delay_ms} ms, {args.rate:g} datagrams/s, {args.reps} repetitions per case"
           + (", table deleted first (the old order)" if args.delete_first else ""))
     for direction, size in CASES:
         rows = [one(direction, size, args.delay_ms, args.rate, args.delete_first) for _ in range(args.reps)]
-        print(f"{direction:8s} {size:5d} B: sent {fmt([r['sent'] for r in rows])}, held at the end "
-              f"{fmt([r['held'] for r in rows])}, lost {fmt([r['lost'] for r in rows])}, duplicated "
-              f"{fmt([r['dup'] for r in rows])}, end ms {fmt([r['end_ms'] for r in rows], 1)}")
+        col = {k: [r[k] for r in rows] for k in rows[0]}
+        print(f"{direction:8s} {size:5d} B: sent {C.fmt(col['sent'], digits=0)}, held at the end "
+              f"{C.fmt(col['held'], digits=0)}, lost {C.fmt(col['lost'], digits=0)}, duplicated "
+              f"{C.fmt(col['dup'], digits=0)}, end ms {C.fmt(col['end_ms'], digits=1)}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -22,7 +21,9 @@ import numpy as np  # noqa: E402
 import scipy  # noqa: E402
 from scipy import stats  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
 from chaosinject import analysis  # noqa: E402
 
 
@@ -40,13 +41,14 @@ def make_phase(rng: np.random.Generator, n: int, median_ms: float, err_rate: flo
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10_000_000, help="latency samples per phase")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--boot-n", type=int, default=10_000, help="sample size for scipy.stats.bootstrap")
     ap.add_argument("--boot-resamples", type=int, default=9_999)
     ap.add_argument("--hl", action="store_true", help="also time Mann-Whitney + Hodges-Lehmann on n vs n")
     args = ap.parse_args()
+    C.begin("verdict_speed", root=False, paths=("analysis",))
 
     if hasattr(os, "sched_setaffinity"):
         cpu = sorted(os.sched_getaffinity(0))[0]
@@ -67,7 +69,7 @@ def main() -> None:
         times.append(time.perf_counter() - t)
     rss_verdict = peak_rss_mb()
     total = 3 * args.n
-    med = statistics.median(times)
+    med = C.median(times)
 
     boot_x = phases["baseline"].latencies[: args.boot_n].astype(np.float64)
     t = time.perf_counter()

@@ -1,0 +1,168 @@
+"""bench/_common.py is the benchmarks' one harness: every script uses it, and its figures are computed right."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+SCRIPTS = sorted(p for p in BENCH.glob("*.py") if not p.name.startswith("_"))
+
+
+def _harness():
+    spec = importlib.util.spec_from_file_location("bench_common_under_test", BENCH / "_common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+C = _harness()
+
+
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def _calls(tree: ast.AST) -> list[str]:
+    """Dotted names of everything called in ``tree`` (``C.begin``, ``statistics.median``, ``fmt``)."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            parts, f = [], node.func
+            while isinstance(f, ast.Attribute):
+                parts.append(f.attr)
+                f = f.value
+            if isinstance(f, ast.Name):
+                parts.append(f.id)
+                out.append(".".join(reversed(parts)))
+    return out
+
+
+def test_there_are_bench_scripts():
+    assert len(SCRIPTS) >= 16, [p.name for p in SCRIPTS]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_every_script_uses_the_harness(script):
+    tree = _tree(script)
+    imports = [(a.name, a.asname) for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert ("_common", "C") in imports, f"{script.name}: no `import _common as C`"
+    calls = _calls(tree)
+    assert "C.begin" in calls, f"{script.name}: does not start through C.begin (root check, signals, header)"
+    # what the harness owns is not done a second way in a script
+    assert not any(c in ("statistics.median", "np.median", "numpy.median", "np.percentile", "numpy.percentile")
+                   for c in calls), f"{script.name}: a median/percentile of its own (use C.median / C.percentile)"
+    assert "signal.signal" not in calls, f"{script.name}: installs signal handlers (C.begin does)"
+    assert "os.geteuid" not in calls, f"{script.name}: checks root itself (C.begin(root=...) does)"
+    defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    assert not defined & {"median", "percentile", "quantile", "require_root", "machine", "code_version"}, \
+        f"{script.name}: defines {defined & {'median', 'percentile', 'quantile'}}"
+    assert "rev-parse" not in script.read_text(), f"{script.name}: reads the commit itself (C.header does)"
+
+
+def test_help_works_for_every_script_without_root():
+    """`python bench/X.py --help` prints usage and exits 0, with the process made to look unprivileged (the root
+    check comes after the arguments are parsed)."""
+    wrapper = textwrap.dedent("""
+        import os, runpy, sys
+        os.geteuid = lambda: 65534
+        path = sys.argv[1]
+        sys.argv = [path, "--help"]
+        runpy.run_path(path, run_name="__main__")
+    """)
+    procs = {s.name: subprocess.Popen([sys.executable, "-c", wrapper, str(s)], cwd=ROOT, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True) for s in SCRIPTS}
+    failed = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        if proc.returncode != 0 or "usage:" not in out:
+            failed[name] = (proc.returncode, (out + err)[-400:])
+    assert not failed, failed
+
+
+def test_percentile_is_linear_interpolation_between_closest_ranks():
+    assert C.percentile([4, 1, 3, 2], 50) == 2.5
+    assert C.percentile([1, 2, 3, 4], 0) == 1
+    assert C.percentile([1, 2, 3, 4], 100) == 4
+    assert C.percentile([10, 20], 25) == 12.5
+    assert C.percentile([7], 99) == 7
+    # p90 of 1..10: rank 0.9 * 9 = 8.1 -> 9 + 0.1 * (10 - 9)
+    assert C.percentile(range(1, 11), 90) == pytest.approx(9.1)
+    rng = random.Random(3)
+    for n in (2, 3, 10, 101, 1000):
+        values = [rng.lognormvariate(0, 1) for _ in range(n)]
+        for p in (0, 1, 5, 25, 50, 90, 95, 99, 99.9, 100):
+            assert C.percentile(values, p) == pytest.approx(float(np.percentile(values, p)), rel=1e-12), (n, p)
+    with pytest.raises(ValueError):
+        C.percentile([], 50)
+    with pytest.raises(ValueError):
+        C.percentile([1, 2], 101)
+    assert C.median([3, 1, 2, 10]) == C.percentile([3, 1, 2, 10], 50) == 2.5
+
+
+def test_the_formatter():
+    assert C.fmt([3, 1, 2]) == "2.00 (1.00-3.00)"
+    assert C.fmt([0.001, 0.002, 0.004], " ms", 1e3, 1, n=True) == "2.0 ms (1.0-4.0, n=3)"
+    assert C.fmt([101.25, 99.0, 120.0], digits=1, range_digits=0, width=7) == "  101.2 (99-120)"
+    assert C.fmt([2e6, 4e6, 1e6], " M/s", 1e-6) == "2.00 M/s (1.00-4.00)"
+    assert C.fmt([-1.5, 0.5, 2.0], " ms", digits=1, sign=True) == "+0.5 ms (-1.5 to +2.0)"
+    assert C.fmt([-2, -1, 3], digits=0) == "-1 (-2 to 3)"
+    with pytest.raises(ValueError):
+        C.fmt([])
+
+
+def test_timing_helpers():
+    calls = []
+    times = C.repeat(lambda: calls.append(1), 5, warmup=2)
+    assert len(calls) == 7 and len(times) == 5 and all(t >= 0 for t in times)
+    assert C.timed(lambda: __import__("time").sleep(0.01)) >= 0.009
+
+
+def test_header_names_commit_kernel_cpus_and_load():
+    line = C.header("x")
+    assert line.startswith("# x  ")
+    assert "kernel " in line and " CPUs" in line and "load " in line and "code " in line
+    assert "code unknown" not in line  # this checkout is a git work tree
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, None)])
+def test_signals_run_the_clean_up(sig, code, tmp_path):
+    """After C.begin's signal setup, SIGTERM and SIGINT unwind the stack: the script's finally blocks run."""
+    marker = tmp_path / "cleaned"
+    script = textwrap.dedent(f"""
+        import importlib.util, os, signal, sys, time
+        spec = importlib.util.spec_from_file_location("c", {str(BENCH / "_common.py")!r})
+        C = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(C)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a parent may leave it: the harness must take it back
+        C.exit_on_signals()
+        try:
+            os.kill(os.getpid(), {int(sig)})
+            time.sleep(5)
+        finally:
+            open({str(marker)!r}, "w").write("yes")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert marker.read_text() == "yes"
+    if code is not None:
+        assert proc.returncode == code, proc.stderr
+    else:
+        assert "KeyboardInterrupt" in proc.stderr and proc.returncode != 0
+
+
+def test_an_interpreter_without_the_package_is_told_how_to_run():
+    """-S: no site-packages, so no chaosinject (the venv's editable install): the harness says which python."""
+    proc = subprocess.run([sys.executable, "-S", str(BENCH / "apply_time.py"), "--help"], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 1
+    assert "chaosinject is not importable" in proc.stderr and ".venv/bin/python" in proc.stderr
