@@ -14,7 +14,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from .quantiles import QuantileEstimate, quantile_cis  # noqa: E402
-from .verdict import PHASES, Verdict, phases_from_run  # noqa: E402
+from .phases import PHASES, phases_from_run  # noqa: E402
+from .verdict import Verdict  # noqa: E402
 
 __all__ = ["dependence_figure", "latency_cdf", "latency_over_time", "quantile_comparison", "verdict_figure"]
 

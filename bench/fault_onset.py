@@ -15,9 +15,11 @@ counted): that minus the command's start is the onset (1 ms resolution). Paths, 
             from the tick (the start of the job's process, read from /proc) to the first packet: the tick's process
             (the schedule command's start-up and its one dry run of the job come before the first tick)
 
-Each path cold and warm (--cache): cold = an empty compiled-program cache (CHAOS_INJECT_PROG_CACHE pointed at a
-new empty directory each trial: the first run after an install, a kernel or a source change, so bcc compiles);
-warm = the cache filled by an earlier run. A cold boot cannot be made here: files are in the page cache either way.
+Each path in three states (--cache): cold = an empty compiled-program cache (CHAOS_INJECT_PROG_CACHE pointed at a
+new empty directory each trial: the first run after an install, a kernel or a source change, so bcc compiles;
+`scripts/setup-host.sh` and `chaos-inject doctor` fill the cache, so a user meets this only after a kernel
+upgrade they have not run doctor on); boot = the cache filled but the page cache dropped before each trial (the
+first run after a reboot: every file read from disk); warm = the cache filled by an earlier run, files cached.
 
 Then the breakdown, in-process in fresh interpreters: interpreter start, the inject path's imports, the
 capability probe, the bcc compile + load of the classifier. Medians (min-max) of --trials (default 10) per path.
@@ -140,10 +142,13 @@ def fmt(values: list[float]) -> str:
     return C.fmt(values, " ms", 1e3, 0, n=True)
 
 
-def trial(probe: WireProbe, start, finish, timeout_s: float = 120.0, started_at=None) -> float:
+def trial(probe: WireProbe, start, finish, timeout_s: float = 120.0, started_at=None, before=None) -> float:
     """start() begins the command (it may return before the fault is active); the onset is read off the wire
     from datagrams older than IN_FLIGHT_S; then finish(handle) ends the run. ``started_at(handle)``, if given,
-    is the monotonic time the onset counts from (a tick) instead of the command's start."""
+    is the monotonic time the onset counts from (a tick) instead of the command's start; ``before()``, if
+    given, runs first, outside the timing."""
+    if before is not None:
+        before()
     first = probe.mark()
     t0 = time.monotonic()
     handle = start()
@@ -172,7 +177,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--only", default="cli,detach,library,action,tick,breakdown")
-    parser.add_argument("--cache", default="cold,warm", help="cold (empty program cache), warm, or both")
+    parser.add_argument("--cache", default="cold,boot,warm",
+                        help="comma-separated: cold (empty program cache), boot (cache filled, page cache dropped: "
+                             "the first run after a reboot), warm")
     parser.add_argument("--tree", action="append", default=[], help="breakdown: also measure this checkout")
     args = parser.parse_args()
     C.begin("fault_onset")
@@ -221,12 +228,21 @@ def main() -> int:
     return 0
 
 
+def drop_page_cache() -> None:
+    """What a reboot does to the files a run reads (interpreter, packages, bcc's library, the program cache):
+    written back, then dropped from the page cache (`echo 3 > /proc/sys/vm/drop_caches`; clean pages only, so
+    nothing is lost; the whole machine re-reads from disk for a moment)."""
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
 def paths(args, only, py, a, flow, cli, warm_env, mode, run_dir: Path, probe, results, run_ids) -> None:
     """The trials of every path in ``only`` for one cache mode; each trial a fresh process."""
     counter = iter(range(10**6))
+    before = drop_page_cache if mode == "boot" else None
 
     def fresh_env() -> dict:
-        if mode == "warm":
+        if mode in ("warm", "boot"):
             return warm_env
         return {**warm_env, "CHAOS_INJECT_PROG_CACHE": str(run_dir / f"progcache-cold-{next(counter)}")}
 
@@ -239,7 +255,7 @@ def paths(args, only, py, a, flow, cli, warm_env, mode, run_dir: Path, probe, re
             _, err = proc.communicate(timeout=60)
             if proc.returncode != 0:
                 raise RuntimeError(f"chaos-inject exited {proc.returncode}: {err}")
-        results[f"cli {mode}"] = [trial(probe, start_cli, finish_cli) for _ in range(args.trials)]
+        results[f"cli {mode}"] = [trial(probe, start_cli, finish_cli, before=before) for _ in range(args.trials)]
     if "detach" in only:
         def start_detach():
             out = subprocess.run([*cli, "--duration", "60s", "--detach", "--json"], env=fresh_env(), check=True,
@@ -251,7 +267,7 @@ def paths(args, only, py, a, flow, cli, warm_env, mode, run_dir: Path, probe, re
             subprocess.run([py, "-m", "chaosinject.cli", "stop", run_id], env=fresh_env(), check=True,
                            capture_output=True, timeout=60)
             run_ids.remove(run_id)
-        results[f"detach {mode}"] = [trial(probe, start_detach, finish_detach) for _ in range(args.trials)]
+        results[f"detach {mode}"] = [trial(probe, start_detach, finish_detach, before=before) for _ in range(args.trials)]
     if "library" in only:
         code = ("import sys, time\nfrom injector import partition\n"
                 f"with partition(flow={flow!r}, netns={a!r}, duration='60s'):\n"
@@ -264,7 +280,7 @@ def paths(args, only, py, a, flow, cli, warm_env, mode, run_dir: Path, probe, re
             proc.communicate("\n", timeout=60)
             if proc.returncode != 0:
                 raise RuntimeError(f"library run exited {proc.returncode}")
-        results[f"library {mode}"] = [trial(probe, start_library, finish_library) for _ in range(args.trials)]
+        results[f"library {mode}"] = [trial(probe, start_library, finish_library, before=before) for _ in range(args.trials)]
     if "action" in only:
         code = ("import sys\nfrom chaosinject.experiment.actions import start_network_fault, stop_network_fault\n"
                 f"r = start_network_fault({flow!r}, duration='60s', partition=True, netns={a!r})\n"
@@ -277,7 +293,7 @@ def paths(args, only, py, a, flow, cli, warm_env, mode, run_dir: Path, probe, re
             proc.communicate("\n", timeout=60)
             if proc.returncode != 0:
                 raise RuntimeError(f"action run exited {proc.returncode}")
-        results[f"action {mode}"] = [trial(probe, start_action, finish_action) for _ in range(args.trials)]
+        results[f"action {mode}"] = [trial(probe, start_action, finish_action, before=before) for _ in range(args.trials)]
     if "tick" in only:
         def start_tick():
             job = ["--flow", flow, "--netns", a, "--partition", "--duration", "3s", "-q"]
@@ -323,7 +339,7 @@ def paths(args, only, py, a, flow, cli, warm_env, mode, run_dir: Path, probe, re
             proc.reader.join(timeout=5)
             if code != 0:
                 raise RuntimeError(f"schedule exited {code}: {''.join(proc.err)}")
-        results[f"tick {mode}"] = [trial(probe, start_tick, finish_tick, started_at=tick_time)
+        results[f"tick {mode}"] = [trial(probe, start_tick, finish_tick, started_at=tick_time, before=before)
                                    for _ in range(args.trials)]
 
 BREAKDOWN = """
@@ -355,12 +371,15 @@ def breakdown(trials: int, py: str, env: dict, trees: list[str], run_dir: Path) 
     for i in range(trials):
         start.append(C.timed(lambda: subprocess.run([py, "-c", "pass"], env=env, check=True)))
         for tree in trees:
-            out = subprocess.run([py, "-c", BREAKDOWN], env=env, cwd=tree, check=True, capture_output=True,
+            # each tree's own venv: the package is an editable install, so another tree's python would import
+            # its own checkout whatever the working directory
+            tree_py = str(Path(tree) / ".venv/bin/python") if (Path(tree) / ".venv/bin/python").exists() else py
+            out = subprocess.run([tree_py, "-c", BREAKDOWN], env=env, cwd=tree, check=True, capture_output=True,
                                  text=True)
             imports, probe, warm = json.loads(out.stdout)
-            cold_env = {**env, "CHAOS_INJECT_PROG_CACHE": str(run_dir / f"progcache-breakdown-{i}")}
-            out = subprocess.run([py, "-c", BREAKDOWN], env=cold_env, cwd=tree, check=True, capture_output=True,
-                                 text=True)
+            cold_env = {**env, "CHAOS_INJECT_PROG_CACHE": str(run_dir / f"progcache-breakdown-{i}-{trees.index(tree)}")}
+            out = subprocess.run([tree_py, "-c", BREAKDOWN], env=cold_env, cwd=tree, check=True,
+                                 capture_output=True, text=True)
             cold = json.loads(out.stdout)[2]
             for values, value in zip(phases[tree], (imports, probe, warm, cold)):
                 values.append(value)

@@ -1,7 +1,7 @@
 """Atomic JSON files: a reader (another process, a crash-time sweep) sees the old file or the new one, whole.
 
-The one writer of JSON state and run files: ledgers and markers (kernel/), the lab's state, an experiment's
-status and journal, a run directory's meta.json, counters.json and verdict.json.
+The one writer of JSON state and run files: ledgers and markers (kernel/, the fleet controller's ledger), the
+lab's state, an experiment's status and journal, a run directory's meta.json, counters.json and verdict.json.
 """
 
 from __future__ import annotations
@@ -14,6 +14,33 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .procfs import process_alive
+
+
+def run_root() -> Path:
+    """This host's run state: $CHAOS_INJECT_RUN_DIR, else /run/chaos-inject (ledgers, markers, history)."""
+    return Path(os.environ.get("CHAOS_INJECT_RUN_DIR", "/run/chaos-inject"))
+
+
+def ledger_dir() -> Path:
+    """Where run ledgers live (kernel/ledger.py's, and the fleet controller's of kind ``fleet``)."""
+    return run_root() / "runs"
+
+
+def jsonable(v: Any) -> Any:
+    """``v`` as JSON can hold it: mappings with string keys, tuples as lists, numpy arrays and scalars (anything
+    with ``tolist``) as lists and numbers, NaN as null, anything else unknown as its str. The one conversion of
+    the run and journal files (no numpy import: it is read from the values)."""
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, float):
+        return None if v != v else v
+    if isinstance(v, (str, int, bool)) or v is None:
+        return v
+    if hasattr(v, "tolist"):          # numpy ndarray or scalar: Python lists and numbers, NaN cleaned above
+        return jsonable(v.tolist())
+    return str(v)
 
 
 def write_json_atomic(path: Path, data: Any, *, dir_mode: int = 0o700, sort_keys: bool = True,

@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from .errors import ChaosInjectError, Interrupted
-from .session import RunBase
+from .run_base import RunBase
 
 EXIT_OK, EXIT_ERROR = 0, 1
 TICK_S = 0.05          # stop requests and CPU samples (the last sample before a worker exits counts)

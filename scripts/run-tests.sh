@@ -6,7 +6,8 @@
 #   kernel a stock Debian kernel under QEMU, for what this kernel lacks (netem, fq)
 #   vms-smoke  one Vagrant VM from the local box (vagrant-libvirt, QEMU TCG) in a namespace of its own: chaos-inject
 #          from this checkout delays one flow with netem, checked on the wire (scripts/vms-tier.sh installs the
-#          VM packages and builds the box, cached, first)
+#          VM packages and builds the box, cached, first); the smoke killed at its four crash points before the VM
+#          boots, then `sweep` (tests/vms/test_crash_walk.py)
 # Exit status is non-zero if any tier failed, or if a tier that must run collected no test, or skipped every
 # test it collected (a tier cannot pass by skipping), or if the kernel tier could not run on a machine that has
 # QEMU: each with the reason. CHAOS_INJECT_ALLOW_SKIP=1 turns these skips into a stated SKIPPED, for a machine that
@@ -30,7 +31,7 @@ host_tests=${CHAOS_INJECT_TIER_HOST:-tests/host}
 fleet_tests=${CHAOS_INJECT_TIER_FLEET:-tests/fleet}
 kernel_tier=${CHAOS_INJECT_KERNEL_TIER:-scripts/vm/kernel-tier.sh}
 vms_tier=${CHAOS_INJECT_VMS_TIER:-scripts/vms-tier.sh}
-vms_tests=${CHAOS_INJECT_TIER_VMS:-tests/vms/test_smoke.py}
+vms_tests=${CHAOS_INJECT_TIER_VMS:-tests/vms/test_smoke.py tests/vms/test_crash_walk.py}
 qemu=${CHAOS_INJECT_QEMU:-qemu-system-x86_64}
 declare -a lines=()
 failed=0

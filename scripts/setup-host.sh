@@ -91,4 +91,8 @@ if [ ! -e "$stamp" ]; then
   rm -f "$venv"/.installed-*; touch "$stamp"
 fi
 "$venv/bin/python" -c 'import bcc, pyroute2' || { echo "bcc or pyroute2 not importable from $venv" >&2; exit 1; }
+# every classifier variant compiled into the program cache now, so no fault waits ~1 s for bcc (a few seconds
+# once per source and kernel; later runs find them cached)
+"$venv/bin/chaos-inject" doctor --warm-cache --no-self-test | sed -n '/^compiled programs/,$p' | sed 's/^/[setup] /' \
+  || log "warning: the program cache was not warmed (the first fault compiles instead)"
 log "ok"

@@ -41,7 +41,7 @@ if [ "${1:-}" = "--inner" ]; then
     local t
     t=$(nsl_now); vagrant box add --name "$BOX_NAME" "$BOX_FILE" >"$work/vagrant-box-add.log" 2>&1 \
       || { nsl_log "vagrant box add failed:"; tail -20 "$work/vagrant-box-add.log" >&2; return 1; }
-    t=$(nsl_now); vagrant up --provider libvirt --no-parallel >"$work/vagrant-up.log" 2>&1 \
+    t=$(nsl_now); nsl_vagrant_up "$work/vagrant-up.log" --provider libvirt --no-parallel \
       || { nsl_log "vagrant up failed:"; tail -40 "$work/vagrant-up.log" >&2; return 1; }
     nsl_timing up "$(nsl_since "$t")"; nsl_log "vagrant up (db, api, prometheus, provisioned): $(nsl_since "$t") s"
     grep -E 'chaos-inject: |load: ' "$work/vagrant-up.log" | sed 's/^/  /' >&2 || true
@@ -76,7 +76,8 @@ nsl_log "box: $box ($(du -h "$box" | cut -f1)); built in $built s ($(nsl_since "
 export BOX_FILE=$box BOX_NAME=$("$repo/vagrant/box/build.sh" --box-name)
 mkdir -p "$repo/.cache/vagrant-lab/runs"
 dest=$(realpath -m "${1:-$repo/.cache/vagrant-lab/runs/$(date +%Y%m%d-%H%M%S)}")
-work=$(mktemp -d "$repo/.cache/vagrant-lab/work.XXXXXX")
+nsl_mkwork "$repo/.cache/vagrant-lab" work.       # the run's ledger, then the work directory
+work=$NSL_WORK
 t=$(nsl_now)
 "$here/wheelhouse.sh" "$work/wheels" analysis >/dev/null
 wheel_secs=$(nsl_since "$t")

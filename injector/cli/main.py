@@ -87,7 +87,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     add_inject_arguments(inject)
     add_sweep_parser(sub)
     add_status_parser(sub)
-    sub.add_parser("doctor", help="what this kernel supports, and which engine serves which fault")
+    doctor = sub.add_parser("doctor", help="what this kernel supports, which engine serves which fault, and the "
+                                           "delay engine's precision measured now (a ~1 s self-test)")
+    doctor.add_argument("--no-self-test", action="store_true",
+                        help="print the delay engine's cited precision instead of measuring it")
+    doctor.add_argument("--warm-cache", action="store_true",
+                        help="also compile every classifier variant this kernel uses into the program cache, so "
+                             "no fault waits for bcc (~1 s each; after an install or a kernel upgrade)")
     for name, (module, adder) in _COMMAND_PARSERS.items():
         if name in sub.choices:
             continue  # added with another command by the same function (cpu-stress, kill-process)
@@ -117,11 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return cmd_status(args)
         if args.command == "doctor":
-            from ..engines.select import doctor_report
-            from ..kernel.probe import probe
+            from .doctor import cmd_doctor
 
-            print(doctor_report(probe()))
-            return EXIT_OK
+            return cmd_doctor(args)
         if args.command == "lab":
             from .lab import run_lab_command
 

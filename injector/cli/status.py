@@ -37,8 +37,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ..livestatus import live_experiments
 
     experiments = live_experiments()
+    from ..kernel.ledger import stray_files
+
+    strays = stray_files()  # files of no live run: sweep removes them
     if args.json:
-        print(json.dumps(runs + [{"run_id": e["run_id"], "pid": e["pid"], "alive": True, "kind": "experiment",
+        print(json.dumps(runs + [{"run_id": None, "alive": False, "stray_file": True, **s} for s in strays]
+                         + [{"run_id": e["run_id"], "pid": e["pid"], "alive": True, "kind": "experiment",
                                   "state": e.get("state"), "status": e} for e in experiments]
                          + [{"run_id": f.get("run_id"), "alive": False, "finished": True,
                                   "kind": f.get("kind"), "state": f.get("state"), "status": f}
@@ -52,8 +56,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     for run in runs:
         st = run["status"]
         state = run["state"] if run["alive"] else "DEAD (its rules have expired; run `chaos-inject sweep`)"
-        print(f"{run['run_id']}  pid {run['pid']}  {run['kind']}  {state}  flows {', '.join(run['flows'] or [])}  "
-              f"{st.get('fault', '')}")
+        if run["kind"] == "fleet":  # a fleet controller's ledger: its faults are on the hosts it names
+            state = ("controller running" if run["alive"] else
+                     "DEAD controller (each host ends its fault on its heartbeat; `sweep --inventory` cleans)")
+        if run["kind"] == "vm-lab":  # the VM lab's ledger (vagrant/lib/nslibvirt.sh): objects, no flows
+            print(f"{run['run_id']}  pid {run['pid']}  vm-lab  {'up' if run['alive'] else state}  "
+                  f"{run['objects']} objects (namespace, processes, work directory)")
+        else:
+            print(f"{run['run_id']}  pid {run['pid']}  {run['kind']}  {state}  flows {', '.join(run['flows'] or [])}  "
+                  f"{st.get('fault', '')}")
         if not run["alive"]:
             for action in run.get("sweep_would", []):
                 print(f"  sweep would: {action}")
@@ -68,6 +79,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 p50 = r.get("recent_p50_ms")
                 print(f"  recording {r['source']}: {r['samples']} samples, lost {r['lost']}"
                       + (f", latest median {p50:.3f} ms" if p50 is not None else ""))
+    for stray in strays:
+        print(f"stray file {stray['path']} ({stray['why']}): `chaos-inject sweep` removes it")
     if finished:
         print("recently finished:")
         for f in finished:

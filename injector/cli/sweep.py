@@ -27,12 +27,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from ..fleet.command import cmd_fleet_sweep
 
         return cmd_fleet_sweep(args)
-    from ..kernel.sweep import leftovers, sweep
+    from ..kernel.sweep import describe, final_record, leftovers, stray_files, sweep
 
     if getattr(args, "dry_run", False):
-        runs = leftovers()
+        runs, strays = leftovers(), stray_files()
         if args.json:
-            print(json.dumps({"dry_run": True, "dead_runs": runs}, indent=1))
+            print(json.dumps({"dry_run": True, "dead_runs": runs, "stray_files": strays}, indent=1))
             return EXIT_OK
         for run in runs:
             print(f"dead run {run['run_id']} ({run['kind']}, pid {run['pid']}): sweep would")
@@ -40,19 +40,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 print(f"  {action['action']}")
             if not run["actions"]:
                 print("  delete its empty ledger")
-        print(f"{len(runs)} dead run(s); nothing changed (dry run)")
+        for stray in strays:
+            print(f"sweep would remove {stray['path']} ({stray['why']})")
+        print(f"{len(runs)} dead run(s), {len(strays)} stray file(s); nothing changed (dry run)")
         return EXIT_OK
     report = sweep()
     if args.json:
         print(json.dumps({"swept_runs": report.swept_runs, "removed": report.removed,
                           "live_runs": report.live_runs, "failures": report.failures,
-                          "clsacts_kept": report.clsacts_kept}, indent=1))
+                          "clsacts_kept": report.clsacts_kept, "fleet_runs": report.fleet_runs}, indent=1))
     else:
         for entry in report.removed:
             if entry["kind"] == "restart":  # a kill-process run died holding its target down
                 print(f"restarted what a dead run killed: {entry.get('unit') or entry.get('command')}")
                 continue
-            if entry["kind"] == "temp-file":  # a state file's half-written copy (its writer died before renaming)
+            if entry["kind"] in ("process", "lab-dir") or entry.get("members"):  # the VM lab's objects
+                print(f"done: {describe(entry)}")
+                continue
+            if entry["kind"] in ("temp-file", "run-file"):  # a dead writer's half-written copy; a gone run's file
                 print(f"removed {entry['path']}")
                 continue
             print(f"removed {entry['kind']} on {entry.get('ifname')}"
@@ -61,8 +66,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"kept clsact on {kept['ifname']}" + (f" (netns {kept['netns']})" if kept.get("netns") else "")
                   + f": {kept['why']}")
         print(f"swept {len(report.swept_runs)} dead run(s); {len(report.live_runs)} live run(s) left alone")
-        if report.swept_runs:
-            print(f"recorded as failed (owner died; swept): {', '.join(report.swept_runs)}; see `status`")
+        for run in report.fleet_runs:  # a dead fleet controller's ledger: its hosts are other machines
+            print(f"left fleet run {run['run_id']} (hosts {', '.join(run['hosts'])}): "
+                  f"`chaos-inject sweep --inventory {run['inventory']}` cleans them and clears it")
+        runs = [r for r in report.swept_runs if final_record(r)]   # the VM lab's, the probe's, the demo's: no run record
+        if runs:
+            print(f"recorded as failed (owner died; swept): {', '.join(runs)}; see `status`")
         for run_id, entry, error in report.failures:
             print(f"FAILED to remove {entry['kind']} of run {run_id}: {error}", file=sys.stderr)
     return EXIT_ERROR if report.failures else EXIT_OK

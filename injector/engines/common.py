@@ -129,6 +129,16 @@ def hold_stats(holds) -> dict[str, int]:
     return out
 
 
+MIN_RULES = 64   # the rules map is sized for at least this many: plans up to it share one compiled program
+
+
+def classifier_config(rules: int, *, seed: int | None, hold: bool, steer: bool = False,
+                      l2_len: int = 14) -> ClassifierConfig:
+    """The classifier's options for a plan of ``rules`` rules: the one place the engines (and the cache's
+    warm-up, engines/warm.py) derive them, so a warmed program is the one a fault loads."""
+    return ClassifierConfig(max_rules=max(MIN_RULES, rules), l2_len=l2_len, seed=seed, steer=steer, hold=hold)
+
+
 def load_classifier(config: ClassifierConfig) -> tuple[ClassifierProgram, str | None]:
     """The classifier, with the hold recording when asked and this kernel can; else without it, and why not."""
     from dataclasses import replace

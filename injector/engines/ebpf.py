@@ -7,8 +7,8 @@ from typing import Callable
 from ..errors import ApplyFailed, Unsupported
 from ..kernel import clsact, tc
 from ..kernel.rtnl import NetlinkError
-from ..kernel.bpf import MAX_SHAPES, ClassifierConfig, ClassifierProgram
-from .common import LeasedRules, interface_links, require_root
+from ..kernel.bpf import MAX_SHAPES, ClassifierProgram
+from .common import LeasedRules, classifier_config, interface_links, require_root
 from ..kernel.owner import KernelOwner
 from ..plan import Interface, Plan
 from .rules import compile_rules
@@ -63,8 +63,8 @@ class EbpfEngine:
     def apply(self, plan: Plan, owner: KernelOwner, expires_ns: int) -> None:
         links = self._links(plan)
         l2_len = L2_LEN_BY_TYPE[next(iter(links.values()))["type"]]
-        self._rules = rules = LeasedRules(plan, owner, ClassifierConfig(
-            max_rules=max(64, len(plan.rules)), l2_len=l2_len, seed=plan.seed,
+        self._rules = rules = LeasedRules(plan, owner, classifier_config(
+            len(plan.rules), l2_len=l2_len, seed=plan.seed,
             hold=any(f.delay_ns for f in plan.faults)), expires_ns)   # EDT: the hold each packet got
         self._prepare(rules.program, plan)
         filter_name = f"chaos-inject:{plan.run_id}"

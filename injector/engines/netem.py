@@ -19,13 +19,12 @@ from __future__ import annotations
 
 from ..errors import ApplyFailed, Unsupported
 from ..kernel import rawnl, tc
-from ..kernel.bpf import ClassifierConfig
 from ..kernel.netem import DEFAULT_BANDS, netem_attrs, prio_attrs
 from ..kernel.owner import KernelOwner
 from ..kernel.rawnl import TC_H_ROOT
 from ..plan import Interface, Plan
-from .common import (LeasedRules, add_ifb, interface_links, redirect_ingress, replaceable_root, require_root,
-                     root_entry)
+from .common import (LeasedRules, add_ifb, classifier_config, interface_links, redirect_ingress, replaceable_root,
+                     require_root, root_entry)
 
 QDISC_MAJOR = 0xC1A0
 ROOT_HANDLE = QDISC_MAJOR << 16
@@ -72,8 +71,8 @@ class NetemEngine:
             # skb->tc_classid holds 16 bits: the minor; the filter's classid supplies our major
             rule.classid = FAULT_MINOR + planned.fault_index
 
-        self._rules = rules = LeasedRules(plan, owner, ClassifierConfig(
-            max_rules=max(64, len(plan.rules)), l2_len=L2_LEN, seed=plan.seed, steer=True,
+        self._rules = rules = LeasedRules(plan, owner, classifier_config(
+            len(plan.rules), l2_len=L2_LEN, seed=plan.seed, steer=True,
             hold=any(f.delay_ns for f in plan.faults)), expires_ns, steer)
         self._first_rule_of_fault = {}
         for planned in plan.rules:

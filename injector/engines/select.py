@@ -39,17 +39,17 @@ ENGINES: dict[str, EngineInfo] = {
     "ebpf": EngineInfo("ebpf", EBPF_FEATURES, "exact per packet (decisions in the kernel)", _BPF_NEEDS),
     "netem": EngineInfo("netem", NETEM_FEATURES,
                         ("kernel timers; measured only under QEMU TCG here: median +0.29 to +0.52 ms, p99 +6.2 to "
-                         "+6.6 ms, the VM's own timer noise (bench/README.md, delay_engines.py --vm)"),
+                         "+6.6 ms, the VM's own timer noise (bench/delay_engines.py --vm, 2026-11-27; bench/README.md)"),
                         _BPF_NEEDS + (("sch_netem", lambda c: c.netem), ("sch_prio", lambda c: c.prio))),
     "edt": EngineInfo("edt", EDT_FEATURES,
                       ("EDT in the classifier, held by sch_fq (hrtimers), no reordering; measured only under QEMU "
-                       "TCG here: median +0.28 to +0.38 ms, p99 +4.2 to +11 ms (bench/README.md, "
-                       "delay_engines.py --vm)"),
+                       "TCG here: median +0.28 to +0.38 ms, p99 +4.2 to +11 ms (bench/delay_engines.py --vm, "
+                       "2026-11-27; bench/README.md)"),
                       _BPF_NEEDS + (("sch_fq", lambda c: c.fq),)),
     "userspace": EngineInfo("userspace", USERSPACE_FEATURES,
                             "held in userspace (NFQUEUE): measured median +0.13 to +0.14 ms, p99 +1.2 to +3.2 ms, "
-                            "never early, on a loaded 2-core host (README; bench/delay_engines.py --engines "
-                            "userspace)",
+                            "never early, on a loaded 2-core host (bench/delay_engines.py --engines userspace, "
+                            "2026-11-27; bench/README.md)",
                             (("root", lambda c: c.root), ("NFQUEUE", lambda c: c.nfqueue),
                              ("nft (nftables)", lambda c: c.nft))),
 }

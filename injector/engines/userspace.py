@@ -8,99 +8,35 @@ once, the copy re-sent from a raw socket at release), ingress packets as they ar
 from __future__ import annotations
 
 import gc
-import hashlib
 import heapq
 import logging
-import math
 import os
 import random
 import select
-import statistics
 import sys
 import threading
 import time
-from array import array
-from dataclasses import dataclass, field
 
 from ..errors import ApplyFailed, InvalidSpec, NotPermitted, Unsupported
 from ..kernel import nfqueue as nq
 from ..kernel import nftables as nft
-from .common import interface_links, median_ranks_95
 from ..kernel.owner import KernelOwner
-from ..plan import Interface, Plan, PlannedRule
-from ..spec.fault import FaultSpec
+from ..plan import Interface, Plan
+from .common import interface_links
+from .userspace_holds import JitterModel, RuleState, hold_statistics, record_hold
+from .userspace_steering import (RESEND_MARK, check_fault, plan_namespaces, queue_base, queue_maxlen, rule_seed,
+                                 steer_rules, where)
 
 log = logging.getLogger(__name__)
 
 SPIN_NS = 150_000            # busy-wait the last 150 µs before a release (select() wakes up ~50-100 µs late)
 SPIN_RT_NS = 50_000          # ... 50 µs when the thread is real-time (no timer slack, prompt wake-ups)
 RT_PRIORITY = 1              # SCHED_FIFO priority of the I/O thread: the lowest real-time one
-RESEND_MARK = 0x63686169     # fwmark ("chai") of our re-sent egress copies: our rules let them pass
 MAX_WAIT_S = 0.05            # the I/O thread looks at its stop flag at least this often
 DRAIN_TIMEOUT_S = 2.0        # at the end: how long we wait for the kernel's queues to empty before the table goes
 DRAIN_SETTLE_S = 0.005       # ... and for how long they must stay empty (a packet that took a rule just before the
                              # flush is queued a few µs after it)
-QUEUE_BASE = 0x8000          # queue numbers 32768..65535, offset by a hash of the run id
-SAMPLE_CAP = 4096            # hold-time samples kept per rule (reservoir: uniform over the run; sorting them
-                             # in counters() holds the GIL, so few: ~0.3 ms, not a late release)
 SWITCH_INTERVAL_S = 0.0002   # GIL hand-over while we run: another Python thread delays a release by at most this
-NETEM_UNIFORM = "uniform"
-_NORMAL = statistics.NormalDist()
-
-
-@dataclass
-class _RuleState:
-    rule: PlannedRule
-    queue: int
-    rng: random.Random
-    jitter: "JitterModel | None" = None   # the rule's own fault (flows of one run may differ)
-    copy: bool = False    # egress: copy the packet, drop the original at once, send the copy at release time
-    mtu: int = 0          # ... if it fits the device MTU (a longer local datagram is fragmented after our hook)
-    last_u: float = 0.5
-    queued_packets: int = 0
-    queued_bytes: int = 0
-    delayed_packets: int = 0
-    released_early: int = 0
-    samples: array = field(default_factory=lambda: array("q"))    # hold time (verdict - receive)
-    lateness: array = field(default_factory=lambda: array("q"))   # hold time - the delay drawn for the packet
-    seen: int = 0
-    max_hold_ns: int = 0
-
-
-class JitterModel:
-    """netem's delay model: ``delay + jitter * X`` with X from the distribution, negative results clipped to 0.
-
-    uniform: X uniform in [-1, 1]; normal: standard normal; pareto: netem's table ``(4/3)(U^(-1/3) - 1.5)``
-    (alpha 3, mean 0, clipped at +4); paretonormal: 1/4 normal + 3/4 pareto of the same quantile (netem's table).
-    Correlation as netem's: ``u = (1 - rho) * U + rho * u_previous`` feeds the quantile function.
-    """
-
-    def __init__(self, fault: FaultSpec):
-        self.delay_ns = fault.delay_ns
-        self.jitter_ns = fault.jitter_ns
-        self.kind = fault.distribution or NETEM_UNIFORM
-        self.rho = fault.delay_correlation_ratio
-
-    @staticmethod
-    def quantile(kind: str, u: float) -> float:
-        u = min(max(u, 1e-9), 1.0 - 1e-9)
-        if kind == "uniform":
-            return 2.0 * u - 1.0
-        if kind == "normal":
-            return _NORMAL.inv_cdf(u)
-        pareto = min((4.0 / 3.0) * ((1.0 - u) ** (-1.0 / 3.0) - 1.5), 4.0)
-        if kind == "pareto":
-            return pareto
-        return 0.25 * _NORMAL.inv_cdf(u) + 0.75 * pareto  # paretonormal
-
-    def draw(self, state: _RuleState) -> int:
-        if not self.jitter_ns:
-            return self.delay_ns
-        u = state.rng.random()
-        if self.rho:
-            u = (1.0 - self.rho) * u + self.rho * state.last_u
-            state.last_u = u
-        return max(0, self.delay_ns + int(self.jitter_ns * self.quantile(self.kind, u)))
 
 
 class UserspaceEngine:
@@ -164,9 +100,9 @@ class UserspaceEngine:
         self.realtime = realtime
         self.copy_egress = copy_egress
         self._resenders: list[nq.Resender | None] = []
-        self._states: dict[int, _RuleState] = {}
+        self._states: dict[int, RuleState] = {}
         self._sockets: list[nq.QueueSocket] = []
-        self._by_queue: dict[tuple[int, int], _RuleState] = {}   # (socket index, queue) -> rule
+        self._by_queue: dict[tuple[int, int], RuleState] = {}   # (socket index, queue) -> rule
         self._tables: list[tuple[str | None, str]] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -186,42 +122,31 @@ class UserspaceEngine:
             raise NotPermitted("the userspace engine needs root (CAP_NET_ADMIN: nftables and NFQUEUE); "
                                "run it with sudo")
         for fault in plan.faults:  # each flow may have its own
-            _check_fault(fault)
+            check_fault(fault)
         if nft.nft_binary() is None:
             raise Unsupported("the userspace engine needs the nft tool (Debian package nftables)")
         if len(plan.rules) > 0x8000:
             raise InvalidSpec(f"the flows expand to {len(plan.rules)} rules; the userspace engine has 32768 "
                               "queues", field="flow")
         links = interface_links(plan)  # every interface (and namespace) exists, else Unsupported naming it
-        for netns in _namespaces(plan):
+        for netns in plan_namespaces(plan):
             missing = nq.nfqueue_available(netns) or nft.check_queue_target(netns)
             if missing:
                 raise Unsupported(f"the userspace engine needs {missing}")
-            rules = self._steer_rules(plan, netns, _queue_base(plan.run_id), self.copy_egress)
+            rules = steer_rules(plan, netns, queue_base(plan.run_id), self.copy_egress)
             try:
                 nft.check_table(netns, nft.table_script(nft.table_name(plan.run_id), rules))
             except nft.NftError as exc:
-                raise Unsupported(f"nftables refused our table{_where(netns)}: {exc}") from None
+                raise Unsupported(f"nftables refused our table{where(netns)}: {exc}") from None
         return links
-
-    @staticmethod
-    def _steer_rules(plan: Plan, netns: str | None, base: int, copy_egress: bool = True) -> list[nft.SteerRule]:
-        out = []
-        for index, rule in enumerate(r for r in plan.rules if r.interface.netns == netns):
-            m = rule.match
-            copy = copy_egress and m.hook == "egress"
-            out.append(nft.SteerRule(hook=m.hook, ifname=rule.interface.name, family=m.family, protocol=m.protocol,
-                                    src=m.src, dst=m.dst, sport=m.sport, dport=m.dport,
-                                    queue=_queue_number(base, index), skip_mark=RESEND_MARK if copy else None))
-        return out
 
     # -- apply -------------------------------------------------------------------------------------------
     def apply(self, plan: Plan, owner: KernelOwner, expires_ns: int) -> None:
         links = self._check(plan)
-        maxlen = max(_queue_maxlen(fault) for fault in plan.faults)
+        maxlen = max(queue_maxlen(fault) for fault in plan.faults)
         seed_root = plan.seed if plan.seed is not None else random.SystemRandom().getrandbits(64)
         table = nft.table_name(plan.run_id)
-        namespaces = _namespaces(plan)
+        namespaces = plan_namespaces(plan)
         # 1. queues (in-process: they die with us), bound before any packet is steered to them
         bound: dict[str | None, list[nft.SteerRule]] = {}
         for netns in namespaces:
@@ -234,14 +159,14 @@ class UserspaceEngine:
                 try:
                     resender = nq.Resender(netns, RESEND_MARK)
                 except OSError as exc:
-                    raise ApplyFailed(f"opening raw sockets{_where(netns)} failed: {exc}") from exc
+                    raise ApplyFailed(f"opening raw sockets{where(netns)} failed: {exc}") from exc
                 owner.callback(resender.close)
             self._resenders.append(resender)
             bound[netns] = rules
             planned = [r for r in plan.rules if r.interface.netns == netns]
             for rule, steer in zip(planned, rules):
                 copy = steer.skip_mark is not None
-                state = _RuleState(rule=rule, queue=steer.queue, rng=random.Random(_rule_seed(seed_root, rule)),
+                state = RuleState(rule=rule, queue=steer.queue, rng=random.Random(rule_seed(seed_root, rule)),
                                    jitter=JitterModel(plan.fault_of(rule)), copy=copy,
                                    mtu=links[rule.interface]["mtu"] if copy else 0)
                 self._states[rule.rule_id] = state
@@ -265,7 +190,7 @@ class UserspaceEngine:
                 try:
                     nft.create_table(netns, table, rules)
                 except (nft.NftError, OSError) as exc:
-                    raise ApplyFailed(f"creating nftables table inet {table}{_where(netns)} failed: {exc}") from exc
+                    raise ApplyFailed(f"creating nftables table inet {table}{where(netns)} failed: {exc}") from exc
             owner.create(entry, make)
             self._tables.append((netns, table))
             # Undone before the table: deleting it unregisters its hooks, and the kernel then drops every packet
@@ -275,9 +200,9 @@ class UserspaceEngine:
     def _bind_queues(self, plan: Plan, netns: str | None, maxlen: int) -> tuple[nq.QueueSocket, list[nft.SteerRule]]:
         """A socket in ``netns`` bound to one queue per rule. Another program's queue numbers are left alone:
         on EBUSY we move to another base."""
-        base = _queue_base(plan.run_id)
+        base = queue_base(plan.run_id)
         for attempt in range(16):
-            rules = self._steer_rules(plan, netns, (base + attempt * 977) & 0x7FFF, self.copy_egress)
+            rules = steer_rules(plan, netns, (base + attempt * 977) & 0x7FFF, self.copy_egress)
             sock = nq.QueueSocket(netns)
             try:
                 for rule in rules:
@@ -289,11 +214,11 @@ class UserspaceEngine:
             except OSError as exc:
                 sock.close()
                 if exc.errno != 16:  # EBUSY
-                    raise ApplyFailed(f"binding NFQUEUE queues{_where(netns)} failed: {exc}") from exc
+                    raise ApplyFailed(f"binding NFQUEUE queues{where(netns)} failed: {exc}") from exc
             except BaseException:
                 sock.close()
                 raise
-        raise ApplyFailed(f"no free range of {len(rules)} NFQUEUE queue numbers{_where(netns)}")
+        raise ApplyFailed(f"no free range of {len(rules)} NFQUEUE queue numbers{where(netns)}")
 
     def _end_steering(self, netns: str | None, table: str) -> None:
         """The first step of a normal end in ``netns``: the I/O thread releases every held packet and from now
@@ -308,7 +233,7 @@ class UserspaceEngine:
             nft.flush_table(netns, table)
         except (nft.NftError, OSError) as exc:
             log.warning("flushing nftables table inet %s%s failed (%s): packets held now may be lost when it "
-                        "is deleted", table, _where(netns), exc)
+                        "is deleted", table, where(netns), exc)
             return
         indexes = [i for i, sock in enumerate(self._sockets) if sock.netns == netns]
         queues = [q for i in indexes for q in self._sockets[i].queues]
@@ -331,7 +256,7 @@ class UserspaceEngine:
                 empty_since = None
             if now > deadline:
                 log.warning("%d packet(s) still queued%s after %.0f s: the kernel drops them with the table",
-                            left, _where(netns), DRAIN_TIMEOUT_S)
+                            left, where(netns), DRAIN_TIMEOUT_S)
                 return
             time.sleep(0.001)
 
@@ -362,16 +287,11 @@ class UserspaceEngine:
         out: dict[int, dict[str, int]] = {}
         for rule_id, st in self._states.items():
             packets, nbytes = kernel.get((st.rule.interface.netns, st.queue), (st.queued_packets, st.queued_bytes))
-            samples, late = sorted(st.samples), sorted(st.lateness)
             row = {"matched_packets": packets, "matched_bytes": nbytes, "queued_packets": st.queued_packets,
                    "queued_bytes": st.queued_bytes, "delayed_packets": st.delayed_packets,
                    "released_early_packets": st.released_early, "netlink_errors": self._errors,
                    "resend_errors": sum(r.errors for r in self._resenders if r is not None)}
-            if samples:
-                row.update(_median_ci(samples))
-                row.update(delay_p50_ns=_quantile(samples, 0.5), delay_p99_ns=_quantile(samples, 0.99),
-                           delay_min_ns=samples[0], delay_max_ns=st.max_hold_ns,
-                           release_late_p50_ns=_quantile(late, 0.5), release_late_p99_ns=_quantile(late, 0.99))
+            row.update(hold_statistics(st))
             out[rule_id] = row
         return out
 
@@ -469,24 +389,9 @@ class UserspaceEngine:
                 batch.setdefault(i, []).append((queue, packet_id, nq.NF_ACCEPT))
             else:
                 resenders[i].send(copied)
-            self._record(by_queue[(i, queue)], now - t_rx, now - due)
+            record_hold(by_queue[(i, queue)], now - t_rx, now - due)
         for i, items in batch.items():
             self._sockets[i].verdicts(items)
-
-    @staticmethod
-    def _record(st: _RuleState, hold_ns: int, late_ns: int) -> None:
-        st.delayed_packets += 1
-        st.seen += 1
-        if hold_ns > st.max_hold_ns:
-            st.max_hold_ns = hold_ns
-        if len(st.samples) < SAMPLE_CAP:
-            st.samples.append(hold_ns)
-            st.lateness.append(late_ns)
-        else:
-            j = random.randrange(st.seen)
-            if j < SAMPLE_CAP:
-                st.samples[j] = hold_ns
-                st.lateness[j] = late_ns
 
     def _release_all(self) -> None:
         """The fault is over: every held packet goes now, and so does every packet still waiting in our sockets
@@ -532,75 +437,6 @@ class UserspaceEngine:
                 pass  # the kernel drops them when the queue goes: nothing else to do
 
 
-def _check_fault(fault: FaultSpec) -> None:
-    unserved = []
-    if fault.partition:
-        unserved.append("--partition")
-    if fault.loss_ratio or fault.loss_burst or fault.loss_state:
-        unserved.append("--loss" if fault.loss_ratio else "--loss-burst" if fault.loss_burst else "--loss-state")
-    if fault.corrupt_ratio:
-        unserved.append("--corrupt")
-    if fault.duplicate_ratio:
-        unserved.append("--duplicate")
-    if fault.reorder_ratio:
-        unserved.append("--reorder")
-    if fault.rate_bps:
-        unserved.append("--rate")
-    if unserved:
-        raise InvalidSpec(f"the userspace engine serves --delay, --jitter, --distribution and --correlation only, "
-                          f"not {', '.join(unserved)} (use the ebpf engine for loss, partition, corruption and "
-                          "duplication)", field="engine")
-    if not fault.delay_ns:
-        raise InvalidSpec("the userspace engine needs --delay", field="delay")
-
-
-def _namespaces(plan: Plan) -> list[str | None]:
-    seen: dict[str | None, None] = {}
-    for iface in plan.interfaces:
-        seen.setdefault(iface.netns, None)
-    return list(seen)
-
-
-def _queue_base(run_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:2], "big") & 0x7FFF
-
-
-def _queue_number(base: int, index: int) -> int:
-    return QUEUE_BASE + ((base + index) & 0x7FFF)
-
-
-def _queue_maxlen(fault: FaultSpec) -> int:
-    """Room for 20,000 packets/s over the longest delay we draw (at least 4096, at most 1M)."""
-    longest_s = (fault.delay_ns + 4 * fault.jitter_ns) / 1e9
-    return int(min(max(4096, 20_000 * longest_s), 1 << 20))
-
-
-def _rule_seed(root: int, rule: PlannedRule) -> int:
-    return int.from_bytes(hashlib.sha256(f"{root}:{rule.rule_id}".encode()).digest()[:8], "big")
-
-
-def _median_ci(ordered) -> dict[str, int]:
-    """95 % distribution-free interval of the median hold (order statistics of the reservoir, a uniform
-    sample of the run's holds) and its sample count; none below the 6 samples such an interval needs. Read on
-    every lease renewal: no statistics package import here (see common.median_ranks_95)."""
-    ranks = median_ranks_95(len(ordered))
-    out = {"delay_samples": len(ordered)}
-    if ranks is not None:
-        out.update(delay_p50_ci_low_ns=ordered[ranks[0] - 1], delay_p50_ci_high_ns=ordered[ranks[1] - 1])
-    return out
-
-
-def _quantile(sorted_values: list[int], q: float) -> int:
-    if not sorted_values:
-        return 0
-    pos = q * (len(sorted_values) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return int(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo))
-
-
-def _where(netns: str | None) -> str:
-    return f" in netns {netns}" if netns else ""
 
 
 __all__ = ["UserspaceEngine", "JitterModel"]

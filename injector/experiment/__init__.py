@@ -13,19 +13,22 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from .loader import check_environment, load_experiment, parse_vars, read_document
-from .spec import Experiment, ExperimentInvalid, GuardSpec, parse_experiment
+# name -> submodule, loaded on first use: an action module imported by `chaos run` (actions, probes) does not
+# pay for the loader, the spec and what they import (numpy through the recording's options)
+_EXPORTS = {"check_environment": "loader", "load_experiment": "loader", "parse_vars": "loader",
+            "read_document": "loader", "Experiment": "spec", "ExperimentInvalid": "spec", "GuardSpec": "spec",
+            "parse_experiment": "spec", "run_experiment": "runner", "RunOptions": "runner", "RunOutcome": "runner"}
 
 __all__ = ["Experiment", "ExperimentInvalid", "GuardSpec", "parse_experiment", "load_experiment", "read_document",
            "check_environment", "parse_vars", "run_experiment", "RunOptions", "RunOutcome", "discover"]
 
 
-def __getattr__(name: str) -> Any:   # the runner pulls in more; load it when asked for
-    if name in ("run_experiment", "RunOptions", "RunOutcome"):
-        from . import runner
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
 
-        return getattr(runner, name)
-    raise AttributeError(name)
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _type_name(t: Any) -> str:

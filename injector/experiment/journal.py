@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from ..files import write_json_atomic
+from ..files import jsonable, write_json_atomic
 from .model import Experiment, thaw
 
 __all__ = ["now_iso", "jsonable", "write_json", "new_journal", "declared_verdict_failed"]
@@ -16,25 +16,6 @@ __all__ = ["now_iso", "jsonable", "write_json", "new_journal", "declared_verdict
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
-
-
-def jsonable(v: Any) -> Any:
-    """``v`` with numpy arrays and scalars as lists and numbers, NaN as null, anything else unknown as its str."""
-    import numpy as np
-
-    if isinstance(v, dict):
-        return {str(k): jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, float) and v != v:
-        return None
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    return str(v)
 
 
 def write_json(path: Path, data: Any) -> None:

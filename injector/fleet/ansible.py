@@ -81,7 +81,9 @@ class AnsibleRounds:
         self.connect_timeout_s = connect_timeout_s
         self.forks = forks
         self.verbose = verbose
-        self.private = tempfile.mkdtemp(prefix="chaos-fleet-")
+        # the pid in the name: `sweep --inventory` removes the folder of a controller killed before it wrote a
+        # ledger (fleet.ledger.orphaned_private_folders)
+        self.private = tempfile.mkdtemp(prefix=f"chaos-fleet-{os.getpid()}-")
         self._lock = threading.Lock()
 
     def close(self) -> None:

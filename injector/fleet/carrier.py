@@ -18,6 +18,7 @@ from ..errors import InvalidSpec
 from ..experiment.carrier import CarriedFault, FaultCarrier
 from ..spec.units import parse_duration_ns
 from .controller import FleetFault, fleet_task
+from .ledger import FleetLedger, watch_stop_request
 from .inventory import load_inventory
 from .plan import build_fleet_plan
 from .results import write_experiment_fleet_files
@@ -77,7 +78,15 @@ class FleetSession(CarriedFault):
         end = self.fleet.clock() + self.duration_ns / 1e9
         self._thread = threading.Thread(target=self._hold, args=(end,), daemon=True, name=f"fleet-{self.run_id}")
         self._thread.start()
+        # `chaos-inject stop RUN_ID` (this fleet run's id; the controller's ledger's stop file), as the CLI's fleet
+        # inject obeys it: the round under way finishes, then every host is rolled back; the fault ends stopped
+        watch_stop_request(self.fleet.ledger, self._stop_requested, self._stop, name=f"fleet-stop-{self.run_id}")
         return self
+
+    def _stop_requested(self) -> None:
+        if not self._stop.is_set() and self.state == "running":
+            self._stop_state = "stopped"
+        self._stop.set()
 
     def _hold(self, end: float) -> None:
         try:
@@ -204,8 +213,11 @@ class FleetCarrier(FaultCarrier):
         for line in plan.describe().splitlines():
             self.say(line)
         rounds = self._rounds(name)
+        # the controller's ledger (fleet.ledger): with real Ansible rounds (a test's fake rounds touch no host)
+        private = getattr(rounds, "private", None)
+        ledger = FleetLedger(name, self.inventory_path, private=private) if private else None
         fleet = FleetFault(rounds, plan, task, heartbeat_ns=self.heartbeat_ns,
-                           warn=lambda text: self.say(f"fleet {name}: {text}"))
+                           warn=lambda text: self.say(f"fleet {name}: {text}"), ledger=ledger)
         fault_text = ", ".join(f"{k} {v}" if v is not True else k for k, v in fault.items())
         session = FleetSession(fleet, duration_ns=duration_ns, fault_text=fault_text, direction=direction,
                                engine=engine, on_end=getattr(rounds, "close", None))

@@ -8,6 +8,7 @@ reachable host; SIGINT/SIGTERM/SIGHUP roll back every host after the round under
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import signal
@@ -17,10 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import crashpoints
 from ..errors import InvalidSpec
 from ..spec.units import parse_duration_ns
 from .controller import FleetApplyFailed, FleetFault, FleetRefused, fleet_task
 from .inventory import load_inventory
+from .ledger import FleetLedger, clear_swept, orphaned_private_folders, remove_private, watch_stop_request
 from .plan import build_fleet_plan, parse_count
 from .results import format_fleet_result, write_fleet_run_dir
 
@@ -93,8 +96,10 @@ def cmd_fleet_inject(args, flows: list[str], fault) -> int:
                f"(controller lost), its rules' lease is {args.lease}")
     progress = _Progress(args)
     with AnsibleRounds(args.inventory, on_event=progress) as rounds:
+        ledger = None if args.dry_run else FleetLedger(name, args.inventory, private=rounds.private)
         fleet = FleetFault(rounds, plan, task, heartbeat_ns=heartbeat_ns, progress=progress,
-                           warn=lambda text: print(f"chaos-inject: {text}", file=sys.stderr, flush=True))
+                           warn=lambda text: print(f"chaos-inject: {text}", file=sys.stderr, flush=True),
+                           ledger=ledger)
         pre = fleet.preflight()
         if args.dry_run:
             for host in fleet.hosts:
@@ -124,16 +129,22 @@ def new_fleet_run_name() -> str:
 
 
 def _run(args, fleet: FleetFault, duration_ns: int) -> int:
-    """Apply, hold, end. A signal (SIGINT, SIGTERM, SIGHUP) is noted and acted on between rounds: the round
-    under way finishes (seconds), then every host is rolled back."""
+    """Apply, hold, end. A signal (SIGINT, SIGTERM, SIGHUP) or `chaos-inject stop RUN_ID` (the ledger's stop
+    request) is noted and acted on between rounds: the round under way finishes (seconds), then every host is
+    rolled back."""
     stop = threading.Event()
     stopped: list[str] = []
 
-    def on_signal(signum, _frame):
+    def stopping(why: str) -> None:
         if not stopped:
-            stopped.append(signal.Signals(signum).name)
-            print(f"chaos-inject: {stopped[0]}: rolling back every host after the current round", file=sys.stderr)
+            stopped.append(why)
+            print(f"chaos-inject: {why}: rolling back every host after the current round", file=sys.stderr)
         stop.set()
+
+    def on_signal(signum, _frame):
+        stopping(signal.Signals(signum).name)
+
+    watch_stop_request(fleet.ledger, lambda: stopping("stop request"), stop)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     started = time.monotonic()
@@ -148,6 +159,7 @@ def _run(args, fleet: FleetFault, duration_ns: int) -> int:
         fleet.hold(active_at + duration_ns / 1e9, stop)
         fleet.stop()
     finally:
+        stop.set()                                 # ends the stop-request watcher
         for s, handler in old.items():
             signal.signal(s, handler)
     stopped_by = stopped[0] if stopped else None
@@ -160,31 +172,49 @@ def _run(args, fleet: FleetFault, duration_ns: int) -> int:
         print(format_fleet_result(result))
     if not fleet.ended_everywhere():
         return EXIT_ERROR
-    if stopped_by:
+    if stopped_by in ("SIGINT", "SIGTERM", "SIGHUP"):
         return 128 + {"SIGINT": 2, "SIGTERM": 15, "SIGHUP": 1}[stopped_by]
+    if stopped_by:                                 # `chaos-inject stop`: asked for, done
+        return EXIT_OK
     if result["verdict"] == "no-effect":
         return EXIT_NO_EFFECT
     return EXIT_OK if result["verdict"] == "ok" else EXIT_ERROR
 
 
 def cmd_fleet_sweep(args) -> int:
-    """``chaos-inject sweep --inventory hosts.yml``: every host of the inventory, stopped and swept."""
+    """``chaos-inject sweep --inventory hosts.yml``: every host of the inventory, stopped and swept; then the
+    ledgers of dead controllers of this inventory lose the hosts that came back clean (fleet.ledger)."""
     from .ansible import AnsibleRounds
 
     inventory = load_inventory(args.inventory)
     hosts = sorted(inventory.hosts)
+    dry_run = bool(getattr(args, "dry_run", False))
     progress = _Progress(args, "sweep")
     with AnsibleRounds(args.inventory, on_event=progress) as rounds:
-        done = rounds.run("sweep", {}, hosts, check=bool(getattr(args, "dry_run", False)))
+        with crashpoints.step("sweep hosts") if not dry_run else contextlib.nullcontext():
+            done = rounds.run("sweep", {}, hosts, check=dry_run)
+    ledgers = clear_swept(args.inventory, done.hosts("ok"), inventory_hosts=hosts, dry_run=dry_run)
+    folders = orphaned_private_folders()          # dead controllers' Ansible folders (no ledger needed)
+    if not dry_run:
+        for folder in folders:
+            remove_private(str(folder))
     report = {h: {"status": o.status, "stopped": o.result.get("stopped", []),
                   "swept_runs": (o.result.get("swept") or {}).get("swept_runs", []),
                   "message": None if o.status == "ok" else o.message} for h, o in sorted(done.outcomes.items())}
     if args.json:
-        print(json.dumps({"hosts": report}, indent=1))
+        print(json.dumps({"hosts": report, "controller_ledgers": ledgers, "dry_run": dry_run,
+                          "controller_folders": [str(f) for f in folders]}, indent=1))
     else:
         for host, r in report.items():
             print(f"{host}: {r['status']}" + (f", stopped {len(r['stopped'])} fleet run(s)" if r["stopped"] else "")
                   + (f", swept {len(r['swept_runs'])} dead run(s)" if r["swept_runs"] else "")
                   + (f" ({r['message']})" if r["message"] else ""))
+        for led in ledgers:
+            verb = "would clear" if dry_run else "cleared"
+            print(f"fleet run {led['run_id']} (dead controller): {verb} {', '.join(led['cleared']) or 'no host'}"
+                  + (f"; still to clean: {', '.join(led['left'])}" if led["left"] else
+                     ("; its ledger would go" if dry_run else "; its ledger is gone")))
+        for folder in folders:
+            print(f"{'would remove' if dry_run else 'removed'} a dead controller's Ansible folder {folder}")
     return EXIT_OK if done.ok else EXIT_ERROR
 

@@ -11,7 +11,11 @@ The rounds the CLI's fleet inject and a fleet experiment share (:class:`FleetFau
 4. ``stop()``: ``state=absent`` on every host, which also brings back each host's final record;
    ``collect()`` merges them (fleet.results).
 The controller keeps no state a host's safety depends on: killed, or cut off, each host ends its fault when its
-heartbeat goes stale, and its in-kernel lease ends it if its supervisor dies too.
+heartbeat goes stale, and its in-kernel lease ends it if its supervisor dies too. With a ``ledger``
+(fleet.ledger.FleetLedger) it notes, before the start round, which hosts it will touch, and clears them as they
+come back clean, so ``status`` and ``sweep --inventory`` know what a killed controller left. The rounds that
+change hosts are crash points (crashpoints.step): "start on hosts", "renew on hosts" (once), "stop on hosts",
+"roll back on hosts"; the ledger's writes are "write fleet ledger" / "delete fleet ledger".
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from .. import crashpoints
 from ..errors import ApplyFailed
 from .plan import FleetPlan
 from .results import result_json
@@ -57,8 +62,10 @@ class FleetFault:
     object whose ``phase`` attribute names the round under way (the CLI's per-host lines), optional."""
 
     def __init__(self, rounds, plan: FleetPlan, task: dict[str, Any], *, heartbeat_ns: int, progress=None,
-                 warn: Callable[[str], None] | None = None, clock: Callable[[], float] = time.monotonic):
+                 warn: Callable[[str], None] | None = None, clock: Callable[[], float] = time.monotonic,
+                 ledger=None):
         self.rounds = rounds
+        self.ledger = ledger                        # a FleetLedger, or None (nothing noted on this machine)
         self.plan = plan
         self.task = task
         self.name = task["name"]
@@ -111,18 +118,29 @@ class FleetFault:
     def start(self):
         """Apply on every host; on any failure roll back every reachable host and raise FleetApplyFailed."""
         self._phase("apply")
+        if self.ledger is not None:
+            self.ledger.plan(self.hosts)            # before any host is asked: every host it may touch
         self._last_round_start = self.clock()
-        applied = self._round(self.task, self.hosts)
+        with crashpoints.step("start on hosts"):
+            applied = self._round(self.task, self.hosts)
         if applied.ok:
             self.last = {h: applied.outcomes[h].result for h in self.hosts}
+            if self.ledger is not None:
+                self.ledger.started(self.hosts)
             return applied
         failed = [h for h in self.hosts if applied.outcomes[h].status != "ok"]
         message = "the fault failed on " + "; ".join(
             f"{h}: {applied.outcomes[h].status}: {applied.outcomes[h].message}" for h in failed)
+        if self.ledger is not None:
+            self.ledger.started(h for h in self.hosts if applied.outcomes[h].status == "ok")
         self._phase("rollback")
-        back = self._round({"name": self.name, "state": "absent"},
-                           [h for h in self.hosts if applied.outcomes[h].status != "unreachable"])
+        with crashpoints.step("roll back on hosts"):
+            back = self._round({"name": self.name, "state": "absent"},
+                               [h for h in self.hosts if applied.outcomes[h].status != "unreachable"])
         self.final_round = back
+        if self.ledger is not None:
+            # an unreachable host may still have taken the fault: it stays in the ledger for sweep --inventory
+            self.ledger.cleared(back.hosts("ok"))
         not_reached = sorted(back.hosts("failed") + back.hosts("unreachable") + applied.hosts("unreachable"))
         message += "; every reachable host was rolled back"
         if not_reached:
@@ -138,7 +156,8 @@ class FleetFault:
     def renew(self):
         self._phase("renew")
         self._last_round_start = self.clock()
-        tick = self._round(self.task, self.hosts)
+        with crashpoints.step("renew on hosts", once=True):     # every third of the heartbeat: one crash point
+            tick = self._round(self.task, self.hosts)
         took = self.clock() - self._last_round_start
         if took > self.renew_interval_s:
             self.warn(f"WARNING: a renewal round took {took:.1f}s, more than a third of the heartbeat timeout "
@@ -176,7 +195,10 @@ class FleetFault:
         with self._lock:
             if self.final_round is None:
                 self._phase("end")
-                self.final_round = self._round({"name": self.name, "state": "absent"}, self.hosts)
+                with crashpoints.step("stop on hosts"):
+                    self.final_round = self._round({"name": self.name, "state": "absent"}, self.hosts)
+                if self.ledger is not None:
+                    self.ledger.cleared(self.final_round.hosts("ok"))
             return self.final_round
 
     def ended_everywhere(self) -> bool:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import Unsupported
-from . import abi, progcache
+from . import abi, bpf_loader, progcache
+from .bpf_loader import bpf_syscall
 from .headers import ensure_bcc_kernel_source
 
 CLASSIFIER_SOURCE = abi.BPF_DIR / "classifier.bpf.c"
@@ -26,10 +27,8 @@ MAX_SHAPES = 16
 _compile_lock = threading.Lock()  # bcc's compiler is not re-entrant: one lock for every program we load
 
 # bpf(2) itself, for what bcc does not wrap (BPF links, test runs)
-SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
 BPF_PROG_TEST_RUN = 10
 BPF_LINK_CREATE = 28
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -82,17 +81,6 @@ def load_bpf(source: Path, cflags: list[str], what: str):
             raise Unsupported(f"{what} did not compile or load: {exc}") from exc
 
 
-def bpf_syscall(cmd: int, attr: ctypes.Structure | ctypes.Array, what: str) -> int:
-    """bpf(cmd, &attr, sizeof attr); its result, or OSError naming ``what``."""
-    if SYS_BPF is None:
-        raise Unsupported(f"{what}: the bpf(2) syscall number of {platform.machine()} is not known here")
-    ret = _libc.syscall(SYS_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
-    if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-    return ret
-
-
 class _TestRunAttr(ctypes.Structure):
     """union bpf_attr, the BPF_PROG_TEST_RUN member (include/uapi/linux/bpf.h)."""
 
@@ -128,7 +116,7 @@ def prog_test_run(prog_fd: int, packet: bytes, repeat: int) -> ProgRun:
 class _ProgramFds(Mapping):
     """hook -> program fd; a program is loaded (verified) the first time its fd is asked for."""
 
-    def __init__(self, loaded: progcache.LoadedProgram, hooks: dict[str, str]):
+    def __init__(self, loaded: bpf_loader.LoadedProgram, hooks: dict[str, str]):
         self._loaded, self._hooks = loaded, hooks
 
     def __getitem__(self, hook: str) -> int:
@@ -169,7 +157,7 @@ class HoldRecorder:
     ours, closed by ``close``: nothing stays in the kernel when the process dies), the ring buffer drained
     into per-rule numpy arrays."""
 
-    def __init__(self, loaded: progcache.LoadedProgram, ring_pages: int):
+    def __init__(self, loaded: bpf_loader.LoadedProgram, ring_pages: int):
         from .ring import RingReader
 
         self._lock = threading.Lock()
@@ -177,9 +165,9 @@ class HoldRecorder:
         self._ring = None
         try:
             xmit, free = loaded.prog_fd("ci_hold_xmit"), loaded.prog_fd("ci_hold_free")
-            self._attachments.append(progcache.attach_raw_tracepoint(xmit, HOLD_XMIT_TRACEPOINT))
+            self._attachments.append(bpf_loader.attach_raw_tracepoint(xmit, HOLD_XMIT_TRACEPOINT))
             for tp in HOLD_FREE_TRACEPOINTS:
-                self._attachments.append(progcache.attach_raw_tracepoint(free, tp))
+                self._attachments.append(bpf_loader.attach_raw_tracepoint(free, tp))
             self._ring = RingReader(loaded.maps["hold_events"].fd, ring_pages * mmap_pagesize())
         except BaseException:
             self.close()
@@ -248,8 +236,8 @@ class ClassifierProgram:
         functions = ["ci_egress", "ci_ingress", "ci_ifb"] + ([] if config.steer else ["ci_ingress_match"])
         prog_types = {}
         if config.hold:
-            prog_types = {"ci_hold_xmit": progcache.BPF_PROG_TYPE_RAW_TRACEPOINT,
-                          "ci_hold_free": progcache.BPF_PROG_TYPE_RAW_TRACEPOINT}
+            prog_types = {"ci_hold_xmit": bpf_loader.BPF_PROG_TYPE_RAW_TRACEPOINT,
+                          "ci_hold_free": bpf_loader.BPF_PROG_TYPE_RAW_TRACEPOINT}
             functions += list(prog_types)
         self._loaded = progcache.load_program(CLASSIFIER_SOURCE, abi.INCLUDE_DIR, config.cflags(), functions,
                                               "the BPF classifier", compile_with=load_bpf, prog_types=prog_types)
@@ -327,7 +315,7 @@ class ClassifierProgram:
         they name the rule by id and its values are read per packet. A rule that is gone is not re-added."""
         for key, rule in rules:
             try:
-                self._rules.update(bytes(key), bytes(rule), progcache.BPF_EXIST)
+                self._rules.update(bytes(key), bytes(rule), bpf_loader.BPF_EXIST)
             except FileNotFoundError:
                 continue
             self._rule_by_id.update(self._index(rule.id), bytes(rule))

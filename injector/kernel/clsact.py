@@ -35,7 +35,7 @@ from typing import Any
 from .. import crashpoints
 from ..errors import Busy
 from . import tc
-from .ledger import _write_atomic, run_root
+from .ledger import _write_atomic, clsact_marker_dir
 from .rtnl import NetlinkError, is_gone
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ _lock_fd: int | None = None
 
 
 def marker_dir() -> Path:
-    return run_root() / "clsact"
+    return clsact_marker_dir()
 
 
 @contextlib.contextmanager

@@ -14,21 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from .. import crashpoints
+from ..files import ledger_dir, orphaned_temp_files, run_root  # noqa: F401  (callers import them from here)
 from ..files import write_json_atomic as _write_atomic  # clsact markers write through it too
 from ..procfs import process_alive, process_start_ticks  # noqa: F401  (callers import them from here)
-
-
-def run_root() -> Path:
-    return Path(os.environ.get("CHAOS_INJECT_RUN_DIR", "/run/chaos-inject"))
-
-
-def ledger_dir() -> Path:
-    return run_root() / "runs"
+from .labobjects import describe_entry
 
 
 # FIS-like lifecycle of a run, written in its status file ("state"): pending, running, then one of these
 FINAL_STATES = frozenset({"completed", "failed", "stopped", "halted"})
 HISTORY_KEEP = 50
+
+
+def clsact_marker_dir() -> Path:
+    """clsact.py's markers (named here: `status` lists stray files there without loading the netlink modules)."""
+    return run_root() / "clsact"
 
 
 def history_dir() -> Path:
@@ -132,7 +131,9 @@ class Ledger:
 
     def delete(self) -> None:
         with crashpoints.step("delete ledger"):
-            for path in (self.stop_path, self.status_path, self.path):
+            # the ledger first: a stop request written after it is gone removes itself (request_stop), one
+            # written before is removed here; stop first would leak a request that came between the two
+            for path in (self.path, self.status_path, self.stop_path):
                 path.unlink(missing_ok=True)
 
     @property
@@ -163,11 +164,18 @@ class Ledger:
 
 def describe(entry: dict[str, Any]) -> str:
     """What undoing a ledger entry does, in words (`sweep --dry-run`, `status`)."""
+    lab = describe_entry(entry)
+    if lab:
+        return lab
     kind = entry.get("kind")
     where = (f" on {entry['ifname']}" if entry.get("ifname") else "") + (
         f" (netns {entry['netns']})" if entry.get("netns") else "")
     if kind == "netns":
         return f"remove network namespace {entry['name']}"
+    if kind == "fleet-host":  # a fleet controller's ledger (fleet/ledger.py): another host, not this one's kernel
+        return (f"nothing here; on host {entry.get('host')} ({entry.get('state', 'planned')}) fleet run "
+                f"{entry.get('fleet_run')} is stopped and swept by `chaos-inject sweep --inventory "
+                f"{entry.get('inventory')}` (a local sweep leaves the ledger)")
     if kind == "restart":
         return f"restart what the run killed (if it is down): {entry.get('unit') or entry.get('command')}"
     if kind == "root-qdisc":
@@ -184,3 +192,41 @@ def describe(entry: dict[str, Any]) -> str:
         return f"delete {entry.get('link_kind')} device {entry.get('ifname')}" + (
             f" (netns {entry['netns']})" if entry.get("netns") else "")
     return f"undo {kind}{where}"
+
+
+# A run's side files beside its ledger <id>.json: its status and a `chaos-inject stop` request
+SIDE_SUFFIXES = (".status.json", ".stop")
+
+
+def orphaned_run_files(directory: Path | None = None) -> list[Path]:
+    """Status files and stop requests whose ledger is gone: a process killed inside Ledger.delete() (it unlinks
+    the ledger first, then these) leaves them.
+
+    Safe against a run being made or stopped at the same time, by the write order: a run saves its ledger before
+    it writes any status (KernelOwner.__enter__, FleetLedger.plan), a stop request is only written for a ledger
+    `stop` found, and a ledger is replaced by rename, never absent while its run lives. So a side file without
+    its ledger belongs to a run that has ended (or is inside delete(), which unlinks it too: missing_ok both
+    sides); a request_stop that lands after the ledger went removes its own file, and if it is killed first this
+    finds it. Run ids are fresh per run, so no later run takes the name back."""
+    directory = ledger_dir() if directory is None else Path(directory)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    out = []
+    for name in sorted(names):
+        for suffix in SIDE_SUFFIXES:
+            run_id = name[:-len(suffix)] if name.endswith(suffix) else ""
+            if run_id and not (directory / f"{run_id}.json").exists():
+                out.append(directory / name)
+    return out
+
+
+def stray_files() -> list[dict[str, str]]:
+    """Files no live run owns that `sweep` removes: side files of a gone ledger and half-written temporary
+    files of dead writers (`status` and `sweep --dry-run` list them; nothing is changed here)."""
+    out = [{"kind": "run-file", "path": str(p), "why": "its run's ledger is gone"} for p in orphaned_run_files()]
+    for directory in (ledger_dir(), history_dir(), clsact_marker_dir()):
+        out += [{"kind": "temp-file", "path": str(p), "why": "half-written by a process that died before renaming it"}
+                for p in sorted(orphaned_temp_files(directory))]
+    return out

@@ -13,10 +13,11 @@ import secrets
 import socket
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
-from pyroute2 import netns as _netns
+from .rtnl import NetlinkError, entered_netns, netns_module, open_rtnl
 
-from .rtnl import NetlinkError, entered_netns, open_rtnl
+_netns = netns_module()
 
 IFA_F_NODAD = 0x02  # skip IPv6 duplicate address detection: our own private link, addresses usable at once
 CLONE_NEWNET = 0x40000000
@@ -83,14 +84,21 @@ class Link:
 
 @dataclass
 class Topology:
-    """Namespaces and veth pairs created by us; ``close`` removes exactly those."""
+    """Namespaces and veth pairs created by us; ``close`` removes exactly those.
+
+    With an ``owner`` (a KernelOwner: a command's, not a test's) each namespace and veth is ledgered before it
+    is made and the owner removes them (its close, or `sweep` after a kill); ``close`` then has nothing to do."""
 
     namespaces: list[str] = field(default_factory=list)
     links: dict[str, Link] = field(default_factory=dict)
+    owner: Any = None
 
     def add_namespace(self, name: str) -> str:
-        create_namespace(name)
-        self.namespaces.append(name)
+        if self.owner is not None:
+            self.owner.create({"kind": "netns", "name": name}, lambda: create_namespace(name))
+        else:
+            create_namespace(name)
+            self.namespaces.append(name)
         with open_rtnl(name) as rtnl:
             rtnl.link("set", index=rtnl.link_lookup(ifname="lo")[0], state="up")
         return name
@@ -101,8 +109,14 @@ class Topology:
         tag = secrets.token_hex(3)
         name_a, name_b = f"ci{tag}a", f"ci{tag}b"
         v4, v6 = ipaddress.ip_network(subnet_v4), ipaddress.ip_network(subnet_v6)
-        with open_rtnl() as rtnl:
+        def add_veth() -> None:
             rtnl.link("add", ifname=name_a, kind="veth", peer={"ifname": name_b, "net_ns_fd": b})
+
+        with open_rtnl() as rtnl:
+            if self.owner is not None:   # made in this namespace, then moved: a kill between leaves it here
+                self.owner.create({"kind": "link", "link_kind": "veth", "ifname": name_a}, add_veth)
+            else:
+                add_veth()
             try:
                 rtnl.link("set", index=rtnl.link_lookup(ifname=name_a)[0], net_ns_fd=a)
             except BaseException:

@@ -6,12 +6,7 @@ NFQA_CAP_LEN and queues GSO packets whole; or whole packets, segmented, to send 
 receive one netlink message per queued packet, answer with verdicts (several verdict messages in one
 ``send``: the kernel walks every message in the datagram).
 
-Packets reach a queue through an nftables table of our own (``table inet chaos_inject_<run>``), created in the
-flow's namespace and removed as a whole: deleting our table removes exactly our rules, never an operator's.
-Each rule matches one flow (counter included) and jumps to chain ``qN``, whose one rule is xtables' NFQUEUE
-target with ``--queue-bypass`` (through nft_compat, as iptables-nft does: kernels without CONFIG_NFT_QUEUE,
-like this project's, refuse nft's own ``queue`` statement). With no process bound to queue N (the injector
-died), the kernel accepts the packet instead of dropping it, so the fault ends at once.
+Packets reach a queue through the nftables table of nftables.py, whose docstring says how and why.
 """
 
 from __future__ import annotations

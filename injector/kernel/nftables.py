@@ -210,6 +210,11 @@ def _nft(netns: str | None, args: list[str], stdin: str | None = None) -> subpro
         if not os.path.exists(f"/var/run/netns/{netns}"):
             raise FileNotFoundError(f"network namespace {netns!r} does not exist")
         cmd = ["ip", "netns", "exec", netns, *cmd]
+    setpriv = shutil.which("setpriv")
+    if setpriv:
+        # nft dies with us: a kill -9 of this process must not leave an nft still running that commits its
+        # table after `sweep` already looked for it (seen in the kill -9 soak). The signal survives the execs.
+        cmd = [setpriv, "--pdeathsig", "KILL", *cmd]
     return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=30)
 
 

@@ -17,7 +17,6 @@ import ctypes
 import errno
 import mmap
 import os
-import select
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,7 @@ from ..errors import Unsupported
 from . import abi
 from .abi import HIST_BUCKETS, RECORD_PHASES
 from .bpf import BPF_LINK_CREATE, bpf_syscall, import_bcc, load_bpf, prog_test_run
-from .ring import (EVENT_DTYPE, EVENT_SIZE, MAX_BATCH, RB_BUSY, RB_DISCARD, RB_HDR, RECORD_DTYPE,  # noqa: F401
-                   RingReader, decode_records)  # the ring reader lives in ring.py (the classifier's hold uses it too)
+from .ring import RingReader  # the ring reader lives in ring.py (the classifier's hold uses it too)
 
 RECORD_SOURCE = abi.BPF_DIR / "record.bpf.c"
 MAX_FILTERS = 16
@@ -110,7 +108,8 @@ class RecordProgram:
     def prog_fd(self, name: str) -> int:
         if name not in self._fds:
             kinds = {"cr_stamp": "SCHED_CLS", "cr_match_tc": "SCHED_CLS", "cr_match_sk": "CGROUP_SKB",
-                     "cr_sockops": "SOCK_OPS", "cr_bench_event": "SCHED_CLS", "cr_bench_hist": "SCHED_CLS"}
+                     "cr_sockops": "SOCK_OPS", "cr_bench_event": "SCHED_CLS", "cr_bench_hist": "SCHED_CLS",
+                     "cr_bench_clock": "SCHED_CLS", "cr_bench_event_batch": "SCHED_CLS"}
             kind = getattr(self._bcc.BPF, kinds[name])
             try:
                 self._fds[name] = self._bpf.load_func(name.encode(), kind).fd

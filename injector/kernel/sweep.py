@@ -1,7 +1,9 @@
 """Remove what dead runs left behind, from their ledgers. Live runs are left alone.
 
 A swept run's final state goes into the history (``failed``, "owner died; swept"), so `status` shows how it
-ended; then every marked clsact (kernel/clsact.py) that nothing uses any more is removed.
+ended; then every marked clsact (kernel/clsact.py) that nothing uses any more is removed. A fleet controller's
+ledger (kind ``fleet``, fleet/ledger.py) names other hosts: a local sweep leaves it and says so; ``sweep
+--inventory`` clears it.
 """
 
 from __future__ import annotations
@@ -9,17 +11,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from ..files import orphaned_temp_files
 from . import clsact
-from .ledger import (Ledger, describe, final_record, history_dir, ledger_dir,  # noqa: F401  (describe: callers
-                     record_final)                                              # import it from here)
+from .ledger import (Ledger, describe, final_record, history_dir, ledger_dir,  # noqa: F401  (describe, ledger_dir,
+                     orphaned_run_files, record_final, stray_files)          # orphaned_run_files: from here too)
 from .undo import undo_entry
 
 log = logging.getLogger(__name__)
 
 SWEPT_ERROR = "owner died; swept"
+FLEET_KIND = "fleet"   # fleet/ledger.py's KIND (the kernel floor does not import the fleet's)
 
 
 @dataclass
@@ -29,6 +32,7 @@ class SweepReport:
     live_runs: list[str] = field(default_factory=list)
     failures: list[tuple[str, dict, str]] = field(default_factory=list)
     clsacts_kept: list[dict] = field(default_factory=list)   # marked clsacts still in use, with the reason
+    fleet_runs: list[dict] = field(default_factory=list)     # dead fleet controllers' ledgers: sweep --inventory's
 
 
 def leftovers() -> list[dict[str, Any]]:
@@ -47,6 +51,10 @@ def sweep(include_live: bool = False) -> SweepReport:
     for ledger in Ledger.all():
         if ledger.owner_alive and not include_live:
             report.live_runs.append(ledger.run_id)
+            continue
+        if ledger.meta.get("kind") == FLEET_KIND:     # other hosts' faults: nothing here to undo
+            report.fleet_runs.append({"run_id": ledger.run_id, "inventory": ledger.meta.get("inventory"),
+                                      "hosts": [e.get("host") for e in ledger.entries]})
             continue
         last_status = ledger.read_status()  # read before delete() removes it
         for entry in reversed(list(ledger.entries)):
@@ -68,22 +76,22 @@ def sweep(include_live: bool = False) -> SweepReport:
             report.removed.append(where)
         elif outcome.in_use:
             report.clsacts_kept.append({**where, "why": outcome.reason})
-    for directory in (ledger_dir(), history_dir(), clsact.marker_dir()):
-        for path in orphaned_temp_files(directory):   # a writer killed between its write and its rename
-            try:
-                path.unlink()
-                report.removed.append({"kind": "temp-file", "path": str(path)})
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                report.failures.append(("", {"kind": "temp-file", "path": str(path)}, str(exc)))
+    for stray in stray_files():   # a writer killed between write and rename; a kill inside Ledger.delete()
+        path = Path(stray["path"])
+        try:
+            path.unlink()
+            report.removed.append({"kind": stray["kind"], "path": str(path)})
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            report.failures.append(("", {"kind": stray["kind"], "path": str(path)}, str(exc)))
     return report
 
 
 def _record_swept(ledger: Ledger, last_status: dict[str, Any] | None) -> None:
     """The final state of a run whose owner died: what its last status said, ended as failed."""
-    if ledger.meta.get("kind") in ("recording", "probe"):
-        return  # a recorder's own ledger (clsact fallback) or the capability probe's: not runs
+    if ledger.meta.get("kind") in ("recording", "probe", "demo", "vm-lab"):
+        return  # a recorder's own ledger (clsact fallback), the capability probe's, the quick demo's, the VM lab's: not runs
     if (final_record(ledger.run_id) or {}).get("state"):
         return  # the owner recorded how it ended before it died (e.g. a failed undo kept the ledger)
     status = dict(last_status or {})

@@ -7,6 +7,7 @@ import os
 from typing import Any, Callable
 
 from . import tc
+from .labobjects import stop_namespace_members, undo_lab_dir, undo_process
 from .rtnl import NetlinkError, is_gone
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,11 @@ def _undo_link(entry: dict[str, Any]) -> None:
 def _undo_netns(entry: dict[str, Any]) -> None:
     """A throwaway namespace we made (the capability probe's ``ci-probe-<pid>-<hex>``): its name is ours alone
     (pid and random part); removing it removes everything made inside it."""
-    from pyroute2 import netns as _netns
+    from .rtnl import netns_module
 
+    _netns = netns_module()
+    if entry.get("members") == "kill":  # the VM lab's namespace: its processes are all ours (labobjects.py)
+        stop_namespace_members(entry["name"])
     if entry["name"] in _netns.listnetns():
         _netns.remove(entry["name"])
 
@@ -139,6 +143,8 @@ UNDO: dict[str, Callable[[dict[str, Any]], None]] = {
     "clsact": _undo_clsact,
     "bpf-filter": _undo_filter,
     "nft-table": _undo_nft_table,
+    "process": undo_process,     # the VM lab's daemons and QEMU (pid + start time)
+    "lab-dir": undo_lab_dir,     # the VM lab's work directory
 }
 
 

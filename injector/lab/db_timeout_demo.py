@@ -78,15 +78,14 @@ def _wait_for_metrics(info, window: str, timeout_s: float = 20.0) -> None:
 SCRAPE_LAG_S = 3.0     # Prometheus scrapes every second; a rate over the window lags it by a scrape or two
 
 
-def _age_out_capacity_probe(info, window: str, lab_ready: float, out) -> None:
-    """`lab up` measured the api's capacity at full tilt just before the load started: those requests (and a 503
-    or two of a saturated api in a slow VM) are in the api's counters. The seed's error rate over `window` must
-    judge the lab's load, not our probe of it: wait until the probe has left the window."""
+def age_out_capacity_probe(window: str, since_probe_s: float, out) -> None:
+    """The api's capacity was measured at full tilt ``since_probe_s`` seconds ago (by `lab up` just before the
+    load started, or by the VM lab's `loadrate.remeasure()` before its run): those requests (and a 503 or two of
+    a saturated api in a slow VM) are in the api's counters. The seed's error rate over ``window`` must judge the
+    lab's load, not our probe of it: wait until the probe has left the window (window + one scrape lag)."""
     from ..spec import parse_duration_ns
 
-    since_probe = sum(info.timings_s.get(k, 0.0) for k in ("load_start", "first_scrape"))
-    wait = parse_duration_ns(window, field="rate_window") / 1e9 + SCRAPE_LAG_S - since_probe \
-        - (time.monotonic() - lab_ready)
+    wait = parse_duration_ns(window, field="rate_window") / 1e9 + SCRAPE_LAG_S - since_probe_s
     if wait > 0:
         out(f"waiting {wait:.1f} s: the capacity measurement's requests leave the {window} error-rate window")
         time.sleep(wait)
@@ -196,7 +195,9 @@ def run_lab_demo(run_dir: Path | None = None, *, spec=None, keep_lab: bool = Fal
                 out(f"baseline {baseline_s:g} s: {why_longer}")
             conf = resolve_configuration(exp, variables)
             if not was_up:
-                _age_out_capacity_probe(info, str(conf.get("rate_window", "10s")), lab_ready, out)
+                since_probe = sum(info.timings_s.get(k, 0.0) for k in ("load_start", "first_scrape")) \
+                    + time.monotonic() - lab_ready
+                age_out_capacity_probe(str(conf.get("rate_window", "10s")), since_probe, out)
             _wait_for_metrics(info, str(conf.get("rate_window", "10s")))
             recorder = RequestLogRecorder(info.request_log)
             out(f"experiment: {exp.title} ({experiment_path()})")

@@ -13,6 +13,7 @@ import threading
 from ..engines.ebpf import EbpfEngine
 from ..errors import NotPermitted
 from ..kernel.netns import Topology, unique_name
+from ..kernel.owner import KernelOwner
 from ..plan import Interface, build_plan
 from ..runner import run_plan
 from ..spec import FaultSpec, parse_duration_ns, parse_flow, parse_percent_ratio
@@ -27,7 +28,9 @@ def run_demo(loss: str = "10%", duration: str = "6s", rate_pps: float = 2000.0) 
         raise NotPermitted("the demo creates network namespaces: run it as root (sudo make demo)")
     fault = FaultSpec(loss_ratio=parse_percent_ratio(loss, field="loss"))
     duration_ns = parse_duration_ns(duration, field="duration")
-    with Topology() as topo:
+    # the namespaces and veth are ledgered before they are made (a run ledger of kind "demo"): after a kill at
+    # any point `chaos-inject sweep` removes them (issue #18; tests/host/test_crash_points_demo.py walks it)
+    with KernelOwner(unique_name("demo"), meta={"kind": "demo"}) as owner, Topology(owner=owner) as topo:
         client = topo.add_namespace(unique_name("ci-demo-client"))
         server = topo.add_namespace(unique_name("ci-demo-server"))
         c_end, s_end = topo.connect(client, server, "10.203.0.0/30", "fd00:203::/64")

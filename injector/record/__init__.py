@@ -5,13 +5,25 @@ on this host), ``RttRecorder`` (TCP RTT via sock_ops); both keep in-kernel log-l
 (``Histogram``) and count lost ring-buffer events. The BPF side lives in chaosinject.kernel.record_program.
 """
 
-from .bpf_recorder import PacketFlow
-from .histogram import Histogram, histogram_of, read_histograms
-from .oneway import OneWayRecorder, placement_sees
-from .recording import LatencyShift, Recording, latency_shift
-from .rtt import RttRecorder
-from .store import PHASES, SOURCES, Phases, Recorder, write_samples
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> submodule; loaded on first use, so importing one light submodule (e.g. record.experiment, which the
+# experiment loader needs) does not pull in numpy and the BPF recorders
+_EXPORTS = {"PacketFlow": "bpf_recorder", "Histogram": "histogram", "histogram_of": "histogram",
+            "read_histograms": "histogram", "OneWayRecorder": "oneway", "placement_sees": "oneway",
+            "LatencyShift": "recording", "Recording": "recording", "latency_shift": "recording",
+            "RttRecorder": "rtt", "PHASES": "store", "SOURCES": "store", "Phases": "store", "Recorder": "store",
+            "write_samples": "store"}
 
 __all__ = ["PHASES", "SOURCES", "Histogram", "LatencyShift", "OneWayRecorder", "PacketFlow", "Phases", "Recorder",
            "Recording", "RttRecorder", "histogram_of", "latency_shift", "placement_sees", "read_histograms",
            "write_samples"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

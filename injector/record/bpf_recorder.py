@@ -207,7 +207,7 @@ class BpfRecorder:
 
     def events_array(self) -> np.ndarray:
         """Every raw event so far (t_ns, latency_ns, rule, aux), in arrival order."""
-        from ..kernel.record_program import EVENT_DTYPE
+        from ..kernel.ring import EVENT_DTYPE
 
         with self._lock:
             if not self._chunks:

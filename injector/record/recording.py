@@ -20,7 +20,6 @@ The directory's layout is docs/run-directory.md; ``chaosinject.analysis.load_run
 
 from __future__ import annotations
 
-import math
 import platform
 import secrets
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import write_json_atomic
+from ..files import jsonable, write_json_atomic
 from .store import PHASES, Phases, Recorder
 
 # engine counter names -> counters.json names (docs/run-directory.md); others keep their own name
@@ -160,7 +159,7 @@ class Recording:
         # provisional: says the recorders are attached and when the baseline began; finish() rewrites it
         self.meta["state"] = "recording"
         self.meta["phases"] = self.phases.windows()
-        write_json_atomic(self.run_dir / "meta.json", _jsonable(self.meta), dir_mode=0o755, sort_keys=False)
+        write_json_atomic(self.run_dir / "meta.json", jsonable(self.meta), dir_mode=0o755, sort_keys=False)
 
     def mark(self, phase: str) -> int:
         t = self.phases.mark(phase)
@@ -209,7 +208,7 @@ class Recording:
         self.meta["recorders"] = self.summaries
         self.meta["latency_shift"] = [asdict(s) for s in self.shifts]
         self.meta["lost_events"] = sum(int(s.get("lost", 0)) for s in self.summaries)
-        write_json_atomic(self.run_dir / "meta.json", _jsonable(self.meta), dir_mode=0o755, sort_keys=False)
+        write_json_atomic(self.run_dir / "meta.json", jsonable(self.meta), dir_mode=0o755, sort_keys=False)
         write_json_atomic(self.run_dir / "counters.json", self.counters, dir_mode=0o755, sort_keys=False)
         if errors:
             raise RuntimeError(f"recording: {len(errors)} recorder(s) failed: {errors}") from errors[0]
@@ -240,16 +239,3 @@ class Recording:
         except Exception:
             if exc is None:
                 raise
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return None if math.isnan(v) else v
-    return value

@@ -135,9 +135,18 @@ class Fleet:
         path.write_text(json.dumps(data, indent=1))    # JSON is YAML
         return path
 
-    def controller(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        """chaos-inject run in the controller's namespace (its temporary folders in the test's)."""
-        return in_ns(self.ctl_ns, "env", f"TMPDIR={self.tmp}", CHAOS, *args, timeout=timeout)
+    def controller(self, *args: str, timeout: float = 300, env: dict[str, str] | None = None
+                   ) -> subprocess.CompletedProcess:
+        """chaos-inject run in the controller's namespace (its temporary folders and its run directory, where
+        its fleet ledger goes, in the test's); ``env``: more variables (e.g. a crash point)."""
+        extra = [f"{k}={v}" for k, v in (env or {}).items()]
+        return in_ns(self.ctl_ns, "env", f"TMPDIR={self.tmp}", f"CHAOS_INJECT_RUN_DIR={self.ctl_run_dir}", *extra,
+                     CHAOS, *args, timeout=timeout)
+
+    @property
+    def ctl_run_dir(self) -> Path:
+        """The controller's run directory (its fleet ledgers in runs/): the test's, not this machine's."""
+        return self.work / "ctl-run"
 
     @property
     def ctl_address(self) -> str:
@@ -154,7 +163,9 @@ class Fleet:
         handle = open(log, "w")
         # ip netns exec execs chaos-inject: the Popen's pid is the controller's
         return subprocess.Popen(["ip", "netns", "exec", self.ctl_ns, CHAOS, *args], stdout=handle,
-                                stderr=subprocess.STDOUT, text=True, env={**os.environ, "TMPDIR": str(self.tmp)})
+                                stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "TMPDIR": str(self.tmp),
+                                     "CHAOS_INJECT_RUN_DIR": str(self.ctl_run_dir)})
 
     def chaos(self, host: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """chaos-inject on one host, as its sshd sessions see it (its namespace, its state directory)."""

@@ -129,14 +129,18 @@ def test_controller_kill9_every_host_clean_within_its_heartbeat(clean):
         if ctl.poll() is None:
             ctl.kill()
             ctl.wait(10)
-    assert took <= 20 + 8, f"hosts clean {took:.1f}s after kill -9 (heartbeat 20s)"
-    for host in ("h1", "h2"):
-        records = [json.loads(p.read_text()) for p in (fleet.hosts[host].state_dir / "fleet").glob("*.json")]
-        assert len(records) == 1       # the fault module's note of the fleet run (sweep --inventory drops it)
-        final = json.loads((fleet.hosts[host].state_dir / "history" / f"{records[0]['run_id']}.json").read_text())
-        assert final["state"] == "halted" and "heartbeat" in final.get("halt", ""), final
-        assert_host_clean(fleet, host)
-    assert fleet.controller("sweep", "--inventory", str(inv)).returncode == 0
+    try:
+        assert took <= 20 + 8, f"hosts clean {took:.1f}s after kill -9 (heartbeat 20s)"
+        for host in ("h1", "h2"):
+            records = [json.loads(p.read_text()) for p in (fleet.hosts[host].state_dir / "fleet").glob("*.json")]
+            assert len(records) == 1       # the fault module's note of the fleet run (sweep --inventory drops it)
+            final = json.loads((fleet.hosts[host].state_dir / "history" / f"{records[0]['run_id']}.json")
+                               .read_text())
+            assert final["state"] == "halted" and "heartbeat" in final.get("halt", ""), final
+            assert_host_clean(fleet, host)
+    finally:   # also after a failed assertion: the dead controller's ledger must not be the next test's
+        swept = fleet.controller("sweep", "--inventory", str(inv))
+    assert swept.returncode == 0, swept.stdout + swept.stderr
     assert len(fleet.ping("h1", "h3", count=3)) == 3
     assert fleet.ping("h2", "h4", count=3)
 
@@ -200,8 +204,13 @@ def test_sweep_inventory_leaves_nothing(clean):
         os.kill(ctl.pid, signal.SIGKILL)
         ctl.wait(10)
     assert active_on(fleet, ["h1", "h2"])            # the heartbeat (60 s) keeps them for now: sweep must end them
+    ledgers = [json.loads(p.read_text()) for p in (fleet.ctl_run_dir / "runs").glob("*.json")]
+    assert [sorted(e["host"] for e in led["entries"]) for led in ledgers] == [["h1", "h2"]]   # the dead controller's
     swept = fleet.controller("sweep", "--inventory", str(inv), "--json")
     assert swept.returncode == 0, swept.stderr
+    assert [(c["run_id"], c["deleted"]) for c in json.loads(swept.stdout)["controller_ledgers"]] == [
+        (ledgers[0]["run_id"], True)]
+    assert list((fleet.ctl_run_dir / "runs").glob("*.json")) == []
     report = json.loads(swept.stdout)["hosts"]
     assert set(report) == set(fleet.hosts) and all(r["status"] == "ok" for r in report.values())
     assert len(report["h1"]["stopped"]) == 1 and len(report["h2"]["stopped"]) == 1

@@ -71,6 +71,8 @@ def snapshot(pair) -> dict:
 def assert_nothing_left(run_dir: Path, pair, before: dict, pid: int, label: str) -> None:
     probes = [ns for ns in existing_namespaces() if ns.startswith(f"ci-probe-{pid}-")]
     assert not probes, f"{label}: probe namespace left: {probes}"
+    self_test = [ns for ns in existing_namespaces() if ns.startswith(f"ci-dr-{pid}-")]   # doctor's self-test pair
+    assert not self_test, f"{label}: doctor's self-test namespaces left: {self_test}"
     runs = run_dir / "runs"
     left = [p.name for p in runs.iterdir()] if runs.exists() else []
     assert not left, f"{label}: run files left: {left}"

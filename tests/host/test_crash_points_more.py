@@ -249,6 +249,19 @@ def test_walk_lab_up_and_down(run_dir, tmp_path):
         assert done.returncode == 0, f"lab {action}: {done.stderr[-2000:]}"
         return [line.split("\t", 1)[1] for line in trace.read_text().splitlines()]
 
+    def walk_lab_action(action: str, steps: list[str], numbers: list[int] | None = None) -> None:
+        """`lab ACTION` killed right before step n (each of ``numbers``, every step by default), then nothing of
+        the lab is left; a restart or a down first needs a lab up."""
+        name = "lab restart api" if action == "restart" else f"lab {action}"
+        for n in numbers if numbers is not None else range(1, len(steps) + 1):
+            where = f"{name}: step {n}/{len(steps)} before ({steps[n - 1]})"
+            if action != "up":
+                up = lab_cli("up")
+                assert up.returncode == 0, f"{where}: lab up: {up.stderr[-1500:]}"
+            done = lab_cli(action, crash_at=f"{n}:before")
+            assert done.returncode == -9, f"{where}: exit {done.returncode}: {done.stderr[-1500:]}"
+            nothing_left(where)
+
     try:
         up_steps = traced("up")
         restart_steps = traced("restart")
@@ -256,29 +269,13 @@ def test_walk_lab_up_and_down(run_dir, tmp_path):
         nothing_left("traced up, restart and down")
         print(f"crash points: lab restart api: {len(restart_steps)} steps (all walked): " + ", ".join(restart_steps))
         assert restart_steps, "lab restart api made no state change"
-        for n in range(1, len(restart_steps) + 1):
-            where = f"lab restart api: step {n}/{len(restart_steps)} before ({restart_steps[n - 1]})"
-            up = lab_cli("up")
-            assert up.returncode == 0, f"{where}: lab up: {up.stderr[-1500:]}"
-            done = lab_cli("restart", crash_at=f"{n}:before")
-            assert done.returncode == -9, f"{where}: exit {done.returncode}: {done.stderr[-1500:]}"
-            nothing_left(where)
+        walk_lab_action("restart", restart_steps)
         up_walk, down_walk = _lab_sample(up_steps, rng), _lab_sample(down_steps, rng)
         print(f"\ncrash points: lab up: {len(up_steps)} steps: " + ", ".join(up_steps))
         print(f"crash points: lab down: {len(down_steps)} steps: " + ", ".join(down_steps))
         print(f"walked (seed {SOAK_SEED}): lab up before steps {up_walk}, lab down before steps {down_walk}")
-        for n in up_walk:
-            where = f"lab up: step {n}/{len(up_steps)} before ({up_steps[n - 1]})"
-            done = lab_cli("up", crash_at=f"{n}:before")
-            assert done.returncode == -9, f"{where}: exit {done.returncode}: {done.stderr[-1500:]}"
-            nothing_left(where)
-        for n in down_walk:
-            where = f"lab down: step {n}/{len(down_steps)} before ({down_steps[n - 1]})"
-            up = lab_cli("up")
-            assert up.returncode == 0, f"{where}: lab up: {up.stderr[-1500:]}"
-            done = lab_cli("down", crash_at=f"{n}:before")
-            assert done.returncode == -9, f"{where}: exit {done.returncode}: {done.stderr[-1500:]}"
-            nothing_left(where)
+        walk_lab_action("up", up_steps, up_walk)
+        walk_lab_action("down", down_steps, down_walk)
     finally:
         lab_cli("down")
         wait_no_command_processes(run_dir, "the walk's end")

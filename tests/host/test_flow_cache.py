@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from chaosinject.engines.rules import compile_rules
-from chaosinject.kernel import abi, progcache
+from chaosinject.kernel import abi, bpf_loader, progcache
 from chaosinject.kernel.bpf import ClassifierConfig, ClassifierProgram, prog_test_run
 from chaosinject.plan import Interface, PlannedRule, RuleMatch
 from chaosinject.spec import FaultSpec
@@ -168,7 +168,7 @@ def test_concurrent_first_runs_leave_one_valid_file(tmp_path):
     assert len(files) == 1
     data = json.loads(files[0].read_text())
     assert data["key"] == files[0].stem  # the recorded key is the file's name
-    assert progcache.ProgramSpec.from_json(data).functions  # whole and readable
+    assert bpf_loader.ProgramSpec.from_json(data).functions  # whole and readable
     third = json.loads(load_in_process(cache).communicate(timeout=120)[0])
     assert not third["bcc"]
 

@@ -213,7 +213,12 @@ def test_cli_plain_record_gives_rtt_rows_per_phase_for_a_tcp_flow(pair, run_dir,
     print("RTT low decile per phase (ms):", low)
     assert 19 <= low["fault"] - low["baseline"] <= 25, low
     assert abs(low["recovery"] - low["baseline"]) < 5, low  # the delay is gone once the fault is removed
-    assert re.search(r"delay\s+requested 20\.000 ms: achieved median 2\d\.\d{3} ms, p99 \d+\.\d{3} ms", out), out
+    # the engine's own hold per packet, beside the request: never early, and its median within the 1 ms allowance
+    # tests/host/test_userspace_delay.py gives the README's +0.13-0.14 ms (hundreds of packets, a loaded host)
+    achieved = re.search(r"delay\s+requested 20\.000 ms: achieved median (\d+\.\d{3}) ms, p99 (\d+\.\d{3}) ms", out)
+    assert achieved, out
+    median_ms, p99_ms = float(achieved[1]), float(achieved[2])
+    assert 20.0 <= median_ms < 21.0 and p99_ms >= median_ms, (median_ms, p99_ms)
 
 
 def _end(proc) -> None:

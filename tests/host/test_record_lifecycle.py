@@ -214,7 +214,7 @@ def test_raw_events_beyond_max_events_are_counted_not_kept():
 
 def test_stop_reads_everything_left_in_the_ring():
     """More than one read's worth (MAX_BATCH) waiting at stop: all of it is read, none left behind."""
-    from chaosinject.kernel.record_program import MAX_BATCH
+    from chaosinject.kernel.ring import MAX_BATCH
     from chaosinject.record.bpf_recorder import BpfRecorder
 
     class Bench(BpfRecorder):

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from chaosinject.engines.userspace import JitterModel, UserspaceEngine, _RuleState
+from chaosinject.engines.userspace import JitterModel, UserspaceEngine
+from chaosinject.engines.userspace_holds import RuleState
 from chaosinject.errors import InvalidSpec, Unsupported
 from chaosinject.kernel import nftables
 from chaosinject.kernel.ledger import Ledger
@@ -467,7 +468,7 @@ def test_jitter_draws_are_seeded_and_follow_netem_shapes():
 
     def draws(fault: FaultSpec, seed: int, n: int = 20000) -> list[int]:
         model = JitterModel(fault)
-        state = _RuleState(rule=None, queue=0, rng=random.Random(seed))
+        state = RuleState(rule=None, queue=0, rng=random.Random(seed))
         return [model.draw(state) for _ in range(n)]
 
     uniform = FaultSpec(delay_ns=10 * MS, jitter_ns=2 * MS)

@@ -5,12 +5,17 @@ from __future__ import annotations
 import contextlib
 import socket
 import statistics
+import struct
 import time
+import zlib
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute, netns
 
 IFA_F_NODAD = 0x02
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 
 ADDRS = {
     socket.AF_INET: ("10.199.0.1", "10.199.0.2", 24),
@@ -137,3 +142,116 @@ def assert_kernel_hold(c: dict, requested_ms: float, packets: int, one_way_media
     assert requested_ms + low <= p50 <= requested_ms + high, c
     assert c["delay_p50_ci_low_ns"] <= c["delay_p50_ns"] <= c["delay_p50_ci_high_ns"], c
     assert 0 <= one_way_median_ms - p50 < 3.0, (one_way_median_ms, c)
+
+
+# -- the wire as the receiver sees it: every datagram, its kernel arrival time, intact or not ---------------------
+WIRE_HEADER = struct.Struct("!IQI")  # sequence, send time (CLOCK_REALTIME ns), CRC-32 of both
+WIRE_FILL = 0x5A
+
+
+@dataclass
+class Arrival:
+    seq: int | None        # None: the payload arrived altered (a flipped bit anywhere in it)
+    sent_ns: int | None
+    arrived_ns: int        # the kernel's receive stamp (SO_TIMESTAMPNS), CLOCK_REALTIME
+
+    @property
+    def one_way_ms(self) -> float:
+        assert self.sent_ns is not None
+        return (self.arrived_ns - self.sent_ns) / 1e6
+
+
+def _wire_payload(seq: int, size: int) -> bytes:
+    head = WIRE_HEADER.pack(seq, time.time_ns(), 0)[:12]
+    return head + zlib.crc32(head).to_bytes(4, "big") + bytes([WIRE_FILL]) * (size - WIRE_HEADER.size)
+
+
+def _wire_parse(data: bytes) -> tuple[int | None, int | None]:
+    if len(data) < WIRE_HEADER.size:
+        return None, None
+    seq, sent, crc = WIRE_HEADER.unpack_from(data)
+    if crc != zlib.crc32(data[:12]) or data.count(WIRE_FILL, WIRE_HEADER.size) != len(data) - WIRE_HEADER.size:
+        return None, None
+    return seq, sent
+
+
+def wire(src_ns: str, dst_ns: str, dst: str, port: int, count: int, rate_pps: float, size: int = 64,
+         drain_s: float = 0.5) -> list[Arrival]:
+    """Send ``count`` datagrams of ``size`` payload bytes (sequence, send stamp, CRC, fill pattern) at ``rate_pps``
+    from ``src_ns`` to ``dst``:``port`` in ``dst_ns``; return every datagram that arrived, in arrival order, with
+    the kernel's receive stamp (so a receiving thread that falls behind under TCG is not what gets measured)."""
+    import threading
+
+    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    with in_netns(dst_ns):
+        rx = socket.socket(family, socket.SOCK_DGRAM)
+    with in_netns(src_ns):
+        tx = socket.socket(family, socket.SOCK_DGRAM)
+    rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)   # the receiver must never be what drops
+    tx.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 32 << 20)   # held datagrams stay charged to the sender
+    rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    rx.bind((dst, port))
+    rx.settimeout(0.05)
+    got: list[Arrival] = []
+    done = threading.Event()
+
+    def receive() -> None:
+        while True:
+            try:
+                data, anc, _f, _a = rx.recvmsg(65536, socket.CMSG_SPACE(16))
+            except (TimeoutError, socket.timeout):
+                if done.is_set():
+                    return
+                continue
+            arrived = time.time_ns()
+            for level, kind, cdata in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(cdata) >= 16:
+                    sec, nsec = struct.unpack_from("qq", cdata)
+                    arrived = sec * 1_000_000_000 + nsec
+            seq, sent = _wire_parse(data)
+            got.append(Arrival(seq, sent, arrived))
+
+    thread = threading.Thread(target=receive, name=f"wire-rx-{port}", daemon=True)
+    try:
+        thread.start()
+        interval, t0 = 1.0 / rate_pps, time.monotonic()
+        for seq in range(count):
+            ahead = t0 + seq * interval - time.monotonic()
+            if ahead > 0.0005:
+                time.sleep(ahead)
+            tx.sendto(_wire_payload(seq, size), (dst, port))
+        time.sleep(drain_s)
+    finally:
+        done.set()
+        thread.join(timeout=5)
+        rx.close()
+        tx.close()
+    return got
+
+
+def binomial_window(n: int, p: float, z: float = 3.89) -> tuple[float, float]:
+    """The share of n independent trials with success probability p lies in this window with probability
+    1 - 1e-4 (z = 3.89, normal approximation of the binomial; n*p*(1-p) >= 30 in every use)."""
+    sd = (p * (1 - p) / n) ** 0.5
+    return p - z * sd, p + z * sd
+
+
+def quantile_ranks(n: int, q: float, z: float = 3.89) -> tuple[int, int]:
+    """0-based ranks of the order statistics that bracket the q-quantile of n samples with probability 1 - 1e-4:
+    the number of samples below the true quantile is Binomial(n, q) (distribution-free)."""
+    sd = (n * q * (1 - q)) ** 0.5
+    return max(0, int(n * q - z * sd)), min(n - 1, int(n * q + z * sd) + 1)
+
+
+def netem_table_quantile(name: str, q: float) -> float:
+    """The q-quantile, in units of the jitter (sigma), of the delay netem draws from iproute2's table ``name``
+    (normal, pareto, paretonormal): netem picks a table value t uniformly and adds sigma * t / 8192
+    (NETEM_DIST_SCALE) to the delay. Read from iproute2's own file, not from the injector's encoder."""
+    from pathlib import Path
+
+    for d in ("/usr/lib/x86_64-linux-gnu/tc", "/usr/lib/tc", "/usr/lib64/tc"):
+        p = Path(d) / f"{name}.dist"
+        if p.exists():
+            values = sorted(int(t) for line in p.read_text().splitlines() for t in line.split("#", 1)[0].split())
+            return values[min(len(values) - 1, int(q * len(values)))] / 8192
+    raise FileNotFoundError(f"{name}.dist (iproute2)")

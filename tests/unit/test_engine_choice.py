@@ -68,6 +68,8 @@ def test_doctor_cites_measured_precision_with_its_source():
         assert re.search(r"median \+[0-9.]+ to \+[0-9.]+ ms, p99 \+[0-9.]+ to \+[0-9.]+ ms", precision), precision
         scripts = re.findall(r"(?:bench/)?(\w+\.py)", precision)
         assert scripts and all((root / "bench" / s).is_file() for s in scripts), precision
+        (date,) = re.findall(r"\d{4}-\d\d-\d\d", precision)       # when it was measured, as bench/README.md says
+        assert f"Last measured ({date}" in (root / "bench" / "README.md").read_text(), precision
     figure = re.search(r"median \+.*? ms, p99 \+.*? ms", select.ENGINES["userspace"].precision).group(0)
     assert figure in (root / "README.md").read_text()
 
@@ -86,3 +88,33 @@ def test_delay_specs_validate():
     assert parse_rate_bps("1mbit") == 10**6 and parse_rate_bps("1mbps") == 8 * 10**6
     with pytest.raises(InvalidSpec, match="rate"):
         parse_rate_bps("fast")
+
+
+def test_doctor_precision_line_measures_or_says_why_it_cites(monkeypatch):
+    """doctor measures the delay engine it would choose; when it cannot, it says why and cites the figure with
+    the bench script and date (the measuring itself is tests/host/test_doctor.py's)."""
+    import re
+
+    from chaosinject.cli import doctor
+
+    calls = []
+    monkeypatch.setattr(doctor, "delay_self_test", lambda name: calls.append(name) or doctor.SelfTest(
+        name, 300, 299, 110_000.0, 900_000.0, 20_000.0, 0.8))
+    import os
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    line = doctor.precision_line(THIS_HOST)
+    assert calls == ["userspace"]
+    assert "measured now on this host: userspace, 10 ms asked, added-delay error median +0.11 ms, p99 +0.90 ms" \
+           in line and "299/300" in line
+    assert re.search(r"bench/delay_engines\.py --engines userspace, \d{4}-\d\d-\d\d",
+                     doctor.precision_line(THIS_HOST, self_test=False))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert "not measured (the self-test needs root); cited:" in doctor.precision_line(THIS_HOST)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(doctor, "delay_self_test", lambda name: (_ for _ in ()).throw(OSError("EPERM")))
+    failed = doctor.precision_line(THIS_HOST)
+    assert "self-test failed (OSError: EPERM); cited:" in failed
+    none = dataclasses.replace(THIS_HOST, nfqueue=False, nft=False)
+    assert "no delay engine here" in doctor.precision_line(none)
+    assert calls == ["userspace"]

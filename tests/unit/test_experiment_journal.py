@@ -15,6 +15,10 @@ from chaosinject.experiment.spec import parse_experiment
 def test_jsonable_turns_numpy_and_nan_into_json_values():
     value = {1: np.arange(3), "t": (np.float64(0.5), np.int64(7)), "nan": float("nan"), "p": Path("/x")}
     assert jsonable(value) == {"1": [0, 1, 2], "t": [0.5, 7], "nan": None, "p": "/x"}
+    # the run directory's meta.json goes through the same conversion (files.jsonable): NaN in arrays and numpy
+    # scalars too, numpy booleans as booleans
+    got = jsonable({"a": np.array([1.0, np.nan]), "s": np.float32("nan"), "b": np.bool_(True)})
+    assert got == {"a": [1.0, None], "s": None, "b": True} and type(got["b"]) is bool
 
 
 def test_write_json_keeps_the_order_keys_were_set(tmp_path):

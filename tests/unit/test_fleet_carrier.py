@@ -312,3 +312,35 @@ def test_a_tc_process_action_is_refused_on_a_fleet(tmp_path, capsys):
     hosts.write_text(FLEET_HOSTS)
     assert main(["run", str(seed), "--inventory", str(hosts), "--dry-run"]) == 2
     assert "tc commands would run on this controller" in capsys.readouterr().err
+
+
+def test_chaos_inject_stop_of_a_carried_fleet_fault_rolls_back_every_host(tmp_path, inv_path):
+    """The carrier writes the controller's ledger (with real Ansible rounds: a private folder); `chaos-inject stop
+    RUN_ID` of that fleet run ends the fault as it ends the CLI's fleet inject: every host rolled back, the fault
+    stopped, the ledger gone (stop_runs is what the CLI's `stop` calls)."""
+    from chaosinject.files import ledger_dir
+    from chaosinject.supervisor import stop_runs
+
+    made = []
+
+    def factory(inventory, on_event):
+        made.append(FakeRounds())
+        made[-1].private = str(tmp_path / "chaos-fleet-1-x")   # what AnsibleRounds has: the ledger is written
+        return made[-1]
+
+    carrier = FleetCarrier(str(inv_path), heartbeat_timeout="3s", rounds_factory=factory)
+    with carried_by(carrier):
+        from chaosinject.experiment.actions import start_network_fault
+
+        started = start_network_fault("web->db", "60s", delay="100ms")
+        run_id = started["run_id"]
+        ledger = json.loads((ledger_dir() / f"{run_id}.json").read_text())
+        assert ledger["meta"]["kind"] == "fleet" and {e["host"] for e in ledger["entries"]} == {"w1", "w2"}
+        t0 = time.monotonic()
+        outcomes = stop_runs([run_id], timeout_s=10)
+        session = carrier.sessions[0]
+        session.wait(10)
+    assert [o.outcome for o in outcomes] == ["stopped"], outcomes
+    assert time.monotonic() - t0 < 10                    # not the fault's 60 s
+    assert session.state == "stopped" and made[0].calls[-1] == ("absent", ("w1", "w2"))
+    assert not list(ledger_dir().iterdir()), list(ledger_dir().iterdir())

@@ -13,6 +13,7 @@ from chaosinject.experiment import load_experiment, parse_experiment
 from chaosinject.experiment import effects
 from chaosinject.experiment.loader import resolve_configuration
 from chaosinject.experiment.runner import RunOptions, run_experiment
+from chaosinject.lab import db_timeout_demo
 from chaosinject.lab.db_timeout_demo import experiment_path, phase_summary
 from chaosinject.record.store import Phases
 
@@ -229,3 +230,15 @@ def test_capacity_is_one_window_when_enough_else_the_median_of_three(monkeypatch
     three_s = time.monotonic() - start
     assert 50 < one < 260 and 50 < three < 260, (one, three)     # ~1 / 4 ms, less the scheduler's slack
     assert one_s < 0.6 and three_s >= 0.9, (one_s, three_s)
+
+
+def test_the_capacity_probe_is_waited_out_of_the_error_rate_window(monkeypatch):
+    """One rule for `lab demo` and the VM lab (vagrant/provision/experiment.py): the probe's requests leave the
+    window ``window + SCRAPE_LAG_S`` after the probe, so only what is left of that is waited."""
+    slept: list[float] = []
+    monkeypatch.setattr(db_timeout_demo.time, "sleep", slept.append)
+    said: list[str] = []
+    db_timeout_demo.age_out_capacity_probe("10s", 4.0, said.append)
+    assert slept == [pytest.approx(10.0 + db_timeout_demo.SCRAPE_LAG_S - 4.0)] and "10s" in said[0]
+    db_timeout_demo.age_out_capacity_probe("10s", 10.0 + db_timeout_demo.SCRAPE_LAG_S + 0.1, said.append)
+    assert len(slept) == 1 and len(said) == 1     # already out of the window: no wait, nothing said

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from chaosinject.kernel import progcache
+from chaosinject.kernel import bpf_loader, progcache
 
 
 @pytest.fixture
@@ -34,12 +34,12 @@ def key_of(src, inc, cflags=("-DA=1",), kernel=KERNEL):
     return progcache.cache_key(src, inc, list(cflags), ["f"], kernel=dict(kernel))[0]
 
 
-def spec(key: str) -> progcache.ProgramSpec:
-    return progcache.ProgramSpec(key=key, license="GPL",
-                                 maps=(progcache.MapSpec("m", 2, 4, 8, 1, 0),),
-                                 functions=(progcache.FunctionSpec("f", bytes(16), ((0, "m"),)),
-                                            progcache.FunctionSpec("t", bytes(8), (),
-                                                                   progcache.BPF_PROG_TYPE_RAW_TRACEPOINT)))
+def spec(key: str) -> bpf_loader.ProgramSpec:
+    return bpf_loader.ProgramSpec(key=key, license="GPL",
+                                 maps=(bpf_loader.MapSpec("m", 2, 4, 8, 1, 0),),
+                                 functions=(bpf_loader.FunctionSpec("f", bytes(16), ((0, "m"),)),
+                                            bpf_loader.FunctionSpec("t", bytes(8), (),
+                                                                   bpf_loader.BPF_PROG_TYPE_RAW_TRACEPOINT)))
 
 
 def test_key_changes_with_every_input(tree):

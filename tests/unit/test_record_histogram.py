@@ -71,7 +71,7 @@ def test_empty_histogram_and_bad_quantiles():
 
 
 def test_ring_records_decode_up_to_the_first_busy_one_and_skip_discarded():
-    from chaosinject.kernel.record_program import RB_BUSY, RB_DISCARD, RECORD_DTYPE, decode_records
+    from chaosinject.kernel.ring import RB_BUSY, RB_DISCARD, RECORD_DTYPE, decode_records
 
     recs = np.zeros(5, RECORD_DTYPE)
     recs["len"] = 24

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from chaosinject.lab.state import LabError
+
 SCRIPT = Path(__file__).resolve().parents[2] / "vagrant" / "provision" / "loadrate.py"
 
 
@@ -65,3 +67,25 @@ def test_the_load_starts_again_when_the_measurement_fails(loadrate, monkeypatch)
     with pytest.raises(SystemExit, match="never answered"):
         loadrate.remeasure()
     assert calls == ["stop", "start"]
+
+
+def test_only_an_api_not_answering_is_retried(loadrate, monkeypatch):
+    """measured_rate waits for an api that does not answer 200 yet (LabError) or whose connection fails; a bug in
+    the measurement is raised at once, not retried for two minutes."""
+    monkeypatch.setattr(loadrate.time, "sleep", lambda s: None)
+    answers = iter([LabError("api does not answer with 200"), OSError("connection refused"), 30.0])
+
+    def measure(*a, **k):
+        got = next(answers)
+        if isinstance(got, Exception):
+            raise got
+        return got
+    monkeypatch.setattr(loadrate, "measure_capacity", measure)
+    rate, _ = loadrate.measured_rate("http://api")
+    assert rate > 0
+
+    def broken(*a, **k):
+        raise KeyError("max_in_flight")
+    monkeypatch.setattr(loadrate, "measure_capacity", broken)
+    with pytest.raises(KeyError):
+        loadrate.measured_rate("http://api")

@@ -15,9 +15,10 @@ import pytest
 from chaosinject.analysis import load_run
 from chaosinject.lab.db_timeout_demo import phase_summary
 
-# the netem hold around the requested 2 s, in ms: what the kernel tier allows the same hold in its 6.1 VM
-# (tests/kernel/nslab.py); one three-VM run here measured p50 +1.3 ms
-HOLD_TOLERANCE_MS = (-0.5, 8.0)
+# the netem hold around the requested 2 s: the window the kernel tier allows the same hold (one three-VM run here
+# measured p50 +1.3 ms). tests/ is not a package: every tier runs `python -m pytest` from the repository root,
+# so its directories import as tests.X (as bench/ imports tests.host)
+from tests.kernel.nslab import HOLD_TOLERANCE_MS
 
 REPO = Path(__file__).resolve().parents[2]
 

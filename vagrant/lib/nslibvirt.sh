@@ -14,12 +14,53 @@
 #                                                     failure) any domain or network still defined, stop libvirtd
 #                                                     by PID; returns non-zero if anything was left
 # Callers set NSL_TAG (log prefix) first. Timings go to WORK/timings ("<step> <seconds>" lines).
+#
+# Crash safety: every object is in a run ledger (kind vm-lab, /run/chaos-inject/runs/vm-<tag>-<pid>.json, written
+# by chaosinject.cli.ledger_writer) before it is made -- the work directory, the namespace (with every process in
+# it), the inner script, libvirtd, dnsmasq and QEMU (pid + start time, as soon as they run) -- so that
+# `chaos-inject sweep` removes what a killed run left. Crash points (test-only, as chaos-inject's own:
+# CHAOS_INJECT_CRASH_AT=N[:before|after], CHAOS_INJECT_CRASH_TRACE=FILE) are the steps `nsl_step` wraps; the
+# crash kills the owner (the outer script) and the step's own shell with SIGKILL. The teardown's steps are not
+# counted (the trap of the outer script runs beside the inner one).
 
 NSL_TAG=${NSL_TAG:-vagrant}
 nsl_log() { printf '[%s] %s\n' "$NSL_TAG" "$*" >&2; }
 nsl_now() { date +%s.%N; }
 nsl_since() { awk -v a="$1" -v b="$(nsl_now)" 'BEGIN{printf "%.1f", b-a}'; }
 nsl_timing() { echo "$1 $2" >> "$NSL_WORK/timings"; }
+
+# the crash-point switch is read once, here, and taken out of the environment: the Python programs started below
+# (the ledger writer, pip) count steps of their own
+NSL_CRASH_AT=${NSL_CRASH_AT-${CHAOS_INJECT_CRASH_AT:-}}
+NSL_TRACE=${NSL_TRACE-${CHAOS_INJECT_CRASH_TRACE:-}}
+export NSL_CRASH_AT NSL_TRACE
+unset CHAOS_INJECT_CRASH_AT CHAOS_INJECT_CRASH_TRACE
+NSL_STEP=${NSL_STEP:-0}
+NSL_PY=${CHAOS_INJECT_PYTHON:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.venv/bin/python}
+
+_nsl_die() { kill -KILL "${NSL_OWNER:-$BASHPID}" "$BASHPID" 2>/dev/null; sleep 5; }
+nsl_step() {  # nsl_step LABEL CMD...: one state-changing step (counted, traced; the crash point's place)
+  local label=$1 n=${NSL_CRASH_AT%%:*} when=before rc=0 me; shift
+  [ "${NSL_CRASH_AT#*:}" = "$NSL_CRASH_AT" ] || when=${NSL_CRASH_AT#*:}
+  NSL_STEP=$((NSL_STEP + 1)); export NSL_STEP; me=$NSL_STEP   # a step may hold steps of its own (ledger writes)
+  [ -z "$NSL_TRACE" ] || printf '%s\t%s\n' "$me" "$label" >> "$NSL_TRACE"
+  [ "$n" != "$me" ] || [ "$when" != before ] || _nsl_die
+  "$@" || rc=$?
+  [ "$n" != "$me" ] || [ "$when" != after ] || _nsl_die
+  return $rc
+}
+nsl_ledger() {  # nsl_ledger ACTION ARGS...: the ledger of this run (chaosinject.cli.ledger_writer), one step
+  nsl_step "write ledger" "$NSL_PY" -m chaosinject.cli.ledger_writer "$1" "$NSL_LEDGER" "${@:2}"
+}
+nsl_ledger_pidfile() {  # nsl_ledger_pidfile ROLE FILE...: ledger the processes whose pid files exist, once each
+  local role=$1 f pid; shift
+  for f in "$@"; do
+    [ -s "$f" ] && [ "${f##*/}" != driver.pid ] || continue   # driver.pid: libvirtd's own (ledgered already)
+    pid=$(tr -dc 0-9 < "$f")
+    [ -n "$pid" ] && ! grep -qx "$pid" "$NSL_WORK/ledgered" 2>/dev/null || continue
+    echo "$pid" >> "$NSL_WORK/ledgered"; nsl_ledger add process "$pid" --role "$role"
+  done
+}
 
 nsl_preflight() {
   local why=""
@@ -33,13 +74,14 @@ nsl_preflight() {
   for tool in libvirtd virsh qemu-system-x86_64 qemu-img dnsmasq unshare rsync; do
     [ -n "$why" ] || command -v "$tool" >/dev/null || why="$tool not installed (scripts/vagrant-setup.sh)"
   done
+  [ -n "$why" ] || [ -x "$NSL_PY" ] || why="no $NSL_PY (make setup; or CHAOS_INJECT_PYTHON): it writes the run ledger"
   if [ -n "$why" ]; then printf '%s skipped: %s\n' "$NSL_TAG" "$why" >&2; exit 77; fi
 }
 
 _nsl_cleanup() {
   local rc=$? left
   trap - EXIT INT TERM
-  if ip netns list | grep -qw "$NSL_NS"; then
+  if [ -n "${NSL_NS:-}" ] && ip netns list | grep -qw "$NSL_NS"; then
     # every process in the namespace is ours (we made it): libvirtd, dnsmasq, qemu, vagrant's ssh if any survived
     left=$(ip netns pids "$NSL_NS" 2>/dev/null | tr '\n' ' ' || true)
     if [ -n "$left" ]; then
@@ -53,7 +95,22 @@ _nsl_cleanup() {
   fi
   [ "$(type -t nsl_on_exit)" != function ] || nsl_on_exit "$rc" || true     # the caller's last words (logs)
   rm -rf "$NSL_WORK"
+  if [ -n "${NSL_LEDGER:-}" ] && { [ -z "${NSL_NS:-}" ] || ! ip netns list | grep -qw "$NSL_NS"; } \
+     && [ ! -e "$NSL_WORK" ]; then
+    "$NSL_PY" -m chaosinject.cli.ledger_writer close "$NSL_LEDGER" || rc=1   # all gone: the ledger too
+  fi
   exit "$rc"
+}
+
+nsl_mkwork() {  # nsl_mkwork PARENT PREFIX: open this run's ledger, then make the work directory NSL_WORK (its
+  # name: PREFIX, our pid, a random part); from here on every exit path removes it (nsl_run's teardown)
+  NSL_OWNER=$$ NSL_LEDGER=vm-$NSL_TAG-$$ NSL_WORK=$1/$2$$-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
+  export NSL_OWNER NSL_LEDGER
+  mkdir -p "$1"
+  trap _nsl_cleanup EXIT
+  nsl_step "write ledger" "$NSL_PY" -m chaosinject.cli.ledger_writer open "$NSL_LEDGER" --owner "$$" --tag "$NSL_TAG"
+  nsl_ledger add lab-dir "$NSL_WORK"
+  nsl_step "create work directory" mkdir -m 0700 "$NSL_WORK"
 }
 
 nsl_run() {  # nsl_run PREFIX WORK CMD...
@@ -61,7 +118,8 @@ nsl_run() {  # nsl_run PREFIX WORK CMD...
   trap _nsl_cleanup EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
-  ip netns add "$NSL_NS"
+  nsl_ledger add netns "$NSL_NS"
+  nsl_step "create netns" ip netns add "$NSL_NS"
   ip -n "$NSL_NS" link set lo up
   nsl_log "namespace $NSL_NS (lo only, no route out); work directory $NSL_WORK"
   local rc=0
@@ -75,7 +133,17 @@ nsl_run() {  # nsl_run PREFIX WORK CMD...
 nsl_inner_start() {  # nsl_inner_start WORK
   NSL_WORK=$1
   local work=$1 d
+  nsl_ledger add process "$BASHPID" --role "inner script"   # started by nsl_run; the namespace entry covered it
+  # the tmpfs over /run would hide the ledgers (/run/chaos-inject by default): keep the host's run directory
+  # reachable at the same path in this mount namespace, or every later `nsl_ledger add` finds no ledger
+  local runroot=${CHAOS_INJECT_RUN_DIR:-/run/chaos-inject}
+  case $runroot in /run/*)
+    mkdir -p "$work/host-run" && mount --bind "$runroot" "$work/host-run" ;;
+  esac
   mount -t tmpfs -o mode=0755 nsl-run /run
+  case $runroot in /run/*)
+    mkdir -p "$runroot" && mount --move "$work/host-run" "$runroot" ;;   # nothing stays mounted in WORK
+  esac
   mkdir -p /run/libvirt /run/lock
   for d in etc var-lib var-log var-cache; do mkdir -p "$work/libvirt/$d"; done
   mount --bind "$work/libvirt/etc" /etc/libvirt
@@ -103,13 +171,35 @@ namespaces = [ ]
 stdio_handler = "file"
 CONF
   : > /etc/libvirt/libvirt.conf
-  libvirtd --pid-file /run/libvirt/libvirtd.pid > "$work/libvirtd.log" 2>&1 &
+  nsl_step "start libvirtd" eval 'libvirtd --pid-file /run/libvirt/libvirtd.pid > "$work/libvirtd.log" 2>&1 &'
   echo $! > "$work/libvirtd.pid"
+  nsl_ledger add process "$!" --role libvirtd
   export LIBVIRT_DEFAULT_URI=qemu:///system
   for _ in $(seq 1 600); do virsh -q version >/dev/null 2>&1 && break; sleep 0.1; done
   virsh -q version >/dev/null 2>&1 || { nsl_log "libvirtd did not answer within 60 s"; tail -20 "$work/libvirtd.log" >&2; return 1; }
   export VAGRANT_HOME=$work/vagrant.d VAGRANT_DEFAULT_PROVIDER=libvirt VAGRANT_CHECKPOINT_DISABLE=1 \
          VAGRANT_BOX_UPDATE_CHECK_DISABLE=1
+}
+
+nsl_vagrant_up() {  # nsl_vagrant_up LOG ARGS...: `vagrant up ARGS` in the background, its objects ledgered as they
+  # appear: dnsmasq once a libvirt network is up, each QEMU once its domain runs (steps "libvirt network up", "QEMU
+  # started"); returns vagrant's exit status
+  local log=$1 pid rc=0 net=0 dom=0; shift
+  NSL_UP_ARGS=("$@")
+  nsl_step "start vagrant up" eval 'vagrant up "${NSL_UP_ARGS[@]}" > "$log" 2>&1 &'
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$net" = 0 ] && [ -n "$(virsh -q net-list --name 2>/dev/null)" ]; then
+      net=1; nsl_step "libvirt network up" nsl_ledger_pidfile dnsmasq /run/libvirt/network/*.pid
+    fi
+    if [ "$dom" = 0 ] && [ -n "$(virsh -q list --name 2>/dev/null)" ]; then
+      dom=1; nsl_step "QEMU started" nsl_ledger_pidfile qemu /run/libvirt/qemu/*.pid
+    fi
+    [ "$dom" = 0 ] || nsl_ledger_pidfile qemu /run/libvirt/qemu/*.pid    # the lab's next VMs (--no-parallel)
+    sleep 0.5
+  done
+  wait "$pid" || rc=$?
+  return $rc
 }
 
 nsl_inner_teardown() {  # nsl_inner_teardown WORK (cwd: the Vagrant project)

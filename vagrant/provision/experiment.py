@@ -24,7 +24,6 @@ from chaosinject.experiment.runner import RunOptions, run_experiment
 from chaosinject.lab import db_timeout_demo
 from chaosinject.lab.definition import load_definition, port, vagrant_addresses
 from chaosinject.lab.requests import RequestLogRecorder
-from chaosinject.spec.units import parse_duration_s
 
 import loadrate       # beside this file (provision/)
 
@@ -61,6 +60,7 @@ def main(run_dir: Path) -> int:
     db_timeout_s = float(d["api"]["db_timeout_s"])
     exp = load_experiment(db_timeout_demo.experiment_path())
     rate, rate_why = loadrate.remeasure()
+    probed = time.monotonic()          # the capacity probe's requests end here
     variables = {"api_url": api_url, "prometheus_url": prometheus_url, "db_delay": f"{max(2.0, 2 * db_timeout_s):g}s"}
     baseline_s, why = db_timeout_demo.baseline_for_rate(
         float(resolve_configuration(exp, variables)["baseline_s"]), rate, max_s=MAX_BASELINE_S)
@@ -71,8 +71,7 @@ def main(run_dir: Path) -> int:
     say(f"lab on VMs: api {api_url}, prometheus {prometheus_url}, load {rate:g} requests/s ({rate_why})")
     window = str(conf.get("rate_window", "10s"))
     wait_for_metrics(prometheus_url, window)
-    # the capacity measurement ran the api at full tilt: let its requests leave the error-rate window
-    time.sleep(parse_duration_s(window, field="rate_window") + db_timeout_demo.SCRAPE_LAG_S)
+    db_timeout_demo.age_out_capacity_probe(window, time.monotonic() - probed, say)
     recorder = RequestLogRecorder(REQUEST_LOG)
     say(f"experiment: {exp.title} ({db_timeout_demo.experiment_path()})")
     say(f"run directory: {run_dir}")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from chaosinject.lab.definition import load_definition
 from chaosinject.lab.capacity import load_rate, measure_capacity
+from chaosinject.lab.state import LabError
 
 LOAD_CONF = Path("/etc/chaos-inject/lab/load/load.json")      # render.sh load
 RATE_NOTE = Path("/etc/chaos-inject/lab/load/rate-note")       # "RATE why"
@@ -34,8 +35,8 @@ def measured_rate(url: str, tries: int = 60) -> tuple[float, str]:
         try:
             cap = measure_capacity(url, int(d["api"].get("max_in_flight", 8)), min_s=5.0, max_s=20.0)
             return load_rate(cap, float(d["load"]["rate_per_s"]))
-        except Exception as exc:            # not answering yet
-            last = exc
+        except (LabError, OSError) as exc:  # not answering 200 yet (httpclient.get turns connection errors into
+            last = exc                       # a reply without a status, measure_capacity into LabError)
             time.sleep(2)
     raise SystemExit(f"load: the api never answered {url}: {last}")
 

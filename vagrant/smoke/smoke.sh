@@ -36,7 +36,7 @@ if [ "${1:-}" = "--inner" ]; then
     t=$(nsl_now); vagrant box add --name "$BOX_NAME" "$BOX_FILE" >"$work/vagrant-box-add.log" 2>&1 \
       || { nsl_log "vagrant box add failed:"; tail -20 "$work/vagrant-box-add.log" >&2; return 1; }
     nsl_log "vagrant box add: $(nsl_since "$t") s"
-    t=$(nsl_now); vagrant up --provider libvirt >"$work/vagrant-up.log" 2>&1 \
+    t=$(nsl_now); nsl_vagrant_up "$work/vagrant-up.log" --provider libvirt \
       || { nsl_log "vagrant up failed:"; tail -30 "$work/vagrant-up.log" >&2; return 1; }
     nsl_timing up "$(nsl_since "$t")"; nsl_log "vagrant up: $(nsl_since "$t") s"
     local kernel
@@ -73,7 +73,8 @@ export BOX_FILE=$box BOX_NAME=$("$repo/vagrant/box/build.sh" --box-name)
 export BOX_KERNEL=$(sed -n 's/.*"kernel": "\([^"]*\)".*/\1/p' "$box_dir/build.json")
 
 mkdir -p "$repo/.cache/vagrant-smoke"
-work=$(mktemp -d "$repo/.cache/vagrant-smoke/run.XXXXXX")
+nsl_mkwork "$repo/.cache/vagrant-smoke" run.      # the run's ledger, then the work directory
+work=$NSL_WORK
 t=$(nsl_now)
 "$repo/vagrant/wheelhouse.sh" "$work/share/wheels" >/dev/null
 mkdir -p "$work/share/smoke" && cp "$here/in-vm.sh" "$here/flowcheck.py" "$work/share/smoke/"

@@ -7,7 +7,7 @@ import sys
 from chaosinject import analysis
 
 SUBMODULES = ["_types", "proportions", "quantiles", "compare", "mann_whitney", "quantile_shift", "tail_rank",
-              "dependence", "sequential", "verdict", "rundir"]
+              "dependence", "priors", "sequential", "phases", "checks", "verdict", "rundir"]
 
 
 def test_all_lists_every_public_name_of_every_submodule():
