@@ -3,18 +3,17 @@
 Matching packets are steered by an nftables table of ours to NFQUEUE; one I/O thread of this process receives
 them and holds each until receive time + delay (+ jitter): egress packets as copies (the original is dropped at
 once, the copy re-sent from a raw socket at release), ingress packets as they are (released with ``NF_ACCEPT``).
+
+This module checks a plan, binds the queues, steers packets to them and ends the fault without losing what is
+held; the I/O thread is ``userspace_io.py``'s ``HoldThread``, the per-rule delay model and achieved figures
+``userspace_holds.py``'s, the queue numbers and nftables rules ``userspace_steering.py``'s.
 """
 
 from __future__ import annotations
 
-import gc
-import heapq
 import logging
 import os
 import random
-import select
-import sys
-import threading
 import time
 
 from ..errors import ApplyFailed, InvalidSpec, NotPermitted, Unsupported
@@ -23,20 +22,16 @@ from ..kernel import nftables as nft
 from ..kernel.owner import KernelOwner
 from ..plan import Interface, Plan
 from .common import interface_links
-from .userspace_holds import JitterModel, RuleState, hold_statistics, record_hold
+from .userspace_holds import JitterModel, RuleState, hold_statistics
+from .userspace_io import HoldThread
 from .userspace_steering import (RESEND_MARK, check_fault, plan_namespaces, queue_base, queue_maxlen, rule_seed,
                                  steer_rules, where)
 
 log = logging.getLogger(__name__)
 
-SPIN_NS = 150_000            # busy-wait the last 150 µs before a release (select() wakes up ~50-100 µs late)
-SPIN_RT_NS = 50_000          # ... 50 µs when the thread is real-time (no timer slack, prompt wake-ups)
-RT_PRIORITY = 1              # SCHED_FIFO priority of the I/O thread: the lowest real-time one
-MAX_WAIT_S = 0.05            # the I/O thread looks at its stop flag at least this often
 DRAIN_TIMEOUT_S = 2.0        # at the end: how long we wait for the kernel's queues to empty before the table goes
 DRAIN_SETTLE_S = 0.005       # ... and for how long they must stay empty (a packet that took a rule just before the
                              # flush is queued a few µs after it)
-SWITCH_INTERVAL_S = 0.0002   # GIL hand-over while we run: another Python thread delays a release by at most this
 
 
 class UserspaceEngine:
@@ -104,13 +99,7 @@ class UserspaceEngine:
         self._sockets: list[nq.QueueSocket] = []
         self._by_queue: dict[tuple[int, int], RuleState] = {}   # (socket index, queue) -> rule
         self._tables: list[tuple[str | None, str]] = []
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._passing = threading.Event()         # the fault is ending: accept everything at once
-        self._held_released = threading.Event()   # ... and the I/O thread has let go of what it held
-        self._errors = 0
-        self._failure: BaseException | None = None
-        self._old_switch: float | None = None
+        self._io: HoldThread | None = None        # the I/O thread (userspace_io.py), once started
 
     # -- before any change -------------------------------------------------------------------------------
     def check(self, plan: Plan) -> None:
@@ -172,15 +161,10 @@ class UserspaceEngine:
                 self._states[rule.rule_id] = state
                 self._by_queue[(index, steer.queue)] = state
         # 2. the I/O thread; stopping it releases every held packet (after the tables are gone)
-        # Everything allocated so far (modules, pyroute2, the plan) moves to the permanent generation: a full
-        # collection no longer walks it, which paused this thread for several ms (p99 spikes) before.
-        gc.collect()
-        gc.freeze()
-        self._old_switch = sys.getswitchinterval()
-        sys.setswitchinterval(min(self._old_switch, SWITCH_INTERVAL_S))
-        self._thread = threading.Thread(target=self._run, name=f"chaos-inject-nfqueue-{plan.run_id}", daemon=True)
-        self._thread.start()
-        owner.callback(self._stop_thread)
+        self._io = HoldThread(self._sockets, self._resenders, self._by_queue, realtime=self.realtime,
+                              name=f"chaos-inject-nfqueue-{plan.run_id}")
+        self._io.start()
+        owner.callback(self._io.stop)
         # 3. the tables that steer packets to us, one per namespace; recorded in the ledger first
         for netns in namespaces:
             rules = bound[netns]
@@ -225,10 +209,10 @@ class UserspaceEngine:
         on accepts what reaches it at once; our table's rules are flushed (its hooks stay registered, so the
         kernel drops nothing); we wait until the kernel holds none of our packets there. Only then may the
         table be deleted."""
-        self._passing.set()
-        alive = self._thread is not None and self._thread.is_alive()
-        if alive:
-            self._held_released.wait(timeout=DRAIN_TIMEOUT_S)
+        io = self._io
+        io.passing.set()
+        if io.alive():
+            io.held_released.wait(timeout=DRAIN_TIMEOUT_S)
         try:
             nft.flush_table(netns, table)
         except (nft.NftError, OSError) as exc:
@@ -240,9 +224,9 @@ class UserspaceEngine:
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         empty_since = None
         while True:
-            if not (self._thread is not None and self._thread.is_alive()):
+            if not io.alive():
                 for i in indexes:  # nobody else reads the sockets any more
-                    self._accept_waiting(i)
+                    io.accept_waiting(i)
             left = nq.queued_in_kernel(netns, queues)
             now = time.monotonic()
             if left is None:  # cannot see the kernel's queues: give the thread a moment instead
@@ -260,21 +244,11 @@ class UserspaceEngine:
                 return
             time.sleep(0.001)
 
-    def _stop_thread(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._old_switch is not None:
-            sys.setswitchinterval(self._old_switch)
-            self._old_switch = None
-        if self._failure is not None:
-            raise RuntimeError(f"the NFQUEUE thread failed: {self._failure!r}")
-
     def renew(self, expires_ns: int) -> None:
         """Nothing to renew: the fault lives exactly as long as this process (bypass ends it when we die), and
         the runner stops us at the deadline."""
-        if self._failure is not None:
-            raise ApplyFailed(f"the NFQUEUE thread failed: {self._failure!r}")
+        if self._io is not None and self._io.failure is not None:
+            raise ApplyFailed(f"the NFQUEUE thread failed: {self._io.failure!r}")
 
     def counters(self) -> dict[int, dict[str, int]]:
         kernel: dict[tuple[str | None, int], tuple[int, int]] = {}
@@ -285,158 +259,16 @@ class UserspaceEngine:
             except (nft.NftError, OSError, ValueError):
                 pass
         out: dict[int, dict[str, int]] = {}
+        netlink_errors = self._io.errors if self._io is not None else 0
         for rule_id, st in self._states.items():
             packets, nbytes = kernel.get((st.rule.interface.netns, st.queue), (st.queued_packets, st.queued_bytes))
             row = {"matched_packets": packets, "matched_bytes": nbytes, "queued_packets": st.queued_packets,
                    "queued_bytes": st.queued_bytes, "delayed_packets": st.delayed_packets,
-                   "released_early_packets": st.released_early, "netlink_errors": self._errors,
+                   "released_early_packets": st.released_early, "netlink_errors": netlink_errors,
                    "resend_errors": sum(r.errors for r in self._resenders if r is not None)}
             row.update(hold_statistics(st))
             out[rule_id] = row
         return out
-
-    # -- the I/O thread ----------------------------------------------------------------------------------
-    def _run(self) -> None:
-        spin_ns = SPIN_NS
-        if self.realtime:
-            try:  # this thread only (pid 0 = the calling thread on Linux)
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
-                spin_ns = SPIN_RT_NS
-            except (OSError, AttributeError) as exc:
-                log.warning("NFQUEUE thread stays SCHED_OTHER (%s): releases are late on a busy host", exc)
-        try:
-            self._loop(spin_ns)
-        except BaseException as exc:  # noqa: BLE001 - reported through renew()/close
-            self._failure = exc
-            self._release_all()
-        finally:
-            self._held_released.set()  # nothing held any more (or nobody to hold it): do not wait on us
-
-    def _loop(self, spin_ns: int) -> None:
-        # (due, seq, socket index, queue, packet id, t_rx, copied packet or None)
-        heap: list[tuple[int, int, int, int, int, int, bytes | None]] = []
-        self._heap = heap
-        socks = self._sockets
-        fds = [s.fileno() for s in socks]
-        index_of = {fd: i for i, fd in enumerate(fds)}
-        by_queue = self._by_queue
-        now_ns = time.monotonic_ns
-        seq = 0
-        due_batch: dict[int, list[tuple[int, int, int]]] = {}
-
-        def receive(i: int) -> None:
-            nonlocal seq
-            packets, errors = socks[i].receive()
-            if errors:
-                self._errors += errors
-            drops = []
-            for p in packets:
-                t_rx = now_ns()
-                st = by_queue.get((i, p.queue))
-                if st is None:
-                    socks[i].verdicts([(p.queue, p.packet_id, nq.NF_ACCEPT)])
-                    continue
-                st.queued_packets += 1
-                st.queued_bytes += p.length
-                seq += 1
-                if st.copy and len(p.payload) == p.length <= st.mtu:  # the original goes now (its sender is
-                    # uncharged); the copy is what we hold. A packet longer than the MTU (a local datagram not
-                    # yet fragmented) or than a queue message can carry is held as it is.
-                    drops.append((p.queue, p.packet_id, nq.NF_DROP))
-                    heapq.heappush(heap, (t_rx + st.jitter.draw(st), seq, i, p.queue, p.packet_id, t_rx,
-                                          p.payload))
-                else:
-                    heapq.heappush(heap, (t_rx + st.jitter.draw(st), seq, i, p.queue, p.packet_id, t_rx, None))
-            if drops:
-                socks[i].verdicts(drops)
-
-        passing = self._passing
-        while not self._stop.is_set() and not passing.is_set():
-            now = now_ns()
-            if heap and heap[0][0] <= now:
-                self._release_due(heap, now, due_batch)
-                continue
-            wait_ns = (heap[0][0] - now - spin_ns) if heap else int(MAX_WAIT_S * 1e9)
-            if wait_ns > 0:
-                ready, _, _ = select.select(fds, [], [], min(wait_ns / 1e9, MAX_WAIT_S))
-                for fd in ready:
-                    receive(index_of[fd])
-            else:
-                # spin until due, still receiving so that arrivals are stamped on time
-                for i in range(len(socks)):
-                    receive(i)
-        if not self._stop.is_set():
-            self._pass_through(fds, index_of)
-        self._release_all()
-
-    def _pass_through(self, fds: list[int], index_of: dict[int, int]) -> None:
-        """The fault is ending: what we hold goes now, in order, then every packet still reaching us is accepted
-        as it arrives (egress originals too: no copy needed) until we are stopped."""
-        self._release_held()
-        self._held_released.set()
-        while not self._stop.is_set():
-            ready, _, _ = select.select(fds, [], [], MAX_WAIT_S)
-            for fd in ready:
-                self._accept_waiting(index_of[fd])
-
-    def _release_due(self, heap: list, now: int, batch: dict[int, list]) -> None:
-        by_queue = self._by_queue
-        batch.clear()
-        resenders = self._resenders
-        while heap and heap[0][0] <= now:
-            due, _, i, queue, packet_id, t_rx, copied = heapq.heappop(heap)
-            if copied is None:
-                batch.setdefault(i, []).append((queue, packet_id, nq.NF_ACCEPT))
-            else:
-                resenders[i].send(copied)
-            record_hold(by_queue[(i, queue)], now - t_rx, now - due)
-        for i, items in batch.items():
-            self._sockets[i].verdicts(items)
-
-    def _release_all(self) -> None:
-        """The fault is over: every held packet goes now, and so does every packet still waiting in our sockets
-        (unbinding would drop it): its original is accepted as it is."""
-        self._release_held()
-        for i in range(len(self._sockets)):
-            self._accept_waiting(i)
-
-    def _accept_waiting(self, i: int) -> None:
-        """Accept every packet waiting in socket ``i`` as it is (counted as queued and released early)."""
-        sock = self._sockets[i]
-        try:
-            while True:
-                packets, errors = sock.receive()
-                self._errors += errors
-                if not packets:
-                    break
-                for p in packets:
-                    st = self._by_queue.get((i, p.queue))
-                    if st is not None:
-                        st.queued_packets += 1
-                        st.queued_bytes += p.length
-                        st.released_early += 1
-                sock.verdicts([(p.queue, p.packet_id, nq.NF_ACCEPT) for p in packets])
-        except OSError:
-            pass
-
-    def _release_held(self) -> None:
-        """Every packet in the heap goes now, in release order (copies re-sent, originals accepted)."""
-        heap = getattr(self, "_heap", [])
-        batch: dict[int, list] = {}
-        while heap:
-            _, _, i, queue, packet_id, _, copied = heapq.heappop(heap)
-            if copied is None:
-                batch.setdefault(i, []).append((queue, packet_id, nq.NF_ACCEPT))
-            else:
-                self._resenders[i].send(copied)
-            self._by_queue[(i, queue)].released_early += 1
-        for i, items in batch.items():
-            try:
-                self._sockets[i].verdicts(items)
-            except OSError:
-                pass  # the kernel drops them when the queue goes: nothing else to do
-
-
 
 
 __all__ = ["UserspaceEngine", "JitterModel"]
