@@ -8,10 +8,11 @@
 #          from this checkout delays one flow with netem, checked on the wire (scripts/vms-tier.sh installs the
 #          VM packages and builds the box, cached, first); the smoke killed at its four crash points before the VM
 #          boots, then `sweep` (tests/vms/test_crash_walk.py)
-# Exit status is non-zero if any tier failed, or if a tier that must run collected no test, or skipped every
-# test it collected (a tier cannot pass by skipping), or if the kernel tier could not run on a machine that has
-# QEMU: each with the reason. CHAOS_INJECT_ALLOW_SKIP=1 turns these skips into a stated SKIPPED, for a machine that
-# truly cannot run a tier (no root, no bcc, no way to fetch a kernel); CI never sets it.
+# Exit status is non-zero if any tier failed, or if a tier that must run collected no test (pytest exit 5),
+# skipped every test it collected (a tier cannot pass by skipping) or passed none, or if the kernel tier could
+# not run on a machine that has QEMU: each with the reason. CHAOS_INJECT_ALLOW_SKIP=1 turns the skips (a tier
+# that only skipped, the kernel tier's exit 77 beside QEMU) into a stated SKIPPED, for a machine that truly
+# cannot run a tier (no root, no bcc, no way to fetch a kernel); CI never sets it.
 # KERNEL_SERIES="6.1 6.12 5.10" runs the kernel tier on several kernels (make test-kernels).
 # For this script's own test (tests/unit/test_run_tests.py): CHAOS_INJECT_TIER_UNIT / _HOST / _FLEET (test paths),
 # CHAOS_INJECT_KERNEL_TIER (the kernel tier's script), CHAOS_INJECT_QEMU (the QEMU binary looked for),
@@ -43,18 +44,20 @@ count() {  # count <word> <summary line>
 
 tally() {  # tally <tier> <exit code> <log>
   local tier=$1 rc=$2 log=$3 summary
-  summary=$(tr -d '\r' < "$log" | grep -E '([0-9]+ (passed|failed|errors?|skipped)).* in [0-9.]+s|no tests ran' \
+  summary=$(tr -d '\r' < "$log" | grep -E '([0-9]+ (passed|failed|errors?|skipped|xfailed|xpassed|deselected)).* in [0-9.]+s|no tests ran' \
             | tail -1 | sed -E 's/^=+ //; s/ =+$//')
   local p f e s
   p=$(count passed "$summary"); f=$(count failed "$summary"); e=$(count error "$summary"); s=$(count skipped "$summary")
   total_passed=$((total_passed + p)); total_failed=$((total_failed + f + e)); total_skipped=$((total_skipped + s))
   case "$rc" in
-    0) if [ "$p" -eq 0 ] && [ "$s" -gt 0 ]; then
+    0) if [ "$p" -gt 0 ]; then
+         lines+=("$tier: $summary")
+       elif [ "$s" -gt 0 ]; then
          skipped_tier "$tier" "every test skipped ($summary): $(skip_reasons "$log")"
-       else
-         lines+=("$tier: ${summary:-ok}")
+       else   # exit 0 and nothing passed: only xfailed/deselected tests, or no pytest summary to read
+         lines+=("$tier: FAILED: no test passed (${summary:-no pytest summary line in $log})"); failed=1
        fi ;;
-    5) lines+=("$tier: FAILED: no tests collected"); failed=1 ;;
+    5) lines+=("$tier: FAILED: no tests collected (pytest exit 5)"); failed=1 ;;
     77) local reason; reason=$(tr -d '\r' < "$log" | grep -v '^===' | grep -v '^[[:space:]]*$' | tail -1)
         if [[ $tier == kernel-* ]] && command -v "$qemu" >/dev/null 2>&1; then
           skipped_tier "$tier" "could not run on a machine that has QEMU ($(command -v "$qemu")): $reason"

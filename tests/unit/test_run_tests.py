@@ -17,6 +17,9 @@ SCRIPT = ROOT / "scripts" / "run-tests.sh"
 PASSING = "def test_passes():\n    assert 1 + 1 == 2\n"
 SKIPPING = ("import pytest\n\n@pytest.mark.skip(reason='needs a thing this machine lacks')\n"
             "def test_skipped():\n    raise AssertionError('never runs')\n")
+XFAILING = ("import pytest\n\n@pytest.mark.xfail(reason='known broken', strict=False)\n"
+            "def test_xfails():\n    raise AssertionError('broken')\n")
+FAILING = "def test_fails():\n    assert 1 + 1 == 3\n"
 
 
 @pytest.fixture
@@ -25,6 +28,11 @@ def tiers(tmp_path):
     (tmp_path / "passing" / "test_ok.py").write_text(PASSING)
     (tmp_path / "skipping").mkdir()
     (tmp_path / "skipping" / "test_skip.py").write_text(SKIPPING)
+    (tmp_path / "xfailing").mkdir()
+    (tmp_path / "xfailing" / "test_xfail.py").write_text(XFAILING)
+    (tmp_path / "failing").mkdir()
+    (tmp_path / "failing" / "test_fail.py").write_text(FAILING)
+    (tmp_path / "empty").mkdir()   # pytest collects nothing: exit 5
     kernel = tmp_path / "kernel-tier.sh"
     kernel.write_text("echo 'kernel tier skipped: no kernel image for this test'\nexit 77\n")
     vms = tmp_path / "vms-tier.sh"   # stands for scripts/vms-tier.sh (setup + box, then pytest on its arguments)
@@ -84,6 +92,31 @@ def test_the_vms_smoke_tier_cannot_pass_by_skipping(tiers):
     code, summary = run(tiers, vms="skipping", qemu="no-such-qemu-binary")
     assert code == 1, summary
     assert "vms-smoke: FAILED: every test skipped" in summary and "needs a thing this machine lacks" in summary
+
+
+def test_a_tier_that_collected_no_test_fails(tiers):
+    """pytest's exit 5 (no tests collected: a wrong path, a marker that deselects all) fails the run, even with
+    CHAOS_INJECT_ALLOW_SKIP=1: it is no skip a machine can excuse."""
+    for allow in (None, "1"):
+        code, summary = run(tiers, host="empty", qemu="no-such-qemu-binary", allow=allow)
+        assert code == 1, summary
+        assert "host: FAILED: no tests collected (pytest exit 5)" in summary
+        assert "unit: 1 passed" in summary and "fleet: 1 passed" in summary
+
+
+def test_a_tier_that_passed_nothing_fails(tiers):
+    """Exit 0 with no test passed (only xfailed ones here) is no pass either."""
+    code, summary = run(tiers, fleet="xfailing", qemu="no-such-qemu-binary")
+    assert code == 1, summary
+    assert "fleet: FAILED: no test passed (1 xfailed" in summary
+
+
+def test_a_failing_tier_fails_the_run_and_the_others_still_run(tiers):
+    code, summary = run(tiers, unit="failing", qemu="no-such-qemu-binary")
+    assert code == 1, summary
+    assert "unit: FAILED (exit 1): 1 failed" in summary
+    assert "host: 1 passed" in summary and "fleet: 1 passed" in summary and "vms-smoke: 1 passed" in summary
+    assert "tests: 3 passed, 1 failed, 0 skipped" in summary
 
 
 if sys.platform != "linux":   # pragma: no cover - the script is bash for Debian
