@@ -34,7 +34,7 @@ GOAL_MS = 5.0
 FILTER_NAME = "chaos-inject:bench-apply"
 
 
-def timed(fn) -> float:
+def timed_ms(fn) -> float:
     """Milliseconds one call took."""
     return C.timed(fn) * 1e3
 
@@ -80,17 +80,17 @@ def run(args) -> dict[str, tuple[list[float], list[float]]]:
             for i in range(args.iterations + args.warmup):
                 keep = i >= args.warmup
                 for _ in range(args.map_per_iteration):
-                    a = timed(lambda: program.put_rules([(one_key, one_rule)]))
-                    d = timed(lambda: program.delete_rule(one_key))
+                    a = timed_ms(lambda: program.put_rules([(one_key, one_rule)]))
+                    d = timed_ms(lambda: program.delete_rule(one_key))
                     if keep:
                         map_add.append(a)
                         map_del.append(d)
-                a = timed(lambda: tc.add_bpf_filter(ifindex, "egress", 2, fd, FILTER_NAME, ns))
-                d = timed(detach)
-                ra = timed(ref_attach)
-                rd = timed(ref_detach)
-                ta = timed(lambda: subprocess.run(u32_add, check=True))
-                td = timed(lambda: subprocess.run(u32_del, check=True))
+                a = timed_ms(lambda: tc.add_bpf_filter(ifindex, "egress", 2, fd, FILTER_NAME, ns))
+                d = timed_ms(detach)
+                ra = timed_ms(ref_attach)
+                rd = timed_ms(ref_detach)
+                ta = timed_ms(lambda: subprocess.run(u32_add, check=True))
+                td = timed_ms(lambda: subprocess.run(u32_del, check=True))
                 if keep:
                     pr_add.append(a)
                     pr_del.append(d)

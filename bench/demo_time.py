@@ -63,7 +63,8 @@ def one_run(tmp: Path, i: int, timeout_s: float = 300) -> dict:
     fault = df[df["phase"].astype(str) == "fault"]
     row["fault_503_share"] = float((fault["status"] == 503).mean())
     row["fault_500"] = int((fault["status"] == 500).sum())
-    row["api_503_latency_ms"] = float(fault[fault["status"] == 503]["latency_ns"].median()) / 1e6
+    lat_503 = fault.loc[fault["status"] == 503, "latency_ns"].astype(float).tolist()
+    row["api_503_latency_ms"] = C.median(lat_503) / 1e6 if lat_503 else float("nan")
     counters = json.loads((record / "counters.json").read_text())
     holds = [c["delay_p50_ns"] for c in counters.values() if "delay_p50_ns" in c]
     row["engine_hold_p50_ms"] = holds[0] / 1e6 if holds else float("nan")

@@ -94,7 +94,7 @@ def main() -> None:
     print("-" * 92)
     print(f"{'full verdict, 3 phases (median of %d)' % args.repeats:<58} {total:>12,} {med:>9.3f} "
           f"{med / total * 1e9:>10.1f}")
-    print(f"{'  min / max of the runs':<58} {'':>12} {min(times):>5.3f}/{max(times):.3f}")
+    print(f"{'  median (min-max) of the runs':<58} {'':>12} {C.fmt(times, ' s', digits=3)}")
     print(f"{'scipy.stats.bootstrap p99 CI (percentile, %d resamples)' % args.boot_resamples:<58} "
           f"{args.boot_n:>12,} {boot_t:>9.3f} {boot_t / args.boot_n * 1e9:>10.1f}")
     print(f"{'order-statistic p99 CI (analysis.quantile_ci), same data':<58} {args.boot_n:>12,} {os_t:>9.4f} "

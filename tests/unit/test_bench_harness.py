@@ -70,6 +70,58 @@ def test_every_script_uses_the_harness(script):
     assert "rev-parse" not in script.read_text(), f"{script.name}: reads the commit itself (C.header does)"
 
 
+HARNESS_FIGURES = {"C.fmt", "C.median", "C.percentile"}
+HARNESS_OWN = {"timed", "repeat", "header", "begin", "exit_on_signals", "load_average", "machine", "code_version",
+               "median", "percentile", "quantile", "require_root", "require_package"}
+
+
+def _names_called(node: ast.AST) -> set[str]:
+    return {n.func.id for n in ast.walk(node) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_every_script_summarises_through_the_harness(script):
+    """Its figures go through C.fmt / C.median / C.percentile; no "median (min-max)" of its own (an f-string that
+    computes both a min() and a max()); no function of its own named as the harness's (a second `timed`, a
+    second header); a formatter of its own (``fmt``, ``fmt_ns``) only fixes C.fmt's arguments."""
+    tree = _tree(script)
+    calls = set(_calls(tree))
+    assert calls & HARNESS_FIGURES, f"{script.name}: prints no figure through C.fmt / C.median / C.percentile"
+    own = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+           and n.func.attr in ("median", "percentile") and not (isinstance(n.func.value, ast.Name)
+                                                                and n.func.value.id == "C")]
+    assert not own, f"{script.name}: lines {own}: a median/percentile method of its own (pandas, numpy): use C's"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            called = set().union(*(_names_called(v) for v in node.values if isinstance(v, ast.FormattedValue)))
+            assert not {"min", "max"} <= called, \
+                f"{script.name}:{node.lineno}: formats a min and a max itself (C.fmt is the one formatter)"
+    for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+        assert fn.name not in HARNESS_OWN, f"{script.name}:{fn.lineno}: defines {fn.name}, the harness's name"
+        if fn.name.startswith("fmt"):
+            assert "C.fmt" in _calls(fn), f"{script.name}:{fn.lineno}: {fn.name} formats without C.fmt"
+
+
+def test_the_summary_check_catches_a_formatter_of_its_own(tmp_path):
+    """The check above on a script that does what it forbids."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("import _common as C\n\ndef fmt(v):\n    return f'{C.median(v)} ({min(v)}-{max(v)})'\n")
+    with pytest.raises(AssertionError, match="formats a min and a max"):
+        test_every_script_summarises_through_the_harness(bad)
+    bad.write_text("import _common as C\n\ndef timed(fn):\n    return 0.0\n\nprint(C.median([1]))\n")
+    with pytest.raises(AssertionError, match="defines timed"):
+        test_every_script_summarises_through_the_harness(bad)
+    bad.write_text("import _common as C\n\ndef fmt_ms(v):\n    return '%.1f' % C.median(v)\n")
+    with pytest.raises(AssertionError, match="fmt_ms formats without C.fmt"):
+        test_every_script_summarises_through_the_harness(bad)
+    bad.write_text("import _common as C\nprint(C.fmt([1]), df['x'].median())\n")
+    with pytest.raises(AssertionError, match="a median/percentile method of its own"):
+        test_every_script_summarises_through_the_harness(bad)
+    bad.write_text("import _common as C\nprint(sum([1]))\n")
+    with pytest.raises(AssertionError, match="prints no figure"):
+        test_every_script_summarises_through_the_harness(bad)
+
+
 def test_help_works_for_every_script_without_root():
     """`python bench/X.py --help` prints usage and exits 0, with the process made to look unprivileged (the root
     check comes after the arguments are parsed)."""
