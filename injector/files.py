@@ -26,6 +26,15 @@ def ledger_dir() -> Path:
     return run_root() / "runs"
 
 
+def ledger_files() -> list[Path]:
+    """Every ledger file in ``ledger_dir()``, sorted (the runs' ``.status.json`` files beside them left out);
+    none when the directory does not exist."""
+    directory = ledger_dir()
+    if not directory.is_dir():
+        return []
+    return [p for p in sorted(directory.glob("*.json")) if not p.name.endswith(".status.json")]
+
+
 def jsonable(v: Any) -> Any:
     """``v`` as JSON can hold it: mappings with string keys, tuples as lists, numpy arrays and scalars (anything
     with ``tolist``) as lists and numbers, NaN as null, anything else unknown as its str. The one conversion of
@@ -72,13 +81,19 @@ def orphaned_temp_files(directory: Path) -> list[Path]:
     """Temporary files of write_json_atomic in ``directory`` whose writer is gone: a process killed between the
     write and the rename leaves one. A live writer's (its pid runs) is never listed; a reused pid keeps a file
     until the next sweep, the safe side."""
+    return entries_of_dead_pids(directory, TEMP_NAME)
+
+
+def entries_of_dead_pids(directory: str | Path, pattern: re.Pattern[str]) -> list[Path]:
+    """The entries of ``directory`` whose name ``pattern`` finds (``search``) with a pid as its first group, and
+    whose process is gone (this process counts as alive). None when the directory cannot be read."""
     try:
         names = os.listdir(directory)
     except OSError:
         return []
     out = []
     for name in names:
-        m = TEMP_NAME.search(name)
-        if m and not process_alive(int(m.group(1)), None):
+        m = pattern.search(name)
+        if m and int(m.group(1)) != os.getpid() and not process_alive(int(m.group(1)), None):
             out.append(Path(directory) / name)
     return out

@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .. import crashpoints
-from ..files import ledger_dir, write_json_atomic
+from ..files import entries_of_dead_pids, ledger_dir, ledger_files, write_json_atomic
 from ..procfs import process_alive, process_start_ticks
 
 KIND = "fleet"
 HOST_ENTRY = "fleet-host"
 PRIVATE_PREFIX = "chaos-fleet-"       # fleet.ansible's private folders (tempfile.mkdtemp prefix)
-PRIVATE_NAME = re.compile(r"chaos-fleet-(\d+)-[^/]+$")   # ... with the controller's pid
+PRIVATE_NAME = re.compile(r"^chaos-fleet-(\d+)-[^/]+$")   # ... with the controller's pid
 STOP_POLL_S = 0.2                     # how often a controller reads its stop request
 
 
@@ -122,13 +122,8 @@ def watch_stop_request(ledger: "FleetLedger | None", on_request: Callable[[], No
 
 def fleet_ledgers() -> list[dict[str, Any]]:
     """Every fleet ledger in the ledger directory (parsed), with ``alive``: does its controller still run."""
-    directory = ledger_dir()
-    if not directory.is_dir():
-        return []
     out = []
-    for path in sorted(directory.glob("*.json")):
-        if path.name.endswith(".status.json"):
-            continue
+    for path in ledger_files():
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -181,17 +176,7 @@ def clear_swept(inventory: str, clean_hosts: Iterable[str], *, inventory_hosts: 
 def orphaned_private_folders(directory: str | None = None) -> list[Path]:
     """Ansible folders (``chaos-fleet-<pid>-*`` in the temporary directory) of controllers that are gone: one
     killed before its ledger was written (or after) leaves its folder. A live pid's folder is never listed."""
-    directory = directory or tempfile.gettempdir()
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return []
-    out = []
-    for name in names:
-        m = PRIVATE_NAME.match(name)
-        if m and int(m.group(1)) != os.getpid() and not process_alive(int(m.group(1)), None):
-            out.append(Path(directory) / name)
-    return out
+    return entries_of_dead_pids(directory or tempfile.gettempdir(), PRIVATE_NAME)
 
 
 def remove_private(private: str | None) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import crashpoints
-from ..files import ledger_dir, orphaned_temp_files, run_root  # noqa: F401  (callers import them from here)
+from ..files import ledger_dir, ledger_files, orphaned_temp_files, run_root  # noqa: F401  (callers import them from here)
 from ..files import write_json_atomic as _write_atomic  # clsact markers write through it too
 from ..procfs import process_alive, process_start_ticks  # noqa: F401  (callers import them from here)
 from .labobjects import describe_entry
@@ -148,13 +148,8 @@ class Ledger:
 
     @classmethod
     def all(cls) -> list["Ledger"]:
-        directory = ledger_dir()
-        if not directory.is_dir():
-            return []
         out = []
-        for path in sorted(directory.glob("*.json")):
-            if path.name.endswith(".status.json"):
-                continue
+        for path in ledger_files():
             try:
                 out.append(cls.load(path))
             except (json.JSONDecodeError, KeyError):
