@@ -148,14 +148,7 @@ def indicator_dependence(ind: object, what: str, *, ordered: bool = True,
     counts = np.add.reduceat(a[: B * m].astype(np.int32), np.arange(0, B * m, m)).astype(np.float64)
     means = counts / m
     vif_hat = float(m * means.var(ddof=1) / (p * (1 - p)))
-    pvalue = float(stats.chi2.sf((B - 1) * vif_hat, B - 1))
-    applied = pvalue < alpha and vif_hat > 1.0
-    vif = 1.0
-    if applied:
-        z = float(special.ndtri(0.975))
-        t = float(stats.t.ppf(0.975, B - 1))
-        vif = vif_hat * (t / z) ** 2
-    return Dependence(what, n, k, vif, vif_hat, pvalue, applied, B, m, lag1, episode)
+    return _tested(what, n, k, vif_hat, B, m, lag1, episode, alpha)
 
 
 def series_dependence(values: object, what: str, *, ordered: bool = True,
@@ -183,6 +176,13 @@ def series_dependence(values: object, what: str, *, ordered: bool = True,
         return Dependence(what, n, k, 1.0, 1.0, 1.0, False, B, m, lag1, episode)
     means = np.add.reduceat(v[: B * m], np.arange(0, B * m, m)) / m
     vif_hat = float(m * means.var(ddof=1) / var)
+    return _tested(what, n, k, vif_hat, B, m, lag1, episode, alpha)
+
+
+def _tested(what: str, n: int, k: int, vif_hat: float, B: int, m: int, lag1: float, episode: float,
+            alpha: float) -> Dependence:
+    """The batch-means test of ``vif_hat`` over ``B`` batches (chi-square, B - 1 degrees of freedom) and, when
+    it rejects at ``alpha`` with an inflation, the widening by ``vif_hat * (t_{B-1} / z)^2`` at 97.5 %."""
     pvalue = float(stats.chi2.sf((B - 1) * vif_hat, B - 1))
     applied = pvalue < alpha and vif_hat > 1.0
     vif = 1.0

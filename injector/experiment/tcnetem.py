@@ -161,15 +161,9 @@ def parse_netem_args(args: list[str]) -> tuple[FaultSpec, int | None, tuple[str,
             else:
                 kw["loss_ratio"] = parse_percent_ratio(take("loss"), field="netem loss")
                 no_correlation("loss")
-        elif word == "corrupt":
-            kw["corrupt_ratio"] = parse_percent_ratio(take("corrupt"), field="netem corrupt")
-            no_correlation("corrupt")
-        elif word == "duplicate":
-            kw["duplicate_ratio"] = parse_percent_ratio(take("duplicate"), field="netem duplicate")
-            no_correlation("duplicate")
-        elif word == "reorder":
-            kw["reorder_ratio"] = parse_percent_ratio(take("reorder"), field="netem reorder")
-            no_correlation("reorder")
+        elif word in ("corrupt", "duplicate", "reorder"):   # a share, no correlation: FaultSpec.<word>_ratio
+            kw[f"{word}_ratio"] = parse_percent_ratio(take(word), field=f"netem {word}")
+            no_correlation(word)
         elif word == "rate":
             kw["rate_bps"] = parse_rate_bps(take("rate"), field="netem rate")
             if i < len(args) and args[i] not in _KEYWORDS:
