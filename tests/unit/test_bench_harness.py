@@ -102,23 +102,18 @@ def test_every_script_summarises_through_the_harness(script):
             assert "C.fmt" in _calls(fn), f"{script.name}:{fn.lineno}: {fn.name} formats without C.fmt"
 
 
-def test_the_summary_check_catches_a_formatter_of_its_own(tmp_path):
+@pytest.mark.parametrize("source, message", [
+    ("def fmt(v):\n    return f'{C.median(v)} ({min(v)}-{max(v)})'\n", "formats a min and a max"),
+    ("def timed(fn):\n    return 0.0\n\nprint(C.median([1]))\n", "defines timed"),
+    ("def fmt_ms(v):\n    return '%.1f' % C.median(v)\n", "fmt_ms formats without C.fmt"),
+    ("print(C.fmt([1]), df['x'].median())\n", "a median/percentile method of its own"),
+    ("print(sum([1]))\n", "prints no figure"),
+], ids=["min-max", "timed", "fmt", "pandas", "no-figure"])
+def test_the_summary_check_catches_what_it_forbids(source, message, tmp_path):
     """The check above on a script that does what it forbids."""
     bad = tmp_path / "bad.py"
-    bad.write_text("import _common as C\n\ndef fmt(v):\n    return f'{C.median(v)} ({min(v)}-{max(v)})'\n")
-    with pytest.raises(AssertionError, match="formats a min and a max"):
-        test_every_script_summarises_through_the_harness(bad)
-    bad.write_text("import _common as C\n\ndef timed(fn):\n    return 0.0\n\nprint(C.median([1]))\n")
-    with pytest.raises(AssertionError, match="defines timed"):
-        test_every_script_summarises_through_the_harness(bad)
-    bad.write_text("import _common as C\n\ndef fmt_ms(v):\n    return '%.1f' % C.median(v)\n")
-    with pytest.raises(AssertionError, match="fmt_ms formats without C.fmt"):
-        test_every_script_summarises_through_the_harness(bad)
-    bad.write_text("import _common as C\nprint(C.fmt([1]), df['x'].median())\n")
-    with pytest.raises(AssertionError, match="a median/percentile method of its own"):
-        test_every_script_summarises_through_the_harness(bad)
-    bad.write_text("import _common as C\nprint(sum([1]))\n")
-    with pytest.raises(AssertionError, match="prints no figure"):
+    bad.write_text("import _common as C\n\n" + source)
+    with pytest.raises(AssertionError, match=message):
         test_every_script_summarises_through_the_harness(bad)
 
 
