@@ -48,6 +48,7 @@ from typing import Any
 
 from ._types import ConfidenceInterval, InvalidInput, Outcome
 from ._validate import check_confidence, check_quantile
+from .dependence import EpisodeInterval
 from .phases import PhaseData
 from .proportions import ProportionComparison, compare_proportions, proportion_ci
 from .quantile_shift import QuantileDifference
@@ -173,30 +174,41 @@ def _abs_latency(phase: str, est: QuantileEstimate, limit: float, ns: bool) -> C
 
 
 def _abs_errors(phase: str, errors: int, requests: int, limit: float, conf: float,
-                eff: PhaseData | None = None) -> Check:
-    """``eff``: the effective counts (dependent errors) the interval is computed from; the text shows the real ones."""
+                eff: PhaseData | None = None, episodes: EpisodeInterval | None = None) -> Check:
+    """``eff``: the effective counts (dependent errors) the interval is computed from; the text shows the real ones.
+    ``episodes``: the episode interval of dependent errors (:func:`chaosinject.analysis.episode_rate_ci`), used
+    instead of ``eff`` when it has one (2 or more episodes)."""
     if requests == 0:
         return Check(phase, "error_rate", "absolute", Outcome.INCONCLUSIVE, math.nan, limit, None,
                      "no requests recorded in this phase")
-    ci = proportion_ci(eff.errors if eff else errors, eff.requests if eff else requests, conf, "clopper-pearson")
+    by_episode = episodes is not None and episodes.interval is not None
+    if by_episode:
+        ci = episodes.interval
+        n_eff = max(1.0, episodes.n_eff)
+    else:
+        ci = proportion_ci(eff.errors if eff else errors, eff.requests if eff else requests, conf, "clopper-pearson")
+        n_eff = float(eff.requests) if eff is not None else None
     rate = errors / requests
     desc = f"error rate {rate:.3%} ({errors}/{requests}, {conf:.0%} CI {ci.low:.3%}-{ci.high:.3%})"
     need = "" if errors else f"; with no errors, about {math.ceil(-math.log((1 - conf) / 2) / limit)} requests are needed"
-    if eff is not None and eff.requests < requests:   # dependent errors: the length this dependence needs
-        vif = requests / eff.requests
+    if n_eff is not None and n_eff < requests:   # dependent errors: the length this dependence needs
+        vif = requests / n_eff
         p = min(max(rate, 1.0 / requests), 1 - 1e-12)
         gap = abs(p - limit)
         z = NormalDist().inv_cdf((1 + conf) / 2)
         n_need = (z * z * p * (1 - p) / (gap * gap) if gap > 0 else math.inf) if errors else (
             -math.log((1 - conf) / 2) / limit)
         if math.isfinite(n_need):
-            need = (f"; errors dependent in time order (effective n {eff.requests} of {requests}): about "
+            need = (f"; errors dependent in time order (effective n {n_eff:.0f} of {requests}): about "
                     f"{math.ceil(n_need * vif)} requests would be needed at this dependence")
         else:
-            need = f"; errors dependent in time order (effective n {eff.requests} of {requests})"
+            need = f"; errors dependent in time order (effective n {n_eff:.0f} of {requests})"
     out, why = _against_limit(ci, limit, desc, f"{limit:.3%}", need)
+    if by_episode:
+        why += f"; {episodes.text()}"
     brief = f"error rate {rate:.2%} ({errors}/{requests}), CI up to {ci.high:.2%}, limit {limit:.2%}"
-    return Check(phase, "error_rate", "absolute", out, rate, limit, ci, why, ci, brief)
+    return Check(phase, "error_rate", "absolute", out, rate, limit, ci, why, episodes if by_episode else ci, brief,
+                 n_eff=n_eff if by_episode else None)
 
 
 def _rel_latency(phase: str, d: QuantileDifference, factor: float) -> Check:
