@@ -6,7 +6,10 @@ Decision rules (each one-sided bound comes from a two-sided interval at ``spec.c
 - absolute latency SLO ("p99 < 200 ms"): held if the upper bound of the order-statistic interval of the
   quantile is below the limit, violated if the lower bound is at or above it, else inconclusive;
   too few samples for an interval -> inconclusive.
-- absolute error-rate SLO ("< 0.1 %"): the same with the Clopper-Pearson interval of errors/requests.
+- absolute error-rate SLO ("< 0.1 %"): the same with the Clopper-Pearson interval of errors/requests; when the
+  errors are dependent in time order (bursts), the interval from their episodes
+  (:func:`chaosinject.analysis.episode_rate_ci`: episode rate x mean episode size), or with fewer than 2
+  episodes Clopper-Pearson on the batch-means effective counts.
 - relative latency ("p99 within 2x baseline"): conservative interval of the ratio
   Q_phase / Q_baseline (each quantile at sqrt(confidence)); held if its upper end <= factor, violated if
   its lower end > factor.

@@ -281,9 +281,11 @@ def _with_dependence(c: Check, deps: Mapping[str, Mapping[str, Dependence]]) -> 
     wide = [(p, d) for p, d in involved if d.applied]
     n_eff = c.n_eff if c.n_eff is not None else own.n_eff   # a check's own (episode interval) or the phase's
     if wide:
+        def eff(p: str, d: Dependence) -> float:
+            return n_eff if p == c.phase else d.n_eff
         notes.append("dependence in time order widened the interval: " + ", ".join(
-            f"{p} effective n {n_eff if p == c.phase else d.n_eff:.0f} of {d.n} ({d.what} in episodes of "
-            f"{d.episode:.3g}, variance inflation {d.vif:.3g})" for p, d in wide))
+            f"{p} effective n {eff(p, d):.0f} of {d.n} ({d.what} in episodes of {d.episode:.3g}, variance "
+            f"inflation {d.n / eff(p, d):.3g})" for p, d in wide))
     loose = [p for p, d in involved if not d.ordered]
     if loose:
         notes.append(f"{' and '.join(loose)}: no time order, treated as independent")

@@ -2,7 +2,7 @@
 than the unit-tier suite (tests/unit/analysis/test_dependence_calibration.py), beside the independence-assuming
 methods (the same data marked as having no time order, ``ordered=False``). Needs nothing (no root).
 
-    .venv/bin/python bench/dependence_calibration.py [--reps 1000] [--power-reps 200]
+    .venv/bin/python bench/dependence_calibration.py [--reps 1000] [--power-reps 200] [--error-reps 10000]
 
 Prints, per generator of tests/unit/analysis/dependent_synth.py (Markov congestion episodes, AR(1) on log
 latency, GC-like pauses, independent lognormal; n = 20,000 per phase):
@@ -13,7 +13,10 @@ latency, GC-like pauses, independent lognormal; n = 20,000 per phase):
   (two-sided) and the share of its 98 % Hodges-Lehmann shift intervals that exclude 0 (nominal 2 %; default
   ``groups``, so the interval is the exact Moses interval at this n), new and old;
 - for bursty and independent errors: A/A rate of "error rate significantly higher than baseline" and the 95 %
-  error-rate interval's coverage, new and old (counts only);
+  error-rate interval's coverage, new and old (counts only); and on ``--error-reps`` phases (cheap: ~1 ms each)
+  the absolute interval three ways (the verdict's: from the errors' episodes when dependent; Clopper-Pearson on
+  batch-means effective counts, the verdict's until round 6; binomial): coverage, the shares missing from below
+  and from above, median width;
 - the halt guard's sequential monitors: share of H0 streams (latency threshold = the true p99, error rate at
   the 1 % limit; 20,000 samples looked at every 100) that ever breach at alpha 5 %, dependence-aware (prior
   inflation from a 20,000-sample baseline of the same process) and plain (independence assumed);
@@ -46,7 +49,7 @@ from chaosinject.analysis import (Outcome, PhaseData, compare_latency, evaluate,
                                   tail_rank_test)
 from dependent_synth import GENERATORS, bursty_errors, independent_errors  # noqa: E402
 from test_dependence_calibration import (LAT_ONLY, aa_errors, aa_latency, aa_tail_tests, coverage,  # noqa: E402
-                                        error_monitor_false_alarms, monitor_false_alarms)
+                                        error_intervals, error_monitor_false_alarms, monitor_false_alarms)
 
 
 def power(name: str, reps: int, n: int, seed: int = 17) -> dict[str, float]:
@@ -74,8 +77,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=1000, help="repetitions per calibration figure")
     ap.add_argument("--power-reps", type=int, default=200, help="repetitions per power figure (n = 1e5)")
-    ap.add_argument("--only", choices=("all", "monitors", "power"), default="all",
-                    help="run only the monitors' or the power section (the rest is unchanged code)")
+    ap.add_argument("--error-reps", type=int, default=10_000, help="phases per error-rate interval figure")
+    ap.add_argument("--only", choices=("all", "monitors", "power", "errors"), default="all",
+                    help="run only the monitors', the power or the error-interval section (the rest is unchanged code)")
     args = ap.parse_args()
     R, P = args.reps, args.power_reps
     C.begin("dependence_calibration", root=False, paths=("analysis", "tests/unit/analysis"))
@@ -102,6 +106,16 @@ def main() -> None:
             f_old, c_old = aa_errors(gen, R, seed=103, flags=False)
             print(f"{name:<18} A/A 'higher than baseline' new {f_new:.3f} old {f_old:.3f} | "
                   f"error-rate 95 % CI coverage new {c_new:.3f} old {c_old:.3f}", flush=True)
+    if args.only in ("all", "errors"):
+        E = args.error_reps
+        print(f"error-rate 95 % interval, one 20,000-request phase at 1 %, {E} seeded phases: coverage "
+              f"(upper end below the rate / lower end above it), median width", flush=True)
+        for name, gen in (("bursty errors", bursty_errors), ("independent errors", independent_errors)):
+            t0 = time.perf_counter()
+            r = error_intervals(gen, E, seed=107)
+            print(f"  {name:<18} " + "; ".join(f"{k} {c:.3f} ({lo:.3f} / {hi:.3f}), {w * 100:.3f} %"
+                                               for k, (c, lo, hi, w) in r.items()) +
+                  f"  [{time.perf_counter() - t0:.0f} s]", flush=True)
     if args.only in ("all", "monitors"):
         print("halt-guard monitors, false alarms under continuous peeking at alpha 5 %, new / old:", flush=True)
         for name in GENERATORS:
