@@ -16,7 +16,8 @@ latency, GC-like pauses, independent lognormal; n = 20,000 per phase):
   error-rate interval's coverage, new and old (counts only); and on ``--error-reps`` phases (cheap: ~1 ms each)
   the absolute interval three ways (the verdict's: from the errors' episodes when dependent; Clopper-Pearson on
   batch-means effective counts, the verdict's until round 6; binomial): coverage, the shares missing from below
-  and from above, median width;
+  and from above, median width; the same (half as many phases) for other burst shapes (4 to 40 bursts per
+  phase), and the time of ``episode_rate_ci`` on 1e7 requests;
 - the halt guard's sequential monitors: share of H0 streams (latency threshold = the true p99, error rate at
   the 1 % limit; 20,000 samples looked at every 100) that ever breach at alpha 5 %, dependence-aware (prior
   inflation from a 20,000-sample baseline of the same process) and plain (independence assumed);
@@ -45,8 +46,8 @@ sys.path.insert(0, str(HERE))
 import _common as C  # noqa: E402
 
 sys.path.insert(0, str(C.REPO / "tests" / "unit" / "analysis"))
-from chaosinject.analysis import (Outcome, PhaseData, compare_latency, evaluate, quantile_shift_test,  # noqa: E402
-                                  tail_rank_test)
+from chaosinject.analysis import (Outcome, PhaseData, compare_latency, episode_rate_ci, evaluate,  # noqa: E402
+                                  indicator_dependence, quantile_shift_test, tail_rank_test)
 from dependent_synth import GENERATORS, bursty_errors, independent_errors  # noqa: E402
 from test_dependence_calibration import (LAT_ONLY, aa_errors, aa_latency, aa_tail_tests, coverage,  # noqa: E402
                                         error_intervals, error_monitor_false_alarms, monitor_false_alarms)
@@ -116,6 +117,17 @@ def main() -> None:
             print(f"  {name:<18} " + "; ".join(f"{k} {c:.3f} ({lo:.3f} / {hi:.3f}), {w * 100:.3f} %"
                                                for k, (c, lo, hi, w) in r.items()) +
                   f"  [{time.perf_counter() - t0:.0f} s]", flush=True)
+        for rate, run in ((0.01, 50.0), (0.005, 20.0), (0.02, 10.0), (0.01, 5.0)):   # other burst shapes
+            r = error_intervals(lambda g, n, rate=rate, run=run: bursty_errors(g, n, rate, run), E // 2, seed=109,
+                                rate=rate)
+            print(f"  bursts {rate:.1%}, runs of ~{run:g} ({20_000 * rate / run:.0f} per phase): " + "; ".join(
+                f"{k} {c:.3f} ({lo:.3f} / {hi:.3f}), {w * 100:.3f} %" for k, (c, lo, hi, w) in r.items()
+                if k != "binomial") + f" [{E // 2} phases]", flush=True)
+        f = bursty_errors(np.random.default_rng(1), 10_000_000)
+        ts = [C.timed(lambda: episode_rate_ci(f)) for _ in range(5)]
+        tb = [C.timed(lambda: indicator_dependence(f, "errors")) for _ in range(5)]
+        print(f"  episode_rate_ci on 1e7 requests of bursty errors: {C.median(ts) * 1e3:.1f} ms (median of 5; the "
+              f"batch-means indicator_dependence beside it {C.median(tb) * 1e3:.0f} ms)", flush=True)
     if args.only in ("all", "monitors"):
         print("halt-guard monitors, false alarms under continuous peeking at alpha 5 %, new / old:", flush=True)
         for name in GENERATORS:
