@@ -6,7 +6,10 @@ Decision rules (each one-sided bound comes from a two-sided interval at ``spec.c
 - absolute latency SLO ("p99 < 200 ms"): held if the upper bound of the order-statistic interval of the
   quantile is below the limit, violated if the lower bound is at or above it, else inconclusive;
   too few samples for an interval -> inconclusive.
-- absolute error-rate SLO ("< 0.1 %"): the same with the Clopper-Pearson interval of errors/requests.
+- absolute error-rate SLO ("< 0.1 %"): the same with the Clopper-Pearson interval of errors/requests; when the
+  errors are dependent in time order (bursts), the interval from their episodes
+  (:func:`chaosinject.analysis.episode_rate_ci`: episode rate x mean episode size), or with fewer than 2
+  episodes Clopper-Pearson on the batch-means effective counts.
 - relative latency ("p99 within 2x baseline"): conservative interval of the ratio
   Q_phase / Q_baseline (each quantile at sqrt(confidence)); held if its upper end <= factor, violated if
   its lower end > factor.
@@ -48,6 +51,7 @@ from typing import Any
 
 from ._types import ConfidenceInterval, InvalidInput, Outcome
 from ._validate import check_confidence, check_quantile
+from .dependence import EpisodeInterval
 from .phases import PhaseData
 from .proportions import ProportionComparison, compare_proportions, proportion_ci
 from .quantile_shift import QuantileDifference
@@ -173,30 +177,41 @@ def _abs_latency(phase: str, est: QuantileEstimate, limit: float, ns: bool) -> C
 
 
 def _abs_errors(phase: str, errors: int, requests: int, limit: float, conf: float,
-                eff: PhaseData | None = None) -> Check:
-    """``eff``: the effective counts (dependent errors) the interval is computed from; the text shows the real ones."""
+                eff: PhaseData | None = None, episodes: EpisodeInterval | None = None) -> Check:
+    """``eff``: the effective counts (dependent errors) the interval is computed from; the text shows the real ones.
+    ``episodes``: the episode interval of dependent errors (:func:`chaosinject.analysis.episode_rate_ci`), used
+    instead of ``eff`` when it has one (2 or more episodes)."""
     if requests == 0:
         return Check(phase, "error_rate", "absolute", Outcome.INCONCLUSIVE, math.nan, limit, None,
                      "no requests recorded in this phase")
-    ci = proportion_ci(eff.errors if eff else errors, eff.requests if eff else requests, conf, "clopper-pearson")
+    by_episode = episodes is not None and episodes.interval is not None
+    if by_episode:
+        ci = episodes.interval
+        n_eff = max(1.0, episodes.n_eff)
+    else:
+        ci = proportion_ci(eff.errors if eff else errors, eff.requests if eff else requests, conf, "clopper-pearson")
+        n_eff = float(eff.requests) if eff is not None else None
     rate = errors / requests
     desc = f"error rate {rate:.3%} ({errors}/{requests}, {conf:.0%} CI {ci.low:.3%}-{ci.high:.3%})"
     need = "" if errors else f"; with no errors, about {math.ceil(-math.log((1 - conf) / 2) / limit)} requests are needed"
-    if eff is not None and eff.requests < requests:   # dependent errors: the length this dependence needs
-        vif = requests / eff.requests
+    if n_eff is not None and n_eff < requests:   # dependent errors: the length this dependence needs
+        vif = requests / n_eff
         p = min(max(rate, 1.0 / requests), 1 - 1e-12)
         gap = abs(p - limit)
         z = NormalDist().inv_cdf((1 + conf) / 2)
         n_need = (z * z * p * (1 - p) / (gap * gap) if gap > 0 else math.inf) if errors else (
             -math.log((1 - conf) / 2) / limit)
         if math.isfinite(n_need):
-            need = (f"; errors dependent in time order (effective n {eff.requests} of {requests}): about "
+            need = (f"; errors dependent in time order (effective n {n_eff:.0f} of {requests}): about "
                     f"{math.ceil(n_need * vif)} requests would be needed at this dependence")
         else:
-            need = f"; errors dependent in time order (effective n {eff.requests} of {requests})"
+            need = f"; errors dependent in time order (effective n {n_eff:.0f} of {requests})"
     out, why = _against_limit(ci, limit, desc, f"{limit:.3%}", need)
+    if by_episode:
+        why += f"; {episodes.text()}"
     brief = f"error rate {rate:.2%} ({errors}/{requests}), CI up to {ci.high:.2%}, limit {limit:.2%}"
-    return Check(phase, "error_rate", "absolute", out, rate, limit, ci, why, ci, brief)
+    return Check(phase, "error_rate", "absolute", out, rate, limit, ci, why, episodes if by_episode else ci, brief,
+                 n_eff=n_eff if by_episode else None)
 
 
 def _rel_latency(phase: str, d: QuantileDifference, factor: float) -> Check:

@@ -19,7 +19,7 @@ from ._types import InvalidInput, Outcome
 from ._validate import check_count, check_samples
 from .checks import (Check, SteadyStateSpec, _abs_errors, _abs_latency, _change_errors, _change_latency,
                      _rel_errors, _rel_latency)
-from .dependence import Dependence, indicator_dependence
+from .dependence import Dependence, EpisodeInterval, episode_rate_ci, indicator_dependence
 from .phases import PHASES, PhaseData, Recovery
 from .quantile_shift import _quantile_difference_from_bounds
 from .quantiles import DEFAULT_QUANTILES, QuantileEstimate, _qname, quantile_ci_dependent, quantile_table
@@ -150,6 +150,7 @@ def evaluate(phases: Mapping[str, PhaseData], spec: SteadyStateSpec | None = Non
     checks: list[Check] = []
     tables: dict[str, dict] = {}
     deps: dict[str, dict[str, Dependence]] = {}
+    episodes: dict[str, EpisodeInterval] = {}   # dependent errors: the absolute interval from their episodes
     bad: dict[str, str] = {}
     order = [p for p in PHASES if p in phases] + [p for p in phases if p not in PHASES]
     for name in order:
@@ -172,6 +173,9 @@ def evaluate(phases: Mapping[str, PhaseData], spec: SteadyStateSpec | None = Non
         reqs = [(qq, conf) for qq in sorted(set(DEFAULT_QUANTILES) | {q})] + [(q, each), (q, conf_dev)]
         tables[name] = t = quantile_table(a, reqs, _validated=True)
         deps[name] = _phase_dependence(a, t, q, (conf, each, conf_dev), pd_.ordered, flags, errors, requests)
+        ed = deps[name].get("error_rate")
+        if flags is not None and spec.max_error_rate is not None and ed is not None and ed.applied:
+            episodes[name] = episode_rate_ci(flags, conf)
         del a, flags
     for name in order:
         deviation = expect.get(name) == "deviation"
@@ -202,7 +206,7 @@ def evaluate(phases: Mapping[str, PhaseData], spec: SteadyStateSpec | None = Non
             checks.append(_abs_latency(name, t[(q, conf)], spec.latency_max_ns, latency_unit_ns))
         if spec.max_error_rate is not None:
             checks.append(_abs_errors(name, int(pd_.errors), int(pd_.requests), spec.max_error_rate, conf,
-                                      _effective(pd_, deps[name])))
+                                      _effective(pd_, deps[name]), episodes.get(name)))
         if name == "baseline":
             continue
         if "baseline" not in phases or "baseline" in bad:
@@ -275,13 +279,16 @@ def _with_dependence(c: Check, deps: Mapping[str, Mapping[str, Dependence]]) -> 
         involved.append(("baseline", deps["baseline"][c.metric]))
     notes = []
     wide = [(p, d) for p, d in involved if d.applied]
+    n_eff = c.n_eff if c.n_eff is not None else own.n_eff   # a check's own (episode interval) or the phase's
     if wide:
+        def eff(p: str, d: Dependence) -> float:
+            return n_eff if p == c.phase else d.n_eff
         notes.append("dependence in time order widened the interval: " + ", ".join(
-            f"{p} effective n {d.n_eff:.0f} of {d.n} ({d.what} in episodes of {d.episode:.3g}, variance inflation "
-            f"{d.vif:.3g})" for p, d in wide))
+            f"{p} effective n {eff(p, d):.0f} of {d.n} ({d.what} in episodes of {d.episode:.3g}, variance "
+            f"inflation {d.n / eff(p, d):.3g})" for p, d in wide))
     loose = [p for p, d in involved if not d.ordered]
     if loose:
         notes.append(f"{' and '.join(loose)}: no time order, treated as independent")
     reason = c.reason + ("; " + "; ".join(notes) if notes else "")
-    brief = c.brief + (f", effective n {own.n_eff:.0f} of {own.n}" if own.applied and c.brief else "")
-    return dataclasses.replace(c, reason=reason, brief=brief, n=own.n, n_eff=own.n_eff)
+    brief = c.brief + (f", effective n {n_eff:.0f} of {own.n}" if own.applied and c.brief else "")
+    return dataclasses.replace(c, reason=reason, brief=brief, n=own.n, n_eff=n_eff)

@@ -2,7 +2,7 @@
 than the unit-tier suite (tests/unit/analysis/test_dependence_calibration.py), beside the independence-assuming
 methods (the same data marked as having no time order, ``ordered=False``). Needs nothing (no root).
 
-    .venv/bin/python bench/dependence_calibration.py [--reps 1000] [--power-reps 200]
+    .venv/bin/python bench/dependence_calibration.py [--reps 1000] [--power-reps 200] [--error-reps 10000]
 
 Prints, per generator of tests/unit/analysis/dependent_synth.py (Markov congestion episodes, AR(1) on log
 latency, GC-like pauses, independent lognormal; n = 20,000 per phase):
@@ -13,7 +13,11 @@ latency, GC-like pauses, independent lognormal; n = 20,000 per phase):
   (two-sided) and the share of its 98 % Hodges-Lehmann shift intervals that exclude 0 (nominal 2 %; default
   ``groups``, so the interval is the exact Moses interval at this n), new and old;
 - for bursty and independent errors: A/A rate of "error rate significantly higher than baseline" and the 95 %
-  error-rate interval's coverage, new and old (counts only);
+  error-rate interval's coverage, new and old (counts only); and on ``--error-reps`` phases (cheap: ~1 ms each)
+  the absolute interval three ways (the verdict's: from the errors' episodes when dependent; Clopper-Pearson on
+  batch-means effective counts, the verdict's until round 6; binomial): coverage, the shares missing from below
+  and from above, median width; the same (half as many phases) for other burst shapes (4 to 40 bursts per
+  phase), and the time of ``episode_rate_ci`` on 1e7 requests;
 - the halt guard's sequential monitors: share of H0 streams (latency threshold = the true p99, error rate at
   the 1 % limit; 20,000 samples looked at every 100) that ever breach at alpha 5 %, dependence-aware (prior
   inflation from a 20,000-sample baseline of the same process) and plain (independence assumed);
@@ -42,11 +46,11 @@ sys.path.insert(0, str(HERE))
 import _common as C  # noqa: E402
 
 sys.path.insert(0, str(C.REPO / "tests" / "unit" / "analysis"))
-from chaosinject.analysis import (Outcome, PhaseData, compare_latency, evaluate, quantile_shift_test,  # noqa: E402
-                                  tail_rank_test)
+from chaosinject.analysis import (Outcome, PhaseData, compare_latency, episode_rate_ci, evaluate,  # noqa: E402
+                                  indicator_dependence, quantile_shift_test, tail_rank_test)
 from dependent_synth import GENERATORS, bursty_errors, independent_errors  # noqa: E402
 from test_dependence_calibration import (LAT_ONLY, aa_errors, aa_latency, aa_tail_tests, coverage,  # noqa: E402
-                                        error_monitor_false_alarms, monitor_false_alarms)
+                                        error_intervals, error_monitor_false_alarms, monitor_false_alarms)
 
 
 def power(name: str, reps: int, n: int, seed: int = 17) -> dict[str, float]:
@@ -74,8 +78,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=1000, help="repetitions per calibration figure")
     ap.add_argument("--power-reps", type=int, default=200, help="repetitions per power figure (n = 1e5)")
-    ap.add_argument("--only", choices=("all", "monitors", "power"), default="all",
-                    help="run only the monitors' or the power section (the rest is unchanged code)")
+    ap.add_argument("--error-reps", type=int, default=10_000, help="phases per error-rate interval figure")
+    ap.add_argument("--only", choices=("all", "monitors", "power", "errors"), default="all",
+                    help="run only the monitors', the power or the error-interval section (the rest is unchanged code)")
     args = ap.parse_args()
     R, P = args.reps, args.power_reps
     C.begin("dependence_calibration", root=False, paths=("analysis", "tests/unit/analysis"))
@@ -102,6 +107,27 @@ def main() -> None:
             f_old, c_old = aa_errors(gen, R, seed=103, flags=False)
             print(f"{name:<18} A/A 'higher than baseline' new {f_new:.3f} old {f_old:.3f} | "
                   f"error-rate 95 % CI coverage new {c_new:.3f} old {c_old:.3f}", flush=True)
+    if args.only in ("all", "errors"):
+        E = args.error_reps
+        print(f"error-rate 95 % interval, one 20,000-request phase at 1 %, {E} seeded phases: coverage "
+              f"(upper end below the rate / lower end above it), median width", flush=True)
+        for name, gen in (("bursty errors", bursty_errors), ("independent errors", independent_errors)):
+            t0 = time.perf_counter()
+            r = error_intervals(gen, E, seed=107)
+            print(f"  {name:<18} " + "; ".join(f"{k} {c:.3f} ({lo:.3f} / {hi:.3f}), {w * 100:.3f} %"
+                                               for k, (c, lo, hi, w) in r.items()) +
+                  f"  [{time.perf_counter() - t0:.0f} s]", flush=True)
+        for rate, run in ((0.01, 50.0), (0.005, 20.0), (0.02, 10.0), (0.01, 5.0)):   # other burst shapes
+            r = error_intervals(lambda g, n, rate=rate, run=run: bursty_errors(g, n, rate, run), E // 2, seed=109,
+                                rate=rate)
+            print(f"  bursts {rate:.1%}, runs of ~{run:g} ({20_000 * rate / run:.0f} per phase): " + "; ".join(
+                f"{k} {c:.3f} ({lo:.3f} / {hi:.3f}), {w * 100:.3f} %" for k, (c, lo, hi, w) in r.items()
+                if k != "binomial") + f" [{E // 2} phases]", flush=True)
+        f = bursty_errors(np.random.default_rng(1), 10_000_000)
+        ts = [C.timed(lambda: episode_rate_ci(f)) for _ in range(5)]
+        tb = [C.timed(lambda: indicator_dependence(f, "errors")) for _ in range(5)]
+        print(f"  episode_rate_ci on 1e7 requests of bursty errors: {C.median(ts) * 1e3:.1f} ms (median of 5; the "
+              f"batch-means indicator_dependence beside it {C.median(tb) * 1e3:.0f} ms)", flush=True)
     if args.only in ("all", "monitors"):
         print("halt-guard monitors, false alarms under continuous peeking at alpha 5 %, new / old:", flush=True)
         for name in GENERATORS:
