@@ -20,6 +20,9 @@ from typing import Any, Callable
 from ..errors import ChaosInjectError, Unsupported
 
 COLLECTIONS_ENV = "CHAOS_INJECT_COLLECTIONS_PATH"
+# a file: every round's start and end and Ansible's events, one JSON line each, with wall-clock times (for
+# bench/fleet_onset.py --phases: where a round's time goes)
+TRACE_ENV = "CHAOS_INJECT_FLEET_TRACE"
 # host variables the tasks read: the target's chaos-inject and state directory
 CHAOS_INJECT_TASKS = ("fault", "status", "sweep")     # the modules that call the target's chaos-inject
 TASK_VARS = {"executable": "{{ chaos_inject_bin | default('chaos-inject') }}",
@@ -85,6 +88,15 @@ class AnsibleRounds:
         # ledger (fleet.ledger.orphaned_private_folders)
         self.private = tempfile.mkdtemp(prefix=f"chaos-fleet-{os.getpid()}-")
         self._lock = threading.Lock()
+        self._trace_path = os.environ.get(TRACE_ENV) or None
+
+    def _trace(self, what: str, **fields: Any) -> None:
+        if self._trace_path:
+            import json
+            import time
+
+            with open(self._trace_path, "a") as handle:
+                handle.write(json.dumps({"t": time.time(), "what": what, **fields}) + "\n")
 
     def close(self) -> None:
         """End the SSH connections this session kept open (ControlPersist masters), then remove its folder. A
@@ -127,14 +139,41 @@ class AnsibleRounds:
     def run(self, task: str, args: dict[str, Any], hosts: list[str], *, extravars: dict[str, Any] | None = None,
             check: bool = False) -> Round:
         """Run the collection's module ``task`` (e.g. ``fault``) with ``args`` on ``hosts`` (inventory names)."""
-        import ansible_runner
-
         if not hosts:
             return Round(task, {}, 0)
         play = {"name": f"chaos-inject {task}", "hosts": "all", "gather_facts": False,
-                "tasks": [{"name": task, f"chaosinject.fleet.{task}": {
-                    **(TASK_VARS if task in CHAOS_INJECT_TASKS else {}), **args}}]}
-        outcomes: dict[str, HostOutcome] = {}
+                "tasks": [self._task(task, task, args)]}
+        rounds = self._play(play, [task], hosts, extravars=extravars, check=check)
+        return rounds[task]
+
+    def run_gated(self, task: str, args: dict[str, Any], hosts: list[str], *,
+                  extravars: dict[str, Any] | None = None) -> tuple[Round, Round]:
+        """One play of two tasks: the module ``task`` in check mode on every host (the gate), then, only if it
+        was ok on every host, ``task`` with ``args`` on every host. ``any_errors_fatal`` with the linear
+        strategy: every host finishes the gate before any host starts the task, and a host failed or unreachable
+        at the gate ends the play on all of them, so nothing is changed anywhere. The same as a ``run(...,
+        check=True)`` round then a ``run(...)`` round, in one ansible-playbook (its start-up and the SSH
+        connections once). Returns (the gate's round, the task's round; a host it never reached is ``not-run``)."""
+        gate = f"{task} (check)"
+        play = {"name": f"chaos-inject {task}", "hosts": "all", "gather_facts": False, "any_errors_fatal": True,
+                "strategy": "linear",
+                "tasks": [{**self._task(gate, task, args), "check_mode": True}, self._task(task, task, args)]}
+        rounds = self._play(play, [gate, task], hosts, extravars=extravars, missing="not-run")
+        return rounds[gate], Round(task, rounds[task].outcomes, rounds[task].rc)
+
+    @staticmethod
+    def _task(name: str, module: str, args: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, f"chaosinject.fleet.{module}": {
+            **(TASK_VARS if module in CHAOS_INJECT_TASKS else {}), **args}}
+
+    def _play(self, play: dict[str, Any], names: list[str], hosts: list[str], *,
+              extravars: dict[str, Any] | None = None, check: bool = False, missing: str = "failed"
+              ) -> dict[str, Round]:
+        """Run ``play`` (tasks named ``names``) on ``hosts``; each task's outcomes per host (a host a task has
+        no result for: ``missing`` for every task but the first, which is always ``failed``)."""
+        import ansible_runner
+
+        outcomes: dict[str, dict[str, HostOutcome]] = {name: {} for name in names}
 
         def handler(event: dict) -> bool:
             data = event.get("event_data") or {}
@@ -142,11 +181,15 @@ class AnsibleRounds:
             kind = event.get("event", "")
             status = {"runner_on_ok": "ok", "runner_on_failed": "failed", "runner_on_unreachable": "unreachable",
                       "runner_on_skipped": "skipped"}.get(kind)
+            if self._trace_path:
+                self._trace(kind, task=data.get("task"), host=host, created=event.get("created"),
+                            duration=data.get("duration"), remote_s=(data.get("res") or {}).get("took_s"))
+            task_name = data.get("task") if data.get("task") in outcomes else names[-1]
             if host and status and host in hosts:
                 res = data.get("res") or {}
                 if status == "failed" and data.get("ignore_errors"):
                     status = "ok"
-                outcomes[host] = HostOutcome(host, status, res)
+                outcomes[task_name][host] = HostOutcome(host, status, res)
                 if self.on_event:
                     self.on_event(host, status, res)
             return False      # nothing kept on disk beyond what the runner writes anyway
@@ -155,6 +198,7 @@ class AnsibleRounds:
             # ansible-runner keeps what it was given (cmdline, extravars) in env/ and reads it back when a later
             # call does not say: a check round's --check would stick. Each round says everything anew.
             shutil.rmtree(os.path.join(self.private, "env"), ignore_errors=True)
+            self._trace("round_start", task=play["name"], check=check, tasks=len(names), hosts=len(hosts))
             runner = ansible_runner.run(
                 private_data_dir=self.private, playbook=[play], inventory=self.inventory,
                 limit=",".join(hosts), extravars=extravars or {}, envvars=self._env(), forks=min(self.forks,
@@ -164,10 +208,17 @@ class AnsibleRounds:
                 # without a cancel callback ansible-runner installs SIGINT/SIGTERM handlers of its own (and keeps
                 # them): a round always runs to its end; the caller decides what a signal means between rounds
                 cancel_callback=lambda: False)
-        for host in hosts:          # a host the play never reached (e.g. no match in the inventory)
-            outcomes.setdefault(host, HostOutcome(host, "failed", {"msg": "no result from Ansible for this host"}))
-        if runner.rc not in (0, 2, 4) and all(o.status == "failed" for o in outcomes.values()):
+            self._trace("round_end", task=play["name"], check=check, rc=runner.rc)
+        for i, name in enumerate(names):
+            for host in hosts:          # a host the play never reached (e.g. no match in the inventory)
+                if i == 0 or missing == "failed":
+                    outcomes[name].setdefault(host, HostOutcome(host, "failed",
+                                                                {"msg": "no result from Ansible for this host"}))
+                else:
+                    outcomes[name].setdefault(host, HostOutcome(host, missing, {"msg": "not run (the play ended "
+                                                                                       "before this task)"}))
+        if runner.rc not in (0, 2, 4) and all(o.status == "failed" for o in outcomes[names[0]].values()):
             stdout = runner.stdout.read() if runner.stdout else ""
             raise ChaosInjectError(f"ansible-runner ended with {runner.status} (rc {runner.rc}): "
                                    f"{stdout.strip()[-400:]}")
-        return Round(task, outcomes, runner.rc)
+        return {name: Round(name, outcomes[name], runner.rc) for name in names}

@@ -65,10 +65,11 @@ class FleetSession(CarriedFault):
         self.error: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
-    def start(self) -> "FleetSession":
-        """Apply on every host (raises FleetApplyFailed after rolling back every reachable host), then hold."""
+    def start(self, *, allow_unreachable: bool = False) -> "FleetSession":
+        """Check and apply on every host (FleetFault.begin: raises FleetRefused, nothing changed, or
+        FleetApplyFailed after rolling back every reachable host), then hold."""
         try:
-            self.fleet.start()
+            self.fleet.begin(allow_unreachable=allow_unreachable)
         except BaseException:
             self.state = "failed"
             self._end()
@@ -222,16 +223,16 @@ class FleetCarrier(FaultCarrier):
         session = FleetSession(fleet, duration_ns=duration_ns, fault_text=fault_text, direction=direction,
                                engine=engine, on_end=getattr(rounds, "close", None))
         try:
-            fleet.preflight()
-            fleet.admit(allow_unreachable=self.allow_unreachable)
+            session.start(allow_unreachable=self.allow_unreachable)     # check and apply (FleetFault.begin)
         except BaseException as exc:
             with self._lock:
-                self.refused.append(f"{name}: {exc}")
-            session._end()
+                if fleet.last or fleet.final_round is not None:     # some host was asked: a result to record
+                    self.sessions.append(session)
+                else:                                               # refused: no host was changed
+                    self.refused.append(f"{name}: {exc}")
             raise
         with self._lock:
             self.sessions.append(session)
-        session.start()
         self.say(f"fleet {name}: active on {', '.join(fleet.hosts)}; each host ends it if not renewed for "
                  f"{self.heartbeat_timeout}")
         return session

@@ -100,20 +100,15 @@ def cmd_fleet_inject(args, flows: list[str], fault) -> int:
         fleet = FleetFault(rounds, plan, task, heartbeat_ns=heartbeat_ns, progress=progress,
                            warn=lambda text: print(f"chaos-inject: {text}", file=sys.stderr, flush=True),
                            ledger=ledger)
-        pre = fleet.preflight()
-        if args.dry_run:
-            for host in fleet.hosts:
-                out = pre.outcomes[host]
-                _say(args, f"--- {host}: {out.status}\n{out.result.get('plan', out.message)}".rstrip())
-            print(json.dumps(fleet.collect(dry_run=True), indent=1) if args.json
-                  else "dry run: nothing was changed on any host")
-            return EXIT_OK if not pre.hosts("failed") and not pre.hosts("unreachable") else EXIT_ERROR
-        try:
-            fleet.admit(allow_unreachable=args.allow_unreachable)
-        except FleetRefused as exc:
-            print(f"chaos-inject: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        return _run(args, fleet, duration_ns)
+        if not args.dry_run:
+            return _run(args, fleet, duration_ns)
+        pre = fleet.preflight()                     # --dry-run: each host's own plan (check mode), no change
+        for host in fleet.hosts:
+            out = pre.outcomes[host]
+            _say(args, f"--- {host}: {out.status}\n{out.result.get('plan', out.message)}".rstrip())
+        print(json.dumps(fleet.collect(dry_run=True), indent=1) if args.json
+              else "dry run: nothing was changed on any host")
+        return EXIT_OK if not pre.hosts("failed") and not pre.hosts("unreachable") else EXIT_ERROR
 
 
 def check_heartbeat_timeout(text: str) -> int:
@@ -150,8 +145,8 @@ def _run(args, fleet: FleetFault, duration_ns: int) -> int:
     started = time.monotonic()
     try:
         try:
-            fleet.start()
-        except FleetApplyFailed as exc:
+            fleet.begin(allow_unreachable=getattr(args, "allow_unreachable", False))   # check, then apply
+        except (FleetRefused, FleetApplyFailed) as exc:
             print(f"chaos-inject: {exc}", file=sys.stderr)
             return EXIT_ERROR
         active_at = time.monotonic()

@@ -10,6 +10,10 @@ The rounds the CLI's fleet inject and a fleet experiment share (:class:`FleetFau
    heartbeat and returns its counters) until the end, a stop, or every host's run ended by itself;
 4. ``stop()``: ``state=absent`` on every host, which also brings back each host's final record;
    ``collect()`` merges them (fleet.results).
+``begin()`` is 1 and 2 in one Ansible play when the rounds can (``run_gated``: the check-mode task on every host,
+then the apply on every host, ``any_errors_fatal``), so a run pays ansible-playbook's start-up and the SSH
+connections once: a host failed or unreachable at the check still refuses the run before any host is changed.
+With ``allow_unreachable`` (the unreachable ones are left out, then the rest started) it is 1 then 2.
 The controller keeps no state a host's safety depends on: killed, or cut off, each host ends its fault when its
 heartbeat goes stale, and its in-kernel lease ends it if its supervisor dies too. With a ``ledger``
 (fleet.ledger.FleetLedger) it notes, before the start round, which hosts it will touch, and clears them as they
@@ -114,6 +118,31 @@ class FleetFault:
                 raise FleetRefused("no reachable host left")
         return self.left_out
 
+    # -- 1 and 2 in one play ----------------------------------------------------------------------------------
+    def begin(self, *, allow_unreachable: bool = False):
+        """preflight(), admit(), start(): in one play (``rounds.run_gated``) unless ``allow_unreachable`` or the
+        rounds cannot; raises FleetRefused (nothing changed on any host) or FleetApplyFailed (rolled back) as
+        they do; returns the apply's round."""
+        gated = getattr(self.rounds, "run_gated", None)
+        if allow_unreachable or gated is None:
+            self.preflight()
+            self.admit(allow_unreachable=allow_unreachable)
+            return self.start()
+        self._phase("preflight+apply")
+        if self.ledger is not None:
+            self.ledger.plan(self.hosts)            # before any host is asked: every host it may touch
+        self._last_round_start = self.clock()
+        with crashpoints.step("start on hosts"):
+            self.preflight_round, applied = gated("fault", self.task, self.hosts, extravars=self.extravars)
+        if not self.preflight_round.ok:
+            changed = applied.hosts("ok") + applied.hosts("failed") + applied.hosts("unreachable")
+            if not changed:                         # as it must be: the play ended at the check
+                if self.ledger is not None:
+                    self.ledger.cleared(self.hosts)
+                self.admit(allow_unreachable=False)     # raises FleetRefused with the hosts and why
+            # (not reached: any_errors_fatal ends the play at the check) some host got the fault: roll back
+        return self._after_apply(applied)
+
     # -- 2. start ----------------------------------------------------------------------------------------
     def start(self):
         """Apply on every host; on any failure roll back every reachable host and raise FleetApplyFailed."""
@@ -123,6 +152,9 @@ class FleetFault:
         self._last_round_start = self.clock()
         with crashpoints.step("start on hosts"):
             applied = self._round(self.task, self.hosts)
+        return self._after_apply(applied)
+
+    def _after_apply(self, applied):
         if applied.ok:
             self.last = {h: applied.outcomes[h].result for h in self.hosts}
             if self.ledger is not None:

@@ -136,6 +136,48 @@ def test_a_failed_apply_rolls_back_every_reachable_host(inv_path):
     assert fleet.stop() is fleet.final_round and rounds.calls[-1] == ("absent", ("w1", "w2"))   # once
 
 
+class GatedRounds(FakeRounds):
+    """FakeRounds with AnsibleRounds' ``run_gated``: the check on every host, then, only if every host was ok
+    (any_errors_fatal), the apply on every host; in one play."""
+
+    def run_gated(self, task, args, hosts, *, extravars=None):
+        gate = self.run(task, args, hosts, extravars=extravars, check=True)
+        if not gate.ok:
+            return gate, Round(task, {h: HostOutcome(h, "not-run", {}) for h in hosts}, 2)
+        return gate, self.run(task, args, hosts, extravars=extravars)
+
+
+def test_begin_checks_and_applies_in_one_play(inv_path):
+    rounds = GatedRounds()
+    fleet = _fleet(inv_path, rounds)
+    fleet.begin()
+    assert rounds.calls == [("check", ("w1", "w2")), ("present", ("w1", "w2"))]
+    assert fleet.preflight_round.ok and set(fleet.last) == {"w1", "w2"}
+
+
+def test_begin_refuses_an_unreachable_host_before_any_host_is_changed(inv_path):
+    rounds = GatedRounds(unreachable={"w2"})
+    fleet = _fleet(inv_path, rounds)
+    with pytest.raises(FleetRefused, match="unreachable: w2.*nothing was changed"):
+        fleet.begin()
+    assert rounds.calls == [("check", ("w1", "w2"))] and fleet.final_round is None
+
+
+def test_begin_with_allow_unreachable_checks_first_then_starts_the_rest(inv_path):
+    rounds = GatedRounds(unreachable={"w2"})
+    fleet = _fleet(inv_path, rounds)
+    fleet.begin(allow_unreachable=True)
+    assert rounds.calls == [("check", ("w1", "w2")), ("present", ("w1",))] and fleet.left_out == ["w2"]
+
+
+def test_begin_rolls_back_every_reachable_host_when_the_apply_fails(inv_path):
+    rounds = GatedRounds(fail_apply={"w1"})
+    fleet = _fleet(inv_path, rounds)
+    with pytest.raises(FleetApplyFailed, match="failed on w1"):
+        fleet.begin()
+    assert rounds.calls[-1] == ("absent", ("w1", "w2"))
+
+
 def test_hold_renews_every_third_of_the_heartbeat_until_the_end(inv_path):
     rounds = FakeRounds()
     fleet = _fleet(inv_path, rounds, heartbeat_ns=300_000_000)          # a renewal every 0.1 s

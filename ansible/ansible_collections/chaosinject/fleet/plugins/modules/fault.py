@@ -90,9 +90,14 @@ plan:
   description: "The dry-run plan (check mode)."
   type: str
   returned: check mode
+took_s:
+  description: "Seconds the target's chaos-inject took (its dry run in check mode, its start otherwise)."
+  type: float
+  returned: when chaos-inject was run
 """
 
 import os
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.chaosinject.fleet.plugins.module_utils import chaos
@@ -141,20 +146,24 @@ def present(module, record_path, heartbeat_path):
         module.fail_json(msg="state=present needs flows and duration")
     if module.check_mode:
         cmd = chaos.command(module) + ["inject"] + inject_args(module) + ["--dry-run"]
+        began = time.time()
         rc, out, err = module.run_command(cmd, environ_update=chaos.environment(module))
         if rc != 0:
             module.fail_json(msg="the plan was refused (exit %d): %s" % (rc, err.strip()), rc=rc, stderr=err)
-        return dict(changed=True, run_state="planned", plan=out)
+        return dict(changed=True, run_state="planned", plan=out, took_s=round(time.time() - began, 3))
     chaos.touch(heartbeat_path)
     args = ["inject"] + inject_args(module) + ["--detach", "--json", "--heartbeat", heartbeat_path,
                                                "--heartbeat-timeout", module.params["heartbeat_timeout"]]
+    began = time.time()
     rc, data, err = chaos.run_json(module, args, check_rc=False)
+    took_s = round(time.time() - began, 3)
     if rc != 0 or not data or not data.get("run_id"):
         chaos.remove(heartbeat_path)
         module.fail_json(msg="chaos-inject refused or failed (exit %d): %s" % (rc, err.strip()), rc=rc, stderr=err)
     chaos.touch(heartbeat_path)      # the fault is active only now: its heartbeat counts from here
     chaos.write_record(record_path, {"run_id": data["run_id"], "pid": data.get("pid"), "args": args})
-    return dict(changed=True, run_id=data["run_id"], run_state="running", counters={}, pid=data.get("pid"))
+    return dict(changed=True, run_id=data["run_id"], run_state="running", counters={}, pid=data.get("pid"),
+                took_s=took_s)
 
 
 def absent(module, record_path, heartbeat_path):
