@@ -112,3 +112,14 @@ def loaded_program_names() -> list[str]:
     progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
                                       check=True).stdout)
     return [p.get("name", "") for p in progs]
+
+
+def wait_for(predicate, what: str, timeout: float = 30.0):
+    """Poll predicate every 50 ms; its first truthy value, or fail naming what did not happen."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout} s")

@@ -9,27 +9,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from chaosinject.experiment.hostactions import processes_in_netns
 from chaosinject.lab.traffic import UdpReceiver, send_udp
 
-from .conftest import our_filters, qdiscs
+from .conftest import our_filters, qdiscs, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "chaosinject.cli"]
 SECOND_ADDRESS = "10.201.0.6"          # in the pair's 10.201.0.0/29, beside the server's own address
-
-
-def wait_for(predicate, what: str, timeout: float = 30.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 def delivered(pair, dst: str, port: int = 9000, count: int = 400) -> int:

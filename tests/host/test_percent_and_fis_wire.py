@@ -24,20 +24,10 @@ from chaosinject.experiment.hostactions import processes_in_netns
 from chaosinject.kernel.netns import Topology, existing_namespaces, socket_in, unique_name
 from chaosinject.lab.traffic import UdpReceiver, send_udp
 
-from .conftest import our_filters, qdiscs
+from .conftest import our_filters, qdiscs, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "chaosinject.cli"]
-
-
-def wait_for(predicate, what: str, timeout: float = 30.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 def delivered(pair, dst: str, count: int, port: int = 9000) -> int:
