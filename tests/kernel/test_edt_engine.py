@@ -29,9 +29,21 @@ needs_seeded_classifier = pytest.mark.skipif(
            "BPF atomic fetch-and-add, Linux 5.12+)")  # as for netem under TCG (tests/kernel/test_netem_engine.py)
 
 
+def receive_on_one_cpu(ns: str, ifname: str) -> None:
+    """Steer every packet the veth end receives to CPU 0's backlog (RPS), as one NIC queue delivers a flow.
+
+    A veth delivers on the backlog of the CPU that transmitted: fq releases a flow's packets in order, but some
+    from the sender's CPU and some from its watchdog timer's, and two backlogs drain independently, so on a
+    loaded machine (a TCG guest whose vCPU stalls) two packets released ~1 ms apart can swap at the receiver. The
+    test checks the order fq releases, not veth's delivery across CPUs."""
+    subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", f"echo 1 > /sys/class/net/{ifname}/queues/rx-0/rps_cpus"],
+                   check=True)
+
+
 @needs_seeded_classifier
 def test_edt_delay_and_jitter_without_reordering_then_lease_expiry_and_exact_restore(engine_pair):
     a, b, end_a, end_b = engine_pair
+    receive_on_one_cpu(b, end_b.ifname)
     subprocess.run(["tc", "-n", a, "qdisc", "add", "dev", end_a.ifname, "root", "handle", "78:", "tbf", "rate",
                     "100mbit", "burst", "64kb", "latency", "50ms"], check=True)
     before = qdisc_text(a, end_a.ifname)
