@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from chaosinject.analysis import (ErrorRateMonitor, Outcome, PhaseData, QuantileExceedanceMonitor, SteadyStateSpec,
+from chaosinject.analysis import (ConfidenceInterval, ErrorRateMonitor, Outcome, PhaseData, QuantileExceedanceMonitor, SteadyStateSpec,
                                   baseline_inflation, burst_inflation,
                                   compare_latency, episode_rate_ci, proportion_ci, evaluate, indicator_dependence, mixture_log_evidence, quantile_ci,
                                   quantile_shift_test, series_dependence, tail_rank_test)
@@ -186,7 +186,8 @@ def test_aa_without_time_order_is_what_the_old_method_gets_wrong():
 
 def error_intervals(gen, reps: int, seed: int = 59, n: int = N, rate: float = 0.01) -> dict[str, tuple[float, ...]]:
     """The 95 % error-rate interval of one phase, three ways: ``verdict`` (dependent errors: from their episodes,
-    :func:`episode_rate_ci`, or batch means with fewer than 2 episodes), ``batch`` (Clopper-Pearson on the
+    :func:`episode_rate_ci`, or batch means with fewer than 2 episodes, its upper end raised to the episode one
+    with one), ``batch`` (Clopper-Pearson on the
     batch-means effective counts: the verdict's interval until round 6), ``binomial`` (independence assumed).
     Per method (coverage of ``rate``, share with the upper end below it, share with the lower end above it,
     median width)."""
@@ -200,6 +201,8 @@ def error_intervals(gen, reps: int, seed: int = 59, n: int = N, rate: float = 0.
         batch = proportion_ci(min(ne, round(x / d.vif)), ne) if d.applied else proportion_ci(x, n)
         e = episode_rate_ci(f) if d.applied else None
         verdict = e.interval if e is not None and e.interval is not None else batch
+        if e is not None and e.interval is None and e.high > batch.high:   # one episode: its upper end
+            verdict = ConfidenceInterval(batch.low, e.high)
         if i == 0:   # what the verdict's absolute check uses
             spec = SteadyStateSpec(latency_max_ns=None, latency_max_ratio=None, max_error_rate=0.5,
                                    error_rate_vs_baseline=False)
@@ -254,12 +257,16 @@ def test_episode_interval_of_single_failures_is_the_poisson_one_and_one_block_ha
     assert e.episodes == 100 and e.mean_size == 1.0 and e.gap == 20
     assert e.interval.low == pytest.approx(cp.low, rel=0.03) and e.interval.high == pytest.approx(cp.high, rel=0.03)
     assert 0.9 * 20_000 <= e.n_eff <= 20_000
-    # failures 10 apart join one episode (gap: a tenth of the mean spacing); one block bounds no episode size
+    # failures 10 apart join one episode (gap: a tenth of the mean spacing); one block bounds no episode spread:
+    # no interval, only an upper end from the Poisson count of 1 and a gamma size of cv 1 (mid-p upper count
+    # ~4.7, size x ~40 at 97.5 %, combined by MOVER on the log scale: 55x the block's 40 failures)
     g = np.zeros(5_000, bool)
     g[1_000:1_400:10] = True
     one = episode_rate_ci(g)
-    assert one.episodes == 1 and one.interval is None and "too few episodes" in one.text()
-    assert episode_rate_ci(np.zeros(100, bool)).interval is None
+    assert one.episodes == 1 and one.interval is None and "no size spread" in one.text()
+    assert one.high == pytest.approx(55.0 * 40 / 5_000, rel=0.01), one.high
+    none = episode_rate_ci(np.zeros(100, bool))
+    assert none.interval is None and math.isnan(none.high) and "too few episodes" in none.text()
     # bursts of 20: ten of them, sizes 10-30; the interval is wide (n_eff ~ n / 30) and holds the rate
     h = np.zeros(20_000, bool)
     for i, size in enumerate(range(10, 31, 2)):
