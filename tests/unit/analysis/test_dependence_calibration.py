@@ -236,6 +236,34 @@ def test_bursty_errors_aa_and_interval_coverage():
     assert old_fires > 0.2 and old_cov < 0.5
 
 
+def test_few_long_bursts_one_episode_raises_the_upper_end():
+    # ~4 bursts of ~50 failures per phase: 7 % of phases hold one episode, where batch means put the upper end
+    # at ~6x its size and missed half of them from below (0.923 overall, 0.059 / 0.018); the one-episode upper
+    # end (geometric sizes) brings it into the band (bench: 0.953 on 5,000 phases; here 1,500, SE 0.006)
+    r = error_intervals(lambda g, n: bursty_errors(g, n, 0.01, 50.0), 1_500, seed=109)
+    cov, below, above, _ = r["verdict"]
+    assert 0.93 <= cov <= 0.97 and below <= 0.04 and above <= 0.035, r
+    assert r["batch"][0] < 0.91, r
+
+
+def test_one_block_keeps_its_lower_end_and_gets_the_episode_upper_end():
+    # one burst of 30 in 2,000 requests (1.5 %): the absolute check's lower end is batch means' (a block above
+    # the limit stays violated), its upper end the one-episode one, and the text says why
+    f = np.zeros(2_000, bool)
+    f[700:730] = True
+    spec = SteadyStateSpec(latency_max_ns=None, latency_max_ratio=None, max_error_rate=0.0002,
+                           error_rate_vs_baseline=False)
+    (c,) = evaluate({"baseline": PhaseData(np.ones(10), 30, 2_000, error_flags=f)}, spec,
+                    latency_unit_ns=False).phase("baseline")
+    d = indicator_dependence(f, "errors")
+    ne = round(2_000 / d.vif)
+    batch = proportion_ci(min(ne, round(30 / d.vif)), ne)
+    e = episode_rate_ci(f)
+    assert d.applied and e.episodes == 1 and e.high > batch.high
+    assert (c.interval.low, c.interval.high) == (batch.low, e.high)
+    assert c.outcome is Outcome.VIOLATED and "no size spread to estimate" in c.reason
+
+
 def test_independent_errors_keep_their_calibration():
     reps = 300
     fires, cov = aa_errors(independent_errors, reps)
