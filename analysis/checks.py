@@ -211,6 +211,9 @@ def _abs_errors(phase: str, errors: int, requests: int, limit: float, conf: floa
                     f"{math.ceil(n_need * vif)} requests would be needed at this dependence")
         else:
             need = f"; errors dependent in time order (effective n {n_eff:.0f} of {requests})"
+    if one_episode:   # the upper end is the one episode's, which more requests at this rate do not narrow
+        need = (f"; errors dependent in time order, all in one episode: a phase long enough for several "
+                f"episodes is needed")
     out, why = _against_limit(ci, limit, desc, f"{limit:.3%}", need)
     if by_episode or one_episode:
         why += f"; {episodes.text()}"

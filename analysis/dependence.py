@@ -48,7 +48,7 @@ variation (widened ``(t_{K-1} / z)^2`` as above, for K episodes), the two combin
 With fewer than 2 episodes there is nothing to estimate a size's spread from: the verdict keeps the batch-means
 interval's lower end there (a phase whose failures are one block stays violated when its block is), but with one
 episode the upper end is at least the episode one with the size's cv taken as 1 (bursts that end with a constant
-chance per request: geometric sizes). Batch means alone put it at ~6 x the one episode's size, so a phase that
+chance per request: geometric sizes). Batch means alone put it at ~7x the one episode's size, so a phase that
 saw one short burst missed from below (~4 bursts of ~50 per phase: K = 1 in 7 % of phases, half of them missed).
 
 Samples that carry no time order (pooled from several sources) cannot be tested: :func:`indicator_dependence`

@@ -262,6 +262,16 @@ def test_one_block_keeps_its_lower_end_and_gets_the_episode_upper_end():
     assert d.applied and e.episodes == 1 and e.high > batch.high
     assert (c.interval.low, c.interval.high) == (batch.low, e.high)
     assert c.outcome is Outcome.VIOLATED and "no size spread to estimate" in c.reason
+    # one burst of 10 in 20,000 (0.05 %) against 1 %: the upper end is 2.75 % (batch means': 0.34 %), so the
+    # check cannot hold it, and says that more episodes, not more requests at this rate, would decide it
+    g = np.zeros(20_000, bool)
+    g[5_000:5_010] = True
+    spec = SteadyStateSpec(latency_max_ns=None, latency_max_ratio=None, max_error_rate=0.01,
+                           error_rate_vs_baseline=False)
+    (c,) = evaluate({"baseline": PhaseData(np.ones(10), 10, 20_000, error_flags=g)}, spec,
+                    latency_unit_ns=False).phase("baseline")
+    assert c.outcome is Outcome.INCONCLUSIVE and c.interval.high == pytest.approx(0.0275, abs=1e-4)
+    assert "a phase long enough for several episodes is needed" in c.reason
 
 
 def test_independent_errors_keep_their_calibration():
