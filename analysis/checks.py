@@ -9,7 +9,8 @@ Decision rules (each one-sided bound comes from a two-sided interval at ``spec.c
 - absolute error-rate SLO ("< 0.1 %"): the same with the Clopper-Pearson interval of errors/requests; when the
   errors are dependent in time order (bursts), the interval from their episodes
   (:func:`chaosinject.analysis.episode_rate_ci`: episode rate x mean episode size), or with fewer than 2
-  episodes Clopper-Pearson on the batch-means effective counts.
+  episodes Clopper-Pearson on the batch-means effective counts (with one episode, its upper end at least the
+  episode one: one burst's size says nothing about how much larger the others could be).
 - relative latency ("p99 within 2x baseline"): conservative interval of the ratio
   Q_phase / Q_baseline (each quantile at sqrt(confidence)); held if its upper end <= factor, violated if
   its lower end > factor.
@@ -180,7 +181,8 @@ def _abs_errors(phase: str, errors: int, requests: int, limit: float, conf: floa
                 eff: PhaseData | None = None, episodes: EpisodeInterval | None = None) -> Check:
     """``eff``: the effective counts (dependent errors) the interval is computed from; the text shows the real ones.
     ``episodes``: the episode interval of dependent errors (:func:`chaosinject.analysis.episode_rate_ci`), used
-    instead of ``eff`` when it has one (2 or more episodes)."""
+    instead of ``eff`` when it has one (2 or more episodes); with one episode its upper end (``high``) raises the
+    interval's."""
     if requests == 0:
         return Check(phase, "error_rate", "absolute", Outcome.INCONCLUSIVE, math.nan, limit, None,
                      "no requests recorded in this phase")
@@ -191,6 +193,9 @@ def _abs_errors(phase: str, errors: int, requests: int, limit: float, conf: floa
     else:
         ci = proportion_ci(eff.errors if eff else errors, eff.requests if eff else requests, conf, "clopper-pearson")
         n_eff = float(eff.requests) if eff is not None else None
+    one_episode = episodes is not None and episodes.interval is None and episodes.high > ci.high
+    if one_episode:
+        ci = ConfidenceInterval(ci.low, episodes.high)
     rate = errors / requests
     desc = f"error rate {rate:.3%} ({errors}/{requests}, {conf:.0%} CI {ci.low:.3%}-{ci.high:.3%})"
     need = "" if errors else f"; with no errors, about {math.ceil(-math.log((1 - conf) / 2) / limit)} requests are needed"
@@ -206,8 +211,11 @@ def _abs_errors(phase: str, errors: int, requests: int, limit: float, conf: floa
                     f"{math.ceil(n_need * vif)} requests would be needed at this dependence")
         else:
             need = f"; errors dependent in time order (effective n {n_eff:.0f} of {requests})"
+    if one_episode:   # the upper end is the one episode's, which more requests at this rate do not narrow
+        need = (f"; errors dependent in time order, all in one episode: a phase long enough for several "
+                f"episodes is needed")
     out, why = _against_limit(ci, limit, desc, f"{limit:.3%}", need)
-    if by_episode:
+    if by_episode or one_episode:
         why += f"; {episodes.text()}"
     brief = f"error rate {rate:.2%} ({errors}/{requests}), CI up to {ci.high:.2%}, limit {limit:.2%}"
     return Check(phase, "error_rate", "absolute", out, rate, limit, ci, why, episodes if by_episode else ci, brief,

@@ -46,7 +46,10 @@ true rate 92-94 % of the time, missing it almost only from below. Failures less 
 count taken as Poisson (mid-p interval), the mean size from a gamma law with the sizes' own coefficient of
 variation (widened ``(t_{K-1} / z)^2`` as above, for K episodes), the two combined on the log scale by MOVER.
 With fewer than 2 episodes there is nothing to estimate a size's spread from: the verdict keeps the batch-means
-interval there (a phase whose failures are one block).
+interval's lower end there (a phase whose failures are one block stays violated when its block is), but with one
+episode the upper end is at least the episode one with the size's cv taken as 1 (bursts that end with a constant
+chance per request: geometric sizes). Batch means alone put it at ~7x the one episode's size, so a phase that
+saw one short burst missed from below (~4 bursts of ~50 per phase: K = 1 in 7 % of phases, half of them missed).
 
 Samples that carry no time order (pooled from several sources) cannot be tested: :func:`indicator_dependence`
 with ``ordered=False`` says so in its text, and the verdict treats them as independent *with that caveat shown*.
@@ -274,7 +277,9 @@ class EpisodeInterval:
     """Interval of an event rate (errors per request) from the events' episodes in time order
     (:func:`episode_rate_ci`). ``episodes``: K, events less than ``gap`` non-events apart joined;
     ``mean_size``: events per episode; ``interval``: None with fewer than 2 episodes (no size spread to
-    estimate); ``n_eff``: the number of independent requests a binomial (Wald) interval of this width needs."""
+    estimate); ``high``: the upper end of the rate, that of ``interval`` with 2 or more episodes and, with one,
+    from a size of cv 1 (nan with none); ``n_eff``: the number of independent requests a binomial (Wald)
+    interval of this width needs."""
 
     n: int
     events: int
@@ -283,6 +288,7 @@ class EpisodeInterval:
     gap: int
     interval: ConfidenceInterval | None
     confidence: float
+    high: float = math.nan
 
     @property
     def rate(self) -> float:
@@ -297,6 +303,10 @@ class EpisodeInterval:
         return min(float(self.n), p * (1 - p) * (2 * z / w) ** 2) if w > 0 else float(self.n)
 
     def text(self) -> str:
+        if self.interval is None and self.episodes == 1:
+            return (f"{self.events} events in one episode (events less than {self.gap} requests apart joined): "
+                    f"no size spread to estimate, upper end at least {self.high:.3%} (episode sizes taken as "
+                    f"geometric, cv 1)")
         if self.interval is None:
             return (f"{self.events} events in {self.episodes} episode(s) (events less than {self.gap} requests "
                     f"apart joined): too few episodes for an episode interval")
@@ -323,7 +333,8 @@ def episode_rate_ci(ind: object, confidence: float = 0.95, *, gap: int | None = 
     ``gap``: events less than this many non-events apart belong to one episode; by default a tenth of the
     mean spacing, ``ceil(0.1 n / events)``. The interval is (episodes / n) x (mean episode size), MOVER on
     the log scale of the mid-p Poisson interval of the episode count and the gamma interval of the mean size (shape
-    ``K / cv^2``, the sizes' squared coefficient of variation widened by ``(t_{K-1} / z)^2``), clipped to [0, 1]."""
+    ``K / cv^2``, the sizes' squared coefficient of variation widened by ``(t_{K-1} / z)^2``), clipped to [0, 1].
+    With one episode only the upper end (``high``), from cv^2 = 1."""
     a = np.asarray(ind, dtype=bool).ravel()
     conf = check_confidence(confidence)
     n = int(a.size)
@@ -340,14 +351,14 @@ def episode_rate_ci(ind: object, confidence: float = 0.95, *, gap: int | None = 
     sizes = np.diff(np.append(starts, k)).astype(np.float64)
     K = int(starts.size)
     mean = float(sizes.mean())
-    if K < 2:
-        return EpisodeInterval(n, k, K, mean, gap, None, conf)
     alpha = 1.0 - conf
     k_lo, k_hi = _poisson_midp(K, alpha)
-    # mean size: gamma law with the sizes' cv^2, widened for its K - 1 degrees of freedom; sizes are >= 1
-    cv2 = float(sizes.var(ddof=1)) / (mean * mean)
+    # mean size: gamma law with the sizes' cv^2, widened for its K - 1 degrees of freedom; sizes are >= 1.
+    # One size has no spread: cv^2 = 1 (geometric sizes), for the upper end only
+    cv2 = float(sizes.var(ddof=1)) / (mean * mean) if K > 1 else 1.0
     if cv2 > 0.0:
-        cv2 *= (float(special.stdtrit(K - 1, 1 - alpha / 2)) / float(special.ndtri(1 - alpha / 2))) ** 2
+        if K > 1:
+            cv2 *= (float(special.stdtrit(K - 1, 1 - alpha / 2)) / float(special.ndtri(1 - alpha / 2))) ** 2
         shape = K / cv2
         m_lo = max(1.0, mean * shape / float(special.gammaincinv(shape, 1 - alpha / 2)))
         m_hi = mean * shape / float(special.gammaincinv(shape, alpha / 2))
@@ -357,5 +368,8 @@ def episode_rate_ci(ind: object, confidence: float = 0.95, *, gap: int | None = 
     lo = lk + lm - math.hypot(lk - math.log(k_lo), lm - math.log(min(m_lo, mean)))
     hi = lk + lm + math.hypot(math.log(k_hi) - lk, math.log(max(m_hi, mean)) - lm)
     rate = k / n
-    ci = ConfidenceInterval(max(0.0, min(rate, math.exp(lo) / n)), min(1.0, max(rate, math.exp(hi) / n)))
-    return EpisodeInterval(n, k, K, mean, gap, ci, conf)
+    high = min(1.0, max(rate, math.exp(hi) / n))
+    if K < 2:
+        return EpisodeInterval(n, k, K, mean, gap, None, conf, high)
+    ci = ConfidenceInterval(max(0.0, min(rate, math.exp(lo) / n)), high)
+    return EpisodeInterval(n, k, K, mean, gap, ci, conf, high)

@@ -3,6 +3,7 @@ than the unit-tier suite (tests/unit/analysis/test_dependence_calibration.py), b
 methods (the same data marked as having no time order, ``ordered=False``). Needs nothing (no root).
 
     .venv/bin/python bench/dependence_calibration.py [--reps 1000] [--power-reps 200] [--error-reps 10000]
+        [--only all|monitors|power|errors|coverage]
 
 Prints, per generator of tests/unit/analysis/dependent_synth.py (Markov congestion episodes, AR(1) on log
 latency, GC-like pauses, independent lognormal; n = 20,000 per phase):
@@ -14,7 +15,8 @@ latency, GC-like pauses, independent lognormal; n = 20,000 per phase):
   ``groups``, so the interval is the exact Moses interval at this n), new and old;
 - for bursty and independent errors: A/A rate of "error rate significantly higher than baseline" and the 95 %
   error-rate interval's coverage, new and old (counts only); and on ``--error-reps`` phases (cheap: ~1 ms each)
-  the absolute interval three ways (the verdict's: from the errors' episodes when dependent; Clopper-Pearson on
+  the absolute interval three ways (the verdict's: from the errors' episodes when dependent, or with one episode
+  batch means' lower end and the episode upper end; Clopper-Pearson on
   batch-means effective counts, the verdict's until round 6; binomial): coverage, the shares missing from below
   and from above, median width; the same (half as many phases) for other burst shapes (4 to 40 bursts per
   phase), and the time of ``episode_rate_ci`` on 1e7 requests;
@@ -24,7 +26,8 @@ latency, GC-like pauses, independent lognormal; n = 20,000 per phase):
 - power at alpha 5 % for +5 % p99 (fault = baseline x 1.05) at n = 1e5 per phase, new and old: the verdict's
   p99 change test, quantile_shift_test and tail_rank_test, on independent and AR(1) data, and the time of
   one compare_latency at n = 1e5 + 1e5, new and old.
-Each figure is one seeded run of R repetitions (standard error ~ sqrt(p (1 - p) / R): 0.007 at p = 0.05,
+``--only coverage`` prints the p99 interval's coverage alone (the first column, the same seeds) with its SE, for
+runs long enough to tell 0.97 from 0.975. Each figure is one seeded run of R repetitions (standard error ~ sqrt(p (1 - p) / R): 0.007 at p = 0.05,
 R = 1000). Single-threaded (OMP/BLAS threads 1).
 """
 from __future__ import annotations
@@ -79,8 +82,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=1000, help="repetitions per calibration figure")
     ap.add_argument("--power-reps", type=int, default=200, help="repetitions per power figure (n = 1e5)")
     ap.add_argument("--error-reps", type=int, default=10_000, help="phases per error-rate interval figure")
-    ap.add_argument("--only", choices=("all", "monitors", "power", "errors"), default="all",
-                    help="run only the monitors', the power or the error-interval section (the rest is unchanged code)")
+    ap.add_argument("--only", choices=("all", "monitors", "power", "errors", "coverage"), default="all",
+                    help="run only the monitors', the power, the error-interval or the p99-coverage section")
     args = ap.parse_args()
     R, P = args.reps, args.power_reps
     C.begin("dependence_calibration", root=False, paths=("analysis", "tests/unit/analysis"))
@@ -107,6 +110,13 @@ def main() -> None:
             f_old, c_old = aa_errors(gen, R, seed=103, flags=False)
             print(f"{name:<18} A/A 'higher than baseline' new {f_new:.3f} old {f_old:.3f} | "
                   f"error-rate 95 % CI coverage new {c_new:.3f} old {c_old:.3f}", flush=True)
+    if args.only == "coverage":   # the p99 interval's coverage alone, cheap enough for many repetitions
+        for name in GENERATORS:
+            t0 = time.perf_counter()
+            cov, inc, old = coverage(name, R, seed=101)
+            se = (cov * (1 - cov) / (R * (1 - inc))) ** 0.5
+            print(f"p99 95 % CI coverage {name:<12} {cov:.3f} (SE {se:.4f}, inconclusive {inc:.3f}), old {old:.3f}  "
+                  f"[{R} reps, {time.perf_counter() - t0:.0f} s]", flush=True)
     if args.only in ("all", "errors"):
         E = args.error_reps
         print(f"error-rate 95 % interval, one 20,000-request phase at 1 %, {E} seeded phases: coverage "
