@@ -21,11 +21,13 @@ start and end and Ansible's events, wall clock) and the fault module's ``took_s`
              the target's chaos-inject)
   X.target   of which the target's chaos-inject (slowest host)
   rN.tail    the last host's result -> the round returns (stats, ansible-playbook's exit, ansible-runner)
-X is the check-mode preflight (pre) or the apply (apply); "seen" is the last round's end -> the bench saw every
+X is the gate (pre: a raw reachability check; the module's check mode before 2026-12-06) or the apply (apply);
+"seen" is the last round's end -> the bench saw every
 status file say running (negative: the status files said so before the round returned). Medians over the trials.
 
 Usage: sudo .venv/bin/python bench/fleet_onset.py [--sizes 1,4,16] [--trials 3] [--phases]
-Network rule: namespaces of its own (cf-*-<hex>) on 10.231.0.0/24, no route out; all removed on every exit.
+Network rule: namespaces of its own (cf-*-<hex>, cf: $FLEETKIT_NS_PREFIX) on 10.231.0.0/24, no route out; all
+removed on every exit.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def phases(trace: Path, t0: float, seen: float) -> dict[str, float]:
         tasks = list(dict.fromkeys(e.get("task") for e in evs if e.get("host")))
         last_result = first
         for task in tasks:
-            tag = "pre" if r["check"] or str(task).endswith("(check)") else "apply"
+            tag = "pre" if r["check"] or str(task).endswith(("(check)", "(gate)")) else "apply"
             mine = [e for e in evs if e.get("task") == task]
             starts = [e["t"] for e in mine if e["what"] == "runner_on_start"]
             oks = [e for e in mine if e["what"] in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable")]

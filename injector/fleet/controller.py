@@ -10,10 +10,12 @@ The rounds the CLI's fleet inject and a fleet experiment share (:class:`FleetFau
    heartbeat and returns its counters) until the end, a stop, or every host's run ended by itself;
 4. ``stop()``: ``state=absent`` on every host, which also brings back each host's final record;
    ``collect()`` merges them (fleet.results).
-``begin()`` is 1 and 2 in one Ansible play when the rounds can (``run_gated``: the check-mode task on every host,
-then the apply on every host, ``any_errors_fatal``), so a run pays ansible-playbook's start-up and the SSH
-connections once: a host failed or unreachable at the check still refuses the run before any host is changed.
-With ``allow_unreachable`` (the unreachable ones are left out, then the rest started) it is 1 then 2.
+``begin()`` is a lighter 1 and 2 in one Ansible play when the rounds can (``run_gated``: a gate on every host,
+SSH up and its chaos-inject there, a shell command and no module; then the apply on every host,
+``any_errors_fatal``), so a run pays ansible-playbook's start-up and the SSH connections once and no host's dry
+run: a host failed or unreachable at the gate still refuses the run before any host is changed; a host that
+refuses its plan fails the apply, and every host is rolled back. With ``allow_unreachable`` (the unreachable ones
+are left out, then the rest started) it is 1 (the module's check mode) then 2.
 The controller keeps no state a host's safety depends on: killed, or cut off, each host ends its fault when its
 heartbeat goes stale, and its in-kernel lease ends it if its supervisor dies too. With a ``ledger``
 (fleet.ledger.FleetLedger) it notes, before the start round, which hosts it will touch, and clears them as they
@@ -104,7 +106,7 @@ class FleetFault:
         pre = self.preflight_round
         bad, unreachable = pre.hosts("failed"), pre.hosts("unreachable")
         if bad:
-            raise FleetRefused("refused: the plan failed on " + "; ".join(
+            raise FleetRefused("refused: the check failed on " + "; ".join(
                 f"{h}: {pre.outcomes[h].message}" for h in bad) + "; nothing was changed")
         if unreachable:
             what = ", ".join(f"{h} ({pre.outcomes[h].message})" for h in unreachable)

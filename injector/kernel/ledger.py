@@ -35,10 +35,22 @@ def history_dir() -> Path:
     return run_root() / "history"
 
 
+def by_age(paths) -> list[Path]:
+    """``paths`` oldest first, those gone before their turn left out: runs on this host record and prune their
+    history concurrently (record_final of another run may remove a file between a listing and its stat)."""
+    dated = []
+    for path in paths:
+        try:
+            dated.append((path.stat().st_mtime, path))
+        except FileNotFoundError:
+            continue
+    return [path for _, path in sorted(dated)]
+
+
 def record_final(status: dict[str, Any]) -> None:
     with crashpoints.step("write history"):
         _write_atomic(history_dir() / f"{status['run_id']}.json", status)
-    old = sorted(history_dir().glob("*.json"), key=lambda p: p.stat().st_mtime)[:-HISTORY_KEEP]
+    old = by_age(history_dir().glob("*.json"))[:-HISTORY_KEEP]
     for path in old:
         path.unlink(missing_ok=True)
         path.with_suffix(".log").unlink(missing_ok=True)  # a detached run's supervisor log goes with it
@@ -60,7 +72,7 @@ def recent_finished(limit: int = 10) -> list[dict[str, Any]]:
     if not directory.is_dir():
         return []
     out = []
-    for path in sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime)[-limit:]:
+    for path in by_age(directory.glob("*.json"))[-limit:]:
         try:
             out.append(json.loads(path.read_text()))
         except (json.JSONDecodeError, FileNotFoundError):
@@ -152,6 +164,8 @@ class Ledger:
         for path in ledger_files():
             try:
                 out.append(cls.load(path))
+            except FileNotFoundError:
+                continue  # its run ended (Ledger.delete) between the listing and this read
             except (json.JSONDecodeError, KeyError):
                 continue  # half-written by a crash between tmp write and rename cannot happen; foreign file
         return out

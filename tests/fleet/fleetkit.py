@@ -31,6 +31,8 @@ VENV_BIN = Path(sys.executable).parent
 CHAOS = str(VENV_BIN / "chaos-inject")
 SSHD = "/usr/sbin/sshd"
 SUBNET = "10.231.0"
+# namespace names start with this (several fleets on one machine, e.g. helpers sharing it, tell theirs apart)
+NS_PREFIX = os.environ.get("FLEETKIT_NS_PREFIX", "cf")
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -260,7 +262,7 @@ class Fleet:
 
 def make_fleet(work: Path, count: int = 4) -> Fleet:
     suffix = secrets.token_hex(3)
-    fleet = Fleet(work=work, suffix=suffix, bridge_ns=f"cf-br-{suffix}", ctl_ns=f"cf-ctl-{suffix}")
+    fleet = Fleet(work=work, suffix=suffix, bridge_ns=f"{NS_PREFIX}-br-{suffix}", ctl_ns=f"{NS_PREFIX}-ctl-{suffix}")
     try:
         _build(fleet, count)
     except BaseException:
@@ -302,7 +304,7 @@ def _build(fleet: Fleet, count: int) -> None:
     for i in range(1, count + 1):
         name = f"h{i}"
         address = f"{SUBNET}.{10 + i}"
-        ns = f"cf-{name}-{fleet.suffix}"
+        ns = f"{NS_PREFIX}-{name}-{fleet.suffix}"
         attach(ns, f"p{i}", address)
         hostdir = work / name
         hostdir.mkdir()

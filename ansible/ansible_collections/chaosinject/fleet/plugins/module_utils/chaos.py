@@ -14,6 +14,7 @@ __metaclass__ = type
 import json
 import os
 import re
+import time
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
 # the target's chaos-inject and its state directory: documented once in doc_fragments/target.py
@@ -82,6 +83,32 @@ def live_status(module, run_id):
     except (OSError, ValueError, TypeError):
         return None                                     # its owner is dead (sweep's business)
     return status
+
+
+def request_stop(module, run_id):
+    """Ask a run's owner to end it, as `chaos-inject stop RUN_ID` does (kernel/ledger.py Ledger.request_stop: the
+    file ``<run id>.stop`` beside its ledger, read every 0.1 s) without a chaos-inject process on the target."""
+    runs = os.path.join(run_root(module), "runs")
+    ledger, stop = os.path.join(runs, run_id + ".json"), os.path.join(runs, run_id + ".stop")
+    with open(stop, "w") as handle:
+        handle.write("stopped")
+    if not os.path.exists(ledger):      # it ended meanwhile, perhaps before our request came: nobody removes it
+        remove(stop)
+
+
+def wait_final(module, run_id, timeout_s=15.0):
+    """After request_stop: wait until its owner has rolled back (ledger gone, or owner dead) and return its final
+    record ({} if none came: an owner records it just after removing its ledger, so a short grace)."""
+    runs = os.path.join(run_root(module), "runs")
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and live_status(module, run_id):
+        time.sleep(0.05)
+    grace = time.time() + 2.0
+    while True:
+        final = final_record(module, run_id)
+        if final or time.time() >= grace or os.path.exists(os.path.join(runs, run_id + ".json")):
+            return final or {}
+        time.sleep(0.02)
 
 
 def final_record(module, run_id):

@@ -175,8 +175,8 @@ def absent(module, record_path, heartbeat_path):
     if module.check_mode:
         return dict(changed=True, run_id=run_id, run_state="running" if live else "gone")
     if live:
-        chaos.run_json(module, ["stop", run_id, "--json"], check_rc=False)
-    final = chaos.final_record(module, run_id) or {}
+        chaos.request_stop(module, run_id)
+    final = chaos.wait_final(module, run_id) if live else (chaos.final_record(module, run_id) or {})
     still = chaos.live_status(module, run_id)
     if still:
         module.fail_json(msg="run %s did not stop; see chaos-inject status on this host" % run_id, run_id=run_id)
