@@ -10,8 +10,10 @@ and starts with ``C.begin(name, root=...)`` after parsing its arguments, so ``--
   forked child of ours the signal ends only the child: see ``exit_on_signals``);
 * the header: script, UTC time, host, kernel, CPUs, load average at the start, and the commit measured (with a
   note when the imported code had uncommitted edits);
-* timing: ``timed`` (one call), ``repeat`` (N calls after a warm-up); scripts that compare several cases
-  interleave them per round themselves, so a shared CPU's drift hits them alike;
+* timing: ``Stopwatch`` (a span: ``with C.Stopwatch() as sw: ...``, then ``sw.s`` / ``sw.ms``; read while it
+  runs for the time so far), ``timed`` / ``timed_ms`` (one call), ``repeat`` (N calls after a warm-up); scripts
+  time only through these (tests/unit/test_bench_harness.py lists the few exceptions and why); scripts that
+  compare several cases interleave them per round themselves, so a shared CPU's drift hits them alike;
 * figures: ``median``, ``percentile`` (the one definition: linear interpolation between closest ranks, as
   numpy's default), ``fmt`` (the one "median (min-max)" formatter).
 
@@ -114,22 +116,52 @@ def header(name: str, paths: Sequence[str] = ("injector", "bpf")) -> str:
 
 
 def begin(name: str, *, root: bool = True, paths: Sequence[str] = ("injector", "bpf"),
-          why: str = "BPF programs, network namespaces") -> float:
+          why: str = "BPF programs, network namespaces") -> "Stopwatch":
     """A benchmark's start, after its arguments are parsed: the root check (``root``), signals -> exceptions,
-    the header line (``paths``: the code whose edits it reports). Returns the start time (perf_counter)."""
+    the header line (``paths``: the code whose edits it reports). Returns a running stopwatch (the total)."""
     if root:
         require_root(why)
     exit_on_signals()
     print(header(name, paths), flush=True)
-    return time.perf_counter()
+    return Stopwatch()
 
 
 # -- timing --------------------------------------------------------------------------------------------------
+class Stopwatch:
+    """A span on perf_counter_ns, running from creation (or ``with`` entry) until the ``with`` block ends;
+    ``s`` / ``ms`` read while it runs give the time so far."""
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter_ns()
+        self._end: int | None = None
+
+    def __enter__(self) -> "Stopwatch":
+        self._start, self._end = time.perf_counter_ns(), None
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._end = time.perf_counter_ns()
+
+    @property
+    def s(self) -> float:
+        return ((self._end if self._end is not None else time.perf_counter_ns()) - self._start) / 1e9
+
+    @property
+    def ms(self) -> float:
+        return self.s * 1e3
+
+
+
 def timed(fn: Callable[[], object]) -> float:
-    """Seconds one call of ``fn`` took (perf_counter_ns)."""
-    t0 = time.perf_counter_ns()
-    fn()
-    return (time.perf_counter_ns() - t0) / 1e9
+    """Seconds one call of ``fn`` took."""
+    with Stopwatch() as sw:
+        fn()
+    return sw.s
+
+
+def timed_ms(fn: Callable[[], object]) -> float:
+    """Milliseconds one call of ``fn`` took."""
+    return timed(fn) * 1e3
 
 
 def repeat(fn: Callable[[], object], n: int, warmup: int = 0) -> list[float]:

@@ -13,8 +13,8 @@ import os
 import shutil
 import struct
 import subprocess
-import time
 
+import _common as C
 from chaosinject.engines.rules import compile_rules
 from chaosinject.plan import Interface, PlannedRule, RuleMatch
 from chaosinject.spec.fault import FaultSpec
@@ -118,10 +118,8 @@ TC = shutil.which("tc") or "/usr/sbin/tc"
 
 def tc_batch(netns: str, lines: list[str]) -> float:
     """Run `tc -n NETNS -batch -` with the lines on stdin; seconds taken."""
-    t0 = time.perf_counter()
-    subprocess.run([TC, "-n", netns, "-force", "-batch", "-"], input="\n".join(lines) + "\n", text=True,
-                   check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    return C.timed(lambda: subprocess.run([TC, "-n", netns, "-force", "-batch", "-"], input="\n".join(lines) + "\n",
+                                          text=True, check=True, stdout=subprocess.DEVNULL))
 
 
 def check_leftovers(namespaces: list[str]) -> list[str]:

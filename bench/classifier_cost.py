@@ -77,14 +77,15 @@ def part1(args) -> list[tuple]:
     try:
         for shapes, flow_cache in [(n, cache) for n in args.shapes for cache in (False, True)]:
             design = "flow cache" if flow_cache else "walk only"
-            t0 = time.perf_counter()
-            program = ClassifierProgram(ClassifierConfig(max_rules=MAX_RULES, flow_cache=flow_cache))
+            with C.Stopwatch() as compiling:
+                program = ClassifierProgram(ClassifierConfig(max_rules=MAX_RULES, flow_cache=flow_cache))
+            compile_s = compiling.s
             try:
-                compile_s = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                shape_list, entries = N.compiled_rules(N.rule_matches(max(TEST_RUN_COUNTS), "10.198.0.1", shapes))
+                with C.Stopwatch() as building:
+                    shape_list, entries = N.compiled_rules(N.rule_matches(max(TEST_RUN_COUNTS), "10.198.0.1",
+                                                                          shapes))
                 entries[0][1].loss_threshold = 0  # rule 0: loss path runs (random draw) but never drops
-                build_s = time.perf_counter() - t0
+                build_s = building.s
                 program.set_shapes(shape_list)
                 fd = program.prog_fds["egress"]
                 if shapes == 1:  # the empty classifier: no shapes, no rules
@@ -93,9 +94,7 @@ def part1(args) -> list[tuple]:
                     program.set_shapes(shape_list)
                 installed = 0
                 for count in TEST_RUN_COUNTS:
-                    t0 = time.perf_counter()
-                    program.put_rules(entries[installed:count])
-                    put_s = time.perf_counter() - t0
+                    put_s = C.timed(lambda: program.put_rules(entries[installed:count]))
                     assert program.rule_count() == count
                     installed = count
                     print(f"  [{design}, {shapes} shape(s)] {count} rules in map (put {put_s:.2f} s; "
@@ -231,9 +230,7 @@ def part2(args) -> tuple[list[tuple], dict]:
 
         installed = 0
         for count in counts:
-            t0 = time.perf_counter()
-            program.put_rules(bpf_entries[installed:count])
-            put_s = time.perf_counter() - t0
+            put_s = C.timed(lambda: program.put_rules(bpf_entries[installed:count]))
             lines = [N.u32_line(u32_dev, 10, m) for m in u32_matches[installed:count]]
             batch_s = N.tc_batch(ns_a, lines) if lines else 0.0
             installed = count
@@ -307,7 +304,7 @@ def main() -> int:
     if not args.skip_veth:
         rows2, info = part2(args)
         print_part2(rows2, args, info)
-    print(f"\n(total {time.perf_counter() - started:.0f} s)")
+    print(f"\n(total {started.s:.0f} s)")
     return 0
 
 

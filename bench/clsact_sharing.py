@@ -23,7 +23,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,11 +52,10 @@ def main() -> None:
                 tc.delete_clsact(lo, ns)
             bare = C.repeat(add_delete, args.trials)
             for i in range(args.trials):
-                t = time.perf_counter()
-                with KernelOwner(f"bench-{i}", handle_signals=False) as owner:
+                with C.Stopwatch() as sw, KernelOwner(f"bench-{i}", handle_signals=False) as owner:
                     with clsact.use(owner, ns, "lo", lo):
                         pass
-                owned.append(time.perf_counter() - t)
+                owned.append(sw.s)
                 assert not tc.has_clsact(lo, ns) and not clsact.markers()
             with KernelOwner("bench-first", handle_signals=False) as first:
                 with clsact.use(first, ns, "lo", lo):
@@ -67,11 +65,10 @@ def main() -> None:
                 first.callback(lambda: subprocess.run(["tc", "-n", ns, "filter", "del", "dev", "lo", "egress",
                                                        "prio", "5"], check=True))
                 for i in range(args.trials):
-                    t = time.perf_counter()
-                    with KernelOwner(f"bench-second-{i}", handle_signals=False) as owner:
+                    with C.Stopwatch() as sw, KernelOwner(f"bench-second-{i}", handle_signals=False) as owner:
                         with clsact.use(owner, ns, "lo", lo):
                             pass
-                    shared.append(time.perf_counter() - t)
+                    shared.append(sw.s)
                     assert tc.has_clsact(lo, ns)
             assert not tc.has_clsact(lo, ns) and not clsact.markers()
         finally:
@@ -83,10 +80,10 @@ def main() -> None:
         cli = [sys.executable, "-m", "chaosinject.cli"]
         achieved, walls = [], []
         for _ in range(3):
-            t = time.perf_counter()
-            out = subprocess.run([*cli, "cpu-stress", "--load", "50%", "--duration", "3s", "--json"],
-                                 capture_output=True, text=True, check=True).stdout
-            walls.append(time.perf_counter() - t)
+            with C.Stopwatch() as sw:
+                out = subprocess.run([*cli, "cpu-stress", "--load", "50%", "--duration", "3s", "--json"],
+                                     capture_output=True, text=True, check=True).stdout
+            walls.append(sw.s)
             achieved.append(json.loads(out)["achieved_percent"])
         print(f"cpu-stress 50% for 3s         achieved {C.fmt(achieved, '%', digits=1, n=True)}; "
               f"wall {C.fmt(walls, ' s', n=True)}")

@@ -21,7 +21,6 @@ import secrets
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,11 +37,11 @@ def one_run(tmp: Path, i: int, timeout_s: float = 300) -> dict:
     state = Path("/run/chaos-inject") / f"lab-bench-demo-{secrets.token_hex(3)}"
     record = tmp / f"run{i}"
     env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(tmp / "run-root")}
-    start = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "chaosinject.cli", "demo", "-q", "--record", str(record),
-                          "--lab-prefix", prefix, "--lab-subnet", free_subnet("10.214"), "--lab-state-dir", str(state)],
-                         capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout_s)
-    wall = time.monotonic() - start
+    with C.Stopwatch() as sw:
+        out = subprocess.run([sys.executable, "-m", "chaosinject.cli", "demo", "-q", "--record", str(record),
+                              "--lab-prefix", prefix, "--lab-subnet", free_subnet("10.214"), "--lab-state-dir",
+                              str(state)], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout_s)
+    wall = sw.s
     left = [ns for ns in existing_namespaces() if ns.startswith(prefix + "-")] + ([str(state)] if state.exists() else [])
     if left:
         raise SystemExit(f"left behind: {left}")

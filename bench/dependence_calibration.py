@@ -39,7 +39,6 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -94,7 +93,7 @@ def main() -> None:
         print(f"{'':<12} {'new (inconclusive)   old':<32} | {'verdict p99 change':<20} {'quantile_shift_test':<20} "
               f"{'tail_rank_test':<20} {'Mann-Whitney p':<20} HL 98 % CI excludes 0")
         for name in GENERATORS:
-            t0 = time.perf_counter()
+            took = C.Stopwatch()
             cov, inc, old = coverage(name, R, seed=101)
             aa_new = aa_latency(name, R // 2, seed=102)
             aa_old = aa_latency(name, R // 2, seed=102, ordered=False)
@@ -103,7 +102,7 @@ def main() -> None:
                                                            groups=65_536)
             print(f"{name:<12} {cov:.3f} ({inc:.3f})        {old:.3f}    | {aa_new:.3f} / {aa_old:.3f}        "
                   f"{qs:.3f} / {qs_old:.3f}        {tr:.3f} / {tr_old:.3f}        {mw:.3f} / {mw_old:.3f}        "
-                  f"{ci:.3f} / {ci_old:.3f}   [{time.perf_counter() - t0:.0f} s]",
+                  f"{ci:.3f} / {ci_old:.3f}   [{took.s:.0f} s]",
                   flush=True)
         for name, gen in (("bursty errors", bursty_errors), ("independent errors", independent_errors)):
             f_new, c_new = aa_errors(gen, R, seed=103)
@@ -122,11 +121,11 @@ def main() -> None:
         print(f"error-rate 95 % interval, one 20,000-request phase at 1 %, {E} seeded phases: coverage "
               f"(upper end below the rate / lower end above it), median width", flush=True)
         for name, gen in (("bursty errors", bursty_errors), ("independent errors", independent_errors)):
-            t0 = time.perf_counter()
+            took = C.Stopwatch()
             r = error_intervals(gen, E, seed=107)
             print(f"  {name:<18} " + "; ".join(f"{k} {c:.3f} ({lo:.3f} / {hi:.3f}), {w * 100:.3f} %"
                                                for k, (c, lo, hi, w) in r.items()) +
-                  f"  [{time.perf_counter() - t0:.0f} s]", flush=True)
+                  f"  [{took.s:.0f} s]", flush=True)
         for rate, run in ((0.01, 50.0), (0.005, 20.0), (0.02, 10.0), (0.01, 5.0)):   # other burst shapes
             r = error_intervals(lambda g, n, rate=rate, run=run: bursty_errors(g, n, rate, run), E // 2, seed=109,
                                 rate=rate)
@@ -153,13 +152,13 @@ def main() -> None:
                   f"{aa_latency(name, R // 2, seed=102, ordered=False):.3f}", flush=True)
     if args.only in ("all", "power"):
         for name in ("independent", "ar1"):
-            t0 = time.perf_counter()
+            took = C.Stopwatch()
             p = power(name, P, 100_000)
             print(f"power, p99 x1.05, n=1e5 per phase, {name:<11} ({P} reps), new / old: verdict p99 change "
                   f"{p['verdict']:.3f} / {p['verdict_old']:.3f}, quantile_shift_test {p['shift']:.3f} / "
                   f"{p['shift_old']:.3f}, tail_rank_test {p['tail']:.3f} / {p['tail_old']:.3f}; one compare_latency "
                   f"{p['mw']:.2f} s / {p['mw_old']:.2f} s (median of 10)  "
-                  f"[{time.perf_counter() - t0:.0f} s]", flush=True)
+                  f"[{took.s:.0f} s]", flush=True)
 
 
 if __name__ == "__main__":

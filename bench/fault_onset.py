@@ -246,6 +246,17 @@ def paths(args, only, py, a, flow, cli, warm_env, mode, run_dir: Path, probe, re
             return warm_env
         return {**warm_env, "CHAOS_INJECT_PROG_CACHE": str(run_dir / f"progcache-cold-{next(counter)}")}
 
+    def python_trials(code: str, what: str) -> list[float]:
+        """Trials of ``python -c code``, which holds its fault until a line arrives on stdin."""
+        def start():
+            return subprocess.Popen([py, "-c", code], env=fresh_env(), stdin=subprocess.PIPE, text=True)
+
+        def finish(proc):
+            proc.communicate("\n", timeout=60)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{what} run exited {proc.returncode}")
+        return [trial(probe, start, finish, before=before) for _ in range(args.trials)]
+
     if "cli" in only:
         def start_cli():
             return subprocess.Popen([*cli, "--duration", "3s", "-q"], env=fresh_env(), stdout=subprocess.DEVNULL,
@@ -272,28 +283,12 @@ def paths(args, only, py, a, flow, cli, warm_env, mode, run_dir: Path, probe, re
         code = ("import sys, time\nfrom injector import partition\n"
                 f"with partition(flow={flow!r}, netns={a!r}, duration='60s'):\n"
                 "    sys.stdin.readline()\n")
-
-        def start_library():
-            return subprocess.Popen([py, "-c", code], env=fresh_env(), stdin=subprocess.PIPE, text=True)
-
-        def finish_library(proc):
-            proc.communicate("\n", timeout=60)
-            if proc.returncode != 0:
-                raise RuntimeError(f"library run exited {proc.returncode}")
-        results[f"library {mode}"] = [trial(probe, start_library, finish_library, before=before) for _ in range(args.trials)]
+        results[f"library {mode}"] = python_trials(code, "library")
     if "action" in only:
         code = ("import sys\nfrom chaosinject.experiment.actions import start_network_fault, stop_network_fault\n"
                 f"r = start_network_fault({flow!r}, duration='60s', partition=True, netns={a!r})\n"
                 "sys.stdin.readline()\nstop_network_fault(r['run_id'])\n")
-
-        def start_action():
-            return subprocess.Popen([py, "-c", code], env=fresh_env(), stdin=subprocess.PIPE, text=True)
-
-        def finish_action(proc):
-            proc.communicate("\n", timeout=60)
-            if proc.returncode != 0:
-                raise RuntimeError(f"action run exited {proc.returncode}")
-        results[f"action {mode}"] = [trial(probe, start_action, finish_action, before=before) for _ in range(args.trials)]
+        results[f"action {mode}"] = python_trials(code, "action")
     if "tick" in only:
         def start_tick():
             job = ["--flow", flow, "--netns", a, "--partition", "--duration", "3s", "-q"]

@@ -110,7 +110,7 @@ def trial(fleet, inventory: Path, hosts: list[str], work: Path, trace: Path | No
     log = work / f"ctl-{time.monotonic_ns()}.log"
     if trace is not None:
         os.environ["CHAOS_INJECT_FLEET_TRACE"] = str(trace)     # spawn_controller passes our environment on
-    t0 = time.monotonic()
+    active = C.Stopwatch()
     wall0 = time.time()
     ctl = fleet.spawn_controller("--inventory", str(inventory), "--flow", "src->dst", "--partition",
                                  "--duration", "300s", "--heartbeat-timeout", "60s", "-q", log=log)
@@ -118,18 +118,18 @@ def trial(fleet, inventory: Path, hosts: list[str], work: Path, trace: Path | No
         while not running_everywhere(fleet, hosts):
             if ctl.poll() is not None:
                 raise RuntimeError(f"controller exited {ctl.returncode}: {log.read_text()[-800:]}")
-            if time.monotonic() - t0 > 300:
+            if active.s > 300:
                 raise RuntimeError("not active within 300 s")
             time.sleep(0.01)
-        onset = time.monotonic() - t0
+        onset = active.s
         seen_wall = time.time()
-        t1 = time.monotonic()
+        removing = C.Stopwatch()
         ctl.send_signal(signal.SIGINT)
         while not removed_everywhere(fleet, hosts):
-            if time.monotonic() - t1 > 120:
+            if removing.s > 120:
                 raise RuntimeError("not removed within 120 s")
             time.sleep(0.01)
-        removal = time.monotonic() - t1
+        removal = removing.s
         ctl.wait(120)
     finally:
         if ctl.poll() is None:
@@ -150,9 +150,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="fleet-onset-"))
     fleet = None
     try:
-        t = time.monotonic()
-        fleet = fleetkit.make_fleet(work, count=max(sizes) + 1)
-        print(f"{max(sizes) + 1} sshd hosts up in {time.monotonic() - t:.1f}s")
+        with C.Stopwatch() as sw:
+            fleet = fleetkit.make_fleet(work, count=max(sizes) + 1)
+        print(f"{max(sizes) + 1} sshd hosts up in {sw.s:.1f}s")
         names = sorted(fleet.hosts, key=lambda h: int(h[1:]))
         dst = names[-1]
         print(f"{'hosts':>5}  {'active on all: median (min-max) s':>34}  {'removed from all: median (min-max) s':>37}")

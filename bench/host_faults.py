@@ -80,9 +80,9 @@ def bench_library(trials: int, run_dir: str) -> None:
         flow = f"{client.ipv4.ip}->{server.ipv4.ip}:9000/udp"
         starts, stops = [], []
         for _ in range(trials):
-            t0 = time.monotonic()
-            session = start_fault(flow, partition=True, netns=ns, duration="60s")
-            starts.append(time.monotonic() - t0)
+            with C.Stopwatch() as sw:
+                session = start_fault(flow, partition=True, netns=ns, duration="60s")
+            starts.append(sw.s)
             stops.append(C.timed(session.stop))
         print(f"library start_fault(partition) -> active {C.fmt(starts, ' ms', 1e3, 0, n=True)}; stop() -> "
               f"removed {C.fmt(stops, ' ms', 1e3, 0, n=True)}")
@@ -100,10 +100,10 @@ def bench_detach(trials: int, run_dir: str) -> None:
         flow = f"{client.ipv4.ip}->{server.ipv4.ip}:9000/udp"
         actives, stops = [], []
         for _ in range(trials):
-            t0 = time.monotonic()
-            out = subprocess.run([*cli, "--flow", flow, "--netns", ns, "--partition", "--duration", "60s",
-                                  "--detach", "--json"], capture_output=True, text=True, env=env, check=True)
-            actives.append(time.monotonic() - t0)
+            with C.Stopwatch() as sw:
+                out = subprocess.run([*cli, "--flow", flow, "--netns", ns, "--partition", "--duration", "60s",
+                                      "--detach", "--json"], capture_output=True, text=True, env=env, check=True)
+            actives.append(sw.s)
             run_id = json.loads(out.stdout)["run_id"]
             run_ids.append(run_id)
             stops.append(C.timed(lambda: subprocess.run([*cli, "stop", run_id], capture_output=True, text=True,

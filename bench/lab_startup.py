@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import secrets
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,17 +32,15 @@ def main() -> int:
     for i in range(args.cycles):
         spec = LabSpec(prefix="cib" + secrets.token_hex(2), subnet=free_subnet("10.213"),
                        state_dir=Path("/run/chaos-inject") / f"lab-bench-{secrets.token_hex(3)}")
-        start = time.monotonic()
         try:
-            info = lab_up(spec)
-            ups.append(time.monotonic() - start)
+            with C.Stopwatch() as up:
+                info = lab_up(spec)
+            ups.append(up.s)
             for k, v in info.timings_s.items():
                 stages.setdefault(k, []).append(v)
             assert http_get(f"{info.api_url}/items").status == 200
         finally:
-            start = time.monotonic()
-            lab_down(spec)
-            downs.append(time.monotonic() - start)
+            downs.append(C.timed(lambda: lab_down(spec)))
         left = lab_leftovers(spec, info.processes.values())
         assert not left, f"left behind: {left}"
         print(f"  cycle {i + 1}: up {ups[-1]:.2f} s, down {downs[-1]:.2f} s")

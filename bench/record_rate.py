@@ -57,7 +57,7 @@ def raw_run(program: RecordProgram, events: int, chunk: int, target_rate: float 
 
     def produce() -> None:
         left = events
-        start = time.perf_counter()
+        pace = C.Stopwatch()
         sent = 0
         while left > 0:
             n = min(chunk, left)
@@ -65,7 +65,7 @@ def raw_run(program: RecordProgram, events: int, chunk: int, target_rate: float 
             left -= n
             sent += n
             if target_rate:
-                ahead = start + sent / target_rate - time.perf_counter()
+                ahead = sent / target_rate - pace.s
                 if ahead > 0:
                     time.sleep(ahead)
         done.set()
@@ -73,7 +73,7 @@ def raw_run(program: RecordProgram, events: int, chunk: int, target_rate: float 
     delivered = 0
     checksum = 0
     thread = threading.Thread(target=produce)
-    t0 = time.perf_counter()
+    reading = C.Stopwatch()
     thread.start()
     while True:
         finished = done.is_set()
@@ -85,7 +85,7 @@ def raw_run(program: RecordProgram, events: int, chunk: int, target_rate: float 
             break
         else:
             program.ring.wait(0.001)
-    elapsed = time.perf_counter() - t0
+    elapsed = reading.s
     thread.join()
     after = program.counters()[0]
     lost = after["lost"] - before["lost"]
@@ -102,13 +102,13 @@ def drain_run(program: RecordProgram, events: int, chunk: int) -> float:
         program.test_run("cr_bench_event", n)
         left -= n
     delivered = 0
-    t0 = time.perf_counter()
-    while True:
-        batch = program.ring.read()
-        if not len(batch):
-            break
-        delivered += len(batch)
-    elapsed = time.perf_counter() - t0
+    with C.Stopwatch() as draining:
+        while True:
+            batch = program.ring.read()
+            if not len(batch):
+                break
+            delivered += len(batch)
+    elapsed = draining.s
     assert delivered == events, (delivered, events)
     return delivered / elapsed
 
@@ -145,9 +145,9 @@ def main() -> int:
             drained.append(drain_run(program, fill, args.chunk))
             hist_ns.append(program.test_run("cr_bench_hist", args.hist_repeat))
             clock_ns.append(program.test_run("cr_bench_clock", args.hist_repeat))
-            t0 = time.perf_counter()
-            h = program.histograms()
-            read_ms.append((time.perf_counter() - t0) * 1e3)
+            with C.Stopwatch() as reading:
+                h = program.histograms()
+            read_ms.append(reading.ms)
             assert h[0, 1].sum() > 0
         paced = {}
         for target in args.paced:

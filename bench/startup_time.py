@@ -17,7 +17,6 @@ import argparse
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -26,9 +25,8 @@ import _common as C  # noqa: E402
 
 def wall_and_cpu(argv: list[str], cwd: str) -> tuple[float, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
+    wall = C.timed(lambda: subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 

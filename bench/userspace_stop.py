@@ -79,22 +79,23 @@ def one(direction: str, size: int, delay_ms: int, rate: float, delete_first: boo
             try:
                 UserspaceEngine().apply(plan, owner, time.monotonic_ns() + plan.duration_ns)
 
-                def end() -> None:
-                    t0 = time.perf_counter()
+                def stop() -> None:
                     if delete_first:
                         nftables.delete_table(a, nftables.table_name(plan.run_id))
                     owner.__exit__(None, None, None)
-                    ended["ms"] = (time.perf_counter() - t0) * 1e3
-                pad, sent, start, stopper, held = bytes(size - 4), 0, time.monotonic(), None, 0
+
+                def end() -> None:
+                    ended["ms"] = C.timed_ms(stop)
+                pad, sent, sending, stopper, held = bytes(size - 4), 0, C.Stopwatch(), None, 0
                 span = 2 * delay_ms / 1000 + 0.4
-                while time.monotonic() - start < span:
+                while sending.s < span:
                     tx.sendto(sent.to_bytes(4, "big") + pad, rx_addr)
                     sent += 1
-                    if stopper is None and time.monotonic() - start > span / 2:
+                    if stopper is None and sending.s > span / 2:
                         held = sent - len(got)
                         stopper = threading.Thread(target=end)
                         stopper.start()
-                    while time.monotonic() < start + sent / rate:
+                    while sending.s < sent / rate:
                         pass
                 stopper.join(30)
             finally:

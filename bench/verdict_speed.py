@@ -14,7 +14,6 @@ import argparse  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -64,28 +63,28 @@ def main() -> None:
     times = []
     verdict = None
     for _ in range(args.repeats):
-        t = time.perf_counter()
-        verdict = analysis.evaluate(phases)
-        times.append(time.perf_counter() - t)
+        with C.Stopwatch() as sw:
+            verdict = analysis.evaluate(phases)
+        times.append(sw.s)
     rss_verdict = peak_rss_mb()
     total = 3 * args.n
     med = C.median(times)
 
     boot_x = phases["baseline"].latencies[: args.boot_n].astype(np.float64)
-    t = time.perf_counter()
-    boot = stats.bootstrap((boot_x,), lambda a, axis: np.quantile(a, 0.99, axis=axis), confidence_level=0.95,
-                           n_resamples=args.boot_resamples, method="percentile", vectorized=True,
-                           rng=np.random.default_rng(1))
-    boot_t = time.perf_counter() - t
-    t = time.perf_counter()
-    os_ci = analysis.quantile_ci(boot_x, 0.99)
-    os_t = time.perf_counter() - t
+    with C.Stopwatch() as sw:
+        boot = stats.bootstrap((boot_x,), lambda a, axis: np.quantile(a, 0.99, axis=axis), confidence_level=0.95,
+                               n_resamples=args.boot_resamples, method="percentile", vectorized=True,
+                               rng=np.random.default_rng(1))
+    boot_t = sw.s
+    with C.Stopwatch() as sw:
+        os_ci = analysis.quantile_ci(boot_x, 0.99)
+    os_t = sw.s
 
     hl_line = None
     if args.hl:
-        t = time.perf_counter()
-        cmp_ = analysis.compare_latency(phases["baseline"].latencies, phases["fault"].latencies)
-        hl_line = (time.perf_counter() - t, cmp_)
+        with C.Stopwatch() as sw:
+            cmp_ = analysis.compare_latency(phases["baseline"].latencies, phases["fault"].latencies)
+        hl_line = (sw.s, cmp_)
 
     print(f"chaos-inject analysis benchmark — {platform.python_implementation()} {platform.python_version()}, "
           f"numpy {np.__version__}, scipy {scipy.__version__}, pinned to 1 CPU, {platform.machine()}")

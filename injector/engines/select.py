@@ -47,9 +47,9 @@ ENGINES: dict[str, EngineInfo] = {
                        "2026-11-27; bench/README.md)"),
                       _BPF_NEEDS + (("sch_fq", lambda c: c.fq),)),
     "userspace": EngineInfo("userspace", USERSPACE_FEATURES,
-                            "held in userspace (NFQUEUE): measured median +0.13 to +0.14 ms, p99 +1.2 to +3.2 ms, "
-                            "never early, on a loaded 2-core host (bench/delay_engines.py --engines userspace, "
-                            "2026-11-27; bench/README.md)",
+                            "held in userspace (NFQUEUE): measured median +0.08 to +0.13 ms, p99 +0.33 to +0.50 ms "
+                            "(+1.2 to +3.2 ms in an earlier run), never early, on a loaded 2-core host "
+                            "(bench/delay_engines.py --engines userspace, 2026-12-06; bench/README.md)",
                             (("root", lambda c: c.root), ("NFQUEUE", lambda c: c.nfqueue),
                              ("nft (nftables)", lambda c: c.nft))),
 }

@@ -77,11 +77,12 @@ class UserspaceEngine:
     overflows (``maxlen``, sized for 20,000 packets/s over the longest delay) the kernel lets packets pass
     undelayed (fail-open): ``matched_packets`` (kernel rule counter) minus ``queued_packets`` shows how many.
 
-    Measured precision (``bench/delay_engines.py --engines userspace``: UDP one-way delay between two
-    namespaces on this project's 2-core 6.18 microVM, 3,000 packets/s, 6,000 packets per delay, error = achieved
-    added delay - requested, arrival = the kernel's receive stamp; egress, so the copy path; 2026-11-27, while
-    four other jobs shared the host): median +0.13 / +0.14 / +0.14 ms and p99 +3.2 / +1.2 / +1.3 ms for 1 / 10 /
-    100 ms; never early (p1 of the error +0.06 to +0.07 ms). The ~0.1 ms median excess is the NFQUEUE round trip
+    Measured precision (``bench/delay_engines.py --engines userspace --rate 3000 --count 6000``: UDP one-way
+    delay between two namespaces on this project's 2-core 6.18 microVM, 3,000 packets/s, 6,000 packets per
+    delay, error = achieved added delay - requested, arrival = the kernel's receive stamp; egress, so the copy
+    path; 2026-12-06, load 10.4): median +0.08 / +0.13 / +0.11 ms and p99 +0.33 / +0.50 / +0.47 ms for 1 / 10 /
+    100 ms; never early (p1 of the error +0.05 to +0.07 ms). A run of 2026-11-27 (four other jobs on the host)
+    had medians +0.13 to +0.14 ms and p99 +1.2 to +3.2 ms. The ~0.1 ms median excess is the NFQUEUE round trip
     (kernel -> this process -> verdict or re-send); the p99 is host stalls (a quieter host gave +0.2 to +0.7 ms
     in an earlier run of the same measurement). Without the real-time thread, p99 on a loaded host (load 4)
     reached +1 to +50 ms. The

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -112,6 +113,29 @@ def loaded_program_names() -> list[str]:
     progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
                                       check=True).stdout)
     return [p.get("name", "") for p in progs]
+
+
+def sleeper_in(ns: str, seconds: int = 300) -> subprocess.Popen:
+    """A `sleep` in netns ``ns`` (its own session), returned once it runs there (`ip netns exec` execs sleep:
+    same pid)."""
+    from chaosinject.experiment.hostactions import processes_in_netns
+
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", str(seconds)], start_new_session=True)
+    wait_for(lambda: proc.pid in processes_in_netns(ns), f"sleep {seconds} in {ns}", timeout=5)
+    return proc
+
+
+def cmdlines_in(ns: str) -> list[str]:
+    """The command lines of the processes in netns ``ns``, sorted."""
+    from chaosinject.experiment.hostactions import processes_in_netns
+
+    out = []
+    for pid in processes_in_netns(ns):
+        try:
+            out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip())
+        except OSError:
+            pass     # ended meanwhile
+    return sorted(out)
 
 
 def wait_for(predicate, what: str, timeout: float = 30.0):

@@ -14,7 +14,7 @@ from pathlib import Path
 from chaosinject.experiment.hostactions import processes_in_netns
 from chaosinject.lab.traffic import UdpReceiver, send_udp
 
-from .conftest import our_filters, qdiscs, wait_for
+from .conftest import cmdlines_in, our_filters, qdiscs, sleeper_in, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "chaosinject.cli"]
@@ -64,20 +64,6 @@ def test_percent_partitions_the_seeded_half_of_a_hosts_addresses(pair, run_dir, 
     assert cut in dry.stdout + dry.stderr
 
 
-def _sleeper(ns: str, seconds: int) -> subprocess.Popen:
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", str(seconds)], start_new_session=True)
-    wait_for(lambda: proc.pid in processes_in_netns(ns), f"sleep {seconds} in {ns}", timeout=5)
-    return proc
-
-
-def _cmdlines(ns: str) -> list[str]:
-    out = []
-    for pid in processes_in_netns(ns):
-        try:
-            out.append(open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode().strip())
-        except OSError:
-            pass
-    return sorted(out)
 
 
 def test_a_fis_template_kills_and_restarts_the_seeded_share_of_tagged_hosts(pair, run_dir, tmp_path):
@@ -91,7 +77,7 @@ def test_a_fis_template_kills_and_restarts_the_seeded_share_of_tagged_hosts(pair
         'restart = "exec sleep 297"\n'
         f'[hosts.web2]\naddresses = ["{pair.client.ipv4.ip}"]\nnetns = "{pair.client_ns}"\ntags = {tags}\n'
         'restart = "exec sleep 296"\n')
-    services = {pair.server_ns: _sleeper(pair.server_ns, 300), pair.client_ns: _sleeper(pair.client_ns, 301)}
+    services = {pair.server_ns: sleeper_in(pair.server_ns, 300), pair.client_ns: sleeper_in(pair.client_ns, 301)}
     try:
         env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(run_dir)}
         run = subprocess.run([*CLI, "run", str(tmp_path / "fis.json"), "--inventory", str(tmp_path / "inventory.toml"),
@@ -108,9 +94,9 @@ def test_a_fis_template_kills_and_restarts_the_seeded_share_of_tagged_hosts(pair
         assert services[killed_ns].wait(timeout=10) is not None        # the original process is gone
         assert services[killed_ns].pid in entry["killed_pids"] and entry["restarted"] is True
         restarted = "sleep 297" if killed_ns == pair.server_ns else "sleep 296"
-        assert _cmdlines(killed_ns) == [restarted]                      # the inventory's restart, in its netns
+        assert cmdlines_in(killed_ns) == [restarted]                      # the inventory's restart, in its netns
         assert services[spared_ns].poll() is None                       # the other host untouched
-        assert _cmdlines(spared_ns) == [f"sleep {services[spared_ns].args[-1]}"]
+        assert cmdlines_in(spared_ns) == [f"sleep {services[spared_ns].args[-1]}"]
     finally:
         for ns in (pair.server_ns, pair.client_ns):
             for pid in processes_in_netns(ns):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 
@@ -15,9 +14,7 @@ import pytest
 from chaosinject.experiment import hostactions
 from chaosinject.experiment.hostactions import kill_hosts, processes_in_netns
 
-
-def _service(ns: str) -> subprocess.Popen:
-    return subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "300"], start_new_session=True)
+from .conftest import cmdlines_in, sleeper_in
 
 
 @pytest.fixture
@@ -34,35 +31,18 @@ def host(pair, tmp_path, monkeypatch):
             os.kill(pid, signal.SIGKILL)
 
 
-def _cmdlines(ns: str) -> list[str]:
-    out = []
-    for pid in processes_in_netns(ns):
-        try:
-            out.append(open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode().strip())
-        except OSError:
-            pass
-    return out
-
-
 def test_pod_kill_kills_the_netns_processes_and_restarts(host):
-    svc = _service(host.server_ns)
-    deadline = time.monotonic() + 5
-    while svc.pid not in processes_in_netns(host.server_ns) and time.monotonic() < deadline:
-        time.sleep(0.02)    # `ip netns exec` execs sleep in the namespace: same pid
-    assert svc.pid in processes_in_netns(host.server_ns)
+    svc = sleeper_in(host.server_ns)
     out = kill_hosts(["svc"], "pod-kill")
     svc.wait(5)
     (entry,) = out["hosts"]
     assert svc.pid in entry["killed_pids"] and entry["restarted"] is True
     assert os.getpid() not in entry["killed_pids"]
-    assert _cmdlines(host.server_ns) == ["sleep 299"]          # the restart, in the host's netns
+    assert cmdlines_in(host.server_ns) == ["sleep 299"]          # the restart, in the host's netns
 
 
 def test_pod_failure_holds_then_halt_ends_it(host):
-    svc = _service(host.client_ns)
-    deadline = time.monotonic() + 5
-    while svc.pid not in processes_in_netns(host.client_ns) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    svc = sleeper_in(host.client_ns)
 
     def halt():     # the runner's halt, once the hold has begun (the kill happened): never before it, however slow
         svc.wait(30)
@@ -119,7 +99,7 @@ def test_restart_still_running_waits_for_the_hosts_port(host):
     t = time.monotonic()
     assert hostactions._restart(slow) is True
     assert 1.5 <= time.monotonic() - t < 10
-    assert any("socket" in c for c in _cmdlines(host.server_ns))
+    assert any("socket" in c for c in cmdlines_in(host.server_ns))
     never = dataclasses.replace(svc, ports=(7412,), restart="exec sleep 299")
     t = time.monotonic()
     with pytest.raises(RestartFailed, match="nothing accepts on .*:7412"):
@@ -132,10 +112,7 @@ def test_the_rollback_without_a_run_id_ends_a_held_host_fault_too(host):
     a pod-failure held by a background action comes back; naming a run id stops only that run."""
     from chaosinject.experiment.actions import stop_network_fault
 
-    svc = _service(host.server_ns)
-    deadline = time.monotonic() + 5
-    while svc.pid not in processes_in_netns(host.server_ns) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    svc = sleeper_in(host.server_ns)
     out: dict = {}
     action = threading.Thread(target=lambda: out.update(kill_hosts(["svc"], "pod-failure", duration="30s")),
                               daemon=True)
@@ -150,5 +127,5 @@ def test_the_rollback_without_a_run_id_ends_a_held_host_fault_too(host):
     action.join(10)
     assert not action.is_alive() and out["held_s"] < 10           # far below the 30 s hold
     (entry,) = out["hosts"]
-    assert entry["restarted"] is True and _cmdlines(host.server_ns) == ["sleep 299"]
+    assert entry["restarted"] is True and cmdlines_in(host.server_ns) == ["sleep 299"]
     assert stop_network_fault()["host_faults_ended"] == 0          # a second rollback: nothing left, no error

@@ -178,8 +178,8 @@ def test_cli_plain_record_gives_rtt_rows_per_phase_for_a_tcp_flow(pair, run_dir,
     samples the flow's TCP connections (the client is in no cgroup of ours), in the baseline, the fault and the
     recovery. The 20 ms egress delay (userspace engine, held before any tc hook) shows in the RTT: judged on
     the low decile, since an RTT sample also holds the peer's answer time, which load inflates (see
-    test_record_experiment); the bounds [19, 25] ms hold the engine's stated precision (median +0.14 ms, p99
-    +3.2 ms) plus the sampling of the decile. The engine's own achieved hold is stated beside the request."""
+    test_record_experiment); the bounds [19, 25] ms hold the engine's stated precision (median up to +0.13 ms,
+    p99 up to +3.2 ms over two runs) plus the sampling of the decile. The engine's own achieved hold is stated beside the request."""
     client_ip, server_ip = str(pair.client.ipv4.ip), str(pair.server.ipv4.ip)
     out_dir = tmp_path / "rec"
     traffic = TcpEchoTraffic(pair.client_ns, pair.server_ns, server_ip, PORT)
@@ -214,7 +214,7 @@ def test_cli_plain_record_gives_rtt_rows_per_phase_for_a_tcp_flow(pair, run_dir,
     assert 19 <= low["fault"] - low["baseline"] <= 25, low
     assert abs(low["recovery"] - low["baseline"]) < 5, low  # the delay is gone once the fault is removed
     # the engine's own hold per packet, beside the request: never early, and its median within the 1 ms allowance
-    # tests/host/test_userspace_delay.py gives the README's +0.13-0.14 ms (hundreds of packets, a loaded host)
+    # tests/host/test_userspace_delay.py holds the README's +0.08-0.13 ms to 0.5 ms (hundreds of packets)
     achieved = re.search(r"delay\s+requested 20\.000 ms: achieved median (\d+\.\d{3}) ms, p99 (\d+\.\d{3}) ms", out)
     assert achieved, out
     median_ms, p99_ms = float(achieved[1]), float(achieved[2])

@@ -3,11 +3,11 @@
 The engine runs in a child process (tests/host/engine_process.py), as the CLI runs it: its own process and GIL,
 so the measuring threads here do not disturb its timing. Traffic only between the ``pair`` namespaces.
 
-Tolerances: the README's measured precision (bench/delay_engines.py) is a median error of +0.13 to +0.14 ms and a
-p99 of +1.2 to +3.2 ms on the loaded 2-core host. Another job on the same machine can stall every thread for ms
+Tolerances: the README's measured precision (bench/delay_engines.py) is a median error of +0.08 to +0.13 ms and a
+p99 of +0.33 to +0.50 ms on the loaded 2-core host (+1.2 to +3.2 ms in an earlier run). Another job on the same machine can stall every thread for ms
 (even real-time ones; measured: the engine's own p99 lateness reached 6 ms), and stalls only ever make packets
 late. So the tests judge: never early (p1), the lower quintile within 1 ms of the request, the median of hundreds
-of packets within 1 ms (MEDIAN_ALLOWANCE), tails and few-sample medians within 3 ms (LOADED_HOST_ALLOWANCE); and a
+of packets within 0.5 ms (MEDIAN_ALLOWANCE), tails and few-sample medians within 3 ms (LOADED_HOST_ALLOWANCE); and a
 measurement during which the engine reports its own releases late by > 2 ms at p99 is repeated once.
 """
 
@@ -84,10 +84,10 @@ def one_way(pair, *, count: int = 1000, rate_pps: float = 1000.0, port: int = 90
     return measure_one_way(pair.client_ns, pair.server_ns, str(server), port, count, rate_pps).latencies_ns
 
 
-# The median of hundreds of packets: README's measured error is +0.13 to +0.14 ms (bench/delay_engines.py
-# --engines userspace; +0.08 to +0.09 ms at load 4.8 on 2 cores, 2026-12-05); a stall moves the median only if it
-# holds half the packets, so 1 ms is ~7x the stated figure, not a loaded-host guess.
-MEDIAN_ALLOWANCE = 1 * MS
+# The median of hundreds of packets: README's measured error is +0.08 to +0.13 ms (bench/delay_engines.py
+# --engines userspace, load 10.4, 2026-12-06); these tests' own medians were +0.11 to +0.14 ms at load 8.7 the
+# same day. A stall moves the median only if it holds half the packets, so 0.5 ms (~4x the stated figure).
+MEDIAN_ALLOWANCE = 0.5 * MS
 # Tails and medians of a few samples (20 TCP round trips, a p95, a spread) do move with one stall of the shared
 # machine (the engine's own p99 lateness was measured at 6 ms, the bench's p99 error at up to 10 ms under load).
 LOADED_HOST_ALLOWANCE = 3 * MS

@@ -117,6 +117,68 @@ def test_the_summary_check_catches_what_it_forbids(source, message, tmp_path):
         test_every_script_summarises_through_the_harness(bad)
 
 
+CLOCKS = {"perf_counter", "perf_counter_ns", "monotonic", "monotonic_ns", "time", "time_ns", "clock_gettime"}
+# Clock reads by hand that stay, by script and function, with why the harness's timer does not fit.
+HAND_TIMED = {
+    ("classifier_cost.py", "sample"): "per-packet RTT in the echo loop: a bound clock, no harness call per packet",
+    ("experiment_halt.py", "netns_run"): "the offset between wall and monotonic clocks, to place the journal's "
+                                         "wall-clock times",
+    ("fault_onset.py", "tick_time"): "the offset between boot-time and monotonic clocks, to place a process's "
+                                     "start from /proc",
+}
+
+
+def _enclosing(tree: ast.AST) -> dict[ast.AST, str]:
+    """Each node -> the name of the innermost function holding it ("" at module level)."""
+    owner: dict[ast.AST, str] = {}
+
+    def visit(node, name):
+        for child in ast.iter_child_nodes(node):
+            inner = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else name
+            owner[child] = inner
+            visit(child, inner)
+    visit(tree, "")
+    return owner
+
+
+def _is_clock(node: ast.AST) -> bool:
+    """``time.perf_counter`` and friends, called or not."""
+    if isinstance(node, ast.Call):
+        node = node.func
+    return (isinstance(node, ast.Attribute) and node.attr in CLOCKS and isinstance(node.value, ast.Name)
+            and node.value.id == "time")
+
+
+def hand_timing(path: Path, allowed=HAND_TIMED) -> list[str]:
+    """Where ``path`` times code by hand: perf_counter used at all (the harness's clock), or a clock read with
+    something subtracted from it (``time.monotonic() - t0``), outside ``allowed``."""
+    tree = _tree(path)
+    owner = _enclosing(tree)
+    found = []
+    for node in ast.walk(tree):
+        perf = isinstance(node, ast.Attribute) and _is_clock(node) and node.attr.startswith("perf_counter")
+        span = isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub) and _is_clock(node.left)
+        if (perf or span) and (path.name, owner.get(node, "")) not in allowed:
+            found.append((node.lineno, f"{path.name}:{node.lineno} in {owner.get(node) or 'module'}"))
+    return [where for _, where in sorted(found)]
+
+
+@pytest.mark.parametrize("script", [*SCRIPTS, BENCH / "_netkit.py"], ids=lambda p: p.name)
+def test_no_script_times_by_hand(script):
+    """Spans are timed with C.Stopwatch / C.timed / C.timed_ms / C.repeat, one clock for every figure."""
+    assert not hand_timing(script), f"times by hand (use C.Stopwatch / C.timed): {hand_timing(script)}"
+
+
+def test_the_hand_timing_check_catches_it(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import time\n\ndef run():\n    t0 = time.perf_counter()\n    return time.monotonic() - t0\n"
+                   "\ndeadline = time.monotonic() + 5\nwhile time.monotonic() < deadline:\n    pass\n")
+    assert hand_timing(bad) == ["bad.py:4 in run", "bad.py:5 in run"]
+    for (name, function), why in HAND_TIMED.items():   # each exception still needed
+        assert why and any(f.endswith(f" in {function}") for f in hand_timing(BENCH / name, allowed={})), \
+            f"HAND_TIMED lists {name}:{function}, which no longer reads a clock by hand"
+
+
 def test_help_works_for_every_script_without_root():
     """`python bench/X.py --help` prints usage and exits 0, with the process made to look unprivileged (the root
     check comes after the arguments are parsed)."""
@@ -173,6 +235,12 @@ def test_timing_helpers():
     times = C.repeat(lambda: calls.append(1), 5, warmup=2)
     assert len(calls) == 7 and len(times) == 5 and all(t >= 0 for t in times)
     assert C.timed(lambda: __import__("time").sleep(0.01)) >= 0.009
+    assert C.timed_ms(lambda: __import__("time").sleep(0.01)) >= 9
+    with C.Stopwatch() as sw:
+        __import__("time").sleep(0.01)
+        running = sw.s                 # read inside: the time so far
+    assert 0 < running <= sw.s and sw.s >= 0.009 and sw.ms == pytest.approx(sw.s * 1e3)
+    assert sw.s == sw.s                # stopped at the block's end
 
 
 def test_header_names_commit_kernel_cpus_and_load():

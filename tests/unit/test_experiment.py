@@ -28,9 +28,7 @@ SEED = Path("/work/shared/seed/chaos-experiment.json")
 HERE_SEED = Path(__file__).resolve().parents[2] / "injector/experiment/examples/seed-experiment.json"
 
 
-@pytest.fixture(autouse=True)
-def _run_root(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHAOS_INJECT_RUN_DIR", str(tmp_path / "run-root"))
+pytestmark = pytest.mark.usefixtures("run_root")   # tests/unit/conftest.py
 
 
 def py(value, name="p", tolerance=None, kind="probe"):

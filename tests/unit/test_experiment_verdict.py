@@ -18,9 +18,7 @@ from chaosinject.experiment.spec import GuardSpec
 from chaosinject.record.store import Phases, write_samples
 
 
-@pytest.fixture(autouse=True)
-def _run_root(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHAOS_INJECT_RUN_DIR", str(tmp_path / "run-root"))
+pytestmark = pytest.mark.usefixtures("run_root")   # tests/unit/conftest.py
 
 
 def _doc(verdict=None, **ext):

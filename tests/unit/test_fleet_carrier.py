@@ -21,29 +21,7 @@ from chaosinject.fleet.ansible import HostOutcome, Round  # noqa: E402
 from chaosinject.fleet.carrier import FleetCarrier, host_rows  # noqa: E402
 from chaosinject.fleet.controller import FleetApplyFailed, FleetFault, FleetRefused, fleet_task  # noqa: E402
 
-YAML = """
-all:
-  children:
-    web:
-      hosts:
-        w1: {ansible_host: 10.9.0.11}
-        w2: {ansible_host: 10.9.0.12}
-    db:
-      hosts:
-        d1: {ansible_host: 10.9.0.21}
-"""
-
-
-@pytest.fixture(autouse=True)
-def _run_root(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHAOS_INJECT_RUN_DIR", str(tmp_path / "run-root"))
-
-
-@pytest.fixture
-def inv_path(tmp_path):
-    path = tmp_path / "hosts.yml"
-    path.write_text(YAML)
-    return path
+pytestmark = pytest.mark.usefixtures("run_root")   # inv_path: tests/unit/conftest.py
 
 
 class FakeRounds:

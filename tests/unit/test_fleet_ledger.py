@@ -23,31 +23,7 @@ from chaosinject.fleet.controller import FleetApplyFailed, FleetFault, fleet_tas
 from chaosinject.fleet.ledger import FleetLedger, clear_swept, dead_for_inventory, fleet_ledgers  # noqa: E402
 from chaosinject.kernel.sweep import leftovers, sweep  # noqa: E402
 
-YAML = """
-all:
-  children:
-    web:
-      hosts:
-        w1: {ansible_host: 10.9.0.11}
-        w2: {ansible_host: 10.9.0.12}
-    db:
-      hosts:
-        d1: {ansible_host: 10.9.0.21}
-"""
-
-
-@pytest.fixture(autouse=True)
-def _run_root(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHAOS_INJECT_RUN_DIR", str(tmp_path / "run-root"))
-    monkeypatch.delenv(crashpoints.CRASH_AT_ENV, raising=False)
-    monkeypatch.delenv(crashpoints.TRACE_ENV, raising=False)
-
-
-@pytest.fixture
-def inv_path(tmp_path):
-    path = tmp_path / "hosts.yml"
-    path.write_text(YAML)
-    return path
+pytestmark = pytest.mark.usefixtures("run_root")   # inv_path: tests/unit/conftest.py
 
 
 def ledger_file(name="fleet-t") -> dict | None:
@@ -170,7 +146,7 @@ def test_sweep_inventory_clears_only_clean_hosts_of_its_inventory(inv_path, tmp_
     (private / "cp").mkdir(parents=True)
     path = _dead_ledger(inv_path, {"w1": "started", "w2": "started"}, private=private)
     other_inv = tmp_path / "other.yml"
-    other_inv.write_text(YAML)
+    other_inv.write_text(inv_path.read_text())
     other = _dead_ledger(other_inv, {"w1": "started"}, name="fleet-other")
     live = FleetLedger("fleet-live", str(inv_path))          # this process: a live controller
     live.plan(["w1"])

@@ -20,9 +20,7 @@ from chaosinject.record.store import Phases
 SEED = Path(__file__).resolve().parents[2] / "injector/experiment/examples/seed-experiment.json"
 
 
-@pytest.fixture(autouse=True)
-def _run_root(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHAOS_INJECT_RUN_DIR", str(tmp_path / "run-root"))
+pytestmark = pytest.mark.usefixtures("run_root")   # tests/unit/conftest.py
 
 
 def _py(value, name, kind="probe", tolerance=None):

@@ -12,9 +12,7 @@ from chaosinject.experiment.effects import no_effect as _no_effect
 from chaosinject.experiment.runner import RunOptions, run_experiment
 
 
-@pytest.fixture(autouse=True)
-def _run_root(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHAOS_INJECT_RUN_DIR", str(tmp_path / "run-root"))
+pytestmark = pytest.mark.usefixtures("run_root")   # tests/unit/conftest.py
 
 
 def _sh(cmd: str, name: str, kind: str = "action") -> dict:
