@@ -111,11 +111,11 @@ def main() -> None:
                   f"error-rate 95 % CI coverage new {c_new:.3f} old {c_old:.3f}", flush=True)
     if args.only == "coverage":   # the p99 interval's coverage alone, cheap enough for many repetitions
         for name in GENERATORS:
-            t0 = time.perf_counter()
+            took = C.Stopwatch()
             cov, inc, old = coverage(name, R, seed=101)
             se = (cov * (1 - cov) / (R * (1 - inc))) ** 0.5
             print(f"p99 95 % CI coverage {name:<12} {cov:.3f} (SE {se:.4f}, inconclusive {inc:.3f}), old {old:.3f}  "
-                  f"[{R} reps, {time.perf_counter() - t0:.0f} s]", flush=True)
+                  f"[{R} reps, {took.s:.0f} s]", flush=True)
     if args.only in ("all", "errors"):
         E = args.error_reps
         print(f"error-rate 95 % interval, one 20,000-request phase at 1 %, {E} seeded phases: coverage "

@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,12 +43,13 @@ def children_cpu() -> float:
 
 def measure(ns: str, env: dict, cmd: list[str]) -> tuple[float, float, str]:
     """(wall s, CPU s, stdout) of ``cmd`` run in namespace ``ns``."""
-    wall, cpu = time.perf_counter(), children_cpu()
-    run = subprocess.run(["ip", "netns", "exec", ns, *cmd], env=env, capture_output=True, text=True)
-    wall, cpu = time.perf_counter() - wall, children_cpu() - cpu
+    cpu = children_cpu()
+    with C.Stopwatch() as wall:
+        run = subprocess.run(["ip", "netns", "exec", ns, *cmd], env=env, capture_output=True, text=True)
+    cpu = children_cpu() - cpu
     if run.returncode:
         raise RuntimeError(f"{' '.join(cmd)}: exit {run.returncode}: {run.stderr.strip()[-300:]}")
-    return wall, cpu, run.stdout
+    return wall.s, cpu, run.stdout
 
 
 def main() -> int:
