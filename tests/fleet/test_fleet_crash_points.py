@@ -86,8 +86,9 @@ def walk(fleet, inv, args: tuple[str, ...], tmp_path, expected: list[str], exits
         local = fleet.controller("sweep")      # the controller's own files (a dead experiment's status)
         assert local.returncode == 0, f"{where}: sweep failed: {local.stdout} {local.stderr}"
         assert_nothing_left(fleet, before, where)
-        again = json.loads(fleet.controller("sweep", "--inventory", str(inv), "--json").stdout)
-        assert not again["controller_ledgers"] and all(r["stopped"] == [] for r in again["hosts"].values()), again
+        if ledgers:     # the first sweep had hosts to clear: a second one finds nothing (an Ansible round: only here)
+            again = json.loads(fleet.controller("sweep", "--inventory", str(inv), "--json").stdout)
+            assert not again["controller_ledgers"] and all(r["stopped"] == [] for r in again["hosts"].values()), again
 
     # a killed controller's SSH masters end by themselves (ControlPersist, 30 s idle): wait for them here
     deadline = time.monotonic() + 45
