@@ -72,7 +72,7 @@ def sweep(env: dict) -> dict:
 
 
 @pytest.mark.parametrize("n,when", crash_points())
-def test_the_smoke_killed_at_each_step_before_the_vm_boots_is_swept_clean(n, when, tmp_path):
+def test_the_smoke_killed_at_a_step_is_swept_clean(n, when, tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root: the smoke makes a network namespace and runs libvirtd")
     for tool in ("vagrant", "libvirtd", "qemu-system-x86_64"):
