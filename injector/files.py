@@ -35,6 +35,11 @@ def ledger_files() -> list[Path]:
     return [p for p in sorted(directory.glob("*.json")) if not p.name.endswith(".status.json")]
 
 
+def experiments_dir() -> Path:
+    """Where running experiments publish their status (``<run_id>.json``, with the runner's pid)."""
+    return run_root() / "experiments"
+
+
 def jsonable(v: Any) -> Any:
     """``v`` as JSON can hold it: mappings with string keys, tuples as lists, numpy arrays and scalars (anything
     with ``tolist``) as lists and numbers, NaN as null, anything else unknown as its str. The one conversion of

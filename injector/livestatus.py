@@ -9,11 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-
-def experiments_dir() -> Path:
-    from .kernel.ledger import run_root
-
-    return run_root() / "experiments"
+from .files import experiments_dir
 
 
 def live_experiments() -> list[dict[str, Any]]:

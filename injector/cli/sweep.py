@@ -57,7 +57,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             if entry["kind"] in ("process", "lab-dir") or entry.get("members"):  # the VM lab's objects
                 print(f"done: {describe(entry)}")
                 continue
-            if entry["kind"] in ("temp-file", "run-file"):  # a dead writer's half-written copy; a gone run's file
+            # a dead writer's half-written copy; a gone run's side file; a dead experiment runner's status
+            if entry["kind"] in ("temp-file", "run-file", "experiment-status"):
                 print(f"removed {entry['path']}")
                 continue
             print(f"removed {entry['kind']} on {entry.get('ifname')}"

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .. import crashpoints
 from ..livestatus import experiments_dir, live_experiments  # noqa: F401  (status reads them without this module)
 from . import tcnetem
 from .actions import describe_session, stop_all_faults
@@ -326,7 +327,8 @@ class _Runner:
             from ..kernel.ledger import record_final
 
             record_final(r.status())
-            r.status_path.unlink(missing_ok=True)
+            with crashpoints.step("delete experiment status"):
+                r.status_path.unlink(missing_ok=True)
         except (ImportError, OSError) as exc:
             log.warning("cannot record the final state: %s", exc)
         return RunOutcome(journal, state, code, Path(opts.run_dir) if opts.run_dir else None)

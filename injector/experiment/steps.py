@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import crashpoints
 from ..livestatus import experiments_dir
 from .actions import session_mark, started_sessions, stop_all_faults
 from .journal import new_journal, now_iso, write_json
@@ -104,7 +105,9 @@ class ExperimentRun:
     def write_status(self) -> None:
         st = self.status()
         try:
-            write_json(self.status_path, st)
+            # rewritten at each state: one crash point; a dead runner's file is swept (kernel.ledger.stray_files)
+            with crashpoints.step("write experiment status", once=True):
+                write_json(self.status_path, st)
             if self.opts.run_dir:
                 write_json(Path(self.opts.run_dir) / "status.json", st)
         except OSError as exc:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import crashpoints
 from ..errors import ChaosInjectError, Unsupported
 
 COLLECTIONS_ENV = "CHAOS_INJECT_COLLECTIONS_PATH"
@@ -89,7 +90,8 @@ class AnsibleRounds:
         self.verbose = verbose
         # the pid in the name: `sweep --inventory` removes the folder of a controller killed before it wrote a
         # ledger (fleet.ledger.orphaned_private_folders)
-        self.private = tempfile.mkdtemp(prefix=f"chaos-fleet-{os.getpid()}-")
+        with crashpoints.step("make fleet private folder"):
+            self.private = tempfile.mkdtemp(prefix=f"chaos-fleet-{os.getpid()}-")
         self._lock = threading.Lock()
         self._trace_path = os.environ.get(TRACE_ENV) or None
 
@@ -113,7 +115,8 @@ class AnsibleRounds:
                                capture_output=True, timeout=5, check=False)
             except (OSError, subprocess.TimeoutExpired):
                 pass
-        shutil.rmtree(self.private, ignore_errors=True)
+        with crashpoints.step("remove fleet private folder"):
+            shutil.rmtree(self.private, ignore_errors=True)
 
     def __enter__(self) -> "AnsibleRounds":
         return self

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import crashpoints
-from ..files import ledger_dir, ledger_files, orphaned_temp_files, run_root  # noqa: F401  (callers import them from here)
+from ..files import experiments_dir
+from ..files import ledger_dir, ledger_files, orphaned_temp_files, run_root  # noqa: F401  (callers import them here)
 from ..files import write_json_atomic as _write_atomic  # clsact markers write through it too
 from ..procfs import process_alive, process_start_ticks  # noqa: F401  (callers import them from here)
 from .labobjects import describe_entry
@@ -231,11 +232,29 @@ def orphaned_run_files(directory: Path | None = None) -> list[Path]:
     return out
 
 
+def dead_experiment_files(directory: Path | None = None) -> list[Path]:
+    """Status files of experiments whose runner is gone (``<run_id>.json`` with its pid): a runner killed before
+    it deleted its own. An unreadable file is left alone (a runner writes by rename: never half-written); a reused
+    pid keeps the file until the next sweep, the safe side."""
+    directory = experiments_dir() if directory is None else Path(directory)
+    out = []
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            pid = json.loads(path.read_text()).get("pid")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(pid, int) and pid != os.getpid() and not process_alive(pid, None):
+            out.append(path)
+    return out
+
+
 def stray_files() -> list[dict[str, str]]:
     """Files no live run owns that `sweep` removes: side files of a gone ledger and half-written temporary
     files of dead writers (`status` and `sweep --dry-run` list them; nothing is changed here)."""
     out = [{"kind": "run-file", "path": str(p), "why": "its run's ledger is gone"} for p in orphaned_run_files()]
-    for directory in (ledger_dir(), history_dir(), clsact_marker_dir()):
+    out += [{"kind": "experiment-status", "path": str(p), "why": "its experiment's runner is gone"}
+            for p in dead_experiment_files()]
+    for directory in (ledger_dir(), history_dir(), clsact_marker_dir(), experiments_dir()):
         out += [{"kind": "temp-file", "path": str(p), "why": "half-written by a process that died before renaming it"}
                 for p in sorted(orphaned_temp_files(directory))]
     return out

@@ -3,8 +3,9 @@ web->db --loss 50% --duration Ns` is traced once to count its state-changing ste
 the rounds that start, renew and stop the fault on the hosts), then SIGKILLed by itself right before each step
 and right after the last (CHAOS_INJECT_CRASH_AT, injector/crashpoints.py). After each crash `sweep --inventory`
 must leave no fault, qdisc, filter, ledger or run file on any host, and no fleet ledger or Ansible folder of the
-controller. The number of crash points is printed (pytest -s). CHAOS_INJECT_CRASH_WALK=full also walks after
-every step.
+controller. The same walk for `chaos-inject run experiment.json --inventory hosts.yml` (the experiment's status
+file on the controller too, removed by the controller's own `sweep`). The number of crash points is printed
+(pytest -s). CHAOS_INJECT_CRASH_WALK=full also walks after every step.
 """
 
 from __future__ import annotations
@@ -41,25 +42,24 @@ def assert_nothing_left(fleet, before: dict, where: str) -> None:
         now = host_state(fleet, host)
         assert now["files"] == [], f"{where}: {host} state files left: {now['files']}"
         assert now["tc"] == before[host]["tc"], f"{where}: {host} tc differs: {now['tc']} vs {before[host]['tc']}"
-    runs = fleet.ctl_run_dir / "runs"
-    left = [p.name for p in runs.iterdir()] if runs.is_dir() else []
-    assert not left, f"{where}: controller ledger files left: {left}"
+    for sub in ("runs", "experiments"):     # ledgers and their side files; experiments' status files
+        left = [p.name for p in (fleet.ctl_run_dir / sub).iterdir()] if (fleet.ctl_run_dir / sub).is_dir() else []
+        assert not left, f"{where}: controller {sub} files left: {left}"
     folders = [p.name for p in fleet.tmp.glob("chaos-fleet-*")]
     assert not folders, f"{where}: controller Ansible folders left: {folders}"
 
 
-def test_walk_every_crash_point_of_the_fleet_inject(clean, tmp_path):
-    fleet = clean
-    inv = fleet.inventory({"web": ["h1", "h2"], "db": ["h3", "h4"]})
+def walk(fleet, inv, args: tuple[str, ...], tmp_path, expected: list[str], exits=(0, 4)
+         ) -> tuple[list[str], list[str]]:
+    """Trace ``chaos-inject ARGS`` on the controller once (its steps must be ``expected``, its exit one of
+    ``exits``), then kill it at each crash point and sweep (`sweep --inventory`, then the controller's own
+    `sweep`); nothing may be left."""
     before = {h: host_state(fleet, h) for h in fleet.hosts}
-    started = time.monotonic()
-
     trace = tmp_path / "trace"
-    done = fleet.controller("--inventory", str(inv), *COMMAND, env={"CHAOS_INJECT_CRASH_TRACE": str(trace)})
-    assert done.returncode in (0, 4), done.stdout + done.stderr
+    done = fleet.controller(*args, env={"CHAOS_INJECT_CRASH_TRACE": str(trace)})
+    assert done.returncode in exits, done.stdout + done.stderr
     steps = [line.split("\t", 1)[1] for line in trace.read_text().splitlines()]
-    assert steps == ["write fleet ledger", "start on hosts", "write fleet ledger", "renew on hosts",
-                     "stop on hosts", "delete fleet ledger"], steps
+    assert steps == expected, steps
     assert_nothing_left(fleet, before, "the traced run")
 
     points = [f"{n}:before" for n in range(1, len(steps) + 1)] + [f"{len(steps)}:after"]
@@ -68,11 +68,12 @@ def test_walk_every_crash_point_of_the_fleet_inject(clean, tmp_path):
     for point in points:
         n, when = point.split(":")
         where = f"crash {when} step {n} ({steps[int(n) - 1]})"
-        crashed = fleet.controller("--inventory", str(inv), *COMMAND, env={"CHAOS_INJECT_CRASH_AT": point})
+        crashed = fleet.controller(*args, env={"CHAOS_INJECT_CRASH_AT": point})
         assert crashed.returncode == -9, f"{where}: not killed ({crashed.returncode}): {crashed.stderr[-800:]}"
         ledgers = list((fleet.ctl_run_dir / "runs").glob("fleet-*.json"))
         # the ledger exists from its first write until its deletion
-        assert bool(ledgers) == (point not in ("1:before", f"{len(steps)}:after")), f"{where}: {ledgers}"
+        assert bool(ledgers) == (steps.index("write fleet ledger") < int(n) - (when == "before")
+                                 <= steps.index("delete fleet ledger")), f"{where}: {ledgers}"
         if ledgers:
             status = fleet.controller("status")
             assert "DEAD controller" in status.stdout, f"{where}: {status.stdout}"
@@ -82,14 +83,52 @@ def test_walk_every_crash_point_of_the_fleet_inject(clean, tmp_path):
         assert swept.returncode == 0, f"{where}: sweep --inventory failed: {swept.stdout} {swept.stderr}"
         report = json.loads(swept.stdout)
         assert [led["deleted"] for led in report["controller_ledgers"]] == [True] * len(ledgers), report
+        local = fleet.controller("sweep")      # the controller's own files (a dead experiment's status)
+        assert local.returncode == 0, f"{where}: sweep failed: {local.stdout} {local.stderr}"
         assert_nothing_left(fleet, before, where)
-        again = json.loads(fleet.controller("sweep", "--inventory", str(inv), "--json").stdout)
-        assert not again["controller_ledgers"] and all(r["stopped"] == [] for r in again["hosts"].values()), again
+        if ledgers:     # the first sweep had hosts to clear: a second one finds nothing (an Ansible round: only here)
+            again = json.loads(fleet.controller("sweep", "--inventory", str(inv), "--json").stdout)
+            assert not again["controller_ledgers"] and all(r["stopped"] == [] for r in again["hosts"].values()), again
 
     # a killed controller's SSH masters end by themselves (ControlPersist, 30 s idle): wait for them here
     deadline = time.monotonic() + 45
     while processes_using(fleet.tmp) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not processes_using(fleet.tmp), "controller SSH processes left"
+    return steps, points
+
+
+FLEET_STEPS = ["make fleet private folder", "write fleet ledger", "start on hosts", "write fleet ledger",
+               "renew on hosts", "stop on hosts", "delete fleet ledger", "remove fleet private folder"]
+
+
+def test_walk_every_crash_point_of_the_fleet_inject(clean, tmp_path):
+    fleet = clean
+    inv = fleet.inventory({"web": ["h1", "h2"], "db": ["h3", "h4"]})
+    started = time.monotonic()
+    steps, points = walk(fleet, inv, ("--inventory", str(inv), *COMMAND), tmp_path, FLEET_STEPS)
     print(f"\nfleet inject (--inventory, 2 hosts faulted of 4): {len(steps)} steps, {len(points)} crash points "
           f"walked in {time.monotonic() - started:.0f}s")
+
+
+def test_walk_every_crash_point_of_the_fleet_experiment(clean, tmp_path):
+    """`chaos-inject run experiment.json --inventory hosts.yml` (fleet.carrier): the runner's status file, then
+    the fleet fault's steps (as the inject's, held past one renewal by the pause), the rollback's stop."""
+    fleet = clean
+    inv = fleet.inventory({"web": ["h1"], "db": ["h2"]}, name="exp-hosts.yml")
+    experiment = {
+        "title": "fleet crash walk", "description": "every step of a fleet experiment, killed",
+        "method": [{"type": "action", "name": "loss-web-db", "pauses": {"after": 3}, "provider": {
+            "type": "python", "module": "chaosinject.experiment.actions", "func": "start_network_fault",
+            "arguments": {"flow": "web->db", "loss": "50%", "duration": "30s", "lease": "2s"}}}],
+        "rollbacks": [{"type": "action", "name": "undo", "provider": {
+            "type": "python", "module": "chaosinject.experiment.actions", "func": "stop_network_fault"}}]}
+    path = fleet.work / "walk-experiment.json"
+    path.write_text(json.dumps(experiment))
+    started = time.monotonic()
+    steps, points = walk(fleet, inv, ("run", str(path), "--inventory", str(inv), "--no-guard", "-q",
+                                      "--heartbeat-timeout", "6s"), tmp_path,
+                         ["write experiment status", *FLEET_STEPS, "write history", "delete experiment status"],
+                         exits=(0, 1))    # no traffic on the flow: the fault matched nothing, a failed run
+    print(f"\nfleet experiment (run --inventory, 1 host faulted of 2): {len(steps)} steps, {len(points)} crash "
+          f"points walked in {time.monotonic() - started:.0f}s")

@@ -79,6 +79,9 @@ def assert_nothing_left(run_dir: Path, pair, before: dict, pid: int, label: str)
     markers = run_dir / "clsact"
     left = [p.name for p in markers.glob("*.json")] if markers.exists() else []
     assert not left, f"{label}: clsact markers left: {left}"
+    experiments = run_dir / "experiments"       # `run`'s status files (and their temporary copies)
+    left = [p.name for p in experiments.glob("*.json*")] if experiments.exists() else []
+    assert not left, f"{label}: experiment status files left: {left}"
     pins = [p.name for p in Path("/sys/fs/bpf").glob("*") if "chaos" in p.name and str(pid) in p.name]
     assert not pins, f"{label}: pinned objects left: {pins}"
     assert snapshot(pair) == before, f"{label}: the test namespaces changed"

@@ -144,3 +144,18 @@ def test_status_and_sweep_dry_run_list_stray_files_and_change_nothing(run_dir):
     swept = cli("sweep")
     assert f"removed {stop}" in swept and f"removed {temp}" in swept, swept
     assert not os.listdir(runs)
+
+
+def test_a_dead_experiment_runners_status_file_is_swept_a_live_ones_kept(run_dir):
+    """`run` killed before it deleted its status file (experiments/<run id>.json) left it for good; `sweep` now
+    removes it when its pid is dead. A live runner's, an unreadable file and a run directory are kept."""
+    experiments = run_dir / "experiments"
+    (experiments / "exp-live").mkdir(parents=True)          # a run directory under it (network.controls)
+    (experiments / "exp-dead.json").write_text(json.dumps({"run_id": "exp-dead", "pid": dead_pid()}))
+    (experiments / "exp-live.json").write_text(json.dumps({"run_id": "exp-live", "pid": os.getpid()}))
+    (experiments / "exp-odd.json").write_text("not json")
+    assert [s["path"] for s in stray_files()] == [str(experiments / "exp-dead.json")]
+    report = sweep()
+    assert {"kind": "experiment-status", "path": str(experiments / "exp-dead.json")} in report.removed
+    assert sorted(p.name for p in experiments.iterdir()) == ["exp-live", "exp-live.json", "exp-odd.json"]
+    assert stray_files() == []

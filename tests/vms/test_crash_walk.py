@@ -1,8 +1,12 @@
 """The VM lab's crash points (vagrant/lib/nslibvirt.sh, shared by the smoke and the three-VM lab): the smoke killed
-with SIGKILL right after each step before its VM has booted -- the namespace made, libvirtd started, the libvirt
-network up, `vagrant up` has started QEMU -- then `chaos-inject sweep`: no namespace, no process, no work directory
-and no ledger of the run may be left, and a second sweep finds nothing. CHAOS_INJECT_CRASH_WALK=full walks both
-sides of every step up to QEMU's start (26 crash points). The tier's time per crash point is printed."""
+with SIGKILL at its steps -- before its VM boots (the namespace made, libvirtd started, the libvirt network up,
+`vagrant up` has started QEMU) and in its teardown (vagrant destroy, the box volume, the storage pool, libvirtd,
+then the namespace, the work directory, the ledger) -- then `chaos-inject sweep`: no namespace, no process, no work
+directory (the private libvirt state: domains, networks, volumes) and no ledger of the run may be left, and a second
+sweep finds nothing. The vms-smoke tier walks right after the four steps before the boot and one teardown step (the
+namespace deleted, the ledger not yet: each teardown point is a whole smoke run, a VM boot and its checks);
+CHAOS_INJECT_CRASH_WALK=full (`make test-vms`) walks both sides of every step (40 crash points). The time per crash
+point is printed."""
 
 from __future__ import annotations
 
@@ -24,7 +28,10 @@ REPO = Path(__file__).resolve().parents[2]
 STEPS = ["write ledger", "write ledger", "create work directory", "write ledger", "create netns", "write ledger",
          "start libvirtd", "write ledger", "start vagrant up", "libvirt network up", "write ledger", "QEMU started",
          "write ledger"]
-NAMED = ("create netns", "start libvirtd", "libvirt network up", "QEMU started")
+# the teardown's: the inner script's (one box volume), then the outer script's trap
+STEPS += ["vagrant destroy", "delete volume", "remove storage pool", "stop libvirtd", "delete netns",
+          "remove work directory", "delete ledger"]
+NAMED = ("create netns", "start libvirtd", "libvirt network up", "QEMU started", "delete netns")
 
 
 def crash_points() -> list[tuple[int, str]]:
@@ -65,7 +72,7 @@ def sweep(env: dict) -> dict:
 
 
 @pytest.mark.parametrize("n,when", crash_points())
-def test_the_smoke_killed_at_each_step_before_the_vm_boots_is_swept_clean(n, when, tmp_path):
+def test_the_smoke_killed_at_a_step_is_swept_clean(n, when, tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root: the smoke makes a network namespace and runs libvirtd")
     for tool in ("vagrant", "libvirtd", "qemu-system-x86_64"):
@@ -78,7 +85,7 @@ def test_the_smoke_killed_at_each_step_before_the_vm_boots_is_swept_clean(n, whe
     t0 = time.monotonic()
     with open(tmp_path / "stderr", "w") as err:   # a file: the inner script, still running, keeps it open
         proc = subprocess.run(["nice", "-n", "19", "bash", str(REPO / "vagrant" / "smoke" / "smoke.sh")], env=env,
-                              stdout=subprocess.DEVNULL, stderr=err, timeout=900)
+                              stdout=subprocess.DEVNULL, stderr=err, timeout=1800)
     killed_after = time.monotonic() - t0
     stderr = (tmp_path / "stderr").read_text()
     if proc.returncode == 77:
@@ -87,7 +94,12 @@ def test_the_smoke_killed_at_each_step_before_the_vm_boots_is_swept_clean(n, whe
     traced = [line.split("\t", 1)[1] for line in trace.read_text().splitlines()]
     # killed at step n (after it: a step that writes the ledger holds that write, n + 1, too)
     assert traced == STEPS[:len(traced)] and len(traced) in (n, n + 1) and traced[n - 1] == STEPS[n - 1], traced
-    (ledger_path,) = (run_dir / "runs").glob("vm-vagrant-smoke-*.json")
+    ledgers = list((run_dir / "runs").glob("vm-vagrant-smoke-*.json"))
+    if (n, when) == (len(STEPS), "after"):       # the ledger was the last thing to go: nothing to sweep
+        assert not ledgers and not list((run_dir / "runs").glob("*")), ledgers
+        assert sweep(env)["swept_runs"] == [] and not {x for x in namespaces() if x.startswith("cibox-")} - ns_before
+        return
+    (ledger_path,) = ledgers
     ledger = json.loads(ledger_path.read_text())
     ledger_id, owner = ledger["run_id"], ledger["pid"]
     work = [e["path"] for e in ledger["entries"] if e["kind"] == "lab-dir"]

@@ -20,8 +20,9 @@
 # it), the inner script, libvirtd, dnsmasq and QEMU (pid + start time, as soon as they run) -- so that
 # `chaos-inject sweep` removes what a killed run left. Crash points (test-only, as chaos-inject's own:
 # CHAOS_INJECT_CRASH_AT=N[:before|after], CHAOS_INJECT_CRASH_TRACE=FILE) are the steps `nsl_step` wraps; the
-# crash kills the owner (the outer script) and the step's own shell with SIGKILL. The teardown's steps are not
-# counted (the trap of the outer script runs beside the inner one).
+# crash kills the owner (the outer script) and the step's own shell with SIGKILL. The teardown's steps are steps too:
+# the inner script's (vagrant destroy, the volumes, the pool, libvirtd), then the outer's trap (the namespace, the
+# work directory, the ledger), which carries on from the inner's count (WORK/steps: each script counts its own).
 
 NSL_TAG=${NSL_TAG:-vagrant}
 nsl_log() { printf '[%s] %s\n' "$NSL_TAG" "$*" >&2; }
@@ -81,6 +82,7 @@ nsl_preflight() {
 _nsl_cleanup() {
   local rc=$? left
   trap - EXIT INT TERM
+  [ ! -s "$NSL_WORK/steps" ] || NSL_STEP=$(cat "$NSL_WORK/steps")   # the inner script's steps came after ours
   if [ -n "${NSL_NS:-}" ] && ip netns list | grep -qw "$NSL_NS"; then
     # every process in the namespace is ours (we made it): libvirtd, dnsmasq, qemu, vagrant's ssh if any survived
     left=$(ip netns pids "$NSL_NS" 2>/dev/null | tr '\n' ' ' || true)
@@ -91,13 +93,13 @@ _nsl_cleanup() {
       left=$(ip netns pids "$NSL_NS" 2>/dev/null || true)
       [ -z "$left" ] || kill -KILL $left 2>/dev/null || true
     fi
-    ip netns del "$NSL_NS"
+    nsl_step "delete netns" ip netns del "$NSL_NS"
   fi
   [ "$(type -t nsl_on_exit)" != function ] || nsl_on_exit "$rc" || true     # the caller's last words (logs)
-  rm -rf "$NSL_WORK"
+  [ ! -e "$NSL_WORK" ] || nsl_step "remove work directory" rm -rf "$NSL_WORK"
   if [ -n "${NSL_LEDGER:-}" ] && { [ -z "${NSL_NS:-}" ] || ! ip netns list | grep -qw "$NSL_NS"; } \
-     && [ ! -e "$NSL_WORK" ]; then
-    "$NSL_PY" -m chaosinject.cli.ledger_writer close "$NSL_LEDGER" || rc=1   # all gone: the ledger too
+     && [ ! -e "$NSL_WORK" ]; then   # all gone: the ledger too
+    nsl_step "delete ledger" "$NSL_PY" -m chaosinject.cli.ledger_writer close "$NSL_LEDGER" || rc=1
   fi
   exit "$rc"
 }
@@ -206,13 +208,17 @@ nsl_inner_teardown() {  # nsl_inner_teardown WORK (cwd: the Vagrant project)
   local work=$1 rc=0 t v n d pid
   t=$(nsl_now)
   if [ -d "${VAGRANT_DOTFILE_PATH:-.vagrant}" ]; then
-    vagrant destroy -f >"$work/vagrant-destroy.log" 2>&1 || { nsl_log "vagrant destroy failed:"; tail -20 "$work/vagrant-destroy.log" >&2; rc=1; }
+    nsl_step "vagrant destroy" vagrant destroy -f >"$work/vagrant-destroy.log" 2>&1 \
+      || { nsl_log "vagrant destroy failed:"; tail -20 "$work/vagrant-destroy.log" >&2; rc=1; }
   fi
   nsl_timing destroy "$(nsl_since "$t")"; nsl_log "vagrant destroy -f: $(nsl_since "$t") s"
   # what vagrant keeps on purpose (the box's volume in the pool, the pool) goes too; then check nothing is left
-  for v in $(virsh -q vol-list default 2>/dev/null | awk '{print $1}'); do virsh -q vol-delete "$v" --pool default >/dev/null || rc=1; done
-  virsh -q pool-destroy default >/dev/null 2>&1 || true
-  virsh -q pool-undefine default >/dev/null 2>&1 || true
+  for v in $(virsh -q vol-list default 2>/dev/null | awk '{print $1}'); do
+    nsl_step "delete volume" virsh -q vol-delete "$v" --pool default >/dev/null || rc=1
+  done
+  if virsh -q pool-info default >/dev/null 2>&1; then
+    nsl_step "remove storage pool" eval 'virsh -q pool-destroy default >/dev/null 2>&1; virsh -q pool-undefine default >/dev/null 2>&1' || true
+  fi
   for d in $(virsh -q list --all --name); do
     nsl_log "domain $d left: removing it"; rc=1
     virsh -q destroy "$d" >/dev/null 2>&1 || true; virsh -q undefine "$d" --nvram >/dev/null 2>&1 || virsh -q undefine "$d" >/dev/null 2>&1 || true
@@ -224,8 +230,9 @@ nsl_inner_teardown() {  # nsl_inner_teardown WORK (cwd: the Vagrant project)
   [ -z "$(virsh -q pool-list --all --name)" ] || { nsl_log "storage pool left: $(virsh -q pool-list --all --name)"; rc=1; }
   [ -z "$(ip -br link show type bridge)" ] || { nsl_log "bridge left: $(ip -br link show type bridge)"; rc=1; }
   pid=$(cat "$work/libvirtd.pid")
-  kill -TERM "$pid" 2>/dev/null || true
+  nsl_step "stop libvirtd" kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -0 "$pid" 2>/dev/null && { nsl_log "libvirtd $pid did not stop on SIGTERM: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; rc=1; }
+  echo "$NSL_STEP" > "$work/steps"     # the outer script's teardown counts on from here (_nsl_cleanup)
   return $rc
 }
