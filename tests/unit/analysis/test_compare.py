@@ -1,6 +1,5 @@
 """Mann-Whitney / Hodges-Lehmann, p99 difference intervals and the quantile exceedance test."""
 import math
-import time
 
 import numpy as np
 import pytest
@@ -84,15 +83,13 @@ def test_moses_interval_equals_order_statistics_of_all_differences():
     assert r.interval.high == pytest.approx(d[N - c], abs=1e-8)
 
 
-def test_hodges_lehmann_on_ten_million_is_fast_and_precise():
+def test_hodges_lehmann_on_ten_million_is_precise():
+    """Brute force would need 1e14 differences; its time is a benchmark's (bench/verdict_speed.py --hl)."""
     rng = np.random.default_rng(11)
     x = rng.lognormal(np.log(20e6), 0.5, size=10_000_000)
     y = rng.lognormal(np.log(20e6), 0.5, size=10_000_000) + 1e6
-    t = time.perf_counter()
     hl = hodges_lehmann(x, y)
     shift, err = hl.shift, hl.error
-    elapsed = time.perf_counter() - t
-    assert elapsed < 15  # ~4 s on this machine; brute force would need 1e14 differences
     assert err < 1e-3 * 1e6  # bracket narrower than 0.1 % of the shift
     assert abs(shift - 1e6) < 0.05e6  # and the estimate is where it should be (SE ~ 0.01e6)
 
