@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from .. import crashpoints
 from ..errors import ChaosInjectError, Unsupported
+from .ledger import private_folder_parent
 
 COLLECTIONS_ENV = "CHAOS_INJECT_COLLECTIONS_PATH"
 # a file: every round's start and end and Ansible's events, one JSON line each, with wall-clock times (for
@@ -91,7 +92,7 @@ class AnsibleRounds:
         # the pid in the name: `sweep --inventory` removes the folder of a controller killed before it wrote a
         # ledger (fleet.ledger.orphaned_private_folders)
         with crashpoints.step("make fleet private folder"):
-            self.private = tempfile.mkdtemp(prefix=f"chaos-fleet-{os.getpid()}-")
+            self.private = tempfile.mkdtemp(prefix=f"chaos-fleet-{os.getpid()}-", dir=private_folder_parent())
         self._lock = threading.Lock()
         self._trace_path = os.environ.get(TRACE_ENV) or None
 

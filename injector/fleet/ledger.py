@@ -34,6 +34,18 @@ KIND = "fleet"
 HOST_ENTRY = "fleet-host"
 PRIVATE_PREFIX = "chaos-fleet-"       # fleet.ansible's private folders (tempfile.mkdtemp prefix)
 PRIVATE_NAME = re.compile(r"^chaos-fleet-(\d+)-[^/]+$")   # ... with the controller's pid
+# ssh's control sockets live in the private folder (cp/<Ansible's 10-character hash>, plus ssh's 17-character
+# temporary suffix while it binds): a Unix socket's path holds at most 107 bytes
+SOCKET_PATH_MAX = 107
+SOCKET_TAIL = len("/chaos-fleet-4194304-xxxxxxxx/cp/") + 10 + 17
+
+
+def private_folder_parent() -> str:
+    """Where fleet.ansible makes its private folders: the temporary directory, or /tmp when the temporary
+    directory's path is too long for the SSH control sockets inside it (ssh refuses, Ansible reports the host
+    unreachable)."""
+    base = tempfile.gettempdir()
+    return base if len(base) + SOCKET_TAIL <= SOCKET_PATH_MAX else "/tmp"
 STOP_POLL_S = 0.2                     # how often a controller reads its stop request
 
 
@@ -174,9 +186,9 @@ def clear_swept(inventory: str, clean_hosts: Iterable[str], *, inventory_hosts: 
 
 
 def orphaned_private_folders(directory: str | None = None) -> list[Path]:
-    """Ansible folders (``chaos-fleet-<pid>-*`` in the temporary directory) of controllers that are gone: one
+    """Ansible folders (``chaos-fleet-<pid>-*`` in :func:`private_folder_parent`) of controllers that are gone: one
     killed before its ledger was written (or after) leaves its folder. A live pid's folder is never listed."""
-    return entries_of_dead_pids(directory or tempfile.gettempdir(), PRIVATE_NAME)
+    return entries_of_dead_pids(directory or private_folder_parent(), PRIVATE_NAME)
 
 
 def remove_private(private: str | None) -> None:

@@ -213,6 +213,28 @@ def test_a_dead_controllers_ansible_folder_is_found_by_its_pid_and_a_live_ones_i
     assert orphaned_private_folders(str(tmp_path)) == [dead]
 
 
+def test_a_temporary_directory_too_long_for_ssh_sockets_puts_the_ansible_folder_in_tmp(tmp_path, monkeypatch):
+    """The VM lab's TMPDIR (its work directory's tmp/) made every host 'unreachable': ssh could not bind its
+    control socket, whose path is over 107 bytes there."""
+    import tempfile
+
+    from chaosinject.fleet.ansible import AnsibleRounds
+    from chaosinject.fleet.ledger import SOCKET_PATH_MAX, SOCKET_TAIL, private_folder_parent
+
+    long_dir = tmp_path / ("d" * (SOCKET_PATH_MAX - len(str(tmp_path))))
+    long_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long_dir))
+    assert private_folder_parent() == "/tmp"
+    with AnsibleRounds(str(tmp_path / "hosts.yml")) as rounds:
+        assert Path(rounds.private).parent == Path("/tmp")
+        assert len(rounds.private) + len("/cp/") + 10 + 17 <= SOCKET_PATH_MAX
+    assert not Path(rounds.private).exists()
+    short = tmp_path.parents[1]      # /tmp/pytest-of-<user>: short enough, the temporary directory itself
+    assert len(str(short)) + SOCKET_TAIL <= SOCKET_PATH_MAX
+    monkeypatch.setattr(tempfile, "tempdir", str(short))
+    assert private_folder_parent() == str(short)
+
+
 def test_chaos_inject_stop_of_a_fleet_run_rolls_back_every_host(inv_path, capsys):
     """`chaos-inject stop RUN_ID` (supervisor.stop_runs: the ledger's stop request) ends the CLI's fleet inject
     as Ctrl-C does: every host stopped, the ledger and the request gone."""
