@@ -4,8 +4,8 @@ Groups api, db and prometheus (one VM each, hosts lab-api, lab-db, lab-prometheu
 makes Ansible warn); ansible_host is the VM's lab address (lab.json's vagrant subnet), so flows between the groups
 resolve to the addresses the services use; chaos_inject_ports are the roles' ports (`api->db` means db:5432).
 User and key come from `vagrant ssh-config` (vagrant-libvirt replaced the insecure key at `vagrant up`); the
-fault module runs as root through sudo (become) with the chaos-inject that provision/chaos-inject.sh installed
-(VMs brought up with a wheelhouse, as vagrant/lab.sh does)."""
+fault module runs as root through sudo (become) with the chaos-inject that provision/chaos-inject.sh installed.
+vagrant/lab.sh writes it (CHAOS_LAB_CONTROLLER=host); on a laptop's `vagrant up` it works the same."""
 
 from __future__ import annotations
 

@@ -13,11 +13,18 @@
 #   4. on the api VM: provision/experiment.py runs injector/lab/experiments/db-timeout.json (the VMs' addresses as
 #      its configuration variables); the run directory comes back to the host as RUN_DIR_ON_HOST (default
 #      .cache/vagrant-lab/runs/<time>) by `vagrant ssh api -c 'sudo tar ...'`
+#      With CHAOS_LAB_CONTROLLER=host, step 4 runs from this machine instead, as a fleet: vagrant/inventory.py
+#      writes the VMs' Ansible inventory (RUN_DIR/hosts.yml), provision/handover.py stops the api VM's load (its
+#      rate and the baseline sized for it printed), and `chaos-inject run db-timeout.json --inventory hosts.yml
+#      --load-url ...` runs in our namespace (the controller: the only place that reaches the VMs), the delay
+#      carried by Ansible to the api VM, the probes and the load from here; RUN_DIR/left/ records what each VM
+#      (chaos-inject status, ledgers, fleet notes, qdiscs) and the controller (ledgers) still held after it
 #   5. vagrant destroy -f; no domain, volume, pool, network or bridge may be left; libvirtd stopped by PID; the
 #      namespace (and anything left in it, all ours) and the work directory removed -- on every exit path.
 # Prints timings (box, wheelhouse, vagrant up, experiment, fetch, destroy) and the experiment's verdict; exit 0
 # only if the verdict is HELD and the teardown left nothing; 77 when this machine cannot run it.
-# Env: LAB_KEEP_LOGS=DIR keeps the logs; CHAOS_LAB_LOAD_RATE (default auto); VM memory below.
+# Env: LAB_KEEP_LOGS=DIR keeps the logs; CHAOS_LAB_LOAD_RATE (default auto); CHAOS_LAB_CONTROLLER (vm, the
+# default, or host); VM memory below.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,6 +32,11 @@ repo=$(cd "$here/.." && pwd)
 NSL_TAG=vagrant-lab
 # shellcheck source=lib/nslibvirt.sh
 . "$here/lib/nslibvirt.sh"
+
+# where the experiment runs: on the api VM (vm), or from this machine through Ansible (host: vagrant/inventory.py)
+CONTROLLER=${CHAOS_LAB_CONTROLLER:-vm}
+case $CONTROLLER in vm|host) ;; *) echo "lab.sh: CHAOS_LAB_CONTROLLER must be vm or host" >&2; exit 2 ;; esac
+export CHAOS_LAB_CONTROLLER=$CONTROLLER
 
 if [ "${1:-}" = "--inner" ]; then
   work=$2 dest=$3
@@ -45,6 +57,7 @@ if [ "${1:-}" = "--inner" ]; then
       || { nsl_log "vagrant up failed:"; tail -40 "$work/vagrant-up.log" >&2; return 1; }
     nsl_timing up "$(nsl_since "$t")"; nsl_log "vagrant up (db, api, prometheus, provisioned): $(nsl_since "$t") s"
     grep -E 'chaos-inject: |load: ' "$work/vagrant-up.log" | sed 's/^/  /' >&2 || true
+    [ "$CONTROLLER" = host ] && { from_host; return; }
     local rc=0 remote=/var/lib/chaos-inject/runs/vm-run
     t=$(nsl_now)
     vagrant ssh api -c "sudo /opt/chaos-inject/venv/bin/python /vagrant/vagrant/provision/experiment.py $remote" \
@@ -60,6 +73,38 @@ if [ "${1:-}" = "--inner" ]; then
       nsl_log "could not fetch the run directory: $(tail -3 "$work/fetch.err")"; rc=1
     fi
     tr -d '\r' < "$work/experiment.out" > "$dest/vm-experiment.out" 2>/dev/null || true
+    return $rc
+  }
+  from_host() {  # the experiment from here: this namespace is the controller, Ansible carries the fault to the api VM
+    local rc=0 t ctl=$work/ctl-run out=$dest/host-experiment.out vm
+    t=$(nsl_now)
+    mkdir -p "$dest" "$ctl" "$work/tmp"
+    "$NSL_PY" "$here/inventory.py" "$dest/hosts.yml" || { nsl_log "vagrant/inventory.py failed"; return 1; }
+    vagrant ssh api -c "sudo /opt/chaos-inject/venv/bin/python /vagrant/vagrant/provision/handover.py" \
+      2>"$work/handover.err" | tr -d '\r' | tail -1 > "$work/handover.json" \
+      && "$NSL_PY" -c 'import json,sys; json.dump(json.load(open(sys.argv[1]))["vars"], sys.stdout)' \
+           "$work/handover.json" > "$work/vars.json" \
+      || { nsl_log "the load's handover on the api VM failed:"; tail -20 "$work/handover.err" >&2; return 1; }
+    local load_url rate why
+    read -r load_url rate why < <("$NSL_PY" -c 'import json,sys; h = json.load(open(sys.argv[1]));
+print(h["load_url"], h["rate"], h["why"])' "$work/handover.json")
+    nsl_log "load handed over to the controller: $why"
+    # the controller's own run state (its fleet ledger) and temporary files in the work directory, not the host's;
+    # a renewal is one Ansible round on a TCG VM (seconds of Python start-up there): a heartbeat of 15 s is too short
+    CHAOS_INJECT_RUN_DIR=$ctl TMPDIR=$work/tmp "$(dirname "$NSL_PY")/chaos-inject" run \
+      "$repo/injector/lab/experiments/db-timeout.json" --inventory "$dest/hosts.yml" --var-file "$work/vars.json" \
+      --load-url "$load_url" --load-rate "$rate" --heartbeat-timeout 120s --record "$dest" > "$out" 2>&1 || rc=$?
+    nsl_timing experiment "$(nsl_since "$t")"
+    grep -vE '^\s*$' "$out" | tail -40 | sed 's/^/  controller: /' >&2
+    nsl_log "experiment from the host: $(nsl_since "$t") s (exit $rc)"
+    [ "$rc" = 0 ] && echo "verdict: HELD" >> "$out" || echo "verdict: NOT HELD (chaos-inject run exit $rc)" >> "$out"
+    # what the run left: every VM's chaos-inject runs, ledgers, fleet notes and qdiscs; the controller's ledgers
+    mkdir -p "$dest/left"
+    for vm in db api prometheus; do
+      vagrant ssh "$vm" -c 'sudo sh -c "chaos-inject status --json; echo @@; ls -A /run/chaos-inject/runs /run/chaos-inject/fleet 2>/dev/null; echo @@; tc qdisc show"' \
+        2>/dev/null | tr -d '\r' > "$dest/left/$vm.txt" || rc=1
+    done
+    ls -A "$ctl/runs" > "$dest/left/controller.txt" 2>/dev/null || true
     return $rc
   }
   rc=0
@@ -87,7 +132,7 @@ nsl_on_exit() {
   fi
   local f; f() { awk -v k="$1" '$1==k{print $2}' "$NSL_WORK/timings" 2>/dev/null; }
   nsl_log "timings: box build ${built} s, wheelhouse ${wheel_secs} s, vagrant up $(f up) s, experiment $(f experiment) s, fetch $(f fetch) s, destroy $(f destroy) s"
-  local verdict; verdict=$(sed -n 's/^verdict: //p' "$dest/vm-experiment.out" 2>/dev/null | tail -1)
+  local verdict; verdict=$(sed -n 's/^verdict: //p' "$dest/$CONTROLLER-experiment.out" 2>/dev/null | tail -1)
   nsl_log "verdict: ${verdict:-none}; run directory: $dest"
   [ "$1" = 0 ] && nsl_log "PASS" || nsl_log "FAIL (rc $1)"
 }

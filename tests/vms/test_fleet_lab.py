@@ -1,0 +1,100 @@
+"""`make test-vms` (the `vms` tier): the seed's experiment on the three lab VMs run from this machine, as a fleet.
+vagrant/lab.sh with CHAOS_LAB_CONTROLLER=host brings db, api and prometheus up as for test_lab.py, writes the
+VMs' Ansible inventory (vagrant/inventory.py), hands the api VM's load over to the controller and runs
+`chaos-inject run db-timeout.json --inventory hosts.yml` in the lab's namespace (the one place that reaches the
+VMs): the api->db delay carried by Ansible to the api VM, the probes against the api and the prometheus VM."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+# the netem hold around the requested 2 s: the kernel tier's window (tests/ imports as a package from the root)
+from tests.kernel.nslab import HOLD_TOLERANCE_MS
+
+REPO = Path(__file__).resolve().parents[2]
+API, DB, PROMETHEUS = "192.168.56.10", "192.168.56.11", "192.168.56.12"     # lab.json's vagrant addresses
+
+
+def namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+
+
+def run_lab(dest: Path) -> str:
+    env = {**os.environ, "CHAOS_LAB_CONTROLLER": "host"}
+    proc = subprocess.Popen(["bash", str(REPO / "vagrant" / "lab.sh"), str(dest)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        _, stderr = proc.communicate(timeout=3600)
+    except subprocess.TimeoutExpired:
+        proc.terminate()                 # SIGTERM: the script's trap still tears everything down
+        _, stderr = proc.communicate(timeout=180)
+        pytest.fail(f"the VM lab took more than 60 min; stderr tail:\n{stderr[-4000:]}")
+    print(stderr[-6000:])
+    if proc.returncode == 77:
+        pytest.skip(stderr.strip().splitlines()[-1])
+    assert proc.returncode == 0, stderr[-6000:]
+    return stderr
+
+
+def test_seed_experiment_from_the_host_faults_the_api_vm_through_ansible_and_leaves_nothing(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the lab makes a network namespace and runs libvirtd")
+    for tool in ("vagrant", "libvirtd", "qemu-system-x86_64"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} not installed: scripts/vagrant-setup.sh installs the VM packages")
+    ns_before = namespaces()
+    run_libvirt_before = Path("/run/libvirt").exists()
+    dest = tmp_path / "run"
+    stderr = run_lab(dest)
+    assert "[vagrant-lab] PASS" in stderr and "verdict: HELD" in stderr
+    # the inventory the lab wrote: groups api, db, prometheus at the VMs' lab addresses
+    inv = json.loads((dest / "hosts.yml").read_text())["all"]["children"]
+    assert {g: list(inv[g]["hosts"].values())[0]["ansible_host"] for g in inv} == {
+        "api": API, "db": DB, "prometheus": PROMETHEUS}
+    # completed, not deviated, the recorded samples (the controller's load) held
+    journal = json.loads((dest / "journal.json").read_text())
+    assert journal["status"] == "completed" and not journal["deviated"], journal["chaos-inject"].get("reason")
+    assert journal["chaos-inject"]["verdict"] == "held", journal["chaos-inject"]
+    # the probes ran from the controller (only the VMs answer in its namespace): the api VM's health, the
+    # prometheus VM's count of the fault's 503s
+    runs = {r["activity"]["name"]: r for r in journal["run"]}
+    assert runs["503-during-the-fault"]["status"] == "succeeded" and runs["503-during-the-fault"]["tolerance_met"]
+    probes = {p["activity"]["name"]: p for p in journal["steady_states"]["before"]["probes"]}
+    assert probes["api-responds-to-health"]["tolerance_met"] and probes["error-rate-is-low"]["tolerance_met"]
+    # the fault: carried by the fleet to the api VM only, api -> db:5432
+    faults = journal["chaos-inject"]["faults"]
+    assert len(faults) == 1 and faults[0]["carrier"] == "fleet", faults
+    assert [h["host"] for h in faults[0]["hosts"]] == ["lab-api"], faults[0]["hosts"]
+    # the hold per packet measured in the api VM's kernel: ~2 s within the kernel tier's window
+    held = [c for c in faults[0]["counters"].values() if c.get("delay_kernel_measured")]
+    assert held, faults[0]["counters"]
+    c = max(held, key=lambda c: c.get("delay_samples", 0))
+    low, high = HOLD_TOLERANCE_MS
+    assert c["delay_samples"] > 0 and c["delay_samples_lost"] == 0, c
+    assert 2000 + low <= c["delay_p50_ns"] / 1e6 <= 2000 + high, c
+    # one run with a host column: fleet.json, fleet-counters.csv, the report's Hosts table
+    merged = json.loads((dest / "fleet.json").read_text())
+    assert merged["verdict"] == "ok" and merged["hosts"] == ["lab-api"], merged
+    host = merged["faults"][0]["hosts"][0]
+    assert host["state"] == "stopped" and host["address"] == API and host["totals"]["delayed_packets"] > 0, host
+    assert any(DB in flow and "5432" in flow for flow in host["flows"]), host["flows"]
+    rows = (dest / "fleet-counters.csv").read_text().splitlines()
+    assert rows[0].startswith("host,fleet_run,rule,") and {r.split(",")[0] for r in rows[1:]} == {"lab-api"}
+    assert f"| lab-api | {API} | stopped | ok |" in (dest / "report.md").read_text()
+    # nothing left on any VM (no live run, ledger, fleet note, netem or clsact qdisc) nor on the controller
+    for vm in ("db", "api", "prometheus"):
+        status, files, qdiscs = (dest / "left" / f"{vm}.txt").read_text().split("@@")
+        assert [r for r in json.loads(status or "[]") if r.get("alive")] == [], (vm, status)
+        assert [f for f in files.split() if not f.endswith(":")] == [], (vm, files)
+        assert "netem" not in qdiscs and "clsact" not in qdiscs, (vm, qdiscs)
+    assert (dest / "left" / "controller.txt").read_text().split() == []
+    # and on this machine: the lab's namespace, its libvirt state
+    assert {n for n in namespaces() - ns_before if n.startswith("cilab-")} == set()
+    assert Path("/run/libvirt").exists() == run_libvirt_before
