@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from chaosinject.procfs import process_alive
+from tests.vms.vmkit import REPO, namespaces, require_root_and_vm_tools
 
-REPO = Path(__file__).resolve().parents[2]
 
 # the smoke's steps up to QEMU's start, in order (one dnsmasq: the management network)
 STEPS = ["write ledger", "write ledger", "create work directory", "write ledger", "create netns", "write ledger",
@@ -38,11 +37,6 @@ def crash_points() -> list[tuple[int, str]]:
     if os.environ.get("CHAOS_INJECT_CRASH_WALK") == "full":
         return [(n, when) for n in range(1, len(STEPS) + 1) for when in ("before", "after")]
     return [(STEPS.index(label) + 1, "after") for label in NAMED]
-
-
-def namespaces() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
 
 
 def processes_of(ledger_id: str) -> list[int]:
@@ -73,11 +67,7 @@ def sweep(env: dict) -> dict:
 
 @pytest.mark.parametrize("n,when", crash_points())
 def test_the_smoke_killed_at_a_step_is_swept_clean(n, when, tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the smoke makes a network namespace and runs libvirtd")
-    for tool in ("vagrant", "libvirtd", "qemu-system-x86_64"):
-        if not shutil.which(tool):
-            pytest.skip(f"{tool} not installed: scripts/vagrant-setup.sh installs the VM packages")
+    require_root_and_vm_tools("the smoke")
     run_dir, trace = tmp_path / "run", tmp_path / "trace"
     env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(run_dir), "CHAOS_INJECT_CRASH_TRACE": str(trace),
            "CHAOS_INJECT_CRASH_AT": f"{n}:{when}"}

@@ -7,40 +7,13 @@ VMs): the api->db delay carried by Ansible to the api VM, the probes against the
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
-
-import pytest
 
 # the netem hold around the requested 2 s: the kernel tier's window (tests/ imports as a package from the root)
 from tests.kernel.nslab import HOLD_TOLERANCE_MS
+from tests.vms.vmkit import namespaces, require_root_and_vm_tools, run_lab
 
-REPO = Path(__file__).resolve().parents[2]
 API, DB, PROMETHEUS = "192.168.56.10", "192.168.56.11", "192.168.56.12"     # lab.json's vagrant addresses
-
-
-def namespaces() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
-
-
-def run_lab(dest: Path) -> str:
-    env = {**os.environ, "CHAOS_LAB_CONTROLLER": "host"}
-    proc = subprocess.Popen(["bash", str(REPO / "vagrant" / "lab.sh"), str(dest)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        _, stderr = proc.communicate(timeout=3600)
-    except subprocess.TimeoutExpired:
-        proc.terminate()                 # SIGTERM: the script's trap still tears everything down
-        _, stderr = proc.communicate(timeout=180)
-        pytest.fail(f"the VM lab took more than 60 min; stderr tail:\n{stderr[-4000:]}")
-    print(stderr[-6000:])
-    if proc.returncode == 77:
-        pytest.skip(stderr.strip().splitlines()[-1])
-    assert proc.returncode == 0, stderr[-6000:]
-    return stderr
 
 
 def check_run_directory(dest: Path) -> None:
@@ -90,15 +63,11 @@ def check_run_directory(dest: Path) -> None:
 
 
 def test_seed_experiment_from_the_host_faults_the_api_vm_through_ansible_and_leaves_nothing(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the lab makes a network namespace and runs libvirtd")
-    for tool in ("vagrant", "libvirtd", "qemu-system-x86_64"):
-        if not shutil.which(tool):
-            pytest.skip(f"{tool} not installed: scripts/vagrant-setup.sh installs the VM packages")
+    require_root_and_vm_tools("the lab")
     ns_before = namespaces()
     run_libvirt_before = Path("/run/libvirt").exists()
     dest = tmp_path / "run"
-    stderr = run_lab(dest)
+    stderr = run_lab(dest, {"CHAOS_LAB_CONTROLLER": "host"})
     assert "[vagrant-lab] PASS" in stderr and "verdict: HELD" in stderr
     check_run_directory(dest)
     # and on this machine: the lab's namespace, its libvirt state

@@ -5,12 +5,7 @@ picks on the stock kernel (netem), fetches the run directory to the host, and de
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
-
-import pytest
 
 from chaosinject.analysis import load_run
 from chaosinject.lab.db_timeout_demo import phase_summary
@@ -19,36 +14,15 @@ from chaosinject.lab.db_timeout_demo import phase_summary
 # measured p50 +1.3 ms). tests/ is not a package: every tier runs `python -m pytest` from the repository root,
 # so its directories import as tests.X (as bench/ imports tests.host)
 from tests.kernel.nslab import HOLD_TOLERANCE_MS
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def namespaces() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+from tests.vms.vmkit import namespaces, require_root_and_vm_tools, run_lab
 
 
 def test_seed_experiment_on_three_vms_holds_with_netem_and_leaves_nothing(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the lab makes a network namespace and runs libvirtd")
-    for tool in ("vagrant", "libvirtd", "qemu-system-x86_64"):
-        if not shutil.which(tool):
-            pytest.skip(f"{tool} not installed: scripts/vagrant-setup.sh installs the VM packages")
+    require_root_and_vm_tools("the lab")
     ns_before = namespaces()
     run_libvirt_before = Path("/run/libvirt").exists()
     dest = tmp_path / "run"
-    proc = subprocess.Popen(["bash", str(REPO / "vagrant" / "lab.sh"), str(dest)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=3600)
-    except subprocess.TimeoutExpired:
-        proc.terminate()                 # SIGTERM: the script's trap still tears everything down
-        stdout, stderr = proc.communicate(timeout=180)
-        pytest.fail(f"the VM lab took more than 60 min; stderr tail:\n{stderr[-4000:]}")
-    print(stderr[-6000:])
-    if proc.returncode == 77:
-        pytest.skip(stderr.strip().splitlines()[-1])
-    assert proc.returncode == 0, stderr[-6000:]
+    stderr = run_lab(dest)
     assert "[vagrant-lab] PASS" in stderr and "verdict: HELD" in stderr
     out = (dest / "vm-experiment.out").read_text()
     # the fault ran with the netem engine on the api VM, on api->db

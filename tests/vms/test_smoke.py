@@ -5,27 +5,16 @@ the VM, and `vagrant destroy` plus the script's teardown leave nothing on the ho
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def namespaces() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+from tests.vms.vmkit import REPO, namespaces, require_root_and_vm_tools
 
 
 def test_vagrant_smoke_boots_checks_netem_and_leaves_nothing():
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the smoke makes a network namespace and runs libvirtd")
-    for tool in ("vagrant", "libvirtd", "qemu-system-x86_64"):
-        if not shutil.which(tool):
-            pytest.skip(f"{tool} not installed: `sudo make vagrant-box` installs the VM packages")
+    require_root_and_vm_tools("the smoke")
     run_libvirt_before = Path("/run/libvirt").exists()
     ns_before = namespaces()
     runs = REPO / ".cache" / "vagrant-smoke"
