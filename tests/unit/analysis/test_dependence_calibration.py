@@ -246,15 +246,21 @@ def test_few_long_bursts_one_episode_raises_the_upper_end():
     assert r["batch"][0] < 0.91, r
 
 
+def absolute_error_check(flags: np.ndarray, max_error_rate: float):
+    """The verdict's one check of a baseline phase whose requests failed where ``flags`` is set."""
+    spec = SteadyStateSpec(latency_max_ns=None, latency_max_ratio=None, max_error_rate=max_error_rate,
+                           error_rate_vs_baseline=False)
+    (check,) = evaluate({"baseline": PhaseData(np.ones(10), int(flags.sum()), flags.size, error_flags=flags)}, spec,
+                        latency_unit_ns=False).phase("baseline")
+    return check
+
+
 def test_one_block_keeps_its_lower_end_and_gets_the_episode_upper_end():
     # one burst of 30 in 2,000 requests (1.5 %): the absolute check's lower end is batch means' (a block above
     # the limit stays violated), its upper end the one-episode one, and the text says why
     f = np.zeros(2_000, bool)
     f[700:730] = True
-    spec = SteadyStateSpec(latency_max_ns=None, latency_max_ratio=None, max_error_rate=0.0002,
-                           error_rate_vs_baseline=False)
-    (c,) = evaluate({"baseline": PhaseData(np.ones(10), 30, 2_000, error_flags=f)}, spec,
-                    latency_unit_ns=False).phase("baseline")
+    c = absolute_error_check(f, max_error_rate=0.0002)
     d = indicator_dependence(f, "errors")
     ne = round(2_000 / d.vif)
     batch = proportion_ci(min(ne, round(30 / d.vif)), ne)
@@ -266,10 +272,7 @@ def test_one_block_keeps_its_lower_end_and_gets_the_episode_upper_end():
     # check cannot hold it, and says that more episodes, not more requests at this rate, would decide it
     g = np.zeros(20_000, bool)
     g[5_000:5_010] = True
-    spec = SteadyStateSpec(latency_max_ns=None, latency_max_ratio=None, max_error_rate=0.01,
-                           error_rate_vs_baseline=False)
-    (c,) = evaluate({"baseline": PhaseData(np.ones(10), 10, 20_000, error_flags=g)}, spec,
-                    latency_unit_ns=False).phase("baseline")
+    c = absolute_error_check(g, max_error_rate=0.01)
     assert c.outcome is Outcome.INCONCLUSIVE and c.interval.high == pytest.approx(0.0275, abs=1e-4)
     assert "a phase long enough for several episodes is needed" in c.reason
 
