@@ -51,7 +51,7 @@ if [ "${1:-}" = "--inner" ]; then
   cd "$repo/vagrant"
   inner() {
     local t
-    t=$(nsl_now); vagrant box add --name "$BOX_NAME" "$BOX_FILE" >"$work/vagrant-box-add.log" 2>&1 \
+    t=$(nsl_now); nsl_box_add "$BOX_NAME" "$BOX_FILE" "$work/vagrant-box-add.log" \
       || { nsl_log "vagrant box add failed:"; tail -20 "$work/vagrant-box-add.log" >&2; return 1; }
     t=$(nsl_now); nsl_vagrant_up "$work/vagrant-up.log" --provider libvirt --no-parallel \
       || { nsl_log "vagrant up failed:"; tail -40 "$work/vagrant-up.log" >&2; return 1; }

@@ -33,7 +33,7 @@ if [ "${1:-}" = "--inner" ]; then
   cd "$work/project"
   inner_checks() {
     local t
-    t=$(nsl_now); vagrant box add --name "$BOX_NAME" "$BOX_FILE" >"$work/vagrant-box-add.log" 2>&1 \
+    t=$(nsl_now); nsl_box_add "$BOX_NAME" "$BOX_FILE" "$work/vagrant-box-add.log" \
       || { nsl_log "vagrant box add failed:"; tail -20 "$work/vagrant-box-add.log" >&2; return 1; }
     nsl_log "vagrant box add: $(nsl_since "$t") s"
     t=$(nsl_now); nsl_vagrant_up "$work/vagrant-up.log" --provider libvirt \
