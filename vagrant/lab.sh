@@ -53,7 +53,8 @@ if [ "${1:-}" = "--inner" ]; then
     local t
     t=$(nsl_now); nsl_box_add "$BOX_NAME" "$BOX_FILE" "$work/vagrant-box-add.log" \
       || { nsl_log "vagrant box add failed:"; tail -20 "$work/vagrant-box-add.log" >&2; return 1; }
-    t=$(nsl_now); nsl_vagrant_up "$work/vagrant-up.log" --provider libvirt --no-parallel \
+    # two libvirt networks (Vagrantfile): the management network and the lab's 192.168.56.0/24
+    t=$(nsl_now); NSL_NETWORKS=2 nsl_vagrant_up "$work/vagrant-up.log" --provider libvirt --no-parallel \
       || { nsl_log "vagrant up failed:"; tail -40 "$work/vagrant-up.log" >&2; return 1; }
     nsl_timing up "$(nsl_since "$t")"; nsl_log "vagrant up (db, api, prometheus, provisioned): $(nsl_since "$t") s"
     grep -E 'chaos-inject: |load: ' "$work/vagrant-up.log" | sed 's/^/  /' >&2 || true

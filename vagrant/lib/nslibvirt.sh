@@ -205,21 +205,25 @@ nsl_box_add() {  # nsl_box_add NAME FILE LOG: the box into VAGRANT_HOME as `vagr
 }
 
 nsl_vagrant_up() {  # nsl_vagrant_up LOG ARGS...: `vagrant up ARGS` in the background, its objects ledgered as they
-  # appear: dnsmasq once a libvirt network is up, each QEMU once its domain runs (steps "libvirt network up", "QEMU
-  # started"); returns vagrant's exit status
-  local log=$1 pid rc=0 net=0 dom=0; shift
+  # appear: the dnsmasq of each libvirt network once NSL_NETWORKS of them are up (the caller's count, default 1:
+  # one step whatever the order they come up in), each QEMU once its domain runs (steps "libvirt network up",
+  # "QEMU started"); returns vagrant's exit status
+  local log=$1 pid rc=0 net=0 dom=0 running; shift
   NSL_UP_ARGS=("$@")
   nsl_step "start vagrant up" eval 'vagrant up "${NSL_UP_ARGS[@]}" > "$log" 2>&1 &'
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
-    if [ "$net" = 0 ] && [ -n "$(virsh -q net-list --name 2>/dev/null)" ]; then
+    running=$(virsh -q list --name 2>/dev/null)
+    if [ "$net" = 0 ] && { [ "$(virsh -q net-list --name 2>/dev/null | grep -c .)" -ge "${NSL_NETWORKS:-1}" ] \
+                           || [ -n "$running" ]; }; then      # a domain runs: its networks are all up
       net=1; nsl_step "libvirt network up" nsl_ledger_pidfile dnsmasq /run/libvirt/network/*.pid
     fi
-    if [ "$dom" = 0 ] && [ -n "$(virsh -q list --name 2>/dev/null)" ]; then
+    if [ "$dom" = 0 ] && [ -n "$running" ]; then
       dom=1; nsl_step "QEMU started" nsl_ledger_pidfile qemu /run/libvirt/qemu/*.pid
       # test-only: straight to the teardown with the domain running, no boot (the crash walk of the teardown)
       [ -z "${NSL_END_UP_AT_QEMU:-}" ] || { nsl_log "NSL_END_UP_AT_QEMU: vagrant up ($pid) ended"; kill -KILL "$pid"; }
     fi
+    [ "$net" = 0 ] || nsl_ledger_pidfile dnsmasq /run/libvirt/network/*.pid   # a network beyond NSL_NETWORKS
     [ "$dom" = 0 ] || nsl_ledger_pidfile qemu /run/libvirt/qemu/*.pid    # the lab's next VMs (--no-parallel)
     sleep 0.5
   done
