@@ -33,8 +33,8 @@ vagrant-smoke: setup vagrant-box  ## one VM from the box under vagrant-libvirt (
 vagrant-lab: setup vagrant-box  ## db, api, prometheus VMs (libvirt, TCG) in a namespace of their own, the seed's experiment on them, run directory to .cache/vagrant-lab/runs, destroy
 	bash vagrant/lab.sh
 
-test-vms: setup    ## the vms tier (not in `make test`, which runs its smoke): tests/vms, smoke and the three-VM experiment
-	bash scripts/vms-tier.sh tests/vms
+test-vms: setup    ## the vms tier (not in `make test`, which runs its smoke): tests/vms, smoke and the three-VM experiment, every crash point of both
+	CHAOS_INJECT_CRASH_WALK=full bash scripts/vms-tier.sh tests/vms
 
 bench: setup      ## prints figures; see bench/README.md
 	$(PY) bench/classifier_cost.py

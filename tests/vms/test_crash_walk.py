@@ -1,12 +1,20 @@
-"""The VM lab's crash points (vagrant/lib/nslibvirt.sh, shared by the smoke and the three-VM lab): the smoke killed
-with SIGKILL at its steps -- before its VM boots (the namespace made, libvirtd started, the libvirt network up,
-`vagrant up` has started QEMU) and in its teardown (vagrant destroy, the box volume, the storage pool, libvirtd,
-then the namespace, the work directory, the ledger) -- then `chaos-inject sweep`: no namespace, no process, no work
-directory (the private libvirt state: domains, networks, volumes) and no ledger of the run may be left, and a second
-sweep finds nothing. The vms-smoke tier walks right after the four steps before the boot and one teardown step (the
-namespace deleted, the ledger not yet: each teardown point is a whole smoke run, a VM boot and its checks);
-CHAOS_INJECT_CRASH_WALK=full (`make test-vms`) walks both sides of every step (40 crash points). The time per crash
-point is printed."""
+"""The VM lab's crash points (vagrant/lib/nslibvirt.sh, shared by the smoke and the three-VM lab): the smoke
+(vagrant/smoke/smoke.sh) and the lab (vagrant/lab.sh) killed with SIGKILL at each of their steps -- before the VM
+boots (the ledger, the work directory, the namespace, libvirtd, the libvirt networks, `vagrant up` has started
+QEMU) and in the teardown (vagrant destroy, the box volume, the storage pool, libvirtd, then the namespace, the
+work directory, the ledger) -- then `chaos-inject sweep`: no namespace, no process, no work directory (the private
+libvirt state: domains, networks, volumes) and no ledger of the run may be left, and a second sweep finds nothing.
+
+The walk runs with NSL_END_UP_AT_QEMU (test-only): `vagrant up` ends once the first QEMU runs and the run goes to
+its teardown with the domain running, so a teardown step costs the steps before the boot, not a boot; one
+wheelhouse serves every run (CHAOS_INJECT_WHEELHOUSE).
+What that leaves unwalked: the lab's second and third QEMU (each a ledger write during its `vagrant up`, after the
+VM before it is provisioned); their teardown is the same steps with two more domains for `vagrant destroy`.
+
+Which points: the vms-smoke tier (`make test`) walks both sides of every step of the smoke (40 crash points) and the
+lab's steps that differ from the smoke's (its second network's ledger write, QEMU's start, its teardown's first
+and last steps); CHAOS_INJECT_CRASH_WALK=full (`make test-vms`) walks both sides of every step of both (82). The
+number of crash points per command and the time of each are printed."""
 
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,26 +33,48 @@ from tests.vms.vmkit import REPO, namespaces, require_root_and_vm_tools
 
 
 # the smoke's steps up to QEMU's start, in order (one dnsmasq: the management network)
-STEPS = ["write ledger", "write ledger", "create work directory", "write ledger", "create netns", "write ledger",
-         "start libvirtd", "write ledger", "start vagrant up", "libvirt network up", "write ledger", "QEMU started",
-         "write ledger"]
+BEFORE_BOOT = ["write ledger", "write ledger", "create work directory", "write ledger", "create netns",
+               "write ledger", "start libvirtd", "write ledger", "start vagrant up", "libvirt network up",
+               "write ledger", "QEMU started", "write ledger"]
 # the teardown's: the inner script's (one box volume), then the outer script's trap
-STEPS += ["vagrant destroy", "delete volume", "remove storage pool", "stop libvirtd", "delete netns",
-          "remove work directory", "delete ledger"]
-NAMED = ("create netns", "start libvirtd", "libvirt network up", "QEMU started", "delete netns")
+TEARDOWN = ["vagrant destroy", "delete volume", "remove storage pool", "stop libvirtd", "delete netns",
+            "remove work directory", "delete ledger"]
+# the lab's: two networks (management, 192.168.56.0/24), two dnsmasq ledgered when they are up
+LAB_BEFORE_BOOT = BEFORE_BOOT[:11] + ["write ledger"] + BEFORE_BOOT[11:]
 
 
-def crash_points() -> list[tuple[int, str]]:
-    if os.environ.get("CHAOS_INJECT_CRASH_WALK") == "full":
-        return [(n, when) for n in range(1, len(STEPS) + 1) for when in ("before", "after")]
-    return [(STEPS.index(label) + 1, "after") for label in NAMED]
+@dataclass(frozen=True)
+class Command:
+    """A script of the VM lab, as the walk sees it: its steps in order and the points CI walks (None: all)."""
+    name: str
+    script: str             # from the repository's root
+    tag: str                # NSL_TAG: its ledger (vm-<tag>-<pid>) and work directories (.cache/<tag>/)
+    ns_prefix: str          # its namespace: <prefix><pid>
+    work_glob: str
+    steps: list[str]
+    in_ci: list[tuple[int, str]] | None
+
+    def work_dirs(self) -> set[str]:
+        return {p.name for p in (REPO / ".cache" / self.tag).glob(self.work_glob)}
+
+    def points(self) -> list[tuple[int, str]]:
+        every = [(n, when) for n in range(1, len(self.steps) + 1) for when in ("before", "after")]
+        if os.environ.get("CHAOS_INJECT_CRASH_WALK") == "full" or self.in_ci is None:
+            return every
+        return self.in_ci
 
 
-def processes_of(ledger_id: str) -> list[int]:
+SMOKE = Command("smoke", "vagrant/smoke/smoke.sh", "vagrant-smoke", "cibox-", "run.*", BEFORE_BOOT + TEARDOWN, None)
+LAB = Command("lab", "vagrant/lab.sh", "vagrant-lab", "cilab-", "work.*", LAB_BEFORE_BOOT + TEARDOWN,
+              [(12, "after"), (13, "after"), (15, "before"), (15, "after"), (19, "after")])
+COMMANDS = {c.name: c for c in (SMOKE, LAB)}
+
+
+def processes_of(command: Command, ledger_id: str) -> list[int]:
     """Processes that carry the run's ledger name in their environment (the scripts, vagrant, libvirtd) or whose
     command line names its work directory (QEMU: its disk)."""
     marker = f"NSL_LEDGER={ledger_id}".encode()
-    pid_part = ledger_id.rsplit("-", 1)[1]
+    work_part = f"{command.tag}/{command.work_glob[:-1]}{ledger_id.rsplit('-', 1)[1]}-".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -53,41 +84,62 @@ def processes_of(ledger_id: str) -> list[int]:
             cmd = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if (marker in env or f"vagrant-smoke/run.{pid_part}-".encode() in cmd) and process_alive(int(entry.name), None):
+        if (marker in env or work_part in cmd) and process_alive(int(entry.name), None):
             found.append(int(entry.name))
     return found
 
 
 def sweep(env: dict) -> dict:
+    """`chaos-inject sweep --json`, without the crash switch (sweep's own steps would count towards it)."""
+    env = {k: v for k, v in env.items() if k not in ("CHAOS_INJECT_CRASH_AT", "CHAOS_INJECT_CRASH_TRACE")}
     out = subprocess.run([sys.executable, "-m", "chaosinject.cli", "sweep", "--json"], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
 
-@pytest.mark.parametrize("n,when", crash_points())
-def test_the_smoke_killed_at_a_step_is_swept_clean(n, when, tmp_path):
-    require_root_and_vm_tools("the smoke")
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory) -> str:
+    """One wheelhouse of this checkout (with the lab's analysis extra) for every run of the walk
+    (CHAOS_INJECT_WHEELHOUSE: linked into each run's work directory, not built again)."""
+    out = tmp_path_factory.mktemp("wheelhouse") / "wheels"
+    build = subprocess.run(["bash", str(REPO / "vagrant" / "wheelhouse.sh"), str(out), "analysis"],
+                           capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-2000:]
+    return str(out)
+
+
+@pytest.mark.parametrize("name,n,when", [(c.name, n, when) for c in COMMANDS.values() for n, when in c.points()])
+def test_killed_at_a_step_and_swept_clean(name, n, when, tmp_path, request):
+    command = COMMANDS[name]
+    require_root_and_vm_tools(f"the {name}")
+    wheels = request.getfixturevalue("wheelhouse")     # after the skip: no wheel build where nothing runs
     run_dir, trace = tmp_path / "run", tmp_path / "trace"
+    # NSL_END_UP_AT_QEMU: the teardown comes right after QEMU starts, with the domain running, not after the boot
     env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(run_dir), "CHAOS_INJECT_CRASH_TRACE": str(trace),
-           "CHAOS_INJECT_CRASH_AT": f"{n}:{when}"}
-    ns_before, libvirt_before = namespaces(), Path("/run/libvirt").exists()
+           "CHAOS_INJECT_CRASH_AT": f"{n}:{when}", "NSL_END_UP_AT_QEMU": "1", "CHAOS_INJECT_WHEELHOUSE": wheels}
+    ns_before, libvirt_before, work_before = namespaces(), Path("/run/libvirt").exists(), command.work_dirs()
+    ours = lambda: {x for x in namespaces() if x.startswith(command.ns_prefix)}   # noqa: E731
     t0 = time.monotonic()
     with open(tmp_path / "stderr", "w") as err:   # a file: the inner script, still running, keeps it open
-        proc = subprocess.run(["nice", "-n", "19", "bash", str(REPO / "vagrant" / "smoke" / "smoke.sh")], env=env,
+        proc = subprocess.run(["nice", "-n", "19", "bash", str(REPO / command.script), str(tmp_path / "dest")], env=env,
                               stdout=subprocess.DEVNULL, stderr=err, timeout=1800)
     killed_after = time.monotonic() - t0
     stderr = (tmp_path / "stderr").read_text()
     if proc.returncode == 77:
         pytest.skip(stderr.strip().splitlines()[-1])
     assert proc.returncode == -9, f"exit {proc.returncode}, not killed at step {n}:\n{stderr[-3000:]}"
+    steps = command.steps
     traced = [line.split("\t", 1)[1] for line in trace.read_text().splitlines()]
     # killed at step n (after it: a step that writes the ledger holds that write, n + 1, too)
-    assert traced == STEPS[:len(traced)] and len(traced) in (n, n + 1) and traced[n - 1] == STEPS[n - 1], traced
-    ledgers = list((run_dir / "runs").glob("vm-vagrant-smoke-*.json"))
-    if (n, when) == (len(STEPS), "after"):       # the ledger was the last thing to go: nothing to sweep
+    assert traced == steps[:len(traced)] and len(traced) in (n, n + 1) and traced[n - 1] == steps[n - 1], traced
+    ledgers = list((run_dir / "runs").glob(f"vm-{command.tag}-*.json"))
+    where = f"{name} crash point {n}:{when} of {len(command.points())} ({steps[n - 1]})"
+    if (n, when) in ((1, "before"), (len(steps), "after")):   # no ledger yet, or the last thing gone: nothing made
         assert not ledgers and not list((run_dir / "runs").glob("*")), ledgers
-        assert sweep(env)["swept_runs"] == [] and not {x for x in namespaces() if x.startswith("cibox-")} - ns_before
+        assert command.work_dirs() == work_before, command.work_dirs() - work_before
+        assert sweep(env)["swept_runs"] == [] and not ours() - ns_before
+        print(f"{where}: killed after {killed_after:.1f} s, nothing of the run left to sweep")
         return
     (ledger_path,) = ledgers
     ledger = json.loads(ledger_path.read_text())
@@ -98,13 +150,13 @@ def test_the_smoke_killed_at_a_step_is_swept_clean(n, when, tmp_path):
     t_sweep = time.monotonic() - t0 - killed_after
     assert report["swept_runs"] == [ledger_id] and not report["failures"], report
     time.sleep(1)
-    assert f"cibox-{owner}" not in namespaces() and namespaces() <= ns_before | {n for n in namespaces()
-                                                                                 if not n.startswith("cibox-")}
+    assert f"{command.ns_prefix}{owner}" not in namespaces() and not ours() - ns_before
     assert not [p for p, ticks in recorded if process_alive(p, ticks)]
-    assert processes_of(ledger_id) == []
+    assert processes_of(command, ledger_id) == []
     assert not any(Path(w).exists() for w in work) and not list((run_dir / "runs").glob("*.json"))
+    assert command.work_dirs() == work_before, command.work_dirs() - work_before
     assert Path("/run/libvirt").exists() == libvirt_before
     again = sweep(env)
     assert again["swept_runs"] == [] and again["removed"] == [], again
-    print(f"crash point {n}:{when} ({STEPS[n - 1]}): killed after {killed_after:.1f} s, swept in {t_sweep:.1f} s: "
-          f"{len(report['removed'])} objects ({', '.join(sorted({e['kind'] for e in report['removed']}))})")
+    print(f"{where}: killed after {killed_after:.1f} s, swept in {t_sweep:.1f} s: {len(report['removed'])} objects "
+          f"({', '.join(sorted({e['kind'] for e in report['removed']}))})")
