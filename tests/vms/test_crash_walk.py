@@ -11,10 +11,12 @@ wheelhouse serves every run (CHAOS_INJECT_WHEELHOUSE).
 What that leaves unwalked: the lab's second and third QEMU (each a ledger write during its `vagrant up`, after the
 VM before it is provisioned); their teardown is the same steps with two more domains for `vagrant destroy`.
 
-Which points: the vms-smoke tier (`make test`) walks both sides of every step of the smoke (40 crash points) and the
-lab's steps that differ from the smoke's (its second network's ledger write, QEMU's start, its teardown's first
-and last steps); CHAOS_INJECT_CRASH_WALK=full (`make test-vms`) walks both sides of every step of both (82). The
-number of crash points per command and the time of each are printed."""
+Which points: the vms-smoke tier (`make test`) kills the smoke before each of its 20 steps and after the last (every
+state change is a step, so the state after a step is the one before the next: 21 points, every state the run
+passes through), and the lab before 5 of its 21 steps and after the last (its second network's ledger write, QEMU's
+start, vagrant destroy, libvirtd's stop, the namespace's removal); CHAOS_INJECT_CRASH_WALK=full (`make test-vms`)
+walks both sides of every step of both (82). The number of crash points per command and the time of each are
+printed."""
 
 from __future__ import annotations
 
@@ -52,21 +54,25 @@ class Command:
     ns_prefix: str          # its namespace: <prefix><pid>
     work_glob: str
     steps: list[str]
-    in_ci: list[tuple[int, str]] | None
+    in_ci: list[int] | None  # the steps CI kills before (None: every step), and after the last
 
     def work_dirs(self) -> set[str]:
         return {p.name for p in (REPO / ".cache" / self.tag).glob(self.work_glob)}
 
     def points(self) -> list[tuple[int, str]]:
-        every = [(n, when) for n in range(1, len(self.steps) + 1) for when in ("before", "after")]
-        if os.environ.get("CHAOS_INJECT_CRASH_WALK") == "full" or self.in_ci is None:
-            return every
-        return self.in_ci
+        """Both sides of every step with CHAOS_INJECT_CRASH_WALK=full; in CI, before each step (every state
+        change is a step: the state after step n is the one before step n + 1) and after the last."""
+        last = len(self.steps)
+        if os.environ.get("CHAOS_INJECT_CRASH_WALK") == "full":
+            return [(n, when) for n in range(1, last + 1) for when in ("before", "after")]
+        return [(n, "before") for n in (self.in_ci or range(1, last + 1))] + [(last, "after")]
 
 
 SMOKE = Command("smoke", "vagrant/smoke/smoke.sh", "vagrant-smoke", "cibox-", "run.*", BEFORE_BOOT + TEARDOWN, None)
+# the lab's steps are the smoke's (one library) but for its second network's dnsmasq: CI kills it there, at QEMU's
+# start and in its teardown (three VMs' worth of domains and networks in the real run)
 LAB = Command("lab", "vagrant/lab.sh", "vagrant-lab", "cilab-", "work.*", LAB_BEFORE_BOOT + TEARDOWN,
-              [(12, "after"), (13, "after"), (15, "before"), (15, "after"), (19, "after")])
+              [12, 13, 15, 18, 19])
 COMMANDS = {c.name: c for c in (SMOKE, LAB)}
 
 
@@ -118,6 +124,7 @@ def test_killed_at_a_step_and_swept_clean(name, n, when, tmp_path, request):
     # NSL_END_UP_AT_QEMU: the teardown comes right after QEMU starts, with the domain running, not after the boot
     env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(run_dir), "CHAOS_INJECT_CRASH_TRACE": str(trace),
            "CHAOS_INJECT_CRASH_AT": f"{n}:{when}", "NSL_END_UP_AT_QEMU": "1", "CHAOS_INJECT_WHEELHOUSE": wheels}
+    request.addfinalizer(lambda: sweep(env))     # a failed check must not leave the killed run's inner script going
     ns_before, libvirt_before, work_before = namespaces(), Path("/run/libvirt").exists(), command.work_dirs()
     ours = lambda: {x for x in namespaces() if x.startswith(command.ns_prefix)}   # noqa: E731
     t0 = time.monotonic()
