@@ -33,11 +33,11 @@ removed on every exit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -147,11 +147,10 @@ def main() -> int:
     args = parser.parse_args()
     C.begin("fleet_onset", why="namespaces, sshd hosts, faults")
     sizes = [int(s) for s in args.sizes.split(",")]
-    work = Path(tempfile.mkdtemp(prefix="fleet-onset-"))
-    fleet = None
-    try:
+    with contextlib.ExitStack() as stack:
         with C.Stopwatch() as sw:
-            fleet = fleetkit.make_fleet(work, count=max(sizes) + 1)
+            fleet = stack.enter_context(fleetkit.temporary_fleet("fleet-onset-", count=max(sizes) + 1))
+        work = fleet.work
         print(f"{max(sizes) + 1} sshd hosts up in {sw.s:.1f}s")
         names = sorted(fleet.hosts, key=lambda h: int(h[1:]))
         dst = names[-1]
@@ -173,14 +172,6 @@ def main() -> int:
                 print("       phases (median s): " + "  ".join(f"{k} {C.median(p[k] for p in parts):.2f}"
                                                           for k in keys), flush=True)
         print(f"load average at end {C.load_average()}")
-    finally:
-        if fleet is not None:
-            problems = fleet.close()
-            if problems:
-                print(f"left behind (cleaned): {problems}")
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -23,10 +23,8 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,10 +55,7 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
     C.begin("fleet_target_cost", why="namespaces, faults")
-    work = Path(tempfile.mkdtemp(prefix="fleet-cost-"))
-    fleet = None
-    try:
-        fleet = fleetkit.make_fleet(work, count=2)
+    with fleetkit.temporary_fleet("fleet-cost-", count=2) as fleet:
         h1, h2 = fleet.hosts["h1"], fleet.hosts["h2"]
         env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(h1.state_dir)}
         chaos, venv_python = fleetkit.CHAOS, str(fleetkit.VENV_BIN / "python")
@@ -94,12 +89,6 @@ def main() -> int:
         for name, (walls, cpus) in rows.items():
             print(f"{name:<38} {C.median(walls) * 1000:>16.0f} {C.median(cpus) * 1000:>16.0f}")
         print(f"load average at end {C.load_average()}")
-    finally:
-        if fleet is not None:
-            problems = fleet.close()
-            if problems:
-                print(f"left behind (cleaned): {problems}")
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

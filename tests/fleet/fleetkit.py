@@ -22,7 +22,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -269,6 +271,23 @@ def make_fleet(work: Path, count: int = 4) -> Fleet:
         fleet.close()
         raise
     return fleet
+
+
+@contextmanager
+def temporary_fleet(prefix: str, count: int):
+    """A fleet of ``count`` hosts in a temporary folder (the bench scripts'): closed, what it left printed, and the
+    folder removed on every exit."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    fleet = None
+    try:
+        fleet = make_fleet(work, count=count)
+        yield fleet
+    finally:
+        if fleet is not None:
+            problems = fleet.close()
+            if problems:
+                print(f"left behind (cleaned): {problems}")
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _build(fleet: Fleet, count: int) -> None:
