@@ -77,6 +77,9 @@ def add_run_parser(sub) -> None:
     guard.add_argument("--p99-ratio", type=float, metavar="X", help="halt when p99 > X x baseline (default 2)")
     guard.add_argument("--load-url", metavar="URL", help="built-in load generator: GET this URL during the run")
     guard.add_argument("--load-rate", type=float, default=50.0, metavar="N", help="requests per second")
+    guard.add_argument("--load-timeout", default="1s", metavar="DURATION",
+                       help="a request of the load that takes longer fails (default 1s; longer than the service's "
+                            "own deadline, or the load counts its late answers as timeouts)")
     guard.add_argument("--no-guard", action="store_true", help="no halt guard (rollbacks still always run)")
     p.add_argument("-q", "--quiet", action="store_true", help="no live progress on stderr")
 
@@ -97,7 +100,10 @@ def _guard_from_args(exp, args):
             raise InvalidSpec("must be > 1", text=str(args.p99_ratio), field="--p99-ratio")
         g = replace(g, latency_max_ratio=args.p99_ratio)
     if args.load_url:
-        g = replace(g, load=LoadSpec(args.load_url, args.load_rate))
+        from ..spec.units import parse_duration_s
+
+        g = replace(g, load=LoadSpec(args.load_url, args.load_rate,
+                                     parse_duration_s(args.load_timeout, field="--load-timeout")))
     return g
 
 
