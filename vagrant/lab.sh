@@ -86,15 +86,15 @@ if [ "${1:-}" = "--inner" ]; then
       && "$NSL_PY" -c 'import json,sys; json.dump(json.load(open(sys.argv[1]))["vars"], sys.stdout)' \
            "$work/handover.json" > "$work/vars.json" \
       || { nsl_log "the load's handover on the api VM failed:"; tail -20 "$work/handover.err" >&2; return 1; }
-    local load_url rate why
-    read -r load_url rate why < <("$NSL_PY" -c 'import json,sys; h = json.load(open(sys.argv[1]));
-print(h["load_url"], h["rate"], h["why"])' "$work/handover.json")
+    local load_url rate timeout why
+    read -r load_url rate timeout why < <("$NSL_PY" -c 'import json,sys; h = json.load(open(sys.argv[1]));
+print(h["load_url"], h["rate"], h["timeout_s"], h["why"])' "$work/handover.json")
     nsl_log "load handed over to the controller: $why"
     # the controller's own run state (its fleet ledger) and temporary files in the work directory, not the host's;
     # a renewal is one Ansible round on a TCG VM (seconds of Python start-up there): a heartbeat of 15 s is too short
     CHAOS_INJECT_RUN_DIR=$ctl TMPDIR=$work/tmp "$(dirname "$NSL_PY")/chaos-inject" run \
       "$repo/injector/lab/experiments/db-timeout.json" --inventory "$dest/hosts.yml" --var-file "$work/vars.json" \
-      --load-url "$load_url" --load-rate "$rate" --heartbeat-timeout 120s --record "$dest" > "$out" 2>&1 || rc=$?
+      --load-url "$load_url" --load-rate "$rate" --load-timeout "${timeout}s" --heartbeat-timeout 120s --record "$dest" > "$out" 2>&1 || rc=$?
     nsl_timing experiment "$(nsl_since "$t")"
     grep -vE '^\s*$' "$out" | tail -40 | sed 's/^/  controller: /' >&2
     nsl_log "experiment from the host: $(nsl_since "$t") s (exit $rc)"

@@ -2,7 +2,8 @@
 here as root (`sudo /opt/chaos-inject/venv/bin/python handover.py`), it measures the load's rate again with every
 VM up (provision/loadrate.py), waits until Prometheus has the request rate and the capacity probe has left its
 window (as experiment.py does), then stops this VM's load generator and prints one JSON line: the experiment's
-configuration variables (the VMs' URLs, the delay, the baseline sized for the rate), the load's URL and rate. The controller's own load (`chaos-inject run --load-url`) takes over at that rate:
+configuration variables (the VMs' URLs, the delay, the baseline sized for the rate), the load's URL, rate and
+timeout. The controller's own load (`chaos-inject run --load-url`) takes over at that rate:
 its request samples are the experiment's recorded samples there, as the request log is here."""
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ def main() -> int:
     subprocess.run(["systemctl", "stop", loadrate.LOAD_UNIT], check=True)
     variables = {"api_url": api_url, "prometheus_url": prometheus_url,
                  "db_delay": f"{max(2.0, 2 * float(d['api']['db_timeout_s'])):g}s", "baseline_s": baseline_s}
+    # the load's timeout: the lab's own load generator's (longer than the api's database deadline, so the api's
+    # 503s arrive as 503s, not as the client's timeouts)
     print(json.dumps({"vars": variables, "load_url": api_url + d["load"]["path"], "rate": rate,
+                      "timeout_s": float(d["load"]["timeout_s"]),
                       "why": "; ".join(filter(None, (f"load {rate:g}/s: {rate_why}", why)))}))
     return 0
 
