@@ -193,7 +193,8 @@ nsl_box_add() {  # nsl_box_add NAME FILE LOG: the box into VAGRANT_HOME as `vagr
   local name=$1 file=$2 log=$3 unpacked dir
   unpacked=$(dirname "$file")/unpacked
   dir=$VAGRANT_HOME/boxes/${name//\//-VAGRANTSLASH-}/0/libvirt
-  if [ ! -e "$unpacked/.complete" ]; then
+  # (one filesystem only: there a rename is atomic and hard links can be made)
+  if [ ! -e "$unpacked/.complete" ] && [ "$(stat -c %d "$NSL_WORK")" = "$(stat -c %d "$(dirname "$file")")" ]; then
     mkdir -p "$NSL_WORK/unpack" && tar -C "$NSL_WORK/unpack" -xf "$file" && touch "$NSL_WORK/unpack/.complete" \
       && { mv -T "$NSL_WORK/unpack" "$unpacked" 2>/dev/null || rm -rf "$NSL_WORK/unpack"; }
   fi
