@@ -94,7 +94,8 @@ print(h["load_url"], h["rate"], h["timeout_s"], h["why"])' "$work/handover.json"
     # a renewal is one Ansible round on a TCG VM (seconds of Python start-up there): a heartbeat of 15 s is too short
     CHAOS_INJECT_RUN_DIR=$ctl TMPDIR=$work/tmp "$(dirname "$NSL_PY")/chaos-inject" run \
       "$repo/injector/lab/experiments/db-timeout.json" --inventory "$dest/hosts.yml" --var-file "$work/vars.json" \
-      --load-url "$load_url" --load-rate "$rate" --load-timeout "${timeout}s" --heartbeat-timeout 120s --record "$dest" > "$out" 2>&1 || rc=$?
+      --load-url "$load_url" --load-rate "$rate" --load-timeout "${timeout}s" --heartbeat-timeout 120s \
+      --record "$dest" > "$out" 2>&1 || rc=$?
     nsl_timing experiment "$(nsl_since "$t")"
     grep -vE '^\s*$' "$out" | tail -40 | sed 's/^/  controller: /' >&2
     nsl_log "experiment from the host: $(nsl_since "$t") s (exit $rc)"

@@ -78,8 +78,8 @@ def add_run_parser(sub) -> None:
     guard.add_argument("--load-url", metavar="URL", help="built-in load generator: GET this URL during the run")
     guard.add_argument("--load-rate", type=float, default=50.0, metavar="N", help="requests per second")
     guard.add_argument("--load-timeout", default="1s", metavar="DURATION",
-                       help="a request of the load that takes longer fails (default 1s; longer than the service's "
-                            "own deadline, or the load counts its late answers as timeouts)")
+                       help="a request of the load that takes longer fails (default 1s; set it above the service's "
+                            "own deadline, or the service's late answers count as the load's timeouts)")
     guard.add_argument("--no-guard", action="store_true", help="no halt guard (rollbacks still always run)")
     p.add_argument("-q", "--quiet", action="store_true", help="no live progress on stderr")
 
