@@ -26,19 +26,25 @@ def require_root_and_vm_tools(what: str) -> None:
             pytest.skip(f"{tool} not installed: scripts/vagrant-setup.sh installs the VM packages")
 
 
-def run_lab(dest: Path, env: dict[str, str] | None = None) -> str:
-    """vagrant/lab.sh DEST (three VMs, the seed's experiment, everything destroyed): its stderr; the test fails
-    unless it passed (exit 77: skipped with the script's reason)."""
-    proc = subprocess.Popen(["bash", str(REPO / "vagrant" / "lab.sh"), str(dest)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+def run_vm_script(argv: list[str], *, what: str, timeout_s: float, env: dict[str, str] | None = None) -> str:
+    """``bash argv`` (a VM lab script run whole): its stderr, its tail printed; the test fails unless it passed
+    (exit 77: skipped with the script's reason). Past ``timeout_s``, SIGTERM: the script's trap still tears
+    everything down."""
+    proc = subprocess.Popen(["bash", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
     try:
-        _, stderr = proc.communicate(timeout=3600)
+        _, stderr = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        proc.terminate()                 # SIGTERM: the script's trap still tears everything down
+        proc.terminate()
         _, stderr = proc.communicate(timeout=180)
-        pytest.fail(f"the VM lab took more than 60 min; stderr tail:\n{stderr[-4000:]}")
-    print(stderr[-6000:])
+        pytest.fail(f"{what} took more than {timeout_s / 60:g} min; stderr tail:\n{stderr[-4000:]}")
+    print(stderr[-6000:])            # the timings and figures, in the tier's log with -rA / on failure
     if proc.returncode == 77:
         pytest.skip(stderr.strip().splitlines()[-1])
     assert proc.returncode == 0, stderr[-6000:]
     return stderr
+
+
+def run_lab(dest: Path, env: dict[str, str] | None = None) -> str:
+    """vagrant/lab.sh DEST (three VMs, the seed's experiment, everything destroyed): its stderr."""
+    return run_vm_script([str(REPO / "vagrant" / "lab.sh"), str(dest)], what="the VM lab", timeout_s=3600, env=env)
