@@ -52,12 +52,12 @@ class Command:
     script: str             # from the repository's root
     tag: str                # NSL_TAG: its ledger (vm-<tag>-<pid>) and work directories (.cache/<tag>/)
     ns_prefix: str          # its namespace: <prefix><pid>
-    work_glob: str
+    work_prefix: str        # its work directories: .cache/<tag>/<prefix><pid>-<random>
     steps: list[str]
     in_ci: list[int] | None  # the steps CI kills before (None: every step), and after the last
 
     def work_dirs(self) -> set[str]:
-        return {p.name for p in (REPO / ".cache" / self.tag).glob(self.work_glob)}
+        return {p.name for p in (REPO / ".cache" / self.tag).glob(self.work_prefix + "*")}
 
     def points(self) -> list[tuple[int, str]]:
         """Both sides of every step with CHAOS_INJECT_CRASH_WALK=full; in CI, before each step (every state
@@ -68,10 +68,10 @@ class Command:
         return [(n, "before") for n in (self.in_ci or range(1, last + 1))] + [(last, "after")]
 
 
-SMOKE = Command("smoke", "vagrant/smoke/smoke.sh", "vagrant-smoke", "cibox-", "run.*", BEFORE_BOOT + TEARDOWN, None)
+SMOKE = Command("smoke", "vagrant/smoke/smoke.sh", "vagrant-smoke", "cibox-", "run.", BEFORE_BOOT + TEARDOWN, None)
 # the lab's steps are the smoke's (one library) but for its second network's dnsmasq: CI kills it there, at QEMU's
 # start and in its teardown (three VMs' worth of domains and networks in the real run)
-LAB = Command("lab", "vagrant/lab.sh", "vagrant-lab", "cilab-", "work.*", LAB_BEFORE_BOOT + TEARDOWN,
+LAB = Command("lab", "vagrant/lab.sh", "vagrant-lab", "cilab-", "work.", LAB_BEFORE_BOOT + TEARDOWN,
               [12, 13, 15, 18, 19])
 COMMANDS = {c.name: c for c in (SMOKE, LAB)}
 
@@ -80,7 +80,7 @@ def processes_of(command: Command, ledger_id: str) -> list[int]:
     """Processes that carry the run's ledger name in their environment (the scripts, vagrant, libvirtd) or whose
     command line names its work directory (QEMU: its disk)."""
     marker = f"NSL_LEDGER={ledger_id}".encode()
-    work_part = f"{command.tag}/{command.work_glob[:-1]}{ledger_id.rsplit('-', 1)[1]}-".encode()
+    work_part = f"{command.tag}/{command.work_prefix}{ledger_id.rsplit('-', 1)[1]}-".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
