@@ -11,12 +11,12 @@ wheelhouse serves every run (CHAOS_INJECT_WHEELHOUSE).
 What that leaves unwalked: the lab's second and third QEMU (each a ledger write during its `vagrant up`, after the
 VM before it is provisioned); their teardown is the same steps with two more domains for `vagrant destroy`.
 
-Which points: the vms-smoke tier (`make test`) kills the smoke before each of its 20 steps and after the last (every
-state change is a step, so the state after a step is the one before the next: 21 points, every state the run
-passes through), and the lab before 5 of its 21 steps and after the last (its second network's ledger write, QEMU's
-start, vagrant destroy, libvirtd's stop, the namespace's removal); CHAOS_INJECT_CRASH_WALK=full (`make test-vms`)
-walks both sides of every step of both (82). The number of crash points per command and the time of each are
-printed."""
+Which points: the vms-smoke tier (`make test`) kills the smoke before each of its 20 steps and after the last, and
+the lab before each of its 21 and after the last (every state change is a step, so the state after a step is the one
+before the next: 21 + 22 points, every state the runs pass through); CHAOS_INJECT_CRASH_WALK=full (`make test-vms`)
+walks both sides of every step of both (82). Each point is a run of its own, named by its script's PID (namespace,
+libvirtd, work directory, ledger): CHAOS_INJECT_VM_WALK_JOBS (default 2) runs go at once. The number of crash points
+per command and the time of each are printed."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,17 +48,17 @@ LAB_BEFORE_BOOT = BEFORE_BOOT[:11] + ["write ledger"] + BEFORE_BOOT[11:]
 
 @dataclass(frozen=True)
 class Command:
-    """A script of the VM lab, as the walk sees it: its steps in order and the points CI walks (None: all)."""
+    """A script of the VM lab, as the walk sees it: its steps in order, where its objects are named."""
     name: str
     script: str             # from the repository's root
     tag: str                # NSL_TAG: its ledger (vm-<tag>-<pid>) and work directories (.cache/<tag>/)
     ns_prefix: str          # its namespace: <prefix><pid>
     work_prefix: str        # its work directories: .cache/<tag>/<prefix><pid>-<random>
     steps: list[str]
-    in_ci: list[int] | None  # the steps CI kills before (None: every step), and after the last
 
-    def work_dirs(self) -> set[str]:
-        return {p.name for p in (REPO / ".cache" / self.tag).glob(self.work_prefix + "*")}
+    def work_dirs(self, pid: int) -> set[str]:
+        """The work directories of the run whose script is ``pid``."""
+        return {p.name for p in (REPO / ".cache" / self.tag).glob(f"{self.work_prefix}{pid}-*")}
 
     def points(self) -> list[tuple[int, str]]:
         """Both sides of every step with CHAOS_INJECT_CRASH_WALK=full; in CI, before each step (every state
@@ -65,14 +66,12 @@ class Command:
         last = len(self.steps)
         if os.environ.get("CHAOS_INJECT_CRASH_WALK") == "full":
             return [(n, when) for n in range(1, last + 1) for when in ("before", "after")]
-        return [(n, "before") for n in (self.in_ci or range(1, last + 1))] + [(last, "after")]
+        return [(n, "before") for n in range(1, last + 1)] + [(last, "after")]
 
 
-SMOKE = Command("smoke", "vagrant/smoke/smoke.sh", "vagrant-smoke", "cibox-", "run.", BEFORE_BOOT + TEARDOWN, None)
-# the lab's steps are the smoke's (one library) but for its second network's dnsmasq: CI kills it there, at QEMU's
-# start and in its teardown (three VMs' worth of domains and networks in the real run)
-LAB = Command("lab", "vagrant/lab.sh", "vagrant-lab", "cilab-", "work.", LAB_BEFORE_BOOT + TEARDOWN,
-              [12, 13, 15, 18, 19])
+SMOKE = Command("smoke", "vagrant/smoke/smoke.sh", "vagrant-smoke", "cibox-", "run.", BEFORE_BOOT + TEARDOWN)
+# the lab's steps are the smoke's (one library) but for its second network's dnsmasq
+LAB = Command("lab", "vagrant/lab.sh", "vagrant-lab", "cilab-", "work.", LAB_BEFORE_BOOT + TEARDOWN)
 COMMANDS = {c.name: c for c in (SMOKE, LAB)}
 
 
@@ -115,54 +114,128 @@ def wheelhouse(tmp_path_factory) -> str:
     return str(out)
 
 
-@pytest.mark.parametrize("name,n,when", [(c.name, n, when) for c in COMMANDS.values() for n, when in c.points()])
-def test_killed_at_a_step_and_swept_clean(name, n, when, tmp_path, request):
+POINTS = [(c.name, n, when) for c in COMMANDS.values() for n, when in c.points()]
+# runs at once: each point is a run of its own (namespace, libvirtd, work directory, ledger: all named by the
+# script's PID), so the next point's run goes while this one's checks do; the checks look at their run's objects only
+JOBS = max(1, int(os.environ.get("CHAOS_INJECT_VM_WALK_JOBS", "2")))
+
+
+@dataclass
+class PointRun:
+    """One crash point's run: the script killed there, and where its run directory, trace and stderr are."""
+    command: Command
+    n: int
+    when: str
+    base: Path
+    future: Future | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        # NSL_END_UP_AT_QEMU: the teardown comes right after QEMU starts, with the domain running, not after the boot
+        return {**os.environ, "CHAOS_INJECT_RUN_DIR": str(self.base / "run"),
+                "CHAOS_INJECT_CRASH_TRACE": str(self.base / "trace"), "CHAOS_INJECT_CRASH_AT": f"{self.n}:{self.when}",
+                "NSL_END_UP_AT_QEMU": "1"}
+
+    def run(self, wheels: str) -> tuple[int, int, float]:
+        """The script, to its end (killed at the point): its PID, exit status and seconds to the kill."""
+        t0 = time.monotonic()
+        with open(self.base / "stderr", "w") as err:   # a file: the inner script, still running, keeps it open
+            proc = subprocess.Popen(["nice", "-n", "19", "bash", str(REPO / self.command.script),
+                                     str(self.base / "dest")], env={**self.env, "CHAOS_INJECT_WHEELHOUSE": wheels},
+                                    stdout=subprocess.DEVNULL, stderr=err)
+            try:
+                rc = proc.wait(timeout=1800)
+            except subprocess.TimeoutExpired:
+                proc.kill()        # the script is SIGKILLed, as at a crash point: the sweep below clears its run
+                rc = proc.wait()
+        return proc.pid, rc, time.monotonic() - t0
+
+
+class Walk:
+    """The points' runs, JOBS at a time in collection order: a test starts its own run (if not yet started) and
+    the next ones, then waits for its own. Runs that no test waited for (a -k selection, a failure) are waited
+    for and swept at the module's end."""
+
+    def __init__(self, wheels: str, tmp_path_factory, order: list[tuple[str, int, str]]):
+        self.wheels, self.order = wheels, order
+        self.pool = ThreadPoolExecutor(max_workers=JOBS)
+        self.runs = {key: PointRun(COMMANDS[key[0]], key[1], key[2],
+                                   tmp_path_factory.mktemp(f"{key[0]}-{key[1]}-{key[2]}")) for key in order}
+
+    def start(self, key) -> None:
+        run = self.runs[key]
+        if run.future is None:
+            run.future = self.pool.submit(run.run, self.wheels)
+
+    def result(self, key) -> tuple[PointRun, int, int, float]:
+        i = self.order.index(key)
+        for ahead in self.order[i:i + JOBS]:
+            self.start(ahead)
+        run = self.runs[key]
+        return (run, *run.future.result())
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        for run in self.runs.values():
+            if run.future is not None:
+                sweep(run.env)
+
+
+@pytest.fixture(scope="module")
+def walk(request, tmp_path_factory):
+    require_root_and_vm_tools("the VM lab's scripts")
+    order = [tuple(item.callspec.params[k] for k in ("name", "n", "when")) for item in request.session.items
+             if item.module is request.module and hasattr(item, "callspec")]
+    points = Walk(request.getfixturevalue("wheelhouse"), tmp_path_factory, order)
+    yield points
+    points.close()
+
+
+LIBVIRT_RUN_DIR_BEFORE = Path("/run/libvirt").exists()    # each run's libvirtd has a private /run
+
+
+@pytest.mark.parametrize("name,n,when", POINTS)
+def test_killed_at_a_step_and_swept_clean(name, n, when, request):
     command = COMMANDS[name]
     require_root_and_vm_tools(f"the {name}")
-    wheels = request.getfixturevalue("wheelhouse")     # after the skip: no wheel build where nothing runs
-    run_dir, trace = tmp_path / "run", tmp_path / "trace"
-    # NSL_END_UP_AT_QEMU: the teardown comes right after QEMU starts, with the domain running, not after the boot
-    env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(run_dir), "CHAOS_INJECT_CRASH_TRACE": str(trace),
-           "CHAOS_INJECT_CRASH_AT": f"{n}:{when}", "NSL_END_UP_AT_QEMU": "1", "CHAOS_INJECT_WHEELHOUSE": wheels}
+    walk = request.getfixturevalue("walk")      # after the skip: no wheel build where nothing runs
+    run, pid, rc, killed_after = walk.result((name, n, when))
+    env, run_dir = run.env, run.base / "run"
     request.addfinalizer(lambda: sweep(env))     # a failed check must not leave the killed run's inner script going
-    ns_before, libvirt_before, work_before = namespaces(), Path("/run/libvirt").exists(), command.work_dirs()
-    ours = lambda: {x for x in namespaces() if x.startswith(command.ns_prefix)}   # noqa: E731
-    t0 = time.monotonic()
-    with open(tmp_path / "stderr", "w") as err:   # a file: the inner script, still running, keeps it open
-        proc = subprocess.run(["nice", "-n", "19", "bash", str(REPO / command.script), str(tmp_path / "dest")], env=env,
-                              stdout=subprocess.DEVNULL, stderr=err, timeout=1800)
-    killed_after = time.monotonic() - t0
-    stderr = (tmp_path / "stderr").read_text()
-    if proc.returncode == 77:
+    stderr = (run.base / "stderr").read_text()
+    if rc == 77:
         pytest.skip(stderr.strip().splitlines()[-1])
-    assert proc.returncode == -9, f"exit {proc.returncode}, not killed at step {n}:\n{stderr[-3000:]}"
+    assert rc == -9, f"exit {rc}, not killed at step {n}:\n{stderr[-3000:]}"
+    namespace = f"{command.ns_prefix}{pid}"             # the run's objects are named by the script's PID
     steps = command.steps
-    traced = [line.split("\t", 1)[1] for line in trace.read_text().splitlines()]
+    traced = [line.split("\t", 1)[1] for line in (run.base / "trace").read_text().splitlines()]
     # killed at step n (after it: a step that writes the ledger holds that write, n + 1, too)
     assert traced == steps[:len(traced)] and len(traced) in (n, n + 1) and traced[n - 1] == steps[n - 1], traced
     ledgers = list((run_dir / "runs").glob(f"vm-{command.tag}-*.json"))
     where = f"{name} crash point {n}:{when} of {len(command.points())} ({steps[n - 1]})"
+    t0 = time.monotonic()
     if (n, when) in ((1, "before"), (len(steps), "after")):   # no ledger yet, or the last thing gone: nothing made
         assert not ledgers and not list((run_dir / "runs").glob("*")), ledgers
-        assert not command.work_dirs() - work_before, command.work_dirs() - work_before
-        assert sweep(env)["swept_runs"] == [] and not ours() - ns_before
+        assert not command.work_dirs(pid), command.work_dirs(pid)
+        assert sweep(env)["swept_runs"] == [] and namespace not in namespaces()
         print(f"{where}: killed after {killed_after:.1f} s, nothing of the run left to sweep")
         return
     (ledger_path,) = ledgers
     ledger = json.loads(ledger_path.read_text())
     ledger_id, owner = ledger["run_id"], ledger["pid"]
+    assert owner == pid, (owner, pid)
     work = [e["path"] for e in ledger["entries"] if e["kind"] == "lab-dir"]
     recorded = [(e["pid"], e["starttime"]) for e in ledger["entries"] if e["kind"] == "process"]
     report = sweep(env)
-    t_sweep = time.monotonic() - t0 - killed_after
+    t_sweep = time.monotonic() - t0
     assert report["swept_runs"] == [ledger_id] and not report["failures"], report
     time.sleep(1)
-    assert f"{command.ns_prefix}{owner}" not in namespaces() and not ours() - ns_before
+    assert namespace not in namespaces()
     assert not [p for p, ticks in recorded if process_alive(p, ticks)]
     assert processes_of(command, ledger_id) == []
     assert not any(Path(w).exists() for w in work) and not list((run_dir / "runs").glob("*.json"))
-    assert not command.work_dirs() - work_before, command.work_dirs() - work_before
-    assert Path("/run/libvirt").exists() == libvirt_before
+    assert not command.work_dirs(pid), command.work_dirs(pid)
+    assert Path("/run/libvirt").exists() == LIBVIRT_RUN_DIR_BEFORE
     again = sweep(env)
     assert again["swept_runs"] == [] and again["removed"] == [], again
     print(f"{where}: killed after {killed_after:.1f} s, swept in {t_sweep:.1f} s: {len(report['removed'])} objects "
