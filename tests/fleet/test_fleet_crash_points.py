@@ -4,9 +4,9 @@ the rounds that start, renew and stop the fault on the hosts), then SIGKILLed by
 and right after the last (CHAOS_INJECT_CRASH_AT, injector/crashpoints.py). After each crash `sweep --inventory`
 must leave no fault, qdisc, filter, ledger or run file on any host, and no fleet ledger or Ansible folder of the
 controller. The same walk for `chaos-inject run experiment.json --inventory hosts.yml` (the experiment's status
-file on the controller too, removed by the controller's own `sweep`): its own steps and one fleet step with the
-fault live, as the fleet steps are the inject's. The number of crash points is printed (pytest -s).
-CHAOS_INJECT_CRASH_WALK=full walks before every step of both and after every step.
+file on the controller too, removed by the controller's own `sweep`). Every step is walked: the state after a step is
+the one before the next. The number of crash points is printed (pytest -s). CHAOS_INJECT_CRASH_WALK=full walks
+after every step too.
 """
 
 from __future__ import annotations
@@ -50,11 +50,11 @@ def assert_nothing_left(fleet, before: dict, where: str) -> None:
     assert not folders, f"{where}: controller Ansible folders left: {folders}"
 
 
-def walk(fleet, inv, args: tuple[str, ...], tmp_path, expected: list[str], exits=(0, 4),
-         before_only: set[str] | None = None) -> tuple[list[str], list[str]]:
+def walk(fleet, inv, args: tuple[str, ...], tmp_path, expected: list[str],
+         exits=(0, 4)) -> tuple[list[str], list[str]]:
     """Trace ``chaos-inject ARGS`` on the controller once (its steps must be ``expected``, its exit one of
     ``exits``), then kill it at each crash point and sweep (`sweep --inventory`, then the controller's own
-    `sweep`); nothing may be left. ``before_only``: walk "before" only these steps (not in the full walk)."""
+    `sweep`); nothing may be left."""
     before = {h: host_state(fleet, h) for h in fleet.hosts}
     trace = tmp_path / "trace"
     done = fleet.controller(*args, env={"CHAOS_INJECT_CRASH_TRACE": str(trace)})
@@ -63,8 +63,7 @@ def walk(fleet, inv, args: tuple[str, ...], tmp_path, expected: list[str], exits
     assert steps == expected, steps
     assert_nothing_left(fleet, before, "the traced run")
 
-    points = [f"{n}:before" for n in range(1, len(steps) + 1)
-              if FULL_WALK or before_only is None or steps[n - 1] in before_only] + [f"{len(steps)}:after"]
+    points = [f"{n}:before" for n in range(1, len(steps) + 1)] + [f"{len(steps)}:after"]
     if FULL_WALK:
         points += [f"{n}:after" for n in range(1, len(steps))]
     for point in points:
@@ -131,11 +130,6 @@ def test_walk_every_crash_point_of_the_fleet_experiment(clean, tmp_path):
     steps, points = walk(fleet, inv, ("run", str(path), "--inventory", str(inv), "--no-guard", "-q",
                                       "--heartbeat-timeout", "6s"), tmp_path,
                          ["write experiment status", *FLEET_STEPS, "write history", "delete experiment status"],
-                         exits=(0, 1),    # no traffic on the flow: the fault matched nothing, a failed run
-                         # the fleet steps are FleetFault's, walked one by one by the inject's walk above: here the
-                         # experiment's own steps and one with the fault live on the host (each point ~40 s of
-                         # Ansible rounds; CHAOS_INJECT_CRASH_WALK=full walks all)
-                         before_only={"write experiment status", "renew on hosts", "write history",
-                                      "delete experiment status"})
+                         exits=(0, 1))    # no traffic on the flow: the fault matched nothing, a failed run
     print(f"\nfleet experiment (run --inventory, 1 host faulted of 2): {len(steps)} steps, {len(points)} crash "
           f"points walked in {time.monotonic() - started:.0f}s")
