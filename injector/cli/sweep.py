@@ -54,7 +54,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             if entry["kind"] == "restart":  # a kill-process run died holding its target down
                 print(f"restarted what a dead run killed: {entry.get('unit') or entry.get('command')}")
                 continue
-            if entry["kind"] in ("process", "lab-dir") or entry.get("members"):  # the VM lab's objects
+            if entry["kind"] in ("process", "lab-dir", "netns-lab") or entry.get("members"):  # the labs' objects
                 print(f"done: {describe(entry)}")
                 continue
             # a dead writer's half-written copy; a gone run's side file; a dead experiment runner's status

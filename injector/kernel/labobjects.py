@@ -1,4 +1,5 @@
-"""Ledger entries of the VM lab (vagrant/lib/nslibvirt.sh): its processes, its namespace's members, its directories.
+"""Ledger entries of the labs: the VM lab's (vagrant/lib/nslibvirt.sh) processes, namespace members and directories,
+and the netns lab as one object while a command that makes or removes it runs.
 
 The VM lab's ledger (meta kind ``vm-lab``) is written by the bash scripts through ``chaosinject.cli.ledger_writer``
 before each object is made; ``sweep`` undoes its entries with these handlers (kernel/undo.py):
@@ -11,6 +12,10 @@ before each object is made; ``sweep`` undoes its entries with these handlers (ke
   before the namespace is removed. A process elsewhere is never touched.
 - ``lab-dir``: a directory the lab made for this run (its work directory: the private libvirt state, storage
   pool, volumes and Vagrant home live in it); removed whole, never through a symlink.
+- ``netns-lab``: the netns lab (``prefix``, ``subnet``, ``state_dir``) while `lab up` builds it, `lab down` removes
+  it, or the demo holds a lab it brought up (chaosinject.lab.netlab.lab_ledger): undone by `chaos-inject lab down`
+  of that lab, which removes exactly what its state records (a process of its own: the lab's code is above this
+  floor).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -98,8 +105,20 @@ def undo_lab_dir(entry: dict) -> str:
     return "removed"
 
 
+def undo_netns_lab(entry: dict) -> str:
+    argv = [sys.executable, "-m", "chaosinject.cli", "lab", "down", "--prefix", entry["prefix"], "--subnet",
+            entry["subnet"], "--state-dir", entry["state_dir"]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAOS_INJECT_CRASH")}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"lab down of {entry['prefix']} exited {done.returncode}: {done.stderr.strip()[-500:]}")
+    return "no lab was up" if "no lab was up" in done.stdout else "lab taken down"
+
+
 def describe_entry(entry: dict) -> str | None:
     kind = entry.get("kind")
+    if kind == "netns-lab":
+        return f"take the netns lab {entry.get('prefix')} down (`chaos-inject lab down`, state {entry.get('state_dir')})"
     if kind == "process":
         return f"stop {entry.get('role', 'process')} pid {entry.get('pid')} (if it is still the process recorded)"
     if kind == "lab-dir":

@@ -90,8 +90,8 @@ def sweep(include_live: bool = False) -> SweepReport:
 
 def _record_swept(ledger: Ledger, last_status: dict[str, Any] | None) -> None:
     """The final state of a run whose owner died: what its last status said, ended as failed."""
-    if ledger.meta.get("kind") in ("recording", "probe", "demo", "vm-lab"):
-        return  # a recorder's own ledger (clsact fallback), the capability probe's, the quick demo's, the VM lab's: not runs
+    if ledger.meta.get("kind") in ("recording", "probe", "demo", "vm-lab", "lab"):
+        return  # a recorder's own ledger (clsact fallback), the capability probe's, the demos', the labs': not runs
     if (final_record(ledger.run_id) or {}).get("state"):
         return  # the owner recorded how it ended before it died (e.g. a failed undo kept the ledger)
     status = dict(last_status or {})

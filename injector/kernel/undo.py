@@ -7,7 +7,7 @@ import os
 from typing import Any, Callable
 
 from . import tc
-from .labobjects import stop_namespace_members, undo_lab_dir, undo_process
+from .labobjects import stop_namespace_members, undo_lab_dir, undo_netns_lab, undo_process
 from .rtnl import NetlinkError, is_gone
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ UNDO: dict[str, Callable[[dict[str, Any]], None]] = {
     "nft-table": _undo_nft_table,
     "process": undo_process,     # the VM lab's daemons and QEMU (pid + start time)
     "lab-dir": undo_lab_dir,     # the VM lab's work directory
+    "netns-lab": undo_netns_lab,  # the netns lab while lab up/down or the demo that brought it up runs
 }
 
 

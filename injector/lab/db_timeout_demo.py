@@ -157,7 +157,7 @@ def run_lab_demo(run_dir: Path | None = None, *, spec=None, keep_lab: bool = Fal
     from ..experiment.loader import resolve_configuration
     from ..experiment.runner import RunOptions, run_experiment
     from ..spec.inventory import INVENTORY_ENV
-    from .netlab import lab_down, lab_status, lab_up
+    from .netlab import lab_down, lab_ledger, lab_status, lab_up
     from .requests import RequestLogRecorder
     from .state import LabSpec
 
@@ -172,8 +172,10 @@ def run_lab_demo(run_dir: Path | None = None, *, spec=None, keep_lab: bool = Fal
 
         raise InvalidSpec("run directory exists and is not empty", text=str(run_dir), field="--record")
     progress = None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    with _terminate_as_exception():
+    with _terminate_as_exception(), contextlib.ExitStack() as holds:
         was_up = lab_status(spec).up
+        if not (was_up or keep_lab):
+            holds.enter_context(lab_ledger(spec))   # killed (-9) with the lab it brought up: sweep takes it down
         started = time.monotonic()
         if was_up:
             out(f"lab {spec.prefix}: already up, used as it is (and left up)")

@@ -159,6 +159,14 @@ def lab_up(spec: LabSpec | None = None, *, repair: bool = True) -> LabInfo:
     spec = spec or LabSpec()
     if os.geteuid() != 0:
         raise NotPermitted("the lab creates network namespaces: run as root")
+    if not (spec.state_dir / "state.json").exists():
+        # no lab recorded: this call builds one, under the lab's ledger from before its state directory exists
+        with lab_ledger(spec):
+            return _up_unless_up(spec, repair)
+    return _up_unless_up(spec, repair)
+
+
+def _up_unless_up(spec: LabSpec, repair: bool) -> LabInfo:
     created_dir = not spec.state_dir.exists()
     with locked(spec.state_dir):
         state = StateFile(spec)
@@ -174,7 +182,8 @@ def lab_up(spec: LabSpec | None = None, *, repair: bool = True) -> LabInfo:
             if not repair:
                 raise LabError(f"a lab recorded in {state.path} is not healthy ({'; '.join(status.problems)}): "
                                "run `chaos-inject lab down` first")
-            _teardown(spec, state)  # removes the state directory too: build again under a fresh lock
+            with lab_ledger(spec):   # a broken lab, taken down to be built again: sweep finishes a killed repair
+                _teardown(spec, state)  # removes the state directory too: build again under a fresh lock
         else:
             return _up_locked(spec, created_dir)
     return lab_up(spec, repair=False)
@@ -208,6 +217,37 @@ def _up_locked(spec: LabSpec, created_dir: bool) -> LabInfo:
     state.data["info"] = info.to_dict()
     state.save()
     return info
+
+
+# -- the lab as one ledgered object --------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def lab_ledger(spec: LabSpec):
+    """A run ledger (kind ``lab``) naming this lab while the block runs: `lab up` building it, `lab down` removing
+    it, a demo holding the lab it brought up. If the process dies in the block, `chaos-inject sweep` takes the lab
+    down (kernel/labobjects.py: `lab down` of it). A lab a finished `lab up` leaves is the operator's: no ledger."""
+    from ..kernel.ledger import Ledger
+    from ..kernel.netns import unique_name
+
+    ledger = Ledger(unique_name("lab"), meta={"kind": "lab", "lab": spec.prefix},
+                    entries=[{"kind": "netns-lab", "prefix": spec.prefix, "subnet": spec.subnet,
+                              "state_dir": str(spec.state_dir)}])
+    ledger.save()
+    try:
+        yield
+    finally:
+        ledger.delete()
+
+
+def _forget_dead_lab_ledgers(spec: LabSpec) -> None:
+    """After `lab down`: the ledgers of dead commands that held this lab name nothing left (sweep would only run
+    `lab down` again)."""
+    from ..kernel.ledger import Ledger
+
+    for ledger in Ledger.all():
+        if ledger.meta.get("kind") == "lab" and not ledger.owner_alive and all(
+                e.get("kind") == "netns-lab" and e.get("state_dir") == str(spec.state_dir) for e in ledger.entries):
+            ledger.delete()
 
 
 # -- restart ------------------------------------------------------------------------------------------------
@@ -313,11 +353,12 @@ def lab_down(spec: LabSpec | None = None) -> bool:
         with contextlib.suppress(OSError):
             spec.state_dir.rmdir()  # only if empty: a file in it is not ours to remove
         return False
-    with locked(spec.state_dir):
+    with lab_ledger(spec), locked(spec.state_dir):   # killed half-way: sweep runs `lab down` again
         state = StateFile(spec)
         if not state.load():
             return False
         _teardown(spec, state)
+    _forget_dead_lab_ledgers(spec)
     return True
 
 
@@ -339,12 +380,15 @@ def running_lab(spec: LabSpec | None = None, *, keep: bool = False):
     already up before (someone else's) or ``keep``."""
     spec = spec or LabSpec()
     was_up = lab_status(spec).up
-    info = lab_up(spec)
-    try:
-        yield info
-    finally:
+    with contextlib.ExitStack() as stack:
         if not (was_up or keep):
-            lab_down(spec)
+            stack.enter_context(lab_ledger(spec))   # a kill in the block: sweep takes the lab down
+        info = lab_up(spec)
+        try:
+            yield info
+        finally:
+            if not (was_up or keep):
+                lab_down(spec)
 
 
 # -- status -------------------------------------------------------------------------------------------------

@@ -214,9 +214,10 @@ def _lab_sample(steps: list[str], rng) -> list[int]:
 
 @needs_lab
 def test_walk_lab_up_and_down(run_dir, tmp_path):
-    """`lab up` killed right before step n, then `lab down` and `sweep`: nothing of the lab is left (namespaces,
-    host link, state directory, its processes); a second `lab down` finds no lab. `lab down` killed right before
-    step n of a full lab's removal, then `lab down` again: the same. Every step (the walked ones are printed)."""
+    """`lab up` killed right before step n, then `sweep` alone (the command's lab ledger: `lab down` of it): nothing
+    of the lab is left (namespaces, host link, state directory, its processes), a second sweep finds nothing and
+    `lab down` finds no lab. `lab down` killed right before step n of a full lab's removal, then `sweep`: the same.
+    `lab restart api` killed: the lab stays the operator's; `lab down`, then nothing is left. Every step."""
     import random
 
     from chaosinject.lab.netlab import lab_leftovers
@@ -232,15 +233,22 @@ def test_walk_lab_up_and_down(run_dir, tmp_path):
         role = ["api"] if action == "restart" else []       # the role whose service restarts
         return run_cli(run_dir, ["lab", action, *role, *lab], crash_at=crash_at, trace=trace, timeout=300)
 
-    def nothing_left(where: str) -> None:
-        down = lab_cli("down")
-        assert down.returncode == 0, f"{where}: lab down failed: {down.stderr[-1500:]}"
-        wait_no_command_processes(run_dir, where)  # the lab's services carry the run directory too
-        report = sweep()
-        assert not (report.failures or report.swept_runs), f"{where}: sweep: {report}"
+    def nothing_left(where: str, *, down_first: bool = False) -> None:
+        """After a killed `lab up` or `lab down`, `sweep` alone takes the lab down (the command's lab ledger);
+        after a killed restart the lab is still the operator's: `lab down`, then `sweep` finds nothing."""
+        if down_first:
+            down = lab_cli("down")
+            assert down.returncode == 0, f"{where}: lab down failed: {down.stderr[-1500:]}"
+            wait_no_command_processes(run_dir, where)  # the lab's services carry the run directory too
+        report = sweep()                               # the killed command was waited for: its owner is dead
+        assert not report.failures, f"{where}: sweep: {report}"
+        assert not (down_first and report.swept_runs), f"{where}: sweep after lab down: {report}"
+        wait_no_command_processes(run_dir, where)
         assert not lab_leftovers(spec), f"{where}: left: {lab_leftovers(spec)}"
-        again = lab_cli("down")
-        assert again.returncode == 0 and "no lab was up" in again.stdout, f"{where}: second down: {again.stdout}"
+        again = sweep()
+        assert not (again.failures or again.swept_runs or again.removed), f"{where}: second sweep: {again}"
+        down = lab_cli("down")
+        assert down.returncode == 0 and "no lab was up" in down.stdout, f"{where}: lab down after: {down.stdout}"
 
     def traced(action: str) -> list[str]:
         trace = tmp_path / f"trace-lab-{action}"
@@ -259,13 +267,13 @@ def test_walk_lab_up_and_down(run_dir, tmp_path):
                 assert up.returncode == 0, f"{where}: lab up: {up.stderr[-1500:]}"
             done = lab_cli(action, crash_at=f"{n}:before")
             assert done.returncode == -9, f"{where}: exit {done.returncode}: {done.stderr[-1500:]}"
-            nothing_left(where)
+            nothing_left(where, down_first=action == "restart")
 
     try:
         up_steps = traced("up")
         restart_steps = traced("restart")
         down_steps = traced("down")
-        nothing_left("traced up, restart and down")
+        nothing_left("traced up, restart and down")     # the traced down took it down: nothing to sweep
         print(f"crash points: lab restart api: {len(restart_steps)} steps (all walked): " + ", ".join(restart_steps))
         assert restart_steps, "lab restart api made no state change"
         walk_lab_action("restart", restart_steps)

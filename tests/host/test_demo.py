@@ -189,6 +189,42 @@ def test_demo_ctrl_c_during_the_fault_rolls_back_and_takes_the_lab_down(demo, tm
     assert not _leftovers(spec, run_root), _leftovers(spec, run_root)
 
 
+def test_demo_killed_9_during_the_fault_is_swept_whole(demo, tmp_path):
+    """`kill -9` of the demo with the fault on and the lab it brought up: `sweep` alone removes both (the fault's
+    run ledger, and the demo's lab ledger: `lab down` of its lab); a second sweep finds nothing."""
+    spec, env, args, run_root = demo
+    proc = subprocess.Popen([*CLI, "demo", "--record", str(tmp_path / "run"), *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 120
+        for line in proc.stderr:
+            lines.append(line)
+            if "action add-network-delay-to-database" in line:
+                break
+            assert time.monotonic() < deadline, "".join(lines)
+        time.sleep(2.0)             # the fault is on
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -9
+    assert _leftovers(spec, run_root), "the killed demo left nothing to sweep: the test did not kill it in time"
+    swept = subprocess.run([*CLI, "sweep", "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert swept.returncode == 0, swept.stdout + swept.stderr
+    report = json.loads(swept.stdout)
+    kinds = {e["kind"] for e in report["removed"]}
+    assert "netns-lab" in kinds and len(report["swept_runs"]) >= 2, report   # the lab's ledger and the fault's
+    time.sleep(0.2)
+    assert not _leftovers(spec, run_root), _leftovers(spec, run_root)
+    assert not list((run_root / "runs").glob("*.json")), list((run_root / "runs").glob("*"))
+    again = json.loads(subprocess.run([*CLI, "sweep", "--json"], env=env, capture_output=True, text=True,
+                                      timeout=120).stdout)
+    assert not (again["swept_runs"] or again["removed"] or again["failures"]), again
+
+
 def test_quick_demo_is_still_reachable(tmp_path):
     env = {**os.environ, "CHAOS_INJECT_RUN_DIR": str(tmp_path / "run-root")}
     before = set(existing_namespaces())
