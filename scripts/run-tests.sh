@@ -8,7 +8,8 @@
 #   vms-smoke  one Vagrant VM from the local box (vagrant-libvirt, QEMU TCG) in a namespace of its own: chaos-inject
 #          from this checkout delays one flow with netem, checked on the wire (scripts/vms-tier.sh installs the
 #          VM packages and builds the box, cached, first); the smoke killed before each of its 20 steps and after
-#          the last, the lab's 21 the same, then `sweep` (tests/vms/test_crash_walk.py)
+#          the last, the lab's 21 the same and before its 2nd and 3rd QEMU's ledger writes (after one and two
+#          boots), then `sweep` (tests/vms/test_crash_walk.py)
 # Exit status is non-zero if any tier failed, or if a tier that must run collected no test (pytest exit 5),
 # skipped every test it collected (a tier cannot pass by skipping) or passed none, or if the kernel tier could
 # not run on a machine that has QEMU: each with the reason. CHAOS_INJECT_ALLOW_SKIP=1 turns the skips (a tier

@@ -54,7 +54,9 @@ if [ "${1:-}" = "--inner" ]; then
     t=$(nsl_now); nsl_box_add "$BOX_NAME" "$BOX_FILE" "$work/vagrant-box-add.log" \
       || { nsl_log "vagrant box add failed:"; tail -20 "$work/vagrant-box-add.log" >&2; return 1; }
     # two libvirt networks (Vagrantfile): the management network and the lab's 192.168.56.0/24
+    # NSL_UP_NO_PROVISION=1 (test-only, the crash walk of the second and third QEMU): boots without provisioning
     t=$(nsl_now); NSL_NETWORKS=2 nsl_vagrant_up "$work/vagrant-up.log" --provider libvirt --no-parallel \
+      ${NSL_UP_NO_PROVISION:+--no-provision} \
       || { nsl_log "vagrant up failed:"; tail -40 "$work/vagrant-up.log" >&2; return 1; }
     nsl_timing up "$(nsl_since "$t")"; nsl_log "vagrant up (db, api, prometheus, provisioned): $(nsl_since "$t") s"
     grep -E 'chaos-inject: |load: ' "$work/vagrant-up.log" | sed 's/^/  /' >&2 || true

@@ -5,18 +5,20 @@ QEMU) and in the teardown (vagrant destroy, the box volume, the storage pool, li
 work directory, the ledger) -- then `chaos-inject sweep`: no namespace, no process, no work directory (the private
 libvirt state: domains, networks, volumes) and no ledger of the run may be left, and a second sweep finds nothing.
 
-The walk runs with NSL_END_UP_AT_QEMU (test-only): `vagrant up` ends once the first QEMU runs and the run goes to
+The walk runs with NSL_END_UP_AT_QEMU=1 (test-only): `vagrant up` ends once the first QEMU runs and the run goes to
 its teardown with the domain running, so a teardown step costs the steps before the boot, not a boot; one
-wheelhouse serves every run (CHAOS_INJECT_WHEELHOUSE).
-What that leaves unwalked: the lab's second and third QEMU (each a ledger write during its `vagrant up`, after the
-VM before it is provisioned); their teardown is the same steps with two more domains for `vagrant destroy`.
+wheelhouse serves every run (CHAOS_INJECT_WHEELHOUSE). The lab's second and third QEMU are each a ledger write during
+its `vagrant up`, after the VM before it has booted: "lab-boots" reaches them with NSL_END_UP_AT_QEMU=3 and
+NSL_UP_NO_PROVISION=1 (boots without provisioning), one and two boots under TCG (~2 and ~4 min); their teardown is
+the same steps with more domains for `vagrant destroy`.
 
-Which points: the vms-smoke tier (`make test`) kills the smoke before each of its 20 steps and after the last, and
-the lab before each of its 21 and after the last (every state change is a step, so the state after a step is the one
-before the next: 21 + 22 points, every state the runs pass through); CHAOS_INJECT_CRASH_WALK=full (`make test-vms`)
-walks both sides of every step of both (82). Each point is a run of its own, named by its script's PID (namespace,
-libvirtd, work directory, ledger): CHAOS_INJECT_VM_WALK_JOBS (default 2) runs go at once. The number of crash points
-per command and the time of each are printed."""
+Which points: the vms-smoke tier (`make test`) kills the smoke before each of its 20 steps and after the last, the
+lab before each of its 21 and after the last (every state change is a step, so the state after a step is the one
+before the next: 21 + 22 points, every state the runs pass through), and the lab before its second and third QEMU's
+ledger writes (45 in all); CHAOS_INJECT_CRASH_WALK=full (`make test-vms`) walks both sides of every step (86). Each
+point is a run of its own, named by its script's PID (namespace, libvirtd, work directory, ledger):
+CHAOS_INJECT_VM_WALK_JOBS (default 2) runs go at once. The number of crash points per command and the time of each
+are printed."""
 
 from __future__ import annotations
 
@@ -55,6 +57,10 @@ class Command:
     ns_prefix: str          # its namespace: <prefix><pid>
     work_prefix: str        # its work directories: .cache/<tag>/<prefix><pid>-<random>
     steps: list[str]
+    walked: tuple[int, ...] | None = None   # the steps it is killed at (None: every step, and after the last)
+    # test-only switches of nslibvirt.sh: NSL_END_UP_AT_QEMU=1 ends `vagrant up` once the first QEMU runs, so the
+    # teardown comes right after QEMU starts, with the domain running, not after the boot
+    switches: tuple[tuple[str, str], ...] = (("NSL_END_UP_AT_QEMU", "1"),)
 
     def work_dirs(self, pid: int) -> set[str]:
         """The work directories of the run whose script is ``pid``."""
@@ -63,8 +69,10 @@ class Command:
     def points(self) -> list[tuple[int, str]]:
         """Both sides of every step with CHAOS_INJECT_CRASH_WALK=full; in CI, before each step (every state
         change is a step: the state after step n is the one before step n + 1) and after the last."""
-        last = len(self.steps)
-        if os.environ.get("CHAOS_INJECT_CRASH_WALK") == "full":
+        last, full = len(self.steps), os.environ.get("CHAOS_INJECT_CRASH_WALK") == "full"
+        if self.walked is not None:
+            return [(n, when) for n in self.walked for when in (("before", "after") if full else ("before",))]
+        if full:
             return [(n, when) for n in range(1, last + 1) for when in ("before", "after")]
         return [(n, "before") for n in range(1, last + 1)] + [(last, "after")]
 
@@ -72,7 +80,13 @@ class Command:
 SMOKE = Command("smoke", "vagrant/smoke/smoke.sh", "vagrant-smoke", "cibox-", "run.", BEFORE_BOOT + TEARDOWN)
 # the lab's steps are the smoke's (one library) but for its second network's dnsmasq
 LAB = Command("lab", "vagrant/lab.sh", "vagrant-lab", "cilab-", "work.", LAB_BEFORE_BOOT + TEARDOWN)
-COMMANDS = {c.name: c for c in (SMOKE, LAB)}
+# the lab's second and third QEMU: ledgered once their domain runs, after the VM before them has booted (one and two
+# boots under TCG, unprovisioned: NSL_UP_NO_PROVISION); `vagrant up` ends once the third is ledgered. Walked first:
+# the longest runs, beside the others
+LAB_BOOTS = Command("lab-boots", LAB.script, LAB.tag, LAB.ns_prefix, LAB.work_prefix,
+                    LAB_BEFORE_BOOT + ["write ledger", "write ledger"] + TEARDOWN, walked=(15, 16),
+                    switches=(("NSL_END_UP_AT_QEMU", "3"), ("NSL_UP_NO_PROVISION", "1")))
+COMMANDS = {c.name: c for c in (LAB_BOOTS, SMOKE, LAB)}
 
 
 def processes_of(command: Command, ledger_id: str) -> list[int]:
@@ -131,10 +145,9 @@ class PointRun:
 
     @property
     def env(self) -> dict[str, str]:
-        # NSL_END_UP_AT_QEMU: the teardown comes right after QEMU starts, with the domain running, not after the boot
         return {**os.environ, "CHAOS_INJECT_RUN_DIR": str(self.base / "run"),
                 "CHAOS_INJECT_CRASH_TRACE": str(self.base / "trace"), "CHAOS_INJECT_CRASH_AT": f"{self.n}:{self.when}",
-                "NSL_END_UP_AT_QEMU": "1"}
+                **dict(self.command.switches)}
 
     def run(self, wheels: str) -> tuple[int, int, float]:
         """The script, to its end (killed at the point): its PID, exit status and seconds to the kill."""
@@ -152,33 +165,25 @@ class PointRun:
 
 
 class Walk:
-    """The points' runs, JOBS at a time in collection order: a test starts its own run (if not yet started) and
-    the next ones, then waits for its own. Runs that no test waited for (a -k selection, a failure) are waited
-    for and swept at the module's end."""
+    """The selected points' runs, all queued at once in collection order and run JOBS at a time (a long run does
+    not hold the others back); each test waits for its own run, then checks it. At the module's end every run is
+    waited for and swept (one whose test failed or never came)."""
 
     def __init__(self, wheels: str, tmp_path_factory, order: list[tuple[str, int, str]]):
-        self.wheels, self.order = wheels, order
         self.pool = ThreadPoolExecutor(max_workers=JOBS)
         self.runs = {key: PointRun(COMMANDS[key[0]], key[1], key[2],
                                    tmp_path_factory.mktemp(f"{key[0]}-{key[1]}-{key[2]}")) for key in order}
-
-    def start(self, key) -> None:
-        run = self.runs[key]
-        if run.future is None:
-            run.future = self.pool.submit(run.run, self.wheels)
+        for run in self.runs.values():
+            run.future = self.pool.submit(run.run, wheels)
 
     def result(self, key) -> tuple[PointRun, int, int, float]:
-        i = self.order.index(key)
-        for ahead in self.order[i:i + JOBS]:
-            self.start(ahead)
         run = self.runs[key]
         return (run, *run.future.result())
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
         for run in self.runs.values():
-            if run.future is not None:
-                sweep(run.env)
+            sweep(run.env)
 
 
 @pytest.fixture(scope="module")
@@ -196,12 +201,17 @@ LIBVIRT_RUN_DIR_BEFORE = Path("/run/libvirt").exists()    # each run's libvirtd 
 
 @pytest.mark.parametrize("name,n,when", POINTS)
 def test_killed_at_a_step_and_swept_clean(name, n, when, request):
-    command = COMMANDS[name]
     require_root_and_vm_tools(f"the {name}")
     walk = request.getfixturevalue("walk")      # after the skip: no wheel build where nothing runs
     run, pid, rc, killed_after = walk.result((name, n, when))
-    env, run_dir = run.env, run.base / "run"
-    request.addfinalizer(lambda: sweep(env))     # a failed check must not leave the killed run's inner script going
+    request.addfinalizer(lambda: sweep(run.env))   # a failed check must not leave the killed run's inner script going
+    check_killed_and_swept(run, pid, rc, killed_after)
+
+
+def check_killed_and_swept(run: PointRun, pid: int, rc: int, killed_after: float) -> None:
+    """The run was killed at its point; `sweep` leaves nothing of it and a second sweep finds nothing."""
+    command, n, when = run.command, run.n, run.when
+    name, env, run_dir = command.name, run.env, run.base / "run"
     stderr = (run.base / "stderr").read_text()
     if rc == 77:
         pytest.skip(stderr.strip().splitlines()[-1])
@@ -212,7 +222,7 @@ def test_killed_at_a_step_and_swept_clean(name, n, when, request):
     # killed at step n (after it: a step that writes the ledger holds that write, n + 1, too)
     assert traced == steps[:len(traced)] and len(traced) in (n, n + 1) and traced[n - 1] == steps[n - 1], traced
     ledgers = list((run_dir / "runs").glob(f"vm-{command.tag}-*.json"))
-    where = f"{name} crash point {n}:{when} of {len(command.points())} ({steps[n - 1]})"
+    where = f"{name} crash point {n}:{when}, step {n} of {len(steps)} ({steps[n - 1]})"
     t0 = time.monotonic()
     if (n, when) in ((1, "before"), (len(steps), "after")):   # no ledger yet, or the last thing gone: nothing made
         assert not ledgers and not list((run_dir / "runs").glob("*")), ledgers

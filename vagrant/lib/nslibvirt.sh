@@ -23,9 +23,11 @@
 # crash kills the owner (the outer script) and the step's own shell with SIGKILL. The teardown's steps are steps too:
 # the inner script's (vagrant destroy, the volumes, the pool, libvirtd), then the outer's trap (the namespace, the
 # work directory, the ledger), which carries on from the inner's count (WORK/steps: each script counts its own).
-# NSL_END_UP_AT_QEMU=1 (test-only) ends `vagrant up` with SIGKILL once the first QEMU runs: the run goes to its
-# teardown with the domain running and its volumes made, but without the boot (minutes under TCG), so that every
-# teardown step can be walked in the time of the steps before the boot.
+# NSL_END_UP_AT_QEMU=N (test-only) ends `vagrant up` with SIGKILL once N QEMU run, each ledgered. With 1 the run
+# goes to its teardown with the first domain running and its volumes made, but without the boot (minutes under
+# TCG), so that every teardown step can be walked in the time of the steps before the boot; the lab's 2 and 3 reach
+# the ledger writes of its second and third QEMU (after the boot of the VMs before them; vagrant/lab.sh passes
+# --no-provision with NSL_UP_NO_PROVISION=1, also test-only).
 
 NSL_TAG=${NSL_TAG:-vagrant}
 nsl_log() { printf '[%s] %s\n' "$NSL_TAG" "$*" >&2; }
@@ -61,8 +63,8 @@ nsl_ledger_pidfile() {  # nsl_ledger_pidfile ROLE FILE...: ledger the processes 
   for f in "$@"; do
     [ -s "$f" ] && [ "${f##*/}" != driver.pid ] || continue   # driver.pid: libvirtd's own (ledgered already)
     pid=$(tr -dc 0-9 < "$f")
-    [ -n "$pid" ] && ! grep -qx "$pid" "$NSL_WORK/ledgered" 2>/dev/null || continue
-    echo "$pid" >> "$NSL_WORK/ledgered"; nsl_ledger add process "$pid" --role "$role"
+    [ -n "$pid" ] && ! grep -qx "$role $pid" "$NSL_WORK/ledgered" 2>/dev/null || continue
+    echo "$role $pid" >> "$NSL_WORK/ledgered"; nsl_ledger add process "$pid" --role "$role"
   done
 }
 
@@ -221,11 +223,13 @@ nsl_vagrant_up() {  # nsl_vagrant_up LOG ARGS...: `vagrant up ARGS` in the backg
     fi
     if [ "$dom" = 0 ] && [ -n "$running" ]; then
       dom=1; nsl_step "QEMU started" nsl_ledger_pidfile qemu /run/libvirt/qemu/*.pid
-      # test-only: straight to the teardown with the domain running, no boot (the crash walk of the teardown)
-      [ -z "${NSL_END_UP_AT_QEMU:-}" ] || { nsl_log "NSL_END_UP_AT_QEMU: vagrant up ($pid) ended"; kill -KILL "$pid"; }
     fi
     [ "$net" = 0 ] || nsl_ledger_pidfile dnsmasq /run/libvirt/network/*.pid   # a network beyond NSL_NETWORKS
     [ "$dom" = 0 ] || nsl_ledger_pidfile qemu /run/libvirt/qemu/*.pid    # the lab's next VMs (--no-parallel)
+    # test-only: straight to the teardown once N QEMU run, ledgered (the crash walk; N=1: no boot)
+    if [ -n "${NSL_END_UP_AT_QEMU:-}" ] && [ "$(grep -c '^qemu ' "$NSL_WORK/ledgered" 2>/dev/null)" -ge "$NSL_END_UP_AT_QEMU" ]; then
+      nsl_log "NSL_END_UP_AT_QEMU: $NSL_END_UP_AT_QEMU QEMU run: vagrant up ($pid) ended"; kill -KILL "$pid" 2>/dev/null
+    fi
     sleep 0.5
   done
   wait "$pid" || rc=$?
