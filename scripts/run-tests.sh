@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Every test tier this machine can run, each reporting its counts (or why it was skipped); the kernel tier runs
-# beside the unit tier, the others one after another:
+# Every test tier this machine can run, one after another, each reporting its counts (or why it was skipped):
 #   unit   no root: specs, plan, runner with a fake engine, analysis, notebooks
 #   host   root + bcc on this kernel, in throwaway network namespaces (eBPF engine, CLI lifecycle)
 #   fleet  root: 4 sshd "hosts" in namespaces of the test, faults through Ansible (chaos-inject --inventory)
@@ -91,26 +90,13 @@ run_tier() {  # run_tier <name> <command...>
   tally "$name" "${PIPESTATUS[0]}" "$log"
 }
 
-# The kernel tier (one TCG vCPU) runs beside the unit tier (no root, no timing, one CPU): its output goes to its
-# log and is printed once the unit tier is done. The other tiers run alone: the host tier measures delays.
-kernel_rcs=$(mktemp -d)
-(
-  for series in $series_list; do
-    bash "$kernel_tier" "$series" > "$logdir/kernel-$series.log" 2>&1
-    echo $? > "$kernel_rcs/$series"
-  done
-) &
-kernel_job=$!
 run_tier unit "$py" -m pytest $unit_tests -q -ra -p no:cacheprovider
-wait "$kernel_job"
-for series in $series_list; do
-  echo "=== kernel-$series tier (beside the unit tier): bash $kernel_tier $series"
-  cat "$logdir/kernel-$series.log"
-  tally "kernel-$series" "$(cat "$kernel_rcs/$series" 2>/dev/null || echo 1)" "$logdir/kernel-$series.log"
-done
-rm -rf "$kernel_rcs"
 run_tier host "$py" -m pytest $host_tests -q -ra -p no:cacheprovider
 run_tier fleet "$py" -m pytest $fleet_tests -q -ra -p no:cacheprovider
+# the kernel tier alone, after the others: beside the unit tier its timing checks failed once (CI, 7 Dec)
+for series in $series_list; do
+  run_tier "kernel-$series" bash "$kernel_tier" "$series"
+done
 run_tier vms-smoke bash "$vms_tier" $vms_tests
 
 echo
