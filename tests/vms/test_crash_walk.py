@@ -130,7 +130,7 @@ def wheelhouse(tmp_path_factory) -> str:
 
 POINTS = [(c.name, n, when) for c in COMMANDS.values() for n, when in c.points()]
 # runs at once: each point is a run of its own (namespace, libvirtd, work directory, ledger: all named by the
-# script's PID), so the next point's run goes while this one's checks do; the checks look at their run's objects only
+# script's PID), and each test's checks look at its own run's objects only
 JOBS = max(1, int(os.environ.get("CHAOS_INJECT_VM_WALK_JOBS", "2")))
 
 
