@@ -161,19 +161,30 @@ def test_demo_end_to_end_twice_leaves_nothing(demo, tmp_path):
     assert not _leftovers(spec, run_root), _leftovers(spec, run_root)
 
 
-def test_demo_ctrl_c_during_the_fault_rolls_back_and_takes_the_lab_down(demo, tmp_path):
-    spec, env, args, run_root = demo
-    proc = subprocess.Popen([*CLI, "demo", "--record", str(tmp_path / "run"), *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _demo_with_the_fault_on(record: Path, env: dict, args: list[str], *, stdout, wait_s: float) -> subprocess.Popen:
+    """`chaos-inject demo` started and read until its method's action has run, 2 s more: the fault is on."""
+    proc = subprocess.Popen([*CLI, "demo", "--record", str(record), *args], env=env,
+                            stdout=stdout, stderr=subprocess.PIPE, text=True)
     try:
         lines = []
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + wait_s
         for line in proc.stderr:    # the runner's live progress
             lines.append(line)
             if "action add-network-delay-to-database" in line:
                 break
             assert time.monotonic() < deadline, "".join(lines)
-        time.sleep(2.0)             # the fault is on
+        time.sleep(2.0)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
+def test_demo_ctrl_c_during_the_fault_rolls_back_and_takes_the_lab_down(demo, tmp_path):
+    spec, env, args, run_root = demo
+    proc = _demo_with_the_fault_on(tmp_path / "run", env, args, stdout=subprocess.PIPE, wait_s=60)
+    try:
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
@@ -193,23 +204,9 @@ def test_demo_killed_9_during_the_fault_is_swept_whole(demo, tmp_path):
     """`kill -9` of the demo with the fault on and the lab it brought up: `sweep` alone removes both (the fault's
     run ledger, and the demo's lab ledger: `lab down` of its lab); a second sweep finds nothing."""
     spec, env, args, run_root = demo
-    proc = subprocess.Popen([*CLI, "demo", "--record", str(tmp_path / "run"), *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        lines = []
-        deadline = time.monotonic() + 120
-        for line in proc.stderr:
-            lines.append(line)
-            if "action add-network-delay-to-database" in line:
-                break
-            assert time.monotonic() < deadline, "".join(lines)
-        time.sleep(2.0)             # the fault is on
-        proc.kill()
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc = _demo_with_the_fault_on(tmp_path / "run", env, args, stdout=subprocess.DEVNULL, wait_s=120)
+    proc.kill()
+    proc.wait(timeout=30)
     assert proc.returncode == -9
     assert _leftovers(spec, run_root), "the killed demo left nothing to sweep: the test did not kill it in time"
     swept = subprocess.run([*CLI, "sweep", "--json"], env=env, capture_output=True, text=True, timeout=300)
