@@ -134,6 +134,44 @@ class DetachWalk(Walk):
         return n >= self.supervisor_from
 
 
+class Service:
+    """kill-process's target: a sleep of the test's own (an argument no other process has); its --restart starts
+    another like it. After any crash and sweep exactly one must run: the target untouched, or one restart."""
+
+    def __init__(self) -> None:
+        self.argv = ["sleep", f"3600.{os.getpid()}{time.monotonic_ns() % 1_000_000}"]
+        self.started: list[subprocess.Popen] = []
+
+    def running(self) -> list[int]:
+        return [int(p.name) for p in Path("/proc").iterdir()
+                if p.name.isdigit() and _cmdline(int(p.name)) == self.argv and process_alive(int(p.name), None)]
+
+    def end_all(self) -> None:
+        for pid in self.running():   # ours: the target or its restart, by pid
+            os.kill(pid, signal.SIGKILL)
+        end = time.monotonic() + 10
+        while self.running() and time.monotonic() < end:
+            time.sleep(0.02)
+        for proc in self.started:
+            proc.poll()
+
+    def fresh_target(self) -> list[str]:
+        self.end_all()
+        proc = subprocess.Popen(self.argv, start_new_session=True)
+        self.started.append(proc)
+        return ["kill-process", "--pid", str(proc.pid), "--grace", "2s", "--hold", "200ms",
+                "--restart", " ".join(self.argv) + " &"]
+
+    def check(self, where: str) -> None:
+        for proc in self.started:
+            proc.poll()
+        end = time.monotonic() + 10   # a restart's `sh -c 'sleep ... &'` has exited; its child may not have exec'd
+        while not (running := self.running()) and time.monotonic() < end:
+            time.sleep(0.02)
+        assert len(running) == 1, f"{where}: {len(running)} of the service running, not 1: {running}"
+
+
+
 @pytest.mark.skipif(nftables.nft_binary() is None, reason="nft missing (Debian package nftables)")
 def test_walk_inject_detach_supervisor(pair, run_dir, tmp_path):
     walk = DetachWalk(run_dir, pair, tmp_path, "inject --detach (userspace)",
@@ -160,43 +198,17 @@ def test_walk_kill_process_hold_restart(pair, run_dir, tmp_path):
     like it. After every crash point and sweep exactly one is running: the target, untouched, or one restart
     (never none: the ledger's restart entry precedes the signal; never two: a restart carries its run's marker
     in its environment, and sweep does not start it again)."""
-    argv = ["sleep", f"3600.{os.getpid()}{time.monotonic_ns() % 1_000_000}"]
-    target: list[int] = []
-    started: list[subprocess.Popen] = []
-
-    def alive() -> list[int]:
-        return [int(p.name) for p in Path("/proc").iterdir()
-                if p.name.isdigit() and _cmdline(int(p.name)) == argv and process_alive(int(p.name), None)]
+    service = Service()
 
     def prepare() -> None:
-        for pid in alive():  # the last run's survivor (target or restart): ours, ended by its pid
-            os.kill(pid, signal.SIGKILL)
-        end = time.monotonic() + 10
-        while alive() and time.monotonic() < end:
-            time.sleep(0.02)
-        proc = subprocess.Popen(argv, start_new_session=True)
-        started.append(proc)
-        target[:] = [proc.pid]
-        walk.args = ["kill-process", "--pid", str(proc.pid), "--grace", "2s", "--hold", "200ms",
-                     "--restart", " ".join(argv) + " &"]
+        walk.args = service.fresh_target()
 
-    def check(where: str) -> None:
-        for proc in started:
-            proc.poll()  # reap our own killed target (a zombie is no longer alive, but keep /proc tidy)
-        end = time.monotonic() + 10  # a restart's `sh -c 'sleep ... &'` has exited; its child may not have exec'd
-        while not (running := alive()) and time.monotonic() < end:
-            time.sleep(0.02)
-        assert len(running) == 1, f"{where}: {len(running)} of the service running, not 1: {running}"
-
-    walk = Walk(run_dir, pair, tmp_path, "kill-process --hold --restart", [], prepare=prepare, check=check,
-                spare=lambda pid: _cmdline(pid) == argv)
+    walk = Walk(run_dir, pair, tmp_path, "kill-process --hold --restart", [], prepare=prepare,
+                check=service.check, spare=lambda pid: _cmdline(pid) == service.argv)
     try:
         steps = walk.run(min_steps=6)
     finally:
-        for pid in alive():
-            os.kill(pid, signal.SIGKILL)
-        for proc in started:
-            proc.poll()
+        service.end_all()
     assert "send SIGTERM" in steps and "start restart command" in steps, steps
 
 

@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from chaosinject.kernel import nftables
-from chaosinject.kernel.ledger import process_alive
 from chaosinject.kernel.sweep import sweep
 
 from .test_crash_points import CLI, SOAK_SEED, assert_nothing_left, inject_args, snapshot
 from .test_crash_points_demo import DEMO, assert_as_before, root_state
-from .test_crash_points_more import _cmdline, _experiment, wait_no_command_processes
+from .test_crash_points_more import Service, _cmdline, _experiment, wait_no_command_processes
 
 SOAK_TRIALS = int(os.environ.get("CHAOS_INJECT_SOAK_TRIALS", "200"))
 
@@ -42,43 +39,6 @@ class Soaked:
     trials: int = 0
 
 
-class Service:
-    """kill-process's target: a sleep of the test's own (an argument no other process has); its --restart starts
-    another like it. After any crash and sweep exactly one must run: the target untouched, or one restart."""
-
-    def __init__(self) -> None:
-        self.argv = ["sleep", f"3600.{os.getpid()}{time.monotonic_ns() % 1_000_000}"]
-        self.started: list[subprocess.Popen] = []
-
-    def running(self) -> list[int]:
-        return [int(p.name) for p in Path("/proc").iterdir()
-                if p.name.isdigit() and _cmdline(int(p.name)) == self.argv and process_alive(int(p.name), None)]
-
-    def end_all(self) -> None:
-        for pid in self.running():   # ours: the target or its restart, by pid
-            os.kill(pid, signal.SIGKILL)
-        end = time.monotonic() + 10
-        while self.running() and time.monotonic() < end:
-            time.sleep(0.02)
-        for proc in self.started:
-            proc.poll()
-
-    def fresh_target(self) -> list[str]:
-        self.end_all()
-        proc = subprocess.Popen(self.argv, start_new_session=True)
-        self.started.append(proc)
-        return ["kill-process", "--pid", str(proc.pid), "--grace", "2s", "--hold", "200ms",
-                "--restart", " ".join(self.argv) + " &"]
-
-    def check(self, where: str, pid: int) -> None:
-        for proc in self.started:
-            proc.poll()
-        end = time.monotonic() + 10   # a restart's `sh -c 'sleep ... &'` has exited; its child may not have exec'd
-        while not (running := self.running()) and time.monotonic() < end:
-            time.sleep(0.02)
-        assert len(running) == 1, f"{where}: {len(running)} of the service running, not 1: {running}"
-
-
 def test_seeded_kill_9_soak_across_the_commands(pair, run_dir, tmp_path):
     rng = random.Random(SOAK_SEED)
     service = Service()
@@ -88,7 +48,8 @@ def test_seeded_kill_9_soak_across_the_commands(pair, run_dir, tmp_path):
         Soaked("doctor", lambda: ["doctor"]),
         Soaked("inject ebpf", lambda: inject_args(pair, "--loss", "50%", "--engine", "ebpf"), exit=4),
         Soaked("cpu-stress", lambda: ["cpu-stress", "--workers", "2", "--load", "5%", "--duration", "300ms"]),
-        Soaked("kill-process --hold --restart", service.fresh_target, check=service.check),
+        Soaked("kill-process --hold --restart", service.fresh_target,
+               check=lambda where, pid: service.check(where)),
         Soaked("run (experiment)", lambda: ["run", str(_experiment(pair, tmp_path)), "--no-guard", "-q",
                                             "--record", str(tmp_path / f"record-{next(records)}")], exit=1),
         Soaked("schedule", lambda: ["schedule", "--count", "1", "--immediately", "@every 1h", "--",
